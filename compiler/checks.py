@@ -1,0 +1,729 @@
+"""Checks: one pass over a parsed `Spec` that types every expression and collects every problem.
+
+The pass returns a `CheckResult`: the sorted diagnostics, the type of every expression node, what
+each `$variable` refers to, and the static lineage of every output field (which source paths,
+lets, tables, context values and clocks its value comes from). Code generation runs only on a
+result without errors and may assume a well-typed tree.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import jsonschema
+
+from dockyard.dsl import ast
+from dockyard.dsl.diagnostics import Diagnostic, Severity
+from dockyard.dsl.functions import REGISTRY, Function, TypeProblem
+from dockyard.dsl.spans import Span
+from dockyard.dsl.spec import LetDef, OutEach, OutField, OutJson, OutList, OutNode, OutObject, OutValue, Spec
+from dockyard.dsl.spec_parser import did_you_mean
+from dockyard.dsl.types import ANY, BOOL, DECIMAL, INT, STRING, Kind, Type, list_of, object_of, type_from_schema
+
+__all__ = ["Binding", "CheckResult", "Lineage", "check_spec", "check_expression"]
+
+_XML_NAME = re.compile(r"^[A-Za-z_][\w.\-]*(:[A-Za-z_][\w.\-]*)?$")
+
+
+@dataclass
+class Lineage:
+    """Where a value comes from: source paths (with [] for list elements), lets, tables, …"""
+
+    paths: set[str] = field(default_factory=set)
+    lets: set[str] = field(default_factory=set)
+    tables: set[str] = field(default_factory=set)
+    context: set[str] = field(default_factory=set)
+    clock: bool = False
+
+    def add(self, other: Lineage) -> None:
+        self.paths |= other.paths
+        self.lets |= other.lets
+        self.tables |= other.tables
+        self.context |= other.context
+        self.clock = self.clock or other.clock
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"paths": sorted(self.paths), "lets": sorted(self.lets), "tables": sorted(self.tables),
+                "context": sorted(self.context), "clock": self.clock}
+
+
+@dataclass
+class Binding:
+    """What a `$name` means at one place in the spec."""
+
+    kind: str  # "let", "loop", "lambda", "position", "ctx"
+    name: str
+    type: Type
+    uid: int  # unique per binding: codegen names the Python local from it, never from the user name
+    path: str | None = None  # the source path this binding stands for (loop/lambda: the list's path + [])
+    lineage: Lineage = field(default_factory=Lineage)
+    used: bool = False
+    span: Span | None = None
+
+
+@dataclass
+class CheckResult:
+    diagnostics: list[Diagnostic]
+    types: dict[int, Type] = field(default_factory=dict)  # id(expr node) → type
+    bindings: dict[int, Binding] = field(default_factory=dict)  # id(Var node) → binding
+    let_bindings: dict[int, Binding] = field(default_factory=dict)  # id(LetDef) → binding
+    loop_bindings: dict[int, Binding] = field(default_factory=dict)  # id(OutEach) → element binding
+    lambda_bindings: dict[int, Binding] = field(default_factory=dict)  # id(Lambda) → parameter binding
+    lineage: dict[int, Lineage] = field(default_factory=dict)  # id(OutValue) → lineage
+    field_types: dict[int, Type] = field(default_factory=dict)  # id(OutNode) → type of the node's value
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.is_error for d in self.diagnostics)
+
+
+class _Scope:
+    def __init__(self, parent: _Scope | None = None) -> None:
+        self.parent = parent
+        self.names: dict[str, Binding] = {}
+
+    def find(self, name: str) -> Binding | None:
+        scope: _Scope | None = self
+        while scope is not None:
+            if name in scope.names:
+                return scope.names[name]
+            scope = scope.parent
+        return None
+
+    def all_names(self) -> set[str]:
+        names: set[str] = set()
+        scope: _Scope | None = self
+        while scope is not None:
+            names |= set(scope.names)
+            scope = scope.parent
+        return names
+
+
+_RESERVED = {"ctx", "position"}
+
+
+class _Checker:
+    def __init__(self, source_type: Type, tables: Mapping[str, Any], context: Mapping[str, Type],
+                 context_required: Mapping[str, bool] | None = None) -> None:
+        self.source_type = source_type
+        self.tables = tables
+        self.context = context
+        self.context_required = context_required or {}
+        self.result = CheckResult([])
+        self.uid = 0
+        self.position_stack: list[Binding] = []
+
+    # -- reporting ------------------------------------------------------------------------
+    def error(self, span: Span, message: str, code: str, hint: str | None = None) -> None:
+        self.result.diagnostics.append(Diagnostic(span, message, code, Severity.ERROR, hint))
+
+    def warning(self, span: Span, message: str, code: str, hint: str | None = None) -> None:
+        self.result.diagnostics.append(Diagnostic(span, message, code, Severity.WARNING, hint))
+
+    def bind(self, kind: str, name: str, type_: Type, span: Span | None, path: str | None = None) -> Binding:
+        self.uid += 1
+        return Binding(kind, name, type_, self.uid, path=path, span=span)
+
+    def typed(self, node: ast.Expr, t: Type) -> Type:
+        self.result.types[id(node)] = t
+        return t
+
+    # -- expressions ----------------------------------------------------------------------
+    def expr(self, node: ast.Expr, scope: _Scope, lin: Lineage) -> Type:
+        return self.typed(node, self._expr(node, scope, lin))
+
+    def _expr(self, node: ast.Expr, scope: _Scope, lin: Lineage) -> Type:
+        match node:
+            case ast.Literal(value=v):
+                if isinstance(v, bool):
+                    return BOOL
+                if isinstance(v, int):
+                    return INT
+                if isinstance(v, Decimal):
+                    return DECIMAL
+                return STRING
+            case ast.Name(name=name):
+                t = self.source_type.field(name)
+                if t is None:
+                    self.unknown_field(node.span, name, self.source_type, "the source document")
+                    return ANY.optional()
+                lin.paths.add(name)
+                return t
+            case ast.Var():
+                return self.var(node, scope, lin)
+            case ast.Field():
+                return self.field(node, scope, lin)
+            case ast.Index(obj=obj, index=index):
+                ot = self.expr(obj, scope, lin)
+                it = self.expr(index, scope, Lineage())
+                if ot.kind is Kind.LIST:
+                    if it.kind not in (Kind.INT, Kind.ANY):
+                        self.error(index.span, f"a list index must be a whole number, not {it.name}", "type-index")
+                    path = _source_path(obj, self.result)
+                    if path is not None and isinstance(index, ast.Literal):
+                        lin.paths.discard(path)
+                        lin.paths.add(f"{path}[{index.value}]")
+                    return (ot.item or ANY).optional()
+                if ot.kind in (Kind.OBJECT, Kind.ANY):
+                    if it.kind not in (Kind.STRING, Kind.ANY):
+                        self.error(index.span, f"a field name must be a string, not {it.name}", "type-index")
+                    if isinstance(index, ast.Literal) and isinstance(index.value, str):
+                        ft = ot.field(index.value)
+                        if ft is None:
+                            self.unknown_field(index.span, index.value, ot, _source_path(obj, self.result) or "this object")
+                            return ANY.optional()
+                        return ft
+                    return ANY.optional()
+                self.error(node.span, f"cannot index a {ot.name}", "type-index")
+                return ANY.optional()
+            case ast.Lambda():
+                self.error(node.span, "a lambda ($x => …) may only be a function argument", "lambda-position")
+                return ANY
+            case ast.Call():
+                return self.call(node, scope, lin)
+            case ast.Unary(op=op, operand=operand):
+                t = self.expr(operand, scope, lin)
+                if op == "not":
+                    self.expect_bool(operand, t)
+                    return BOOL
+                if not (t.numeric or t.kind is Kind.ANY):
+                    self.error(node.span, f"cannot negate a {t.name}", "type-operator")
+                    return DECIMAL.optional(t.maybe)
+                return (t if t.kind is not Kind.ANY else DECIMAL.optional(t.maybe))
+            case ast.Binary():
+                return self.binary(node, scope, lin)
+            case ast.If(cond=c, then=a, else_=b):
+                self.expect_bool(c, self.expr(c, scope, lin))
+                ta, tb = self.expr(a, scope, lin), self.expr(b, scope, lin)
+                return self.unify(node.span, ta, tb, "the 'then' and 'else' branches")
+            case ast.ListLit(items=items):
+                types = [self.expr(i, scope, lin) for i in items]
+                item = types[0].required() if types else ANY
+                for t, i in zip(types[1:], items[1:], strict=True):
+                    item = self.unify(i.span, item, t.required(), "list elements")
+                return list_of(item)
+            case ast.ObjectLit(entries=entries):
+                return object_of({k: self.expr(v, scope, lin) for k, _, v in entries}, open=False)
+        raise AssertionError(node)  # pragma: no cover
+
+    def var(self, node: ast.Var, scope: _Scope, lin: Lineage) -> Type:
+        if node.name == "ctx":
+            self.error(node.span, "$ctx needs a field name", "ctx-field",
+                       hint=f"context values: {', '.join('$ctx.' + n for n in self.context) or 'none declared'}")
+            return ANY.optional()
+        if node.name == "position":
+            if not self.position_stack:
+                self.error(node.span, "$position is only defined inside a $each list", "unknown-variable")
+                return INT
+            b = self.position_stack[-1]
+            self.result.bindings[id(node)] = b
+            return INT
+        b = scope.find(node.name)
+        if b is None:
+            names = scope.all_names()
+            self.error(node.span, f"unknown variable ${node.name}", "unknown-variable",
+                       hint=(did_you_mean(node.name, names) or
+                             ("source fields are written without '$'" if self.source_type.field(node.name) else
+                              f"defined here: {', '.join('$' + n for n in sorted(names))}" if names else
+                              "declare it under let:")))
+            return ANY.optional()
+        b.used = True
+        self.result.bindings[id(node)] = b
+        lin.add(b.lineage)
+        if b.kind == "let":
+            lin.lets.add(b.name)
+        return b.type
+
+    def field(self, node: ast.Field, scope: _Scope, lin: Lineage) -> Type:
+        if isinstance(node.obj, ast.Var) and node.obj.name == "ctx":
+            t = self.context.get(node.name)
+            if t is None:
+                self.error(node.name_span, f"unknown context value $ctx.{node.name}", "unknown-context",
+                           hint=did_you_mean(node.name, list(self.context)) or
+                           "declare it under context: in the spec")
+                return ANY.optional()
+            lin.context.add(node.name)
+            self.typed(node.obj, ANY)
+            return t.optional(not self.context_required.get(node.name, True))
+        ot = self.expr(node.obj, scope, lin)
+        base = _source_path(node.obj, self.result)
+        if ot.kind is Kind.LIST:
+            self.error(node.name_span, f"{base or 'this value'} is a list: it has no field {node.name!r}",
+                       "type-field", hint="use $each in the output, map(list, $x => $x.field), or an index like [0]")
+            return ANY.optional()
+        if ot.kind not in (Kind.OBJECT, Kind.ANY):
+            self.error(node.name_span, f"a {ot.name} has no fields", "type-field")
+            return ANY.optional()
+        t = ot.field(node.name)
+        if t is None:
+            self.unknown_field(node.name_span, node.name, ot, base or "this object")
+            return ANY.optional()
+        if base is not None:
+            lin.paths.discard(base)
+            lin.paths.add(f"{base}.{node.name}" if not base.endswith("[]") else f"{base}.{node.name}")
+        return t
+
+    def unknown_field(self, span: Span, name: str, t: Type, where: str) -> None:
+        known = list(t.shape.fields) if t.shape else []
+        hint = did_you_mean(name, known)
+        if hint is None and where == "the source document" and re.fullmatch(r"[A-Z0-9_\-]+", name):
+            hint = f'to write the text {name} itself, quote it: "{name}"'
+        self.error(span, f"unknown field {name!r} in {where}", "unknown-path", hint=hint)
+
+    def expect_bool(self, node: ast.Expr, t: Type) -> None:
+        if t.kind not in (Kind.BOOL, Kind.ANY):
+            self.error(node.span, f"a condition must be true or false, not {t.name}", "type-condition",
+                       hint="compare it, e.g. x > 0, or test present(x)")
+
+    def unify(self, span: Span, a: Type, b: Type, what: str) -> Type:
+        maybe = a.maybe or b.maybe
+        if a.kind is Kind.ANY:
+            return b.optional(maybe)
+        if b.kind is Kind.ANY or a.kind == b.kind:
+            return a.optional(maybe)
+        if a.numeric and b.numeric:
+            return DECIMAL.optional(maybe)
+        self.error(span, f"{what} have different types: {a.name} and {b.name}", "type-mismatch",
+                   hint="convert one with string(…) or decimal(…)")
+        return ANY.optional(maybe)
+
+    def binary(self, node: ast.Binary, scope: _Scope, lin: Lineage) -> Type:
+        op = node.op
+        lt = self.expr(node.left, scope, lin)
+        rt = self.expr(node.right, scope, lin)
+        if op == "??":
+            if not lt.maybe:
+                self.warning(node.left.span, "this value is never missing, so the default after '??' is never used",
+                             "unused-default")
+            return self.unify(node.span, lt.required(), rt, "the two sides of '??'").optional(rt.maybe)
+        if op in ("and", "or"):
+            self.expect_bool(node.left, lt)
+            self.expect_bool(node.right, rt)
+            return BOOL
+        if op in ("==", "!=", "<", "<=", ">", ">="):
+            kinds = {lt.kind, rt.kind} - {Kind.ANY}
+            if len(kinds) > 1 and not kinds <= {Kind.INT, Kind.DECIMAL}:
+                self.error(node.span, f"cannot compare {lt.name} with {rt.name}", "type-mix",
+                           hint="convert one side with decimal(…) or string(…)")
+            elif op not in ("==", "!=") and kinds & {Kind.BOOL, Kind.LIST, Kind.OBJECT}:
+                self.error(node.span, f"'{op}' cannot order {next(iter(kinds)).value} values", "type-operator")
+            return BOOL
+        maybe = lt.maybe or rt.maybe
+        if op == "+" and Kind.STRING in (lt.kind, rt.kind):
+            if lt.kind in (Kind.STRING, Kind.ANY) and rt.kind in (Kind.STRING, Kind.ANY):
+                return STRING.optional(maybe)
+            self.error(node.span, f"cannot add {lt.name} and {rt.name}", "type-mix",
+                       hint="convert with string(…) to join texts, or decimal(…) to add numbers")
+            return ANY.optional(maybe)
+        for side, t in ((node.left, lt), (node.right, rt)):
+            if not (t.numeric or t.kind is Kind.ANY):
+                self.error(side.span, f"'{op}' needs numbers, not {t.name}", "type-mix" if t.kind is Kind.STRING
+                           else "type-operator", hint="convert with decimal(…)" if t.kind is Kind.STRING else None)
+                return ANY.optional(maybe)
+        if op == "/" or lt.kind is not Kind.INT or rt.kind is not Kind.INT:
+            return DECIMAL.optional(maybe)
+        return INT.optional(maybe)
+
+    def call(self, node: ast.Call, scope: _Scope, lin: Lineage) -> Type:
+        fn = REGISTRY.get(node.func)
+        if fn is None:
+            hint = did_you_mean(node.func, list(REGISTRY))
+            if node.func in self.tables:
+                hint = f"{node.func} is a table: write lookup({node.func}, key)"
+            self.error(node.func_span, f"unknown function {node.func!r}", "unknown-function", hint=hint)
+            for arg in node.args:
+                if not isinstance(arg, ast.Lambda):
+                    self.expr(arg, scope, lin)
+            return ANY.optional()
+        n = len(node.args)
+        if n < fn.min_args or (fn.max_args is not None and n > fn.max_args):
+            want = (f"{fn.min_args}" if fn.max_args == fn.min_args else
+                    f"{fn.min_args} to {fn.max_args}" if fn.max_args is not None else f"at least {fn.min_args}")
+            self.error(node.span, f"{fn.name} takes {want} argument{'s' if want != '1' else ''}, got {n}",
+                       "arity", hint=f"{fn.signature()}")
+        types: list[Type] = []
+        literals: list[Any] = []
+        ok = True
+        list_item = ANY
+        for i, arg in enumerate(node.args):
+            p = fn.param_at(i)
+            if p is None:
+                break
+            literals.append(_literal_value(arg))
+            if p.lambda_:
+                if not isinstance(arg, ast.Lambda):
+                    self.error(arg.span, f"argument {p.name!r} of {fn.name} must be a lambda like $x => …",
+                               "lambda-expected")
+                    types.append(self.expr(arg, scope, lin))
+                    ok = False
+                    continue
+                inner = _Scope(scope)
+                lam_path = _source_path(node.args[0], self.result) if node.args else None
+                b = self.bind("lambda", arg.param, list_item, arg.span, f"{lam_path}[]" if lam_path else None)
+                b.used = True
+                if lam_path:
+                    b.lineage.paths.add(f"{lam_path}[]")
+                inner.names[arg.param] = b
+                self.result.lambda_bindings[id(arg)] = b
+                body_lin = Lineage()
+                bt = self.expr(arg.body, inner, body_lin)
+                self.typed(arg, bt)
+                # The body's own reads replace the bare list path in the lineage.
+                if lam_path:
+                    lin.paths.discard(lam_path)
+                    body_lin.paths.discard(f"{lam_path}[]")
+                lin.add(body_lin)
+                self.check_kind(fn, i, p.kinds, arg.body, bt, lambda_body=True)
+                types.append(bt)
+                continue
+            if isinstance(arg, ast.Lambda):
+                self.error(arg.span, f"argument {p.name!r} of {fn.name} is not a lambda", "lambda-position")
+                ok = False
+                types.append(ANY)
+                continue
+            if p.table:
+                if not isinstance(arg, ast.Name) or arg.name not in self.tables:
+                    name = arg.name if isinstance(arg, ast.Name) else None
+                    self.error(arg.span, f"unknown table {name!r}" if name else "expected a table name",
+                               "unknown-table", hint=did_you_mean(name, list(self.tables)) if name else
+                               f"tables: {', '.join(self.tables) or 'none declared'}")
+                    ok = False
+                else:
+                    lin.tables.add(arg.name)
+                types.append(STRING)
+                self.typed(arg, STRING)
+                continue
+            t = self.expr(arg, scope, lin)
+            types.append(t)
+            if i == 0 and t.kind is Kind.LIST:
+                list_item = (t.item or ANY).required()
+            if p.literal and literals[-1] is None:
+                self.error(arg.span, f"argument {p.name!r} of {fn.name} must be written as a constant",
+                           "literal-expected", hint="patterns, time zones, rounding modes and places are fixed "
+                           "when the spec compiles")
+                ok = False
+                continue
+            if p.choices and literals[-1] not in p.choices:
+                self.error(arg.span, f"{literals[-1]!r} is not a valid {p.name}", "bad-choice",
+                           hint=did_you_mean(str(literals[-1]), p.choices) or f"one of: {', '.join(p.choices)}")
+                ok = False
+            ok = self.check_kind(fn, i, p.kinds, arg, t) and ok
+        if not ok:
+            return ANY.optional()
+        if fn.check_literal is not None:
+            try:
+                fn.check_literal(literals)
+            except TypeProblem as exc:
+                at = node.args[exc.arg] if exc.arg is not None and exc.arg < len(node.args) else node
+                self.error(at.span, exc.message, "bad-argument", hint=exc.hint)
+                return ANY.optional()
+        if fn.name == "lookup" and len(node.args) >= 2 and isinstance(node.args[0], ast.Name):
+            table = self.tables.get(node.args[0].name)
+            if table is not None and len(node.args) == 2 and getattr(table, "default", None) is not None:
+                types.append(STRING)  # the table's own default makes the result present
+        if fn.name == "now":
+            lin.clock = True
+        try:
+            result = fn.returns(types, literals)
+        except TypeProblem as exc:
+            at = node.args[exc.arg] if exc.arg is not None and exc.arg < len(node.args) else node
+            self.error(at.span, exc.message, "type-argument", hint=exc.hint)
+            return ANY.optional()
+        maybe = any(t.maybe for i, t in enumerate(types[: len(node.args)])
+                    if (p := fn.param_at(i)) is not None and not p.handles_missing and not p.lambda_ and not p.table)
+        return result.optional(result.maybe or maybe)
+
+    def check_kind(self, fn: Function, index: int, kinds: tuple[Kind, ...], arg: ast.Expr, t: Type,
+                   lambda_body: bool = False) -> bool:
+        if Kind.ANY in kinds or t.kind is Kind.ANY or t.kind in kinds:
+            return True
+        if t.kind is Kind.INT and Kind.DECIMAL in kinds:
+            return True
+        p = fn.param_at(index)
+        name = p.name if p else "argument"
+        expected = " or ".join(k.value for k in kinds)
+        hint = None
+        if Kind.STRING in kinds and t.numeric:
+            hint = "convert it with string(…)"
+        elif Kind.DECIMAL in kinds and t.kind is Kind.STRING:
+            hint = "convert it with decimal(…)"
+        elif Kind.DATETIME in kinds and t.kind is Kind.STRING:
+            hint = "read it with parse_datetime(…)"
+        what = f"the lambda of {fn.name}" if lambda_body else f"argument {name!r} of {fn.name}"
+        self.error(arg.span, f"{what} must be {expected}, not {t.name}",
+                   "type-mix" if {t.kind, *kinds} >= {Kind.STRING, Kind.DECIMAL} else "type-argument", hint=hint)
+        return False
+
+    # -- lets and the output tree ---------------------------------------------------------
+    def lets(self, lets: tuple[LetDef, ...], scope: _Scope) -> list[Binding]:
+        bound = []
+        for let in lets:
+            if let.name in _RESERVED:
+                self.error(let.span, f"${let.name} is reserved; choose another name", "reserved-name")
+                continue
+            if let.name in scope.names:
+                self.error(let.span, f"${let.name} is defined twice", "duplicate-let")
+                continue
+            lin = Lineage()
+            t = self.expr(let.expr, scope, lin)
+            b = self.bind("let", let.name, t, let.span, _source_path(let.expr, self.result))
+            b.lineage = lin
+            scope.names[let.name] = b
+            self.result.let_bindings[id(let)] = b
+            bound.append(b)
+        return bound
+
+    def unused(self, bound: list[Binding]) -> None:
+        for b in bound:
+            if not b.used and b.span is not None:
+                self.warning(b.span, f"${b.name} is never used", "unused-let", hint="remove it or use it")
+
+    def node(self, node: OutNode, scope: _Scope, where: str, fmt: str) -> Type:
+        t = self._node(node, scope, where, fmt)
+        self.result.field_types[id(node)] = t
+        return t
+
+    def _node(self, node: OutNode, scope: _Scope, where: str, fmt: str) -> Type:
+        match node:
+            case OutValue(expr=e):
+                lin = Lineage()
+                t = self.expr(e, scope, lin)
+                self.result.lineage[id(node)] = lin
+                if t.kind is Kind.LIST and fmt == "form":
+                    self.error(e.span, f"{where}: a form field cannot hold a list", "target-shape",
+                               hint="serialize it with to_json(…) or $json")
+                return t
+            case OutObject():
+                return self.object(node, scope, where, fmt)
+            case OutList(items=items):
+                if fmt == "form":
+                    self.error(node.span, f"{where}: a form field cannot hold a list", "target-shape",
+                               hint="wrap it in $json")
+                types = [self.node(item, scope, f"{where}[{i}]", fmt) for i, item in enumerate(items)]
+                return list_of(types[0] if types else ANY)
+            case OutJson(node=inner):
+                self.node(inner, scope, where, "json")
+                return STRING
+            case OutEach():
+                return self.each(node, scope, where, fmt)
+        raise AssertionError(node)  # pragma: no cover
+
+    def object(self, node: OutObject, scope: _Scope, where: str, fmt: str, top: bool = False) -> Type:
+        if node.when is not None:
+            self.expect_bool(node.when, self.expr(node.when, scope, Lineage()))
+        if fmt == "form" and not top:
+            self.error(node.span, f"{where}: a form field cannot hold an object", "target-shape",
+                       hint="wrap it in $json to send it as a JSON text")
+        fields: dict[str, Type] = {}
+        for f in node.fields:
+            path = f"{where}.{f.key}" if where else f.key
+            if fmt == "xml":
+                self.xml_key(f, path)
+            fields[f.key] = self.node(f.value, scope, path, "json" if fmt == "form" and not top else fmt)
+            if f.optional:
+                fields[f.key] = fields[f.key].optional()
+        return object_of(fields, maybe=node.when is not None, open=False)
+
+    def xml_key(self, f: OutField, path: str) -> None:
+        key = f.key[1:] if f.key.startswith("@") else f.key
+        if f.key == "#text":
+            return
+        if not _XML_NAME.fullmatch(key) or key.lower().startswith("xml") and ":" not in key:
+            self.error(f.span, f"{f.key!r} is not a valid XML name", "target-xml-name")
+        elif f.key.startswith("@") and not isinstance(f.value, OutValue):
+            self.error(f.span, f"attribute {f.key!r} must be a single value", "target-shape")
+
+    def each(self, node: OutEach, scope: _Scope, where: str, fmt: str) -> Type:
+        lin = Lineage()
+        st = self.expr(node.source, scope, lin)
+        if st.kind not in (Kind.LIST, Kind.ANY):
+            self.error(node.source.span, f"$each needs a list, not {st.name}", "type-each")
+        item = (st.item or ANY).required() if st.kind is Kind.LIST else ANY
+        inner = _Scope(scope)
+        path = _source_path(node.source, self.result)
+        b = self.bind("loop", node.var, item, node.span, f"{path}[]" if path else None)
+        b.used = True
+        b.lineage = Lineage(paths={f"{path}[]"} if path else set())
+        if not path:
+            b.lineage.add(lin)
+        inner.names[node.var] = b
+        self.result.loop_bindings[id(node)] = b
+        position = self.bind("position", "position", INT, node.span)
+        self.position_stack.append(position)
+        self.result.bindings[id(node)] = position
+        try:
+            if node.where is not None:
+                self.expect_bool(node.where, self.expr(node.where, inner, Lineage()))
+            bound = self.lets(node.lets, inner)
+            et = self.node(node.emit, inner, f"{where}[]", fmt)
+            self.unused(bound)
+        finally:
+            self.position_stack.pop()
+        return list_of(et.required())
+
+
+def _literal_value(node: ast.Expr) -> Any:
+    if isinstance(node, ast.Literal):
+        return node.value
+    if isinstance(node, ast.Unary) and node.op == "-" and isinstance(node.operand, ast.Literal):
+        v = node.operand.value
+        if isinstance(v, int | Decimal) and not isinstance(v, bool):
+            return -v
+    return None
+
+
+def _source_path(node: ast.Expr, result: CheckResult) -> str | None:
+    """The source path an expression reads directly (`items`, `buyer.nick`, `$line` → `items[]`)."""
+    match node:
+        case ast.Name(name=name):
+            return name
+        case ast.Field(obj=obj, name=name):
+            base = _source_path(obj, result)
+            return f"{base}.{name}" if base is not None else None
+        case ast.Var():
+            b = result.bindings.get(id(node))
+            return b.path if b is not None and b.kind in ("loop", "lambda", "let") else None
+        case ast.Index(obj=obj, index=ast.Literal(value=v)) if isinstance(v, int):
+            base = _source_path(obj, result)
+            return f"{base}[{v}]" if base is not None else None
+        case ast.Call(func="filter", args=args) if args:
+            return _source_path(args[0], result)  # filter keeps the elements themselves
+    return None
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+def check_spec(spec: Spec) -> CheckResult:
+    """Check a parsed spec: every problem is collected; the result is sorted by position."""
+    source_type = type_from_schema(spec.source_schema)
+    context = {c.name: c.type for c in spec.context}
+    required = {c.name: c.required for c in spec.context}
+    tables = {t.name: t for t in spec.tables}
+    ch = _Checker(source_type, tables, context, required)
+    scope = _Scope()
+    bound = ch.lets(spec.lets, scope)
+    out_type = ch.object(spec.output, scope, "", spec.target.format, top=True)
+    ch.result.field_types[id(spec.output)] = out_type
+    ch.unused(bound)
+    if spec.target.format == "xml" and spec.target.xml is not None:
+        root = spec.target.xml.root
+        if not _XML_NAME.fullmatch(root):
+            ch.error(spec.output.span, f"the XML root {root!r} is not a valid XML name", "target-xml-name")
+    if spec.target_schema is not None and spec.target_schema_span is not None:
+        _TargetSchemaCheck(ch, spec.target_schema).object(spec.output, spec.target_schema, "")
+    _check_key_path(ch, spec, source_type)
+    ch.result.diagnostics.sort(key=Diagnostic.sort_key)
+    return ch.result
+
+
+def _check_key_path(ch: _Checker, spec: Spec, source_type: Type) -> None:
+    t: Type | None = source_type
+    for part in spec.key_path:
+        t = t.field(part) if t is not None else None
+    if t is None:
+        ch.error(spec.source_schema_span, f"the business key {'.'.join(spec.key_path)!r} is not in the source schema",
+                 "unknown-path", hint="set source.key to the path of the order number")
+
+
+def check_expression(expr: ast.Expr, source_schema: Mapping[str, Any] | None = None,
+                     tables: Mapping[str, Any] | None = None,
+                     context: Mapping[str, Type] | None = None) -> tuple[CheckResult, Type]:
+    """Check one bare expression (the entry point behind `compile_expression`)."""
+    source_type = type_from_schema(source_schema) if source_schema is not None else object_of({}, open=True)
+    ch = _Checker(source_type, tables or {}, context or {})
+    t = ch.expr(expr, _Scope(), Lineage())
+    ch.result.diagnostics.sort(key=Diagnostic.sort_key)
+    return ch.result, t
+
+
+# --- target schema ---------------------------------------------------------------------------
+
+class _TargetSchemaCheck:
+    """Walks the output tree beside the target schema: unknown, missing and mistyped fields."""
+
+    def __init__(self, ch: _Checker, root: Mapping[str, Any]) -> None:
+        self.ch = ch
+        self.root = root
+
+    def resolve(self, schema: Mapping[str, Any]) -> Mapping[str, Any]:
+        from dockyard.dsl.types import _resolve  # one resolver for types and for this walk
+
+        return _resolve(schema, self.root)
+
+    def object(self, node: OutObject, schema: Mapping[str, Any], where: str) -> None:
+        schema = self.resolve(schema)
+        props = schema.get("properties")
+        if not isinstance(props, Mapping):
+            return
+        closed = schema.get("additionalProperties", True) is False
+        required = set(schema.get("required") or ())
+        written = {f.key: f for f in node.fields}
+        for f in node.fields:
+            path = f"{where}.{f.key}" if where else f.key
+            sub = props.get(f.key)
+            if sub is None:
+                hint = did_you_mean(f.key, list(props))
+                if closed:
+                    self.ch.error(f.span, f"{path!r} is not in the target schema", "target-schema", hint=hint)
+                else:
+                    self.ch.warning(f.span, f"{path!r} is not in the target schema", "target-schema", hint=hint)
+                continue
+            if f.key in required and (f.optional or isinstance(f.value, OutObject) and f.value.when is not None):
+                self.ch.error(f.span, f"{path!r} may be left out, but the target schema requires it", "target-schema")
+            self.value(f.value, sub, path, f.span)
+        for name in sorted(required - set(written)):
+            self.ch.error(node.span if where else Span(node.span.file, node.span.line, node.span.col,
+                                                       node.span.line, node.span.col + 1),
+                          f"the target schema requires {(where + '.' if where else '') + name!r}", "target-schema")
+
+    def value(self, node: OutNode, schema: Mapping[str, Any], path: str, span: Span) -> None:
+        schema = self.resolve(schema)
+        expected = type_from_schema(schema, self.root)
+        if isinstance(node, OutObject):
+            self.object(node, schema, path)
+            return
+        if isinstance(node, OutEach | OutList):
+            items = schema.get("items")
+            if expected.kind not in (Kind.LIST, Kind.ANY):
+                self.ch.error(span, f"{path!r}: the target schema expects {expected.name}, the spec writes a list",
+                              "target-schema")
+            elif isinstance(items, Mapping):
+                inner = node.emit if isinstance(node, OutEach) else None
+                for child in ([inner] if inner is not None else list(node.items) if isinstance(node, OutList) else []):
+                    self.value(child, items, f"{path}[]", span)
+            return
+        got = self.ch.result.field_types.get(id(node), ANY)
+        if isinstance(node, OutJson):
+            got = STRING
+        if expected.kind is not Kind.ANY and got.kind is not Kind.ANY and got.kind != expected.kind:
+            if not (got.kind is Kind.INT and expected.kind is Kind.DECIMAL):
+                self.ch.error(span, f"{path!r}: the target schema expects {expected.name}, the expression gives "
+                              f"{got.name}", "target-schema")
+                return
+        if isinstance(node, OutValue) and isinstance(node.expr, ast.Literal):
+            validator = jsonschema.Draft202012Validator({**schema, "$defs": self.root.get("$defs", {})})
+            for err in validator.iter_errors(node.expr.value):
+                self.ch.error(node.expr.span, f"{path!r}: {node.expr.value!r} does not fit the target schema: "
+                              f"{err.message}", "target-schema")
+                break
+
+
+def iter_values(node: OutNode) -> Iterator[OutValue]:
+    """Every value leaf under an output node."""
+    match node:
+        case OutValue():
+            yield node
+        case OutObject(fields=fields):
+            for f in fields:
+                yield from iter_values(f.value)
+        case OutList(items=items):
+            for item in items:
+                yield from iter_values(item)
+        case OutJson(node=inner):
+            yield from iter_values(inner)
+        case OutEach(emit=emit):
+            yield from iter_values(emit)

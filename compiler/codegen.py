@@ -1,0 +1,607 @@
+"""Code generation: a checked `Spec` → the source of one readable Python module.
+
+The module defines `transform(_src, _ctx, _clock, _trace=None) -> dict` plus literal metadata:
+the mapping's identity, its target, a table of output fields with their spec locations, the
+line → field source map and the static lineage. Generated code imports only names from
+`dockyard.runtime.api`; user text enters it only through `literal()`; names come from `Names`.
+
+What the checker proved is used here: a value the schema guarantees is read with a direct dict
+lookup, a value that may be missing with a None-safe one, and the missing/default handling of
+each field is settled now rather than at run time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from dockyard.compiler.checks import Binding, CheckResult
+from dockyard.compiler.emitter import Emitter, comment_safe
+from dockyard.compiler.literals import literal
+from dockyard.compiler.naming import Names
+from dockyard.dsl import ast
+from dockyard.dsl.functions import REGISTRY
+from dockyard.dsl.spec import OutEach, OutJson, OutList, OutNode, OutObject, OutValue, Spec, TableDef
+from dockyard.dsl.types import ANY, Kind, Type
+from dockyard.runtime import api as runtime_api
+
+__all__ = ["COMPILER_VERSION", "generate_module", "generate_expression_module"]
+
+COMPILER_VERSION = "0.1.0"
+
+
+@dataclass
+class _Call:
+    """The CallSite a registry function's `emit` sees."""
+
+    gen: _Gen
+    args: list[str]
+    literals: list[Any]
+    lambdas: list[tuple[str, str, bool] | None]
+    table: str | None
+    result: Type
+
+    def const(self, value: Any) -> str:
+        return self.gen.const(value)
+
+    def helper(self, name: str) -> str:
+        return self.gen.helper(name)
+
+    def temp(self) -> str:
+        return self.gen.names.new("temp")
+
+    def const_call(self, helper: str, *args: Any) -> str:
+        return self.gen.const_call(helper, *args)
+
+
+@dataclass
+class _Gen:
+    """State of one module's generation: constants, imports, bound names."""
+
+    checked: CheckResult
+    tables: dict[str, TableDef] = field(default_factory=dict)
+    names: Names = field(default_factory=Names)
+    consts: dict[str, str] = field(default_factory=dict)  # literal code → constant name
+    const_defs: list[tuple[str, str, str]] = field(default_factory=list)  # (name, code, comment)
+    imports: set[str] = field(default_factory=set)
+    locals: dict[int, str] = field(default_factory=dict)  # binding uid → Python local
+    table_names: dict[str, str] = field(default_factory=dict)
+    fields: list[str] = field(default_factory=list)
+    loops: int = 0
+
+    # -- module-level pieces ----------------------------------------------------------------
+    def helper(self, name: str) -> str:
+        if name not in runtime_api.__all__:
+            raise AssertionError(f"generated code may only use the runtime API; {name!r} is not in it")
+        self.imports.add(name)
+        return name
+
+    def const(self, value: Any, comment: str = "") -> str:
+        code = literal(value)
+        if isinstance(value, Decimal):
+            self.helper("Decimal")
+        if "re_compile(" in code:
+            self.helper("re_compile")
+        if code not in self.consts:
+            name = self.names.new("const")
+            self.consts[code] = name
+            self.const_defs.append((name, code, comment))
+        return self.consts[code]
+
+    def const_call(self, helper: str, *args: Any) -> str:
+        code = f"{self.helper(helper)}({', '.join(literal(a) for a in args)})"
+        if code not in self.consts:
+            name = self.names.new("const")
+            self.consts[code] = name
+            self.const_defs.append((name, code, ""))
+        return self.consts[code]
+
+    def table(self, name: str) -> str:
+        if name not in self.table_names:
+            t = self.tables[name]
+            const_name = self.names.new("table")
+            self.table_names[name] = const_name
+            self.const_defs.append((const_name, literal(dict(t.rows)), f"table {comment_safe(name)}"))
+        return self.table_names[name]
+
+    # -- expressions --------------------------------------------------------------------
+    def type_of(self, node: ast.Expr) -> Type:
+        return self.checked.types.get(id(node), ANY.optional())
+
+    def expr(self, node: ast.Expr) -> str:
+        """A Python expression computing `node`; None stands for *missing*."""
+        match node:
+            case ast.Literal(value=v):
+                return self.const(v) if isinstance(v, Decimal) else literal(v)
+            case ast.Name() | ast.Field() | ast.Index():
+                return self.read(node)
+            case ast.Var():
+                return self.var(node)
+            case ast.Unary(op="not", operand=operand):
+                return f"(not {self.cond(operand)})"
+            case ast.Unary(operand=operand):
+                ot = self.type_of(operand)
+                code = self.number(operand)
+                return self.guard([(code, ot.maybe)], lambda a: f"(-{a[0]})")
+            case ast.Binary():
+                return self.binary(node)
+            case ast.If(cond=c, then=a, else_=b):
+                return f"({self.expr(a)} if {self.cond(c)} else {self.expr(b)})"
+            case ast.ListLit(items=items):
+                codes = [self.expr(i) for i in items]
+                if any(self.type_of(i).maybe for i in items):
+                    return f"{self.helper('compact_list')}([{', '.join(codes)}])"
+                return f"[{', '.join(codes)}]"
+            case ast.ObjectLit(entries=entries):
+                body = ", ".join(f"{literal(k)}: {self.expr(v)}" for k, _, v in entries)
+                if any(self.type_of(v).maybe for _, _, v in entries):
+                    return f"{self.helper('compact')}({{{body}}})"
+                return f"{{{body}}}"
+            case ast.Call():
+                return self.call(node)
+            case ast.Lambda():  # pragma: no cover - the checker rejects lambdas outside calls
+                raise AssertionError("lambda outside a call")
+        raise AssertionError(node)  # pragma: no cover
+
+    def guard(self, parts: Sequence[tuple[str, bool]], build: Any) -> str:
+        """`build(codes)`, but missing when any part that may be missing is missing."""
+        checks = []
+        codes = []
+        for code, maybe in parts:
+            if maybe:
+                tmp = self.names.new("temp")
+                checks.append(f"({tmp} := {code}) is None")
+                codes.append(tmp)
+            else:
+                codes.append(code)
+        body = build(codes)
+        if not checks:
+            return body
+        return f"(None if {' or '.join(checks)} else {body})"
+
+    def cond(self, node: ast.Expr) -> str:
+        """A condition: missing counts as false."""
+        t = self.type_of(node)
+        code = self.expr(node)
+        if t.kind is Kind.BOOL and not t.maybe:
+            return code
+        return f"({code} is True)"
+
+    def number(self, node: ast.Expr) -> str:
+        """A numeric operand: values of unknown type are converted with to_decimal."""
+        t = self.type_of(node)
+        code = self.expr(node)
+        if t.kind is Kind.ANY:
+            return self.guard([(code, True)], lambda a: f"{self.helper('to_decimal')}({a[0]})")
+        return code
+
+    def read(self, node: ast.Expr) -> str:
+        t = self.type_of(node)
+        code = self._read(node)
+        if t.decimal_source:
+            # Decimals arrive as JSON strings or numbers; floats go through repr(), never binary.
+            tmp = self.names.new("temp")
+            conv = (f"({self.helper('Decimal')}({tmp}) if ({tmp} := {code}).__class__ is str "
+                    f"else {self.helper('to_decimal')}({tmp}))")
+            if t.maybe:
+                tmp2 = self.names.new("temp")
+                return (f"(None if ({tmp2} := {code}) is None else {self.helper('Decimal')}({tmp2}) "
+                        f"if {tmp2}.__class__ is str else {self.helper('to_decimal')}({tmp2}))")
+            return conv
+        return code
+
+    def _read(self, node: ast.Expr) -> str:
+        match node:
+            case ast.Name(name=name):
+                return f"_src[{literal(name)}]" if not self.type_of(node).maybe else f"_src.get({literal(name)})"
+            case ast.Field(obj=ast.Var(name="ctx"), name=name):
+                return f"_ctx[{literal(name)}]" if not self.type_of(node).maybe else f"_ctx.get({literal(name)})"
+            case ast.Field(obj=obj, name=name):
+                return self.member(obj, literal(name), self.type_of(node).maybe)
+            case ast.Index(obj=obj, index=index):
+                ot = self.type_of(obj)
+                if ot.kind is Kind.LIST:
+                    return self.guard([(self.raw(obj), ot.maybe), (self.expr(index), self.type_of(index).maybe)],
+                                      lambda a: f"{self.helper('get_index')}({a[0]}, {a[1]})")
+                key = literal(index.value) if isinstance(index, ast.Literal) else self.expr(index)
+                return self.member(obj, key, True)
+        return self.expr(node)
+
+    def raw(self, node: ast.Expr) -> str:
+        """The object or list value of a path step, before decimal conversion."""
+        return self._read(node) if isinstance(node, ast.Name | ast.Field | ast.Index) else self.expr(node)
+
+    def member(self, obj: ast.Expr, key: str, maybe: bool) -> str:
+        ot = self.type_of(obj)
+        base = self.raw(obj)
+        if ot.kind is Kind.ANY:
+            return f"{self.helper('get_field')}({base}, {key})"
+        if ot.maybe:
+            tmp = self.names.new("temp")
+            return f"(None if ({tmp} := {base}) is None else {tmp}.get({key}))"
+        return f"{base}[{key}]" if not maybe else f"{base}.get({key})"
+
+    def var(self, node: ast.Var) -> str:
+        b = self.checked.bindings.get(id(node))
+        if b is None:  # pragma: no cover - the checker binds every variable
+            raise AssertionError(f"unbound ${node.name}")
+        return self.local(b)
+
+    def local(self, b: Binding) -> str:
+        if b.uid not in self.locals:
+            kind = {"let": "let", "loop": "item", "lambda": "lambda", "position": "position"}[b.kind]
+            self.locals[b.uid] = self.names.new(kind)
+        return self.locals[b.uid]
+
+    def binary(self, node: ast.Binary) -> str:
+        op = node.op
+        lt, rt = self.type_of(node.left), self.type_of(node.right)
+        if op == "??":
+            left = self.expr(node.left)
+            if not lt.maybe:
+                return left
+            tmp = self.names.new("temp")
+            return f"({tmp} if ({tmp} := {left}) is not None else {self.expr(node.right)})"
+        if op in ("and", "or"):
+            return f"({self.cond(node.left)} {op} {self.cond(node.right)})"
+        if op in ("==", "!="):
+            return f"({self.expr(node.left)} {op} {self.expr(node.right)})"
+        if op in ("<", "<=", ">", ">="):
+            left, right = self.expr(node.left), self.expr(node.right)
+            if not lt.maybe and not rt.maybe:
+                return f"({left} {op} {right})"
+            parts = []
+            names = []
+            for code, maybe in ((left, lt.maybe), (right, rt.maybe)):
+                if maybe:
+                    tmp = self.names.new("temp")
+                    parts.append(f"({tmp} := {code}) is not None")
+                    names.append(tmp)
+                else:
+                    names.append(code)
+            return f"({' and '.join(parts)} and {names[0]} {op} {names[1]})"
+        result = self.type_of(node)
+        if result.kind is Kind.STRING:
+            return self.guard([(self.expr(node.left), lt.maybe), (self.expr(node.right), rt.maybe)],
+                              lambda a: f"({a[0]} + {a[1]})")
+        left, right = self.number(node.left), self.number(node.right)
+        if op == "/" and lt.kind is Kind.INT and rt.kind is Kind.INT:
+            left = f"{self.helper('Decimal')}({left})"
+        return self.guard([(left, lt.maybe or lt.kind is Kind.ANY), (right, rt.maybe or rt.kind is Kind.ANY)],
+                          lambda a: f"({a[0]} {op} {a[1]})")
+
+    def call(self, node: ast.Call) -> str:
+        fn = REGISTRY[node.func]
+        args: list[str] = []
+        literals: list[Any] = []
+        lambdas: list[tuple[str, str, bool] | None] = []
+        guards: list[tuple[int, bool]] = []
+        table = None
+        for i, arg in enumerate(node.args):
+            p = fn.param_at(i)
+            assert p is not None
+            literals.append(_literal_value(arg))
+            if isinstance(arg, ast.Lambda):
+                b = self.checked.lambda_bindings[id(arg)]
+                body_t = self.type_of(arg.body)
+                body = self.cond(arg.body) if Kind.BOOL in p.kinds and len(p.kinds) == 1 else self.convert(
+                    arg.body, p.kinds)
+                lambdas.append((self.local(b), body, body_t.maybe))
+                args.append("")
+                continue
+            lambdas.append(None)
+            if p.table:
+                assert isinstance(arg, ast.Name)
+                table = self.table(arg.name)
+                args.append(table)
+                continue
+            t = self.type_of(arg)
+            code = self.convert(arg, p.kinds)
+            if p.handles_missing:
+                if Kind.LIST in p.kinds and t.maybe:
+                    tmp = self.names.new("temp")
+                    code = f"({tmp} if ({tmp} := {code}) is not None else ())"
+                args.append(code)
+            else:
+                args.append(code)
+                guards.append((i, t.maybe))
+        if fn.name == "lookup" and len(node.args) == 2:
+            assert isinstance(node.args[0], ast.Name)
+            default = self.tables[node.args[0].name].default
+            if default is not None:
+                args.append(literal(default))
+                lambdas.append(None)
+        result = self.type_of(node)
+        # Arguments that may be missing are bound once to temporaries; the call runs only when
+        # all of them are present (missing in → missing out).
+        checks = []
+        for i, maybe in guards:
+            if maybe:
+                tmp = self.names.new("temp")
+                checks.append(f"({tmp} := {args[i]}) is None")
+                args[i] = tmp
+        site = _Call(self, args, literals, lambdas, table, result)
+        code = fn.emit(site)
+        return f"(None if {' or '.join(checks)} else {code})" if checks else code
+
+    def convert(self, node: ast.Expr, kinds: tuple[Kind, ...]) -> str:
+        """An argument in the kind a parameter wants: unknown types are checked at run time,
+        whole numbers become decimals where only decimals are taken."""
+        t = self.type_of(node)
+        code = self.expr(node)
+        if Kind.ANY in kinds or t.kind in kinds:
+            return code
+        if t.kind is Kind.INT and Kind.DECIMAL in kinds:
+            return self.guard([(code, t.maybe)], lambda a: f"{self.helper('Decimal')}({a[0]})")
+        if t.kind is Kind.ANY and len(kinds) >= 1:
+            want = kinds[0] if len(kinds) == 1 else (Kind.DECIMAL if Kind.DECIMAL in kinds else kinds[0])
+            helper = {Kind.STRING: "as_str", Kind.DECIMAL: "to_decimal", Kind.INT: "as_int", Kind.BOOL: "as_bool",
+                      Kind.LIST: "as_list", Kind.DATETIME: "as_datetime", Kind.OBJECT: "as_object"}[want]
+            return self.guard([(code, True)], lambda a: f"{self.helper(helper)}({a[0]})")
+        return code
+
+
+def _literal_value(node: ast.Expr) -> Any:
+    if isinstance(node, ast.Literal):
+        return node.value
+    if isinstance(node, ast.Unary) and node.op == "-" and isinstance(node.operand, ast.Literal):
+        v = node.operand.value
+        if isinstance(v, int | Decimal) and not isinstance(v, bool):
+            return -v
+    return None
+
+
+# --- statements: the output tree ----------------------------------------------------------------
+
+class _TreeWriter:
+    def __init__(self, gen: _Gen, em: Emitter, spec: Spec) -> None:
+        self.gen = gen
+        self.em = em
+        self.spec = spec
+
+    def lets(self, lets: Sequence[Any], where: str) -> None:
+        for let in lets:
+            b = self.gen.checked.let_bindings.get(id(let))
+            if b is None or not b.used:
+                continue  # unused lets were warned about; computing them would only cost time
+            with self.em.field(let.span, f"{where}${let.name}"):
+                self.em.line(f"{self.gen.local(b)} = {self.gen.expr(let.expr)}")
+
+    def value(self, node: OutNode, path: str, span: Any, required: bool) -> tuple[str, bool]:
+        """Code for a node's value: (code, may_be_missing). Statements go to the emitter."""
+        match node:
+            case OutValue(expr=e, cdata=cdata):
+                t = self.gen.type_of(e)
+                with self.em.field(e.span, path) as index:
+                    code = self.gen.expr(e)
+                    if cdata:
+                        code = self.gen.guard([(code, t.maybe)], lambda a: f"{self.gen.helper('CData')}({a[0]})")
+                    # A value read straight from the input may still be null in an input that breaks
+                    # its schema; a required field never lets that through.
+                    raw = isinstance(e, ast.Name | ast.Field | ast.Index | ast.Var) and not t.decimal_source
+                    if required and (t.maybe or raw):
+                        tmp = self.gen.names.new("value")
+                        self.em.line(f"{tmp} = {code}")
+                        self.em.line(f"if {tmp} is None:")
+                        self.em.line(f"    raise {self.gen.helper('MissingValue')}({index})")
+                        return tmp, False
+                    if not required and t.maybe:
+                        tmp = self.gen.names.new("value")
+                        self.em.line(f"{tmp} = {code}")
+                        return tmp, True
+                return code, False
+            case OutObject():
+                return self.object(node, path)
+            case OutList(items=items):
+                parts = [self.value(item, f"{path}[{i}]", span, False) for i, item in enumerate(items)]
+                body = ", ".join(code for code, _ in parts)
+                if any(maybe for _, maybe in parts):
+                    return f"{self.gen.helper('compact_list')}([{body}])", False
+                return f"[{body}]", False
+            case OutJson(node=inner):
+                code, maybe = self.value(inner, path, span, required)
+                return self.gen.guard([(code, maybe)], lambda a: f"{self.gen.helper('to_json_text')}({a[0]})"), maybe
+            case OutEach():
+                return self.each(node, path), False
+        raise AssertionError(node)  # pragma: no cover
+
+    def object(self, node: OutObject, path: str) -> tuple[str, bool]:
+        if node.when is not None:
+            obj = self.gen.names.new("object")
+            with self.em.field(node.when.span, f"{path} $when"):
+                self.em.line(f"{obj} = None")
+                header = f"if {self.gen.cond(node.when)}:"
+            with self.em.block(header):
+                code, _ = self.fields(node, path)
+                self.em.line(f"{obj} = {code}")
+            return obj, True
+        return self.fields(node, path)
+
+    def fields(self, node: OutObject, path: str) -> tuple[str, bool]:
+        """Required fields that need no statement go into one dict display; the rest are
+        assigned in spec order after it, so the document keeps the spec's key order."""
+        entries: list[str] = []
+        obj: str | None = None
+        for f in node.fields:
+            fpath = f"{path}.{f.key}" if path else f.key
+            code, maybe = self.value(f.value, fpath, f.span, not f.optional)
+            if not maybe and obj is None:
+                entries.append(f"{literal(f.key)}: {code}")
+                continue
+            if obj is None:
+                obj = self.gen.names.new("object")
+                self.em.line(f"{obj} = {{{', '.join(entries)}}}")
+            if maybe and f.optional:
+                self.em.line(f"if {code} is not None:")
+                self.em.line(f"    {obj}[{literal(f.key)}] = {code}")
+            elif maybe:
+                with self.em.field(f.span, fpath) as index:
+                    self.em.line(f"if {code} is None:")
+                    self.em.line(f"    raise {self.gen.helper('MissingValue')}({index})")
+                self.em.line(f"{obj}[{literal(f.key)}] = {code}")
+            else:
+                self.em.line(f"{obj}[{literal(f.key)}] = {code}")
+        if obj is None:
+            return "{" + ", ".join(entries) + "}", False
+        return obj, False
+
+    def each(self, node: OutEach, path: str) -> str:
+        gen = self.gen
+        gen.loops += 1
+        loop_id = gen.loops
+        out = gen.names.new("list")
+        b = gen.checked.loop_bindings[id(node)]
+        pos = gen.checked.bindings[id(node)]
+        item = gen.local(b)
+        position = gen.local(pos)
+        index = gen.names.new("index")
+        st = gen.type_of(node.source)
+        with self.em.field(node.source.span, f"{path}[] $each"):
+            source = gen.expr(node.source)
+            if st.kind is Kind.ANY:
+                source = f"{gen.helper('as_list')}({source})"
+            if st.maybe:
+                tmp = gen.names.new("temp")
+                source = f"({tmp} if ({tmp} := {source}) is not None else ())"
+            self.em.line(f"{out} = []")
+            self.em.line(f"{position} = 0")
+            header = f"for {index}, {item} in enumerate({source}):"
+        with self.em.block(header):
+            if node.where is not None:
+                with self.em.field(node.where.span, f"{path}[] $where"):
+                    self.em.line(f"if not {gen.cond(node.where)}:")
+                    self.em.line("    continue")
+            self.em.line(f"{position} += 1")
+            # Dynamic lineage for explain: which input element became which output element.
+            self.em.line("if _trace is not None:")
+            self.em.line(f"    _trace.append(({loop_id}, {position}, {index}))")
+            self.lets(node.lets, f"{path}[].")
+            code, maybe = self.value(node.emit, f"{path}[]", node.span, False)
+            if maybe:
+                self.em.line(f"if {code} is not None:")
+                self.em.line(f"    {out}.append({code})")
+            else:
+                self.em.line(f"{out}.append({code})")
+        return out
+
+
+# --- the module --------------------------------------------------------------------------------
+
+def _templates() -> Environment:
+    # Templates only lay out the module shell; every value placed in them is generated code or a
+    # literal() string, never raw user text, so autoescaping HTML would be wrong here.
+    return Environment(loader=PackageLoader("dockyard.compiler", "templates"), autoescape=False,  # noqa: S701
+                       undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
+def generate_module(spec: Spec, checked: CheckResult) -> str:
+    gen = _Gen(checked, tables={t.name: t for t in spec.tables})
+    em = Emitter()
+    em.depth = 1
+    writer = _TreeWriter(gen, em, spec)
+    writer.lets(spec.lets, "")
+    code, _ = writer.fields(spec.output, "")
+    em.line(f"return {code}")
+    return _render(spec, gen, em)
+
+
+def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
+    lineage = {}
+    for idx, (_file, line, col, path) in enumerate(em.fields):
+        lineage[idx] = (path, line, col)
+    values = [v for v in _all_values(spec.output)]
+    field_lineage: dict[str, dict[str, Any]] = {}
+    for v in values:
+        lin = gen.checked.lineage.get(id(v))
+        if lin is None:
+            continue
+        key = f"{v.expr.span.line}:{v.expr.span.col}"
+        field_lineage[key] = lin.as_dict()
+    meta = {
+        "name": spec.name,
+        "version": spec.version,
+        "description": spec.description,
+        "spec": spec.path,
+        "compiler": COMPILER_VERSION,
+        "key": spec.key_path,
+        "source_schema": spec.source_schema_name,
+        "context": tuple((c.name, c.type.kind.value, c.required) for c in spec.context),
+    }
+    target = spec.target
+    target_code = "Target(" + literal(target.format)
+    if target.xml is not None:
+        x = target.xml
+        target_code += (f", XmlOptions(root={literal(x.root)}, declaration={literal(x.declaration)}, "
+                        f"encoding={literal(x.encoding)}, namespaces={literal(dict(x.namespaces))}, "
+                        f"pretty={literal(x.pretty)})")
+        gen.helper("XmlOptions")
+    target_code += ")"
+    gen.helper("Target")
+    gen.helper("MissingValue")
+    env = _templates()
+    header = env.get_template("module.py.j2")
+    # The shell is rendered twice: first to learn where the body starts, then with the source map.
+    fields = tuple((f, line, col, path) for f, line, col, path in em.fields)
+    body = "\n".join(em.lines)
+    loops = {}
+    for v in range(1, gen.loops + 1):
+        loops[v] = v
+    context = dict(
+        spec_path=comment_safe(spec.path), name=comment_safe(spec.name), version=comment_safe(spec.version),
+        compiler=COMPILER_VERSION, imports=sorted(gen.imports), meta=literal(meta), target=target_code,
+        consts=[(n, c, comment_safe(k)) for n, c, k in gen.const_defs], body=body,
+        fields=literal(fields), lineage=literal(field_lineage), loops=literal(_loop_paths(spec, gen)),
+    )
+    probe = header.render(**context, source_map="{}")
+    offset = probe.splitlines().index("    # --- body ---") + 2
+    return header.render(**context, source_map=literal(em.source_map(offset)))
+
+
+def _loop_paths(spec: Spec, gen: _Gen) -> dict[int, tuple[str, str]]:
+    """loop id → (output list path, source list path) for explain; ids follow generation order."""
+    result: dict[int, tuple[str, str]] = {}
+    counter = 0
+
+    def visit(node: OutNode, path: str) -> None:
+        nonlocal counter
+        match node:
+            case OutObject(fields=fields):
+                for f in fields:
+                    visit(f.value, f"{path}.{f.key}" if path else f.key)
+            case OutList(items=items):
+                for i, item in enumerate(items):
+                    visit(item, f"{path}[{i}]")
+            case OutJson(node=inner):
+                visit(inner, path)
+            case OutEach(emit=emit):
+                counter += 1
+                b = gen.checked.loop_bindings.get(id(node))
+                src = b.path[:-2] if b is not None and b.path else ""
+                result[counter] = (path, src)
+                visit(emit, f"{path}[]")
+            case _:
+                return
+
+    visit(spec.output, "")
+    return result
+
+
+def _all_values(node: OutNode) -> list[OutValue]:
+    from dockyard.compiler.checks import iter_values
+
+    return list(iter_values(node))
+
+
+def generate_expression_module(expr: ast.Expr, checked: CheckResult, tables: dict[str, TableDef]) -> str:
+    """A module whose `evaluate(_src, _ctx, _clock)` computes one bare expression (registry
+    examples, tests and the REPL use it)."""
+    gen = _Gen(checked, tables=tables)
+    code = gen.expr(expr)
+    consts = "\n".join(f"{n} = {c}" for n, c, _ in gen.const_defs)
+    imports = ", ".join(sorted(gen.imports | {"MissingValue"}))
+    return (f"from dockyard.runtime.api import {imports}\n\n{consts}\n\n\n"
+            f"def evaluate(_src, _ctx, _clock, _trace=None):\n    return {code}\n")

@@ -1,0 +1,62 @@
+"""A small writer for generated Python: indented blocks, and the line → spec-field source map.
+
+Every line written while a field is current is mapped to that field, so a failure at any line of
+generated code is reported as the spec location and the output field it was computing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dockyard.dsl.spans import Span
+
+__all__ = ["Emitter", "comment_safe"]
+
+
+def comment_safe(text: str) -> str:
+    """User text for a `#` comment: anything that could end the line is escaped, so the text stays
+    inside the comment whatever it holds."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
+class Emitter:
+    def __init__(self, first_line: int = 1) -> None:
+        self.lines: list[str] = []
+        self.depth = 0
+        self.first_line = first_line  # the module line number of lines[0], set when the shell is known
+        self.fields: list[tuple[str, int, int, str]] = []  # (file, line, col, field path)
+        self.line_field: dict[int, int] = {}  # index into self.lines → index into self.fields
+        self._current: int | None = None
+
+    def line(self, text: str = "") -> None:
+        if self._current is not None:
+            self.line_field[len(self.lines)] = self._current
+        self.lines.append(("    " * self.depth + text) if text else "")
+
+    @contextmanager
+    def block(self, header: str) -> Iterator[None]:
+        self.line(header)
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+
+    @contextmanager
+    def field(self, span: Span, path: str) -> Iterator[int]:
+        """Map the lines written inside to (span, path); yields the field's index."""
+        index = len(self.fields)
+        self.fields.append((span.file, span.line, span.col, path))
+        outer = self._current
+        self._current = index
+        # The comment points back at the spec; a reader of the module finds the field at once.
+        self.line(f"# {comment_safe(span.file)}:{span.line}:{span.col} {comment_safe(path)}")
+        try:
+            yield index
+        finally:
+            self._current = outer
+
+    def source_map(self, offset: int) -> dict[int, int]:
+        """Module line number → field index, for lines placed `offset` lines into the module."""
+        return {offset + i: f for i, f in self.line_field.items()}

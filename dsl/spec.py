@@ -1,0 +1,125 @@
+"""The spec model: a parsed mapping spec, as frozen nodes with spans.
+
+Built by `dockyard.dsl.spec_parser` from YAML; read by the checker and the code generator.
+Expressions inside are `dockyard.dsl.ast` nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dockyard.dsl import ast
+from dockyard.dsl.spans import Span
+from dockyard.dsl.types import Type
+from dockyard.runtime.target import Target
+
+__all__ = [
+    "ContextDef",
+    "LetDef",
+    "OutEach",
+    "OutField",
+    "OutJson",
+    "OutList",
+    "OutNode",
+    "OutObject",
+    "OutValue",
+    "Spec",
+    "TableDef",
+]
+
+
+@dataclass(frozen=True)
+class TableDef:
+    name: str
+    span: Span
+    rows: Mapping[str, str]
+    default: str | None = None
+    file: str | None = None  # the file the rows came from, relative to the spec
+
+
+@dataclass(frozen=True)
+class ContextDef:
+    name: str
+    span: Span
+    type: Type
+    required: bool = True
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class LetDef:
+    name: str
+    span: Span  # the key
+    expr: ast.Expr
+
+
+@dataclass(frozen=True)
+class OutValue:
+    expr: ast.Expr
+    span: Span
+    cdata: bool = False
+
+
+@dataclass(frozen=True)
+class OutField:
+    key: str  # the target field name exactly as the warehouse spells it
+    span: Span  # the key
+    value: OutNode
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class OutObject:
+    fields: tuple[OutField, ...]
+    span: Span
+    when: ast.Expr | None = None
+
+
+@dataclass(frozen=True)
+class OutList:
+    """A YAML sequence in the output tree: a list of fixed elements."""
+
+    items: tuple[OutNode, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
+class OutEach:
+    source: ast.Expr
+    var: str
+    where: ast.Expr | None
+    lets: tuple[LetDef, ...]
+    emit: OutNode
+    span: Span
+
+
+@dataclass(frozen=True)
+class OutJson:
+    node: OutNode
+    span: Span
+
+
+OutNode = OutValue | OutObject | OutList | OutEach | OutJson
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: str  # as given, used in every message and comment
+    text: str
+    name: str
+    version: str
+    description: str
+    source_schema_name: str
+    source_schema: Mapping[str, Any]
+    source_schema_span: Span
+    key_path: tuple[str, ...]
+    target: Target
+    target_schema: Mapping[str, Any] | None
+    target_schema_span: Span | None
+    context: tuple[ContextDef, ...]
+    tables: tuple[TableDef, ...]
+    lets: tuple[LetDef, ...]
+    output: OutObject
+    files: Mapping[str, str] = field(default_factory=dict)  # every file read (spec, tables, schemas): text

@@ -1,0 +1,505 @@
+"""Spec parsing: a YAML file → a `Spec`, with every structural problem collected as a diagnostic.
+
+Structure (keys, types of settings) is checked against the published spec JSON Schema so that
+editors and the compiler agree; the output tree's directives are checked here by hand because
+their mistakes deserve more precise messages than a schema validator gives. Expressions are
+parsed as they are met; a syntax error in one never hides the problems of the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from dockyard.dsl import ast
+from dockyard.dsl.diagnostics import Diagnostic, Severity
+from dockyard.dsl.parser import ExprSyntaxError, parse_expression
+from dockyard.dsl.spans import SourceText, Span
+from dockyard.dsl.spec import (
+    ContextDef,
+    LetDef,
+    OutEach,
+    OutField,
+    OutJson,
+    OutList,
+    OutNode,
+    OutObject,
+    OutValue,
+    Spec,
+    TableDef,
+)
+from dockyard.dsl.types import BOOL, DECIMAL, INT, STRING, Type
+from dockyard.dsl.yaml_nodes import YamlProblem, YMap, YNode, YScalar, YSeq, load_yaml, to_plain
+from dockyard.runtime.target import Target, XmlOptions
+
+__all__ = ["BUILTIN_SCHEMAS", "ParseResult", "did_you_mean", "load_builtin_schema", "parse_spec", "spec_schema"]
+
+BUILTIN_SCHEMAS = {"order": "order.schema.json"}
+_EACH_KEYS = ("$each", "$as", "$where", "$let", "$emit")
+_VALUE_KEYS = ("$value", "$optional", "$cdata")
+_DIRECTIVES = (*_EACH_KEYS, *_VALUE_KEYS, "$json", "$when")
+_CONTEXT_TYPES = {"string": STRING, "int": INT, "decimal": DECIMAL, "bool": BOOL}
+
+
+def spec_schema() -> dict[str, Any]:
+    text = resources.files("dockyard.dsl").joinpath("schemas/spec.schema.json").read_text(encoding="utf-8")
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def load_builtin_schema(name: str) -> dict[str, Any]:
+    text = resources.files("dockyard.dsl").joinpath(f"schemas/{BUILTIN_SCHEMAS[name]}").read_text(encoding="utf-8")
+    result: dict[str, Any] = json.loads(text)
+    return result
+
+
+def did_you_mean(word: str, choices: list[str] | tuple[str, ...] | set[str]) -> str | None:
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+@dataclass
+class ParseResult:
+    spec: Spec | None
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+def parse_spec(path: str | os.PathLike[str], text: str | None = None) -> ParseResult:
+    name = str(path)
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            diag = Diagnostic(Span(name, 1, 1, 1, 1), f"cannot read the spec: {exc}", "spec-read")
+            return ParseResult(None, [diag])
+    return _SpecParser(name, text).parse()
+
+
+class _SpecParser:
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.source = SourceText(path, text)
+        self.base = Path(path).parent
+        self.diags: list[Diagnostic] = []
+        self.files: dict[str, str] = {path: text}
+
+    # -- helpers --------------------------------------------------------------------------
+    def error(self, span: Span, message: str, code: str, hint: str | None = None) -> None:
+        self.diags.append(Diagnostic(span, message, code, Severity.ERROR, hint))
+
+    def expr(self, node: YScalar, what: str) -> ast.Expr | None:
+        """Parse a scalar as an expression; a quoted scalar is a constant text."""
+        if node.quoted:
+            return ast.Literal(node.value, node.span)
+        if node.is_null and node.value in ("", "~", "null", "Null", "NULL"):
+            self.error(node.span, f"{what} has no value", "spec-no-value",
+                       hint='write an expression, or a quoted text such as "JYCK"')
+            return None
+        text, offset = node.expression_text(self.source)
+        if not text.strip():
+            self.error(node.span, f"{what} has no value", "spec-no-value")
+            return None
+        try:
+            return parse_expression(text, self.source, offset)
+        except ExprSyntaxError as exc:
+            self.diags.append(exc.diagnostic)
+            return None
+
+    def scalar(self, node: YNode | None, what: str) -> YScalar | None:
+        if node is None:
+            return None
+        if not isinstance(node, YScalar):
+            self.error(node.span, f"{what} must be a single value, not a {'list' if isinstance(node, YSeq) else 'mapping'}",
+                       "spec-structure")
+            return None
+        return node
+
+    # -- the whole file -------------------------------------------------------------------
+    def parse(self) -> ParseResult:
+        try:
+            root = load_yaml(self.source)
+        except YamlProblem as exc:
+            return ParseResult(None, exc.diagnostics, self.files)
+        if not isinstance(root, YMap):
+            self.error(root.span, "a spec must be a YAML mapping (name:, source:, target:, output:, …)",
+                       "spec-structure")
+            return ParseResult(None, self.diags, self.files)
+        self.check_structure(root)
+        spec = self.build(root)
+        return ParseResult(spec if not any(d.is_error for d in self.diags) else None, self.diags, self.files)
+
+    def check_structure(self, root: YMap) -> None:
+        """Validate everything except the output tree against the published spec schema."""
+        plain = to_plain(root)
+        if isinstance(plain, dict) and "output" in plain:
+            plain["output"] = {}
+        if isinstance(plain, dict) and isinstance(plain.get("let"), dict):
+            plain["let"] = {k: "x" for k in plain["let"]}  # let values are checked as expressions
+        validator = jsonschema.Draft202012Validator(spec_schema())
+        for err in sorted(validator.iter_errors(plain), key=lambda e: list(map(str, e.absolute_path))):
+            self.schema_error(root, err)
+
+    def locate(self, root: YNode, path: list[Any]) -> tuple[YNode, YScalar | None]:
+        node: YNode = root
+        key: YScalar | None = None
+        for part in path:
+            if isinstance(node, YMap) and isinstance(part, str):
+                k = node.key_node(part)
+                nxt = node.get(part)
+                if k is None or nxt is None:
+                    break
+                node, key = nxt, k
+            elif isinstance(node, YSeq) and isinstance(part, int) and part < len(node.items):
+                node = node.items[part]
+            else:
+                break
+        return node, key
+
+    def schema_error(self, root: YMap, err: jsonschema.ValidationError) -> None:
+        path = list(err.absolute_path)
+        node, key = self.locate(root, path)
+        where = ".".join(str(p) for p in path) or "the spec"
+        span = key.span if key is not None else node.span
+        kind = err.validator
+        if kind == "additionalProperties" and isinstance(err.instance, dict) and isinstance(node, YMap):
+            allowed = set((err.schema.get("properties") or {}).keys()) if isinstance(err.schema, dict) else set()
+            for extra in err.instance:
+                if extra in allowed:
+                    continue
+                k = node.key_node(extra)
+                self.error(k.span if k else span, f"unknown key {extra!r} in {where}", "spec-unknown-key",
+                           hint=did_you_mean(extra, allowed) or (f"expected one of: {', '.join(sorted(allowed))}"
+                                                                 if allowed else None))
+        elif kind == "required":
+            missing = str(err.message).split("'")[1] if "'" in err.message else str(err.message)
+            self.error(span if path else Span(self.path, 1, 1, 1, 1), f"{where} needs the key {missing!r}",
+                       "spec-missing-key")
+        elif kind in ("enum", "const"):
+            options = err.validator_value if kind == "enum" else [err.validator_value]
+            self.error(node.span, f"{where} must be one of {', '.join(map(repr, options))}", "spec-bad-value",
+                       hint=did_you_mean(str(err.instance), [str(o) for o in options]))
+        elif kind == "type":
+            expected = err.validator_value
+            hint = "quote it" if expected == "string" else None
+            self.error(node.span, f"{where} must be a {expected if isinstance(expected, str) else ' or '.join(expected)}",
+                       "spec-bad-type", hint=hint)
+        elif kind == "pattern":
+            desc = err.schema.get("description", "") if isinstance(err.schema, dict) else ""
+            self.error(node.span, f"{where}: {err.instance!r} is not allowed here", "spec-bad-value",
+                       hint=desc or None)
+        elif kind == "oneOf" and path and path[0] == "tables":
+            self.error(span, f"table {path[-1]!r} needs either 'rows:' or 'file:' (one of them)", "spec-table")
+        elif kind == "propertyNames":
+            self.error(span, f"{where}: the name {err.instance!r} is not allowed; use letters, digits and '_'",
+                       "spec-bad-name")
+        else:
+            self.error(span, f"{where}: {err.message}", "spec-structure")
+
+    # -- building the model ---------------------------------------------------------------
+    def build(self, root: YMap) -> Spec | None:
+        if any(d.is_error for d in self.diags):
+            # Structure is broken: still parse the output tree and lets for their own errors.
+            self.build_lets(root.get("let"))
+            out = root.get("output")
+            if isinstance(out, YMap):
+                self.build_object(out, top=True)
+            return None
+        name = str(to_plain(root.get("name")))  # type: ignore[arg-type]
+        version = str(to_plain(root.get("version")))  # type: ignore[arg-type]
+        desc_node = root.get("description")
+        description = str(to_plain(desc_node)) if desc_node is not None else ""
+
+        source = root.get("source")
+        assert isinstance(source, YMap)
+        schema_node = source.get("schema")
+        assert isinstance(schema_node, YScalar)
+        source_schema = self.load_schema(schema_node, builtin=True)
+        key_node = source.get("key")
+        key_path = tuple(str(to_plain(key_node)).split(".")) if key_node is not None else ("order_no",)
+
+        target_node = root.get("target")
+        assert isinstance(target_node, YMap)
+        target, target_schema, target_schema_span = self.build_target(target_node)
+
+        context = self.build_context(root.get("context"))
+        tables = self.build_tables(root.get("tables"))
+        lets = self.build_lets(root.get("let"))
+        out_node = root.get("output")
+        output = self.build_object(out_node, top=True) if isinstance(out_node, YMap) else None
+        if output is None or source_schema is None or any(d.is_error for d in self.diags):
+            return None
+        assert isinstance(output, OutObject)
+        return Spec(
+            path=self.path, text=self.source.text, name=name, version=version, description=description,
+            source_schema_name=schema_node.value, source_schema=source_schema, source_schema_span=schema_node.span,
+            key_path=key_path, target=target, target_schema=target_schema, target_schema_span=target_schema_span,
+            context=context, tables=tables, lets=lets, output=output, files=dict(self.files),
+        )
+
+    def read_beside(self, node: YScalar) -> str | None:
+        """A file named relative to the spec; recorded so bundles hash everything a spec reads."""
+        path = self.base / node.value
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.error(node.span, f"cannot read {node.value!r}: {reason}", "spec-file")
+            return None
+        self.files[str(path)] = text
+        return text
+
+    def load_schema(self, node: YScalar, builtin: bool) -> dict[str, Any] | None:
+        if builtin and node.value in BUILTIN_SCHEMAS:
+            return load_builtin_schema(node.value)
+        if builtin and "/" not in node.value and not node.value.endswith(".json"):
+            self.error(node.span, f"unknown built-in schema {node.value!r}", "spec-schema",
+                       hint=did_you_mean(node.value, list(BUILTIN_SCHEMAS)) or
+                       f"built-in schemas: {', '.join(BUILTIN_SCHEMAS)}; or give a path to a .json file")
+            return None
+        text = self.read_beside(node)
+        if text is None:
+            return None
+        try:
+            schema = json.loads(text)
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except json.JSONDecodeError as exc:
+            self.error(node.span, f"{node.value!r} is not valid JSON: {exc.msg} at line {exc.lineno}", "spec-schema")
+            return None
+        except jsonschema.SchemaError as exc:
+            self.error(node.span, f"{node.value!r} is not a valid JSON Schema: {exc.message}", "spec-schema")
+            return None
+        if not isinstance(schema, dict):
+            self.error(node.span, f"{node.value!r} must hold a JSON object", "spec-schema")
+            return None
+        return schema
+
+    def build_target(self, node: YMap) -> tuple[Target, dict[str, Any] | None, Span | None]:
+        plain = to_plain(node)
+        fmt = plain["format"]
+        xml = None
+        if fmt == "xml":
+            xml = XmlOptions(root=plain["root"], declaration=plain.get("declaration", True),
+                             encoding=plain.get("encoding", "UTF-8"), namespaces=dict(plain.get("namespaces", {})),
+                             pretty=plain.get("pretty", False))
+            enc_node = node.get("encoding")
+            try:
+                "".encode(xml.encoding)
+            except LookupError:
+                assert enc_node is not None
+                self.error(enc_node.span, f"unknown encoding {xml.encoding!r}", "spec-bad-value")
+        schema = None
+        schema_span = None
+        schema_node = node.get("schema")
+        if isinstance(schema_node, YScalar):
+            schema = self.load_schema(schema_node, builtin=False)
+            schema_span = schema_node.span
+        return Target(fmt, xml), schema, schema_span
+
+    def build_context(self, node: YNode | None) -> tuple[ContextDef, ...]:
+        if not isinstance(node, YMap):
+            return ()
+        result = []
+        for key, value in node.items:
+            plain = to_plain(value) if isinstance(value, YMap) else {}
+            ctype: Type = _CONTEXT_TYPES[plain.get("type", "string")]
+            result.append(ContextDef(key.value, key.span, ctype, bool(plain.get("required", True)),
+                                     str(plain.get("description", ""))))
+        return tuple(result)
+
+    def build_tables(self, node: YNode | None) -> tuple[TableDef, ...]:
+        if not isinstance(node, YMap):
+            return ()
+        tables = []
+        for key, value in node.items:
+            assert isinstance(value, YMap)
+            plain = to_plain(value)
+            default = plain.get("default")
+            default_text = None if default is None else str(default)
+            rows_node = value.get("rows")
+            file_node = value.get("file")
+            rows: dict[str, str] | None = None
+            if isinstance(rows_node, YMap):
+                rows = {k.value: _scalar_text(v) for k, v in rows_node.items}
+            elif isinstance(file_node, YScalar):
+                rows = self.read_table_file(file_node, plain)
+            if rows is not None:
+                tables.append(TableDef(key.value, key.span, rows, default_text,
+                                       file_node.value if isinstance(file_node, YScalar) else None))
+        return tuple(tables)
+
+    def read_table_file(self, node: YScalar, plain: Mapping[str, Any]) -> dict[str, str] | None:
+        text = self.read_beside(node)
+        if text is None:
+            return None
+        if node.value.endswith((".yaml", ".yml")):
+            sub = SourceText(str(self.base / node.value), text)
+            try:
+                data = load_yaml(sub)
+            except YamlProblem as exc:
+                self.diags.extend(exc.diagnostics)
+                return None
+            if not isinstance(data, YMap) or not all(isinstance(v, YScalar) for _, v in data.items):
+                self.error(node.span, f"{node.value!r} must be a YAML mapping of key: value", "spec-table")
+                return None
+            return {k.value: _scalar_text(v) for k, v in data.items}
+        if node.value.endswith(".csv"):
+            reader = csv.reader(io.StringIO(text))
+            rows = [r for r in reader if r]
+            if not rows:
+                self.error(node.span, f"{node.value!r} has no header row", "spec-table")
+                return None
+            header = rows[0]
+            key_col = plain.get("key_column", header[0])
+            value_col = plain.get("value_column", header[1] if len(header) > 1 else "")
+            if key_col not in header or value_col not in header:
+                self.error(node.span, f"{node.value!r} has no column {key_col if key_col not in header else value_col!r}",
+                           "spec-table", hint=f"its columns: {', '.join(header)}")
+                return None
+            ki, vi = header.index(key_col), header.index(value_col)
+            result: dict[str, str] = {}
+            for lineno, row in enumerate(rows[1:], start=2):
+                if len(row) <= max(ki, vi):
+                    self.error(node.span, f"{node.value!r} line {lineno} has too few columns", "spec-table")
+                    return None
+                if row[ki] in result:
+                    self.error(node.span, f"{node.value!r} line {lineno}: duplicate key {row[ki]!r}", "spec-table")
+                result[row[ki]] = row[vi]
+            return result
+        self.error(node.span, "a table file must be .csv or .yaml", "spec-table")
+        return None
+
+    def build_lets(self, node: YNode | None, what: str = "let") -> tuple[LetDef, ...]:
+        if not isinstance(node, YMap):
+            return ()
+        lets = []
+        for key, value in node.items:
+            scalar = self.scalar(value, f"{what} {key.value!r}")
+            if scalar is None:
+                continue
+            e = self.expr(scalar, f"{what} {key.value!r}")
+            if e is not None:
+                lets.append(LetDef(key.value, key.span, e))
+        return tuple(lets)
+
+    # -- the output tree ------------------------------------------------------------------
+    def build_node(self, node: YNode, what: str) -> tuple[OutNode | None, bool]:
+        """An output node, and whether a `$value: … $optional: true` form made it optional."""
+        if isinstance(node, YScalar):
+            e = self.expr(node, what)
+            return (OutValue(e, node.span) if e is not None else None), False
+        if isinstance(node, YSeq):
+            items = []
+            for i, item in enumerate(node.items):
+                built, _ = self.build_node(item, f"{what}[{i}]")
+                if built is not None:
+                    items.append(built)
+            return OutList(tuple(items), node.span), False
+        keys = [k.value for k, _ in node.items]
+        if "$each" in keys or "$emit" in keys:
+            return self.build_each(node, what), False
+        if "$value" in keys:
+            return self.build_value(node, what)
+        if "$json" in keys:
+            for k, _ in node.items:
+                if k.value != "$json":
+                    self.error(k.span, f"{k.value!r} cannot stand beside '$json'", "spec-directive")
+            inner, _ = self.build_node(node.items[keys.index("$json")][1], what)
+            return (OutJson(inner, node.span) if inner is not None else None), False
+        return self.build_object(node), False
+
+    def build_object(self, node: YMap, top: bool = False, what: str = "output") -> OutObject | None:
+        fields = []
+        when = None
+        seen: dict[str, Span] = {}
+        for key, value in node.items:
+            name = key.value
+            if name.startswith("$"):
+                if name == "$when" and not top:
+                    scalar = self.scalar(value, "$when")
+                    when = self.expr(scalar, "$when") if scalar else None
+                else:
+                    self.error(key.span, f"unknown directive {name!r}" if name not in _DIRECTIVES
+                               else f"{name!r} is not allowed here", "spec-directive",
+                               hint=did_you_mean(name, _DIRECTIVES) if name not in _DIRECTIVES else None)
+                continue
+            optional = name.endswith("?")
+            field_name = name[:-1] if optional else name
+            if not field_name:
+                self.error(key.span, "a field needs a name", "spec-structure")
+                continue
+            if field_name in seen:
+                self.error(key.span, f"field {field_name!r} is written twice (also at line {seen[field_name].line})",
+                           "spec-duplicate-field")
+                continue
+            seen[field_name] = key.span
+            built, opt2 = self.build_node(value, f"{what}.{field_name}")
+            if built is not None:
+                fields.append(OutField(field_name, key.span, built, optional or opt2))
+        return OutObject(tuple(fields), node.span, when)
+
+    def build_value(self, node: YMap, what: str) -> tuple[OutNode | None, bool]:
+        optional = cdata = False
+        expr = None
+        for key, value in node.items:
+            if key.value not in _VALUE_KEYS:
+                self.error(key.span, f"{key.value!r} cannot stand beside '$value'", "spec-directive",
+                           hint=did_you_mean(key.value, _VALUE_KEYS))
+                continue
+            scalar = self.scalar(value, key.value)
+            if scalar is None:
+                continue
+            if key.value == "$value":
+                expr = self.expr(scalar, what)
+            elif scalar.tag.endswith(":bool") and scalar.style is None:
+                flag = to_plain(scalar) is True
+                optional, cdata = (flag, cdata) if key.value == "$optional" else (optional, flag)
+            else:
+                self.error(scalar.span, f"{key.value} must be true or false", "spec-bad-type")
+        return (OutValue(expr, node.span, cdata) if expr is not None else None), optional
+
+    def build_each(self, node: YMap, what: str) -> OutEach | None:
+        parts: dict[str, tuple[YScalar, YNode]] = {}
+        for key, value in node.items:
+            if key.value not in _EACH_KEYS:
+                self.error(key.span, f"{key.value!r} cannot stand beside '$each'", "spec-directive",
+                           hint=did_you_mean(key.value, _EACH_KEYS) or f"allowed: {', '.join(_EACH_KEYS)}")
+                continue
+            parts[key.value] = (key, value)
+        if "$each" not in parts or "$emit" not in parts:
+            missing = "$each" if "$each" not in parts else "$emit"
+            self.error(node.span, f"a list needs {missing!r}", "spec-directive",
+                       hint="$each: LIST, $as: name, $where: condition, $emit: element")
+            return None
+        source_scalar = self.scalar(parts["$each"][1], "$each")
+        source = self.expr(source_scalar, "$each") if source_scalar else None
+        var = "item"
+        if "$as" in parts:
+            as_scalar = self.scalar(parts["$as"][1], "$as")
+            if as_scalar is not None:
+                var = as_scalar.value.lstrip("$")
+                if not var.isidentifier():
+                    self.error(as_scalar.span, f"$as must be a name, not {as_scalar.value!r}", "spec-bad-name")
+        where = None
+        if "$where" in parts:
+            where_scalar = self.scalar(parts["$where"][1], "$where")
+            where = self.expr(where_scalar, "$where") if where_scalar else None
+        lets = self.build_lets(parts["$let"][1], "$let") if "$let" in parts else ()
+        emit, _ = self.build_node(parts["$emit"][1], f"{what}[]")
+        if source is None or emit is None:
+            return None
+        return OutEach(source, var, where, lets, emit, node.span)
+
+
+def _scalar_text(node: YNode) -> str:
+    return node.value if isinstance(node, YScalar) else ""

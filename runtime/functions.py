@@ -1,0 +1,178 @@
+"""Implementations of the language's functions that are more than one Python expression.
+
+Generated code reaches these only through `dockyard.runtime.api`. Each one receives present
+values (the generated code has already handled missing ones) and raises ValueError/TypeError
+with a plain message on bad data; the mapping wrapper turns that into a TransformError that
+names the spec location and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+__all__ = [
+    "as_bool",
+    "as_datetime",
+    "as_int",
+    "as_list",
+    "as_object",
+    "as_str",
+    "compact",
+    "compact_list",
+    "first",
+    "get_field",
+    "get_index",
+    "last",
+    "mask",
+    "regex_extract",
+    "split",
+    "to_decimal",
+    "to_int",
+    "to_string",
+]
+
+_DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+
+
+def to_decimal(value: Any) -> Decimal:
+    """An exact Decimal from a decimal text, an int, a Decimal or a JSON float (via its repr)."""
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool):
+        raise TypeError("expected a number, got a boolean")
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        # repr() is the shortest text that reads back as this float: what the sender wrote.
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"not a finite number: {value!r}")
+        return Decimal(repr(value))
+    if isinstance(value, str):
+        text = value.strip()
+        if not _DECIMAL_TEXT.fullmatch(text):
+            raise ValueError(f"not a decimal number: {value!r}")
+        try:
+            return Decimal(text)
+        except InvalidOperation:  # pragma: no cover - the pattern admits only valid numbers
+            raise ValueError(f"not a decimal number: {value!r}") from None
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
+def to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("expected a whole number, got a boolean")
+    if isinstance(value, int):
+        return value
+    d = to_decimal(value)
+    if d != d.to_integral_value():
+        raise ValueError(f"not a whole number: {value!r} (round it first)")
+    return int(d)
+
+
+def to_string(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, float):
+        return format(to_decimal(value), "f")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot convert a {type(value).__name__} to text")
+
+
+def split(text: str, sep: str) -> list[str]:
+    if not sep:
+        raise ValueError("split needs a separator that is not empty")
+    return text.split(sep) if text else []
+
+
+def mask(text: str, keep_start: int, keep_end: int, char: str = "*") -> str:
+    if keep_start < 0 or keep_end < 0:
+        raise ValueError("mask needs counts of 0 or more")
+    if len(text) <= keep_start + keep_end:
+        return char * len(text)
+    end = len(text) - keep_end
+    return text[:keep_start] + char * (end - keep_start) + text[end:]
+
+
+def regex_extract(pattern: re.Pattern[str], text: str, group: int = 0) -> str | None:
+    m = pattern.search(text)
+    if m is None:
+        return None
+    value = m.group(group)
+    return value if isinstance(value, str) else None
+
+
+def first(items: Any) -> Any:
+    return items[0] if items else None
+
+
+def last(items: Any) -> Any:
+    return items[-1] if items else None
+
+
+def get_field(obj: Any, key: Any) -> Any:
+    """A field of a value whose shape the schema does not fix: missing unless it is an object."""
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return None
+
+
+def get_index(items: Any, index: int) -> Any:
+    if isinstance(items, list | tuple) and -len(items) <= index < len(items):
+        return items[index]
+    return None
+
+
+def compact(obj: dict[str, Any]) -> dict[str, Any]:
+    """An object without its missing values (a missing value is never written as null)."""
+    return {k: v for k, v in obj.items() if v is not None}
+
+
+def compact_list(items: list[Any]) -> list[Any]:
+    return [v for v in items if v is not None]
+
+
+def as_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"expected a text, got {type(value).__name__}")
+
+
+def as_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"expected a whole number, got {type(value).__name__}")
+
+
+def as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise TypeError(f"expected true or false, got {type(value).__name__}")
+
+
+def as_list(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return list(value)
+    raise TypeError(f"expected a list, got {type(value).__name__}")
+
+
+def as_object(value: Any) -> Mapping[str, Any]:
+    if isinstance(value, Mapping):
+        return value
+    raise TypeError(f"expected an object, got {type(value).__name__}")
+
+
+def as_datetime(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    raise TypeError(f"expected a date-time, got {type(value).__name__}")

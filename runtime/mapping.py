@@ -1,0 +1,312 @@
+"""A compiled mapping at run time: runs the generated `transform`, and turns every failure inside
+it into a `TransformError` that names the spec location, the output field and the business key.
+
+It also validates inputs against the source schema on request, checks the caller's context
+values, injects the clock, serializes the document, and explains where each value came from.
+"""
+
+from __future__ import annotations
+
+import decimal
+import linecache
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import jsonschema
+
+from dockyard.runtime.api import MissingValue
+from dockyard.runtime.errors import ContextError, DockyardError, InputError, TransformError
+from dockyard.runtime.serialize import serialize
+from dockyard.runtime.target import Target
+
+__all__ = ["Clock", "CompiledMapping", "FieldExplanation", "load_module", "schema_problems"]
+
+Clock = Callable[[], datetime]
+
+# Money arithmetic must not depend on whatever decimal context the host thread has set.
+_DECIMAL_CONTEXT = decimal.Context(prec=34, rounding=decimal.ROUND_HALF_EVEN,
+                                   traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow])
+_CONTEXT_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "int": (int,), "decimal": (Decimal, int, str),
+                                               "bool": (bool,)}
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def load_module(source: str, filename: str, module_name: str) -> types.ModuleType:
+    """Compile generated source into a fresh module. The source is the compiler's own output,
+    never input data; linecache gets it so that tracebacks show the generated lines."""
+    code = compile(source, filename, "exec", dont_inherit=True)
+    module = types.ModuleType(module_name)
+    module.__file__ = filename
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(code, module.__dict__)  # noqa: S102 - generated code, checked by compile() above
+    return module
+
+
+def schema_problems(schema: Mapping[str, Any], document: Any, limit: int = 20) -> tuple[tuple[str, str], ...]:
+    """Every way `document` breaks `schema`, as (path, message), path written like items[2].qty."""
+    validator = jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
+    problems = []
+    for err in sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
+        problems.append((_path_text(err.absolute_path), _message(err)))
+        if len(problems) >= limit:
+            break
+    return tuple(problems)
+
+
+def _path_text(path: Any) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    if err.validator == "required":
+        return str(err.message).replace(" is a required property", " is required but missing")
+    if err.validator == "type":
+        return f"{err.instance!r} is not of type {err.validator_value}"
+    if err.validator in ("format", "pattern") and isinstance(err.schema, Mapping) and err.schema.get("format") == "decimal":
+        return f"{err.instance!r} is not a decimal number"
+    return str(err.message)
+
+
+_FORMATS: jsonschema.FormatChecker | None = None
+
+
+def _format_checker() -> jsonschema.FormatChecker:
+    global _FORMATS
+    if _FORMATS is None:
+        checker = jsonschema.FormatChecker()
+
+        @checker.checks("decimal", raises=(ValueError, TypeError))
+        def _decimal(value: object) -> bool:
+            if isinstance(value, str):
+                from dockyard.runtime.functions import to_decimal
+
+                to_decimal(value)
+            return True
+
+        @checker.checks("date-time", raises=(ValueError, TypeError))
+        def _datetime(value: object) -> bool:
+            if isinstance(value, str):
+                from dockyard.runtime.dates import parse_datetime
+
+                parse_datetime(value)
+            return True
+
+        _FORMATS = checker
+    return _FORMATS
+
+
+@dataclass(frozen=True)
+class FieldExplanation:
+    """One output value and where it came from."""
+
+    path: str  # concrete output path, e.g. orderLines[0].actualPrice
+    value: Any
+    spec: str  # file:line:col of the expression
+    sources: tuple[tuple[str, Any], ...]  # (concrete source path, its value in this input)
+    lets: tuple[str, ...]
+    tables: tuple[str, ...]
+    context: tuple[str, ...]
+    clock: bool
+
+
+class CompiledMapping:
+    """What `compile_file` and `load_bundle` give: `transform(order) -> dict` and friends."""
+
+    def __init__(self, module: types.ModuleType, source: str, source_schema: Mapping[str, Any] | None) -> None:
+        self.module = module
+        self.source = source
+        self.source_schema = source_schema
+        meta: dict[str, Any] = module.__dockyard_mapping__
+        self.meta = meta
+        self.name: str = meta["name"]
+        self.version: str = meta["version"]
+        self.spec_path: str = meta["spec"]
+        self.target: Target = module.TARGET
+        self._fn = module.transform
+        self._filename = module.__file__
+        self._fields: tuple[tuple[str, int, int, str], ...] = module.__dockyard_fields__
+        self._sourcemap: dict[int, int] = module.__dockyard_sourcemap__
+        self._key_path: tuple[str, ...] = tuple(meta["key"])
+        self._context: tuple[tuple[str, str, bool], ...] = tuple(meta["context"])
+
+    def __repr__(self) -> str:
+        return f"<CompiledMapping {self.name} {self.version} from {self.spec_path}>"
+
+    # -- running --------------------------------------------------------------------------
+    def transform(self, order: Mapping[str, Any], context: Mapping[str, Any] | None = None,
+                  clock: Clock | datetime | None = None, *, validate: bool = False,
+                  _trace: list[tuple[int, int, int]] | None = None) -> dict[str, Any]:
+        """The output document for one input. `validate=True` checks the source schema first
+        (the service does this at ingest; a dry-run always does)."""
+        if not isinstance(order, Mapping):
+            raise InputError(f"the input must be a JSON object, not {type(order).__name__}")
+        if validate and self.source_schema is not None:
+            problems = schema_problems(self.source_schema, order)
+            if problems:
+                raise InputError("the input does not match the source schema", self.business_key(order), problems)
+        ctx = self.check_context(context)
+        clk = _as_clock(clock)
+        try:
+            with decimal.localcontext(_DECIMAL_CONTEXT):
+                result: dict[str, Any] = self._fn(order, ctx, clk, _trace)
+            return result
+        except MissingValue as exc:
+            file, line, col, path = self._fields[exc.field_index]
+            raise TransformError("required value is missing", location=f"{file}:{line}:{col}", field=path,
+                                 key=self.business_key(order), mapping=self.name,
+                                 problems=self._input_problems(order)) from None
+        except DockyardError:
+            raise
+        except Exception as exc:  # a failure inside generated code: name the spec, not the Python line
+            raise self._locate(exc, order) from exc
+
+    def render(self, order: Mapping[str, Any], context: Mapping[str, Any] | None = None,
+               clock: Clock | datetime | None = None, *, validate: bool = False) -> bytes:
+        """The serialized document (JSON, XML or form), exactly as it would be sent."""
+        return serialize(self.transform(order, context, clock, validate=validate), self.target)
+
+    def business_key(self, order: Any) -> str | None:
+        value = order
+        for part in self._key_path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        return None if value is None else str(value)
+
+    def check_context(self, context: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        ctx = dict(context or {})
+        for name, kind, required in self._context:
+            value = ctx.get(name)
+            if value is None:
+                if required:
+                    raise ContextError(f"mapping {self.name} needs the context value {name!r}")
+                continue
+            if not isinstance(value, _CONTEXT_TYPES[kind]) or (kind == "int" and isinstance(value, bool)):
+                raise ContextError(f"context value {name!r} must be {kind}, not {type(value).__name__}")
+            if kind == "decimal" and not isinstance(value, Decimal):
+                from dockyard.runtime.functions import to_decimal
+
+                ctx[name] = to_decimal(value)
+        return types.MappingProxyType(ctx)
+
+    def _input_problems(self, order: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+        return schema_problems(self.source_schema, order) if self.source_schema is not None else ()
+
+    def _locate(self, exc: Exception, order: Mapping[str, Any]) -> TransformError:
+        tb = exc.__traceback__
+        lineno = None
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == self._filename:
+                lineno = tb.tb_lineno
+            tb = tb.tb_next
+        index = self._sourcemap.get(lineno) if lineno is not None else None
+        location = field = None
+        if index is not None:
+            file, line, col, field = self._fields[index]
+            location = f"{file}:{line}:{col}"
+        return TransformError(_describe(exc), location=location, field=field, key=self.business_key(order),
+                              mapping=self.name, problems=self._input_problems(order))
+
+    # -- lineage --------------------------------------------------------------------------
+    def explain(self, order: Mapping[str, Any], context: Mapping[str, Any] | None = None,
+                clock: Clock | datetime | None = None) -> tuple[dict[str, Any], list[FieldExplanation]]:
+        """The document and, for each output value, the spec line and the input values it came from."""
+        trace: list[tuple[int, int, int]] = []
+        doc = self.transform(order, context, clock, _trace=trace)
+        loops: dict[int, tuple[str, str]] = self.module.__dockyard_loops__
+        # (output list path, position) → source index, so `[]` paths can be made concrete.
+        emitted: dict[tuple[str, int], int] = {}
+        for loop_id, position, index in trace:
+            out_path, _src = loops[loop_id]
+            emitted[(out_path, position)] = index
+        lineage: dict[str, dict[str, Any]] = self.module.__dockyard_lineage__
+        by_path: dict[str, tuple[str, dict[str, Any]]] = {}
+        for file, line, col, path in self._fields:
+            info = lineage.get(f"{line}:{col}")
+            if info is not None and not path.endswith(("$each", "$where", "$when")) and "$" not in path.split(".")[-1]:
+                by_path.setdefault(path, (f"{file}:{line}:{col}", info))
+        result: list[FieldExplanation] = []
+        for concrete, generic, value, positions in _leaves(doc):
+            found = by_path.get(generic)
+            if found is None:
+                continue
+            spec, info = found
+            sources = []
+            for src_path in info["paths"]:
+                sources.extend(_concrete_sources(src_path, generic, positions, loops, emitted, order))
+            result.append(FieldExplanation(concrete, value, spec, tuple(sources), tuple(info["lets"]),
+                                           tuple(info["tables"]), tuple(info["context"]), bool(info["clock"])))
+        return doc, result
+
+
+def _as_clock(clock: Clock | datetime | None) -> Clock:
+    if clock is None:
+        return system_clock
+    if isinstance(clock, datetime):
+        if clock.tzinfo is None:
+            raise ContextError("a fixed clock needs a UTC offset")
+        fixed = clock
+        return lambda: fixed
+    return clock
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"the input has no field {exc.args[0]!r}"
+    if isinstance(exc, decimal.DivisionByZero | ZeroDivisionError):
+        return "division by zero"
+    if isinstance(exc, decimal.InvalidOperation):
+        return "not a valid decimal operation (is a number in the input malformed?)"
+    if isinstance(exc, AttributeError | TypeError):
+        return f"a value in the input has the wrong type ({exc})"
+    return str(exc) or type(exc).__name__
+
+
+def _leaves(doc: Any, path: str = "", generic: str = "",
+            positions: tuple[tuple[str, int], ...] = ()) -> list[tuple[str, str, Any, tuple[tuple[str, int], ...]]]:
+    """(concrete path, generic path with [], value, ((list path, 1-based position), …)) per leaf."""
+    out: list[tuple[str, str, Any, tuple[tuple[str, int], ...]]] = []
+    if isinstance(doc, Mapping):
+        for k, v in doc.items():
+            out.extend(_leaves(v, f"{path}.{k}" if path else str(k), f"{generic}.{k}" if generic else str(k), positions))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            out.extend(_leaves(v, f"{path}[{i}]", f"{generic}[]", (*positions, (generic, i + 1))))
+    else:
+        out.append((path, generic, doc, positions))
+    return out
+
+
+def _concrete_sources(src_path: str, generic: str, positions: tuple[tuple[str, int], ...],
+                      loops: dict[int, tuple[str, str]], emitted: dict[tuple[str, int], int],
+                      order: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    concrete = src_path
+    for out_list, position in positions:
+        index = emitted.get((out_list, position))
+        for _id, (out_path, src_list) in loops.items():
+            if out_path == out_list and index is not None and concrete.startswith(f"{src_list}[]"):
+                concrete = f"{src_list}[{index}]" + concrete[len(src_list) + 2 :]
+    if "[]" in concrete:
+        return [(concrete, None)]
+    return [(concrete, _read_path(order, concrete))]
+
+
+def _read_path(doc: Any, path: str) -> Any:
+    value = doc
+    for part in path.replace("[", ".[").split("."):
+        if not part:
+            continue
+        if part.startswith("["):
+            idx = int(part[1:-1])
+            value = value[idx] if isinstance(value, list) and -len(value) <= idx < len(value) else None
+        else:
+            value = value.get(part) if isinstance(value, Mapping) else None
+    return value

@@ -1,0 +1,355 @@
+"""Serialization of a mapped document to the bytes sent to a warehouse: JSON, XML or a form body.
+
+This module owns the one rule for turning document values into wire text (`scalar_text`), the JSON
+encoder (orjson, exact decimals), the XML writer (lxml, driven by `XmlOptions`) and the
+`application/x-www-form-urlencoded` encoder (with `form_pairs` for signing the un-encoded values).
+
+A document is a tree of `dict` (str keys), `list`/`tuple` and scalars: `str` (and `CData`), `int`,
+`bool`, `decimal.Decimal` (finite), `datetime.datetime`/`datetime.date`. `None` anywhere is a bug in
+the mapping and is refused, as is `float` (write a `Decimal`: a float cannot say which digits are
+meant). Every refusal is a `SerializationError` naming the dotted path of the value, e.g.
+`orderLines[2].itemCode` (XML attributes and text appear as `item.@id` and `item.$text`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime as dt
+import re
+from decimal import Decimal
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+import orjson
+from dockyard.runtime.errors import SerializationError
+from dockyard.runtime.target import CData, Target, XmlOptions
+from lxml import etree
+
+__all__ = [
+    "form_pairs",
+    "scalar_text",
+    "serialize",
+    "to_form_bytes",
+    "to_json_bytes",
+    "to_json_text",
+    "to_xml_bytes",
+]
+
+_MISSING = "missing value"
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Anything outside the XML 1.0 `Char` production (this includes lone surrogates).
+_XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# The XML `EncName` production: what may stand in the declaration's encoding="...".
+_ENC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+_XML_NS = "http://www.w3.org/XML/1998/namespace"
+# orjson writes integers natively only inside this range.
+_JSON_INT_MIN = -(2**63)
+_JSON_INT_MAX = 2**64 - 1
+
+
+def serialize(doc: dict[str, Any], target: Target) -> bytes:
+    """Encode `doc` in the target's format (the body of the request to the warehouse)."""
+    fmt: str = target.format
+    if fmt == "json":
+        return to_json_bytes(doc)
+    if fmt == "xml":
+        if target.xml is None:
+            raise SerializationError("an XML target needs XmlOptions")
+        return to_xml_bytes(doc, target.xml)
+    if fmt == "form":
+        return to_form_bytes(doc)
+    raise SerializationError(f"unknown target format {fmt!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Paths and scalars
+
+
+def _key_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _item_path(path: str, index: int) -> str:
+    return f"{path}[{index}]"
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _require_dict(doc: object, what: str) -> dict[Any, Any]:
+    if not isinstance(doc, dict):
+        raise SerializationError(f"{what} must be a dict, got a {_type_name(doc)}")
+    return doc
+
+
+def _check_unicode(text: str, path: str) -> None:
+    if _LONE_SURROGATE.search(text):
+        raise SerializationError("text contains a lone surrogate (not valid Unicode)", path)
+
+
+def _decimal_text(value: Decimal, path: str) -> str:
+    if not value.is_finite():
+        raise SerializationError(f"decimal {value} is not a finite number", path)
+    return format(value, "f")
+
+
+def scalar_text(value: Any, path: str) -> str:
+    """The text of a scalar document value, shared by XML and form encoding.
+
+    str/CData as is; bool → "true"/"false"; int → its digits; Decimal → fixed-point digits exactly
+    as held (`Decimal("1E+2")` → "100", `Decimal("128.50")` → "128.50"); datetime/date →
+    `isoformat()` (an aware datetime keeps its offset). None, containers, floats, non-finite
+    decimals and any other type raise `SerializationError` naming `path`.
+    """
+    if value is None:
+        raise SerializationError(_MISSING, path)
+    if isinstance(value, str):
+        _check_unicode(value, path)
+        if type(value) is str or type(value) is CData:
+            return value
+        return str.__str__(value)  # a str subclass (e.g. an enum): its characters, not its repr
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        try:
+            return int.__repr__(value)
+        except ValueError as exc:  # beyond sys.get_int_max_str_digits()
+            raise SerializationError(f"integer too large to write: {exc}", path) from None
+    if isinstance(value, Decimal):
+        return _decimal_text(value, path)
+    if isinstance(value, dt.date):  # datetime is a subclass of date
+        return value.isoformat()
+    if isinstance(value, float):
+        raise SerializationError("float value (an exact number must be a Decimal)", path)
+    if isinstance(value, dict | list | tuple):
+        raise SerializationError(f"expected a scalar value, got a {_type_name(value)}", path)
+    raise SerializationError(f"unsupported value type {_type_name(value)}", path)
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON
+
+
+def _check_json(value: Any, path: str) -> None:
+    """Refuse what orjson would write wrongly (None as null, floats) or fail on, naming the path."""
+    if value is None:
+        raise SerializationError(_MISSING, path)
+    if isinstance(value, str):
+        _check_unicode(value, path)
+    elif isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        if not _JSON_INT_MIN <= value <= _JSON_INT_MAX:
+            raise SerializationError("integer outside the 64-bit range", path)
+    elif isinstance(value, Decimal):
+        _decimal_text(value, path)
+    elif isinstance(value, dt.date):
+        pass
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise SerializationError(f"key {key!r} is not a string", path)
+            sub = _key_path(path, key)
+            _check_unicode(key, sub)
+            _check_json(item, sub)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_json(item, _item_path(path, index))
+    elif isinstance(value, float):
+        raise SerializationError("float value (an exact number must be a Decimal)", path)
+    else:
+        raise SerializationError(f"unsupported value type {_type_name(value)}", path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        # Checked finite by _check_json; a Fragment is written verbatim, so the number keeps its digits.
+        return orjson.Fragment(format(value, "f").encode("ascii"))
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"unsupported value type {_type_name(value)}")
+
+
+def to_json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON: non-ASCII as is, decimals as exact numbers, datetimes as ISO-8601 strings."""
+    _check_json(value, "")
+    try:
+        return orjson.dumps(value, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    except orjson.JSONEncodeError as exc:  # e.g. nesting deeper than orjson's limit
+        raise SerializationError(f"cannot encode as JSON: {exc}") from None
+
+
+def to_json_text(value: Any) -> str:
+    """`to_json_bytes` as a str."""
+    return to_json_bytes(value).decode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------------
+# XML
+
+
+class _XmlWriter:
+    """Builds the lxml tree for one document under one set of `XmlOptions`."""
+
+    def __init__(self, options: XmlOptions) -> None:
+        self.encoding = options.encoding
+        if not _ENC_NAME.fullmatch(self.encoding):
+            raise SerializationError(f"invalid XML encoding name {self.encoding!r}")
+        try:
+            self.codec = codecs.lookup(self.encoding).name
+        except LookupError:
+            raise SerializationError(f"unknown XML encoding {self.encoding!r}") from None
+        self.namespaces: dict[str, str] = {"xml": _XML_NS}
+        self.nsmap: dict[Any, str] = {}  # None is the default namespace
+        for prefix, uri in options.namespaces.items():
+            where = f"namespace prefix {prefix!r}"
+            if not isinstance(prefix, str) or not isinstance(uri, str) or not uri:
+                raise SerializationError(f"{where}: the prefix and the URI must be non-empty strings")
+            if prefix in ("xml", "xmlns") or ":" in prefix or "{" in uri or "}" in uri:
+                raise SerializationError(f"{where} → {uri!r} cannot be declared")
+            if prefix:
+                try:
+                    etree.QName(prefix)
+                except ValueError:
+                    raise SerializationError(f"invalid namespace prefix {prefix!r}") from None
+            self._check_encodable(prefix, "a namespace prefix", "")
+            self.namespaces[prefix] = uri
+            self.nsmap[prefix or None] = uri
+
+    def _check_encodable(self, text: str, what: str, path: str) -> None:
+        try:
+            text.encode(self.codec)
+        except UnicodeEncodeError:
+            raise SerializationError(f"{what} {text!r} cannot be written in {self.encoding}", path) from None
+
+    def qname(self, key: str, path: str, *, attribute: bool) -> str:
+        """`prefix:name` or `name` → lxml's `{uri}name` (unprefixed attributes have no namespace)."""
+        what = "attribute name" if attribute else "element name"
+        prefix, sep, local = key.rpartition(":")
+        if not local or "{" in key or "}" in key or ":" in prefix or (sep and not prefix):
+            raise SerializationError(f"invalid {what} {key!r}", path)
+        if sep:
+            uri = self.namespaces.get(prefix)
+            if uri is None:
+                raise SerializationError(f"unknown namespace prefix {prefix!r} in {what} {key!r}", path)
+        else:
+            uri = None if attribute else self.namespaces.get("")
+        try:
+            etree.QName(local)  # validates the name as lxml does when it creates the node
+        except ValueError:
+            raise SerializationError(f"invalid {what} {key!r}", path) from None
+        self._check_encodable(key, what, path)
+        return local if uri is None else f"{{{uri}}}{local}"
+
+    def root(self, name: str) -> etree._Element:
+        tag = self.qname(name, "", attribute=False)
+        try:
+            return etree.Element(tag, nsmap=self.nsmap)
+        except ValueError as exc:  # e.g. a namespace prefix lxml refuses
+            raise SerializationError(f"cannot create the root element {name!r}: {exc}") from None
+
+    def legal_text(self, text: str, path: str) -> str:
+        bad = _XML_ILLEGAL.search(text)
+        if bad:
+            char = bad.group()
+            message = f"character {char!r} (U+{ord(char):04X}) is not allowed in XML 1.0"
+            raise SerializationError(message, path)
+        return text
+
+    def fill(self, element: etree._Element, mapping: dict[Any, Any], path: str) -> None:
+        for key, value in mapping.items():
+            if not isinstance(key, str):
+                raise SerializationError(f"key {key!r} is not a string", path)
+            sub = _key_path(path, key)
+            if key == "$text":
+                self.set_text(element, value, sub)
+            elif key.startswith("@"):
+                self.set_attribute(element, key[1:], value, sub)
+            elif isinstance(value, list | tuple):
+                tag = self.qname(key, sub, attribute=False)
+                for index, item in enumerate(value):
+                    item_path = _item_path(sub, index)
+                    if isinstance(item, list | tuple):
+                        raise SerializationError("a list inside a list has no XML form", item_path)
+                    self.content(self.child(element, tag, key, item_path), item, item_path)
+            else:
+                tag = self.qname(key, sub, attribute=False)
+                self.content(self.child(element, tag, key, sub), value, sub)
+
+    def child(self, parent: etree._Element, tag: str, key: str, path: str) -> etree._Element:
+        try:
+            return etree.SubElement(parent, tag)
+        except ValueError:
+            raise SerializationError(f"invalid element name {key!r}", path) from None
+
+    def content(self, element: etree._Element, value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            self.fill(element, value, path)
+        else:
+            self.set_text(element, value, path)
+
+    def set_attribute(self, element: etree._Element, name: str, value: Any, path: str) -> None:
+        qname = self.qname(name, path, attribute=True)
+        text = self.legal_text(scalar_text(value, path), path)
+        try:
+            element.set(qname, text)
+        except ValueError:
+            raise SerializationError(f"invalid attribute name {name!r}", path) from None
+
+    def set_text(self, element: etree._Element, value: Any, path: str) -> None:
+        text = self.legal_text(scalar_text(value, path), path)
+        if isinstance(value, CData) and self.cdata_safe(text):
+            element.text = etree.CDATA(text)
+        else:
+            element.text = text
+
+    def cdata_safe(self, text: str) -> bool:
+        """Whether a CDATA section reproduces `text` exactly; otherwise it is written as escaped text.
+
+        A CDATA section cannot contain "]]>", a parser turns its "\\r" into "\\n", and a character the
+        encoding lacks cannot be written there as a character reference.
+        """
+        if "]]>" in text:
+            return False
+        try:
+            text.encode(self.codec)
+        except UnicodeEncodeError:
+            return False
+        return True
+
+
+def to_xml_bytes(doc: dict[str, Any], options: XmlOptions) -> bytes:
+    """The document as XML: its keys become the children of `options.root`, encoded as configured."""
+    mapping = _require_dict(doc, "an XML document")
+    writer = _XmlWriter(options)
+    root = writer.root(options.root)
+    writer.fill(root, mapping, "")
+    body = etree.tostring(root, encoding="unicode", pretty_print=options.pretty)
+    if options.declaration:
+        body = f'<?xml version="1.0" encoding="{options.encoding}"?>\n{body}'
+    # Names and CDATA sections were checked to be encodable; what is left unencodable is element or
+    # attribute text, where a character reference is the correct spelling.
+    return body.encode(writer.codec, "xmlcharrefreplace")
+
+
+# --------------------------------------------------------------------------------------------------
+# Form
+
+
+def form_pairs(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (key, text) pairs of a flat document, in document order, before URL encoding."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in _require_dict(doc, "a form document").items():
+        if not isinstance(key, str):
+            raise SerializationError(f"key {key!r} is not a string")
+        _check_unicode(key, key)
+        if isinstance(value, dict | list | tuple):
+            raise SerializationError(f"a form value must be a scalar, got a {_type_name(value)}", key)
+        pairs.append((key, scalar_text(value, key)))
+    return pairs
+
+
+def to_form_bytes(doc: dict[str, Any]) -> bytes:
+    """`application/x-www-form-urlencoded` (UTF-8, space as "+") of a flat document."""
+    return "&".join(f"{quote_plus(key)}={quote_plus(text)}" for key, text in form_pairs(doc)).encode("ascii")

@@ -1,0 +1,47 @@
+"""What a compiled mapping says about its output format: JSON, XML (with its options) or a form.
+
+Generated modules construct a `Target` from literals; the serializer reads it. Plain data, so it
+is shared by the compiler (which builds it from the spec) and the runtime (which uses it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["CData", "Target", "XmlOptions"]
+
+Format = Literal["json", "xml", "form"]
+
+
+class CData(str):
+    """A string value that the XML serializer writes as a CDATA section (plain text elsewhere)."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class XmlOptions:
+    """XML target options. `namespaces` maps prefix → URI; the prefix "" is the default namespace."""
+
+    root: str
+    declaration: bool = True
+    encoding: str = "UTF-8"
+    namespaces: Mapping[str, str] = field(default_factory=dict)
+    pretty: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    format: Format
+    xml: XmlOptions | None = None
+
+    @property
+    def content_type(self) -> str:
+        if self.format == "json":
+            return "application/json;charset=utf-8"
+        if self.format == "xml":
+            enc = self.xml.encoding.lower() if self.xml else "utf-8"
+            return f"text/xml;charset={enc}"
+        return "application/x-www-form-urlencoded;charset=utf-8"
