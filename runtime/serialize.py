@@ -8,7 +8,7 @@ A document is a tree of `dict` (str keys), `list`/`tuple` and scalars: `str` (an
 `bool`, `decimal.Decimal` (finite), `datetime.datetime`/`datetime.date`. `None` anywhere is a bug in
 the mapping and is refused, as is `float` (write a `Decimal`: a float cannot say which digits are
 meant). Every refusal is a `SerializationError` naming the dotted path of the value, e.g.
-`orderLines[2].itemCode` (XML attributes and text appear as `item.@id` and `item.$text`).
+`orderLines[2].itemCode` (XML attributes and text appear as `item.@id` and `item.#text`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import datetime as dt
 import re
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote_plus
 
 import orjson
 from dockyard.runtime.errors import SerializationError
@@ -262,7 +262,7 @@ class _XmlWriter:
             if not isinstance(key, str):
                 raise SerializationError(f"key {key!r} is not a string", path)
             sub = _key_path(path, key)
-            if key == "$text":
+            if key == "#text":
                 self.set_text(element, value, sub)
             elif key.startswith("@"):
                 self.set_attribute(element, key[1:], value, sub)
@@ -310,7 +310,7 @@ class _XmlWriter:
         A CDATA section cannot contain "]]>", a parser turns its "\\r" into "\\n", and a character the
         encoding lacks cannot be written there as a character reference.
         """
-        if "]]>" in text:
+        if "]]>" in text or "\r" in text:
             return False
         try:
             text.encode(self.codec)
