@@ -15,16 +15,26 @@ from decimal import Decimal
 from typing import Any
 
 import jsonschema
-
 from dockyard.dsl import ast
 from dockyard.dsl.diagnostics import Diagnostic, Severity
 from dockyard.dsl.functions import REGISTRY, Function, TypeProblem
 from dockyard.dsl.spans import Span
 from dockyard.dsl.spec import LetDef, OutEach, OutField, OutJson, OutList, OutNode, OutObject, OutValue, Spec
 from dockyard.dsl.spec_parser import did_you_mean
-from dockyard.dsl.types import ANY, BOOL, DECIMAL, INT, STRING, Kind, Type, list_of, object_of, type_from_schema
+from dockyard.dsl.types import (
+    ANY,
+    BOOL,
+    DECIMAL,
+    INT,
+    STRING,
+    Kind,
+    Type,
+    list_of,
+    object_of,
+    type_from_schema,
+)
 
-__all__ = ["Binding", "CheckResult", "Lineage", "check_spec", "check_expression"]
+__all__ = ["Binding", "CheckResult", "Lineage", "check_expression", "check_spec"]
 
 _XML_NAME = re.compile(r"^[A-Za-z_][\w.\-]*(:[A-Za-z_][\w.\-]*)?$")
 
@@ -174,7 +184,8 @@ class _Checker:
                     if isinstance(index, ast.Literal) and isinstance(index.value, str):
                         ft = ot.field(index.value)
                         if ft is None:
-                            self.unknown_field(index.span, index.value, ot, _source_path(obj, self.result) or "this object")
+                            where = _source_path(obj, self.result) or "this object"
+                            self.unknown_field(index.span, index.value, ot, where)
                             return ANY.optional()
                         return ft
                     return ANY.optional()
@@ -219,8 +230,7 @@ class _Checker:
             if not self.position_stack:
                 self.error(node.span, "$position is only defined inside a $each list", "unknown-variable")
                 return INT
-            b = self.position_stack[-1]
-            self.result.bindings[id(node)] = b
+            self.result.bindings[id(node)] = self.position_stack[-1]
             return INT
         b = scope.find(node.name)
         if b is None:
@@ -264,7 +274,7 @@ class _Checker:
             return ANY.optional()
         if base is not None:
             lin.paths.discard(base)
-            lin.paths.add(f"{base}.{node.name}" if not base.endswith("[]") else f"{base}.{node.name}")
+            lin.paths.add(f"{base}.{node.name}")
         return t
 
     def unknown_field(self, span: Span, name: str, t: Type, where: str) -> None:
@@ -532,7 +542,7 @@ class _Checker:
         key = f.key[1:] if f.key.startswith("@") else f.key
         if f.key == "#text":
             return
-        if not _XML_NAME.fullmatch(key) or key.lower().startswith("xml") and ":" not in key:
+        if not _XML_NAME.fullmatch(key) or (key.lower().startswith("xml") and ":" not in key):
             self.error(f.span, f"{f.key!r} is not a valid XML name", "target-xml-name")
         elif f.key.startswith("@") and not isinstance(f.value, OutValue):
             self.error(f.span, f"attribute {f.key!r} must be a single value", "target-shape")
@@ -672,7 +682,7 @@ class _TargetSchemaCheck:
                 else:
                     self.ch.warning(f.span, f"{path!r} is not in the target schema", "target-schema", hint=hint)
                 continue
-            if f.key in required and (f.optional or isinstance(f.value, OutObject) and f.value.when is not None):
+            if f.key in required and (f.optional or (isinstance(f.value, OutObject) and f.value.when is not None)):
                 self.ch.error(f.span, f"{path!r} may be left out, but the target schema requires it", "target-schema")
             self.value(f.value, sub, path, f.span)
         for name in sorted(required - set(written)):
@@ -699,11 +709,11 @@ class _TargetSchemaCheck:
         got = self.ch.result.field_types.get(id(node), ANY)
         if isinstance(node, OutJson):
             got = STRING
-        if expected.kind is not Kind.ANY and got.kind is not Kind.ANY and got.kind != expected.kind:
-            if not (got.kind is Kind.INT and expected.kind is Kind.DECIMAL):
-                self.ch.error(span, f"{path!r}: the target schema expects {expected.name}, the expression gives "
-                              f"{got.name}", "target-schema")
-                return
+        mismatch = expected.kind is not Kind.ANY and got.kind is not Kind.ANY and got.kind != expected.kind
+        if mismatch and not (got.kind is Kind.INT and expected.kind is Kind.DECIMAL):
+            self.ch.error(span, f"{path!r}: the target schema expects {expected.name}, the expression gives "
+                          f"{got.name}", "target-schema")
+            return
         if isinstance(node, OutValue) and isinstance(node.expr, ast.Literal):
             validator = jsonschema.Draft202012Validator({**schema, "$defs": self.root.get("$defs", {})})
             for err in validator.iter_errors(node.expr.value):

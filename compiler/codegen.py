@@ -12,12 +12,10 @@ each field is settled now rather than at run time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
-
-from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from dockyard.compiler.checks import Binding, CheckResult
 from dockyard.compiler.emitter import Emitter, comment_safe
@@ -28,8 +26,9 @@ from dockyard.dsl.functions import REGISTRY
 from dockyard.dsl.spec import OutEach, OutJson, OutList, OutNode, OutObject, OutValue, Spec, TableDef
 from dockyard.dsl.types import ANY, Kind, Type
 from dockyard.runtime import api as runtime_api
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
-__all__ = ["COMPILER_VERSION", "generate_module", "generate_expression_module"]
+__all__ = ["COMPILER_VERSION", "generate_expression_module", "generate_module"]
 
 COMPILER_VERSION = "0.1.0"
 
@@ -43,6 +42,7 @@ class _Call:
     literals: list[Any]
     lambdas: list[tuple[str, str, bool] | None]
     table: str | None
+    types: list[Type]
     result: Type
 
     def const(self, value: Any) -> str:
@@ -147,7 +147,7 @@ class _Gen:
                 raise AssertionError("lambda outside a call")
         raise AssertionError(node)  # pragma: no cover
 
-    def guard(self, parts: Sequence[tuple[str, bool]], build: Any) -> str:
+    def guard(self, parts: Sequence[tuple[str, bool]], build: Callable[[list[str]], str]) -> str:
         """`build(codes)`, but missing when any part that may be missing is missing."""
         checks = []
         codes = []
@@ -324,7 +324,8 @@ class _Gen:
                 tmp = self.names.new("temp")
                 checks.append(f"({tmp} := {args[i]}) is None")
                 args[i] = tmp
-        site = _Call(self, args, literals, lambdas, table, result)
+        types = [self.type_of(a) for a in node.args]
+        site = _Call(self, args, literals, lambdas, table, types, result)
         code = fn.emit(site)
         return f"(None if {' or '.join(checks)} else {code})" if checks else code
 
@@ -494,7 +495,7 @@ class _TreeWriter:
 def _templates() -> Environment:
     # Templates only lay out the module shell; every value placed in them is generated code or a
     # literal() string, never raw user text, so autoescaping HTML would be wrong here.
-    return Environment(loader=PackageLoader("dockyard.compiler", "templates"), autoescape=False,  # noqa: S701
+    return Environment(loader=PackageLoader("dockyard.compiler", "templates"), autoescape=False,
                        undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
@@ -547,9 +548,6 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
     # The shell is rendered twice: first to learn where the body starts, then with the source map.
     fields = tuple((f, line, col, path) for f, line, col, path in em.fields)
     body = "\n".join(em.lines)
-    loops = {}
-    for v in range(1, gen.loops + 1):
-        loops[v] = v
     context = dict(
         spec_path=comment_safe(spec.path), name=comment_safe(spec.name), version=comment_safe(spec.version),
         compiler=COMPILER_VERSION, imports=sorted(gen.imports), meta=literal(meta), target=target_code,

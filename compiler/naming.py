@@ -5,6 +5,7 @@ module constant is named here from a counter, under a prefix that user text cann
 from __future__ import annotations
 
 from collections import Counter
+from typing import ClassVar
 
 __all__ = ["Names"]
 
@@ -12,7 +13,7 @@ __all__ = ["Names"]
 class Names:
     """Hands out `_v1`, `_t2`, `_C3`, … — one counter per prefix, deterministic per module."""
 
-    PREFIXES = {
+    PREFIXES: ClassVar[dict[str, str]] = {
         "value": "_v", "temp": "_t", "object": "_o", "list": "_e", "item": "_i", "index": "_j",
         "position": "_p", "let": "_l", "lambda": "_a", "const": "_C", "table": "_T",
     }

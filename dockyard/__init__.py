@@ -12,10 +12,18 @@ Names are imported lazily, so that `load_bundle` never pulls in the compiler (or
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["__version__", "compile_file", "load_bundle"]
 __version__ = "0.1.0"
+
+# Installed, the stage folders (dsl/, compiler/, runtime/) sit inside this package (pyproject.toml
+# maps them in). In a source checkout they sit beside this folder instead; when Python imports the
+# checkout (`python -m …` from the repository root), let `dockyard.dsl` & co. resolve the same way.
+_checkout = Path(__file__).resolve().parent.parent
+if not (Path(__file__).parent / "dsl").is_dir() and (_checkout / "dsl" / "expr.lark").is_file():
+    __path__.append(str(_checkout))
 
 if TYPE_CHECKING:
     from dockyard.compiler.api import compile_file

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from dockyard.dsl.spans import Span
 from dockyard.runtime.errors import DockyardError
@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 
-class Severity(str, Enum):
+class Severity(StrEnum):
     ERROR = "error"
     WARNING = "warning"
 

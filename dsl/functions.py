@@ -66,11 +66,29 @@ class Example:
 class CallSite(Protocol):
     """What `emit` sees: generated argument code, literal values and constant registration."""
 
-    args: Sequence[str]  # generated code of each argument (already converted to the param kind)
-    literals: Sequence[Any]  # the literal value of each argument, or None when not a literal
-    lambdas: Sequence[tuple[str, str, bool] | None]  # (loop variable, body code, body may be missing)
-    table: str | None  # generated name of the table constant, for table functions
-    result: Type  # the checked result type of this call
+    @property
+    def args(self) -> Sequence[str]:
+        """Generated code of each argument (already converted to the parameter's kind)."""
+
+    @property
+    def literals(self) -> Sequence[Any]:
+        """The literal value of each argument, or None when it is not a literal."""
+
+    @property
+    def lambdas(self) -> Sequence[tuple[str, str, bool] | None]:
+        """Per argument: (loop variable, body code, body may be missing) for a lambda, else None."""
+
+    @property
+    def table(self) -> str | None:
+        """The generated name of the table constant, for table functions."""
+
+    @property
+    def types(self) -> Sequence[Type]:
+        """The checked type of each argument."""
+
+    @property
+    def result(self) -> Type:
+        """The checked result type of this call."""
 
     def const(self, value: Any) -> str:
         """A module-level constant holding `value` (written with repr()); returns its name."""
@@ -126,9 +144,9 @@ class Function:
 
 REGISTRY: dict[str, Function] = {}
 
-S, I, D, B, T, L, O, A = (Kind.STRING, Kind.INT, Kind.DECIMAL, Kind.BOOL, Kind.DATETIME, Kind.LIST,
-                          Kind.OBJECT, Kind.ANY)
-NUM = (I, D)
+# Short names for parameter kinds, to keep the table below readable.
+S, Z, D, B, T, L, A = (Kind.STRING, Kind.INT, Kind.DECIMAL, Kind.BOOL, Kind.DATETIME, Kind.LIST, Kind.ANY)
+NUM = (Z, D)
 
 
 def _register(fn: Function) -> None:
@@ -155,7 +173,8 @@ def _check_zone(value: Any, arg: int) -> None:
     try:
         ZoneInfo(str(value))
     except (ZoneInfoNotFoundError, ValueError):
-        raise TypeProblem(f"unknown time zone {value!r}", arg, hint="use an IANA name such as 'Asia/Shanghai'") from None
+        raise TypeProblem(f"unknown time zone {value!r}", arg,
+                          hint="use an IANA name such as 'Asia/Shanghai'") from None
 
 
 def _check_pattern(value: Any, arg: int) -> None:
@@ -205,15 +224,15 @@ _register(Function(
     (Example('length("顺丰速运")', 4), Example("length([1, 2, 3])", 3))))
 _register(Function(
     "substring",
-    (Param("s", (S,), "the text"), Param("start", (I,), "first character, 0-based; negative counts from the end"),
-     Param("end", (I,), "one past the last character; defaults to the end", optional=True)),
+    (Param("s", (S,), "the text"), Param("start", (Z,), "first character, 0-based; negative counts from the end"),
+     Param("end", (Z,), "one past the last character; defaults to the end", optional=True)),
     fixed(STRING),
     lambda c: f"{c.args[0]}[{c.args[1]}:{c.args[2] if len(c.args) > 2 else ''}]",
     "The characters from `start` up to (not including) `end`.", "strings",
     (Example('substring("TM20231111000123", 2, 10)', "20231111"), Example('substring("abc", -2)', "bc"))))
 _register(Function(
     "pad_left",
-    (Param("s", (S,), "the text"), Param("width", (I,), "the minimum length"),
+    (Param("s", (S,), "the text"), Param("width", (Z,), "the minimum length"),
      Param("char", (S,), "a single fill character, default space", literal=True, optional=True)),
     fixed(STRING),
     lambda c: f"{c.args[0]}.rjust({c.args[1]}, {c.args[2] if len(c.args) > 2 else repr(' ')})",
@@ -222,7 +241,7 @@ _register(Function(
 )
 _register(Function(
     "pad_right",
-    (Param("s", (S,), "the text"), Param("width", (I,), "the minimum length"),
+    (Param("s", (S,), "the text"), Param("width", (Z,), "the minimum length"),
      Param("char", (S,), "a single fill character, default space", literal=True, optional=True)),
     fixed(STRING),
     lambda c: f"{c.args[0]}.ljust({c.args[1]}, {c.args[2] if len(c.args) > 2 else repr(' ')})",
@@ -250,8 +269,8 @@ _register(Function(
     (Example('concat("TM", "-", "001")', "TM-001"), Example('concat("a", remark ?? "")', "a"))))
 _register(Function(
     "mask",
-    (Param("s", (S,), "the text"), Param("keep_start", (I,), "characters kept at the start"),
-     Param("keep_end", (I,), "characters kept at the end"),
+    (Param("s", (S,), "the text"), Param("keep_start", (Z,), "characters kept at the start"),
+     Param("keep_end", (Z,), "characters kept at the end"),
      Param("char", (S,), "the mask character, default *", literal=True, optional=True)),
     fixed(STRING), lambda c: f"{c.helper('mask')}({', '.join(c.args)})",
     "Replaces the middle with a mask character, keeping the length (a text too short is masked whole).",
@@ -269,8 +288,9 @@ _register(Function(
     lambda c: f"({c.args[1]} in {c.args[0]})", "Whether the text contains `part`.", "strings",
     (Example('contains("不要发票", "发票")', True),)))
 _register(Function(
-    "string", (Param("value", (S, I, D, B, T), "a text, number, boolean or date-time"),), fixed(STRING),
-    lambda c: f"{c.helper('to_string')}({c.args[0]})",
+    "string", (Param("value", (S, Z, D, B, T), "a text, number, boolean or date-time"),), fixed(STRING),
+    lambda c: (c.args[0] if c.types[0].kind is Kind.STRING else f"str({c.args[0]})" if c.types[0].kind is Kind.INT
+               else f"{c.helper('to_string')}({c.args[0]})"),
     "Converts to text: numbers in plain notation (never exponents), booleans as true/false, "
     "date-times as ISO-8601.", "conversion",
     (Example("string(12)", "12"), Example("string(1.50)", "1.50"), Example("string(true)", "true"))))
@@ -298,7 +318,7 @@ _register(Function(
 _register(Function(
     "regex_extract",
     (Param("s", (S,), "the text"), Param("pattern", (S,), "a regular expression", literal=True),
-     Param("group", (I,), "the group to return, default 0 (the whole match)", literal=True, optional=True)),
+     Param("group", (Z,), "the group to return, default 0 (the whole match)", literal=True, optional=True)),
     fixed(STRING.optional()),
     lambda c: f"{c.helper('regex_extract')}({c.const(re.compile(c.literals[1]))}, {c.args[0]}, "
               f"{c.args[2] if len(c.args) > 2 else '0'})",
@@ -315,18 +335,18 @@ def _round_literals(lits: Sequence[Any]) -> None:
 
 
 _register(Function(
-    "decimal", (Param("value", (S, I, D), "a decimal text or a number"),), fixed(DECIMAL),
+    "decimal", (Param("value", (S, Z, D), "a decimal text or a number"),), fixed(DECIMAL),
     lambda c: f"{c.helper('to_decimal')}({c.args[0]})",
     "Converts to an exact decimal. Text must be a plain decimal such as \"-12.345\".", "numbers",
     (Example('decimal("59.9")', Decimal("59.9")), Example("decimal(3)", Decimal(3)))))
 _register(Function(
-    "int", (Param("value", (S, I, D), "a whole-number text or a number without fraction"),), fixed(INT),
+    "int", (Param("value", (S, Z, D), "a whole-number text or a number without fraction"),), fixed(INT),
     lambda c: f"{c.helper('to_int')}({c.args[0]})",
     "Converts to a whole number; a fraction is an error (round first).", "numbers",
     (Example('int("42")', 42), Example("int(3.00)", 3))))
 _register(Function(
     "round",
-    (Param("x", NUM, "the number"), Param("places", (I,), "decimal places", literal=True),
+    (Param("x", NUM, "the number"), Param("places", (Z,), "decimal places", literal=True),
      Param("mode", (S,), "rounding mode, default HALF_UP", literal=True, optional=True, choices=ROUNDING_MODES)),
     fixed(DECIMAL),
     lambda c: f"{c.args[0]}.quantize({_quantum(c, c.literals[1])}, {_rounding(c, 2)})",
@@ -335,11 +355,11 @@ _register(Function(
      Example("round(2.5, 0)", Decimal("3"))), check_literal=_round_literals))
 _register(Function(
     "format_decimal",
-    (Param("x", NUM, "the number"), Param("places", (I,), "decimal places", literal=True),
+    (Param("x", NUM, "the number"), Param("places", (Z,), "decimal places", literal=True),
      Param("mode", (S,), "rounding mode, default HALF_UP", literal=True, optional=True, choices=ROUNDING_MODES)),
     fixed(STRING),
     # `+ 0` turns a rounded negative zero ("-0.00") into "0.00" without touching other values.
-    lambda c: f"str({c.args[0]}.quantize({_quantum(c, c.literals[1])}, {_rounding(c, 2)}) + 0)",
+    lambda c: f"str({c.args[0]}.quantize({_quantum(c, c.literals[1])}, {_rounding(c, 2)}) + {c.const(Decimal(0))})",
     "Rounds (HALF_UP by default) and writes exactly `places` decimals, never in exponent form.", "numbers",
     (Example('format_decimal(decimal("128.5"), 2)', "128.50"), Example("format_decimal(99, 2)", "99.00"),
      Example("format_decimal(-0.001, 2)", "0.00")), check_literal=_round_literals))
@@ -568,7 +588,8 @@ _register(Function(
     "present", (Param("value", (A,), "any value", handles_missing=True),), fixed(BOOL),
     lambda c: f"({c.args[0]} is not None)",
     "True when the value is there (not absent and not null).", "presence",
-    (Example("present(invoice)", True, {"invoice": {"title": "个人"}}), Example("present(invoice)", False, {"invoice": None}))))
+    (Example("present(invoice)", True, {"invoice": {"title": "个人"}}),
+     Example("present(invoice)", False, {"invoice": None}))))
 _register(Function(
     "to_json", (Param("value", (A,), "an object, list or value"),), fixed(STRING),
     lambda c: f"{c.helper('to_json_text')}({c.args[0]})",

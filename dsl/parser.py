@@ -13,13 +13,12 @@ import re
 from decimal import Decimal
 from importlib import resources
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-
 from dockyard.dsl import ast
 from dockyard.dsl.diagnostics import Diagnostic
-from dockyard.runtime.errors import DockyardError
 from dockyard.dsl.spans import SourceText, Span
+from dockyard.runtime.errors import DockyardError
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 __all__ = ["ExprSyntaxError", "parse_expression"]
 
@@ -80,7 +79,9 @@ class _Builder:
             case "var":
                 return ast.Var(str(kids[0])[1:], span)
             case "string":
-                return ast.Literal(self.unquote(kids[0]), span)
+                tok = kids[0]
+                assert isinstance(tok, Token)
+                return ast.Literal(self.unquote(tok), span)
             case "decimal":
                 return ast.Literal(Decimal(str(kids[0])), span)
             case "integer":
@@ -231,7 +232,7 @@ def _explain(exc: UnexpectedInput, text: str, src: SourceText, offset: int) -> D
 
     if isinstance(exc, UnexpectedToken | UnexpectedEOF):
         tok: Token = exc.token if isinstance(exc, UnexpectedToken) else Token("$END", "")
-        expected = set(exc.expected) if isinstance(exc, UnexpectedToken) else set(exc.expected)
+        expected = set(exc.expected)
         if tok.type == "$END":
             end = len(text.rstrip())
             span = src.span(offset + max(0, end - 1), offset + end)
@@ -268,4 +269,5 @@ def _explain(exc: UnexpectedInput, text: str, src: SourceText, offset: int) -> D
                               "syntax-missing-operator", hint="is an operator or a ',' missing?")
         return Diagnostic(span, f"unexpected {_token_text(tok)}: expected {_describe_expected(expected)}",
                           "syntax-unexpected")
-    return Diagnostic(src.span(offset + pos, offset + pos + 1), "this expression does not parse", "syntax")  # pragma: no cover
+    span = src.span(offset + pos, offset + pos + 1)  # pragma: no cover - every UnexpectedInput is handled above
+    return Diagnostic(span, "this expression does not parse", "syntax")  # pragma: no cover

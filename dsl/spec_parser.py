@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-
 from dockyard.dsl import ast
 from dockyard.dsl.diagnostics import Diagnostic, Severity
 from dockyard.dsl.parser import ExprSyntaxError, parse_expression
@@ -120,7 +119,8 @@ class _SpecParser:
         if node is None:
             return None
         if not isinstance(node, YScalar):
-            self.error(node.span, f"{what} must be a single value, not a {'list' if isinstance(node, YSeq) else 'mapping'}",
+            shape = "list" if isinstance(node, YSeq) else "mapping"
+            self.error(node.span, f"{what} must be a single value, not a {shape}",
                        "spec-structure")
             return None
         return node
@@ -172,6 +172,7 @@ class _SpecParser:
         where = ".".join(str(p) for p in path) or "the spec"
         span = key.span if key is not None else node.span
         kind = err.validator
+        value: Any = err.validator_value
         if kind == "additionalProperties" and isinstance(err.instance, dict) and isinstance(node, YMap):
             allowed = set((err.schema.get("properties") or {}).keys()) if isinstance(err.schema, dict) else set()
             for extra in err.instance:
@@ -186,13 +187,14 @@ class _SpecParser:
             self.error(span if path else Span(self.path, 1, 1, 1, 1), f"{where} needs the key {missing!r}",
                        "spec-missing-key")
         elif kind in ("enum", "const"):
-            options = err.validator_value if kind == "enum" else [err.validator_value]
+            options = list(value) if kind == "enum" else [value]
             self.error(node.span, f"{where} must be one of {', '.join(map(repr, options))}", "spec-bad-value",
                        hint=did_you_mean(str(err.instance), [str(o) for o in options]))
         elif kind == "type":
-            expected = err.validator_value
+            expected = value
             hint = "quote it" if expected == "string" else None
-            self.error(node.span, f"{where} must be a {expected if isinstance(expected, str) else ' or '.join(expected)}",
+            wanted = expected if isinstance(expected, str) else " or ".join(expected)
+            self.error(node.span, f"{where} must be a {wanted}",
                        "spec-bad-type", hint=hint)
         elif kind == "pattern":
             desc = err.schema.get("description", "") if isinstance(err.schema, dict) else ""
@@ -363,7 +365,8 @@ class _SpecParser:
             key_col = plain.get("key_column", header[0])
             value_col = plain.get("value_column", header[1] if len(header) > 1 else "")
             if key_col not in header or value_col not in header:
-                self.error(node.span, f"{node.value!r} has no column {key_col if key_col not in header else value_col!r}",
+                absent = key_col if key_col not in header else value_col
+                self.error(node.span, f"{node.value!r} has no column {absent!r}",
                            "spec-table", hint=f"its columns: {', '.join(header)}")
                 return None
             ki, vi = header.index(key_col), header.index(value_col)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     STRING = "string"
     INT = "int"
     DECIMAL = "decimal"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
+from operator import attrgetter
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from zoneinfo import ZoneInfo
@@ -69,25 +70,60 @@ def parse_datetime(text: str) -> datetime:
     return value
 
 
+# Tokens that are one zero-padded datetime attribute each: such patterns are written with one
+# %-format over an attrgetter tuple, about three times faster than strftime (which also pads
+# years below 1000 differently across platforms).
+_NUMERIC = {"yyyy": ("year", "%04d"), "MM": ("month", "%02d"), "dd": ("day", "%02d"), "HH": ("hour", "%02d"),
+            "mm": ("minute", "%02d"), "ss": ("second", "%02d")}
+
+
 def datetime_formatter(pattern: str) -> Callable[[datetime], str]:
     parts = compile_pattern(pattern)
-    if pattern == "yyyy-MM-dd HH:mm:ss":
-        # isoformat pads the year to 4 digits and truncates to whole seconds; [:19] drops the offset.
-        return lambda d: d.isoformat(" ", "seconds")[:19]
-    if pattern == "yyyy-MM-dd'T'HH:mm:ss":
-        return lambda d: d.isoformat("T", "seconds")[:19]
-    fmt = "".join(_TOKENS[text] if directive else text.replace("%", "%%") for directive, text in parts)
-    if "%f" in fmt:
-        # strftime's %f is microseconds (6 digits); SSS means milliseconds.
-        head, _, tail = fmt.partition("%f")
-        return lambda d: f"{d.strftime(head)}{d.microsecond // 1000:03d}{d.strftime(tail) if tail else ''}"
-    return lambda d: d.strftime(fmt)
+    if all(not directive or text in _NUMERIC for directive, text in parts):
+        template = "".join(_NUMERIC[text][1] if directive else text.replace("%", "%%") for directive, text in parts)
+        getter = attrgetter(*[_NUMERIC[text][0] for directive, text in parts if directive])
+        if sum(1 for directive, _ in parts if directive) == 1:
+            return lambda d: template % (getter(d),)
+        return lambda d: template % getter(d)
+    pieces = [_PIECES[text] if directive else _literal_piece(text) for directive, text in parts]
+    return lambda d: "".join(piece(d) for piece in pieces)
+
+
+def _literal_piece(text: str) -> Callable[[datetime], str]:
+    return lambda _d: text
+
+
+def _offset(d: datetime) -> str:
+    """Java's XXX: Z for UTC, otherwise +HH:MM."""
+    delta = d.utcoffset()
+    if delta is None:
+        raise ValueError("the pattern writes a UTC offset, but the date-time has none")
+    minutes = int(delta.total_seconds()) // 60
+    if minutes == 0:
+        return "Z"
+    sign = "+" if minutes > 0 else "-"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _offset_compact(d: datetime) -> str:
+    """Java's Z: +HHMM."""
+    text = _offset(d)
+    return "+0000" if text == "Z" else text.replace(":", "")
+
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_PIECES: dict[str, Callable[[datetime], str]] = {
+    "yyyy": lambda d: f"{d.year:04d}", "yy": lambda d: f"{d.year % 100:02d}", "MM": lambda d: f"{d.month:02d}",
+    "dd": lambda d: f"{d.day:02d}", "HH": lambda d: f"{d.hour:02d}", "mm": lambda d: f"{d.minute:02d}",
+    "ss": lambda d: f"{d.second:02d}", "SSS": lambda d: f"{d.microsecond // 1000:03d}", "XXX": _offset,
+    "Z": _offset_compact, "EEE": lambda d: _DAYS[d.weekday()],
+}
 
 
 def datetime_parser(pattern: str, zone_name: str) -> Callable[[str], datetime]:
     parts = compile_pattern(pattern)
     fmt = "".join(_TOKENS[text] if directive else text.replace("%", "%%") for directive, text in parts)
-    fmt = fmt.replace("%:z", "%z")
+    fmt = fmt.replace("%:z", "%z")  # strptime's %z also reads +08:00 and Z
     tz = zone(zone_name)
 
     def parse(text: str) -> datetime:
