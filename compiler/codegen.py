@@ -303,8 +303,9 @@ class _Gen:
             code = self.convert(arg, p.kinds)
             if p.handles_missing:
                 if Kind.LIST in p.kinds and t.maybe:
-                    tmp = self.names.new("temp")
-                    code = f"({tmp} if ({tmp} := {code}) is not None else ())"
+                    # `or ()` rather than a walrus: the list may end up as a comprehension's iterable,
+                    # where Python forbids assignment expressions. An empty list is empty either way.
+                    code = f"({code} or ())"
                 args.append(code)
             else:
                 args.append(code)
@@ -340,6 +341,10 @@ class _Gen:
             return self.guard([(code, t.maybe)], lambda a: f"{self.helper('Decimal')}({a[0]})")
         if t.kind is Kind.ANY and len(kinds) >= 1:
             want = kinds[0] if len(kinds) == 1 else (Kind.DECIMAL if Kind.DECIMAL in kinds else kinds[0])
+            if want is Kind.LIST:
+                # as_list reads a missing list as empty, so no walrus guard is needed; a comprehension's
+                # iterable may not contain one.
+                return f"{self.helper('as_list')}({code})"
             helper = {Kind.STRING: "as_str", Kind.DECIMAL: "to_decimal", Kind.INT: "as_int", Kind.BOOL: "as_bool",
                       Kind.LIST: "as_list", Kind.DATETIME: "as_datetime", Kind.OBJECT: "as_object"}[want]
             return self.guard([(code, True)], lambda a: f"{self.helper(helper)}({a[0]})")
@@ -466,8 +471,7 @@ class _TreeWriter:
             if st.kind is Kind.ANY:
                 source = f"{gen.helper('as_list')}({source})"
             if st.maybe:
-                tmp = gen.names.new("temp")
-                source = f"({tmp} if ({tmp} := {source}) is not None else ())"
+                source = f"({source} or ())"
             self.em.line(f"{out} = []")
             self.em.line(f"{position} = 0")
             header = f"for {index}, {item} in enumerate({source}):"

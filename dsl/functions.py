@@ -346,7 +346,8 @@ _register(Function(
     (Example('int("42")', 42), Example("int(3.00)", 3))))
 _register(Function(
     "round",
-    (Param("x", NUM, "the number"), Param("places", (Z,), "decimal places", literal=True),
+    (Param("x", (D,), "the number (a whole number is converted)"),
+     Param("places", (Z,), "decimal places", literal=True),
      Param("mode", (S,), "rounding mode, default HALF_UP", literal=True, optional=True, choices=ROUNDING_MODES)),
     fixed(DECIMAL),
     lambda c: f"{c.args[0]}.quantize({_quantum(c, c.literals[1])}, {_rounding(c, 2)})",
@@ -355,7 +356,8 @@ _register(Function(
      Example("round(2.5, 0)", Decimal("3"))), check_literal=_round_literals))
 _register(Function(
     "format_decimal",
-    (Param("x", NUM, "the number"), Param("places", (Z,), "decimal places", literal=True),
+    (Param("x", (D,), "the number (a whole number is converted)"),
+     Param("places", (Z,), "decimal places", literal=True),
      Param("mode", (S,), "rounding mode, default HALF_UP", literal=True, optional=True, choices=ROUNDING_MODES)),
     fixed(STRING),
     # `+ 0` turns a rounded negative zero ("-0.00") into "0.00" without touching other values.
@@ -460,7 +462,9 @@ _register(Function(
     _sum_returns, _emit_sum,
     "Adds the numbers (or the value of `f` for each element), exactly; missing values are skipped; "
     "an empty list gives 0.", "lists",
-    (Example("sum(items, $i => $i.qty)", 3, {"items": [{"qty": 1}, {"qty": 2}]}),
+    # Without a source schema the elements' type is unknown, so the sum is an exact decimal.
+    (Example("sum(items, $i => $i.qty)", Decimal(3), {"items": [{"qty": 1}, {"qty": 2}]}),
+     Example("sum([1, 2, 3])", 6),
      Example('sum(map(["1.10", "2.205"], $p => decimal($p)))', Decimal("3.305")),
      Example("sum([], $x => 1)", 0))))
 _register(Function(

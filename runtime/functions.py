@@ -161,6 +161,9 @@ def as_bool(value: Any) -> bool:
 
 
 def as_list(value: Any) -> list[Any]:
+    """A list argument of unknown shape: a missing list counts as empty."""
+    if value is None:
+        return []
     if isinstance(value, list | tuple):
         return list(value)
     raise TypeError(f"expected a list, got {type(value).__name__}")
