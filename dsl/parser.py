@@ -20,7 +20,12 @@ from dockyard.runtime.errors import DockyardError
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-__all__ = ["ExprSyntaxError", "parse_expression"]
+__all__ = ["MAX_DEPTH", "ExprSyntaxError", "parse_expression"]
+
+# Deeper expressions are refused: the AST builder, the checker and the code generator recurse, and
+# CPython refuses generated expressions nested more than 200 parentheses deep. Real mappings stay
+# far below this.
+MAX_DEPTH = 64
 
 
 class ExprSyntaxError(DockyardError):
@@ -48,7 +53,23 @@ def parse_expression(text: str, source: SourceText | None = None, offset: int = 
         tree = _lark().parse(text)
     except UnexpectedInput as exc:
         raise ExprSyntaxError(_explain(exc, text, src, offset)) from None
+    too_deep = _too_deep(tree)
+    if too_deep is not None:
+        span = _Builder(src, offset).span_of(too_deep)
+        raise ExprSyntaxError(Diagnostic(span, f"this expression is nested too deeply (more than {MAX_DEPTH} levels)",
+                                         "syntax-too-deep", hint="split it into `let` values"))
     return _Builder(src, offset).build(tree)
+
+
+def _too_deep(tree: Tree[Token]) -> Tree[Token] | None:
+    """The first subtree past MAX_DEPTH, found without recursion (the tree may be very deep)."""
+    stack: list[tuple[Tree[Token], int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return node
+        stack.extend((kid, depth + 1) for kid in node.children if isinstance(kid, Tree))
+    return None
 
 
 # --- building the AST ------------------------------------------------------------------------
@@ -85,7 +106,10 @@ class _Builder:
             case "decimal":
                 return ast.Literal(Decimal(str(kids[0])), span)
             case "integer":
-                return ast.Literal(int(str(kids[0])), span)
+                digits = str(kids[0])
+                if len(digits) > 40:  # far past any quantity or amount; int() refuses > 4300 digits
+                    raise ExprSyntaxError(Diagnostic(span, "this number has too many digits", "syntax-number"))
+                return ast.Literal(int(digits), span)
             case "true":
                 return ast.Literal(True, span)
             case "false":
@@ -146,6 +170,11 @@ class _Builder:
             elif nxt == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", body[i + 2 : i + 6]):
                 out.append(chr(int(body[i + 2 : i + 6], 16)))
                 i += 6
+            elif nxt == "u":
+                start = (tok.start_pos or 0) + 1 + i
+                raise ExprSyntaxError(Diagnostic(
+                    self.source.span(self.offset + start, self.offset + start + 2),
+                    "'\\u' needs four hex digits, as in \\u4e2d", "syntax-escape"))
             else:
                 start = (tok.start_pos or 0) + 1 + i
                 raise ExprSyntaxError(Diagnostic(
@@ -173,6 +202,8 @@ _TOKEN_WORDS = {
     "LBRACE": "'{'", "RBRACE": "'}'", "NAME": "a name", "QUOTED_NAME": "a name", "VAR": "a variable",
     "STRING": "a string", "DECIMAL": "a number", "INT": "a number", "$END": "the end of the expression",
 }
+# Tokens that may follow a complete value: if one is expected, a value has just ended.
+_OPERATORS = {"AND", "OR", "COMP_OP", "COALESCE", "PLUS", "MINUS", "MUL_OP", "DOT", "LSQB", "THEN", "ELSE"}
 # Tokens that can start a value: if any is expected, the message says "a value".
 _VALUE_START = {"NAME", "QUOTED_NAME", "VAR", "STRING", "DECIMAL", "INT", "TRUE", "FALSE", "LPAR",
                 "LSQB", "LBRACE", "MINUS", "NOT", "IF"}
@@ -194,6 +225,9 @@ def _describe_expected(expected: set[str]) -> str:
     words: list[str] = []
     if expected & _VALUE_START:
         words.append("a value")
+    if len(expected & _OPERATORS) > 2:
+        words.append("an operator")
+        expected = expected - _OPERATORS
     for name in sorted(expected - _VALUE_START):
         word = _TOKEN_WORDS.get(name)
         if word and word not in words and name != "$END":
@@ -202,14 +236,16 @@ def _describe_expected(expected: set[str]) -> str:
         words.append("the end of the expression")
     if not words:
         return "something else"
+    words = words[:3]  # a long list of alternatives helps nobody
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
 
 def _token_text(tok: Token) -> str:
     if tok.type == "$END":
         return "the end of the expression"
-    kind = {"NAME": "the name", "QUOTED_NAME": "the name", "VAR": "the variable", "STRING": "the string",
-            "DECIMAL": "the number", "INT": "the number"}.get(tok.type)
+    if tok.type in ("NAME", "QUOTED_NAME"):
+        return f"the name '{str(tok).strip('`')}'"
+    kind = {"VAR": "the variable", "STRING": "the string", "DECIMAL": "the number", "INT": "the number"}.get(tok.type)
     return f"{kind} {tok}" if kind else f"'{tok}'"
 
 
@@ -257,15 +293,24 @@ def _explain(exc: UnexpectedInput, text: str, src: SourceText, offset: int) -> D
         if tok.type == "COMP_OP" and "COMP_OP" not in expected:
             return Diagnostic(span, "comparisons cannot be chained", "syntax-chained-comparison",
                               hint="combine them with 'and': a < b and b < c")
+        if tok.type == "COLON":
+            return Diagnostic(span, "':' only separates a key from its value inside { }", "syntax-colon",
+                              hint="write an object as {key: value}; a YAML value with ': ' needs a block scalar")
         if tok.type == "ARROW":
             return Diagnostic(span, "'=>' belongs to a function argument like $x => $x.qty", "syntax-lambda",
                               hint="a lambda's parameter is a $variable and it may only be a function argument")
         if tok.type in ("THEN", "ELSE") and "THEN" not in expected and "ELSE" not in expected:
             return Diagnostic(span, f"unexpected '{tok}' without a matching 'if'", "syntax-if")
+        if expected and expected <= {"NAME", "QUOTED_NAME"}:
+            return Diagnostic(span, f"expected a field name after '.', found {_token_text(tok)}", "syntax-field-name")
+        if expected and expected <= {"NAME", "QUOTED_NAME", "STRING", "RBRACE"}:
+            return Diagnostic(span, f"expected a key (a name or a quoted text), found {_token_text(tok)}",
+                              "syntax-object-key")
         if expected & _VALUE_START and not (expected - _VALUE_START - {"$END"}):
             return Diagnostic(span, f"expected a value, found {_token_text(tok)}", "syntax-expected-value")
-        if tok.type in ("NAME", "QUOTED_NAME", "VAR", "STRING", "DECIMAL", "INT", "LPAR", "LBRACE", "TRUE", "FALSE"):
-            return Diagnostic(span, f"unexpected {_token_text(tok)} after a complete value",
+        value_like = ("NAME", "QUOTED_NAME", "VAR", "STRING", "DECIMAL", "INT", "LPAR", "LBRACE", "TRUE", "FALSE")
+        if tok.type in value_like and expected & _OPERATORS:
+            return Diagnostic(span, f"an operator is missing before {_token_text(tok)}",
                               "syntax-missing-operator", hint="is an operator or a ',' missing?")
         return Diagnostic(span, f"unexpected {_token_text(tok)}: expected {_describe_expected(expected)}",
                           "syntax-unexpected")
