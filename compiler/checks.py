@@ -126,6 +126,8 @@ class _Checker:
         self.result = CheckResult([])
         self.uid = 0
         self.position_stack: list[Binding] = []
+        self.broken_lets: frozenset[str] = frozenset()  # failed to parse: already reported
+        self.lets_below: set[str] = set()  # lets of the current block not yet defined
 
     # -- reporting ------------------------------------------------------------------------
     def error(self, span: Span, message: str, code: str, hint: str | None = None) -> None:
@@ -218,7 +220,12 @@ class _Checker:
                     item = self.unify(i.span, item, t.required(), "list elements")
                 return list_of(item)
             case ast.ObjectLit(entries=entries):
-                return object_of({k: self.expr(v, scope, lin) for k, _, v in entries}, open=False)
+                fields: dict[str, Type] = {}
+                for key, key_span, value in entries:
+                    if key in fields:
+                        self.error(key_span, f"the key {key!r} is written twice in this object", "duplicate-key")
+                    fields[key] = self.expr(value, scope, lin)
+                return object_of(fields, open=False)
         raise AssertionError(node)  # pragma: no cover
 
     def var(self, node: ast.Var, scope: _Scope, lin: Lineage) -> Type:
@@ -234,12 +241,21 @@ class _Checker:
             return INT
         b = scope.find(node.name)
         if b is None:
+            if node.name in self.broken_lets:
+                return ANY.optional()
             names = scope.all_names()
-            self.error(node.span, f"unknown variable ${node.name}", "unknown-variable",
-                       hint=(did_you_mean(node.name, names) or
-                             ("source fields are written without '$'" if self.source_type.field(node.name) else
-                              f"defined here: {', '.join('$' + n for n in sorted(names))}" if names else
-                              "declare it under let:")))
+            close = did_you_mean("$" + node.name, {"$" + n for n in names})
+            if node.name in self.lets_below:
+                hint: str | None = f"${node.name} is defined further down; a let can use only the lets above it"
+            elif close:
+                hint = close
+            elif self.source_type.field(node.name):
+                hint = "source fields are written without '$'"
+            elif names:
+                hint = f"defined here: {', '.join('$' + n for n in sorted(names))}"
+            else:
+                hint = "declare it under let:"
+            self.error(node.span, f"unknown variable ${node.name}", "unknown-variable", hint=hint)
             return ANY.optional()
         b.used = True
         self.result.bindings[id(node)] = b
@@ -387,7 +403,7 @@ class _Checker:
                     lin.paths.discard(lam_path)
                     body_lin.paths.discard(f"{lam_path}[]")
                 lin.add(body_lin)
-                self.check_kind(fn, i, p.kinds, arg.body, bt, lambda_body=True)
+                ok = self.check_kind(fn, i, p.kinds, arg.body, bt, lambda_body=True) and ok
                 types.append(bt)
                 continue
             if isinstance(arg, ast.Lambda):
@@ -471,7 +487,9 @@ class _Checker:
     # -- lets and the output tree ---------------------------------------------------------
     def lets(self, lets: tuple[LetDef, ...], scope: _Scope) -> list[Binding]:
         bound = []
-        for let in lets:
+        outer_below = self.lets_below
+        for i, let in enumerate(lets):
+            self.lets_below = {later.name for later in lets[i + 1 :]}
             if let.name in _RESERVED:
                 self.error(let.span, f"${let.name} is reserved; choose another name", "reserved-name")
                 continue
@@ -485,6 +503,7 @@ class _Checker:
             scope.names[let.name] = b
             self.result.let_bindings[id(let)] = b
             bound.append(b)
+        self.lets_below = outer_below
         return bound
 
     def unused(self, bound: list[Binding]) -> None:
@@ -499,6 +518,8 @@ class _Checker:
 
     def _node(self, node: OutNode, scope: _Scope, where: str, fmt: str) -> Type:
         match node:
+            case OutValue(broken=True):
+                return ANY.optional()
             case OutValue(expr=e):
                 lin = Lineage()
                 t = self.expr(e, scope, lin)
@@ -510,9 +531,6 @@ class _Checker:
             case OutObject():
                 return self.object(node, scope, where, fmt)
             case OutList(items=items):
-                if fmt == "form":
-                    self.error(node.span, f"{where}: a form field cannot hold a list", "target-shape",
-                               hint="wrap it in $json")
                 types = [self.node(item, scope, f"{where}[{i}]", fmt) for i, item in enumerate(items)]
                 return list_of(types[0] if types else ANY)
             case OutJson(node=inner):
@@ -525,12 +543,13 @@ class _Checker:
     def object(self, node: OutObject, scope: _Scope, where: str, fmt: str, top: bool = False) -> Type:
         if node.when is not None:
             self.expect_bool(node.when, self.expr(node.when, scope, Lineage()))
-        if fmt == "form" and not top:
-            self.error(node.span, f"{where}: a form field cannot hold an object", "target-shape",
-                       hint="wrap it in $json to send it as a JSON text")
         fields: dict[str, Type] = {}
         for f in node.fields:
             path = f"{where}.{f.key}" if where else f.key
+            if fmt == "form" and top and isinstance(f.value, OutObject | OutList | OutEach):
+                shape = "an object" if isinstance(f.value, OutObject) else "a list"
+                self.error(f.span, f"{path}: a form field cannot hold {shape}", "target-shape",
+                           hint="wrap it in $json to send it as a JSON text")
             if fmt == "xml":
                 self.xml_key(f, path)
             fields[f.key] = self.node(f.value, scope, path, "json" if fmt == "form" and not top else fmt)
@@ -614,6 +633,7 @@ def check_spec(spec: Spec) -> CheckResult:
     required = {c.name: c.required for c in spec.context}
     tables = {t.name: t for t in spec.tables}
     ch = _Checker(source_type, tables, context, required)
+    ch.broken_lets = spec.broken_lets
     scope = _Scope()
     bound = ch.lets(spec.lets, scope)
     out_type = ch.object(spec.output, scope, "", spec.target.format, top=True)
@@ -622,9 +642,10 @@ def check_spec(spec: Spec) -> CheckResult:
     if spec.target.format == "xml" and spec.target.xml is not None:
         root = spec.target.xml.root
         if not _XML_NAME.fullmatch(root):
-            ch.error(spec.output.span, f"the XML root {root!r} is not a valid XML name", "target-xml-name")
+            ch.error(spec.spans.get("target.root", spec.output.span), f"the XML root {root!r} is not a valid XML name", "target-xml-name")
     if spec.target_schema is not None and spec.target_schema_span is not None:
-        _TargetSchemaCheck(ch, spec.target_schema).object(spec.output, spec.target_schema, "")
+        _TargetSchemaCheck(ch, spec.target_schema).object(spec.output, spec.target_schema, "",
+                                                          spec.target_schema_span)
     _check_key_path(ch, spec, source_type)
     ch.result.diagnostics.sort(key=Diagnostic.sort_key)
     return ch.result
@@ -635,7 +656,7 @@ def _check_key_path(ch: _Checker, spec: Spec, source_type: Type) -> None:
     for part in spec.key_path:
         t = t.field(part) if t is not None else None
     if t is None:
-        ch.error(spec.source_schema_span, f"the business key {'.'.join(spec.key_path)!r} is not in the source schema",
+        ch.error(spec.spans.get("source.key", spec.source_schema_span), f"the business key {'.'.join(spec.key_path)!r} is not in the source schema",
                  "unknown-path", hint="set source.key to the path of the order number")
 
 
@@ -664,7 +685,7 @@ class _TargetSchemaCheck:
 
         return _resolve(schema, self.root)
 
-    def object(self, node: OutObject, schema: Mapping[str, Any], where: str) -> None:
+    def object(self, node: OutObject, schema: Mapping[str, Any], where: str, key_span: Span) -> None:
         schema = self.resolve(schema)
         props = schema.get("properties")
         if not isinstance(props, Mapping):
@@ -686,15 +707,15 @@ class _TargetSchemaCheck:
                 self.ch.error(f.span, f"{path!r} may be left out, but the target schema requires it", "target-schema")
             self.value(f.value, sub, path, f.span)
         for name in sorted(required - set(written)):
-            self.ch.error(node.span if where else Span(node.span.file, node.span.line, node.span.col,
-                                                       node.span.line, node.span.col + 1),
-                          f"the target schema requires {(where + '.' if where else '') + name!r}", "target-schema")
+            # Reported at the object's own key (at the top: at the target's schema setting).
+            self.ch.error(key_span, f"the target schema requires {(where + '.' if where else '') + name!r}",
+                          "target-schema")
 
     def value(self, node: OutNode, schema: Mapping[str, Any], path: str, span: Span) -> None:
         schema = self.resolve(schema)
         expected = type_from_schema(schema, self.root)
         if isinstance(node, OutObject):
-            self.object(node, schema, path)
+            self.object(node, schema, path, span)
             return
         if isinstance(node, OutEach | OutList):
             items = schema.get("items")

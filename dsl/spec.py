@@ -60,6 +60,7 @@ class OutValue:
     expr: ast.Expr
     span: Span
     cdata: bool = False
+    broken: bool = False  # the expression did not parse (already reported); checked as "any"
 
 
 @dataclass(frozen=True)
@@ -123,3 +124,5 @@ class Spec:
     lets: tuple[LetDef, ...]
     output: OutObject
     files: Mapping[str, str] = field(default_factory=dict)  # every file read (spec, tables, schemas): text
+    broken_lets: frozenset[str] = frozenset()  # lets whose expression did not parse (already reported)
+    spans: Mapping[str, Span] = field(default_factory=dict)  # where settings are written: "target.root", …

@@ -92,10 +92,16 @@ class _SpecParser:
         self.base = Path(path).parent
         self.diags: list[Diagnostic] = []
         self.files: dict[str, str] = {path: text}
+        # Errors that leave no model to check (bad structure, unreadable schema). Other errors (a
+        # syntax error, an unknown directive) drop only their own node, so the checker still runs
+        # and reports every other problem in the same run.
+        self.fatal = False
+        self.broken_lets: set[str] = set()
 
     # -- helpers --------------------------------------------------------------------------
-    def error(self, span: Span, message: str, code: str, hint: str | None = None) -> None:
+    def error(self, span: Span, message: str, code: str, hint: str | None = None, fatal: bool = False) -> None:
         self.diags.append(Diagnostic(span, message, code, Severity.ERROR, hint))
+        self.fatal = self.fatal or fatal
 
     def expr(self, node: YScalar, what: str) -> ast.Expr | None:
         """Parse a scalar as an expression; a quoted scalar is a constant text."""
@@ -137,7 +143,7 @@ class _SpecParser:
             return ParseResult(None, self.diags, self.files)
         self.check_structure(root)
         spec = self.build(root)
-        return ParseResult(spec if not any(d.is_error for d in self.diags) else None, self.diags, self.files)
+        return ParseResult(spec if not self.fatal else None, self.diags, self.files)
 
     def check_structure(self, root: YMap) -> None:
         """Validate everything except the output tree against the published spec schema."""
@@ -167,6 +173,7 @@ class _SpecParser:
         return node, key
 
     def schema_error(self, root: YMap, err: jsonschema.ValidationError) -> None:
+        self.fatal = True
         path = list(err.absolute_path)
         node, key = self.locate(root, path)
         where = ".".join(str(p) for p in path) or "the spec"
@@ -194,7 +201,8 @@ class _SpecParser:
             expected = value
             hint = "quote it" if expected == "string" else None
             wanted = expected if isinstance(expected, str) else " or ".join(expected)
-            self.error(node.span, f"{where} must be a {wanted}",
+            article = "an" if wanted[:1] in "aeiou" else "a"
+            self.error(node.span, f"{where} must be {article} {wanted}",
                        "spec-bad-type", hint=hint)
         elif kind == "pattern":
             desc = err.schema.get("description", "") if isinstance(err.schema, dict) else ""
@@ -210,12 +218,15 @@ class _SpecParser:
 
     # -- building the model ---------------------------------------------------------------
     def build(self, root: YMap) -> Spec | None:
-        if any(d.is_error for d in self.diags):
+        out_node = root.get("output")
+        if out_node is not None and not isinstance(out_node, YMap):
+            self.error(out_node.span, "output must be a mapping of the target's field names", "spec-structure",
+                       hint="output:\n  fieldName: expression", fatal=True)
+        if self.fatal:
             # Structure is broken: still parse the output tree and lets for their own errors.
             self.build_lets(root.get("let"))
-            out = root.get("output")
-            if isinstance(out, YMap):
-                self.build_object(out, top=True)
+            if isinstance(out_node, YMap):
+                self.build_object(out_node, top=True)
             return None
         name = str(to_plain(root.get("name")))  # type: ignore[arg-type]
         version = str(to_plain(root.get("version")))  # type: ignore[arg-type]
@@ -229,17 +240,19 @@ class _SpecParser:
         source_schema = self.load_schema(schema_node, builtin=True)
         key_node = source.get("key")
         key_path = tuple(str(to_plain(key_node)).split(".")) if key_node is not None else ("order_no",)
+        spans = {"source.schema": schema_node.span, "source.key": key_node.span if key_node else schema_node.span}
 
         target_node = root.get("target")
         assert isinstance(target_node, YMap)
         target, target_schema, target_schema_span = self.build_target(target_node)
+        root_node = target_node.get("root")
+        spans["target.root"] = root_node.span if root_node is not None else target_node.span
 
         context = self.build_context(root.get("context"))
         tables = self.build_tables(root.get("tables"))
         lets = self.build_lets(root.get("let"))
-        out_node = root.get("output")
         output = self.build_object(out_node, top=True) if isinstance(out_node, YMap) else None
-        if output is None or source_schema is None or any(d.is_error for d in self.diags):
+        if output is None or source_schema is None or self.fatal:
             return None
         assert isinstance(output, OutObject)
         return Spec(
@@ -247,6 +260,7 @@ class _SpecParser:
             source_schema_name=schema_node.value, source_schema=source_schema, source_schema_span=schema_node.span,
             key_path=key_path, target=target, target_schema=target_schema, target_schema_span=target_schema_span,
             context=context, tables=tables, lets=lets, output=output, files=dict(self.files),
+            broken_lets=frozenset(self.broken_lets), spans=spans,
         )
 
     def read_beside(self, node: YScalar) -> str | None:
@@ -256,7 +270,7 @@ class _SpecParser:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.error(node.span, f"cannot read {node.value!r}: {reason}", "spec-file")
+            self.error(node.span, f"cannot read {node.value!r}: {reason}", "spec-file", fatal=True)
             return None
         self.files[str(path)] = text
         return text
@@ -267,7 +281,7 @@ class _SpecParser:
         if builtin and "/" not in node.value and not node.value.endswith(".json"):
             self.error(node.span, f"unknown built-in schema {node.value!r}", "spec-schema",
                        hint=did_you_mean(node.value, list(BUILTIN_SCHEMAS)) or
-                       f"built-in schemas: {', '.join(BUILTIN_SCHEMAS)}; or give a path to a .json file")
+                       f"built-in schemas: {', '.join(BUILTIN_SCHEMAS)}; or give a path to a .json file", fatal=True)
             return None
         text = self.read_beside(node)
         if text is None:
@@ -276,13 +290,13 @@ class _SpecParser:
             schema = json.loads(text)
             jsonschema.Draft202012Validator.check_schema(schema)
         except json.JSONDecodeError as exc:
-            self.error(node.span, f"{node.value!r} is not valid JSON: {exc.msg} at line {exc.lineno}", "spec-schema")
+            self.error(node.span, f"{node.value!r} is not valid JSON: {exc.msg} at line {exc.lineno}", "spec-schema", fatal=True)
             return None
         except jsonschema.SchemaError as exc:
-            self.error(node.span, f"{node.value!r} is not a valid JSON Schema: {exc.message}", "spec-schema")
+            self.error(node.span, f"{node.value!r} is not a valid JSON Schema: {exc.message}", "spec-schema", fatal=True)
             return None
         if not isinstance(schema, dict):
-            self.error(node.span, f"{node.value!r} must hold a JSON object", "spec-schema")
+            self.error(node.span, f"{node.value!r} must hold a JSON object", "spec-schema", fatal=True)
             return None
         return schema
 
@@ -383,6 +397,9 @@ class _SpecParser:
         return None
 
     def build_lets(self, node: YNode | None, what: str = "let") -> tuple[LetDef, ...]:
+        if node is not None and not isinstance(node, YMap):
+            self.error(node.span, f"{what} must be a mapping of name: expression", "spec-structure")
+            return ()
         if not isinstance(node, YMap):
             return ()
         lets = []
@@ -393,6 +410,8 @@ class _SpecParser:
             e = self.expr(scalar, f"{what} {key.value!r}")
             if e is not None:
                 lets.append(LetDef(key.value, key.span, e))
+            else:
+                self.broken_lets.add(key.value)
         return tuple(lets)
 
     # -- the output tree ------------------------------------------------------------------
@@ -400,7 +419,9 @@ class _SpecParser:
         """An output node, and whether a `$value: … $optional: true` form made it optional."""
         if isinstance(node, YScalar):
             e = self.expr(node, what)
-            return (OutValue(e, node.span) if e is not None else None), False
+            if e is None:  # reported; keep the field so the checks of the rest stay accurate
+                return OutValue(ast.Literal("", node.span), node.span, broken=True), False
+            return OutValue(e, node.span), False
         if isinstance(node, YSeq):
             items = []
             for i, item in enumerate(node.items):

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-
 from dockyard.dsl.diagnostics import Diagnostic
 from dockyard.dsl.spans import SourceText, Span
 
@@ -88,9 +87,8 @@ def load_yaml(source: SourceText) -> YNode:
         mark = exc.problem_mark or exc.context_mark
         offset = mark.index if mark is not None else 0
         problem = (exc.problem or "invalid YAML").strip()
-        context = f" ({exc.context.strip()})" if exc.context else ""
-        raise YamlProblem([Diagnostic(source.span(offset, offset + 1), f"YAML: {problem}{context}",
-                                      "yaml-syntax")]) from None
+        message, hint = _explain_yaml(problem, source.text[offset : offset + 1])
+        raise YamlProblem([Diagnostic(source.span(offset, offset + 1), message, "yaml-syntax", hint=hint)]) from None
     except yaml.YAMLError as exc:
         raise YamlProblem([Diagnostic(source.span(0, 1), f"YAML: {exc}", "yaml-syntax")]) from None
     if node is None:
@@ -100,6 +98,29 @@ def load_yaml(source: SourceText) -> YNode:
     if problems:
         raise YamlProblem(problems)
     return result
+
+
+_QUOTED_EXPRESSION = ("an expression that starts with a quote, '{' or '[' must be a block scalar: "
+                      "write `key: >-` and the expression on the next line, indented")
+# PyYAML's own token names (<block end>, <scalar>) mean nothing to a spec author.
+_YAML_WORDS = {"<block end>": "the end of the block", "<scalar>": "a value", "<block mapping start>": "a nested mapping",
+               "<block sequence start>": "a list", "<flow mapping end>": "'}'", "<flow sequence end>": "']'",
+               "<document start>": "a new document", "<stream end>": "the end of the file"}
+
+
+def _explain_yaml(problem: str, char: str) -> tuple[str, str | None]:
+    if problem.startswith("expected <block end>, but found '<scalar>'"):
+        return "YAML: unexpected text after a value", _QUOTED_EXPRESSION
+    if problem.startswith("expected <block end>, but found '<block mapping start>'"):
+        return "YAML: this line is indented less than the lines around it", "line it up with its neighbours"
+    if problem == "mapping values are not allowed here":
+        return ("YAML: ': ' is not allowed here",
+                "check the indentation; an expression containing ': ' must be a block scalar (`key: >-`)")
+    if "cannot start any token" in problem:
+        return f"YAML: a value cannot start with {char!r}", _QUOTED_EXPRESSION
+    for token, words in _YAML_WORDS.items():
+        problem = problem.replace(f"'{token}'", words).replace(token, words)
+    return f"YAML: {problem}", None
 
 
 def _convert(node: yaml.Node, source: SourceText, problems: list[Diagnostic]) -> YNode:
