@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", type=Path, default=None, help="folder holding gen_orders.py and reference_hand.py")
     args = ap.parse_args(argv)
 
-    import dockyard
     from dockyard.runtime.serialize import to_json_bytes
+
+    import dockyard
 
     orders_mod = _load(HERE / "orders.py", "bench_orders")
     baseline = _load(HERE / "baseline.py", "bench_baseline")

@@ -642,7 +642,8 @@ def check_spec(spec: Spec) -> CheckResult:
     if spec.target.format == "xml" and spec.target.xml is not None:
         root = spec.target.xml.root
         if not _XML_NAME.fullmatch(root):
-            ch.error(spec.spans.get("target.root", spec.output.span), f"the XML root {root!r} is not a valid XML name", "target-xml-name")
+            ch.error(spec.spans.get("target.root", spec.output.span), f"the XML root {root!r} is not a valid XML name",
+                     "target-xml-name")
     if spec.target_schema is not None and spec.target_schema_span is not None:
         _TargetSchemaCheck(ch, spec.target_schema).object(spec.output, spec.target_schema, "",
                                                           spec.target_schema_span)
@@ -656,7 +657,8 @@ def _check_key_path(ch: _Checker, spec: Spec, source_type: Type) -> None:
     for part in spec.key_path:
         t = t.field(part) if t is not None else None
     if t is None:
-        ch.error(spec.spans.get("source.key", spec.source_schema_span), f"the business key {'.'.join(spec.key_path)!r} is not in the source schema",
+        key = ".".join(spec.key_path)
+        ch.error(spec.spans.get("source.key", spec.source_schema_span), f"the business key {key!r} is not in the source schema",
                  "unknown-path", hint="set source.key to the path of the order number")
 
 

@@ -290,10 +290,12 @@ class _SpecParser:
             schema = json.loads(text)
             jsonschema.Draft202012Validator.check_schema(schema)
         except json.JSONDecodeError as exc:
-            self.error(node.span, f"{node.value!r} is not valid JSON: {exc.msg} at line {exc.lineno}", "spec-schema", fatal=True)
+            self.error(node.span, f"{node.value!r} is not valid JSON: {exc.msg} at line {exc.lineno}", "spec-schema",
+                       fatal=True)
             return None
         except jsonschema.SchemaError as exc:
-            self.error(node.span, f"{node.value!r} is not a valid JSON Schema: {exc.message}", "spec-schema", fatal=True)
+            self.error(node.span, f"{node.value!r} is not a valid JSON Schema: {exc.message}", "spec-schema",
+                       fatal=True)
             return None
         if not isinstance(schema, dict):
             self.error(node.span, f"{node.value!r} must hold a JSON object", "spec-schema", fatal=True)

@@ -103,7 +103,8 @@ def load_yaml(source: SourceText) -> YNode:
 _QUOTED_EXPRESSION = ("an expression that starts with a quote, '{' or '[' must be a block scalar: "
                       "write `key: >-` and the expression on the next line, indented")
 # PyYAML's own token names (<block end>, <scalar>) mean nothing to a spec author.
-_YAML_WORDS = {"<block end>": "the end of the block", "<scalar>": "a value", "<block mapping start>": "a nested mapping",
+_YAML_WORDS = {"<block end>": "the end of the block", "<scalar>": "a value",
+               "<block mapping start>": "a nested mapping",
                "<block sequence start>": "a list", "<flow mapping end>": "'}'", "<flow sequence end>": "']'",
                "<document start>": "a new document", "<stream end>": "the end of the file"}
 

@@ -83,7 +83,7 @@ __all__ = [
 ]
 
 
-class MissingValue(Exception):  # noqa: N818 - a signal inside generated code, never shown as is
+class MissingValue(Exception):
     """Raised by generated code when a required output field has no value. The mapping wrapper
     turns it into a TransformError naming the spec location, the field and the business key."""
 

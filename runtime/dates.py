@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import re
-from operator import attrgetter
 from collections.abc import Callable
 from datetime import datetime, tzinfo
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 __all__ = ["DatePatternError", "compile_pattern", "datetime_formatter", "datetime_parser", "parse_datetime", "zone"]
