@@ -658,7 +658,8 @@ def _check_key_path(ch: _Checker, spec: Spec, source_type: Type) -> None:
         t = t.field(part) if t is not None else None
     if t is None:
         key = ".".join(spec.key_path)
-        ch.error(spec.spans.get("source.key", spec.source_schema_span), f"the business key {key!r} is not in the source schema",
+        ch.error(spec.spans.get("source.key", spec.source_schema_span),
+                 f"the business key {key!r} is not in the source schema",
                  "unknown-path", hint="set source.key to the path of the order number")
 
 
