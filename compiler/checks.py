@@ -555,6 +555,9 @@ class _Checker:
             fields[f.key] = self.node(f.value, scope, path, "json" if fmt == "form" and not top else fmt)
             if f.optional:
                 fields[f.key] = fields[f.key].optional()
+            elif isinstance(f.value, OutObject) and f.value.when is not None:
+                self.warning(f.span, f"{path} is required, but its $when can leave it out, and then the order fails",
+                             "required-when", hint=f"mark it optional: {f.key}?:")
         return object_of(fields, maybe=node.when is not None, open=False)
 
     def xml_key(self, f: OutField, path: str) -> None:

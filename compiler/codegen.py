@@ -363,6 +363,16 @@ def _literal_value(node: ast.Expr) -> Any:
 
 # --- statements: the output tree ----------------------------------------------------------------
 
+@dataclass
+class _Value:
+    """Generated code for one output node's value."""
+
+    code: str
+    maybe: bool  # may be missing at run time
+    index: int | None  # the field it belongs to, for the source map
+    hoisted: bool  # already computed into a local by statements (its comment is written)
+
+
 class _TreeWriter:
     def __init__(self, gen: _Gen, em: Emitter, spec: Spec) -> None:
         self.gen = gen
@@ -377,83 +387,115 @@ class _TreeWriter:
             with self.em.field(let.span, f"{where}${let.name}"):
                 self.em.line(f"{self.gen.local(b)} = {self.gen.expr(let.expr)}")
 
-    def value(self, node: OutNode, path: str, span: Any, required: bool) -> tuple[str, bool]:
-        """Code for a node's value: (code, may_be_missing). Statements go to the emitter."""
+    def value(self, node: OutNode, path: str, required: bool) -> _Value:
+        """Code for a node's value. Statements it needs go to the emitter first; a value that
+        needs none is written inline where it is used, on a line mapped to its field."""
         match node:
             case OutValue(expr=e, cdata=cdata):
                 t = self.gen.type_of(e)
-                with self.em.field(e.span, path) as index:
-                    code = self.gen.expr(e)
-                    if cdata:
-                        code = self.gen.guard([(code, t.maybe)], lambda a: f"{self.gen.helper('CData')}({a[0]})")
-                    # A value read straight from the input may still be null in an input that breaks
-                    # its schema; a required field never lets that through.
-                    raw = isinstance(e, ast.Name | ast.Field | ast.Index | ast.Var) and not t.decimal_source
-                    if required and (t.maybe or raw):
-                        tmp = self.gen.names.new("value")
-                        self.em.line(f"{tmp} = {code}")
-                        self.em.line(f"if {tmp} is None:")
-                        self.em.line(f"    raise {self.gen.helper('MissingValue')}({index})")
-                        return tmp, False
-                    if not required and t.maybe:
-                        tmp = self.gen.names.new("value")
-                        self.em.line(f"{tmp} = {code}")
-                        return tmp, True
-                return code, False
+                index = self.em.register(e.span, path)
+                code = self.gen.expr(e)
+                if cdata:
+                    code = self.gen.guard([(code, t.maybe)], lambda a: f"{self.gen.helper('CData')}({a[0]})")
+                # A value read straight from the input may still be null in an input that breaks
+                # its schema; a required field never lets that through.
+                raw = isinstance(e, ast.Name | ast.Field | ast.Index | ast.Var) and not t.decimal_source
+                if required and (t.maybe or raw):
+                    tmp = self.gen.names.new("value")
+                    self.em.comment(index)
+                    self.em.line(f"{tmp} = {code}", at=index)
+                    self.em.line(f"if {tmp} is None:", at=index)
+                    self.em.line(f"    raise {self.gen.helper('MissingValue')}({index})", at=index)
+                    return _Value(tmp, False, index, hoisted=True)
+                if not required and t.maybe:
+                    tmp = self.gen.names.new("value")
+                    self.em.comment(index)
+                    self.em.line(f"{tmp} = {code}", at=index)
+                    return _Value(tmp, True, index, hoisted=True)
+                return _Value(code, False, index, hoisted=False)
             case OutObject():
                 return self.object(node, path)
             case OutList(items=items):
-                parts = [self.value(item, f"{path}[{i}]", span, False) for i, item in enumerate(items)]
-                body = ", ".join(code for code, _ in parts)
-                if any(maybe for _, maybe in parts):
-                    return f"{self.gen.helper('compact_list')}([{body}])", False
-                return f"[{body}]", False
+                parts = [self.value(item, f"{path}[{i}]", False) for i, item in enumerate(items)]
+                for part in parts:  # every element on its own line, mapped to its field
+                    if not part.hoisted and part.index is not None:
+                        tmp = self.gen.names.new("value")
+                        self.em.comment(part.index)
+                        self.em.line(f"{tmp} = {part.code}", at=part.index)
+                        part.code, part.hoisted = tmp, True
+                body = ", ".join(part.code for part in parts)
+                if any(part.maybe for part in parts):
+                    return _Value(f"{self.gen.helper('compact_list')}([{body}])", False, None, hoisted=True)
+                return _Value(f"[{body}]", False, None, hoisted=True)
             case OutJson(node=inner):
-                code, maybe = self.value(inner, path, span, required)
-                return self.gen.guard([(code, maybe)], lambda a: f"{self.gen.helper('to_json_text')}({a[0]})"), maybe
+                index = self.em.register(node.span, f"{path} $json")
+                inner_value = self.value(inner, path, required)
+                code = self.gen.guard([(inner_value.code, inner_value.maybe)],
+                                      lambda a: f"{self.gen.helper('to_json_text')}({a[0]})")
+                tmp = self.gen.names.new("value")
+                self.em.comment(index)
+                self.em.line(f"{tmp} = {code}", at=index)
+                return _Value(tmp, inner_value.maybe, index, hoisted=True)
             case OutEach():
-                return self.each(node, path), False
+                return _Value(self.each(node, path), False, None, hoisted=True)
         raise AssertionError(node)  # pragma: no cover
 
-    def object(self, node: OutObject, path: str) -> tuple[str, bool]:
+    def object(self, node: OutObject, path: str) -> _Value:
         if node.when is not None:
             obj = self.gen.names.new("object")
             with self.em.field(node.when.span, f"{path} $when"):
                 self.em.line(f"{obj} = None")
                 header = f"if {self.gen.cond(node.when)}:"
             with self.em.block(header):
-                code, _ = self.fields(node, path)
+                code = self.fields(node, path)
                 self.em.line(f"{obj} = {code}")
-            return obj, True
-        return self.fields(node, path)
+            return _Value(obj, True, None, hoisted=True)
+        return _Value(self.fields(node, path), False, None, hoisted=True)
 
-    def fields(self, node: OutObject, path: str) -> tuple[str, bool]:
-        """Required fields that need no statement go into one dict display; the rest are
-        assigned in spec order after it, so the document keeps the spec's key order."""
-        entries: list[str] = []
-        obj: str | None = None
+    def fields(self, node: OutObject, path: str) -> str:
+        """Builds the object in a local and returns its name. Fields up to the first optional one
+        go into one dict display, one line per field; the rest are assigned after it in spec
+        order, so the document keeps the spec's key order."""
+        obj = self.gen.names.new("object")
+        entries: list[tuple[str, _Value]] = []
+        started = False
         for f in node.fields:
             fpath = f"{path}.{f.key}" if path else f.key
-            code, maybe = self.value(f.value, fpath, f.span, not f.optional)
-            if not maybe and obj is None:
-                entries.append(f"{literal(f.key)}: {code}")
+            v = self.value(f.value, fpath, not f.optional)
+            if not v.maybe and not started:
+                entries.append((literal(f.key), v))
                 continue
-            if obj is None:
-                obj = self.gen.names.new("object")
-                self.em.line(f"{obj} = {{{', '.join(entries)}}}")
-            if maybe and f.optional:
-                self.em.line(f"if {code} is not None:")
-                self.em.line(f"    {obj}[{literal(f.key)}] = {code}")
-            elif maybe:
-                with self.em.field(f.span, fpath) as index:
-                    self.em.line(f"if {code} is None:")
-                    self.em.line(f"    raise {self.gen.helper('MissingValue')}({index})")
-                self.em.line(f"{obj}[{literal(f.key)}] = {code}")
+            if not started:
+                self.display(obj, entries)
+                started = True
+            if v.maybe and f.optional:
+                self.em.line(f"if {v.code} is not None:", at=v.index)
+                self.em.line(f"    {obj}[{literal(f.key)}] = {v.code}", at=v.index)
+            elif v.maybe:
+                index = v.index if v.index is not None else self.em.register(f.span, fpath)
+                self.em.line(f"if {v.code} is None:", at=index)
+                self.em.line(f"    raise {self.gen.helper('MissingValue')}({index})", at=index)
+                self.em.line(f"{obj}[{literal(f.key)}] = {v.code}", at=index)
             else:
-                self.em.line(f"{obj}[{literal(f.key)}] = {code}")
-        if obj is None:
-            return "{" + ", ".join(entries) + "}", False
-        return obj, False
+                if not v.hoisted and v.index is not None:
+                    self.em.comment(v.index)
+                self.em.line(f"{obj}[{literal(f.key)}] = {v.code}", at=v.index)
+        if not started:
+            self.display(obj, entries)
+        return obj
+
+    def display(self, obj: str, entries: list[tuple[str, _Value]]) -> None:
+        if not entries:
+            self.em.line(f"{obj} = {{}}")
+            return
+        self.em.line(f"{obj} = {{")
+        self.em.depth += 1
+        for key, v in entries:
+            if not v.hoisted and v.index is not None:
+                self.em.comment(v.index)
+            self.em.line(f"{key}: {v.code},", at=v.index)
+        self.em.depth -= 1
+        self.em.line("}")
 
     def each(self, node: OutEach, path: str) -> str:
         gen = self.gen
@@ -481,16 +523,19 @@ class _TreeWriter:
                     self.em.line(f"if not {gen.cond(node.where)}:")
                     self.em.line("    continue")
             self.em.line(f"{position} += 1")
-            # Dynamic lineage for explain: which input element became which output element.
+            # Dynamic lineage for explain: which input element became which output element. The
+            # element itself is recorded too: through a filtered let, the index is not the input's.
             self.em.line("if _trace is not None:")
-            self.em.line(f"    _trace.append(({loop_id}, {position}, {index}))")
+            self.em.line(f"    _trace.append(({loop_id}, {position}, {index}, {item}))")
             self.lets(node.lets, f"{path}[].")
-            code, maybe = self.value(node.emit, f"{path}[]", node.span, False)
-            if maybe:
-                self.em.line(f"if {code} is not None:")
-                self.em.line(f"    {out}.append({code})")
+            v = self.value(node.emit, f"{path}[]", False)
+            if not v.hoisted and v.index is not None:
+                self.em.comment(v.index)
+            if v.maybe:
+                self.em.line(f"if {v.code} is not None:", at=v.index)
+                self.em.line(f"    {out}.append({v.code})", at=v.index)
             else:
-                self.em.line(f"{out}.append({code})")
+                self.em.line(f"{out}.append({v.code})", at=v.index)
         return out
 
 
@@ -509,8 +554,7 @@ def generate_module(spec: Spec, checked: CheckResult) -> str:
     em.depth = 1
     writer = _TreeWriter(gen, em, spec)
     writer.lets(spec.lets, "")
-    code, _ = writer.fields(spec.output, "")
-    em.line(f"return {code}")
+    em.line(f"return {writer.fields(spec.output, '')}")
     return _render(spec, gen, em)
 
 

@@ -29,10 +29,22 @@ class Emitter:
         self.line_field: dict[int, int] = {}  # index into self.lines → index into self.fields
         self._current: int | None = None
 
-    def line(self, text: str = "") -> None:
-        if self._current is not None:
-            self.line_field[len(self.lines)] = self._current
+    def line(self, text: str = "", at: int | None = None) -> None:
+        """Write a line, mapped to field `at`, or else to the current field (if any)."""
+        field = at if at is not None else self._current
+        if field is not None:
+            self.line_field[len(self.lines)] = field
         self.lines.append(("    " * self.depth + text) if text else "")
+
+    def register(self, span: Span, path: str) -> int:
+        """Add a field to the table without writing anything; returns its index."""
+        self.fields.append((span.file, span.line, span.col, path))
+        return len(self.fields) - 1
+
+    def comment(self, index: int) -> None:
+        """The comment that points a reader from the generated code back to the spec."""
+        file, line, col, path = self.fields[index]
+        self.line(f"# {comment_safe(file)}:{line}:{col} {comment_safe(path)}", at=index)
 
     @contextmanager
     def block(self, header: str) -> Iterator[None]:
@@ -46,12 +58,10 @@ class Emitter:
     @contextmanager
     def field(self, span: Span, path: str) -> Iterator[int]:
         """Map the lines written inside to (span, path); yields the field's index."""
-        index = len(self.fields)
-        self.fields.append((span.file, span.line, span.col, path))
+        index = self.register(span, path)
         outer = self._current
         self._current = index
-        # The comment points back at the spec; a reader of the module finds the field at once.
-        self.line(f"# {comment_safe(span.file)}:{span.line}:{span.col} {comment_safe(path)}")
+        self.comment(index)
         try:
             yield index
         finally:

@@ -16,23 +16,29 @@ __all__ = ["literal"]
 
 
 def literal(value: Any) -> str:
-    if value is None or isinstance(value, bool | int | str):
-        return repr(value)
+    # The base types' own __repr__/__str__ are called, never a subclass's: an overridden repr
+    # must not be able to write code.
+    if value is None or isinstance(value, bool):
+        return repr(bool(value)) if value is not None else "None"
+    if isinstance(value, str):
+        return str.__repr__(value)
+    if isinstance(value, int):
+        return int.__repr__(value)
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ValueError(f"cannot write the float {value!r} as a literal")
-        return repr(value)
+        return float.__repr__(value)
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError(f"cannot write the decimal {value!r} as a literal")
-        return f"Decimal({str(value)!r})"
+        return f"Decimal({str.__repr__(Decimal.__str__(value))})"
     if isinstance(value, re.Pattern):
-        return f"re_compile({value.pattern!r}, {int(value.flags & ~re.UNICODE)!r})"
-    if isinstance(value, tuple):
+        return f"re_compile({literal(str(value.pattern))}, {int.__repr__(int(value.flags & ~re.UNICODE))})"
+    if type(value) is tuple:
         inner = ", ".join(literal(v) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
-    if isinstance(value, list):
+    if type(value) is list:
         return "[" + ", ".join(literal(v) for v in value) + "]"
-    if isinstance(value, dict):
+    if type(value) is dict:
         return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no literal form for {type(value).__name__}")

@@ -42,7 +42,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 def check(specs: tuple[str, ...]) -> None:
     """Check specs and report every problem (file:line:col with a caret)."""
     from dockyard.compiler.api import check_file
@@ -59,7 +59,7 @@ def check(specs: tuple[str, ...]) -> None:
 
 
 @main.command("compile")
-@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="The bundle directory to write.")
 def compile_cmd(specs: tuple[str, ...], out_dir: str) -> None:
@@ -79,7 +79,7 @@ def compile_cmd(specs: tuple[str, ...], out_dir: str) -> None:
 
 
 @main.command("show-code")
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
 def show_code(spec: str) -> None:
     """Print the Python module generated for a spec."""
     from dockyard.compiler.api import compile_source
@@ -113,6 +113,27 @@ def _parse_context(pairs: tuple[str, ...], ctx_file: str | None) -> dict[str, An
     return ctx
 
 
+def _names(pairs: tuple[str, ...]) -> list[str]:
+    return [pair.partition("=")[0] for pair in pairs]
+
+
+def _typed_context(ctx: dict[str, Any], declared: Sequence[Sequence[Any]], from_text: set[str]) -> dict[str, Any]:
+    """`--ctx NAME=VALUE` gives text; read it as the type the mapping declares for NAME."""
+    kinds = {str(name): str(kind) for name, kind, _required in declared}
+    for name in from_text:
+        kind, text = kinds.get(name), ctx[name]
+        if kind == "int":
+            try:
+                ctx[name] = int(text)
+            except ValueError:
+                _fail(f"--ctx {name}: expected a whole number, got {text!r}", EXIT_USAGE)
+        elif kind == "bool":
+            if text.lower() not in ("true", "false"):
+                _fail(f"--ctx {name}: expected true or false, got {text!r}", EXIT_USAGE)
+            ctx[name] = text.lower() == "true"
+    return ctx
+
+
 def _load_order(path: str) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -134,12 +155,12 @@ def _json_default(value: Any) -> Any:
 
 
 @main.command("dry-run")
-@click.argument("spec", type=click.Path(dir_okay=False))
-@click.argument("order", type=click.Path(dir_okay=False))
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.argument("order", type=click.Path(exists=True, dir_okay=False))
 @click.option("--explain", is_flag=True, help="For each output field: the spec line and where its value came from.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object with the body and its metadata.")
 @click.option("--ctx", "ctx_pairs", multiple=True, metavar="NAME=VALUE", help="A context value (repeatable).")
-@click.option("--ctx-file", type=click.Path(dir_okay=False), help="A YAML file of context values.")
+@click.option("--ctx-file", type=click.Path(exists=True, dir_okay=False), help="A YAML file of context values.")
 @click.option("--now", "now_text", metavar="ISO-8601", help="The clock's time, e.g. 2023-11-11T00:00:00+08:00.")
 def dry_run(spec: str, order: str, explain: bool, as_json: bool, ctx_pairs: tuple[str, ...],
             ctx_file: str | None, now_text: str | None) -> None:
@@ -161,6 +182,7 @@ def dry_run(spec: str, order: str, explain: bool, as_json: bool, ctx_pairs: tupl
     except DiagnosticsError as exc:
         _report(exc.diagnostics, exc.sources)
         sys.exit(EXIT_ERRORS)
+    ctx = _typed_context(ctx, mapping.meta["context"], from_text=set(_names(ctx_pairs)))
     document = _load_order(order)
     try:
         if explain:

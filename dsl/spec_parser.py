@@ -230,6 +230,13 @@ class _SpecParser:
             return None
         name = str(to_plain(root.get("name")))  # type: ignore[arg-type]
         version = str(to_plain(root.get("version")))  # type: ignore[arg-type]
+        spaced = [key for key, value in (("name", name), ("version", version)) if any(c.isspace() for c in value)]
+        for key in spaced:  # JSON Schema's `$` lets a final newline through
+            node = root.get(key)
+            assert node is not None
+            self.error(node.span, f"{key} may not contain spaces or line breaks", "spec-bad-value", fatal=True)
+        if spaced:
+            return None
         desc_node = root.get("description")
         description = str(to_plain(desc_node)) if desc_node is not None else ""
 
@@ -267,7 +274,8 @@ class _SpecParser:
         """A file named relative to the spec; recorded so bundles hash everything a spec reads."""
         path = self.base / node.value
         try:
-            text = path.read_text(encoding="utf-8")
+            # Bytes, not read_text: universal newlines would turn a quoted "\r" in a CSV cell into "\n".
+            text = path.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.error(node.span, f"cannot read {node.value!r}: {reason}", "spec-file", fatal=True)

@@ -157,7 +157,7 @@ class CompiledMapping:
     # -- running --------------------------------------------------------------------------
     def transform(self, order: Mapping[str, Any], context: Mapping[str, Any] | None = None,
                   clock: Clock | datetime | None = None, *, validate: bool = False,
-                  _trace: list[tuple[int, int, int]] | None = None) -> dict[str, Any]:
+                  _trace: list[tuple[int, int, int, Any]] | None = None) -> dict[str, Any]:
         """The output document for one input. `validate=True` checks the source schema first
         (the service does this at ingest; a dry-run always does)."""
         if order.__class__ is not dict and not isinstance(order, Mapping):  # the ABC check is slow
@@ -234,14 +234,14 @@ class CompiledMapping:
     def explain(self, order: Mapping[str, Any], context: Mapping[str, Any] | None = None,
                 clock: Clock | datetime | None = None) -> tuple[dict[str, Any], list[FieldExplanation]]:
         """The document and, for each output value, the spec line and the input values it came from."""
-        trace: list[tuple[int, int, int]] = []
+        trace: list[tuple[int, int, int, Any]] = []
         doc = self.transform(order, context, clock, _trace=trace)
         loops: dict[int, tuple[str, str]] = self.module.__dockyard_loops__
         # (output list path, position) → source index, so `[]` paths can be made concrete.
         emitted: dict[tuple[str, int], int] = {}
-        for loop_id, position, index in trace:
-            out_path, _src = loops[loop_id]
-            emitted[(out_path, position)] = index
+        for loop_id, position, index, element in trace:
+            out_path, src_path = loops[loop_id]
+            emitted[(out_path, position)] = _source_index(order, src_path, index, element)
         lineage: dict[str, dict[str, Any]] = self.module.__dockyard_lineage__
         by_path: dict[str, tuple[str, dict[str, Any]]] = {}
         for file, line, col, path in self._fields:
@@ -260,6 +260,20 @@ class CompiledMapping:
             result.append(FieldExplanation(concrete, value, spec, tuple(sources), tuple(info["lets"]),
                                            tuple(info["tables"]), tuple(info["context"]), bool(info["clock"])))
         return doc, result
+
+
+def _source_index(order: Mapping[str, Any], src_path: str, index: int, element: Any) -> int:
+    """The element's index in the input list. A loop over a filtered let counts its own
+    positions, so the element is found by identity in the list the input really holds."""
+    items = _read_path(order, src_path) if src_path and "[]" not in src_path else None
+    if not isinstance(items, list):
+        return index
+    if index < len(items) and items[index] is element:
+        return index
+    for i, candidate in enumerate(items):
+        if candidate is element:
+            return i
+    return index
 
 
 def _as_clock(clock: Clock | datetime | None) -> Clock:
