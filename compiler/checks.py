@@ -379,7 +379,7 @@ class _Checker:
             p = fn.param_at(i)
             if p is None:
                 break
-            literals.append(_literal_value(arg))
+            literals.append(ast.literal_value(arg))
             if p.lambda_:
                 if not isinstance(arg, ast.Lambda):
                     self.error(arg.span, f"argument {p.name!r} of {fn.name} must be a lambda like $x => …",
@@ -596,16 +596,6 @@ class _Checker:
         finally:
             self.position_stack.pop()
         return list_of(et.required())
-
-
-def _literal_value(node: ast.Expr) -> Any:
-    if isinstance(node, ast.Literal):
-        return node.value
-    if isinstance(node, ast.Unary) and node.op == "-" and isinstance(node.operand, ast.Literal):
-        v = node.operand.value
-        if isinstance(v, int | Decimal) and not isinstance(v, bool):
-            return -v
-    return None
 
 
 def _source_path(node: ast.Expr, result: CheckResult) -> str | None:

@@ -147,21 +147,27 @@ class _Gen:
                 raise AssertionError("lambda outside a call")
         raise AssertionError(node)  # pragma: no cover
 
-    def guard(self, parts: Sequence[tuple[str, bool]], build: Callable[[list[str]], str]) -> str:
-        """`build(codes)`, but missing when any part that may be missing is missing."""
-        checks = []
-        codes = []
+    def bind(self, parts: Sequence[tuple[str, bool]]) -> tuple[list[str], list[str]]:
+        """Parts that may be missing are bound once to temporaries: ([`(_t := code)`, …], names),
+        where names holds each part's temporary, or its code when it is never missing."""
+        bindings: list[str] = []
+        names: list[str] = []
         for code, maybe in parts:
             if maybe:
                 tmp = self.names.new("temp")
-                checks.append(f"({tmp} := {code}) is None")
-                codes.append(tmp)
+                bindings.append(f"({tmp} := {code})")
+                names.append(tmp)
             else:
-                codes.append(code)
-        body = build(codes)
-        if not checks:
+                names.append(code)
+        return bindings, names
+
+    def guard(self, parts: Sequence[tuple[str, bool]], build: Callable[[list[str]], str]) -> str:
+        """`build(codes)`, but missing when any part that may be missing is missing."""
+        bindings, names = self.bind(parts)
+        body = build(names)
+        if not bindings:
             return body
-        return f"(None if {' or '.join(checks)} else {body})"
+        return f"(None if {' or '.join(b + ' is None' for b in bindings)} else {body})"
 
     def cond(self, node: ast.Expr) -> str:
         """A condition: missing counts as false."""
@@ -254,16 +260,10 @@ class _Gen:
             left, right = self.expr(node.left), self.expr(node.right)
             if not lt.maybe and not rt.maybe:
                 return f"({left} {op} {right})"
-            parts = []
-            names = []
-            for code, maybe in ((left, lt.maybe), (right, rt.maybe)):
-                if maybe:
-                    tmp = self.names.new("temp")
-                    parts.append(f"({tmp} := {code}) is not None")
-                    names.append(tmp)
-                else:
-                    names.append(code)
-            return f"({' and '.join(parts)} and {names[0]} {op} {names[1]})"
+            # Ordering a missing value is false (Python would raise on None < 1).
+            bindings, names = self.bind([(left, lt.maybe), (right, rt.maybe)])
+            present = " and ".join(b + " is not None" for b in bindings)
+            return f"({present} and {names[0]} {op} {names[1]})"
         result = self.type_of(node)
         if result.kind is Kind.STRING:
             return self.guard([(self.expr(node.left), lt.maybe), (self.expr(node.right), rt.maybe)],
@@ -284,7 +284,7 @@ class _Gen:
         for i, arg in enumerate(node.args):
             p = fn.param_at(i)
             assert p is not None
-            literals.append(_literal_value(arg))
+            literals.append(ast.literal_value(arg))
             if isinstance(arg, ast.Lambda):
                 b = self.checked.lambda_bindings[id(arg)]
                 body_t = self.type_of(arg.body)
@@ -319,16 +319,14 @@ class _Gen:
         result = self.type_of(node)
         # Arguments that may be missing are bound once to temporaries; the call runs only when
         # all of them are present (missing in → missing out).
-        checks = []
-        for i, maybe in guards:
-            if maybe:
-                tmp = self.names.new("temp")
-                checks.append(f"({tmp} := {args[i]}) is None")
-                args[i] = tmp
         types = [self.type_of(a) for a in node.args]
-        site = _Call(self, args, literals, lambdas, table, types, result)
-        code = fn.emit(site)
-        return f"(None if {' or '.join(checks)} else {code})" if checks else code
+
+        def emit(names: list[str]) -> str:
+            for (i, _), name in zip(guards, names, strict=True):
+                args[i] = name
+            return fn.emit(_Call(self, args, literals, lambdas, table, types, result))
+
+        return self.guard([(args[i], maybe) for i, maybe in guards], emit)
 
     def convert(self, node: ast.Expr, kinds: tuple[Kind, ...]) -> str:
         """An argument in the kind a parameter wants: unknown types are checked at run time,
@@ -349,16 +347,6 @@ class _Gen:
                       Kind.LIST: "as_list", Kind.DATETIME: "as_datetime", Kind.OBJECT: "as_object"}[want]
             return self.guard([(code, True)], lambda a: f"{self.helper(helper)}({a[0]})")
         return code
-
-
-def _literal_value(node: ast.Expr) -> Any:
-    if isinstance(node, ast.Literal):
-        return node.value
-    if isinstance(node, ast.Unary) and node.op == "-" and isinstance(node.operand, ast.Literal):
-        v = node.operand.value
-        if isinstance(v, int | Decimal) and not isinstance(v, bool):
-            return -v
-    return None
 
 
 # --- statements: the output tree ----------------------------------------------------------------

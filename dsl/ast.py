@@ -27,6 +27,7 @@ __all__ = [
     "Unary",
     "Var",
     "children",
+    "literal_value",
     "walk",
 ]
 
@@ -167,3 +168,14 @@ def walk(node: Expr) -> Iterator[Expr]:
     yield node
     for child in children(node):
         yield from walk(child)
+
+
+def literal_value(node: Expr) -> LiteralValue | None:
+    """The constant a node writes (a literal, or a negated number literal such as -2), else None."""
+    if isinstance(node, Literal):
+        return node.value
+    if isinstance(node, Unary) and node.op == "-" and isinstance(node.operand, Literal):
+        v = node.operand.value
+        if isinstance(v, int | Decimal) and not isinstance(v, bool):
+            return -v
+    return None
