@@ -637,12 +637,106 @@ def check_spec(spec: Spec) -> CheckResult:
         if not _XML_NAME.fullmatch(root):
             ch.error(spec.spans.get("target.root", spec.output.span), f"the XML root {root!r} is not a valid XML name",
                      "target-xml-name")
+    if spec.request is not None:
+        _check_request(ch, spec, scope)
     if spec.target_schema is not None and spec.target_schema_span is not None:
         _TargetSchemaCheck(ch, spec.target_schema).object(spec.output, spec.target_schema, "",
                                                           spec.target_schema_span)
     _check_key_path(ch, spec, source_type)
     ch.result.diagnostics.sort(key=Diagnostic.sort_key)
     return ch.result
+
+
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_PLACEHOLDER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def url_placeholders(url: str) -> list[str]:
+    return _PLACEHOLDER.findall(url)
+
+
+def _check_request(ch: _Checker, spec: Spec, outer: _Scope) -> None:
+    """The request section: computed fields, the URL template, and the policies named."""
+    from dockyard.runtime.fieldcrypto import FieldCipher
+    from dockyard.runtime.plugins import PluginError, load
+    from dockyard.runtime.signing import Signer
+
+    req = spec.request
+    assert req is not None
+    scope = _Scope(outer)
+    # $body is the serialized document, $request_id the id of this attempt (reused on resend).
+    scope.names["body"] = ch.bind("body", "body", STRING, None)
+    scope.names["request_id"] = ch.bind("request_id", "request_id", STRING, None)
+    for b in scope.names.values():
+        b.used = True
+    for name in url_placeholders(req.url):
+        if not _PLACEHOLDER_NAME.fullmatch(name):
+            ch.error(req.url_span, f"{{{name}}} is not a placeholder: use {{contextName}}", "request-url")
+        elif name not in ch.context:
+            ch.error(req.url_span, f"the URL uses {{{name}}}, which is not a declared context value",
+                     "request-url", hint=did_you_mean(name, list(ch.context)) or "declare it under context:")
+    if "{" not in req.url and not req.url.startswith(("http://", "https://")):
+        ch.error(req.url_span, "the URL must start with http:// or https:// (or a {placeholder})", "request-url")
+    sections = {"query": req.query, "headers": req.headers}
+    if req.form is not None:
+        sections["form"] = req.form
+    for section, obj in sections.items():
+        for f in obj.fields:
+            t = ch.node(f.value, scope, f"request.{section}.{f.key}", "json")
+            if not isinstance(f.value, OutValue) or t.kind in (Kind.LIST, Kind.OBJECT):
+                ch.error(f.span, f"request.{section}.{f.key} must be a single value (text, number or boolean)",
+                         "request-field", hint="serialize structures with to_json(…)")
+    if req.sign is not None:
+        sign = req.sign
+        try:
+            signer = load("dockyard.crypto", sign.scheme)
+            if not isinstance(signer, Signer):
+                raise PluginError(f"{sign.scheme!r} is not a signing scheme")
+        except PluginError as exc:
+            ch.error(sign.span, str(exc), "unknown-policy")
+        if sign.params and sign.params == "form" and req.form is None and spec.target.format != "form":
+            ch.error(sign.span, "sign.params is form, but the request has no form", "request-sign")
+        section, _, name = sign.body.partition(".")
+        if sign.body and sign.body not in ("body", "none") and (
+                section not in ("form", "query") or not any(f.key == name for f in sections.get(section, OutObject(
+                    (), sign.span)).fields)):
+            ch.error(sign.span, f"sign.body {sign.body!r} names no request field", "request-sign",
+                     hint="body, none, form.NAME or query.NAME")
+    for enc in req.encrypt:
+        try:
+            cipher = load("dockyard.crypto", enc.scheme)
+            if not isinstance(cipher, FieldCipher):
+                raise PluginError(f"{enc.scheme!r} is not a field encryption scheme")
+        except PluginError as exc:
+            ch.error(enc.span, str(exc), "unknown-policy")
+        if not _output_has_path(spec.output, enc.path):
+            ch.error(enc.span, f"encrypt: the output has no field {enc.path!r}", "request-encrypt",
+                     hint="write the path as in the output tree, with [] for list elements")
+    if req.idempotency is not None:
+        t = ch.expr(req.idempotency.key, scope, Lineage())
+        if t.kind not in (Kind.STRING, Kind.INT, Kind.ANY):
+            ch.error(req.idempotency.key.span, f"the idempotency key must be text, not {t.name}", "request-idempotency")
+
+
+def _output_has_path(node: OutObject, path: str) -> bool:
+    current: OutNode = node
+    for part in path.replace("[]", ".[]").split("."):
+        if not part:
+            continue
+        if part == "[]":
+            if isinstance(current, OutEach):
+                current = current.emit
+                continue
+            return False
+        if isinstance(current, OutJson):
+            current = current.node
+        if not isinstance(current, OutObject):
+            return False
+        found = next((f for f in current.fields if f.key == part), None)
+        if found is None:
+            return False
+        current = found.value
+    return isinstance(current, OutValue)
 
 
 def _check_key_path(ch: _Checker, spec: Spec, source_type: Type) -> None:

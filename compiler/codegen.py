@@ -238,6 +238,8 @@ class _Gen:
         return self.local(b)
 
     def local(self, b: Binding) -> str:
+        if b.kind in ("body", "request_id"):
+            return f"_{b.kind}"  # parameters of request_fields
         if b.uid not in self.locals:
             kind = {"let": "let", "loop": "item", "lambda": "lambda", "position": "position"}[b.kind]
             self.locals[b.uid] = self.names.new(kind)
@@ -539,10 +541,32 @@ def _templates() -> Environment:
 def generate_module(spec: Spec, checked: CheckResult) -> str:
     gen = _Gen(checked, tables={t.name: t for t in spec.tables})
     em = Emitter()
-    em.depth = 1
     writer = _TreeWriter(gen, em, spec)
-    writer.lets(spec.lets, "")
-    em.line(f"return {writer.fields(spec.output, '')}")
+    with em.block("def transform(_src, _ctx, _clock, _trace=None):"):
+        writer.lets(spec.lets, "")
+        em.line(f"return {writer.fields(spec.output, '')}")
+    if spec.request is not None:
+        req = spec.request
+        em.line()
+        em.line()
+        # Request fields see the same lets, plus $body (the serialized document) and $request_id.
+        with em.block("def request_fields(_src, _ctx, _clock, _body, _request_id):"):
+            em.line('"""The computed query parameters, headers, form fields and idempotency key."""')
+            writer.lets(spec.lets, "")
+            parts = [f"'query': {writer.fields(req.query, 'request.query')}",
+                     f"'headers': {writer.fields(req.headers, 'request.headers')}"]
+            form = writer.fields(req.form, "request.form") if req.form is not None else "None"
+            parts.append(f"'form': {form}")
+            key = "None"
+            if req.idempotency is not None:
+                with em.field(req.idempotency.key.span, "request.idempotency.key") as index:
+                    key_code = gen.expr(req.idempotency.key)
+                    key = gen.names.new("value")
+                    em.line(f"{key} = {key_code}")
+                    em.line(f"if {key} is None:")
+                    em.line(f"    raise {gen.helper('MissingValue')}({index})")
+            parts.append(f"'key': {key}")
+            em.line("return {" + ", ".join(parts) + "}")
     return _render(spec, gen, em)
 
 
@@ -567,6 +591,8 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
         "key": spec.key_path,
         "source_schema": spec.source_schema_name,
         "context": tuple((c.name, c.type.kind.value, c.required) for c in spec.context),
+        "examples": {c.name: c.example for c in spec.context if c.example is not None},
+        "request": _request_meta(spec),
     }
     target = spec.target
     target_code = "Target(" + literal(target.format)
@@ -591,8 +617,27 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
         fields=literal(fields), lineage=literal(field_lineage), loops=literal(_loop_paths(spec, gen)),
     )
     probe = header.render(**context, source_map="{}")
-    offset = probe.splitlines().index("    # --- body ---") + 2
+    offset = probe.splitlines().index("# --- functions ---") + 2
     return header.render(**context, source_map=literal(em.source_map(offset)))
+
+
+def _request_meta(spec: Spec) -> dict[str, Any] | None:
+    """The request's fixed parts, as literal data the runtime reads (no code, no secrets)."""
+    req = spec.request
+    if req is None:
+        return None
+    sign = None
+    if req.sign is not None:
+        s = req.sign
+        sign = {"scheme": s.scheme, "secret": s.secret, "params": s.params, "body": s.body,
+                "into": list(s.into), "options": dict(s.options)}
+    return {
+        "method": req.method, "url": req.url, "sign": sign,
+        "encrypt": [{"path": e.path, "scheme": e.scheme, "key": e.key, "options": dict(e.options)}
+                    for e in req.encrypt],
+        "idempotency": None if req.idempotency is None else {
+            "rule": req.idempotency.rule, "ttl_seconds": req.idempotency.ttl_seconds},
+    }
 
 
 def _loop_paths(spec: Spec, gen: _Gen) -> dict[int, tuple[str, str]]:

@@ -582,6 +582,17 @@ _register(Function(
      Example('format_datetime(parse_datetime("2023-11-11T08:00:00+08:00"), "yyyyMMdd")', "20231111")),
     check_literal=_date_literals(1, 2)))
 _register(Function(
+    "epoch_seconds", (Param("dt", (T,), "the date-time"),), fixed(INT),
+    lambda c: f"int({c.args[0]}.timestamp())",
+    "Whole seconds since 1970-01-01T00:00:00Z (fractions are dropped).", "date-times",
+    (Example('epoch_seconds(parse_datetime("2023-11-11T00:00:00+08:00"))', 1699632000),)))
+_register(Function(
+    "epoch_millis", (Param("dt", (T,), "the date-time"),), fixed(INT),
+    # Integer arithmetic on the parts: float timestamps can be off by one millisecond.
+    lambda c: f"{c.helper('epoch_millis')}({c.args[0]})",
+    "Whole milliseconds since 1970-01-01T00:00:00Z, as SF's timestamps are written.", "date-times",
+    (Example('epoch_millis(parse_datetime("2023-11-11T00:00:00.123+08:00"))', 1699632000123),)))
+_register(Function(
     "now", (), fixed(DATETIME), lambda c: "_clock()",
     "The current time from the injected clock (UTC), so that output is reproducible in tests and dry-runs.",
     "date-times", (), pure=False))

@@ -17,6 +17,8 @@ from dockyard.runtime.target import Target
 
 __all__ = [
     "ContextDef",
+    "EncryptDef",
+    "IdempotencyDef",
     "LetDef",
     "OutEach",
     "OutField",
@@ -25,6 +27,8 @@ __all__ = [
     "OutNode",
     "OutObject",
     "OutValue",
+    "RequestDef",
+    "SignDef",
     "Spec",
     "TableDef",
 ]
@@ -46,6 +50,7 @@ class ContextDef:
     type: Type
     required: bool = True
     description: str = ""
+    example: str | int | bool | None = None  # used by dry-run when no config is given
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,51 @@ OutNode = OutValue | OutObject | OutList | OutEach | OutJson
 
 
 @dataclass(frozen=True)
+class SignDef:
+    scheme: str
+    secret: str  # the secret's NAME; specs never hold secret values
+    params: str  # "query" or "form": which fields the signer reads as its parameters
+    body: str  # "body", "form.NAME", "query.NAME" or "none": what the signer reads as the body
+    into: tuple[str, str]  # (section, name) where the signature goes; ("", "") = the scheme's default
+    options: Mapping[str, str]
+    span: Span
+
+
+@dataclass(frozen=True)
+class EncryptDef:
+    path: str  # output path, with [] for every element of a list: orderLines[].mobile
+    scheme: str
+    key: str  # the key's secret NAME
+    options: Mapping[str, str]
+    span: Span
+
+
+@dataclass(frozen=True)
+class IdempotencyDef:
+    key: ast.Expr
+    rule: str  # skip | resend | query
+    ttl_seconds: int | None
+    span: Span
+
+
+@dataclass(frozen=True)
+class RequestDef:
+    """How the document travels: method, URL template, computed query/header/form fields, and the
+    policies (signing, field encryption, idempotency) that apply."""
+
+    method: str
+    url: str  # with {name} placeholders filled from context values
+    url_span: Span
+    query: OutObject
+    headers: OutObject
+    form: OutObject | None  # when set, the HTTP body is this form; `$body` is the serialized document
+    sign: SignDef | None
+    encrypt: tuple[EncryptDef, ...]
+    idempotency: IdempotencyDef | None
+    span: Span
+
+
+@dataclass(frozen=True)
 class Spec:
     path: str  # as given, used in every message and comment
     text: str
@@ -126,3 +176,4 @@ class Spec:
     files: Mapping[str, str] = field(default_factory=dict)  # every file read (spec, tables, schemas): text
     broken_lets: frozenset[str] = frozenset()  # lets whose expression did not parse (already reported)
     spans: Mapping[str, Span] = field(default_factory=dict)  # where settings are written: "target.root", …
+    request: RequestDef | None = None

@@ -26,6 +26,8 @@ from dockyard.dsl.parser import ExprSyntaxError, parse_expression
 from dockyard.dsl.spans import SourceText, Span
 from dockyard.dsl.spec import (
     ContextDef,
+    EncryptDef,
+    IdempotencyDef,
     LetDef,
     OutEach,
     OutField,
@@ -34,6 +36,8 @@ from dockyard.dsl.spec import (
     OutNode,
     OutObject,
     OutValue,
+    RequestDef,
+    SignDef,
     Spec,
     TableDef,
 )
@@ -259,6 +263,8 @@ class _SpecParser:
         tables = self.build_tables(root.get("tables"))
         lets = self.build_lets(root.get("let"))
         output = self.build_object(out_node, top=True) if isinstance(out_node, YMap) else None
+        request_node = root.get("request")
+        request = self.build_request(request_node) if isinstance(request_node, YMap) else None
         if output is None or source_schema is None or self.fatal:
             return None
         assert isinstance(output, OutObject)
@@ -267,7 +273,7 @@ class _SpecParser:
             source_schema_name=schema_node.value, source_schema=source_schema, source_schema_span=schema_node.span,
             key_path=key_path, target=target, target_schema=target_schema, target_schema_span=target_schema_span,
             context=context, tables=tables, lets=lets, output=output, files=dict(self.files),
-            broken_lets=frozenset(self.broken_lets), spans=spans,
+            broken_lets=frozenset(self.broken_lets), spans=spans, request=request,
         )
 
     def read_beside(self, node: YScalar) -> str | None:
@@ -339,8 +345,10 @@ class _SpecParser:
         for key, value in node.items:
             plain = to_plain(value) if isinstance(value, YMap) else {}
             ctype: Type = _CONTEXT_TYPES[plain.get("type", "string")]
+            example = plain.get("example")
             result.append(ContextDef(key.value, key.span, ctype, bool(plain.get("required", True)),
-                                     str(plain.get("description", ""))))
+                                     str(plain.get("description", "")),
+                                     example if isinstance(example, str | int | bool) else None))
         return tuple(result)
 
     def build_tables(self, node: YNode | None) -> tuple[TableDef, ...]:
@@ -423,6 +431,53 @@ class _SpecParser:
             else:
                 self.broken_lets.add(key.value)
         return tuple(lets)
+
+    # -- the request ----------------------------------------------------------------------
+    def build_request(self, node: YMap) -> RequestDef | None:
+        plain = to_plain(node)
+        url_node = node.get("url")
+        assert isinstance(url_node, YScalar)
+        sections: dict[str, OutObject] = {}
+        for name in ("query", "headers", "form"):
+            sub = node.get(name)
+            if isinstance(sub, YMap):
+                built = self.build_object(sub, top=True, what=f"request.{name}")
+                if built is not None:
+                    sections[name] = built
+        empty = OutObject((), node.span)
+        sign = None
+        sign_node = node.get("sign")
+        if isinstance(sign_node, YMap):
+            sp = to_plain(sign_node)
+            into = str(sp.get("into", ""))
+            section, _, field_name = into.partition(".")
+            sign = SignDef(str(sp["scheme"]), str(sp["secret"]), str(sp.get("params", "")), str(sp.get("body", "")),
+                           (section, field_name), {k: _option_text(v) for k, v in (sp.get("options") or {}).items()},
+                           sign_node.span)
+        encrypt = []
+        enc_node = node.get("encrypt")
+        if isinstance(enc_node, YSeq):
+            for item in enc_node.items:
+                if isinstance(item, YMap):
+                    ep = to_plain(item)
+                    encrypt.append(EncryptDef(str(ep["path"]), str(ep["scheme"]), str(ep["key"]),
+                                              {k: _option_text(v) for k, v in (ep.get("options") or {}).items()},
+                                              item.span))
+        idem = None
+        idem_node = node.get("idempotency")
+        if isinstance(idem_node, YMap):
+            key_node = idem_node.get("key")
+            key_scalar = self.scalar(key_node, "idempotency.key")
+            key_expr = self.expr(key_scalar, "idempotency.key") if key_scalar is not None else None
+            ip = to_plain(idem_node)
+            ttl = _seconds(str(ip["ttl"])) if "ttl" in ip else None
+            if key_expr is not None:
+                idem = IdempotencyDef(key_expr, str(ip.get("rule", "skip")), ttl, idem_node.span)
+        return RequestDef(
+            method=str(plain.get("method", "POST")), url=url_node.value, url_span=url_node.span,
+            query=sections.get("query", empty), headers=sections.get("headers", empty), form=sections.get("form"),
+            sign=sign, encrypt=tuple(encrypt), idempotency=idem, span=node.span,
+        )
 
     # -- the output tree ------------------------------------------------------------------
     def build_node(self, node: YNode, what: str) -> tuple[OutNode | None, bool]:
@@ -533,6 +588,16 @@ class _SpecParser:
         if source is None or emit is None:
             return None
         return OutEach(source, var, where, lets, emit, node.span)
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _seconds(text: str) -> int:
+    return int(text[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[text[-1]]
 
 
 def _scalar_text(node: YNode) -> str:

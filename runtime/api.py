@@ -19,7 +19,7 @@ from decimal import (
 )
 from re import compile as re_compile
 
-from dockyard.runtime.dates import datetime_formatter, datetime_parser, parse_datetime, zone
+from dockyard.runtime.dates import datetime_formatter, datetime_parser, epoch_millis, parse_datetime, zone
 from dockyard.runtime.functions import (
     as_bool,
     as_datetime,
@@ -66,6 +66,7 @@ __all__ = [
     "compact_list",
     "datetime_formatter",
     "datetime_parser",
+    "epoch_millis",
     "first",
     "get_field",
     "get_index",

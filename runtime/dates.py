@@ -10,11 +10,19 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from operator import attrgetter
 from zoneinfo import ZoneInfo
 
-__all__ = ["DatePatternError", "compile_pattern", "datetime_formatter", "datetime_parser", "parse_datetime", "zone"]
+__all__ = [
+    "DatePatternError",
+    "compile_pattern",
+    "datetime_formatter",
+    "datetime_parser",
+    "epoch_millis",
+    "parse_datetime",
+    "zone",
+]
 
 
 class DatePatternError(ValueError):
@@ -57,6 +65,14 @@ def compile_pattern(pattern: str) -> list[tuple[bool, str]]:
 @functools.cache
 def zone(name: str) -> tzinfo:
     return ZoneInfo(name)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_millis(value: datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def parse_datetime(text: str) -> datetime:

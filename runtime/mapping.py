@@ -168,13 +168,17 @@ class CompiledMapping:
                 raise InputError("the input does not match the source schema", self.business_key(order), problems)
         ctx = _EMPTY if context is None and not self._context else self.check_context(context)
         clk = system_clock if clock is None else _as_clock(clock)
+        result: dict[str, Any] = self.call(self._fn, order, ctx, clk, _trace)
+        return result
+
+    def call(self, fn: Callable[..., Any], order: Mapping[str, Any], *args: Any) -> Any:
+        """Run a function of the generated module on `order`; every failure inside it becomes a
+        TransformError naming the spec location, the field and the business key."""
         try:
             if _context_is_safe():
-                result: dict[str, Any] = self._fn(order, ctx, clk, _trace)
-            else:
-                with decimal.localcontext(_DECIMAL_CONTEXT):
-                    result = self._fn(order, ctx, clk, _trace)
-            return result
+                return fn(order, *args)
+            with decimal.localcontext(_DECIMAL_CONTEXT):
+                return fn(order, *args)
         except MissingValue as exc:
             file, line, col, path = self._fields[exc.field_index]
             raise TransformError("required value is missing", location=f"{file}:{line}:{col}", field=path,

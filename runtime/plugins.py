@@ -1,0 +1,51 @@
+"""Named, pluggable policies: crypto schemes, idempotency stores and secret providers.
+
+Each kind is an entry-point group (`dockyard.crypto`, `dockyard.idempotency`, `dockyard.secrets`).
+Dockyard registers its own built-ins through the same groups in its pyproject.toml, so a plugin
+package is a peer of the built-ins: install it, name its scheme in a spec, nothing else changes.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.metadata import entry_points
+from typing import Any
+
+from dockyard.runtime.errors import DockyardError
+
+__all__ = ["GROUPS", "PluginError", "available", "load"]
+
+GROUPS = ("dockyard.crypto", "dockyard.idempotency", "dockyard.secrets")
+
+
+class PluginError(DockyardError):
+    """An unknown name, or a plugin that failed to load."""
+
+
+@functools.cache
+def _registry(group: str) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for ep in entry_points(group=group):
+        found.setdefault(ep.name, ep)
+    return found
+
+
+def available(group: str) -> list[str]:
+    return sorted(_registry(group))
+
+
+def load(group: str, name: str) -> Any:
+    """The object a plugin registered under `name` in `group`."""
+    ep = _registry(group).get(name)
+    if ep is None:
+        known = ", ".join(available(group)) or "none"
+        raise PluginError(f"no {group.split('.')[-1]} policy named {name!r} (known: {known})")
+    try:
+        return ep.load()
+    except Exception as exc:  # a broken plugin must not take the process down with a traceback
+        raise PluginError(f"{group} plugin {name!r} ({ep.value}) failed to load: {exc}") from exc
+
+
+def refresh() -> None:
+    """Forget what was discovered (after installing a plugin in a running process)."""
+    _registry.cache_clear()
