@@ -160,11 +160,17 @@ def _json_default(value: Any) -> Any:
 @click.option("--explain", is_flag=True, help="For each output field: the spec line and where its value came from.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object with the body and its metadata.")
 @click.option("--ctx", "ctx_pairs", multiple=True, metavar="NAME=VALUE", help="A context value (repeatable).")
-@click.option("--ctx-file", type=click.Path(exists=True, dir_okay=False), help="A YAML file of context values.")
+@click.option("--ctx-file", "--config", "ctx_file", type=click.Path(exists=True, dir_okay=False),
+              help="A YAML file of per-warehouse config (context) values.")
 @click.option("--now", "now_text", metavar="ISO-8601", help="The clock's time, e.g. 2023-11-11T00:00:00+08:00.")
+@click.option("--test-secrets", is_flag=True, help="Use generated, clearly marked TEST-ONLY secrets.")
+@click.option("--secrets-dir", type=click.Path(exists=True, file_okay=False), help="A directory of secret files.")
+@click.option("--store", "store_url", metavar="URL", help="Look the idempotency key up in this store (read only).")
+@click.option("--request-id", metavar="ID", help="The request id to use (default: a new random one).")
 def dry_run(spec: str, order: str, explain: bool, as_json: bool, ctx_pairs: tuple[str, ...],
-            ctx_file: str | None, now_text: str | None) -> None:
-    """Run a spec on one order and print the exact document a warehouse would get."""
+            ctx_file: str | None, now_text: str | None, test_secrets: bool, secrets_dir: str | None,
+            store_url: str | None, request_id: str | None) -> None:
+    """Run a spec on one order and print the exact request a warehouse would get, short of sending it."""
     from dockyard.compiler.api import compile_file
     from dockyard.runtime.serialize import serialize
 
@@ -183,7 +189,15 @@ def dry_run(spec: str, order: str, explain: bool, as_json: bool, ctx_pairs: tupl
         _report(exc.diagnostics, exc.sources)
         sys.exit(EXIT_ERRORS)
     ctx = _typed_context(ctx, mapping.meta["context"], from_text=set(_names(ctx_pairs)))
+    examples = {k: v for k, v in mapping.meta.get("examples", {}).items() if k not in ctx}
+    if examples:
+        click.echo(f"note: using the spec's example config values for {', '.join(sorted(examples))}", err=True)
+        ctx.update(examples)
     document = _load_order(order)
+    if mapping.meta.get("request") is not None:
+        _dry_run_request(mapping, document, ctx, clock, explain, as_json, test_secrets, secrets_dir, store_url,
+                         request_id, order)
+        return
     try:
         if explain:
             doc, fields = mapping.explain(document, ctx, clock) if _validate(mapping, document) else ({}, [])
@@ -204,26 +218,104 @@ def dry_run(spec: str, order: str, explain: bool, as_json: bool, ctx_pairs: tupl
             "content_type": mapping.target.content_type, "body": body.decode(encoding),
         }
         if explain:
-            payload["lineage"] = [
-                {"field": f.path, "value": f.value, "spec": f.spec,
-                 "sources": [{"path": p, "value": v} for p, v in f.sources],
-                 "lets": list(f.lets), "tables": list(f.tables), "context": list(f.context), "clock": f.clock}
-                for f in fields]
+            payload["lineage"] = [_lineage_json(f) for f in fields]
         click.echo(json.dumps(payload, ensure_ascii=False, indent=2, default=_json_default))
         return
     if explain:
-        for f in fields:
-            # A path with [] stands for every element (an aggregate): it has no single value to show.
-            origin = [p if "[]" in p else f"{p} = {json.dumps(v, ensure_ascii=False, default=_json_default)}"
-                      for p, v in f.sources]
-            origin += [f"table {t}" for t in f.tables] + [f"${name}" for name in f.lets]
-            origin += [f"$ctx.{c}" for c in f.context] + (["clock"] if f.clock else [])
-            value = json.dumps(f.value, ensure_ascii=False, default=_json_default)
-            click.echo(f"{f.path} = {value}\n    {f.spec}  <- {', '.join(origin) if origin else 'constant'}")
+        click.echo("\n".join(_explain_lines(fields)))
         return
     sys.stdout.flush()
     sys.stdout.buffer.write(body + (b"\n" if not body.endswith(b"\n") else b""))
     sys.stdout.flush()
+
+
+def _secrets_for(mapping: Any, test_secrets: bool, secrets_dir: str | None) -> Any:
+    from dockyard.runtime.secrets import DirSecrets, EnvSecrets, MappingSecrets, Secrets, test_secret_values
+
+    providers: list[Any] = []
+    if test_secrets:
+        click.echo("note: signing with generated TEST-ONLY secrets; the signature will not match a real warehouse",
+                   err=True)
+        providers.append(MappingSecrets(test_secret_values(mapping.meta["request"])))
+    if secrets_dir is not None:
+        providers.append(DirSecrets(secrets_dir))
+    providers.append(EnvSecrets())
+    return Secrets(providers)
+
+
+def _dry_run_request(mapping: Any, document: Any, ctx: dict[str, Any], clock: Any, explain: bool, as_json: bool,
+                     test_secrets: bool, secrets_dir: str | None, store_url: str | None, request_id: str | None,
+                     order_path: str) -> None:
+    from dockyard.runtime.request import build_request
+
+    secrets = _secrets_for(mapping, test_secrets, secrets_dir)
+    try:
+        _validate(mapping, document)
+        fields = mapping.explain(document, ctx, clock)[1] if explain else []
+        prepared = build_request(mapping, document, context=ctx, clock=clock, secrets=secrets, request_id=request_id)
+        store_status = _store_status(store_url, prepared) if store_url else None
+    except DockyardError as exc:
+        # The secret values were resolved above: scrub them from anything shown, whatever the error says.
+        _fail(secrets.redact(f"{order_path}: {exc}"))
+    if as_json:
+        payload = prepared.as_dict()
+        payload["store"] = store_status
+        if explain:
+            payload["lineage"] = [_lineage_json(f) for f in fields]
+        click.echo(secrets.redact(json.dumps(payload, ensure_ascii=False, indent=2, default=_json_default)))
+        return
+    lines: list[str] = []
+    if explain:
+        lines.extend(_explain_lines(fields))
+        lines.append("")
+    wire = prepared.request
+    lines.append(f"{wire.method} {wire.url}")
+    lines.extend(f"{k}: {v}" for k, v in wire.headers)
+    lines.append("")
+    lines.append(wire.body.decode(prepared.body_encoding, errors="replace"))
+    lines.append("")
+    if prepared.signature is not None:
+        lines.append(f"signature: {prepared.signature} ({prepared.sign_scheme})")
+    if prepared.idempotency_key is not None:
+        where = f"store: {store_status}" if store_status else "store: not checked (give --store URL)"
+        lines.append(f"idempotency key: {prepared.idempotency_key} (rule {prepared.idempotency_rule}; {where})")
+    lines.append(f"request id: {prepared.request_id}")
+    click.echo(secrets.redact("\n".join(lines)))
+
+
+def _store_status(url: str, prepared: Any) -> str:
+    """What a store says about the key, without changing it."""
+    from dockyard.runtime.idempotency import open_store
+
+    if prepared.idempotency_key is None:
+        return "no idempotency key"
+    with open_store(url) as store:
+        record = store.get(prepared.idempotency_key)
+    if record is None:
+        return "new"
+    if record.fingerprint != prepared.fingerprint:
+        return f"conflict: the key was first used with another payload ({record.state.value})"
+    return {"committed": "duplicate (already delivered)", "reserved": "in flight",
+            "in_doubt": "in doubt"}.get(record.state.value, record.state.value)
+
+
+def _lineage_json(f: Any) -> dict[str, Any]:
+    sources = [{"path": p, "value": v} for p, v in f.sources]
+    return {"field": f.path, "value": f.value, "spec": f.spec, "sources": sources,
+            "lets": list(f.lets), "tables": list(f.tables), "context": list(f.context), "clock": f.clock}
+
+
+def _explain_lines(fields: Any) -> list[str]:
+    lines = []
+    for f in fields:
+        # A path with [] stands for every element (an aggregate): it has no single value to show.
+        origin = [p if "[]" in p else f"{p} = {json.dumps(v, ensure_ascii=False, default=_json_default)}"
+                  for p, v in f.sources]
+        origin += [f"table {t}" for t in f.tables] + [f"${name}" for name in f.lets]
+        origin += [f"$ctx.{c}" for c in f.context] + (["clock"] if f.clock else [])
+        value = json.dumps(f.value, ensure_ascii=False, default=_json_default)
+        lines.append(f"{f.path} = {value}\n    {f.spec}  <- {', '.join(origin) if origin else 'constant'}")
+    return lines
 
 
 def _validate(mapping: Any, document: Any) -> bool:
@@ -237,6 +329,14 @@ def _validate(mapping: Any, document: Any) -> bool:
             raise InputError("the order does not match the source schema", mapping.business_key(document), problems)
     return True
 
+
+def _register_commands() -> None:
+    from dockyard.sign_cli import sign
+
+    main.add_command(sign)
+
+
+_register_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -26,6 +26,7 @@ __all__ = [
     "SecretError",
     "SecretProvider",
     "Secrets",
+    "test_secret_values",
 ]
 
 # Test secrets carry this mark in their value, so one is never mistaken for a real credential.
@@ -107,6 +108,27 @@ class MappingSecrets:
 
     def lookup(self, name: str) -> str | None:
         return self.values.get(name)
+
+
+def test_secret_values(request_meta: Mapping[str, object] | None) -> dict[str, str]:
+    """Deterministic, clearly marked test values for every secret a request section names.
+    Keys for field ciphers are 16 characters (a 128-bit key read as UTF-8 bytes) and still start
+    with the TEST-ONLY- mark; signing secrets are the mark plus the name."""
+    import hashlib
+
+    values: dict[str, str] = {}
+    if not request_meta:
+        return values
+    sign = request_meta.get("sign")
+    if isinstance(sign, Mapping):
+        name = str(sign["secret"])
+        values[name] = TEST_SECRET_MARK + name
+    encrypt = request_meta.get("encrypt")
+    for enc in encrypt if isinstance(encrypt, list) else []:
+        name = str(enc["key"])
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        values[name] = (TEST_SECRET_MARK + digest)[:16]
+    return values
 
 
 class Secrets:
