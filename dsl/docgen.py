@@ -578,6 +578,50 @@ clock; tests and dry-runs pass a fixed instant, such as
 Format it like any date-time: `format_datetime(now(), "yyyy-MM-dd HH:mm:ss", "Asia/Shanghai")`.
 `now()` is the only function that is not pure, and the lineage of a field that uses it says so.
 
+## The request: exactly what the warehouse receives
+
+A warehouse never gets a bare document: it gets an HTTP request with system parameters, headers, a
+body and a signature. The optional `request:` section says how the document travels:
+
+```yaml
+request:
+  method: POST                                  # default POST
+  url: "https://{host}/router/qimen/service"    # {name} is filled from context (config) values
+  query:                                        # name: expression, in order; missing or "" is not sent
+    method: $ctx.methodPrefix + "deliveryorder.create"
+    timestamp: format_datetime(now(), "yyyy-MM-dd HH:mm:ss", "Asia/Shanghai")
+    app_key: $ctx.appKey
+    sign_method: "md5"
+  headers:
+    Content-Type: "text/xml;charset=utf-8"
+  sign:
+    scheme: qimen-md5          # a crypto policy; plugins add more
+    secret: QIMEN_APP_SECRET   # the secret's NAME: specs never hold secret values
+  encrypt:
+    - {path: deliveryOrder.receiverInfo.mobile, scheme: sm4-ecb, key: SM4_KEY, options: {encoding: base64}}
+  idempotency:
+    key: order_no + ":" + $ctx.warehouseCode
+    rule: skip                 # skip | resend | query
+    ttl: 30d
+```
+
+- Without `form:`, the serialized document is the body. With `form:`, the body is that form, and
+  `$body` is the serialized document, so SF's `msgData: $body` or Cainiao's
+  `logistics_interface: $body` put it into a field. `$request_id` is the id of this attempt (kept
+  and reused when a warehouse's duplicate rule is `resend`).
+- `sign` computes the signature over exactly the parameters and body text that are sent, and puts
+  it where the scheme says (`query.sign`, `form.msgDigest`, `form.data_digest`, a header), or where
+  `into:` says. `params:` (query or form) and `body:` (body, form.NAME, query.NAME, none) override
+  what the signer reads. `options:` go to the scheme (e.g. Cainiao's `digest: hex`).
+- `encrypt` replaces output fields by their ciphertext before serialization (AES-GCM, AES-CBC,
+  SM4 ECB/CBC/GCM; `[]` in a path means every element of a list).
+- `idempotency.key` is an expression; the runtime reserves it before sending, commits it after a
+  definite answer, releases it after a definite failure and marks it in doubt when the outcome is
+  unknown. The payload's fingerprint is the document before encryption, so a different document
+  under the same key is a conflict.
+- `dockyard dry-run` shows all of it without sending: the URL with its query, headers, body,
+  signature, idempotency key, and with `--store URL` what a store says about that key.
+
 ## What the compiler checks
 
 The compiler reports every problem it finds in one run, each as `file:line:col` with the source
