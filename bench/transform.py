@@ -57,9 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--shared", type=Path, default=None, help="folder holding gen_orders.py and reference_hand.py")
     args = ap.parse_args(argv)
 
-    from dockyard.runtime.serialize import to_json_bytes
-
     import dockyard
+    from dockyard.runtime.serialize import to_json_bytes
 
     orders_mod = _load(HERE / "orders.py", "bench_orders")
     baseline = _load(HERE / "baseline.py", "bench_baseline")

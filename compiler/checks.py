@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import jsonschema
+
 from dockyard.dsl import ast
 from dockyard.dsl.diagnostics import Diagnostic, Severity
 from dockyard.dsl.functions import REGISTRY, Function, TypeProblem

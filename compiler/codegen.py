@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
 from dockyard.compiler.checks import Binding, CheckResult
 from dockyard.compiler.emitter import Emitter, comment_safe
 from dockyard.compiler.literals import literal
@@ -26,7 +28,6 @@ from dockyard.dsl.functions import REGISTRY
 from dockyard.dsl.spec import OutEach, OutJson, OutList, OutNode, OutObject, OutValue, Spec, TableDef
 from dockyard.dsl.types import ANY, Kind, Type
 from dockyard.runtime import api as runtime_api
-from jinja2 import Environment, PackageLoader, StrictUndefined
 
 __all__ = ["COMPILER_VERSION", "generate_expression_module", "generate_module"]
 

@@ -13,12 +13,13 @@ import re
 from decimal import Decimal
 from importlib import resources
 
+from lark import Lark, Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
 from dockyard.dsl import ast
 from dockyard.dsl.diagnostics import Diagnostic
 from dockyard.dsl.spans import SourceText, Span
 from dockyard.runtime.errors import DockyardError
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 __all__ = ["MAX_DEPTH", "ExprSyntaxError", "parse_expression"]
 

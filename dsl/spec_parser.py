@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+
 from dockyard.dsl import ast
 from dockyard.dsl.diagnostics import Diagnostic, Severity
 from dockyard.dsl.parser import ExprSyntaxError, parse_expression

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+
 from dockyard.dsl.diagnostics import Diagnostic
 from dockyard.dsl.spans import SourceText, Span
 

@@ -37,6 +37,7 @@ import cryptography
 from cryptography.exceptions import InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, algorithms, modes
+
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.plugins import PluginError, load
 from dockyard.runtime.secrets import Secret

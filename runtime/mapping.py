@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import jsonschema
+
 from dockyard.runtime.api import MissingValue
 from dockyard.runtime.errors import ContextError, DockyardError, InputError, TransformError
 from dockyard.runtime.serialize import serialize

@@ -21,9 +21,10 @@ from typing import Any
 from urllib.parse import quote_plus
 
 import orjson
+from lxml import etree
+
 from dockyard.runtime.errors import SerializationError
 from dockyard.runtime.target import CData, Target, XmlOptions
-from lxml import etree
 
 __all__ = [
     "form_pairs",

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from dockyard.compiler.api import compile_source
 
 from dockyard.cli import main
+from dockyard.compiler.api import compile_source
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "mappings/reference/deliveryorder.yaml"

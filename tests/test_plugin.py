@@ -30,7 +30,8 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
-def run_dockyard(plugin_dir: Path | None, *args: str, secret: str = "plugin-secret-value") -> subprocess.CompletedProcess[str]:
+def run_dockyard(plugin_dir: Path | None, *args: str,
+                 secret: str = "plugin-secret-value") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PLUGIN_SECRET": secret}
     if plugin_dir is not None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(plugin_dir), env.get("PYTHONPATH", "")) if p)

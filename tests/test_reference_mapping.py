@@ -14,9 +14,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from lxml import etree
+
 from dockyard.compiler.api import compile_file
 from dockyard.runtime.mapping import CompiledMapping
-from lxml import etree
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDERS = ROOT / "examples" / "orders"

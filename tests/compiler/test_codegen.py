@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dockyard.compiler.api import compile_file, compile_source
 from dockyard.compiler.bundle import build_bundle
 from dockyard.compiler.emitter import comment_safe

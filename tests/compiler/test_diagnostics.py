@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from dockyard.compiler.api import CheckReport, check_file
 from dockyard.dsl.diagnostics import Diagnostic, Severity, render_all
 

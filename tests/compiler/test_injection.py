@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from dockyard.compiler.api import check_file, compile_file, compile_source
 from dockyard.compiler.literals import literal
 from dockyard.runtime import api as runtime_api
 from dockyard.runtime.serialize import to_json_bytes
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 

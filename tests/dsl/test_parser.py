@@ -8,11 +8,12 @@ from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dockyard.dsl import ast
 from dockyard.dsl.parser import ExprSyntaxError, parse_expression
 from dockyard.dsl.spans import SourceText
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # No example database: the tests must not leave a .hypothesis folder in the repository.
 PROPERTY = settings(database=None, max_examples=300, deadline=None)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dockyard.compiler.api import compile_expression
 from dockyard.dsl.docgen import CATEGORY_ORDER, main, render_language_reference
 from dockyard.dsl.functions import REGISTRY, Example, Function

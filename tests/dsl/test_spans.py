@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dockyard.compiler.checks import check_expression
 from dockyard.dsl import ast
 from dockyard.dsl.parser import ExprSyntaxError, parse_expression

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dockyard.compiler.api import compile_file
 from dockyard.compiler.bundle import build_bundle
 from dockyard.runtime.bundle import BUNDLE_FORMAT, MANIFEST, load_bundle

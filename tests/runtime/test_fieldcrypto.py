@@ -12,6 +12,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, algorithms, modes
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.fieldcrypto import (
     AES_CBC,
@@ -27,8 +30,6 @@ from dockyard.runtime.fieldcrypto import (
 )
 from dockyard.runtime.plugins import PluginError, load
 from dockyard.runtime.secrets import Secret
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 h = bytes.fromhex
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from dockyard.compiler.api import compile_file
 from dockyard.runtime.errors import (
     BundleError,

@@ -19,7 +19,7 @@ import dockyard
 from dockyard.cli import main
 from dockyard.runtime.fieldcrypto import get_cipher
 from dockyard.runtime.request import RequestError, build_request, encrypt_fields, fill_url
-from dockyard.runtime.secrets import MappingSecrets, Secret, Secrets, SecretError
+from dockyard.runtime.secrets import MappingSecrets, Secret, SecretError, Secrets
 
 ROOT = Path(__file__).resolve().parents[2]
 QIMEN = ROOT / "examples" / "specs" / "qimen-deliveryorder-signed.yaml"
@@ -118,8 +118,9 @@ def test_encrypt_fields_walks_lists() -> None:
 
 
 def test_dry_run_json_has_the_request_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    order = str(ROOT / "examples/orders/tmall-basic.json")
     result = CliRunner().invoke(main, ["dry-run", "--json", "--test-secrets", "--now", "2023-11-11T00:00:00+08:00",
-                                       "--request-id", "r-1", str(QIMEN), str(ROOT / "examples/orders/tmall-basic.json")])
+                                       "--request-id", "r-1", str(QIMEN), order])
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert {"method", "url", "headers", "body", "idempotency_key"} <= set(data)

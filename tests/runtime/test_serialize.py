@@ -11,6 +11,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
 from dockyard.runtime.errors import SerializationError
 from dockyard.runtime.serialize import (
     form_pairs,
@@ -22,9 +26,6 @@ from dockyard.runtime.serialize import (
     to_xml_bytes,
 )
 from dockyard.runtime.target import CData, Target, XmlOptions
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from lxml import etree
 
 # No example database: the tests must not leave a .hypothesis folder in the repository.
 PROPERTY = settings(database=None, max_examples=200, deadline=None)

@@ -19,6 +19,9 @@ from urllib.parse import quote_plus, unquote_plus
 import click
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dockyard.runtime.plugins import PluginError, available
 from dockyard.runtime.secrets import Secret
 from dockyard.runtime.signing import (
@@ -45,9 +48,6 @@ from dockyard.runtime.signing import (
     java_urlencode,
     signer_names,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from dockyard.sign_cli import sign
 
 # No example database: the tests must not leave a .hypothesis folder in the repository.

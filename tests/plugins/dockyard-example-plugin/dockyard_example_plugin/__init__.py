@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 
 from dockyard.runtime.secrets import Secret
-from dockyard.runtime.signing import SignInput, Signer
+from dockyard.runtime.signing import Signer, SignInput
 
 
 class ExampleSha1Upper(Signer):
