@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -32,8 +33,8 @@ NOW = datetime(2023, 11, 10, 16, 0, tzinfo=UTC)
 class Warehouse(BaseHTTPRequestHandler):
     """Answers with whatever the test queued: (status, body, delay seconds)."""
 
-    script: list[tuple[int, bytes, float]] = []
-    received: list[tuple[str, bytes]] = []
+    script: ClassVar[list[tuple[int, bytes, float]]] = []
+    received: ClassVar[list[tuple[str, bytes]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
