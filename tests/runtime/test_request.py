@@ -140,3 +140,29 @@ def test_check_reports_unknown_policies_and_paths(tmp_path: Path) -> None:
     assert "qimen-mdd5" in result.stderr
     assert "deliveryOrder.receiverInfo.mobil" in result.stderr
     assert "{hots}" in result.stderr and "did you mean 'host'" in result.stderr
+
+
+def test_dry_run_reads_the_store_without_changing_it(tmp_path: Path) -> None:
+    from dockyard.runtime.idempotency import open_store
+
+    url = f"sqlite:///{tmp_path / 'idem.db'}"
+    order = str(ROOT / "examples/orders/tmall-basic.json")
+    args = ["dry-run", "--test-secrets", "--now", "2023-11-11T00:00:00+08:00", "--request-id", "r-1",
+            "--store", url, str(QIMEN), order]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.stderr
+    assert "store: new" in first.stdout
+    mapping = dockyard.compile_file(QIMEN)
+    ctx = {**mapping.meta["examples"]}
+    prepared = build_request(mapping, ORDER, context=ctx, clock=NOW,
+                             secrets=Secrets([MappingSecrets({"QIMEN_APP_SECRET": "x", "QIMEN_SM4_KEY": "0" * 16})]))
+    with open_store(url) as store:
+        assert store.get(prepared.idempotency_key or "") is None  # the dry-run reserved nothing
+        store.reserve(prepared.idempotency_key or "", prepared.fingerprint, owner="o", request_id="r", ttl=None)
+        store.commit(prepared.idempotency_key or "", "o", {"status": 200})
+    again = CliRunner().invoke(main, args)
+    assert "duplicate (already delivered)" in again.stdout
+    changed = tmp_path / "changed.json"
+    changed.write_text(json.dumps({**ORDER, "remark": "changed"}, ensure_ascii=False), encoding="utf-8")
+    conflict = CliRunner().invoke(main, [*args[:-1], str(changed)])
+    assert "conflict" in conflict.stdout
