@@ -181,7 +181,12 @@ class _Checker:
                         lin.paths.discard(path)
                         lin.paths.add(f"{path}[{index.value}]")
                     return (ot.item or ANY).optional()
-                if ot.kind in (Kind.OBJECT, Kind.ANY):
+                if ot.kind is Kind.ANY:  # unknown shape: a list position or a field name, checked at run time
+                    if it.kind not in (Kind.STRING, Kind.INT, Kind.ANY):
+                        self.error(index.span, f"an index must be a number or a field name, not {it.name}",
+                                   "type-index")
+                    return ANY.optional()
+                if ot.kind is Kind.OBJECT:
                     if it.kind not in (Kind.STRING, Kind.ANY):
                         self.error(index.span, f"a field name must be a string, not {it.name}", "type-index")
                     if isinstance(index, ast.Literal) and isinstance(index.value, str):
@@ -714,6 +719,10 @@ def _check_request(ch: _Checker, spec: Spec, outer: _Scope) -> None:
             ch.error(enc.span, f"encrypt: the output has no field {enc.path!r}", "request-encrypt",
                      hint="write the path as in the output tree, with [] for list elements")
     if req.idempotency is not None:
+        rule = req.idempotency.rule
+        if rule.startswith("{") and rule[1:-1] not in ch.context:
+            ch.error(req.idempotency.span, f"idempotency.rule uses {rule}, which is not a declared context value",
+                     "request-idempotency", hint=did_you_mean(rule[1:-1], list(ch.context)))
         t = ch.expr(req.idempotency.key, scope, Lineage())
         if t.kind not in (Kind.STRING, Kind.INT, Kind.ANY):
             ch.error(req.idempotency.key.span, f"the idempotency key must be text, not {t.name}", "request-idempotency")

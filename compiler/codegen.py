@@ -214,6 +214,9 @@ class _Gen:
                 if ot.kind is Kind.LIST:
                     return self.guard([(self.raw(obj), ot.maybe), (self.expr(index), self.type_of(index).maybe)],
                                       lambda a: f"{self.helper('get_index')}({a[0]}, {a[1]})")
+                if ot.kind is Kind.ANY:
+                    return self.guard([(self.raw(obj), ot.maybe), (self.expr(index), self.type_of(index).maybe)],
+                                      lambda a: f"{self.helper('get_item')}({a[0]}, {a[1]})")
                 key = literal(index.value) if isinstance(index, ast.Literal) else self.expr(index)
                 return self.member(obj, key, True)
         return self.expr(node)
@@ -591,6 +594,7 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
         "compiler": COMPILER_VERSION,
         "key": spec.key_path,
         "source_schema": spec.source_schema_name,
+        "source_format": spec.source_format,
         "context": tuple((c.name, c.type.kind.value, c.required) for c in spec.context),
         "examples": {c.name: c.example for c in spec.context if c.example is not None},
         "request": _request_meta(spec),
@@ -603,6 +607,8 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
                         f"encoding={literal(x.encoding)}, namespaces={literal(dict(x.namespaces))}, "
                         f"pretty={literal(x.pretty)})")
         gen.helper("XmlOptions")
+    if target.wrap is not None:
+        target_code += f", wrap={literal(target.wrap)}"
     target_code += ")"
     gen.helper("Target")
     gen.helper("MissingValue")

@@ -134,6 +134,18 @@ def _typed_context(ctx: dict[str, Any], declared: Sequence[Sequence[Any]], from_
     return ctx
 
 
+def _load_input(mapping: Any, path: str) -> Any:
+    """The input file read by the spec's source format (JSON orders; XML or form callbacks)."""
+    if mapping.meta.get("source_format", "json") == "json":
+        return _load_order(path)
+    try:
+        return mapping.parse_input(Path(path).read_bytes())
+    except OSError as exc:
+        _fail(f"{path}: cannot read the input: {exc}")
+    except DockyardError as exc:
+        _fail(f"{path}: {exc}")
+
+
 def _load_order(path: str) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -193,7 +205,7 @@ def dry_run(spec: str, order: str, explain: bool, as_json: bool, ctx_pairs: tupl
     if examples:
         click.echo(f"note: using the spec's example config values for {', '.join(sorted(examples))}", err=True)
         ctx.update(examples)
-    document = _load_order(order)
+    document = _load_input(mapping, order)
     if mapping.meta.get("request") is not None:
         _dry_run_request(mapping, document, ctx, clock, explain, as_json, test_secrets, secrets_dir, store_url,
                          request_id, order)

@@ -606,6 +606,14 @@ _register(Function(
     (Example("present(invoice)", True, {"invoice": {"title": "个人"}}),
      Example("present(invoice)", False, {"invoice": None}))))
 _register(Function(
+    "parse_json", (Param("text", (S,), "JSON text"),), fixed(ANY.optional()),
+    lambda c: f"{c.helper('parse_json')}({c.args[0]})",
+    "Reads JSON text into a value (numbers as exact decimals): SF's msgData, Cainiao's logistics_interface, "
+    "SF's double-encoded apiResultData. Its shape is checked when the mapping runs; text that is not JSON "
+    "is an error naming the field.", "conversion",
+    (Example('parse_json("{\\"a\\": [1, 2.50]}").a[1]', Decimal("2.50")),
+     Example('parse_json("{}").missing ?? "none"', "none"))))
+_register(Function(
     "to_json", (Param("value", (A,), "an object, list or value"),), fixed(STRING),
     lambda c: f"{c.helper('to_json_text')}({c.args[0]})",
     "Serializes to compact JSON text (exact decimals, non-ASCII kept), e.g. for a form field.", "conversion",

@@ -177,3 +177,4 @@ class Spec:
     broken_lets: frozenset[str] = frozenset()  # lets whose expression did not parse (already reported)
     spans: Mapping[str, Span] = field(default_factory=dict)  # where settings are written: "target.root", …
     request: RequestDef | None = None
+    source_format: str = "json"  # how raw input bytes are read: json, xml or form

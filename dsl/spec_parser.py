@@ -48,7 +48,8 @@ from dockyard.runtime.target import Target, XmlOptions
 
 __all__ = ["BUILTIN_SCHEMAS", "ParseResult", "did_you_mean", "load_builtin_schema", "parse_spec", "spec_schema"]
 
-BUILTIN_SCHEMAS = {"order": "order.schema.json"}
+BUILTIN_SCHEMAS = {"order": "order.schema.json", "status-event": "status-event.schema.json",
+                   "outcome": "outcome.schema.json"}
 _EACH_KEYS = ("$each", "$as", "$where", "$let", "$emit")
 _VALUE_KEYS = ("$value", "$optional", "$cdata")
 _DIRECTIVES = (*_EACH_KEYS, *_VALUE_KEYS, "$json", "$when")
@@ -253,6 +254,7 @@ class _SpecParser:
         key_node = source.get("key")
         key_path = tuple(str(to_plain(key_node)).split(".")) if key_node is not None else ("order_no",)
         spans = {"source.schema": schema_node.span, "source.key": key_node.span if key_node else schema_node.span}
+        source_format = str(to_plain(source.get("format"))) if source.get("format") is not None else "json"  # type: ignore[arg-type]
 
         target_node = root.get("target")
         assert isinstance(target_node, YMap)
@@ -274,7 +276,7 @@ class _SpecParser:
             source_schema_name=schema_node.value, source_schema=source_schema, source_schema_span=schema_node.span,
             key_path=key_path, target=target, target_schema=target_schema, target_schema_span=target_schema_span,
             context=context, tables=tables, lets=lets, output=output, files=dict(self.files),
-            broken_lets=frozenset(self.broken_lets), spans=spans, request=request,
+            broken_lets=frozenset(self.broken_lets), spans=spans, request=request, source_format=source_format,
         )
 
     def read_beside(self, node: YScalar) -> str | None:
@@ -335,9 +337,9 @@ class _SpecParser:
         schema_span = None
         schema_node = node.get("schema")
         if isinstance(schema_node, YScalar):
-            schema = self.load_schema(schema_node, builtin=False)
+            schema = self.load_schema(schema_node, builtin=True)
             schema_span = schema_node.span
-        return Target(fmt, xml), schema, schema_span
+        return Target(fmt, xml, wrap=plain.get("wrap")), schema, schema_span
 
     def build_context(self, node: YNode | None) -> tuple[ContextDef, ...]:
         if not isinstance(node, YMap):

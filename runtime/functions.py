@@ -26,8 +26,10 @@ __all__ = [
     "first",
     "get_field",
     "get_index",
+    "get_item",
     "last",
     "mask",
+    "parse_json",
     "regex_extract",
     "split",
     "to_decimal",
@@ -36,6 +38,16 @@ __all__ = [
 ]
 
 _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+
+
+def parse_json(text: str) -> Any:
+    """JSON text → a value, with numbers as exact Decimals (never floats)."""
+    import json
+
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not valid JSON text ({exc})") from None
 
 
 def to_decimal(value: Any) -> Decimal:
@@ -124,6 +136,15 @@ def get_field(obj: Any, key: Any) -> Any:
     """A field of a value whose shape the schema does not fix: missing unless it is an object."""
     if isinstance(obj, Mapping):
         return obj.get(key)
+    return None
+
+
+def get_item(container: Any, key: Any) -> Any:
+    """`x[key]` on a value of unknown shape: a field of an object or a position in a list."""
+    if isinstance(container, Mapping):
+        return container.get(key)
+    if isinstance(key, int) and not isinstance(key, bool):
+        return get_index(container, key)
     return None
 
 

@@ -195,6 +195,12 @@ class CompiledMapping:
         """The serialized document (JSON, XML or form), exactly as it would be sent."""
         return serialize(self.transform(order, context, clock, validate=validate), self.target)
 
+    def parse_input(self, data: bytes | str) -> Any:
+        """Raw input (an order, a response, a callback) read by the spec's source format."""
+        from dockyard.runtime.inputs import parse_input
+
+        return parse_input(data, self.meta.get("source_format", "json"), self.source_schema)
+
     def business_key(self, order: Any) -> str | None:
         value = order
         for part in self._key_path:

@@ -194,8 +194,20 @@ def build_request(mapping: CompiledMapping, order: Mapping[str, Any], *, context
         url += ("&" if "?" in url else "?") + urlencode(query, quote_via=quote)
     wire = WireRequest(meta["method"], url, tuple(headers.items()), body)
     idem = meta["idempotency"]
-    return PreparedRequest(wire, document, fingerprint, rid, key_text, idem["rule"] if idem else None,
+    rule = _rule(idem["rule"], ctx) if idem else None
+    return PreparedRequest(wire, document, fingerprint, rid, key_text, rule,
                            signature, scheme, signed_string, encoding if form is None else "utf-8")
+
+
+def _rule(rule: str, ctx: Mapping[str, Any]) -> str:
+    """A duplicate rule written as {name} is per-warehouse config."""
+    m = _PLACEHOLDER.fullmatch(rule)
+    if m is None:
+        return rule
+    value = ctx.get(m.group(1))
+    if value not in ("skip", "resend", "query"):
+        raise RequestError(f"config value {m.group(1)!r} must be skip, resend or query, not {value!r}")
+    return str(value)
 
 
 def _sign_body(spec: str, section: str, form: Mapping[str, str] | None, query: Mapping[str, str],

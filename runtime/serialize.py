@@ -52,7 +52,7 @@ def serialize(doc: dict[str, Any], target: Target) -> bytes:
     """Encode `doc` in the target's format (the body of the request to the warehouse)."""
     fmt: str = target.format
     if fmt == "json":
-        return to_json_bytes(doc)
+        return to_json_bytes([doc] if target.wrap == "array" else doc)
     if fmt == "xml":
         if target.xml is None:
             raise SerializationError("an XML target needs XmlOptions")

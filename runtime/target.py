@@ -36,6 +36,7 @@ class XmlOptions:
 class Target:
     format: Format
     xml: XmlOptions | None = None
+    wrap: str | None = None  # "array": a JSON document sent inside a one-element array (JD LOP)
 
     @property
     def content_type(self) -> str:

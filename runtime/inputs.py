@@ -1,0 +1,101 @@
+"""Reading raw inputs into the document a mapping sees: JSON, XML or a form body.
+
+Orders arrive as JSON; warehouse responses and callbacks arrive as JSON, XML or forms. Whatever
+the format, malformed input is an `InputError` that says what is wrong and where, never a
+traceback. JSON numbers become exact Decimals. XML drops its root element; an element becomes a
+list when the source schema says "array" at that path, so a single `<package>` is still a list of
+one. XML is parsed without entity expansion or network access.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl
+
+from lxml import etree
+
+from dockyard.runtime.errors import InputError
+
+__all__ = ["parse_input", "xml_to_document"]
+
+# No DTDs, no entities, no network: a callback is data, not a document to be expanded.
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
+                          remove_comments=True, remove_pis=True)
+
+
+def parse_input(data: bytes | str, fmt: str, schema: Mapping[str, Any] | None = None) -> Any:
+    if fmt == "json":
+        try:
+            return json.loads(data, parse_float=Decimal)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        except (UnicodeDecodeError, TypeError) as exc:
+            raise InputError(f"not valid JSON: {exc}") from None
+    if fmt == "xml":
+        raw = data.encode("utf-8") if isinstance(data, str) else data
+        try:
+            root = etree.fromstring(raw, _PARSER)
+        except etree.XMLSyntaxError as exc:
+            raise InputError(f"not valid XML: {exc.msg} (line {exc.lineno})") from None
+        except ValueError as exc:
+            raise InputError(f"not valid XML: {exc}") from None
+        return xml_to_document(root, schema or {}, schema or {})
+    if fmt == "form":
+        try:
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InputError(f"not a valid form body: {exc}") from None
+        result: dict[str, str] = {}
+        for key, value in pairs:
+            result.setdefault(key, value)  # the first value of a repeated field wins
+        return result
+    raise InputError(f"unknown input format {fmt!r}")
+
+
+def _local(tag: Any) -> str:
+    text = str(tag)
+    return text.rsplit("}", 1)[-1] if text.startswith("{") else text
+
+
+def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    from dockyard.dsl.types import _resolve as resolve  # the one $ref resolver
+
+    return resolve(schema, root)
+
+
+def _is_array(schema: Mapping[str, Any]) -> bool:
+    kind = schema.get("type")
+    return kind == "array" or (isinstance(kind, list) and "array" in kind)
+
+
+def xml_to_document(element: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
+    """The children (and attributes) of `element` as an object, guided by `schema`."""
+    schema = _resolve(schema, root)
+    props = schema.get("properties") if isinstance(schema.get("properties"), Mapping) else {}
+    out: dict[str, Any] = {f"@{_local(k)}": v for k, v in element.attrib.items()}
+    groups: dict[str, list[Any]] = {}
+    for child in element:
+        if not isinstance(child.tag, str):
+            continue
+        groups.setdefault(_local(child.tag), []).append(child)
+    for name, children in groups.items():
+        sub = _resolve(props.get(name, {}), root) if isinstance(props, Mapping) else {}
+        if _is_array(sub) or len(children) > 1:
+            items = _resolve(sub.get("items", {}), root) if isinstance(sub.get("items"), Mapping) else {}
+            out[name] = [_value(c, items, root) for c in children]
+        else:
+            out[name] = _value(children[0], sub, root)
+    text = (element.text or "").strip()
+    if text and (out or len(element)):
+        out["#text"] = element.text
+    return out
+
+
+def _value(element: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
+    if len(element) or element.attrib:
+        return xml_to_document(element, schema, root)
+    return element.text or ""
