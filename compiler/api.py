@@ -72,12 +72,13 @@ def check_file(path: str | os.PathLike[str], text: str | None = None) -> CheckRe
     return CheckReport(shown, diags, parsed.files, parsed.spec, checked)
 
 
-def compile_source(path: str | os.PathLike[str], text: str | None = None) -> CompiledSource:
-    """Check a spec and generate its module; raises DiagnosticsError listing every error."""
+def compile_source(path: str | os.PathLike[str], text: str | None = None, *, coverage: bool = False) -> CompiledSource:
+    """Check a spec and generate its module; raises DiagnosticsError listing every error.
+    `coverage=True` generates the instrumented variant for `dockyard test`."""
     report = check_file(path, text)
     report.raise_for_errors()
     assert report.spec is not None and report.checked is not None
-    source = generate_module(report.spec, report.checked)
+    source = generate_module(report.spec, report.checked, coverage=coverage)
     try:
         compile(source, f"<dockyard:{report.spec.name}>", "exec", dont_inherit=True)
     except SyntaxError as exc:  # an emitter bug: report it against the spec, not as a crash later
@@ -88,9 +89,9 @@ def compile_source(path: str | os.PathLike[str], text: str | None = None) -> Com
     return CompiledSource(report.spec, source, warnings)
 
 
-def compile_file(path: str | os.PathLike[str], text: str | None = None) -> CompiledMapping:
+def compile_file(path: str | os.PathLike[str], text: str | None = None, *, coverage: bool = False) -> CompiledMapping:
     """Compile a spec file into a ready mapping: `compile_file(p).transform(order) -> dict`."""
-    compiled = compile_source(path, text)
+    compiled = compile_source(path, text, coverage=coverage)
     module = load_module(compiled.source, f"<dockyard:{compiled.spec.path}>", f"dockyard_mapping_{compiled.spec.name}")
     return CompiledMapping(module, compiled.source, compiled.spec.source_schema)
 

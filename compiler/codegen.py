@@ -73,6 +73,15 @@ class _Gen:
     table_names: dict[str, str] = field(default_factory=dict)
     fields: list[str] = field(default_factory=list)
     loops: int = 0
+    # Rule coverage (dockyard test): off for production modules. Each branch point gets a number;
+    # `branches` describes them for the report.
+    coverage: bool = False
+    branches: list[tuple[str, int, int, str]] = field(default_factory=list)  # (kind, line, col, text)
+    value_fields: list[tuple[int, bool]] = field(default_factory=list)  # (field index, optional)
+
+    def branch_point(self, kind: str, span: Any, text: str) -> int:
+        self.branches.append((kind, span.line, span.col, text))
+        return len(self.branches) - 1
 
     # -- module-level pieces ----------------------------------------------------------------
     def helper(self, name: str) -> str:
@@ -131,7 +140,11 @@ class _Gen:
             case ast.Binary():
                 return self.binary(node)
             case ast.If(cond=c, then=a, else_=b):
-                return f"({self.expr(a)} if {self.cond(c)} else {self.expr(b)})"
+                then, other = self.expr(a), self.expr(b)
+                if self.coverage:
+                    n = self.branch_point("if", node.span, "then / else")
+                    then, other = f"(_COV.branch({n}, 1) and {then})", f"(_COV.branch({n}, 0) and {other})"
+                return f"({then} if {self.cond(c)} else {other})"
             case ast.ListLit(items=items):
                 codes = [self.expr(i) for i in items]
                 if any(self.type_of(i).maybe for i in items):
@@ -257,7 +270,11 @@ class _Gen:
             if not lt.maybe:
                 return left
             tmp = self.names.new("temp")
-            return f"({tmp} if ({tmp} := {left}) is not None else {self.expr(node.right)})"
+            value, default = tmp, self.expr(node.right)
+            if self.coverage:
+                n = self.branch_point("??", node.span, "value / default")
+                value, default = f"(_COV.branch({n}, 1) and {tmp})", f"(_COV.branch({n}, 0) and {default})"
+            return f"({value} if ({tmp} := {left}) is not None else {default})"
         if op in ("and", "or"):
             return f"({self.cond(node.left)} {op} {self.cond(node.right)})"
         if op in ("==", "!="):
@@ -316,6 +333,9 @@ class _Gen:
             else:
                 args.append(code)
                 guards.append((i, t.maybe))
+            if self.coverage and fn.name == "lookup" and i == 1:
+                table_name = node.args[0].name if isinstance(node.args[0], ast.Name) else ""
+                args[-1] = f"_COV.key({literal(table_name)}, {code})"
         if fn.name == "lookup" and len(node.args) == 2:
             assert isinstance(node.args[0], ast.Name)
             default = self.tables[node.args[0].name].default
@@ -389,6 +409,9 @@ class _TreeWriter:
                 t = self.gen.type_of(e)
                 index = self.em.register(e.span, path)
                 code = self.gen.expr(e)
+                if self.gen.coverage:
+                    self.gen.value_fields.append((index, not required))
+                    code = f"_COV.value({index}, {code})"
                 if cdata:
                     code = self.gen.guard([(code, t.maybe)], lambda a: f"{self.gen.helper('CData')}({a[0]})")
                 # A value read straight from the input may still be null in an input that breaks
@@ -441,8 +464,14 @@ class _TreeWriter:
                 self.em.line(f"{obj} = None")
                 header = f"if {self.gen.cond(node.when)}:"
             with self.em.block(header):
+                if self.gen.coverage:
+                    n = self.gen.branch_point("$when", node.when.span, "true / false")
+                    self.em.line(f"_COV.branch({n}, 1)")
                 code = self.fields(node, path)
                 self.em.line(f"{obj} = {code}")
+            if self.gen.coverage:
+                self.em.line("else:")
+                self.em.line(f"    _COV.branch({n}, 0)")
             return _Value(obj, True, None, hoisted=True)
         return _Value(self.fields(node, path), False, None, hoisted=True)
 
@@ -515,7 +544,12 @@ class _TreeWriter:
             if node.where is not None:
                 with self.em.field(node.where.span, f"{path}[] $where"):
                     self.em.line(f"if not {gen.cond(node.where)}:")
+                    if gen.coverage:
+                        n = gen.branch_point("$where", node.where.span, "kept / dropped")
+                        self.em.line(f"    _COV.branch({n}, 0)")
                     self.em.line("    continue")
+                    if gen.coverage:
+                        self.em.line(f"_COV.branch({n}, 1)")
             self.em.line(f"{position} += 1")
             # Dynamic lineage for explain: which input element became which output element. The
             # element itself is recorded too: through a filtered let, the index is not the input's.
@@ -542,8 +576,12 @@ def _templates() -> Environment:
                        undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
-def generate_module(spec: Spec, checked: CheckResult) -> str:
-    gen = _Gen(checked, tables={t.name: t for t in spec.tables})
+def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False) -> str:
+    """The module for a checked spec. `coverage=True` gives the instrumented variant that
+    `dockyard test` runs to report rule coverage (never used in production)."""
+    gen = _Gen(checked, tables={t.name: t for t in spec.tables}, coverage=coverage)
+    if coverage:
+        gen.helper("CoverageRecorder")
     em = Emitter()
     writer = _TreeWriter(gen, em, spec)
     with em.block("def transform(_src, _ctx, _clock, _trace=None):"):
@@ -622,10 +660,22 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
         compiler=COMPILER_VERSION, imports=sorted(gen.imports), meta=literal(meta), target=target_code,
         consts=[(n, c, comment_safe(k)) for n, c, k in gen.const_defs], body=body,
         fields=literal(fields), lineage=literal(field_lineage), loops=literal(_loop_paths(spec, gen)),
+        coverage=literal(_coverage_items(spec, gen)) if gen.coverage else None,
     )
     probe = header.render(**context, source_map="{}")
     offset = probe.splitlines().index("# --- functions ---") + 2
     return header.render(**context, source_map=literal(em.source_map(offset)))
+
+
+def _coverage_items(spec: Spec, gen: _Gen) -> dict[str, Any]:
+    """What rule coverage counts, for the report: value fields (optional ones twice), branch points,
+    and every table row (plus the default, where a table has one)."""
+    return {
+        "fields": [(index, optional) for index, optional in gen.value_fields],
+        "branches": list(gen.branches),
+        "tables": {t.name: {"rows": list(t.rows), "default": t.default is not None,
+                            "line": t.span.line, "col": t.span.col} for t in spec.tables},
+    }
 
 
 def _request_meta(spec: Spec) -> dict[str, Any] | None:

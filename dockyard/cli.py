@@ -342,6 +342,24 @@ def _validate(mapping: Any, document: Any) -> bool:
     return True
 
 
+@main.command("test")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--min-coverage", type=click.FloatRange(0, 100), default=None, metavar="N",
+              help="Fail when a spec's rule coverage is below N percent.")
+def test_cmd(paths: tuple[str, ...], min_coverage: float | None) -> None:
+    """Run the mapping tests (*.test.yaml) under PATHS and report rule coverage."""
+    from dockyard.compiler.testing import iter_report, run_tests
+
+    run = run_tests(paths)
+    for line in iter_report(run, min_coverage):
+        click.echo(line)
+    if not run.cases and not run.errors:
+        _fail("no *.test.yaml files found", EXIT_USAGE)
+    low = [c for c in run.coverage if min_coverage is not None and c.percent < min_coverage]
+    if run.failed or run.errors or low:
+        sys.exit(EXIT_ERRORS)
+
+
 def _register_commands() -> None:
     from dockyard.sign_cli import sign
 

@@ -19,6 +19,7 @@ from decimal import (
 )
 from re import compile as re_compile
 
+from dockyard.runtime.coverage import CoverageRecorder
 from dockyard.runtime.dates import datetime_formatter, datetime_parser, epoch_millis, parse_datetime, zone
 from dockyard.runtime.functions import (
     as_bool,
@@ -54,6 +55,7 @@ __all__ = [
     "ROUND_HALF_UP",
     "ROUND_UP",
     "CData",
+    "CoverageRecorder",
     "Decimal",
     "MissingValue",
     "Target",

@@ -1,0 +1,317 @@
+"""Mapping tests (`dockyard test`): run the `*.test.yaml` files beside specs, diff what differs, and
+report rule coverage.
+
+A test file names a spec and lists cases: an input (inline, a file, or raw text read by the spec's
+source format), config values, a fixed clock, test secrets, and what to expect: the document
+(exact or a subset), the full request, or an error. Each spec runs in its instrumented variant,
+so that after the run every spec shows which output fields were produced, which branches of each
+conditional were taken, which table entries were used, and which optional fields were seen both
+present and absent.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dockyard.compiler.api import compile_file
+from dockyard.dsl.diagnostics import DiagnosticsError, render_all
+from dockyard.runtime.errors import DockyardError
+from dockyard.runtime.mapping import CompiledMapping
+from dockyard.runtime.secrets import TEST_SECRET_MARK, MappingSecrets, Secrets
+
+__all__ = ["CaseResult", "CoverageReport", "TestRun", "find_test_files", "run_tests"]
+
+
+@dataclass
+class CaseResult:
+    file: str
+    name: str
+    ok: bool
+    message: str = ""  # the failure, with a diff
+
+
+@dataclass
+class CoverageReport:
+    spec: str
+    covered: int
+    total: int
+    missing: list[str] = field(default_factory=list)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 if self.total == 0 else 100.0 * self.covered / self.total
+
+
+@dataclass
+class TestRun:
+    cases: list[CaseResult] = field(default_factory=list)
+    coverage: list[CoverageReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # test files or specs that could not be used
+
+    @property
+    def failed(self) -> list[CaseResult]:
+        return [c for c in self.cases if not c.ok]
+
+
+def find_test_files(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(sorted(path.rglob("*.test.yaml")))
+        elif path.name.endswith(".test.yaml"):
+            found.append(path)
+        elif path.suffix in (".yaml", ".yml"):  # a spec: its tests sit beside it
+            found.extend(sorted(path.parent.glob(f"{path.stem}*.test.yaml")))
+    return sorted(set(found))
+
+
+# --- comparing -------------------------------------------------------------------------------------
+
+def _normal(value: Any) -> Any:
+    """Numbers compare by value (YAML reads 143.10 as a float; documents hold Decimals)."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int | Decimal):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, Mapping):
+        return {str(k): _normal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normal(v) for v in value]
+    return str(value)
+
+
+def _project(actual: Any, expected: Any) -> Any:
+    """The part of `actual` that a subset expectation talks about, so the diff shows only that."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return {k: _project(actual[k], v) if k in actual else "<missing>" for k, v in expected.items()}
+    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        return [_project(a, e) for a, e in zip(actual, expected, strict=True)]
+    return actual
+
+
+def _show(value: Any) -> list[str]:
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False, default=str).splitlines()
+
+
+def _diff(expected: Any, actual: Any) -> str:
+    lines = difflib.unified_diff(_show(expected), _show(actual), "expected", "actual", lineterm="", n=2)
+    return "\n".join(f"      {line}" for line in lines)
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+class _CaseError(Exception):
+    pass
+
+
+def _clock(text: Any) -> datetime | None:
+    if text is None:
+        return None
+    value = datetime.fromisoformat(str(text))
+    if value.tzinfo is None:
+        raise _CaseError(f"now {text!r} needs a UTC offset")
+    return value
+
+
+def _input(case: Mapping[str, Any], mapping: CompiledMapping, base: Path) -> Any:
+    if "input" in case:
+        return case["input"]
+    if "input_file" in case:
+        path = base / str(case["input_file"])
+        data = path.read_bytes()
+        if mapping.meta.get("source_format", "json") == "json":
+            return json.loads(data, parse_float=Decimal)
+        return mapping.parse_input(data)
+    if "input_text" in case:
+        return mapping.parse_input(str(case["input_text"]))
+    raise _CaseError("a case needs input, input_file or input_text")
+
+
+def _secrets(values: Mapping[str, Any]) -> Secrets:
+    for name, value in values.items():
+        if not str(value).startswith(TEST_SECRET_MARK):
+            raise _CaseError(f"test secret {name!r} must start with {TEST_SECRET_MARK!r}: tests never hold real ones")
+    return Secrets([MappingSecrets({str(k): str(v) for k, v in values.items()})])
+
+
+def _run_case(mapping: CompiledMapping, defaults: Mapping[str, Any], case: Mapping[str, Any], base: Path) -> str:
+    """'' when the case passes, else what went wrong."""
+    from dockyard.runtime.request import build_request
+    from dockyard.runtime.serialize import to_json_text
+
+    expect = case.get("expect")
+    if not isinstance(expect, Mapping) or not expect:
+        raise _CaseError("a case needs expect: document, document_subset, request or error")
+    context = {**(defaults.get("context") or {}), **(case.get("context") or {})}
+    context = {**mapping.meta.get("examples", {}), **context}
+    clock = _clock(case.get("now", defaults.get("now")))
+    secrets = _secrets({**(defaults.get("secrets") or {}), **(case.get("secrets") or {})})
+    try:
+        document = _input(case, mapping, base)
+        if "request" in expect or (mapping.meta.get("request") is not None and "error" in expect):
+            prepared = build_request(mapping, document, context=context, clock=clock, secrets=secrets,
+                                     request_id=str(case.get("request_id", "test-request")), validate=True)
+            produced: Any = prepared.document
+        else:
+            prepared = None
+            produced = mapping.transform(document, context, clock, validate=True)
+    except DockyardError as exc:
+        if "error" in expect:
+            wanted = str(expect["error"])
+            return "" if wanted in secrets.redact(str(exc)) else (
+                f"expected an error containing {wanted!r}, got: {secrets.redact(str(exc))}")
+        return f"unexpected error: {secrets.redact(str(exc))}"
+    if "error" in expect:
+        return f"expected an error containing {str(expect['error'])!r}, but the case succeeded"
+    actual = _normal(json.loads(to_json_text(produced), parse_float=Decimal))
+    problems = []
+    if "document" in expect:
+        wanted = _normal(expect["document"])
+        if actual != wanted:
+            problems.append("document differs:\n" + _diff(wanted, actual))
+    if "document_subset" in expect:
+        wanted = _normal(expect["document_subset"])
+        shown = _project(actual, wanted)
+        if not _is_subset(wanted, actual):
+            problems.append("document differs (subset):\n" + _diff(wanted, shown))
+    if "request" in expect and prepared is not None:
+        problems.extend(_check_request(expect["request"], prepared, secrets))
+    return "\n".join(problems)
+
+
+def _is_subset(wanted: Any, actual: Any) -> bool:
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(k in actual and _is_subset(v, actual[k]) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return isinstance(actual, list) and len(wanted) == len(actual) and all(
+            _is_subset(w, a) for w, a in zip(wanted, actual, strict=True))
+    return bool(wanted == actual)
+
+
+def _check_request(wanted: Mapping[str, Any], prepared: Any, secrets: Secrets) -> list[str]:
+    got = prepared.as_dict()
+    problems = []
+    for key, value in wanted.items():
+        if key == "headers":
+            headers = got["headers"]
+            for name, text in (value or {}).items():
+                if headers.get(name) != str(text):
+                    problems.append(f"request header {name}: expected {text!r}, got {headers.get(name)!r}")
+        elif key in got:
+            if str(got[key]) != str(value):
+                shown = [secrets.redact(str(value))], [secrets.redact(str(got[key]))]
+                problems.append(f"request {key} differs:\n" + _diff(*shown))
+        else:
+            problems.append(f"request has no {key!r} (known: {', '.join(sorted(got))})")
+    return problems
+
+
+def _coverage(spec: str, mapping: CompiledMapping) -> CoverageReport:
+    items = mapping.module.__dockyard_coverage__
+    hits: set[tuple[Any, ...]] = mapping.module._COV.hits
+    fields = mapping.module.__dockyard_fields__
+    covered = total = 0
+    missing: list[str] = []
+
+    def count(ok: bool, what: str) -> None:
+        nonlocal covered, total
+        total += 1
+        covered += ok
+        if not ok:
+            missing.append(what)
+
+    for index, optional in items["fields"]:
+        file, line, col, path = fields[index]
+        where = f"{file}:{line}:{col} {path}"
+        present, absent = ("field", index, True) in hits, ("field", index, False) in hits
+        if optional:
+            count(present, f"{where}: never present")
+            count(absent, f"{where}: never absent")
+        else:
+            count(present or absent, f"{where}: never produced")
+    for n, (kind, line, col, text) in enumerate(items["branches"]):
+        first, second = text.split(" / ")
+        count(("branch", n, 1) in hits, f"{spec}:{line}:{col} {kind}: {first} never taken")
+        count(("branch", n, 0) in hits, f"{spec}:{line}:{col} {kind}: {second} never taken")
+    used = {(h[1], h[2]) for h in hits if h[0] == "table"}
+    for name, table in items["tables"].items():
+        keys = {k for t, k in used if t == name}
+        where = f"{spec}:{table['line']}:{table['col']} table {name}"
+        for row in table["rows"]:
+            count(row in keys, f"{where}: entry {row!r} never used")
+        if table["default"]:
+            count(bool(keys - set(table["rows"])), f"{where}: default never used")
+    return CoverageReport(spec, covered, total, missing)
+
+
+def run_tests(paths: Iterable[str | os.PathLike[str]]) -> TestRun:
+    run = TestRun()
+    mappings: dict[Path, CompiledMapping] = {}
+    for test_file in find_test_files(paths):
+        shown = os.path.relpath(test_file) if not os.path.relpath(test_file).startswith("..") else str(test_file)
+        try:
+            data = yaml.safe_load(test_file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            run.errors.append(f"{shown}: cannot read the test file: {exc}")
+            continue
+        if not isinstance(data, dict) or "spec" not in data or not isinstance(data.get("cases"), list):
+            run.errors.append(f"{shown}: a test file needs `spec:` and a list of `cases:`")
+            continue
+        spec_path = (test_file.parent / str(data["spec"])).resolve()
+        if spec_path not in mappings:
+            try:
+                mappings[spec_path] = compile_file(os.path.relpath(spec_path), coverage=True)
+            except DiagnosticsError as exc:
+                run.errors.append(f"{shown}: the spec does not compile:\n{render_all(exc.diagnostics, exc.sources)}")
+                continue
+            except OSError as exc:
+                run.errors.append(f"{shown}: cannot read the spec {data['spec']!r}: {exc}")
+                continue
+        mapping = mappings[spec_path]
+        for i, case in enumerate(data["cases"]):
+            name = str(case.get("name", f"case {i + 1}")) if isinstance(case, dict) else f"case {i + 1}"
+            try:
+                if not isinstance(case, dict):
+                    raise _CaseError("a case must be a mapping")
+                message = _run_case(mapping, data, case, test_file.parent)
+            except _CaseError as exc:
+                message = f"bad test case: {exc}"
+            except (OSError, ValueError) as exc:
+                message = f"bad test case: {exc}"
+            run.cases.append(CaseResult(shown, name, not message, message))
+    for spec_path, mapping in sorted(mappings.items()):
+        run.coverage.append(_coverage(os.path.relpath(spec_path), mapping))
+    return run
+
+
+def iter_report(run: TestRun, min_coverage: float | None) -> Iterator[str]:
+    for case in run.cases:
+        yield f"{'PASS' if case.ok else 'FAIL'}  {case.file}: {case.name}"
+        if not case.ok:
+            yield "\n".join(f"    {line}" for line in case.message.splitlines())
+    for error in run.errors:
+        yield f"ERROR {error}"
+    yield ""
+    yield ("rule coverage (output fields, both branches of each conditional, table entries, "
+           "optional fields present and absent):")
+    for cov in run.coverage:
+        flag = "" if min_coverage is None or cov.percent >= min_coverage else "  below minimum"
+        yield f"  {cov.percent:5.1f}%  {cov.covered}/{cov.total}  {cov.spec}{flag}"
+        for item in cov.missing:
+            yield f"          not covered: {item}"
+    passed = sum(1 for c in run.cases if c.ok)
+    yield ""
+    yield f"{passed} passed, {len(run.failed)} failed"

@@ -1,0 +1,35 @@
+"""Rule coverage: what a mapping's tests exercised, recorded by an instrumented module.
+
+`dockyard test` compiles each spec a second time with instrumentation; the generated code calls
+the recorder at every output field, every branch of every conditional (`if`, `??`, `$where`,
+`$when`) and every table lookup. The production module has none of these calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CoverageRecorder"]
+
+
+@dataclass
+class CoverageRecorder:
+    hits: set[tuple[Hashable, ...]] = field(default_factory=set)
+
+    def value(self, index: int, value: Any) -> Any:
+        """An output field's value: records that it was produced, present or absent."""
+        self.hits.add(("field", index, value is not None))
+        return value
+
+    def branch(self, index: int, taken: int) -> bool:
+        """A branch taken (1 = then/value/kept/true, 0 = else/default/dropped/false); always true,
+        so the call can stand in front of the branch's own value with `and`."""
+        self.hits.add(("branch", index, taken))
+        return True
+
+    def key(self, table: str, key: Any) -> Any:
+        """A table lookup's key; whether it hit a row or the default is decided by the report."""
+        self.hits.add(("table", table, key))
+        return key
