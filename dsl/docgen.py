@@ -622,6 +622,26 @@ request:
 - `dockyard dry-run` shows all of it without sending: the URL with its query, headers, body,
   signature, idempotency key, and with `--store URL` what a store says about that key.
 
+## Inputs: orders, responses and callbacks
+
+`source.format` says how raw input is read: `json` (the default; numbers become exact decimals),
+`xml` (the root element is dropped; an element is a list where the source schema says `array`, so
+a single `<package>` is still a list; attributes are `@name`, text beside them `#text`; no entity
+expansion) or `form` (a urlencoded body; a field that carries JSON text is read with
+`parse_json(field)`). Malformed input is an error that says what is wrong, never a crash. The
+built-in schemas are `order`, `status-event` (the output of every inbound flow) and `outcome` (what
+a warehouse response means); `target.schema` may name them too.
+
+## Mapping tests and rule coverage
+
+A `*.test.yaml` file beside a spec lists cases: an input (`input`, `input_file` or raw
+`input_text`), config values, a fixed clock (`now`), test secrets (values start with `TEST-ONLY-`)
+and what to expect: the `document` (exact), a `document_subset`, the `request`, or an `error`.
+`dockyard test PATH...` runs them, prints a readable diff for each failure, and reports **rule
+coverage** per spec: output fields produced, both branches of each conditional (`if`, `??`,
+`$where`, `$when`), every table entry (and the default) used, optional fields seen both present and
+absent. `--min-coverage N` fails below N percent. See `docs/integrations-contract.md`.
+
 ## What the compiler checks
 
 The compiler reports every problem it finds in one run, each as `file:line:col` with the source
