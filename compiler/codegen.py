@@ -633,6 +633,7 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
         "key": spec.key_path,
         "source_schema": spec.source_schema_name,
         "source_format": spec.source_format,
+        "source_root": spec.source_root,
         "context": tuple((c.name, c.type.kind.value, c.required) for c in spec.context),
         "examples": {c.name: c.example for c in spec.context if c.example is not None},
         "request": _request_meta(spec),

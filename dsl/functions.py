@@ -288,6 +288,12 @@ _register(Function(
     lambda c: f"({c.args[1]} in {c.args[0]})", "Whether the text contains `part`.", "strings",
     (Example('contains("不要发票", "发票")', True),)))
 _register(Function(
+    "nonblank", (Param("s", (S,), "the text"),), fixed(STRING.optional()),
+    lambda c: (lambda t: f"({t} if ({t} := {c.args[0]}).strip() else None)")(c.temp()),
+    "The text, or missing when it is empty or only whitespace (XML sends `<code/>` for nothing).",
+    "strings", (Example('nonblank("  ")', None), Example('nonblank(" a ")', " a "),
+                Example('nonblank("") ?? "none"', "none"))))
+_register(Function(
     "string", (Param("value", (S, Z, D, B, T), "a text, number, boolean or date-time"),), fixed(STRING),
     lambda c: (c.args[0] if c.types[0].kind is Kind.STRING else f"str({c.args[0]})" if c.types[0].kind is Kind.INT
                else f"{c.helper('to_string')}({c.args[0]})"),

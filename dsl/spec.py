@@ -178,3 +178,4 @@ class Spec:
     spans: Mapping[str, Span] = field(default_factory=dict)  # where settings are written: "target.root", …
     request: RequestDef | None = None
     source_format: str = "json"  # how raw input bytes are read: json, xml or form
+    source_root: str | None = None  # xml: the root element the input must have

@@ -255,6 +255,8 @@ class _SpecParser:
         key_path = tuple(str(to_plain(key_node)).split(".")) if key_node is not None else ("order_no",)
         spans = {"source.schema": schema_node.span, "source.key": key_node.span if key_node else schema_node.span}
         source_format = str(to_plain(source.get("format"))) if source.get("format") is not None else "json"  # type: ignore[arg-type]
+        root_node = source.get("root")
+        source_root = str(to_plain(root_node)) if root_node is not None else None
 
         target_node = root.get("target")
         assert isinstance(target_node, YMap)
@@ -277,6 +279,7 @@ class _SpecParser:
             key_path=key_path, target=target, target_schema=target_schema, target_schema_span=target_schema_span,
             context=context, tables=tables, lets=lets, output=output, files=dict(self.files),
             broken_lets=frozenset(self.broken_lets), spans=spans, request=request, source_format=source_format,
+            source_root=source_root,
         )
 
     def read_beside(self, node: YScalar) -> str | None:

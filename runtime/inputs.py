@@ -26,7 +26,7 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fals
                           remove_comments=True, remove_pis=True)
 
 
-def parse_input(data: bytes | str, fmt: str, schema: Mapping[str, Any] | None = None) -> Any:
+def parse_input(data: bytes | str, fmt: str, schema: Mapping[str, Any] | None = None, root: str | None = None) -> Any:
     if fmt == "json":
         try:
             return json.loads(data, parse_float=Decimal)
@@ -37,12 +37,14 @@ def parse_input(data: bytes | str, fmt: str, schema: Mapping[str, Any] | None = 
     if fmt == "xml":
         raw = data.encode("utf-8") if isinstance(data, str) else data
         try:
-            root = etree.fromstring(raw, _PARSER)
+            element = etree.fromstring(raw, _PARSER)
         except etree.XMLSyntaxError as exc:
             raise InputError(f"not valid XML: {exc.msg} (line {exc.lineno})") from None
         except ValueError as exc:
             raise InputError(f"not valid XML: {exc}") from None
-        return xml_to_document(root, schema or {}, schema or {})
+        if root is not None and _local(element.tag) != root:
+            raise InputError(f"expected an XML <{root}> document, got <{_local(element.tag)}>")
+        return xml_to_document(element, schema or {}, schema or {})
     if fmt == "form":
         try:
             text = data.decode("utf-8") if isinstance(data, bytes) else data

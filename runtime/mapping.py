@@ -199,7 +199,8 @@ class CompiledMapping:
         """Raw input (an order, a response, a callback) read by the spec's source format."""
         from dockyard.runtime.inputs import parse_input
 
-        return parse_input(data, self.meta.get("source_format", "json"), self.source_schema)
+        return parse_input(data, self.meta.get("source_format", "json"), self.source_schema,
+                           root=self.meta.get("source_root"))
 
     def business_key(self, order: Any) -> str | None:
         value = order

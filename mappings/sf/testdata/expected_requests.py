@@ -34,10 +34,9 @@ CASES = {
                 '"expressTypeId":1,"parcelQty":1,"contactInfoList":[' + SENDER_FULL + ','
                 '{"contactType":2,"contact":"赵娟","mobile":"139****0366","country":"CN","province":"四川省",'
                 '"city":"成都市","county":"武侯区","address":"中山北路739号26栋1038室","postCode":"610041"}],'
-                '"cargoDetails":[{"name":"儿童益智积木 300粒","count":1,"unit":"盒","weight":1.250,"amount":143.10,'
-                '"currency":"CNY"},{"name":"有机纯牛奶 250ml*12盒","count":2,"unit":"箱","weight":3.2,"amount":65.80,'
-                '"currency":"CNY"},{"name":"轻薄羽绒服 黑色 M","count":1,"unit":"件","amount":458.23}],'
-                '"currency":"CNY"}],'
+                '"cargoDetails":[{"name":"儿童益智积木 300粒","count":1,"unit":"盒","weight":1.250,"amount":143.10},'
+                '{"name":"有机纯牛奶 250ml*12盒","count":2,"unit":"箱","weight":3.2,"amount":65.80},'
+                '{"name":"轻薄羽绒服 黑色 M","count":1,"unit":"件","amount":458.23}],'
                 '"remark":"不要放发票和价格单"}'),
     "create: url-hostile": dict(
         partnerID="DOCKYARD_TEST", requestID="req-create-2", serviceCode="EXP_RECE_CREATE_ORDER",
@@ -48,8 +47,8 @@ CASES = {
                 '"mobile":"139****0366","country":"CN","province":"四川省","city":"成都市","county":"武侯区",'
                 '"address":"人民南路4段1号 A&B座 12F~3室","postCode":"610041"}],'
                 '"cargoDetails":[{"name":"保温杯 500ml*2 & 杯套","count":2,"unit":"个","weight":0.450,'
-                '"amount":79.90},{"name":"赠品 ~ 贴纸+徽章","count":1,"unit":"套","amount":0.00,'
-                '"currency":"CNY"}],"remark":"周末 勿送 & 轻放+易碎*2 ~谢谢~ 100%"}'),
+                '"amount":79.90},{"name":"赠品 ~ 贴纸+徽章","count":1,"unit":"套","amount":0.00}],'
+                '"remark":"周末 勿送 & 轻放+易碎*2 ~谢谢~ 100%"}'),
     "create: minimal": dict(
         partnerID="SF_CASH_01", requestID="req-create-3", serviceCode="EXP_RECE_CREATE_ORDER",
         timestamp="1699783200000",  # 2023-11-12T10:00:00Z
