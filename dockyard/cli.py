@@ -242,13 +242,13 @@ def dry_run(spec: str, order: str, explain: bool, as_json: bool, ctx_pairs: tupl
 
 
 def _secrets_for(mapping: Any, test_secrets: bool, secrets_dir: str | None) -> Any:
-    from dockyard.runtime.secrets import DirSecrets, EnvSecrets, MappingSecrets, Secrets, test_secret_values
+    from dockyard.runtime.secrets import DirSecrets, EnvSecrets, MappingSecrets, Secrets, marked_test_secrets
 
     providers: list[Any] = []
     if test_secrets:
         click.echo("note: signing with generated TEST-ONLY secrets; the signature will not match a real warehouse",
                    err=True)
-        providers.append(MappingSecrets(test_secret_values(mapping.meta["request"])))
+        providers.append(MappingSecrets(marked_test_secrets(mapping.meta["request"])))
     if secrets_dir is not None:
         providers.append(DirSecrets(secrets_dir))
     providers.append(EnvSecrets())

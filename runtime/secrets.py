@@ -26,7 +26,7 @@ __all__ = [
     "SecretError",
     "SecretProvider",
     "Secrets",
-    "test_secret_values",
+    "marked_test_secrets",
 ]
 
 # Test secrets carry this mark in their value, so one is never mistaken for a real credential.
@@ -110,7 +110,7 @@ class MappingSecrets:
         return self.values.get(name)
 
 
-def test_secret_values(request_meta: Mapping[str, object] | None) -> dict[str, str]:
+def marked_test_secrets(request_meta: Mapping[str, object] | None) -> dict[str, str]:
     """Deterministic, clearly marked test values for every secret a request section names.
     Keys for field ciphers are 16 characters (a 128-bit key read as UTF-8 bytes) and still start
     with the TEST-ONLY- mark; signing secrets are the mark plus the name."""
