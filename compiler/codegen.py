@@ -346,13 +346,19 @@ class _Gen:
         # Arguments that may be missing are bound once to temporaries; the call runs only when
         # all of them are present (missing in → missing out).
         types = [self.type_of(a) for a in node.args]
+        # Python forbids assignment expressions in a comprehension's iterable; a list argument that
+        # holds one (from `??`, a None-safe path, …) is passed in through a one-argument lambda.
+        iterable = None
+        if any(lam is not None for lam in lambdas) and ":=" in args[0]:
+            iterable, args[0] = args[0], self.names.new("temp")
 
         def emit(names: list[str]) -> str:
             for (i, _), name in zip(guards, names, strict=True):
                 args[i] = name
             return fn.emit(_Call(self, args, literals, lambdas, table, types, result))
 
-        return self.guard([(args[i], maybe) for i, maybe in guards], emit)
+        code = self.guard([(args[i], maybe) for i, maybe in guards], emit)
+        return f"(lambda {args[0]}: {code})({iterable})" if iterable is not None else code
 
     def convert(self, node: ast.Expr, kinds: tuple[Kind, ...]) -> str:
         """An argument in the kind a parameter wants: unknown types are checked at run time,
@@ -363,8 +369,12 @@ class _Gen:
             return code
         if t.kind is Kind.INT and Kind.DECIMAL in kinds:
             return self.guard([(code, t.maybe)], lambda a: f"{self.helper('Decimal')}({a[0]})")
-        if t.kind is Kind.ANY and len(kinds) >= 1:
-            want = kinds[0] if len(kinds) == 1 else (Kind.DECIMAL if Kind.DECIMAL in kinds else kinds[0])
+        if t.kind is Kind.ANY and len(kinds) > 1:
+            # A parameter of several kinds (string(), length(), decimal(), …) is implemented to take
+            # any of them: a value of unknown type goes to it as it is and is checked there.
+            return code
+        if t.kind is Kind.ANY and len(kinds) == 1:
+            want = kinds[0]
             if want is Kind.LIST:
                 # as_list reads a missing list as empty, so no walrus guard is needed; a comprehension's
                 # iterable may not contain one.

@@ -337,3 +337,20 @@ def test_runtime_failures_name_the_spec_location_and_field(tmp_path: Path, monke
     text = str(err)
     assert text.startswith(f"{location}: "), text
     assert "<dockyard" not in text and ".py" not in text and "line " not in text.split(";")[0]
+
+
+def test_a_default_inside_a_list_function_compiles() -> None:
+    # `??` binds a temporary, which Python forbids in a comprehension's iterable.
+    from dockyard.compiler.api import compile_expression
+
+    expr = compile_expression("map(items ?? others, $x => $x.sku)")
+    assert expr.evaluate({"others": [{"sku": "A"}, {"sku": "B"}]}) == ["A", "B"]
+    assert expr.evaluate({"items": [{"sku": "C"}]}) == ["C"]
+    assert compile_expression("sum(items ?? [], $x => $x.qty)").evaluate({}) == 0
+
+
+@pytest.mark.parametrize(("value", "text"), [("abc", "abc"), (True, "true"), (12, "12"), ("1.50", "1.50")])
+def test_string_of_an_untyped_value_keeps_its_kind(value: object, text: str) -> None:
+    from dockyard.compiler.api import compile_expression
+
+    assert compile_expression("string(parse_json(raw).v)").evaluate({"raw": json.dumps({"v": value})}) == text
