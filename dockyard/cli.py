@@ -361,9 +361,11 @@ def test_cmd(paths: tuple[str, ...], min_coverage: float | None) -> None:
 
 
 def _register_commands() -> None:
+    from dockyard.diff_cli import diff
     from dockyard.sign_cli import sign
 
     main.add_command(sign)
+    main.add_command(diff)
 
 
 _register_commands()
