@@ -663,9 +663,9 @@ def url_placeholders(url: str) -> list[str]:
 
 def _check_request(ch: _Checker, spec: Spec, outer: _Scope) -> None:
     """The request section: computed fields, the URL template, and the policies named."""
-    from dockyard.runtime.fieldcrypto import FieldCipher
-    from dockyard.runtime.plugins import PluginError, load
-    from dockyard.runtime.signing import Signer
+    from dockyard.runtime.fieldcrypto import get_cipher
+    from dockyard.runtime.plugins import PluginError
+    from dockyard.runtime.signing import get_signer
 
     req = spec.request
     assert req is not None
@@ -695,24 +695,20 @@ def _check_request(ch: _Checker, spec: Spec, outer: _Scope) -> None:
     if req.sign is not None:
         sign = req.sign
         try:
-            signer = load("dockyard.crypto", sign.scheme)
-            if not isinstance(signer, Signer):
-                raise PluginError(f"{sign.scheme!r} is not a signing scheme")
+            get_signer(sign.scheme)
         except PluginError as exc:
             ch.error(sign.span, str(exc), "unknown-policy")
-        if sign.params and sign.params == "form" and req.form is None and spec.target.format != "form":
+        if sign.params == "form" and req.form is None and spec.target.format != "form":
             ch.error(sign.span, "sign.params is form, but the request has no form", "request-sign")
         section, _, name = sign.body.partition(".")
-        if sign.body and sign.body not in ("body", "none") and (
-                section not in ("form", "query") or not any(f.key == name for f in sections.get(section, OutObject(
-                    (), sign.span)).fields)):
+        named_field = section in ("form", "query") and section in sections and any(
+            f.key == name for f in sections[section].fields)
+        if sign.body not in ("", "body", "none") and not named_field:
             ch.error(sign.span, f"sign.body {sign.body!r} names no request field", "request-sign",
                      hint="body, none, form.NAME or query.NAME")
     for enc in req.encrypt:
         try:
-            cipher = load("dockyard.crypto", enc.scheme)
-            if not isinstance(cipher, FieldCipher):
-                raise PluginError(f"{enc.scheme!r} is not a field encryption scheme")
+            get_cipher(enc.scheme)
         except PluginError as exc:
             ch.error(enc.span, str(exc), "unknown-policy")
         if not _output_has_path(spec.output, enc.path):
