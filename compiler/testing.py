@@ -154,7 +154,7 @@ def _run_case(mapping: CompiledMapping, defaults: Mapping[str, Any], case: Mappi
 
     expect = case.get("expect")
     if not isinstance(expect, Mapping) or not expect:
-        raise _CaseError("a case needs expect: document, document_subset, request or error")
+        raise _CaseError("a case needs expect: document, document_subset, rendered, request or error")
     context = {**(defaults.get("context") or {}), **(case.get("context") or {})}
     context = {**mapping.meta.get("examples", {}), **context}
     clock = _clock(case.get("now", defaults.get("now")))
@@ -189,6 +189,13 @@ def _run_case(mapping: CompiledMapping, defaults: Mapping[str, Any], case: Mappi
             problems.append("document differs (subset):\n" + _diff(wanted, shown))
     if "request" in expect and prepared is not None:
         problems.extend(_check_request(expect["request"], prepared, secrets))
+    if "rendered" in expect:
+        from dockyard.runtime.serialize import serialize
+
+        target = mapping.target
+        text = serialize(produced, target).decode(target.xml.encoding if target.xml else "utf-8")
+        if text != str(expect["rendered"]):
+            problems.append("rendered document differs:\n" + _diff([str(expect["rendered"])], [text]))
     return "\n".join(problems)
 
 

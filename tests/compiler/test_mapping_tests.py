@@ -105,3 +105,20 @@ def test_cli_min_coverage(tmp_path: Path, minimum: float | None, code: int) -> N
 
 def test_cli_without_tests_is_a_usage_error(tmp_path: Path) -> None:
     assert CliRunner().invoke(main, ["test", str(tmp_path)]).exit_code == 2
+
+
+def test_rendered_compares_the_exact_bytes(tmp_path: Path) -> None:
+    ack = ROOT / "mappings" / "sf" / "route-push.ack.yaml"
+    push = ROOT / "mappings" / "sf" / "testdata" / "inbound" / "route-collected.json"
+    (tmp_path / "ack.test.yaml").write_text(f"""spec: {ack}
+cases:
+  - name: exact
+    input_file: {push}
+    expect: {{rendered: '{{"return_code":"0000","return_msg":"成功"}}'}}
+  - name: a space too many
+    input_file: {push}
+    expect: {{rendered: '{{"return_code": "0000","return_msg":"成功"}}'}}
+""", encoding="utf-8")
+    run = run_tests([tmp_path])
+    assert [c.ok for c in run.cases] == [True, False]
+    assert "rendered document differs" in run.cases[1].message
