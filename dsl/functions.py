@@ -606,6 +606,12 @@ _register(Function(
 # --- presence and conversion -----------------------------------------------------------------
 
 _register(Function(
+    "fail", (Param("message", (S,), "why the input cannot be mapped", literal=True),), fixed(ANY),
+    lambda c: f"{c.helper('fail')}({c.args[0]})",
+    "Refuses the input: the mapping stops with an error naming the spec location, the field, the order "
+    "and this message. Use it in a branch: `if count($lines) > 0 then … else fail(\"every line has qty 0\")`.",
+    "presence", (Example('if true then "sent" else fail("never reached")', "sent"),)))
+_register(Function(
     "present", (Param("value", (A,), "any value", handles_missing=True),), fixed(BOOL),
     lambda c: f"({c.args[0]} is not None)",
     "True when the value is there (not absent and not null).", "presence",

@@ -23,6 +23,7 @@ __all__ = [
     "as_str",
     "compact",
     "compact_list",
+    "fail",
     "first",
     "get_field",
     "get_index",
@@ -38,6 +39,14 @@ __all__ = [
 ]
 
 _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+
+
+class MappingRefused(ValueError):
+    """Raised by fail(): the spec itself refuses this input."""
+
+
+def fail(message: str) -> Any:
+    raise MappingRefused(f"refused by the mapping: {message}")
 
 
 def parse_json(text: str) -> Any:

@@ -354,3 +354,19 @@ def test_string_of_an_untyped_value_keeps_its_kind(value: object, text: str) -> 
     from dockyard.compiler.api import compile_expression
 
     assert compile_expression("string(parse_json(raw).v)").evaluate({"raw": json.dumps({"v": value})}) == text
+
+
+def test_fail_refuses_the_input_with_its_reason(tmp_path: Path) -> None:
+    spec = tmp_path / "refuse.yaml"
+    spec.write_text('dockyard: 1\nname: t.refuse\nversion: "1"\nsource: {schema: order}\ntarget: {format: json}\n'
+                    "let:\n  lines: filter(items, $i => $i.qty > 0)\noutput:\n"
+                    '  n: if count($lines) > 0 then count($lines) else fail("every line has qty 0")\n',
+                    encoding="utf-8")
+    mapping = compile_file(spec)
+    orders = ROOT / "examples" / "orders"
+    assert mapping.transform(json.loads((orders / "tmall-basic.json").read_text(encoding="utf-8")))["n"] == 3
+    with pytest.raises(TransformError) as info:
+        mapping.transform(json.loads((orders / "all-lines-zero.json").read_text(encoding="utf-8")))
+    err = info.value
+    assert "every line has qty 0" in err.message and err.field == "n" and err.location is not None
+    assert err.location.endswith(":9:6") and err.key == "TM20231102001907"
