@@ -130,11 +130,7 @@ def _input(case: Mapping[str, Any], mapping: CompiledMapping, base: Path) -> Any
     if "input" in case:
         return case["input"]
     if "input_file" in case:
-        path = base / str(case["input_file"])
-        data = path.read_bytes()
-        if mapping.meta.get("source_format", "json") == "json":
-            return json.loads(data, parse_float=Decimal)
-        return mapping.parse_input(data)
+        return mapping.parse_input((base / str(case["input_file"])).read_bytes())
     if "input_text" in case:
         return mapping.parse_input(str(case["input_text"]))
     raise _CaseError("a case needs input, input_file or input_text")

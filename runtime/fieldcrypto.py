@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, algorithms, modes
 
 from dockyard.runtime.errors import DockyardError
-from dockyard.runtime.plugins import PluginError, load
+from dockyard.runtime.plugins import load_as
 from dockyard.runtime.secrets import Secret
 
 __all__ = [
@@ -341,7 +341,5 @@ CIPHERS: dict[str, FieldCipher] = {c.name: c for c in (AES_GCM, AES_CBC, SM4_ECB
 def get_cipher(name: str) -> FieldCipher:
     """The field cipher registered under `name` in `dockyard.crypto` (built-in or plugin). Raises
     PluginError for an unknown name or an entry that is not a FieldCipher (e.g. a signing scheme)."""
-    found = load("dockyard.crypto", name)
-    if not isinstance(found, FieldCipher):
-        raise PluginError(f"{name!r} is not a field encryption scheme")
-    return found
+    cipher: FieldCipher = load_as("dockyard.crypto", name, FieldCipher, "field encryption scheme")
+    return cipher

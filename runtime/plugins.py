@@ -13,7 +13,7 @@ from typing import Any
 
 from dockyard.runtime.errors import DockyardError
 
-__all__ = ["GROUPS", "PluginError", "available", "load"]
+__all__ = ["GROUPS", "PluginError", "available", "load", "load_as"]
 
 GROUPS = ("dockyard.crypto", "dockyard.idempotency", "dockyard.secrets")
 
@@ -44,6 +44,15 @@ def load(group: str, name: str) -> Any:
         return ep.load()
     except Exception as exc:  # a broken plugin must not take the process down with a traceback
         raise PluginError(f"{group} plugin {name!r} ({ep.value}) failed to load: {exc}") from exc
+
+
+def load_as(group: str, name: str, kind: type, what: str) -> Any:
+    """`load`, checking that the object is a `kind` (one group may hold several kinds, e.g. signers
+    and field ciphers); `what` names the kind in the error."""
+    found = load(group, name)
+    if not isinstance(found, kind):
+        raise PluginError(f"{name!r} is not a {what}")
+    return found
 
 
 def refresh() -> None:

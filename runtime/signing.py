@@ -25,7 +25,7 @@ from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dockyard.runtime.errors import DockyardError
-from dockyard.runtime.plugins import PluginError, available, load
+from dockyard.runtime.plugins import PluginError, available, load, load_as
 from dockyard.runtime.secrets import Secret
 
 __all__ = [
@@ -629,10 +629,8 @@ SIGNERS: dict[str, Signer] = {s.name: s for s in (
 def get_signer(name: str) -> Signer:
     """The signing scheme registered under `name` in `dockyard.crypto` (built-in or plugin). Raises
     PluginError for an unknown name or an entry that is not a Signer (e.g. a field cipher)."""
-    found = load("dockyard.crypto", name)
-    if not isinstance(found, Signer):
-        raise PluginError(f"{name!r} is not a signing scheme")
-    return found
+    signer: Signer = load_as("dockyard.crypto", name, Signer, "signing scheme")
+    return signer
 
 
 def signer_names() -> list[str]:
