@@ -1,0 +1,252 @@
+"""The HTTP face of the service (aiohttp) and its lifecycle.
+
+Routes:
+  POST /orders                       one order → 202 {tracking_id} once it is durably recorded
+  POST /orders/batch                 a JSON array (or {"orders": [...]}) → per-order results
+  GET  /orders/{order_no}            current status, waybills, events, jobs
+  POST /orders/{order_no}/cancel     the warehouse's cancel flow, queued behind the create
+  POST /callbacks/{warehouse}/{flow} warehouse feedback (see feedback.py)
+  GET  /healthz                      liveness (no token needed)
+  GET  /stats                        counts from the store (outbox, DLQ, in doubt, events)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+from aiohttp import web
+
+from dockyard.service import queries, store
+from dockyard.service.context import ServiceContext, dumps
+from dockyard.service.db import Database, now_us
+from dockyard.service.delivery import UPSTREAM, Deliverer
+from dockyard.service.feedback import handle_callback
+from dockyard.service.ingest import BodyError, Checked, OrderChecker, parse_json_body
+
+__all__ = ["Service"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data, default=str), status=status, content_type="application/json")
+
+
+class Service:
+    def __init__(self, ctx: ServiceContext, *, db: Database | None = None) -> None:
+        self.ctx = ctx
+        self.config = ctx.config
+        self._lock: TextIO | None = None
+        self.db = db or self._open_db()
+        self.checker = OrderChecker(ctx.router, ctx.config.limits)
+        self.deliverer = Deliverer(ctx, self.db)
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    def _open_db(self) -> Database:
+        db = Database(self.config.store)
+        if db.dialect == "sqlite":
+            # One process owns an SQLite store: then every job found `sending` at start belongs to a
+            # process that died, and is recovered at once instead of after its lease.
+            path = self.config.store.split("sqlite:///", 1)[-1]
+            lock_path = Path(path + ".lock")
+            handle = open(lock_path, "w")  # noqa: SIM115 - held for the service's lifetime
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                db.close()
+                from dockyard.service.context import ServiceError
+
+                raise ServiceError(f"another dockyard serve is using {path} (lock {lock_path})") from None
+            self._lock = handle
+        return db
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.limits.max_body_bytes)
+        app.router.add_post("/orders", self.post_order)
+        app.router.add_post("/orders/batch", self.post_batch)
+        app.router.add_get("/orders/{order_no}", self.get_order)
+        app.router.add_post("/orders/{order_no}/cancel", self.post_cancel)
+        app.router.add_post("/callbacks/{warehouse}/{flow}", self.post_callback)
+        app.router.add_get("/healthz", self.health)
+        app.router.add_get("/stats", self.stats)
+        return app
+
+    async def start(self, host: str | None = None, port: int | None = None) -> str:
+        recovered = await self.db.write(lambda c: store.recover(c, now_us(), all_sending=self.db.dialect == "sqlite"))
+        self.recovered = len(recovered)
+        await self.deliverer.start()
+        self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host or self.config.host, self.config.port if port is None else port,
+                           backlog=1024)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        bound = sockets[0].getsockname()[1] if sockets else port
+        self.url = f"http://{host or self.config.host}:{bound}"
+        return self.url
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await self.deliverer.stop()
+        self.db.close()
+        if self._lock is not None:
+            self._lock.close()
+
+    # -- ingest -----------------------------------------------------------------------------
+    async def _record(self, checked: list[Checked], bodies: list[str]) -> list[dict[str, Any]]:
+        """One commit for the whole request: accepted orders with their jobs, refused ones in quarantine."""
+        on_update = self.config.on_change == "update"
+        items = [store.IngestItem(c.order_no or "", c.tracking_id, c.warehouse or "",
+                                  _text(c.order, "shop_code"), _text(c.order, "channel"), c.fingerprint,
+                                  dumps(c.order), now_us(), c.route,
+                                  on_update and "update" in self.config.warehouses[c.warehouse or ""].flows)
+                 for c in checked if c.order is not None]
+        refused = [(c, b) for c, b in zip(checked, bodies, strict=True) if c.order is None]
+
+        def write(conn: Any) -> tuple[list[store.IngestResult], list[int]]:
+            now = now_us()
+            qids = [store.quarantine(conn, "order", c.order_no, c.reasons, body, now) for c, body in refused]
+            return store.ingest(conn, items, now), qids
+
+        results, qids = await self.db.write(write)
+        out: list[dict[str, Any]] = []
+        accepted, quarantined = iter(results), iter(qids)
+        for c in checked:
+            if c.order is None:
+                out.append({"order_no": c.order_no, "status": "quarantined", "quarantine_id": next(quarantined),
+                            "reasons": list(c.reasons)})
+                continue
+            r = next(accepted)
+            entry: dict[str, Any] = {"order_no": c.order_no, "status": r.status, "tracking_id": r.tracking_id,
+                                     "warehouse": c.warehouse}
+            if r.reason:
+                entry["reason"] = r.reason
+            out.append(entry)
+        for warehouse in {c.warehouse for c in checked if c.warehouse}:
+            self.deliverer.poke(warehouse)
+        return out
+
+    async def post_order(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            data = parse_json_body(body, self.config.limits)
+        except BodyError as exc:
+            return await self._refuse_body(body, str(exc))
+        checked = self.checker.check(data)
+        [result] = await self._record([checked], [body.decode("utf-8", errors="replace")])
+        status = {"accepted": 202, "updated": 202, "duplicate": 200, "conflict": 409, "quarantined": 422}
+        return _json(result, status[result["status"]])
+
+    async def post_batch(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            data = parse_json_body(body, self.config.limits)
+        except BodyError as exc:
+            return await self._refuse_body(body, str(exc))
+        orders = data.get("orders") if isinstance(data, dict) else data
+        if not isinstance(orders, list):
+            return await self._refuse_body(body, "a batch is a JSON array of orders, or {\"orders\": [...]}")
+        if len(orders) > self.config.limits.max_batch:
+            return await self._refuse_body(body, f"{len(orders)} orders in one batch; the limit is "
+                                                 f"{self.config.limits.max_batch}", status=413)
+        checked = [self.checker.check(o) for o in orders]
+        bodies = [dumps(o) if c.order is None else "" for o, c in zip(orders, checked, strict=True)]
+        results = await self._record(checked, bodies)
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        ok = all(r["status"] in ("accepted", "duplicate", "updated") for r in results)
+        return _json({"counts": counts, "results": results}, 202 if ok else 207)
+
+    async def _refuse_body(self, body: bytes, reason: str, status: int = 400) -> web.Response:
+        text = body[:1_000_000].decode("utf-8", errors="replace")
+        qid = await self.db.write(lambda c: store.quarantine(c, "order", None, [reason], text, now_us()))
+        return _json({"status": "quarantined", "quarantine_id": qid, "reasons": [reason]}, status)
+
+    # -- orders -----------------------------------------------------------------------------
+    async def get_order(self, request: web.Request) -> web.Response:
+        order_no = request.match_info["order_no"]
+        found = await self.db.read(lambda c: queries.order_status(c, order_no))
+        if found is None:
+            return _json({"error": f"no order {order_no!r}"}, 404)
+        return _json(found)
+
+    async def post_cancel(self, request: web.Request) -> web.Response:
+        order_no = request.match_info["order_no"]
+
+        def write(conn: Any) -> tuple[str, str, str | None]:
+            row = conn.execute("SELECT warehouse FROM dy_orders WHERE order_no = ?", (order_no,))
+            warehouse = row[0][0] if row else None
+            wh = self.config.warehouses.get(warehouse) if warehouse else None
+            status, why = store.request_cancel(conn, order_no, now_us(), wh is not None and "cancel" in wh.flows)
+            return status, why, warehouse
+
+        status, why, warehouse = await self.db.write(write)
+        if warehouse:
+            self.deliverer.poke(warehouse)
+        code = {"unknown": 404, "unsupported": 409, "already": 200, "cancelled": 200, "queued": 202}[status]
+        return _json({"order_no": order_no, "status": status, "detail": why}, code)
+
+    # -- feedback ---------------------------------------------------------------------------
+    async def post_callback(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        reply = await handle_callback(self.ctx, self.db, request.match_info["warehouse"], request.match_info["flow"],
+                                      request.query, request.headers, body, forward=self.config.upstream is not None)
+        if reply.outcome == "applied":
+            self.deliverer.poke(UPSTREAM)
+        return web.Response(body=reply.body, status=reply.status, headers={"Content-Type": reply.content_type})
+
+    # -- operations -------------------------------------------------------------------------
+    async def health(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok", "store": self.db.shown_url})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return _json(await self.db.read(queries.summary))
+
+
+def _text(order: dict[str, Any] | None, key: str) -> str | None:
+    value = (order or {}).get(key)
+    return value if isinstance(value, str) else None
+
+
+async def run_forever(service: Service, ready: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGINT/SIGTERM, then stop cleanly (attempts on the wire are finished)."""
+    import signal
+
+    url = await service.start()
+    if ready is not None:
+        ready(url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await service.stop()
+
+
+def install_uvloop() -> None:
+    """uvloop when it is installed and not switched off: the same code, a faster event loop."""
+    if os.environ.get("DOCKYARD_NO_UVLOOP"):
+        return
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+
+
+def new_owner() -> str:
+    return uuid.uuid4().hex

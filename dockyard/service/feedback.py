@@ -1,0 +1,143 @@
+"""Warehouse callbacks: verify, decrypt, map, dedupe, record, acknowledge.
+
+Order of work, and why:
+1. the signature and its timestamp window are checked on the raw request before anything is
+   parsed, so a forged or replayed callback (401) never reaches a mapping or the store;
+2. configured fields are decrypted, and the inbound mapping turns the message into a status-event;
+3. the event is recorded once per (warehouse, event id) together with its forward job, in one
+   commit, before the warehouse hears its ack: an acked event is never lost, and a repeated
+   delivery of the same event is acknowledged again but applied once;
+4. the ack is the warehouse's own, rendered by its ack mapping from the same message.
+A message that cannot be read is quarantined with its reason and answered with an error, so the
+warehouse sends it again and an operator can see it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+from dockyard.runtime.errors import DockyardError
+from dockyard.runtime.fieldcrypto import get_cipher
+from dockyard.runtime.signing import SignatureError, SignInput, get_signer
+from dockyard.service import store
+from dockyard.service.config import CallbackConfig, WarehouseConfig
+from dockyard.service.context import ServiceContext
+from dockyard.service.db import Database, now_us
+
+__all__ = ["CallbackReply", "handle_callback"]
+
+
+@dataclass(frozen=True)
+class CallbackReply:
+    status: int
+    body: bytes
+    content_type: str
+    outcome: str  # applied | duplicate | forged | unreadable | unknown-flow
+
+
+def _form(body: bytes) -> dict[str, str]:
+    try:
+        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
+    except UnicodeDecodeError:
+        return {}
+
+
+def verify(cfg: CallbackConfig, ctx: ServiceContext, query: Mapping[str, str], headers: Mapping[str, str],
+           body: bytes, now: datetime) -> None:
+    """Raise SignatureError (or its ReplayError) unless the callback is signed with the secret."""
+    v = cfg.verify
+    if v is None:
+        return
+    signer = get_signer(v.scheme)
+    section, name = signer.placement
+    if section == "header" and "header" in v.options:
+        name = v.options["header"]
+    form = _form(body) if section == "form" or v.params == "form" or v.body.startswith("form.") else {}
+    if section == "query":
+        signature = query.get(name)
+    elif section == "form":
+        signature = form.get(name)
+    else:
+        signature = headers.get(name)
+    if not signature:
+        raise SignatureError(f"{v.scheme}: the callback carries no signature ({section} {name!r})")
+    params_from = v.params or ("form" if section == "form" else "query")
+    params = dict(form if params_from == "form" else query)
+    params.pop(name, None)
+    text = body.decode("utf-8", errors="replace")
+    if v.body == "none":
+        signed_body = ""
+    elif v.body.startswith("form."):
+        signed_body = form.get(v.body[5:], "")
+    elif v.body.startswith("query."):
+        signed_body = query.get(v.body[6:], "")
+    else:
+        signed_body = text
+    secret = ctx.secrets.get(v.secret)
+    signer.verify(SignInput(params, signed_body, dict(v.options)), signature, secret, now=now,
+                  window=timedelta(seconds=v.window))
+
+
+def _decrypt(document: Any, cfg: CallbackConfig, ctx: ServiceContext) -> None:
+    from dockyard.runtime.request import encrypt_fields
+
+    for spec in cfg.decrypt:
+        cipher = get_cipher(str(spec["scheme"]))
+        key = ctx.secrets.get(str(spec["key"]))
+        options = dict(spec.get("options") or {})
+        encrypt_fields(document, str(spec["path"]), lambda text, c=cipher, k=key, o=options: c.decrypt(text, k, o))
+
+
+async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flow: str, query: Mapping[str, str],
+                          headers: Mapping[str, str], body: bytes, *, forward: bool,
+                          now: datetime | None = None) -> CallbackReply:
+    received = now_us()
+    wh: WarehouseConfig | None = ctx.config.warehouses.get(warehouse)
+    cfg = wh.callbacks.get(flow) if wh is not None else None
+    if wh is None or cfg is None:
+        return CallbackReply(404, f"no callback {warehouse}/{flow} is configured".encode(), "text/plain",
+                             "unknown-flow")
+    moment = now or datetime.now(UTC)
+    try:
+        verify(cfg, ctx, query, headers, body, moment)
+    except SignatureError as exc:
+        reason = ctx.secrets.redact(str(exc))
+        await db.write(lambda c: store.journal(c, [store.JournalRow(
+            now_us(), None, warehouse, flow, "callback-rejected", "forged",
+            detail={"reason": reason, "bytes": len(body), "remote": headers.get("X-Forwarded-For")})]))
+        return CallbackReply(401, f"signature check failed: {reason}".encode(), "text/plain", "forged")
+    except DockyardError as exc:  # a secret that vanished, an unknown scheme: ours, not theirs
+        return CallbackReply(500, f"cannot verify: {ctx.secrets.redact(str(exc))}".encode(), "text/plain", "error")
+    mapping = ctx.mappings[cfg.mapping]
+    try:
+        document = mapping.parse_input(body)
+        _decrypt(document, cfg, ctx)
+        event = mapping.transform(document, wh.context)
+    except (DockyardError, ValueError) as exc:
+        reason = ctx.secrets.redact(str(exc))
+        await db.write(lambda c: store.quarantine(c, "callback", None, [f"{warehouse}/{flow}: {reason}"],
+                                                  body.decode("utf-8", errors="replace"), now_us(), warehouse))
+        return _ack_or_error(ctx, cfg, wh, None, 400, f"cannot read the message: {reason}", "unreadable")
+    event_id = str(event.get("event_id") or "sha256:" + hashlib.sha256(body).hexdigest())
+    fresh = await db.write(lambda c: store.record_event(c, warehouse, flow, event, event_id, now_us(),
+                                                         forward=forward, received_at=received))
+    return _ack_or_error(ctx, cfg, wh, document, 200, "", "applied" if fresh else "duplicate")
+
+
+def _ack_or_error(ctx: ServiceContext, cfg: CallbackConfig, wh: WarehouseConfig, document: Any, status: int,
+                  error: str, outcome: str) -> CallbackReply:
+    if cfg.ack is not None and document is not None:
+        ack = ctx.mappings[cfg.ack]
+        try:
+            return CallbackReply(status, ack.render(document, wh.context), ack.target.content_type, outcome)
+        except DockyardError as exc:
+            error = f"cannot render the ack: {ctx.secrets.redact(str(exc))}"
+            status = 500
+    if status == 200 and cfg.ack is None:
+        return CallbackReply(200, b'{"success":true}', "application/json", outcome)
+    return CallbackReply(status, error.encode("utf-8"), "text/plain; charset=utf-8", outcome)

@@ -1,0 +1,110 @@
+"""Read-side questions asked of the store: an order's status, the journal of an order (`dockyard
+trace`), the dead-letter queue, and the counts the demo and `/stats` print. Every function takes a
+connection and only reads."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from dockyard.service.db import Conn
+
+__all__ = ["dlq_list", "dlq_show", "format_timeline", "order_status", "summary", "timeline"]
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def order_status(conn: Conn, order_no: str) -> dict[str, Any] | None:
+    rows = conn.execute("SELECT order_no, tracking_id, warehouse, status, delivery, warehouse_order_id, waybills, "
+                        "created_at, updated_at FROM dy_orders WHERE order_no = ?", (order_no,))
+    if not rows:
+        return None
+    no, tracking, warehouse, status, delivery, wh_id, waybills, created, updated = rows[0]
+    jobs = conn.execute("SELECT id, lane, kind, state, attempts, reason, outcome FROM dy_jobs WHERE order_no = ? "
+                        "ORDER BY id", (order_no,))
+    events = conn.execute("SELECT event_id, status, received_at FROM dy_events WHERE order_no = ? "
+                          "ORDER BY received_at", (order_no,))
+    return {
+        "order_no": no, "tracking_id": tracking, "warehouse": warehouse, "status": status, "delivery": delivery,
+        "warehouse_order_id": wh_id, "waybills": _load(waybills) or [],
+        "created_at": _iso(created), "updated_at": _iso(updated),
+        "jobs": [{"id": j[0], "lane": j[1], "kind": j[2], "state": j[3], "attempts": j[4], "reason": j[5],
+                  "outcome": _load(j[6])} for j in jobs],
+        "events": [{"event_id": e[0], "status": e[1], "received_at": _iso(e[2])} for e in events],
+    }
+
+
+def timeline(conn: Conn, order_no: str) -> list[dict[str, Any]]:
+    rows = conn.execute("SELECT id, at, warehouse, flow, step, outcome, elapsed_us, detail FROM dy_journal "
+                        "WHERE order_no = ? ORDER BY at, id", (order_no,))
+    return [{"id": r[0], "at": _iso(r[1]), "at_us": r[1], "warehouse": r[2], "flow": r[3], "step": r[4],
+             "outcome": r[5], "elapsed_ms": None if r[6] is None else round(r[6] / 1000, 3),
+             "detail": _load(r[7])} for r in rows]
+
+
+def format_timeline(order_no: str, steps: list[dict[str, Any]], *, verbose: bool = False) -> str:
+    if not steps:
+        return f"no journal entries for order {order_no!r}"
+    start = steps[0]["at_us"]
+    lines = [f"order {order_no}: {len(steps)} steps, from {steps[0]['at']}"]
+    for s in steps:
+        offset = (s["at_us"] - start) / 1000
+        where = "/".join(x for x in (s["warehouse"], s["flow"]) if x)
+        took = f" ({s['elapsed_ms']} ms)" if s["elapsed_ms"] is not None else ""
+        lines.append(f"  +{offset:10.1f} ms  {s['step']:<16} {s['outcome']:<10} {where}{took}")
+        detail = s["detail"] or {}
+        shown = {k: v for k, v in detail.items() if verbose or k not in ("body",)}
+        if shown:
+            text = json.dumps(shown, ensure_ascii=False, default=str)
+            lines.append("                 " + (text if verbose or len(text) <= 160 else text[:157] + "..."))
+    return "\n".join(lines)
+
+
+def dlq_list(conn: Conn, limit: int = 200, *, include_held: bool = True) -> list[dict[str, Any]]:
+    states = ("dead", "held") if include_held else ("dead",)
+    marks = ", ".join("?" for _ in states)
+    rows = conn.execute(f"SELECT id, state, lane, kind, order_no, warehouse, attempts, reason, updated_at "
+                        f"FROM dy_jobs WHERE state IN ({marks}) ORDER BY updated_at DESC, id DESC LIMIT ?",
+                        (*states, limit))
+    return [{"id": r[0], "state": "in_doubt" if r[1] == "held" else "dead", "lane": r[2], "kind": r[3],
+             "order_no": r[4], "warehouse": r[5], "attempts": r[6], "reason": r[7], "since": _iso(r[8])}
+            for r in rows]
+
+
+def dlq_show(conn: Conn, job_id: int) -> dict[str, Any] | None:
+    rows = conn.execute("SELECT id, state, lane, kind, order_no, warehouse, attempts, reason, outcome, request_id, "
+                        "payload, created_at, updated_at FROM dy_jobs WHERE id = ?", (job_id,))
+    if not rows:
+        return None
+    r = rows[0]
+    return {"id": r[0], "state": r[1], "lane": r[2], "kind": r[3], "order_no": r[4], "warehouse": r[5],
+            "attempts": r[6], "reason": r[7], "outcome": _load(r[8]), "request_id": r[9],
+            "event": _load(r[10]), "created_at": _iso(r[11]), "updated_at": _iso(r[12]),
+            "history": timeline(conn, r[4]) if r[4] else []}
+
+
+def summary(conn: Conn) -> dict[str, Any]:
+    jobs: dict[str, dict[str, int]] = {}
+    for warehouse, _lane, state, n, attempts in conn.execute(
+            "SELECT warehouse, lane, state, COUNT(*), SUM(attempts) FROM dy_jobs GROUP BY warehouse, lane, state"):
+        entry = jobs.setdefault(warehouse, {})
+        entry[state] = entry.get(state, 0) + int(n)
+        entry["attempts"] = entry.get("attempts", 0) + int(attempts or 0)
+    doubt = conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE lane = 'wh' AND (state = 'held' OR doubt = 1) "
+                         "AND state NOT IN ('done', 'dead', 'cancelled')")[0][0]
+    orders = dict(conn.execute("SELECT delivery, COUNT(*) FROM dy_orders GROUP BY delivery"))
+    statuses = dict(conn.execute("SELECT status, COUNT(*) FROM dy_orders GROUP BY status"))
+    events = conn.execute("SELECT COUNT(*) FROM dy_events")[0][0]
+    quarantined = conn.execute("SELECT COUNT(*) FROM dy_quarantine")[0][0]
+    outbox = conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE state IN ('ready', 'sending')")[0][0]
+    return {"jobs": jobs, "in_doubt": int(doubt), "orders_by_delivery": orders, "orders_by_status": statuses,
+            "events": int(events), "quarantined": int(quarantined), "outbox_depth": int(outbox)}
+
+
+def _iso(micros: int | None) -> str | None:
+    if micros is None:
+        return None
+    return datetime.fromtimestamp(micros / 1e6, UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,216 @@
+"""The service's commands: `dockyard serve`, `dockyard trace ORDER_NO` and `dockyard dlq list|show|replay`.
+
+trace and dlq read the same state store as the running service (SQLite or PostgreSQL) through its
+config, so an operator needs nothing but the config file; a replay is recorded in the journal
+with who asked for it, and replaying twice does nothing the second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dockyard.dsl.diagnostics import DiagnosticsError, render_all
+from dockyard.runtime.errors import DockyardError
+
+__all__ = ["dlq", "serve", "trace"]
+
+CONFIG_HELP = "the service config (dockyard.yaml)"
+
+
+def _config(path: str, store: str | None = None) -> Any:
+    from dockyard.service.config import load_config
+
+    try:
+        return load_config(path, {"store": store} if store else None)
+    except DiagnosticsError as exc:
+        click.echo(render_all(exc.diagnostics, exc.sources), err=True)
+        sys.exit(1)
+
+
+def _db(config: Any) -> Any:
+    from dockyard.service.db import Database, StoreError
+
+    try:
+        return Database(config.store, readers=1)
+    except StoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--config", "config_path", default="dockyard.yaml", show_default=True, help=CONFIG_HELP)
+@click.option("--host", default=None, help="listen on this address (default: listen.host of the config)")
+@click.option("--port", type=int, default=None, help="listen on this port (default: listen.port of the config)")
+@click.option("--store", default=None, help="state store URL, overriding the config")
+def serve(config_path: str, host: str | None, port: int | None, store: str | None) -> None:
+    """Run the service: ingest orders, deliver them, take feedback back."""
+    from dockyard.service.app import Service, install_uvloop, run_forever
+    from dockyard.service.context import ServiceContext
+
+    config = _config(config_path, store)
+    try:
+        service = Service(ServiceContext.build(config))
+    except DockyardError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    install_uvloop()
+
+    def ready(url: str) -> None:
+        click.echo(f"dockyard serving on {url} (store {service.db.shown_url}; "
+                   f"{service.recovered} in-flight jobs recovered)", err=True)
+
+    async def main() -> None:
+        await run_forever(service, ready)
+
+    if host or port is not None:
+        object.__setattr__(config, "host", host or config.host)
+        object.__setattr__(config, "port", config.port if port is None else port)
+    asyncio.run(main())
+
+
+@click.command()
+@click.argument("order_no")
+@click.option("--config", "config_path", default="dockyard.yaml", show_default=True, help=CONFIG_HELP)
+@click.option("--store", default=None, help="state store URL, overriding the config")
+@click.option("--json", "as_json", is_flag=True, help="print the journal entries as JSON")
+@click.option("-v", "--verbose", is_flag=True, help="show the redacted request and response bodies")
+def trace(order_no: str, config_path: str, store: str | None, as_json: bool, verbose: bool) -> None:
+    """Print an order's whole journey as a timeline."""
+    from dockyard.service import queries
+
+    db = _db(_config(config_path, store))
+    try:
+        steps = db.read_sync(lambda c: queries.timeline(c, order_no))
+    finally:
+        db.close()
+    if as_json:
+        click.echo(json.dumps(steps, ensure_ascii=False, indent=2, default=str))
+    else:
+        click.echo(queries.format_timeline(order_no, steps, verbose=verbose))
+    if not steps:
+        sys.exit(1)
+
+
+@click.group()
+def dlq() -> None:
+    """The dead-letter queue and the orders held in doubt."""
+
+
+@dlq.command("list")
+@click.option("--config", "config_path", default="dockyard.yaml", show_default=True, help=CONFIG_HELP)
+@click.option("--store", default=None, help="state store URL, overriding the config")
+@click.option("--limit", type=int, default=200, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def dlq_list(config_path: str, store: str | None, limit: int, as_json: bool) -> None:
+    """Dead and in-doubt jobs, newest first."""
+    from dockyard.service import queries
+
+    db = _db(_config(config_path, store))
+    try:
+        items = db.read_sync(lambda c: queries.dlq_list(c, limit))
+    finally:
+        db.close()
+    if as_json:
+        click.echo(json.dumps(items, ensure_ascii=False, indent=2))
+        return
+    if not items:
+        click.echo("the dead-letter queue is empty")
+        return
+    for it in items:
+        click.echo(f"{it['id']:>8}  {it['state']:<8} {it['warehouse']:<12} {it['kind']:<8} {it['order_no'] or '-':<24} "
+                   f"attempts {it['attempts']:<3} {it['since']}\n          {it['reason']}")
+
+
+@dlq.command("show")
+@click.argument("job_id", type=int)
+@click.option("--config", "config_path", default="dockyard.yaml", show_default=True, help=CONFIG_HELP)
+@click.option("--store", default=None, help="state store URL, overriding the config")
+def dlq_show(job_id: int, config_path: str, store: str | None) -> None:
+    """One job with its reason, its last outcome and the order's full history."""
+    from dockyard.service import queries
+
+    db = _db(_config(config_path, store))
+    try:
+        item = db.read_sync(lambda c: queries.dlq_show(c, job_id))
+    finally:
+        db.close()
+    if item is None:
+        click.echo(f"error: no job {job_id}", err=True)
+        sys.exit(1)
+    history = item.pop("history")
+    click.echo(json.dumps(item, ensure_ascii=False, indent=2, default=str))
+    if item["order_no"]:
+        click.echo(queries.format_timeline(item["order_no"], history))
+
+
+@dlq.command("replay")
+@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.option("--config", "config_path", default="dockyard.yaml", show_default=True, help=CONFIG_HELP)
+@click.option("--store", default=None, help="state store URL, overriding the config")
+@click.option("--order", "order_file", type=click.Path(exists=True, dir_okay=False),
+              help="replace the order's content first (a fixed order, same order_no), then replay")
+def dlq_replay(job_ids: tuple[int, ...], config_path: str, store: str | None, order_file: str | None) -> None:
+    """Send dead or in-doubt jobs again (a running service picks them up within a second)."""
+    from dockyard.service import store as ops
+    from dockyard.service.db import now_us
+
+    config = _config(config_path, store)
+    db = _db(config)
+    who = f"{getpass.getuser()} (dockyard dlq replay)"
+    try:
+        if order_file is not None:
+            if len(job_ids) != 1:
+                click.echo("error: --order replaces one order: give exactly one job id", err=True)
+                sys.exit(2)
+            fixed = _fixed_order(Path(order_file), config)
+            results = db.write_sync(lambda c: _replace_then_replay(c, job_ids[0], fixed, who))
+        else:
+            results = db.write_sync(lambda c: ops.replay(c, list(job_ids), now_us(), who))
+    finally:
+        db.close()
+    failed = False
+    for jid, what in results:
+        click.echo(f"{jid}: {what}")
+        failed |= what != "replayed"
+    sys.exit(1 if failed else 0)
+
+
+def _fixed_order(path: Path, config: Any) -> tuple[str, str, str]:
+    from dockyard.service.context import dumps
+    from dockyard.service.ingest import BodyError, OrderChecker, parse_json_body
+    from dockyard.service.routing import Router
+
+    try:
+        data = parse_json_body(path.read_bytes(), config.limits)
+    except BodyError as exc:
+        click.echo(f"error: {path}: {exc}", err=True)
+        sys.exit(1)
+    checked = OrderChecker(Router(config.routes), config.limits).check(data)
+    if checked.order is None:
+        click.echo(f"error: {path} is not a valid order:\n  " + "\n  ".join(checked.reasons), err=True)
+        sys.exit(1)
+    return checked.order_no or "", dumps(checked.order), checked.fingerprint
+
+
+def _replace_then_replay(conn: Any, job_id: int, fixed: tuple[str, str, str], who: str) -> list[tuple[int, str]]:
+    from dockyard.service import store as ops
+    from dockyard.service.db import now_us
+
+    order_no, payload, fingerprint = fixed
+    row = conn.execute("SELECT order_no, state FROM dy_jobs WHERE id = ?", (job_id,))
+    if not row or row[0][0] != order_no:
+        return [(job_id, f"not replayed: job {job_id} is not for order {order_no!r}")]
+    if row[0][1] not in ("dead", "held"):
+        return [(job_id, f"not replayed: the job is {row[0][1]}")]
+    conn.execute("UPDATE dy_orders SET payload = ?, fingerprint = ?, updated_at = ? WHERE order_no = ?",
+                 (payload, fingerprint, now_us(), order_no))
+    ops.journal(conn, [ops.JournalRow(now_us(), order_no, None, None, "order-fixed", "ok",
+                                      detail={"by": who, "fingerprint": fingerprint})])
+    return ops.replay(conn, [job_id], now_us(), who)
