@@ -314,6 +314,12 @@ class Harness:
                 sim: dict[str, Any] = await resp.json()
         return {"service": service, "sim": sim}
 
+    async def received(self, warehouse: str) -> dict[str, int]:
+        """order_no -> create requests that reached the simulated warehouse's logic."""
+        async with aiohttp.ClientSession() as session, session.get(f"{self.sim_base}/_sim/received/{warehouse}") as r:
+            data: dict[str, int] = await r.json()
+            return data
+
     async def settle(self, accepted: int, timeout: float, *, feedback: bool = True) -> dict[str, Any]:
         """Wait until every accepted order is delivered, dead-lettered or held in doubt, the outbox
         is empty, and (with feedback) no callback is pending in the simulator."""

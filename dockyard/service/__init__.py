@@ -1,0 +1,1 @@
+"""The Dockyard service: ingest, delivery, feedback, journal."""
