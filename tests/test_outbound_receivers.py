@@ -1,53 +1,26 @@
 """Every outbound flow in the warehouse library, dry-run as it would be sent, is accepted by a
-receiver that implements the published algorithm. The receivers here are written from the
-protocol notes alone and share no code with `dockyard.runtime.signing`."""
+receiver that implements the published algorithm. The receivers (in `dockyard.simulate.protocols`,
+where the simulated warehouses use them too) are written from the protocol notes alone and share
+no code with `dockyard.runtime.signing`."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 import dockyard
 from dockyard.runtime.request import PreparedRequest, build_request
 from dockyard.runtime.secrets import MappingSecrets, Secrets, marked_test_secrets
+from dockyard.simulate.protocols import cainiao_receiver, jd_lop_receiver, qimen_receiver, sf_receiver
 
 ROOT = Path(__file__).resolve().parents[1]
 ORDER = json.loads((ROOT / "examples" / "orders" / "hostile-remark.json").read_text(encoding="utf-8"))
 NOW = datetime(2023, 11, 10, 16, 5, tzinfo=UTC)
-
-
-def qimen_receiver(query: dict[str, str], body: str, secret: str) -> bool:
-    sign = query.pop("sign")
-    pairs = "".join(k + v for k, v in sorted(query.items()) if k and v)
-    return sign == hashlib.md5((secret + pairs + body + secret).encode("utf-8")).hexdigest().upper()
-
-
-def java_urlencode(text: str) -> str:
-    return quote(text, safe=".-*_").replace("~", "%7E").replace("%20", "+")
-
-
-def sf_receiver(form: dict[str, str], secret: str) -> bool:
-    digest = hashlib.md5(java_urlencode(form["msgData"] + form["timestamp"] + secret).encode("utf-8")).digest()
-    return form["msgDigest"] == base64.b64encode(digest).decode()
-
-
-def jd_lop_receiver(query: dict[str, str], body: str, secret: str, path: str) -> bool:
-    text = (secret + "access_token" + query["access_token"] + "app_key" + query["app_key"] + "method" + path
-            + "param_json" + body + "timestamp" + query["timestamp"] + "v" + query["v"] + secret)
-    return query["sign"].lower() == hashlib.md5(text.encode("utf-8")).hexdigest()
-
-
-def cainiao_receiver(form: dict[str, str], secret: str, hex_digest: bool) -> bool:
-    md5 = hashlib.md5((form["logistics_interface"] + secret).encode("utf-8"))
-    raw = md5.hexdigest().encode() if hex_digest else md5.digest()
-    return form["data_digest"] == base64.b64encode(raw).decode()
 
 
 def prepared_for(spec: Path) -> tuple[PreparedRequest, dict[str, str]]:
