@@ -137,7 +137,7 @@ class DemoPlan:
                 "endpoint": f"{self.sim_base}/{name}",
                 "config_file": str((self.mappings_dir / w["config_file"]).resolve()),
                 "secrets": [w["secret"]], "concurrency": self.concurrency,
-                "timeout": {"connect": 2, "total": self.timeout}, "retry": self.retry,
+                "timeout": {"connect": min(2.0, self.timeout), "total": self.timeout}, "retry": self.retry,
                 "circuit": {"failures": 50, "open_for": 2},
                 "flows": w["flows"], "callbacks": w["callbacks"]}
         config = {

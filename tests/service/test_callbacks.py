@@ -1,0 +1,179 @@
+"""Warehouse callbacks through the service's HTTP endpoint, on SQLite and PostgreSQL: a signed
+callback is applied once and acknowledged in the warehouse's words; a forged, tampered or replayed
+one is refused with 401 and never applied; a repeated delivery is acknowledged but applied once;
+an unreadable one is quarantined; recorded events reach the upstream webhook, signed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from dockyard.simulate import Feedback
+from dockyard.simulate.protocols import cainiao_callback, qimen_callback_query, qimen_confirm_xml
+from test_service import example
+
+
+def _confirm(order_no: str, out_biz_code: str = "OBC-1") -> str:
+    return qimen_confirm_xml(order_no=order_no, order_id="WMS-1", warehouse_code="WH-HZ-01",
+                             out_biz_code=out_biz_code, when="2023-11-11 10:00:00", carrier="SF",
+                             waybill="SF1234567890", weight="1.25", lines=[("1", "SKU-100215-STD", 1)])
+
+
+async def _post_qimen(run: Any, body: str, *, secret: str | None = None, now: datetime | None = None,
+                      tamper: bool = False) -> tuple[int, bytes]:
+    context = {"methodPrefix": "taobao.qimen.", "appKey": "23456789", "customerId": "STD-C-1001"}
+    query = qimen_callback_query("deliveryorder.confirm", context, body,
+                                 secret or run.plan.secret_values["QIMEN_APP_SECRET"], now)
+    sent = body.replace("SF1234567890", "SF0000000000") if tamper else body
+    url = f"{run.url}/callbacks/qimen-std/deliveryorder.confirm?{urlencode(query)}"
+    async with run.session.post(url, data=sent.encode(), headers={"Content-Type": "text/xml"}) as resp:
+        return resp.status, await resp.read()
+
+
+async def _events(run: Any) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = await run.service.db.read(
+        lambda c: c.execute("SELECT warehouse, event_id, order_no, status FROM dy_events ORDER BY event_id"))
+    return rows
+
+
+def test_a_signed_confirm_is_applied_once_and_acked_each_time(env: Any) -> None:
+    async def main() -> None:
+        async with env() as run:
+            order = example()
+            await run.post("/orders", order)
+            await run.until(order["order_no"], lambda d: d["delivery"] == "delivered")
+            body = _confirm(order["order_no"])
+            for _ in range(2):
+                status, ack = await _post_qimen(run, body)
+                assert status == 200
+                assert b"<flag>success</flag>" in ack
+            assert await _events(run) == [("qimen-std", "OBC-1", order["order_no"], "shipped")]
+            doc = await run.order(order["order_no"])
+            assert doc["status"] == "shipped"
+            assert [w["waybill_no"] for w in doc["waybills"]] == ["SF1234567890"]
+            journal = await run.journal(order["order_no"])
+            assert [s["outcome"] for s in journal if s["step"] == "feedback"] == ["ok", "duplicate"]
+            # the one recorded event reaches the upstream webhook (which checks the HMAC)
+            for _ in range(100):
+                if run.sim.upstream_events():
+                    break
+                await asyncio.sleep(0.05)
+            events = run.sim.upstream_events()
+            assert [(e["order_no"], e["status"], e["event_id"]) for e in events] == [
+                (order["order_no"], "shipped", "OBC-1")]
+            assert run.sim.stats()["upstream"]["bad_signatures"] == 0
+
+    asyncio.run(main())
+
+
+def test_forged_tampered_and_replayed_callbacks_are_refused_and_not_applied(env: Any) -> None:
+    async def main() -> None:
+        async with env() as run:
+            body = _confirm("TM20231111000123", "OBC-F")
+            status, text = await _post_qimen(run, body, secret="TEST-ONLY-not-the-secret")
+            assert status == 401 and b"does not match" in text
+            status, _ = await _post_qimen(run, body, tamper=True)
+            assert status == 401
+            old = datetime.now(UTC) - timedelta(hours=1)
+            status, text = await _post_qimen(run, body, now=old)
+            assert status == 401 and b"old" in text
+            async with run.session.post(f"{run.url}/callbacks/qimen-std/deliveryorder.confirm",
+                                        data=body.encode()) as resp:
+                assert resp.status == 401  # no signature at all
+            assert await _events(run) == []
+            rejected = await run.service.db.read(lambda c: c.execute(
+                "SELECT outcome, detail FROM dy_journal WHERE step = 'callback-rejected'"))
+            assert len(rejected) == 4 and {r[0] for r in rejected} == {"forged"}
+            secret = run.plan.secret_values["QIMEN_APP_SECRET"]
+            assert all(secret not in r[1] for r in rejected)
+            async with run.session.post(f"{run.url}/callbacks/qimen-std/no-such-flow", data=b"x") as resp:
+                assert resp.status == 404
+
+    asyncio.run(main())
+
+
+def test_an_unreadable_callback_is_quarantined_with_its_reason(env: Any) -> None:
+    async def main() -> None:
+        async with env() as run:
+            status, _ = await _post_qimen(run, "<request><deliveryOrder>")
+            assert status == 400
+            kept = await run.service.db.read(lambda c: c.execute(
+                "SELECT source, reasons FROM dy_quarantine"))
+            assert len(kept) == 1 and kept[0][0] == "callback"
+            assert "qimen-std/deliveryorder.confirm" in kept[0][1]
+            assert await _events(run) == []
+
+    asyncio.run(main())
+
+
+def test_cainiao_form_callbacks_verify_on_the_digest(env: Any) -> None:
+    async def main() -> None:
+        async with env(warehouses=("cainiao",)) as run:
+            secret = run.plan.secret_values["CAINIAO_SECRET_KEY"]
+            message = {"orderCode": "MP20231111000001", "status": "WMS_ACCEPT", "storeCode": "STORE_HZ_01",
+                       "operateDate": "2023-11-11 10:00:00"}
+            form = cainiao_callback("WMS_ORDER_STATUS_UPLOAD", message, secret=secret, hex_digest=False,
+                                    provider="WMS_TEST_STORE", to_code="DOCKYARD_ERP_TEST", msg_id="M-1")
+            url = f"{run.url}/callbacks/cainiao/order-status-upload"
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            async with run.session.post(url, data=urlencode(form), headers=headers) as resp:
+                assert resp.status == 200, await resp.text()
+                assert json.loads(await resp.read())["success"] in (True, "true")
+            forged = dict(form, logistics_interface=form["logistics_interface"].replace("WMS_ACCEPT", "WMS_CANCEL"))
+            async with run.session.post(url, data=urlencode(forged), headers=headers) as resp:
+                assert resp.status == 401
+            events = await _events(run)
+            assert [(e[2], e[3]) for e in events] == [("MP20231111000001", "accepted")]
+
+    asyncio.run(main())
+
+
+def test_simulated_feedback_flows_to_signed_upstream_events(env: Any) -> None:
+    async def main() -> None:
+        async with env(warehouses=("qimen-std", "cainiao", "sf"), feedback=Feedback(step_delay=0.01)) as run:
+            from dockyard.sample_orders import generate
+
+            orders = [o for o in generate(40, seed=11) if o["channel"] in ("tmall", "miniapp", "douyin")][:12]
+            status, body = await run.post("/orders/batch", orders)
+            accepted = [r["order_no"] for r in body["results"] if r["status"] == "accepted"]
+            for order_no in accepted:
+                await run.until(order_no, lambda d: d["status"] == "signed" or d["delivery"] == "dlq", timeout=30)
+            await run.sim.drain(30)
+            for _ in range(200):
+                recorded = len(await _events(run))
+                if run.sim.stats()["upstream"]["unique_events"] == recorded:
+                    break
+                await asyncio.sleep(0.05)
+            stats = run.sim.stats()
+            acked = sum(w["callbacks"]["acked"] for w in stats["warehouses"].values())
+            assert acked == recorded > 0
+            assert stats["upstream"]["unique_events"] == recorded and stats["upstream"]["bad_signatures"] == 0
+
+    asyncio.run(main())
+
+
+def test_no_secret_reaches_the_store_the_answers_or_the_logs(env: Any, caplog: Any) -> None:
+    """The canary: every secret of the run is looked for in every table of the store and in every
+    answer the service gave, after deliveries, feedback, a forged callback and a dead letter."""
+    async def main() -> None:
+        async with env(warehouses=("qimen-std", "jd", "cainiao"), feedback=Feedback(step_delay=0.01)) as run:
+            answers: list[bytes] = []
+            for name in ("tmall-basic", "jd-three-decimal-discount", "all-lines-zero"):
+                order = example(name)
+                status, body = await run.post("/orders", order)
+                answers.append(json.dumps(body).encode())
+                await run.until(order["order_no"], lambda d: d["delivery"] in ("delivered", "dlq"))
+                answers.append(json.dumps(await run.order(order["order_no"])).encode())
+            answers.append((await _post_qimen(run, _confirm("TM20231111000123", "C-9"), secret="TEST-ONLY-x"))[1])
+            await run.sim.drain(30)
+            dump = await run.service.db.read(lambda c: [
+                repr(c.execute(f"SELECT * FROM {table}"))  # noqa: S608 - fixed table names
+                for table in ("dy_orders", "dy_jobs", "dy_events", "dy_quarantine", "dy_journal")])
+            haystack = "\n".join(dump) + b"\n".join(answers).decode("utf-8", "replace") + caplog.text
+            for name, value in run.plan.secret_values.items():
+                assert value not in haystack, f"secret {name} leaked"
+
+    asyncio.run(main())
