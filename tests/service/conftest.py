@@ -26,7 +26,7 @@ from dockyard.runtime.idempotency import redact_url
 from dockyard.service.app import Service
 from dockyard.service.config import load_config
 from dockyard.service.context import ServiceContext
-from dockyard.simulate import Faults, Feedback, SimWarehouse, Simulator
+from dockyard.simulate import Faults, Feedback, Simulator, SimWarehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = ROOT / "mappings"

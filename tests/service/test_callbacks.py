@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from test_service import example
+
 from dockyard.simulate import Feedback
 from dockyard.simulate.protocols import cainiao_callback, qimen_callback_query, qimen_confirm_xml
-from test_service import example
 
 
 def _confirm(order_no: str, out_biz_code: str = "OBC-1") -> str:
@@ -137,7 +138,7 @@ def test_simulated_feedback_flows_to_signed_upstream_events(env: Any) -> None:
             from dockyard.sample_orders import generate
 
             orders = [o for o in generate(40, seed=11) if o["channel"] in ("tmall", "miniapp", "douyin")][:12]
-            status, body = await run.post("/orders/batch", orders)
+            _status, body = await run.post("/orders/batch", orders)
             accepted = [r["order_no"] for r in body["results"] if r["status"] == "accepted"]
             for order_no in accepted:
                 await run.until(order_no, lambda d: d["status"] == "signed" or d["delivery"] == "dlq", timeout=30)
@@ -163,14 +164,14 @@ def test_no_secret_reaches_the_store_the_answers_or_the_logs(env: Any, caplog: A
             answers: list[bytes] = []
             for name in ("tmall-basic", "jd-three-decimal-discount", "all-lines-zero"):
                 order = example(name)
-                status, body = await run.post("/orders", order)
+                _status, body = await run.post("/orders", order)
                 answers.append(json.dumps(body).encode())
                 await run.until(order["order_no"], lambda d: d["delivery"] in ("delivered", "dlq"))
                 answers.append(json.dumps(await run.order(order["order_no"])).encode())
             answers.append((await _post_qimen(run, _confirm("TM20231111000123", "C-9"), secret="TEST-ONLY-x"))[1])
             await run.sim.drain(30)
             dump = await run.service.db.read(lambda c: [
-                repr(c.execute(f"SELECT * FROM {table}"))  # noqa: S608 - fixed table names
+                repr(c.execute(f"SELECT * FROM {table}"))
                 for table in ("dy_orders", "dy_jobs", "dy_events", "dy_quarantine", "dy_journal")])
             haystack = "\n".join(dump) + b"\n".join(answers).decode("utf-8", "replace") + caplog.text
             for name, value in run.plan.secret_values.items():
