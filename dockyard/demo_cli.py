@@ -51,7 +51,10 @@ def demo(count: int, exit_after: bool, mappings_dir: Path, workdir: Path, port: 
     except DiagnosticsError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    port = port or free_port()
+    if not port or not _port_free(port):
+        if port:
+            click.echo(f"port {port} is taken: using a free one", err=True)
+        port = free_port()
     faults = {name: {"error_rate": error_rate} for name in plan.warehouses} if error_rate else None
     sim = SimProcess(plan.sim_spec(f"http://127.0.0.1:{port}", faults), {"step_delay": 0.05})
     plan.sim_base = sim.base
@@ -62,6 +65,17 @@ def demo(count: int, exit_after: bool, mappings_dir: Path, workdir: Path, port: 
     finally:
         sim.stop()
     sys.exit(code)
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 async def _run(plan: Any, port: int, count: int, seed: int, exit_after: bool, timeout: float) -> int:
