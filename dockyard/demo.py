@@ -290,7 +290,7 @@ class Harness:
                                                     headers={"Content-Type": "application/json"}) as resp:
                                 data = await resp.json(loads=orjson.loads)
                             break
-                        except (aiohttp.ClientConnectionError, TimeoutError):
+                        except (aiohttp.ClientError, TimeoutError):
                             # the service is restarting (the crash test): the same batch again is
                             # safe, repeated orders are acknowledged as duplicates
                             await asyncio.sleep(min(2.0, 0.1 * (attempt + 1)))

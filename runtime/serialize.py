@@ -18,7 +18,6 @@ import datetime as dt
 import re
 from decimal import Decimal
 from typing import Any
-from urllib.parse import quote_plus
 
 import orjson
 from lxml import etree
@@ -172,13 +171,35 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"unsupported value type {_type_name(value)}")
 
 
+_PLAIN = frozenset((str, int, bool))
+
+
+def _writes_wrongly(value: Any) -> bool:
+    """Whether orjson would write something it must not: None (as null), a float, a non-finite
+    decimal. Everything else that is wrong (lone surrogates, huge ints, other types) makes orjson
+    fail by itself. No paths are built here: this runs on every document, and the slow walk in
+    `_check_json` runs only to name the place of a problem."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return False
+    if kind is dict:
+        return any(_writes_wrongly(item) for item in value.values())
+    if kind is list or kind is tuple:
+        return any(_writes_wrongly(item) for item in value)
+    if kind is Decimal:
+        return not value.is_finite()
+    return value is None or isinstance(value, float)
+
+
 def to_json_bytes(value: Any) -> bytes:
     """Compact UTF-8 JSON: non-ASCII as is, decimals as exact numbers, datetimes as ISO-8601 strings."""
-    _check_json(value, "")
+    if _writes_wrongly(value):
+        _check_json(value, "")  # raises, naming the path
     try:
         return orjson.dumps(value, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
-    except orjson.JSONEncodeError as exc:  # e.g. nesting deeper than orjson's limit
-        raise SerializationError(f"cannot encode as JSON: {exc}") from None
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        _check_json(value, "")  # a lone surrogate, an int beyond 64 bits, an unsupported type: name it
+        raise SerializationError(f"cannot encode as JSON: {exc}") from None  # e.g. nesting deeper than orjson's limit
 
 
 def to_json_text(value: Any) -> str:
@@ -201,6 +222,7 @@ class _XmlWriter:
             self.codec = codecs.lookup(self.encoding).name
         except LookupError:
             raise SerializationError(f"unknown XML encoding {self.encoding!r}") from None
+        self._names: dict[tuple[str, bool], str] = {}
         self.namespaces: dict[str, str] = {"xml": _XML_NS}
         self.nsmap: dict[Any, str] = {}  # None is the default namespace
         for prefix, uri in options.namespaces.items():
@@ -225,7 +247,16 @@ class _XmlWriter:
             raise SerializationError(f"{what} {text!r} cannot be written in {self.encoding}", path) from None
 
     def qname(self, key: str, path: str, *, attribute: bool) -> str:
-        """`prefix:name` or `name` → lxml's `{uri}name` (unprefixed attributes have no namespace)."""
+        """`prefix:name` or `name` → lxml's `{uri}name` (unprefixed attributes have no namespace).
+        A name is checked once per document: the lines of an order repeat the same names."""
+        known = self._names.get((key, attribute))
+        if known is not None:
+            return known
+        name = self._qname(key, path, attribute=attribute)
+        self._names[(key, attribute)] = name
+        return name
+
+    def _qname(self, key: str, path: str, *, attribute: bool) -> str:
         what = "attribute name" if attribute else "element name"
         prefix, sep, local = key.rpartition(":")
         if not local or "{" in key or "}" in key or ":" in prefix or (sep and not prefix):
@@ -351,6 +382,19 @@ def form_pairs(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return pairs
 
 
+_FORM_UNSAFE = re.compile(r"[^A-Za-z0-9_.~ -]+")
+
+
+def _percent(match: re.Match[str]) -> str:
+    return "%" + match.group().encode("utf-8").hex("%").upper()
+
+
+def form_quote(text: str) -> str:
+    """`urllib.parse.quote_plus(text)`, a run of characters at a time instead of a byte at a time
+    (form bodies carry whole JSON documents: SF's msgData, Cainiao's logistics_interface)."""
+    return _FORM_UNSAFE.sub(_percent, text).replace(" ", "+")
+
+
 def to_form_bytes(doc: dict[str, Any]) -> bytes:
     """`application/x-www-form-urlencoded` (UTF-8, space as "+") of a flat document."""
-    return "&".join(f"{quote_plus(key)}={quote_plus(text)}" for key, text in form_pairs(doc)).encode("ascii")
+    return "&".join(f"{form_quote(key)}={form_quote(text)}" for key, text in form_pairs(doc)).encode("ascii")

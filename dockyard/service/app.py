@@ -47,7 +47,7 @@ class Service:
         self._lock: TextIO | None = None
         self.db = db or self._open_db()
         self.checker = OrderChecker(ctx.router, ctx.config.limits)
-        self.deliverer = Deliverer(ctx, self.db)
+        self.deliverer = Deliverer(ctx, self.db, owner=self.db.owner)
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -83,7 +83,7 @@ class Service:
         return app
 
     async def start(self, host: str | None = None, port: int | None = None) -> str:
-        recovered = await self.db.write(lambda c: store.recover(c, now_us(), all_sending=self.db.dialect == "sqlite"))
+        recovered = await self.db.write(lambda c: store.recover(c, now_us(), me=self.db.owner))
         self.recovered = len(recovered)
         await self.deliverer.start()
         self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)

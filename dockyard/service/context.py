@@ -5,7 +5,8 @@ that keeps the service from starting, all at once."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -13,15 +14,34 @@ from typing import Any
 from dockyard.runtime.bundle import load_bundle
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.mapping import CompiledMapping
-from dockyard.runtime.secrets import DirSecrets, EnvSecrets, SecretProvider, Secrets
+from dockyard.runtime.secrets import DirSecrets, EnvSecrets, Secret, SecretProvider, Secrets
 from dockyard.service.config import ServiceConfig, WarehouseConfig, check_against
 from dockyard.service.routing import Router
 
-__all__ = ["ServiceContext", "ServiceError", "load_order", "rewrite_url"]
+__all__ = ["CachingSecrets", "ServiceContext", "ServiceError", "load_order", "rewrite_url"]
 
 
 class ServiceError(DockyardError):
     """The service cannot start; the message lists every reason."""
+
+
+class CachingSecrets(Secrets):
+    """Secrets looked up at most once per `ttl` seconds each: a request never reads the secrets
+    folder, and a rotated secret is still picked up within `ttl`."""
+
+    def __init__(self, providers: Iterable[SecretProvider], ttl: float = 60.0) -> None:
+        super().__init__(providers)
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, Secret]] = {}
+
+    def get(self, name: str) -> Secret:
+        now = time.monotonic()
+        hit = self._cache.get(name)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        secret = super().get(name)
+        self._cache[name] = (now, secret)
+        return secret
 
 
 @dataclass
@@ -49,7 +69,7 @@ class ServiceContext:
             providers: list[SecretProvider] = [EnvSecrets(config.secrets_env_prefix)]
             if config.secrets_dir is not None:
                 providers.append(DirSecrets(config.secrets_dir))
-            secrets = Secrets(providers)
+            secrets = CachingSecrets(providers)
         if not problems:
             problems += check_against(config, mappings, secrets)
         if problems:

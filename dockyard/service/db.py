@@ -23,6 +23,7 @@ import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -248,9 +249,15 @@ class Database:
         self._max_group = max_group
         self._queue: queue.SimpleQueue[tuple[Callable[[Any], Any], Callable[[BaseException | None, Any], None]] | None]
         self._queue = queue.SimpleQueue()
+        # Who this process is to the store. On PostgreSQL the writer's session holds an advisory
+        # lock on it for as long as the process lives: another process can then tell a dead owner's
+        # `sending` jobs from a live one's at once, without waiting for leases (see store.recover).
+        self.owner = uuid.uuid4().hex
         try:
             self._writer_conn = self._connect()
             self._migrate(self._writer_conn)
+            if self.dialect == "postgres":
+                self._writer_conn.execute("SELECT pg_advisory_lock(hashtextextended(?, 0))", (self.owner,))
         except StoreError:
             raise
         except Exception as exc:

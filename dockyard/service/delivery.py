@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import itertools
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -85,6 +86,7 @@ class Deliverer:
             self.wake[name] = asyncio.Event()
             self._slots[name] = asyncio.Event()
             self._loops.append(asyncio.create_task(self._warehouse_loop(wh), name=f"deliver-{name}"))
+        self._loops.append(asyncio.create_task(self._recovery_loop(), name="recover"))
         up = self.ctx.config.upstream
         if up is not None:
             self._sessions[UPSTREAM] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=up.timeout))
@@ -107,14 +109,23 @@ class Deliverer:
         for session in self._sessions.values():
             await session.close()
 
+    async def _recovery_loop(self, every: float = 5.0) -> None:
+        """Take back, as in doubt, the jobs of workers that died (another process on the same
+        PostgreSQL store, or a lease that ran out), while this process runs."""
+        while not self._stopping:
+            await asyncio.sleep(every)
+            recovered = await self.db.write(lambda c: store.recover(c, now_us(), me=self.owner))
+            for _, _, warehouse in recovered:
+                self.poke(warehouse)
+
     def poke(self, warehouse: str) -> None:
         event = self.wake.get(warehouse)
         if event is not None:
             event.set()
 
-    def _claimer(self, lane: str, warehouse: str, limit: int, lease: int,
-                 ids: list[str]) -> Callable[[Conn], list[ClaimedJob]]:
+    def _claimer(self, lane: str, warehouse: str, limit: int, lease: int) -> Callable[[Conn], list[ClaimedJob]]:
         def claim(conn: Conn) -> list[ClaimedJob]:
+            ids = (uuid.uuid4().hex for _ in itertools.repeat(None))  # a job keeps its first request id
             return store.claim(conn, lane, warehouse, limit, self.owner, lease, now_us(), ids)
         return claim
 
@@ -136,8 +147,7 @@ class Deliverer:
                 continue
             limit = free if allow < 0 else min(free, allow)
             wake.clear()
-            ids = [uuid.uuid4().hex for _ in range(limit)]
-            jobs = await self.db.write(self._claimer("wh", wh.name, limit, lease, ids))
+            jobs = await self.db.write(self._claimer("wh", wh.name, limit, lease))
             if not jobs:
                 if allow == 1:
                     breaker.probing = False
@@ -395,8 +405,7 @@ class Deliverer:
         secret = self.ctx.secrets.get(up.secret).reveal() if up.secret else None
         while not self._stopping:
             wake.clear()
-            ids = [uuid.uuid4().hex for _ in range(up.batch)]
-            jobs = await self.db.write(self._claimer("up", UPSTREAM, up.batch, lease, ids))
+            jobs = await self.db.write(self._claimer("up", UPSTREAM, up.batch, lease))
             if not jobs:
                 await _wait(wake, 0.25)
                 continue

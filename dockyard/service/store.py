@@ -265,19 +265,36 @@ def update_order(conn: Conn, order_no: str, now: int, *, status: str | None = No
                  "WHERE order_no = ?", (new_status, delivery, warehouse_order_id, merged, now, order_no))
 
 
-def recover(conn: Conn, now: int, *, all_sending: bool) -> list[tuple[int, str | None, str]]:
+def recover(conn: Conn, now: int, *, me: str) -> list[tuple[int, str | None, str]]:
     """Jobs that were `sending` when their worker died: the request may have left, so they come
-    back as in doubt, to be settled by the warehouse's rule. `all_sending` when this process holds
-    the store alone (SQLite), else only expired leases (PostgreSQL, several processes)."""
-    cond = "state = 'sending'" + ("" if all_sending else " AND lease_until < ?")
-    params: tuple[Any, ...] = () if all_sending else (now,)
-    rows = conn.execute(f"SELECT id, order_no, warehouse, lane FROM dy_jobs WHERE {cond}", params)
+    back as in doubt, to be settled by the warehouse's rule.
+
+    A worker is dead when its lease ran out, or — at once — when its process is gone: on SQLite
+    one process holds the store (a lock file), so every other owner is gone; on PostgreSQL each
+    live process holds an advisory lock on its owner id, so an owner whose lock can be taken is
+    gone."""
+    owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM dy_jobs WHERE state = 'sending'")]
+    dead: list[str] = []
+    for owner in owners:
+        if owner is None or owner == me:
+            continue
+        if conn.dialect == "sqlite":
+            dead.append(owner)
+        elif conn.execute("SELECT pg_try_advisory_lock(hashtextextended(?, 0))", (owner,))[0][0]:
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(?, 0))", (owner,))
+            dead.append(owner)
+    rows = conn.execute("SELECT id, order_no, warehouse, lane, owner FROM dy_jobs WHERE state = 'sending' "
+                        "AND lease_until < ?", (now,))
+    for owner in dead:
+        rows += conn.execute("SELECT id, order_no, warehouse, lane, owner FROM dy_jobs WHERE state = 'sending' "
+                             "AND owner = ? AND lease_until >= ?", (owner, now))
     if not rows:
         return []
     reason = "the service stopped while this request may have been on the wire"
     conn.executemany("UPDATE dy_jobs SET state = 'ready', doubt = CASE WHEN lane = 'wh' THEN 1 ELSE doubt END, "
-                     "reason = ?, owner = NULL, lease_until = NULL, next_at = ?, updated_at = ? WHERE id = ?",
-                     [(reason, now, now, r[0]) for r in rows])
+                     "reason = ?, owner = NULL, lease_until = NULL, next_at = ?, updated_at = ? "
+                     "WHERE id = ? AND state = 'sending' AND owner = ?",
+                     [(reason, now, now, r[0], r[4]) for r in rows])
     journal(conn, [JournalRow(now, r[1], r[2], None, "recovered", "in_doubt" if r[3] == "wh" else "retry",
                               detail={"job": r[0], "reason": reason}) for r in rows])
     return [(int(r[0]), r[1], r[2]) for r in rows]

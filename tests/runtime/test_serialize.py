@@ -564,3 +564,42 @@ def test_property_json_decimal_is_exact_and_never_exponent(value: Decimal) -> No
     assert "e" not in text.lower()
     assert Decimal(text) == value
     assert text == scalar_text(value, "")
+
+
+@settings(database=None, max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
+def test_form_quote_is_quote_plus(text: str) -> None:
+    from urllib.parse import quote_plus
+
+    from dockyard.runtime.serialize import form_quote
+
+    assert form_quote(text) == quote_plus(text)
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True)
+    | st.decimals(allow_nan=True, allow_infinity=True) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(database=None, max_examples=400, deadline=None)
+@given(JSONISH)
+def test_json_refuses_exactly_what_the_full_check_refuses(value: Any) -> None:
+    """The fast path (orjson first, the named walk only on trouble) accepts and refuses the same
+    documents as checking every node first, and writes the same bytes."""
+    import orjson
+
+    from dockyard.runtime.serialize import _check_json, _json_default
+
+    try:
+        _check_json(value, "")
+        expected: bytes | None = orjson.dumps(value, default=_json_default,
+                                              option=orjson.OPT_PASSTHROUGH_DATETIME)
+    except (SerializationError, orjson.JSONEncodeError):
+        expected = None
+    try:
+        got: bytes | None = to_json_bytes(value)
+    except SerializationError:
+        got = None
+    assert got == expected

@@ -123,6 +123,26 @@ def test_java_urlencode_percent_encodes_utf8_bytes_in_uppercase() -> None:
     assert java_urlencode("\n\t") == "%0A%09"
 
 
+def _java_urlencode_by_the_book(text: str) -> str:
+    """URLEncoder's rule written out byte by byte, the reference for the fast version."""
+    out = []
+    for byte in text.encode("utf-8"):
+        ch = chr(byte)
+        if byte < 0x80 and (ch.isalnum() or ch in ".-*_"):
+            out.append(ch)
+        elif ch == " ":
+            out.append("+")
+        else:
+            out.append(f"%{byte:02X}")
+    return "".join(out)
+
+
+@PROPERTY
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
+def test_java_urlencode_agrees_with_urlencoders_rule_on_any_text(text: str) -> None:
+    assert java_urlencode(text) == _java_urlencode_by_the_book(text)
+
+
 def test_java_urlencode_reserved_and_punctuation() -> None:
     assert java_urlencode("AZaz09") == "AZaz09"
     assert java_urlencode("!'()") == "%21%27%28%29"

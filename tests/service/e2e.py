@@ -40,7 +40,9 @@ POSTGRES_URL = os.environ.get("DOCKYARD_TEST_POSTGRES_URL", "postgresql://postgr
 # The simulator's step code of a callback -> the raw_status the service's inbound mapping keeps.
 # Only Cainiao's consign confirm differs: its raw status is the message type.
 _RAW_STATUS = {("cainiao", "CONFIRM"): "WMS_CONSIGN_ORDER_CONFIRM"}
-IN_DOUBT_STEPS = ("recovered", "held", "in-doubt")
+# Journal steps that mark an order in doubt: held, an unknown outcome, and (lane 'wh' only: the
+# upstream lane's recovery is journalled with outcome 'retry') a job found `sending` at restart.
+IN_DOUBT_STEPS = ("held", "in-doubt", "recovered")
 
 
 # -- the PostgreSQL rule (the same as tests/idempotency/conftest.py's `require_server`; conftest
@@ -314,9 +316,10 @@ class Run:
         """Everything the checks need, read after the run settled; stops the service cleanly
         first so the store is read at rest."""
         assert self.sim is not None
+        base = self.sim.base
         async with aiohttp.ClientSession() as session:
             async def get(path: str) -> Any:
-                async with session.get(f"{self.sim.base}{path}") as resp:
+                async with session.get(f"{base}{path}") as resp:
                     resp.raise_for_status()
                     return await resp.json(loads=orjson.loads)
 
@@ -339,7 +342,7 @@ class Outcome:
     orders: dict[str, tuple[str, str]]  # order_no -> (warehouse, delivery)
     create_jobs: dict[str, tuple[str, str | None]]  # order_no -> (state, reason) of its create job
     open_jobs: list[tuple[int, str, str, str]]  # (id, lane, state, order_no) still ready/sending
-    doubted: set[str]  # orders with a journal row in IN_DOUBT_STEPS
+    doubted: set[str]  # orders marked in doubt at some point (journal, IN_DOUBT_STEPS)
     resolved: dict[str, int]  # outcome of 'resolved' (query) journal rows -> count
     retries: int
     events: set[tuple[str, str, str]]  # (service warehouse, order_no, raw_status) of dy_events
@@ -364,8 +367,8 @@ class Outcome:
                                             "WHERE lane = 'wh' AND kind = 'create'"),
                     "open": conn.execute("SELECT id, lane, state, order_no FROM dy_jobs "
                                          "WHERE state IN ('ready', 'sending')"),
-                    "doubted": conn.execute("SELECT DISTINCT order_no FROM dy_journal WHERE step IN (?, ?, ?)",
-                                            IN_DOUBT_STEPS),
+                    "doubted": conn.execute("SELECT DISTINCT order_no FROM dy_journal WHERE step IN (?, ?) "
+                                            "OR (step = ? AND outcome = 'in_doubt')", IN_DOUBT_STEPS),
                     "resolved": conn.execute("SELECT outcome, COUNT(*) FROM dy_journal WHERE step = 'resolved' "
                                              "GROUP BY outcome"),
                     "retries": conn.execute("SELECT COALESCE(SUM(attempts - 1), 0) FROM dy_jobs "
@@ -390,8 +393,8 @@ class Outcome:
             resolved={r[0]: int(r[1]) for r in rows["resolved"]},
             retries=int(rows["retries"][0][0]),
             events=events, event_documents=documents, sim=sim, received=received,
-            pushes_built=[tuple(x) for x in pushes["built"]],  # type: ignore[misc]
-            pushes_acked={tuple(x) for x in pushes["acked"]},  # type: ignore[misc]
+            pushes_built=[(str(w), str(o), str(c)) for w, o, c in pushes["built"]],
+            pushes_acked={(str(w), str(o), str(c)) for w, o, c in pushes["acked"]},
             upstream=upstream)
 
     # -- derived numbers -------------------------------------------------------------------

@@ -79,7 +79,7 @@ async def _crash_run(run: Run, rng: random.Random) -> tuple[list[str], float]:
             sender.cancel()
     await crash(loop.time() + rng.uniform(0.05, 0.6))  # during delivery and feedback
     t0 = time.monotonic()
-    await run.wait_settled(len(set(accepted)), timeout=45)
+    await run.wait_settled(len(set(accepted)), timeout=30)
     return accepted, time.monotonic() - t0
 
 
