@@ -15,12 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.mapping import Clock, CompiledMapping, _as_clock, system_clock
 from dockyard.runtime.secrets import Secrets
-from dockyard.runtime.serialize import form_pairs, scalar_text, serialize, to_form_bytes, to_json_bytes
+from dockyard.runtime.serialize import form_pairs, scalar_text, serialize, to_form_bytes, to_json_bytes, url_quote
 
 __all__ = ["PreparedRequest", "RequestError", "WireRequest", "build_request", "encrypt_fields", "fill_url"]
 
@@ -121,7 +120,9 @@ def _texts(values: Mapping[str, Any] | None, where: str, drop_empty: bool) -> di
 
 def build_request(mapping: CompiledMapping, order: Mapping[str, Any], *, context: Mapping[str, Any] | None = None,
                   clock: Clock | datetime | None = None, secrets: Secrets | None = None,
-                  request_id: str | None = None, validate: bool = False) -> PreparedRequest:
+                  request_id: str | None = None, validate: bool = False, describe: bool = True) -> PreparedRequest:
+    """The request for one order. `describe=False` skips writing out how the signature was made
+    (`signed_string`), which only a person reading a dry run needs."""
     meta = mapping.meta.get("request")
     clk = system_clock if clock is None else _as_clock(clock)
     ctx = mapping.check_context(context)
@@ -170,7 +171,7 @@ def build_request(mapping: CompiledMapping, order: Mapping[str, Any], *, context
                         dict(sign["options"]))
         secret = secrets.get(sign["secret"])
         signature = signer.sign(inp, secret)
-        signed_string = signer.describe(inp)
+        signed_string = signer.describe(inp) if describe else None
         scheme = sign["scheme"]
         if section == "query":
             query[name] = signature
@@ -191,7 +192,7 @@ def build_request(mapping: CompiledMapping, order: Mapping[str, Any], *, context
         headers = {"Content-Type": content_type, **headers}
     url = fill_url(meta["url"], ctx)
     if query:
-        url += ("&" if "?" in url else "?") + urlencode(query, quote_via=quote)
+        url += ("&" if "?" in url else "?") + "&".join(f"{url_quote(k)}={url_quote(v)}" for k, v in query.items())
     wire = WireRequest(meta["method"], url, tuple(headers.items()), body)
     idem = meta["idempotency"]
     rule = _rule(idem["rule"], ctx) if idem else None

@@ -33,6 +33,7 @@ __all__ = [
     "to_json_bytes",
     "to_json_text",
     "to_xml_bytes",
+    "url_quote",
 ]
 
 _MISSING = "missing value"
@@ -393,6 +394,11 @@ def form_quote(text: str) -> str:
     """`urllib.parse.quote_plus(text)`, a run of characters at a time instead of a byte at a time
     (form bodies carry whole JSON documents: SF's msgData, Cainiao's logistics_interface)."""
     return _FORM_UNSAFE.sub(_percent, text).replace(" ", "+")
+
+
+def url_quote(text: str) -> str:
+    """`urllib.parse.quote(text, safe="")` (a space is %20), a run of characters at a time."""
+    return _FORM_UNSAFE.sub(_percent, text).replace(" ", "%20")
 
 
 def to_form_bytes(doc: dict[str, Any]) -> bytes:

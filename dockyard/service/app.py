@@ -122,6 +122,10 @@ class Service:
             return store.ingest(conn, items, now), qids
 
         results, qids = await self.db.write(write)
+        cache = self.deliverer.orders
+        for c, r in zip((c for c in checked if c.order is not None), results, strict=True):
+            if r.status == "accepted" and c.order is not None and len(cache) < self.deliverer.orders_cap:
+                cache[c.order_no] = c.order
         out: list[dict[str, Any]] = []
         accepted, quarantined = iter(results), iter(qids)
         for c in checked:

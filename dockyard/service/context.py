@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
+
 from dockyard.runtime.bundle import load_bundle
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.mapping import CompiledMapping
@@ -100,4 +102,12 @@ def rewrite_url(url: str, endpoint: str | None) -> str:
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str, separators=(",", ":"))
+    """JSON text of an order or event as received: decimals stay numbers with their exact digits
+    (a Decimal parsed from `159.00` is written back as `159.00`), nulls stay null."""
+    return orjson.dumps(value, default=_exact).decode("utf-8")
+
+
+def _exact(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(format(value, "f").encode("ascii"))
+    return str(value)

@@ -75,6 +75,10 @@ class Deliverer:
         self._stopping = False
         self._slots: dict[str, asyncio.Event] = {}
         self._on_done = on_done
+        # Orders this process accepted and has not sent yet, as parsed at ingest: the first attempt
+        # uses them instead of parsing the stored JSON again. Bounded; a miss reads the store.
+        self.orders: dict[str | None, dict[str, Any]] = {}
+        self.orders_cap = 50_000
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
@@ -160,6 +164,7 @@ class Deliverer:
                 task.add_done_callback(self._tasks.discard)
 
     async def _run(self, wh: WarehouseConfig, job: ClaimedJob, breaker: Breaker) -> None:
+        released = False
         try:
             try:
                 result = await self._attempt(wh, job, breaker)
@@ -170,13 +175,21 @@ class Deliverer:
                                    rows=[JournalRow(now_us(), job.order_no, wh.name, job.kind, "error", "in_doubt",
                                                     detail={"error": f"{type(exc).__name__}: "
                                                                      f"{self._redact(str(exc))}"})])
+            # The warehouse's slot is free once the exchange is over; the job itself stays
+            # `sending` (so nothing later of this order starts) until its outcome is committed.
+            released = True
+            self._release(wh.name)
             await self.db.write(lambda c: store.finish(c, [result], now_us()))
             self.counts[(wh.name, result.state)] += 1
             if self._on_done is not None:
                 self._on_done(wh.name, job.kind, result.state)
         finally:
-            self.inflight[wh.name] -= 1
-            self._slots[wh.name].set()
+            if not released:
+                self._release(wh.name)
+
+    def _release(self, warehouse: str) -> None:
+        self.inflight[warehouse] -= 1
+        self._slots[warehouse].set()
 
     async def _attempt(self, wh: WarehouseConfig, job: ClaimedJob, breaker: Breaker) -> JobResult:
         rows: list[JournalRow] = []
@@ -194,11 +207,13 @@ class Deliverer:
                                        detail={"note": "the create never reached the warehouse: nothing to cancel"}))
                 return JobResult(job.id, job.owner, "done", order_no=job.order_no, order_status="cancelled",
                                  delivery="cancelled", reason="cancelled before delivery", rows=rows)
-        order = load_order(job.order_payload)
+        order = self.orders.pop(job.order_no, None) if job.attempts == 1 and job.kind == "create" else None
+        if order is None:
+            order = load_order(job.order_payload)
         t0 = now_us()
         try:
             prepared = build_request(self.ctx.mappings[flow.request], order, context=wh.context,
-                                     secrets=self.ctx.secrets, request_id=job.request_id)
+                                     secrets=self.ctx.secrets, request_id=job.request_id, describe=False)
         except DockyardError as exc:
             return self._dead(job, wh, f"the order cannot be turned into a {wh.name} request: "
                                        f"{self._redact(str(exc))}", rows, step="transformed")
@@ -284,7 +299,7 @@ class Deliverer:
                      breaker: Breaker, rows: list[JournalRow]) -> JobResult:
         try:
             prepared = build_request(self.ctx.mappings[query.request], order, context=wh.context,
-                                     secrets=self.ctx.secrets)
+                                     secrets=self.ctx.secrets, describe=False)
         except DockyardError as exc:
             return self._held(job, wh, f"in doubt, and the recovery query cannot be built: {self._redact(str(exc))}",
                               rows)

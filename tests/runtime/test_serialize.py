@@ -568,12 +568,13 @@ def test_property_json_decimal_is_exact_and_never_exponent(value: Decimal) -> No
 
 @settings(database=None, max_examples=400, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",))))
-def test_form_quote_is_quote_plus(text: str) -> None:
-    from urllib.parse import quote_plus
+def test_form_quote_is_quote_plus_and_url_quote_is_quote(text: str) -> None:
+    from urllib.parse import quote, quote_plus
 
-    from dockyard.runtime.serialize import form_quote
+    from dockyard.runtime.serialize import form_quote, url_quote
 
     assert form_quote(text) == quote_plus(text)
+    assert url_quote(text) == quote(text, safe="")
 
 
 JSONISH = st.recursive(

@@ -178,3 +178,32 @@ def test_no_secret_reaches_the_store_the_answers_or_the_logs(env: Any, caplog: A
                 assert value not in haystack, f"secret {name} leaked"
 
     asyncio.run(main())
+
+
+def test_upstream_failures_are_retried_until_every_event_is_forwarded(env: Any) -> None:
+    async def main() -> None:
+        from dockyard.simulate import Faults
+
+        async with env() as run:
+            run.sim.set_faults("_upstream", Faults(error_rate=0.4))
+            orders = []
+            for i in range(20):
+                order = example()
+                order["order_no"] = f"TMUP{i:04d}"
+                orders.append(order)
+            await run.post("/orders/batch", orders)
+            for order in orders:
+                await run.until(order["order_no"], lambda d: d["delivery"] == "delivered")
+                status, _ = await _post_qimen(run, _confirm(order["order_no"], f"OBC-{order['order_no']}"))
+                assert status == 200
+            for _ in range(400):
+                if len(run.sim.upstream_events()) >= 20:
+                    break
+                await asyncio.sleep(0.05)
+            got = sorted(e["event_id"] for e in run.sim.upstream_events())
+            assert got == sorted(f"OBC-{o['order_no']}" for o in orders)  # each once, none lost
+            failed = await run.service.db.read(lambda c: c.execute(
+                "SELECT COUNT(*) FROM dy_journal WHERE step = 'forward-failed'"))
+            assert failed[0][0] > 0 and run.sim.stats()["upstream"]["faults"]["error"] > 0
+
+    asyncio.run(main())

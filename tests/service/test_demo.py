@@ -1,0 +1,30 @@
+"""`dockyard demo --exit`, the README's main job, as a user runs it: a real subprocess, the shipped
+mappings, simulated warehouses, SQLite; it must end with `lost: 0` and exit 0."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_demo_accounts_for_every_order(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "dockyard.cli", "demo", "--orders", "400", "--exit", "--port", "0",
+                           "--mappings", str(ROOT / "mappings"), "--workdir", str(tmp_path / "demo")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert out.rstrip().endswith("lost: 0"), out
+    delivered = {m.group(1): int(m.group(2)) for m in re.finditer(r"^  (\S+)\s+(\d+)\s+\(the warehouse counted", out,
+                                                                   re.MULTILINE)}
+    assert set(delivered) == {"qimen-std", "sf", "jd", "cainiao"}
+    dlq = int(re.search(r"dead-letter queue: (\d+)", out).group(1))  # type: ignore[union-attr]
+    assert sum(delivered.values()) + dlq == 400
+    assert "received twice)" in out and ", 0 received twice" in out
+    events = re.search(r"status events received: (\d+) \(pushed by the warehouses: (\d+)\); forwarded upstream: (\d+)",
+                       out)
+    assert events is not None and events.group(1) == events.group(2) == events.group(3)
+    assert re.search(r"p50 [\d.]+ ms, p99 [\d.]+ ms", out)
