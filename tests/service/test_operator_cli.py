@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from test_service import example
 
 from dockyard.cli import main
-from test_service import example
 
 
 def _cli(*args: str) -> Any:
