@@ -106,6 +106,7 @@ class DemoPlan:
                                                              "jitter": 0.5})
     timeout: float = 5.0
     concurrency: int = 64
+    workers: int = 1  # service processes
     secret_values: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -144,6 +145,7 @@ class DemoPlan:
             "dockyard": 1,
             "store": self.store or f"sqlite:///{(self.workdir / 'state.db').resolve()}",
             "listen": {"host": "127.0.0.1", "port": service_port},
+            "workers": self.workers,
             "bundles": [str(self.bundle.resolve())],
             "secrets": {"dir": str(secrets_dir.resolve())},
             "upstream": {"url": f"{self.sim_base}/_upstream/events", "timeout": 5, "batch": 200,

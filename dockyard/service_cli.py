@@ -8,6 +8,7 @@ with who asked for it, and replaying twice does nothing the second time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import getpass
 import json
 import sys
@@ -55,8 +56,19 @@ def serve(config_path: str, host: str | None, port: int | None, store: str | Non
     from dockyard.service.context import ServiceContext
 
     config = _config(config_path, store)
+    if host or port is not None:
+        config = dataclasses.replace(config, host=host or config.host, port=config.port if port is None else port)
     try:
-        service = Service(ServiceContext.build(config))
+        ctx = ServiceContext.build(config)
+    except DockyardError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    if config.workers > 1:
+        from dockyard.service.workers import serve_workers
+
+        sys.exit(serve_workers(ctx))
+    try:
+        service = Service(ctx)
     except DockyardError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
@@ -66,13 +78,7 @@ def serve(config_path: str, host: str | None, port: int | None, store: str | Non
         click.echo(f"dockyard serving on {url} (store {service.db.shown_url}; "
                    f"{service.recovered} in-flight jobs recovered)", err=True)
 
-    async def main() -> None:
-        await run_forever(service, ready)
-
-    if host or port is not None:
-        object.__setattr__(config, "host", host or config.host)
-        object.__setattr__(config, "port", config.port if port is None else port)
-    asyncio.run(main())
+    asyncio.run(run_forever(service, ready))
 
 
 @click.command()

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
+import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -44,31 +43,11 @@ class Service:
     def __init__(self, ctx: ServiceContext, *, db: Database | None = None) -> None:
         self.ctx = ctx
         self.config = ctx.config
-        self._lock: TextIO | None = None
-        self.db = db or self._open_db()
+        self.db = db or Database(self.config.store)
         self.checker = OrderChecker(ctx.router, ctx.config.limits)
         self.deliverer = Deliverer(ctx, self.db, owner=self.db.owner)
         self.runner: web.AppRunner | None = None
         self.url = ""
-
-    def _open_db(self) -> Database:
-        db = Database(self.config.store)
-        if db.dialect == "sqlite":
-            # One process owns an SQLite store: then every job found `sending` at start belongs to a
-            # process that died, and is recovered at once instead of after its lease.
-            path = self.config.store.split("sqlite:///", 1)[-1]
-            lock_path = Path(path + ".lock")
-            handle = open(lock_path, "w")  # noqa: SIM115 - held for the service's lifetime
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                db.close()
-                from dockyard.service.context import ServiceError
-
-                raise ServiceError(f"another dockyard serve is using {path} (lock {lock_path})") from None
-            self._lock = handle
-        return db
 
     # -- lifecycle --------------------------------------------------------------------------
     def app(self) -> web.Application:
@@ -82,14 +61,20 @@ class Service:
         app.router.add_get("/stats", self.stats)
         return app
 
-    async def start(self, host: str | None = None, port: int | None = None) -> str:
-        recovered = await self.db.write(lambda c: store.recover(c, now_us(), me=self.db.owner))
+    async def start(self, host: str | None = None, port: int | None = None, sock: socket.socket | None = None) -> str:
+        """Serve on host:port, or on an already listening socket (the workers of `serve`)."""
+        recovered = await self.db.write(lambda c: store.recover(c, now_us(), me=self.db.owner,
+                                                                gone=self.db.owner_gone))
         self.recovered = len(recovered)
         await self.deliverer.start()
         self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, host or self.config.host, self.config.port if port is None else port,
-                           backlog=1024)
+        site: web.BaseSite
+        if sock is not None:
+            site = web.SockSite(self.runner, sock)
+        else:
+            site = web.TCPSite(self.runner, host or self.config.host, self.config.port if port is None else port,
+                               backlog=1024)
         await site.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
@@ -102,8 +87,6 @@ class Service:
             await self.runner.cleanup()
         await self.deliverer.stop()
         self.db.close()
-        if self._lock is not None:
-            self._lock.close()
 
     # -- ingest -----------------------------------------------------------------------------
     async def _record(self, checked: list[Checked], bodies: list[str]) -> list[dict[str, Any]]:
@@ -124,7 +107,9 @@ class Service:
         results, qids = await self.db.write(write)
         cache = self.deliverer.orders
         for c, r in zip((c for c in checked if c.order is not None), results, strict=True):
-            if r.status == "accepted" and c.order is not None and len(cache) < self.deliverer.orders_cap:
+            if r.status == "accepted" and c.order is not None:
+                if len(cache) >= self.deliverer.orders_cap:  # another worker took them: forget the oldest
+                    del cache[next(iter(cache))]
                 cache[c.order_no] = c.order
         out: list[dict[str, Any]] = []
         accepted, quarantined = iter(results), iter(qids)
@@ -226,11 +211,12 @@ def _text(order: dict[str, Any] | None, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def run_forever(service: Service, ready: Callable[[str], None] | None = None) -> None:
+async def run_forever(service: Service, ready: Callable[[str], None] | None = None,
+                      sock: socket.socket | None = None) -> None:
     """Serve until SIGINT/SIGTERM, then stop cleanly (attempts on the wire are finished)."""
     import signal
 
-    url = await service.start()
+    url = await service.start(sock=sock)
     if ready is not None:
         ready(url)
     stop = asyncio.Event()

@@ -152,7 +152,7 @@ class ServiceConfig:
     warehouses: Mapping[str, WarehouseConfig]
     routes: tuple[Route, ...]
     upstream: UpstreamConfig | None
-    workers: int = 4  # delivery batches claimed concurrently
+    workers: int = 1  # service processes sharing the listening socket and the store
     tokens: Mapping[str, str] = field(default_factory=dict)  # reserved for the dashboard (token -> role)
 
 

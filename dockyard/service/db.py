@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import queue
 import sqlite3
@@ -258,6 +259,10 @@ class Database:
             self._migrate(self._writer_conn)
             if self.dialect == "postgres":
                 self._writer_conn.execute("SELECT pg_advisory_lock(hashtextextended(?, 0))", (self.owner,))
+            else:
+                self._owners_dir = Path(_sqlite_path(url) + ".owners")
+                self._owners_dir.mkdir(exist_ok=True)
+                self._owner_lock = self._hold(self._owners_dir / self.owner)
         except StoreError:
             raise
         except Exception as exc:
@@ -271,6 +276,35 @@ class Database:
         self._thread.start()
         self.groups = 0  # commits made; with `writes`, how well group commit is batching
         self.writes = 0
+
+    # -- who is alive ------------------------------------------------------------------------
+    @staticmethod
+    def _hold(path: Path) -> Any:
+        handle = open(path, "a+")  # noqa: SIM115 - held (and locked) for the process's lifetime
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return handle
+
+    def owner_gone(self, conn: Conn, owner: str) -> bool:
+        """Whether the process `owner` is gone. Each live process holds a lock on its own id: an
+        advisory lock of its PostgreSQL session, or an flock on `<db>.owners/<owner>` for SQLite.
+        Both are released by the kernel or the server when the process dies, however it dies."""
+        if owner == self.owner:
+            return False
+        if conn.dialect == "postgres":
+            if not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(?, 0))", (owner,))[0][0]:
+                return False
+            conn.execute("SELECT pg_advisory_unlock(hashtextextended(?, 0))", (owner,))
+            return True
+        path = self._owners_dir / owner
+        if not path.exists():
+            return True
+        try:
+            handle = self._hold(path)
+        except OSError:
+            return False
+        handle.close()
+        path.unlink(missing_ok=True)
+        return True
 
     # -- schema ---------------------------------------------------------------------------
     def _migrate(self, conn: _Connection) -> None:
@@ -318,6 +352,8 @@ class Database:
 
     def _commit_group(self, conn: _Connection, batch: list[_Item]) -> None:
         results: list[tuple[BaseException | None, Any]] = []
+        if len(batch) > 1 and self._commit_plain(conn, batch):
+            return
         try:
             conn.begin()
             for fn, _ in batch:
@@ -344,6 +380,26 @@ class Database:
         self.writes += len(batch)
         for (_, done), (error, value) in zip(batch, results, strict=True):
             done(error, value)
+
+    def _commit_plain(self, conn: _Connection, batch: list[_Item]) -> bool:
+        """The whole group in one transaction without a savepoint per write (a round trip each on
+        PostgreSQL). If any write fails, nothing of it is kept and False sends the group down the
+        careful path, where each write has its savepoint and only the failing ones fail."""
+        values: list[Any] = []
+        try:
+            conn.begin()
+            for fn, _ in batch:
+                values.append(fn(conn))
+            conn.commit()
+        except Exception:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            return False
+        self.groups += 1
+        self.writes += len(batch)
+        for (_, done), value in zip(batch, values, strict=True):
+            done(None, value)
+        return True
 
     async def write(self, fn: Callable[[Conn], T]) -> T:
         """Run fn in the next group commit; returns after the commit made it durable."""
@@ -405,6 +461,10 @@ class Database:
         self._queue.put(None)
         self._thread.join(timeout=30)
         self._readers.shutdown(wait=True)
+        lock = getattr(self, "_owner_lock", None)
+        if lock is not None:
+            lock.close()
+            (self._owners_dir / self.owner).unlink(missing_ok=True)
         for conn in self._reader_conns:
             with contextlib.suppress(Exception):  # closing a broken connection: nothing left to do
                 conn.close()

@@ -118,7 +118,8 @@ class Deliverer:
         PostgreSQL store, or a lease that ran out), while this process runs."""
         while not self._stopping:
             await asyncio.sleep(every)
-            recovered = await self.db.write(lambda c: store.recover(c, now_us(), me=self.owner))
+            recovered = await self.db.write(lambda c: store.recover(c, now_us(), me=self.owner,
+                                                                    gone=self.db.owner_gone))
             for _, _, warehouse in recovered:
                 self.poke(warehouse)
 

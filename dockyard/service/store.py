@@ -18,9 +18,11 @@ Job states (lane 'wh' to warehouses, lane 'up' to the upstream webhook):
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from dockyard.service.db import Conn
 
@@ -62,7 +64,7 @@ class JournalRow:
 
     def values(self) -> tuple[Any, ...]:
         return (self.at, self.order_no, self.warehouse, self.flow, self.step, self.outcome, self.elapsed_us,
-                None if self.detail is None else json.dumps(self.detail, ensure_ascii=False, default=str))
+                None if self.detail is None else orjson.dumps(self.detail, default=str).decode("utf-8"))
 
 
 _JOURNAL_SQL = ("INSERT INTO dy_journal (at, order_no, warehouse, flow, step, outcome, elapsed_us, detail) "
@@ -265,24 +267,16 @@ def update_order(conn: Conn, order_no: str, now: int, *, status: str | None = No
                  "WHERE order_no = ?", (new_status, delivery, warehouse_order_id, merged, now, order_no))
 
 
-def recover(conn: Conn, now: int, *, me: str) -> list[tuple[int, str | None, str]]:
+def recover(conn: Conn, now: int, *, me: str,
+            gone: Callable[[Conn, str], bool]) -> list[tuple[int, str | None, str]]:
     """Jobs that were `sending` when their worker died: the request may have left, so they come
     back as in doubt, to be settled by the warehouse's rule.
 
-    A worker is dead when its lease ran out, or — at once — when its process is gone: on SQLite
-    one process holds the store (a lock file), so every other owner is gone; on PostgreSQL each
-    live process holds an advisory lock on its owner id, so an owner whose lock can be taken is
-    gone."""
+    A worker is dead when its lease ran out, or — at once — when its process is gone: every live
+    process holds a lock on its owner id, so an owner whose lock can be taken is gone (`gone`, see
+    Database.owner_gone)."""
     owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM dy_jobs WHERE state = 'sending'")]
-    dead: list[str] = []
-    for owner in owners:
-        if owner is None or owner == me:
-            continue
-        if conn.dialect == "sqlite":
-            dead.append(owner)
-        elif conn.execute("SELECT pg_try_advisory_lock(hashtextextended(?, 0))", (owner,))[0][0]:
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(?, 0))", (owner,))
-            dead.append(owner)
+    dead = [owner for owner in owners if owner is not None and owner != me and gone(conn, owner)]
     rows = conn.execute("SELECT id, order_no, warehouse, lane, owner FROM dy_jobs WHERE state = 'sending' "
                         "AND lease_until < ?", (now,))
     for owner in dead:

@@ -214,8 +214,14 @@ class ServiceProcess:
             text = self.log.read_bytes()[offset:].decode("utf-8", errors="replace")
             if "dockyard serving on" in text:
                 line = next(x for x in text.splitlines() if "dockyard serving on" in x)
-                self.recovered.append(int(line.split("; ", 1)[1].split(" ", 1)[0]))
-                return
+                if line.endswith(" workers)"):  # `workers: N`: each worker says when it is ready
+                    ready = [x for x in text.splitlines() if " ready; " in x]
+                    if len(ready) == int(line.rsplit("; ", 1)[1].split(" ", 1)[0]):
+                        self.recovered.append(sum(int(x.split(" ready; ", 1)[1].split(" ", 1)[0]) for x in ready))
+                        return
+                else:
+                    self.recovered.append(int(line.split("; ", 1)[1].split(" ", 1)[0]))
+                    return
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self._reap()
                 raise RuntimeError(f"dockyard serve did not start:\n{self.log_text()}")
@@ -259,13 +265,14 @@ class Run:
     feedback: dict[str, Any] = field(default_factory=dict)
     timeout: float = 5.0
     retry: dict[str, Any] | None = None
+    workers: int = 1
     sim: SimChild | None = None
     service: ServiceProcess | None = None
 
     def __post_init__(self) -> None:
         from dockyard.demo import DemoPlan, build_demo_bundle, free_port
 
-        self.plan = DemoPlan(self.workdir, MAPPINGS, store=self.store, timeout=self.timeout)
+        self.plan = DemoPlan(self.workdir, MAPPINGS, store=self.store, timeout=self.timeout, workers=self.workers)
         if self.retry is not None:
             self.plan.retry = self.retry
         build_demo_bundle(MAPPINGS, self.plan.bundle)

@@ -91,7 +91,7 @@ def test_minimal_config_gets_the_documented_defaults(folder: Path) -> None:
     config = load_config(write(folder, MINIMAL))
     assert config.path == (folder / "dockyard.yaml").resolve()
     assert config.store == f"sqlite:///{folder.resolve() / 'dockyard-state.db'}"
-    assert (config.host, config.port, config.workers, config.on_change) == ("127.0.0.1", 8080, 4, "reject")
+    assert (config.host, config.port, config.workers, config.on_change) == ("127.0.0.1", 8080, 1, "reject")
     assert config.bundles == (folder.resolve() / "build.dybundle",)
     assert config.secrets_dir is None and config.secrets_env_prefix == "DOCKYARD_SECRET_"
     assert config.upstream is None and config.routes == () and config.tokens == {}
@@ -136,7 +136,7 @@ def test_overrides_replace_top_level_keys_and_are_checked_like_the_file(folder: 
     config = load_config(path, {"store": f"sqlite:///{state}", "listen": {"port": 0}, "workers": None})
     assert config.store == f"sqlite:///{state}"
     assert (config.host, config.port) == ("127.0.0.1", 0)  # listen is replaced as a whole
-    assert config.workers == 4  # None removes the key: the default applies
+    assert config.workers == 1  # None removes the key: the default applies
     assert problems(path, {"listen": {"port": "eighty"}, "bogus": 1}) == [
         ("<overrides>", 1, 1, "config-bad-type", "listen.port must be an integer"),
         ("<overrides>", 1, 1, "config-unknown-key",

@@ -38,9 +38,9 @@ FEEDBACK = {"step_delay": 0.05, "max_push_attempts": 60, "retry_delay": 0.05, "m
             "push_timeout": 5.0}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "sqlite-2-workers", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'state.db'}"
         return
     with fresh_postgres_database() as url:
@@ -83,11 +83,14 @@ async def _crash_run(run: Run, rng: random.Random) -> tuple[list[str], float]:
     return accepted, time.monotonic() - t0
 
 
-def test_sigkill_at_random_moments_loses_nothing(store_url: str, tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_loses_nothing(store_url: str, tmp_path: Path,
+                                                 request: pytest.FixtureRequest) -> None:
     rules = create_rules()
     assert rules["sf"] == "query" and {rules[w] for w in ("qimen-std", "jd", "cainiao")} == {"skip"}
     rng = random.Random(SEED)
-    run = Run(tmp_path / "run", store=store_url, feedback=FEEDBACK)
+    # `workers: 2`: the SIGKILL hits the supervisor, and its workers die with it (PR_SET_PDEATHSIG)
+    workers = 2 if "2-workers" in request.node.callspec.params["store_url"] else 1
+    run = Run(tmp_path / "run", store=store_url, feedback=FEEDBACK, workers=workers)
     try:
         accepted, settle_seconds = run_async(lambda: _crash_run(run, rng))
         outcome = run_async(run.outcome)
@@ -106,7 +109,7 @@ def test_sigkill_at_random_moments_loses_nothing(store_url: str, tmp_path: Path)
     twice = {w: len(outcome.twice(w)) for w in run.plan.warehouses}
     built, acked = len(outcome.pushes_built), len(outcome.pushes_acked)
     unacked_recorded = len({(w, o, c) for w, o, c in outcome.pushes_built} - outcome.pushes_acked)
-    print(f"\n[crash {store_url.split(':', 1)[0]}] orders {len(unique)}, kills {service.kills}, "
+    print(f"\n[crash {store_url.split(':', 1)[0]}, {workers} worker(s)] orders {len(unique)}, kills {service.kills}, "
           f"recovered in-flight jobs {service.recovered[1:]}, delivered {by.get('delivered', 0)}, "
           f"dlq {by.get('dlq', 0)}, in doubt (held) {by.get('in_doubt', 0)}, marked in doubt at some point "
           f"{len(outcome.doubted)}, received twice {twice}, callbacks built {built} acked {acked} "

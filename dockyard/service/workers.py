@@ -1,0 +1,130 @@
+"""`dockyard serve` with `workers: N` > 1: N service processes behind one listening socket.
+
+One Python process runs on one core (the GIL), and on a busy night the service's own CPU is the
+limit, so `serve` can fork N workers that share the listening socket (the kernel hands each new
+connection to one of them) and the state store. Every worker is a whole service: it takes orders
+and callbacks, and runs delivery loops for every warehouse. They coordinate only through the
+store: a claim is atomic there, so no job is taken twice, and each worker holds a lock on its own
+id, so the others take back a dead worker's in-flight jobs at once (as in doubt). Per-warehouse
+`concurrency` is split between the workers.
+
+The parent binds, forks, and supervises: a worker that dies is started again; SIGTERM/SIGINT stop
+them all cleanly. Workers die with the parent (PR_SET_PDEATHSIG), so a parent killed with SIGKILL
+leaves nothing behind that keeps sending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import dataclasses
+import math
+import os
+import signal
+import socket
+import sys
+import time
+
+from dockyard.service.context import ServiceContext
+
+__all__ = ["serve_workers"]
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the supervisor's SIGTERM is then the only stop
+        pass
+
+
+def _worker(ctx: ServiceContext, sock: socket.socket, index: int, parent: int) -> int:
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died between fork and prctl
+        return 1
+    from dockyard.service.app import Service, install_uvloop, run_forever
+
+    install_uvloop()
+    service = Service(ctx)
+
+    def ready(url: str) -> None:
+        print(f"dockyard worker {index} (pid {os.getpid()}) ready; {service.recovered} in-flight jobs recovered",
+              file=sys.stderr, flush=True)
+
+    asyncio.run(run_forever(service, ready, sock=sock))
+    return 0
+
+
+def serve_workers(ctx: ServiceContext) -> int:
+    config = ctx.config
+    n = config.workers
+    share = {name: dataclasses.replace(wh, concurrency=max(1, math.ceil(wh.concurrency / n)))
+             for name, wh in config.warehouses.items()}
+    ctx = dataclasses.replace(ctx, config=dataclasses.replace(config, warehouses=share))
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, config.port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    port = sock.getsockname()[1]
+    parent = os.getpid()
+    stopping = False
+    children: dict[int, int] = {}
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: never returns into the parent's code
+            code = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                code = _worker(ctx, sock, index, parent)
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(n):
+        spawn(index)
+    print(f"dockyard serving on http://{config.host}:{port} (store {_shown(config.store)}; {n} workers)",
+          file=sys.stderr, flush=True)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
+            continue
+        if pid not in children:
+            continue
+        index = children.pop(pid)
+        if stopping:
+            continue
+        print(f"dockyard worker {index} (pid {pid}) ended ({_describe(status)}); starting it again",
+              file=sys.stderr, flush=True)
+        time.sleep(0.5)  # a worker that cannot start must not spin
+        spawn(index)
+    sock.close()
+    return 0
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit {os.WEXITSTATUS(status)}"
+
+
+def _shown(url: str) -> str:
+    from dockyard.runtime.idempotency import redact_url
+
+    return redact_url(url)
