@@ -140,6 +140,8 @@ class Deliverer:
         wake = self.wake[wh.name]
         slot = self._slots[wh.name]
         lease = int((wh.timeout + 120) * 1_000_000)
+        batch = max(1, wh.concurrency // 4)
+        lingered = False
         while not self._stopping:
             allow = breaker.allow()
             if allow == 0:
@@ -150,6 +152,14 @@ class Deliverer:
                 slot.clear()
                 await _wait(slot, 1.0)
                 continue
+            if free < batch and self.inflight[wh.name] and not lingered:
+                # Busy: let a few more slots free up and claim them together. A claim is a write
+                # (and on PostgreSQL a locking query): one per freed slot would cost more than the
+                # few milliseconds this waits.
+                lingered = True
+                await asyncio.sleep(0.005)
+                continue
+            lingered = False
             limit = free if allow < 0 else min(free, allow)
             wake.clear()
             jobs = await self.db.write(self._claimer("wh", wh.name, limit, lease))
