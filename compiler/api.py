@@ -14,7 +14,7 @@ from typing import Any
 
 from dockyard.compiler.checks import CheckResult, check_expression, check_spec
 from dockyard.compiler.codegen import generate_expression_module, generate_module
-from dockyard.dsl.diagnostics import Diagnostic, DiagnosticsError
+from dockyard.dsl.diagnostics import Diagnostic, DiagnosticsError, display_path
 from dockyard.dsl.parser import ExprSyntaxError, parse_expression
 from dockyard.dsl.spans import Span
 from dockyard.dsl.spec import Spec, TableDef
@@ -47,17 +47,6 @@ class CompiledSource:
     spec: Spec
     source: str  # the generated module
     warnings: list[Diagnostic]
-
-
-def display_path(path: str | os.PathLike[str]) -> str:
-    """The spec path as messages and generated comments show it: relative to the working
-    directory when inside it, so that output does not depend on where a checkout lives."""
-    text = os.fspath(path)
-    try:
-        rel = os.path.relpath(text)
-    except ValueError:
-        return text
-    return text if rel.startswith("..") else rel
 
 
 def check_file(path: str | os.PathLike[str], text: str | None = None) -> CheckReport:

@@ -209,12 +209,13 @@ class SimProcess:
     simulator needs the service's callback URL, and the service config needs the simulator's URL:
     the service port is chosen first and passed down."""
 
-    def __init__(self, spec: dict[str, Any], feedback: dict[str, Any], port: int = 0) -> None:
+    def __init__(self, spec: dict[str, Any], feedback: dict[str, Any], port: int = 0,
+                 command: list[str] | None = None) -> None:
         import json
         import subprocess
         import sys
 
-        self.process = subprocess.Popen([sys.executable, "-m", "dockyard.demo"], stdin=subprocess.PIPE,
+        self.process = subprocess.Popen(command or [sys.executable, "-m", "dockyard.demo"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, text=True)
         assert self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(json.dumps({"spec": spec, "feedback": feedback, "port": port}) + "\n")

@@ -7,6 +7,7 @@ people. Errors of every stage derive from `DockyardError` and pickle cleanly.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,6 +20,7 @@ __all__ = [
     "DiagnosticsError",
     "DockyardError",
     "Severity",
+    "display_path",
     "render",
     "render_all",
 ]
@@ -91,3 +93,14 @@ class DiagnosticsError(DockyardError):
 
     def __reduce__(self) -> tuple[type[DiagnosticsError], tuple[list[Diagnostic], dict[str, str]]]:
         return (DiagnosticsError, (self.diagnostics, self.sources))
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """The spec path as messages and generated comments show it: relative to the working
+    directory when inside it, so that output does not depend on where a checkout lives."""
+    text = os.fspath(path)
+    try:
+        rel = os.path.relpath(text)
+    except ValueError:
+        return text
+    return text if rel.startswith("..") else rel

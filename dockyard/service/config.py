@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import jsonschema
 import yaml
 
-from dockyard.dsl.diagnostics import Diagnostic, DiagnosticsError, Severity
+from dockyard.dsl.diagnostics import Diagnostic, DiagnosticsError, Severity, display_path
 from dockyard.dsl.spans import SourceText, Span
 from dockyard.dsl.yaml_nodes import YamlProblem, YMap, YNode, YScalar, YSeq, load_yaml, to_plain
 from dockyard.dsl.yaml_nodes import _convert as _yaml_convert
@@ -204,16 +204,6 @@ def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) ->
     return _Loader(Path(path), overrides or {}).load()
 
 
-def _display(path: Path) -> str:
-    """A path as messages show it: relative to the working directory when inside it."""
-    text = os.fspath(path)
-    try:
-        rel = os.path.relpath(text)
-    except ValueError:
-        return text
-    return text if rel.startswith("..") else rel
-
-
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f"did you mean {close[0]!r}?" if close else None
@@ -274,7 +264,7 @@ def _scalar_value(node: YScalar) -> Any:
 class _Loader:
     def __init__(self, path: Path, overrides: Mapping[str, Any]) -> None:
         self.path = path.resolve()
-        self.name = _display(path)
+        self.name = display_path(path)
         self.base = self.path.parent
         self.overrides = overrides
         self.diags: list[Diagnostic] = []
@@ -466,12 +456,12 @@ class _Loader:
             return
         folder = self.resolve(file).parent
         if not folder.is_dir():
-            self.error(node.span, f"the store's folder {_display(folder)} does not exist", "config-missing-file")
+            self.error(node.span, f"the store's folder {display_path(folder)} does not exist", "config-missing-file")
 
     def check_path(self, node: YScalar, what: str, *, folder: bool) -> Path | None:
         path = self.resolve(node.value)
         if not path.exists():
-            self.error(node.span, f"the {what} {node.value!r} does not exist (looked for {_display(path)})",
+            self.error(node.span, f"the {what} {node.value!r} does not exist (looked for {display_path(path)})",
                        "config-missing-file", hint="relative paths are relative to the configuration file's folder")
             return None
         if folder and not path.is_dir():
@@ -550,7 +540,7 @@ class _Loader:
         self.check_retry(node.get("retry"))
 
     def read_config_file(self, path: Path) -> dict[str, Any]:
-        name = _display(path)
+        name = display_path(path)
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

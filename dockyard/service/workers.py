@@ -49,8 +49,10 @@ def _worker(ctx: ServiceContext, sock: socket.socket, index: int, parent: int) -
     service = Service(ctx)
 
     def ready(url: str) -> None:
-        print(f"dockyard worker {index} (pid {os.getpid()}) ready; {service.recovered} in-flight jobs recovered",
-              file=sys.stderr, flush=True)
+        # one write, so that the lines of workers starting together never interleave
+        sys.stderr.write(f"dockyard worker {index} (pid {os.getpid()}) ready; "
+                         f"{service.recovered} in-flight jobs recovered\n")
+        sys.stderr.flush()
 
     asyncio.run(run_forever(service, ready, sock=sock))
     return 0

@@ -9,20 +9,16 @@ unreachable server skips the test only when CI is unset; with CI set it is a fai
 from __future__ import annotations
 
 import contextlib
-import os
-import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psycopg
 import pytest
-from psycopg import sql
+from e2e import fresh_postgres_database
 
 from dockyard.demo import DemoPlan, build_demo_bundle, free_port
-from dockyard.runtime.idempotency import redact_url
 from dockyard.service.app import Service
 from dockyard.service.config import load_config
 from dockyard.service.context import ServiceContext
@@ -30,34 +26,6 @@ from dockyard.simulate import Faults, Feedback, Simulator, SimWarehouse
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = ROOT / "mappings"
-POSTGRES_URL = os.environ.get("DOCKYARD_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def require_postgres() -> None:
-    try:
-        with psycopg.connect(POSTGRES_URL, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:
-        detail = " ".join(str(exc).split())
-        reason = f"PostgreSQL is not reachable at {redact_url(POSTGRES_URL)} ({type(exc).__name__}: {detail})"
-        if "CI" in os.environ:
-            pytest.fail(f"{reason}; CI is set, so a missing server is a failure", pytrace=False)
-        pytest.skip(f"{reason}; with CI set this would fail")
-
-
-@contextlib.contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty database on the test server; its URL. Dropped afterwards."""
-    require_postgres()
-    name = f"dockyard_svc_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    base = POSTGRES_URL.rsplit("/", 1)[0]
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

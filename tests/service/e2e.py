@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,8 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 import orjson
 import yaml
+
+from dockyard.demo import SimProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 MAPPINGS = ROOT / "mappings"
@@ -102,32 +105,11 @@ def create_rules() -> dict[str, str]:
 
 
 # -- the simulator child ------------------------------------------------------------------------
-class SimChild:
+class SimChild(SimProcess):
     """`dockyard.demo.SimProcess`, but running this file's recording simulator."""
 
     def __init__(self, spec: dict[str, Any], feedback: dict[str, Any]) -> None:
-        self.process = subprocess.Popen([sys.executable, str(Path(__file__).resolve())], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True)
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps({"spec": spec, "feedback": feedback}) + "\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline().strip()
-        if not line.startswith("http"):
-            self.stop()
-            raise RuntimeError("the simulated warehouses did not start")
-        self.base = line
-
-    def stop(self) -> None:
-        if self.process.stdin is not None:
-            with contextlib.suppress(OSError):
-                self.process.stdin.close()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        super().__init__(spec, feedback, command=[sys.executable, str(Path(__file__).resolve())])
 
 
 def _sim_main() -> None:
@@ -215,14 +197,16 @@ class ServiceProcess:
             if "dockyard serving on" in text:
                 line = next(x for x in text.splitlines() if "dockyard serving on" in x)
                 if line.endswith(" workers)"):  # `workers: N`: each worker says when it is ready
-                    ready = [x for x in text.splitlines() if " ready; " in x]
+                    ready = re.findall(r" ready; (\d+) in-flight", text)
                     if len(ready) == int(line.rsplit("; ", 1)[1].split(" ", 1)[0]):
-                        self.recovered.append(sum(int(x.split(" ready; ", 1)[1].split(" ", 1)[0]) for x in ready))
+                        self.recovered.append(sum(int(n) for n in ready))
                         return
                 else:
                     self.recovered.append(int(line.split("; ", 1)[1].split(" ", 1)[0]))
                     return
             if self.process.poll() is not None or time.monotonic() > deadline:
+                if self.process.poll() is None:
+                    self.process.kill()
                 self._reap()
                 raise RuntimeError(f"dockyard serve did not start:\n{self.log_text()}")
             await asyncio.sleep(0.02)

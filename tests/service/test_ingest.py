@@ -80,3 +80,26 @@ def test_the_fingerprint_ignores_key_order_but_not_values() -> None:
     b = {"amounts": {"freight": "0", "paid_total": Decimal("1.10")}, "order_no": "1"}
     assert fingerprint(a) == fingerprint(b)
     assert fingerprint(a) != fingerprint({**a, "order_no": "2"})
+
+
+def test_callback_fields_are_decrypted_before_the_mapping_reads_them() -> None:
+    """`decrypt:` of a callback: every value at the path (lists included) is decrypted with the
+    named cipher and secret, a missing optional field is left out."""
+    from dockyard.runtime.fieldcrypto import get_cipher
+    from dockyard.runtime.secrets import MappingSecrets, Secrets
+    from dockyard.service.config import CallbackConfig
+    from dockyard.service.context import ServiceContext
+    from dockyard.service.feedback import _decrypt
+    from dockyard.service.routing import Router
+
+    key = "TEST-ONLY-16bytes"[:16]
+    secrets = Secrets([MappingSecrets({"SM4_KEY": key})])
+    cipher = get_cipher("sm4-ecb")
+    secret = secrets.get("SM4_KEY")
+    doc = {"receiver": {"mobile": cipher.encrypt("13800000000", secret)},
+           "lines": [{"sn": cipher.encrypt("SN-1", secret)}, {"sn": cipher.encrypt("SN-2", secret)}, {}]}
+    cfg = CallbackConfig("x", "m", decrypt=({"path": "receiver.mobile", "scheme": "sm4-ecb", "key": "SM4_KEY"},
+                                            {"path": "lines[].sn", "scheme": "sm4-ecb", "key": "SM4_KEY"}))
+    ctx = ServiceContext(config=None, mappings={}, secrets=secrets, router=Router(()))  # type: ignore[arg-type]
+    _decrypt(doc, cfg, ctx)
+    assert doc == {"receiver": {"mobile": "13800000000"}, "lines": [{"sn": "SN-1"}, {"sn": "SN-2"}, {}]}
