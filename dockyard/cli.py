@@ -363,11 +363,11 @@ def test_cmd(paths: tuple[str, ...], min_coverage: float | None) -> None:
 def _register_commands() -> None:
     from dockyard.demo_cli import demo
     from dockyard.diff_cli import diff
-    from dockyard.service_cli import dlq, serve, trace
+    from dockyard.service_cli import dlq, report, serve, trace
     from dockyard.sign_cli import sign
     from dockyard.simulate_cli import simulate
 
-    for command in (sign, diff, serve, trace, dlq, simulate, demo):
+    for command in (sign, diff, serve, trace, dlq, report, simulate, demo):
         main.add_command(command)
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import getpass
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import click
 from dockyard.dsl.diagnostics import DiagnosticsError, render_all
 from dockyard.runtime.errors import DockyardError
 
-__all__ = ["dlq", "serve", "trace"]
+__all__ = ["dlq", "report", "serve", "trace"]
 
 CONFIG_HELP = "the service config (dockyard.yaml)"
 
@@ -220,3 +221,40 @@ def _replace_then_replay(conn: Any, job_id: int, fixed: tuple[str, str, str], wh
     ops.journal(conn, [ops.JournalRow(now_us(), order_no, None, None, "order-fixed", "ok",
                                       detail={"by": who, "fingerprint": fingerprint})])
     return ops.replay(conn, [job_id], now_us(), who)
+
+
+def _moment(text: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO-8601 date or date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+@click.command()
+@click.option("--config", "config_path", default="dockyard.yaml", show_default=True, help=CONFIG_HELP)
+@click.option("--store", default=None, help="state store URL, overriding the config")
+@click.option("--from", "start", required=True, help="start of the window (ISO-8601; UTC when no offset)")
+@click.option("--to", "end", required=True, help="end of the window, exclusive")
+@click.option("--format", "fmt", type=click.Choice(["html", "csv", "json"]), default="json", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="write to this file instead of stdout")
+def report(config_path: str, store: str | None, start: str, end: str, fmt: str, output: str | None) -> None:
+    """Per warehouse and flow: volumes, success rate, retries, latency, rejections, DLQ, in doubt,
+    and accepted → shipped, from the journal."""
+    from dockyard.service.report import build_report, render_csv, render_html, render_json
+
+    begin, finish = _moment(start), _moment(end)
+    if finish <= begin:
+        raise click.BadParameter("--to must be after --from")
+    db = _db(_config(config_path, store))
+    try:
+        data = db.read_sync(lambda c: build_report(c, begin, finish))
+    finally:
+        db.close()
+    text = {"html": render_html, "csv": render_csv, "json": render_json}[fmt](data)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
