@@ -29,6 +29,7 @@ from dockyard.service.db import Database, now_us
 from dockyard.service.delivery import UPSTREAM, Deliverer
 from dockyard.service.feedback import handle_callback
 from dockyard.service.ingest import BodyError, Checked, OrderChecker, parse_json_body
+from dockyard.service.metrics import CONTENT_TYPE_LATEST, Metrics, store_counts
 
 __all__ = ["Service"]
 
@@ -45,7 +46,8 @@ class Service:
         self.config = ctx.config
         self.db = db or Database(self.config.store)
         self.checker = OrderChecker(ctx.router, ctx.config.limits)
-        self.deliverer = Deliverer(ctx, self.db, owner=self.db.owner)
+        self.metrics = Metrics()
+        self.deliverer = Deliverer(ctx, self.db, owner=self.db.owner, metrics=self.metrics)
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -59,6 +61,7 @@ class Service:
         app.router.add_post("/callbacks/{warehouse}/{flow}", self.post_callback)
         app.router.add_get("/healthz", self.health)
         app.router.add_get("/stats", self.stats)
+        app.router.add_get("/metrics", self.metrics_page)
         return app
 
     async def start(self, host: str | None = None, port: int | None = None, sock: socket.socket | None = None) -> str:
@@ -115,10 +118,12 @@ class Service:
         accepted, quarantined = iter(results), iter(qids)
         for c in checked:
             if c.order is None:
+                self.metrics.orders.labels("none", "quarantined").inc()
                 out.append({"order_no": c.order_no, "status": "quarantined", "quarantine_id": next(quarantined),
                             "reasons": list(c.reasons)})
                 continue
             r = next(accepted)
+            self.metrics.orders.labels(c.warehouse, r.status).inc()
             entry: dict[str, Any] = {"order_no": c.order_no, "status": r.status, "tracking_id": r.tracking_id,
                                      "warehouse": c.warehouse}
             if r.reason:
@@ -196,11 +201,30 @@ class Service:
                                       request.query, request.headers, body, forward=self.config.upstream is not None)
         if reply.outcome == "applied":
             self.deliverer.poke(UPSTREAM)
+        warehouse, flow = request.match_info["warehouse"], request.match_info["flow"]
+        wh = self.config.warehouses.get(warehouse)
+        if wh is None or flow not in wh.callbacks:  # labels come from the config, never from the request
+            warehouse = flow = "unknown"
+        self.metrics.callbacks.labels(warehouse, flow, reply.outcome).inc()
         return web.Response(body=reply.body, status=reply.status, headers={"Content-Type": reply.content_type})
 
     # -- operations -------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
         return _json({"status": "ok", "store": self.db.shown_url})
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        """Prometheus text format. When dashboard tokens are configured, a token is needed
+        (`Authorization: Bearer …`); without tokens the endpoint is open, as on a private network."""
+        if self.config.tokens:
+            header = request.headers.get("Authorization", "")
+            token = header[7:] if header.startswith("Bearer ") else ""
+            if token not in self.config.tokens:
+                return web.Response(status=401, text="a dashboard token is needed",
+                                    headers={"WWW-Authenticate": "Bearer"})
+        counts = await self.db.read(store_counts)
+        self.metrics.refresh(counts, {n: b.state for n, b in self.deliverer.breakers.items()},
+                             dict(self.deliverer.inflight))
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def stats(self, request: web.Request) -> web.Response:
         return _json(await self.db.read(queries.summary))

@@ -35,6 +35,7 @@ from dockyard.service import store
 from dockyard.service.config import FlowConfig, RetryConfig, WarehouseConfig
 from dockyard.service.context import ServiceContext, load_order, rewrite_url
 from dockyard.service.db import Conn, Database, now_us
+from dockyard.service.metrics import Metrics
 from dockyard.service.resilience import Breaker, backoff_seconds
 from dockyard.service.store import ClaimedJob, JobResult, JournalRow
 
@@ -61,8 +62,9 @@ class Unknown(Exception):
 
 class Deliverer:
     def __init__(self, ctx: ServiceContext, db: Database, *, owner: str | None = None,
-                 on_done: Callable[[str, str, str], None] | None = None) -> None:
+                 on_done: Callable[[str, str, str], None] | None = None, metrics: Metrics | None = None) -> None:
         self.ctx = ctx
+        self.metrics = metrics or Metrics()
         self.db = db
         self.owner = owner or uuid.uuid4().hex
         self.breakers = {name: Breaker(wh.circuit) for name, wh in ctx.config.warehouses.items()}
@@ -192,6 +194,7 @@ class Deliverer:
             self._release(wh.name)
             await self.db.write(lambda c: store.finish(c, [result], now_us()))
             self.counts[(wh.name, result.state)] += 1
+            self.metrics.deliveries.labels(wh.name, job.kind, result.state).inc()
             if self._on_done is not None:
                 self._on_done(wh.name, job.kind, result.state)
         finally:
@@ -229,6 +232,7 @@ class Deliverer:
             return self._dead(job, wh, f"the order cannot be turned into a {wh.name} request: "
                                        f"{self._redact(str(exc))}", rows, step="transformed")
         rule = prepared.idempotency_rule or "skip"
+        self.metrics.stage.labels("transform", wh.name).observe((now_us() - t0) / 1e6)
         rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "transformed", "ok", now_us() - t0,
                                detail={"mapping": flow.request, "request_id": prepared.request_id,
                                        "idempotency_key": prepared.idempotency_key, "rule": rule,
@@ -403,7 +407,9 @@ class Deliverer:
             async with session.request(wire.method, URL(url, encoded=True), data=wire.body,
                                        headers=dict(wire.headers)) as response:
                 body = await response.read()
-                return HttpAnswer(response.status, body, now_us() - t0)
+                elapsed = now_us() - t0
+                self.metrics.stage.labels("http", name).observe(elapsed / 1e6)
+                return HttpAnswer(response.status, body, elapsed)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidURL) as exc:
             raise NotSent(f"{type(exc).__name__}: {_host(url)}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -469,6 +475,8 @@ class Deliverer:
                                                         "retry", detail={"reason": why, "attempt": job.attempts})]))
         await self.db.write(lambda c: store.finish(c, results, now_us()))
         self.counts[(UPSTREAM, "done" if ok else "retry")] += len(jobs)
+        for r in results:
+            self.metrics.forwards.labels(r.state).inc()
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
