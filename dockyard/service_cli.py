@@ -51,10 +51,15 @@ def _db(config: Any) -> Any:
 @click.option("--host", default=None, help="listen on this address (default: listen.host of the config)")
 @click.option("--port", type=int, default=None, help="listen on this port (default: listen.port of the config)")
 @click.option("--store", default=None, help="state store URL, overriding the config")
-def serve(config_path: str, host: str | None, port: int | None, store: str | None) -> None:
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+def serve(config_path: str, host: str | None, port: int | None, store: str | None, log_format: str,
+          log_level: str) -> None:
     """Run the service: ingest orders, deliver them, take feedback back."""
     from dockyard.service.app import Service, install_uvloop, run_forever
     from dockyard.service.context import ServiceContext
+    from dockyard.service.logs import setup_logging
 
     config = _config(config_path, store)
     if host or port is not None:
@@ -64,6 +69,7 @@ def serve(config_path: str, host: str | None, port: int | None, store: str | Non
     except DockyardError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    setup_logging(ctx.secrets, level=log_level, fmt=log_format)
     if config.workers > 1:
         from dockyard.service.workers import serve_workers
 

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import hmac
 import itertools
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -31,7 +32,7 @@ from yarl import URL
 
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.request import PreparedRequest, WireRequest, build_request
-from dockyard.service import store
+from dockyard.service import logs, store
 from dockyard.service.config import FlowConfig, RetryConfig, WarehouseConfig
 from dockyard.service.context import ServiceContext, load_order, rewrite_url
 from dockyard.service.db import Conn, Database, now_us
@@ -122,6 +123,8 @@ class Deliverer:
             await asyncio.sleep(every)
             recovered = await self.db.write(lambda c: store.recover(c, now_us(), me=self.owner,
                                                                     gone=self.db.owner_gone))
+            if recovered:
+                logs.event(logging.WARNING, "recovered in-flight jobs of a stopped worker", jobs=len(recovered))
             for _, _, warehouse in recovered:
                 self.poke(warehouse)
 
@@ -195,6 +198,10 @@ class Deliverer:
             await self.db.write(lambda c: store.finish(c, [result], now_us()))
             self.counts[(wh.name, result.state)] += 1
             self.metrics.deliveries.labels(wh.name, job.kind, result.state).inc()
+            if result.state in ("dead", "held"):
+                logs.event(logging.WARNING, "dead-lettered" if result.state == "dead" else "held in doubt",
+                           order_no=job.order_no, trace_id=job.trace_id, warehouse=wh.name, flow=job.kind,
+                           job=job.id, reason=result.reason)
             if self._on_done is not None:
                 self._on_done(wh.name, job.kind, result.state)
         finally:

@@ -15,6 +15,7 @@ warehouse sends it again and an operator can see it.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from urllib.parse import parse_qsl
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.fieldcrypto import get_cipher
 from dockyard.runtime.signing import SignatureError, SignInput, get_signer
-from dockyard.service import store
+from dockyard.service import logs, store
 from dockyard.service.config import CallbackConfig, WarehouseConfig
 from dockyard.service.context import ServiceContext
 from dockyard.service.db import Database, now_us
@@ -107,6 +108,8 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
         verify(cfg, ctx, query, headers, body, moment)
     except SignatureError as exc:
         reason = ctx.secrets.redact(str(exc))
+        logs.event(logging.WARNING, "callback refused", warehouse=warehouse, flow=flow, reason=reason,
+                   remote=headers.get("X-Forwarded-For"))
         await db.write(lambda c: store.journal(c, [store.JournalRow(
             now_us(), None, warehouse, flow, "callback-rejected", "forged",
             detail={"reason": reason, "bytes": len(body), "remote": headers.get("X-Forwarded-For")})]))
@@ -120,6 +123,7 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
         event = mapping.transform(document, wh.context)
     except (DockyardError, ValueError) as exc:
         reason = ctx.secrets.redact(str(exc))
+        logs.event(logging.WARNING, "callback quarantined", warehouse=warehouse, flow=flow, reason=reason)
         await db.write(lambda c: store.quarantine(c, "callback", None, [f"{warehouse}/{flow}: {reason}"],
                                                   body.decode("utf-8", errors="replace"), now_us(), warehouse))
         return _ack_or_error(ctx, cfg, wh, None, 400, f"cannot read the message: {reason}", "unreadable")

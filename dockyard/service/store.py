@@ -174,9 +174,11 @@ class ClaimedJob:
     payload: str | None  # a forward job's event
     order_payload: str | None
     owner: str
+    trace_id: str | None = None  # the order's tracking id: what logs and spans of this order carry
 
 
-_CLAIM = ("SELECT j.id, j.kind, j.order_no, j.warehouse, j.attempts, j.request_id, j.doubt, j.payload, o.payload "
+_CLAIM = ("SELECT j.id, j.kind, j.order_no, j.warehouse, j.attempts, j.request_id, j.doubt, j.payload, o.payload, "
+          "o.tracking_id "
           "FROM dy_jobs j LEFT JOIN dy_orders o ON o.order_no = j.order_no "
           "WHERE j.lane = ? AND j.warehouse = ? AND j.state = 'ready' AND j.next_at <= ? "
           "AND NOT EXISTS (SELECT 1 FROM dy_jobs p WHERE p.order_no = j.order_no AND p.lane = j.lane "
@@ -192,9 +194,9 @@ def claim(conn: Conn, lane: str, warehouse: str, limit: int, owner: str, lease_u
     rows = conn.execute(sql, (lane, warehouse, now, limit))
     ids = iter(new_ids)
     jobs: list[ClaimedJob] = []
-    for jid, kind, order_no, wh, attempts, request_id, doubt, payload, order_payload in rows:
+    for jid, kind, order_no, wh, attempts, request_id, doubt, payload, order_payload, tracking in rows:
         jobs.append(ClaimedJob(int(jid), lane, kind, order_no, wh, int(attempts) + 1, request_id or next(ids),
-                               bool(doubt), payload, order_payload, owner))
+                               bool(doubt), payload, order_payload, owner, tracking))
     if jobs:
         conn.executemany("UPDATE dy_jobs SET state = 'sending', owner = ?, lease_until = ?, attempts = ?, "
                          "request_id = ?, updated_at = ? WHERE id = ?",
