@@ -30,6 +30,7 @@ from dockyard.service.delivery import UPSTREAM, Deliverer
 from dockyard.service.feedback import handle_callback
 from dockyard.service.ingest import BodyError, Checked, OrderChecker, parse_json_body
 from dockyard.service.metrics import CONTENT_TYPE_LATEST, Metrics, store_counts
+from dockyard.service.ui import add_ui_routes
 
 __all__ = ["Service"]
 
@@ -62,6 +63,7 @@ class Service:
         app.router.add_get("/healthz", self.health)
         app.router.add_get("/stats", self.stats)
         app.router.add_get("/metrics", self.metrics_page)
+        add_ui_routes(app, self)
         return app
 
     async def start(self, host: str | None = None, port: int | None = None, sock: socket.socket | None = None) -> str:

@@ -1,0 +1,416 @@
+"""The operator dashboard at /ui: static pages (dockyard/service/ui/) and a JSON API under /ui/api.
+
+Every /ui route needs a dashboard token (config `dashboard.tokens`, token -> role): the API takes
+`Authorization: Bearer <token>`, a browser logs in at /ui/login and gets an HttpOnly, SameSite=Strict
+cookie (EventSource cannot send headers). Role "read" sees everything; "operator" may also replay.
+Without any token configured the dashboard is disabled (403), never open. Every answer goes through
+the secrets' redaction before it leaves.
+
+API: overview (also pushed every second as server-sent events at /ui/api/stream), search, an
+order's timeline and field lineage, DLQ / in-doubt list, show and replay, recent errors by reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from dockyard.service import queries, store
+from dockyard.service.context import load_order
+from dockyard.service.db import Conn, now_us
+from dockyard.service.delivery import UPSTREAM
+
+__all__ = ["add_ui_routes"]
+
+UI_DIR = Path(__file__).with_name("ui")
+STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
+COOKIE = "dockyard_token"
+WINDOW_S = 300  # the overview's throughput window
+BUCKET_S = 5  # one chart point per bucket
+LATENCY_SAMPLES = 5000
+CACHE_S = 0.5  # every open page shares one overview per half second
+ERROR_STEPS = ("dead-lettered", "retry", "held", "callback-rejected")
+DISABLED = "dashboard disabled: configure dashboard.tokens"
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+LOGIN_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
+STREAMS = web.AppKey("dockyard_ui_streams", set)
+ROLE = "dockyard_ui_role"
+
+
+def add_ui_routes(app: web.Application, service: Any) -> None:
+    """Register the dashboard's routes on the service's application."""
+    ui = _Dashboard(service)
+    app[STREAMS] = set()
+    app.on_shutdown.append(ui.shutdown)
+    r = app.router
+    r.add_get("/ui", ui.root)
+    r.add_get("/ui/", ui.index)
+    r.add_get("/ui/login", ui.login_form)
+    r.add_post("/ui/login", ui.login)
+    r.add_post("/ui/logout", ui.logout)
+    r.add_get("/ui/static/{name}", ui.static)
+    r.add_get("/ui/api/whoami", ui.whoami)
+    r.add_get("/ui/api/overview", ui.overview)
+    r.add_get("/ui/api/stream", ui.stream)
+    r.add_get("/ui/api/search", ui.search)
+    r.add_get("/ui/api/orders/{order_no}", ui.order)
+    r.add_get("/ui/api/orders/{order_no}/lineage", ui.lineage)
+    r.add_get("/ui/api/dlq", ui.dlq)
+    r.add_get("/ui/api/dlq/{job_id}", ui.dlq_show)
+    r.add_post("/ui/api/dlq/{job_id}/replay", ui.replay)
+    r.add_get("/ui/api/errors", ui.errors)
+
+
+class _Dashboard:
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self.stopping = asyncio.Event()
+        self.cached: tuple[float, dict[str, Any]] | None = None
+
+    # -- auth and answers -------------------------------------------------------------------
+    def _role(self, request: web.Request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        given = header[7:].strip() if header.startswith("Bearer ") else request.cookies.get(COOKIE, "")
+        return _match(self.service.config.tokens, given)
+
+    def _gate(self, request: web.Request, *, page: bool = False) -> str | web.StreamResponse:
+        """The caller's role, or the answer that refuses them."""
+        if not self.service.config.tokens:
+            return web.Response(status=403, text=DISABLED)
+        role = self._role(request)
+        if role is not None:
+            return role
+        if page:
+            raise web.HTTPSeeOther("/ui/login")
+        return web.Response(status=401, text="a dashboard token is needed", headers={"WWW-Authenticate": "Bearer"})
+
+    def _json(self, data: Any, status: int = 200) -> web.Response:
+        text = self._redact(orjson.dumps(data, default=str).decode("utf-8"))
+        return web.Response(text=text, status=status, content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+
+    def _redact(self, text: str) -> str:
+        redacted: str = self.service.ctx.secrets.redact(text)
+        return redacted
+
+    async def _read(self, fn: Any) -> Any:
+        return await self.service.db.read(fn)
+
+    # -- pages ------------------------------------------------------------------------------
+    async def root(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/ui/")
+
+    async def index(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request, page=True)
+        if not isinstance(gate, str):
+            return gate
+        return _file("index.html", "text/html")
+
+    async def static(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        if not isinstance(gate, str):
+            return gate
+        name = request.match_info["name"]
+        if name not in STATIC:
+            return web.Response(status=404, text="not found")
+        return _file(name, STATIC[name])
+
+    async def login_form(self, request: web.Request, error: str = "") -> web.StreamResponse:
+        if not self.service.config.tokens:
+            return web.Response(status=403, text=DISABLED)
+        note = f'<p class="err">{error}</p>' if error else ""
+        page = LOGIN_PAGE.replace("{note}", note)
+        return web.Response(text=page, status=401 if error else 200, content_type="text/html",
+                            headers={"Content-Security-Policy": LOGIN_CSP, "Cache-Control": "no-store"})
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        if not self.service.config.tokens:
+            return web.Response(status=403, text=DISABLED)
+        form = await request.post()
+        token = str(form.get("token", "")).strip()
+        if _match(self.service.config.tokens, token) is None:
+            return await self.login_form(request, "That token is not valid.")
+        resp = web.HTTPSeeOther("/ui/")
+        resp.set_cookie(COOKIE, token, path="/ui", httponly=True, samesite="Strict", secure=request.secure)
+        raise resp
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        resp = web.HTTPSeeOther("/ui/login")
+        resp.del_cookie(COOKIE, path="/ui")
+        raise resp
+
+    # -- API --------------------------------------------------------------------------------
+    async def whoami(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        return gate if not isinstance(gate, str) else self._json({"role": gate})
+
+    async def overview(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        return gate if not isinstance(gate, str) else self._json(await self.overview_data())
+
+    async def overview_data(self) -> dict[str, Any]:
+        clock = time.monotonic()
+        if self.cached is not None and clock - self.cached[0] < CACHE_S:
+            return self.cached[1]
+        now = now_us()
+        data: dict[str, Any] = await self._read(lambda c: overview(c, now))
+        deliverer = self.service.deliverer
+        data["circuits"] = {n: b.state for n, b in deliverer.breakers.items()}
+        data["inflight"] = {n: deliverer.inflight.get(n, 0) for n in deliverer.breakers}
+        for name in self.service.config.warehouses:
+            data["warehouses"].setdefault(name, _empty_series(data["buckets"]))
+        self.cached = (clock, data)
+        return data
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        if not isinstance(gate, str):
+            return gate
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        streams = request.app[STREAMS]
+        streams.add(resp)
+        try:
+            while not self.stopping.is_set():
+                data = self._redact(orjson.dumps(await self.overview_data(), default=str).decode("utf-8"))
+                await resp.write(f"event: overview\ndata: {data}\n\n".encode())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), 1.0)
+        except (ConnectionResetError, ConnectionError):
+            pass  # the client went away
+        finally:
+            streams.discard(resp)
+        return resp
+
+    async def shutdown(self, app: web.Application) -> None:
+        """Let the event streams end, so that the runner's cleanup does not wait for them."""
+        self.stopping.set()  # every stream loop wakes up, ends, and its response is finished
+
+    async def search(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        if not isinstance(gate, str):
+            return gate
+        q = request.query.get("q", "").strip()[:200]
+        if not q:
+            return self._json({"query": q, "results": []})
+        return self._json({"query": q, "results": await self._read(lambda c: search(c, q))})
+
+    async def order(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        if not isinstance(gate, str):
+            return gate
+        order_no = request.match_info["order_no"]
+
+        def read(conn: Conn) -> tuple[Any, Any]:
+            return queries.order_status(conn, order_no), queries.timeline(conn, order_no)
+
+        status, steps = await self._read(read)
+        if status is None and not steps:
+            return self._json({"error": f"no order {order_no!r}"}, 404)
+        return self._json({"order": status, "timeline": steps})
+
+    async def lineage(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        if not isinstance(gate, str):
+            return gate
+        order_no = request.match_info["order_no"]
+        rows = await self._read(lambda c: c.execute("SELECT warehouse, payload FROM dy_orders WHERE order_no = ?",
+                                                    (order_no,)))
+        if not rows:
+            return self._json({"error": f"no order {order_no!r}"}, 404)
+        warehouse, payload = rows[0]
+        wh = self.service.config.warehouses.get(warehouse)
+        if wh is None or "create" not in wh.flows:
+            return self._json({"error": f"warehouse {warehouse!r} has no create flow"}, 404)
+        name = wh.flows["create"].request
+        try:
+            _doc, fields = self.service.ctx.mappings[name].explain(load_order(payload), wh.context)
+        except Exception as exc:  # a transform error is an answer here, not a crash
+            return self._json({"order_no": order_no, "mapping": name, "error": str(exc), "fields": []}, 422)
+        return self._json({"order_no": order_no, "warehouse": warehouse, "mapping": name,
+                           "fields": [_field(f) for f in fields]})
+
+    async def dlq(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        if not isinstance(gate, str):
+            return gate
+        return self._json({"jobs": await self._read(lambda c: queries.dlq_list(c))})
+
+    async def dlq_show(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        if not isinstance(gate, str):
+            return gate
+        job_id = _int(request.match_info["job_id"])
+        found = None if job_id is None else await self._read(lambda c: queries.dlq_show(c, job_id))
+        return self._json(found, 200) if found else self._json({"error": "no such job"}, 404)
+
+    async def replay(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        if not isinstance(gate, str):
+            return gate
+        if gate != "operator":
+            return self._json({"error": "replay needs the operator role"}, 403)
+        if "Authorization" not in request.headers and request.headers.get("X-Dockyard-UI") != "1":
+            # a cookie alone does not make an action: a cross-site form cannot set this header
+            return self._json({"error": "an action from the browser needs the X-Dockyard-UI header"}, 403)
+        job_id = _int(request.match_info["job_id"])
+        if job_id is None:
+            return self._json({"error": "no such job"}, 404)
+        who = f"dashboard:{gate}"
+
+        def write(conn: Conn) -> tuple[list[tuple[int, str]], str | None]:
+            rows = conn.execute("SELECT warehouse FROM dy_jobs WHERE id = ?", (job_id,))
+            return store.replay(conn, [job_id], now_us(), who), rows[0][0] if rows else None
+
+        [(jid, message)], warehouse = await self.service.db.write(write)
+        if warehouse and message == "replayed":
+            self.service.deliverer.poke(warehouse)
+        code = 200 if message == "replayed" else 404 if message == "no such job" else 409
+        return self._json({"job": jid, "result": message, "by": who}, code)
+
+    async def errors(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        if not isinstance(gate, str):
+            return gate
+        since = now_us() - 3600 * 1_000_000
+        return self._json({"since": queries._iso(since), "groups": await self._read(lambda c: errors(c, since))})
+
+
+# -- the questions asked of the store -------------------------------------------------------
+def overview(conn: Conn, now: int) -> dict[str, Any]:
+    """Throughput per warehouse in BUCKET_S buckets over the last WINDOW_S seconds, success rate,
+    ingest → accepted latency (the last LATENCY_SAMPLES creates), and the store's queue counts.
+    Counted in SQL with the (step, at) index: a busy journal is not carried over to Python."""
+    buckets, width = WINDOW_S // BUCKET_S, BUCKET_S * 1_000_000
+    end = (now // width + 1) * width
+    start = end - WINDOW_S * 1_000_000
+    series: dict[str, dict[str, Any]] = {}
+    kinds = {"received": "received", "committed": "delivered", "dead-lettered": "failed"}
+    # start and width are integers computed here, so they can be part of the statement
+    rows = conn.execute(f"SELECT warehouse, step, (at - {int(start)}) / {int(width)}, COUNT(*) FROM dy_journal "
+                        "WHERE step IN ('received', 'committed', 'dead-lettered') AND at >= ? "
+                        "AND (step <> 'received' OR outcome = 'ok') AND warehouse <> ? GROUP BY 1, 2, 3",
+                        (start, UPSTREAM))
+    for warehouse, step, bucket, n in rows:
+        if not warehouse:
+            continue
+        s = series.setdefault(warehouse, _empty_series(buckets))
+        kind = kinds[step]
+        s[kind][min(buckets - 1, max(0, int(bucket)))] += int(n)
+        s["total"][kind] += int(n)
+    latency = [int(r[0]) / 1000 for r in conn.execute(
+        "SELECT c.at - (SELECT MAX(r.at) FROM dy_journal r WHERE r.order_no = c.order_no AND r.step = 'received' "
+        "AND r.outcome = 'ok' AND r.at <= c.at) FROM dy_journal c WHERE c.step = 'committed' AND c.flow = 'create' "
+        "AND c.at >= ? ORDER BY c.at DESC LIMIT ?", (start, LATENCY_SAMPLES)) if r[0] is not None]
+    delivered = sum(s["total"]["delivered"] for s in series.values())
+    failed = sum(s["total"]["failed"] for s in series.values())
+    counts = dict(conn.execute("SELECT state, COUNT(*) FROM dy_jobs WHERE state IN ('ready', 'sending', 'dead') "
+                               "GROUP BY state"))
+    doubt = conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE lane = 'wh' AND (state = 'held' OR doubt = 1) "
+                         "AND state NOT IN ('done', 'dead', 'cancelled')")[0][0]
+    return {"at": queries._iso(now), "window_s": WINDOW_S, "bucket_s": BUCKET_S, "buckets": buckets,
+            "start": queries._iso(start), "warehouses": series,
+            "success_rate": round(delivered / (delivered + failed), 4) if delivered + failed else None,
+            "latency_ms": {"count": len(latency), "p50": _pct(latency, 50), "p99": _pct(latency, 99)},
+            "outbox_depth": int(counts.get("ready", 0)) + int(counts.get("sending", 0)),
+            "dlq_size": int(counts.get("dead", 0)), "in_doubt": int(doubt)}
+
+
+def search(conn: Conn, q: str) -> list[dict[str, Any]]:
+    """Orders by order number (exact or prefix), shop code, or a waybill number in dy_orders.waybills."""
+    like = q.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    rows = conn.execute("SELECT order_no, warehouse, shop_code, status, delivery, waybills, updated_at FROM dy_orders "
+                        "WHERE order_no = ? OR shop_code = ? OR order_no LIKE ? ESCAPE '!' "
+                        "OR waybills LIKE ? ESCAPE '!' ORDER BY updated_at DESC LIMIT 50",
+                        (q, q, like + "%", "%" + like + "%"))
+    out = []
+    for no, warehouse, shop, status, delivery, waybills, updated in rows:
+        bills = json.loads(waybills) if waybills else []
+        matched = "order_no" if no == q or no.startswith(q) else "shop_code" if shop == q else "waybill"
+        out.append({"order_no": no, "warehouse": warehouse, "shop_code": shop, "status": status,
+                    "delivery": delivery, "waybills": bills, "updated_at": queries._iso(updated), "matched": matched})
+    return out
+
+
+def errors(conn: Conn, since: int) -> list[dict[str, Any]]:
+    """Journal rows of the error steps since `since`, grouped by warehouse and reason."""
+    marks = ", ".join("?" for _ in ERROR_STEPS)
+    rows = conn.execute(f"SELECT step, warehouse, order_no, at, detail FROM dy_journal WHERE step IN ({marks}) "
+                        f"AND at >= ? ORDER BY at DESC, id DESC", (*ERROR_STEPS, since))
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    steps: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    for step, warehouse, order_no, at, detail in rows:
+        reason = str((json.loads(detail) if detail else {}).get("reason", "no reason recorded")).split("; order ")[0]
+        key = (warehouse or "unknown", reason[:200])
+        g = groups.setdefault(key, {"warehouse": key[0], "reason": key[1], "count": 0, "last": queries._iso(at),
+                                    "orders": []})
+        g["count"] += 1
+        steps[key][step] += 1
+        if order_no and order_no not in g["orders"] and len(g["orders"]) < 5:
+            g["orders"].append(order_no)
+    out = []
+    for key, g in groups.items():
+        g["steps"] = dict(steps[key])
+        out.append(g)
+    return sorted(out, key=lambda g: (g["warehouse"], -g["count"]))
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _match(tokens: Any, given: str) -> str | None:
+    """The role of `given`, comparing against every configured token in constant time."""
+    role: str | None = None
+    if not given:
+        return None
+    for token, token_role in tokens.items():
+        if hmac.compare_digest(token.encode("utf-8"), given.encode("utf-8")):
+            role = str(token_role)
+    return role
+
+
+def _empty_series(buckets: int) -> dict[str, Any]:
+    return {"received": [0] * buckets, "delivered": [0] * buckets, "failed": [0] * buckets,
+            "total": {"received": 0, "delivered": 0, "failed": 0}}
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))], 3)
+
+
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) < 19 else None
+
+
+def _field(f: Any) -> dict[str, Any]:
+    return {"field": f.path, "value": f.value, "spec": f.spec,
+            "sources": [{"path": p, "value": v} for p, v in f.sources],
+            "lets": list(f.lets), "tables": list(f.tables), "context": list(f.context), "clock": f.clock}
+
+
+def _file(name: str, content_type: str) -> web.Response:
+    return web.Response(body=(UI_DIR / name).read_bytes(), content_type=content_type, charset="utf-8",
+                        headers={"Content-Security-Policy": CSP, "Cache-Control": "no-store",
+                                 "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
+
+
+LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Dockyard — sign in</title>
+<style>body{font-family:system-ui,sans-serif;background:#f3f5f8;display:flex;justify-content:center;padding-top:12vh}
+form{background:#fff;padding:2em;border-radius:8px;box-shadow:0 1px 4px #0002;min-width:320px}
+input{width:100%;padding:.5em;margin:.5em 0 1em;box-sizing:border-box}button{padding:.5em 1.5em}
+.err{color:#b00020}</style></head><body><form method="post" action="/ui/login"><h1>Dockyard</h1>{note}
+<label for="token">Dashboard token</label><input id="token" name="token" type="password" autocomplete="off" autofocus>
+<button type="submit" id="signin">Sign in</button></form></body></html>
+"""

@@ -1,0 +1,249 @@
+/* Dockyard operator dashboard: vanilla JS, no dependencies. Data comes from /ui/api (same origin,
+   token cookie); the overview is pushed by server-sent events from /ui/api/stream. */
+"use strict";
+
+const SVGNS = "http://www.w3.org/2000/svg";
+const COLORS = {received: "#3b7dd8", delivered: "#2f9e44", failed: "#d9480f"};
+let role = "read";
+let source = null;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "onclick") node.addEventListener("click", v);
+    else if (v !== null && v !== undefined) node.setAttribute(k, v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c instanceof Node ? c : String(c));
+  return node;
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVGNS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+
+async function api(path, options) {
+  const resp = await fetch("/ui/api/" + path, Object.assign({credentials: "same-origin"}, options || {}));
+  if (resp.status === 401) { location.href = "/ui/login"; throw new Error("not signed in"); }
+  const data = await resp.json().catch(() => ({error: resp.statusText}));
+  return {status: resp.status, data};
+}
+
+function fmt(v, unit) { return v === null || v === undefined ? "–" : v + (unit || ""); }
+
+// -- overview ---------------------------------------------------------------------------------
+function drawOverview(d) {
+  document.getElementById("m-success").textContent = d.success_rate === null ? "–" : (100 * d.success_rate).toFixed(1) + " %";
+  document.getElementById("m-latency").textContent = fmt(d.latency_ms.p50, " ms") + " / " + fmt(d.latency_ms.p99, " ms");
+  document.getElementById("m-outbox").textContent = d.outbox_depth;
+  document.getElementById("m-dlq").textContent = d.dlq_size;
+  document.getElementById("m-doubt").textContent = d.in_doubt;
+  document.getElementById("m-window").textContent = Math.round(d.window_s / 60);
+  document.getElementById("m-at").textContent = d.at;
+  const box = document.getElementById("charts");
+  for (const name of Object.keys(d.warehouses).sort()) {
+    const s = d.warehouses[name];
+    let chart = box.querySelector(`[data-warehouse="${CSS.escape(name)}"]`);
+    if (!chart) {
+      chart = el("div", {class: "chart", "data-warehouse": name});
+      chart.append(el("h3", {}, name, el("span", {class: "circ"})));
+      const plot = svg("svg", {width: 420, height: 140, viewBox: "0 0 420 140", role: "img", "aria-label": "throughput " + name});
+      plot.append(svg("line", {x1: 30, y1: 120, x2: 420, y2: 120, stroke: "#ccd"}));
+      const top = svg("text", {x: 0, y: 14, "font-size": 11, fill: "#667", class: "ymax"});
+      plot.append(top);
+      const left = svg("text", {x: 30, y: 136, "font-size": 11, fill: "#667"}); left.textContent = "-" + Math.round(d.window_s / 60) + " min";
+      const right = svg("text", {x: 395, y: 136, "font-size": 11, fill: "#667"}); right.textContent = "now";
+      plot.append(left, right);
+      for (const kind of Object.keys(COLORS)) {
+        plot.append(svg("polyline", {class: "line-" + kind, fill: "none", stroke: COLORS[kind], "stroke-width": 2}));
+      }
+      chart.append(plot, el("div", {class: "totals muted"}));
+      box.append(chart);
+    }
+    const circuit = (d.circuits || {})[name] || "n/a";
+    const circ = chart.querySelector(".circ");
+    circ.textContent = "circuit " + circuit + " · in flight " + ((d.inflight || {})[name] || 0);
+    circ.className = "circ " + circuit.replace(/[^a-z_-]/g, "");
+    const max = Math.max(1, ...s.received, ...s.delivered, ...s.failed);
+    chart.querySelector(".ymax").textContent = max + "/" + d.bucket_s + "s";
+    const n = s.received.length;
+    for (const kind of Object.keys(COLORS)) {
+      const pts = s[kind].map((v, i) => `${(30 + i * 390 / Math.max(1, n - 1)).toFixed(1)},${(120 - v * 100 / max).toFixed(1)}`);
+      chart.querySelector(".line-" + kind).setAttribute("points", pts.join(" "));
+    }
+    const t = s.total;
+    const totals = chart.querySelector(".totals");
+    totals.textContent = `received ${t.received} · delivered ${t.delivered} · failed ${t.failed}`;
+    totals.dataset.received = t.received; totals.dataset.delivered = t.delivered; totals.dataset.failed = t.failed;
+  }
+  box.dataset.updates = String(Number(box.dataset.updates || 0) + 1);
+}
+
+function startStream() {
+  if (source) return;
+  const live = document.getElementById("live");
+  source = new EventSource("/ui/api/stream");
+  source.addEventListener("overview", (e) => {
+    live.textContent = "live"; live.classList.remove("off");
+    drawOverview(JSON.parse(e.data));
+  });
+  source.onerror = () => { live.textContent = "reconnecting"; live.classList.add("off"); };
+}
+
+// -- orders -----------------------------------------------------------------------------------
+async function doSearch(q) {
+  const table = document.getElementById("search-results");
+  table.replaceChildren();
+  if (!q) return;
+  const {data} = await api("search?q=" + encodeURIComponent(q));
+  table.append(el("tr", {}, ...["order", "warehouse", "shop", "status", "delivery", "waybills", "updated", "matched by"].map((h) => el("th", {}, h))));
+  if (!data.results.length) table.append(el("tr", {}, el("td", {colspan: 8}, "no order found")));
+  for (const r of data.results) {
+    table.append(el("tr", {class: "click result", onclick: () => { location.hash = "#order/" + encodeURIComponent(r.order_no); }},
+      el("td", {}, el("a", {href: "#order/" + encodeURIComponent(r.order_no)}, r.order_no)), el("td", {}, r.warehouse),
+      el("td", {}, r.shop_code || ""), el("td", {}, r.status), el("td", {}, r.delivery),
+      el("td", {}, (r.waybills || []).map(waybill).join(", ")),
+      el("td", {}, r.updated_at), el("td", {}, r.matched)));
+  }
+}
+
+function details(label, value, cls) {
+  const text = typeof value === "string" ? value : JSON.stringify(value, null, 2);
+  return el("details", {class: cls || "detail"}, el("summary", {}, label), el("pre", {}, text));
+}
+
+function waybill(w) {
+  if (typeof w === "string") return w;
+  return (w && (w.waybill_no || w.waybillNo || w.code)) ? [w.carrier_code, w.waybill_no || w.waybillNo || w.code].filter(Boolean).join(" ") : JSON.stringify(w);
+}
+
+async function showOrder(orderNo) {
+  document.getElementById("order-title").textContent = "Order " + orderNo;
+  const list = document.getElementById("timeline");
+  const summary = document.getElementById("order-summary");
+  list.replaceChildren(); summary.replaceChildren();
+  const {status, data} = await api("orders/" + encodeURIComponent(orderNo));
+  if (status !== 200) { summary.append(el("p", {class: "msg"}, data.error || "not found")); return; }
+  const o = data.order;
+  if (o) {
+    summary.append(el("p", {}, `warehouse ${o.warehouse} · status ${o.status} · delivery ${o.delivery} · ` +
+      `warehouse order ${o.warehouse_order_id || "–"} · waybills ${(o.waybills || []).map(waybill).join(", ") || "–"}`));
+    summary.append(details("jobs and events", {jobs: o.jobs, events: o.events}));
+  }
+  const steps = data.timeline;
+  const start = steps.length ? steps[0].at_us : 0;
+  for (const s of steps) {
+    const bad = /error|dlq|in_doubt|forged|rejected|refused/.test(s.outcome) || /dead|retry|held|rejected|failed/.test(s.step);
+    const where = [s.warehouse, s.flow].filter(Boolean).join("/");
+    const li = el("li", {class: "step-" + s.step + (bad ? " bad" : ""), "data-step": s.step},
+      el("span", {class: "t"}, "+" + ((s.at_us - start) / 1000).toFixed(1) + " ms"),
+      el("span", {class: "step"}, s.step), el("span", {class: "outcome"}, s.outcome), " ", where,
+      s.elapsed_ms !== null ? ` (took ${s.elapsed_ms} ms)` : "", el("span", {class: "muted"}, "  " + s.at));
+    const detail = s.detail || {};
+    const rest = Object.assign({}, detail); delete rest.body;
+    if (Object.keys(rest).length) li.append(details("detail", rest));
+    if (detail.body !== undefined) li.append(details("body (redacted)", detail.body, "body"));
+    list.append(li);
+  }
+  showLineage(orderNo);
+}
+
+async function showLineage(orderNo) {
+  const table = document.getElementById("lineage");
+  table.replaceChildren();
+  const {data} = await api("orders/" + encodeURIComponent(orderNo) + "/lineage");
+  if (data.error) { table.append(el("tr", {}, el("td", {}, data.error))); return; }
+  table.append(el("tr", {}, el("th", {}, "field (" + data.mapping + ")"), el("th", {}, "value"), el("th", {}, "comes from"), el("th", {}, "spec")));
+  for (const f of data.fields) {
+    const origin = f.sources.map((s) => s.path.includes("[]") ? s.path : `${s.path} = ${JSON.stringify(s.value)}`)
+      .concat(f.tables.map((t) => "table " + t), f.lets.map((l) => "$" + l), f.context.map((c) => "$ctx." + c), f.clock ? ["clock"] : []);
+    table.append(el("tr", {class: "lineage", "data-field": f.field}, el("td", {}, f.field), el("td", {}, JSON.stringify(f.value)),
+      el("td", {}, origin.length ? origin.join(", ") : "constant"), el("td", {class: "muted"}, f.spec)));
+  }
+}
+
+// -- DLQ --------------------------------------------------------------------------------------
+async function showDlq() {
+  const table = document.getElementById("dlq-list");
+  table.replaceChildren();
+  const {data} = await api("dlq");
+  table.append(el("tr", {}, ...["job", "state", "lane", "kind", "order", "warehouse", "attempts", "reason", "since", ""].map((h) => el("th", {}, h))));
+  if (!data.jobs.length) table.append(el("tr", {}, el("td", {colspan: 10}, "nothing dead or in doubt")));
+  for (const j of data.jobs) {
+    const replay = role === "operator"
+      ? el("button", {class: "danger replay", "data-job": j.id, onclick: (e) => { e.stopPropagation(); replayJob(j.id, j.order_no); }}, "Replay")
+      : el("span", {class: "muted"}, "operator only");
+    table.append(el("tr", {class: "click dlq-row", "data-job": j.id, onclick: () => showJob(j.id)},
+      el("td", {}, j.id), el("td", {}, j.state), el("td", {}, j.lane), el("td", {}, j.kind),
+      el("td", {}, j.order_no ? el("a", {href: "#order/" + encodeURIComponent(j.order_no)}, j.order_no) : ""),
+      el("td", {}, j.warehouse), el("td", {}, j.attempts), el("td", {}, j.reason || ""), el("td", {}, j.since), el("td", {}, replay)));
+  }
+}
+
+async function showJob(id) {
+  const box = document.getElementById("dlq-detail");
+  box.replaceChildren();
+  const {data} = await api("dlq/" + id);
+  if (data.error) { box.append(el("p", {class: "msg"}, data.error)); return; }
+  box.append(el("h3", {}, `Job ${data.id} (${data.state}) · ${data.warehouse} ${data.kind}`), el("p", {}, data.reason || ""));
+  box.append(details("last outcome", data.outcome), details("event", data.event));
+  const hist = el("ol", {class: "timeline"});
+  for (const s of data.history) hist.append(el("li", {}, el("span", {class: "t"}, s.at), el("span", {class: "step"}, s.step), s.outcome, " ",
+    s.detail && s.detail.reason ? s.detail.reason : ""));
+  box.append(el("h4", {}, "History"), hist);
+}
+
+async function replayJob(id, orderNo) {
+  if (!window.confirm(`Replay job ${id}${orderNo ? " (order " + orderNo + ")" : ""}? It is sent to the warehouse again and recorded in the journal.`)) return;
+  const {status, data} = await api("dlq/" + id + "/replay", {method: "POST", headers: {"Content-Type": "application/json", "X-Dockyard-UI": "1"}, body: "{}"});
+  const box = document.getElementById("dlq-detail");
+  box.replaceChildren(el("p", {class: "msg", id: "replay-result"}, status === 200 ? `job ${id}: ${data.result} (by ${data.by})` : `job ${id}: ${data.error || data.result}`));
+  showDlq();
+}
+
+// -- warehouse errors -------------------------------------------------------------------------
+async function showErrors() {
+  const table = document.getElementById("error-groups");
+  table.replaceChildren();
+  const {data} = await api("errors");
+  table.append(el("tr", {}, ...["warehouse", "reason", "count", "steps", "last", "orders"].map((h) => el("th", {}, h))));
+  if (!data.groups.length) table.append(el("tr", {}, el("td", {colspan: 6}, "no errors in the last hour")));
+  for (const g of data.groups) {
+    table.append(el("tr", {class: "error-group"}, el("td", {}, g.warehouse), el("td", {}, g.reason), el("td", {}, g.count),
+      el("td", {}, Object.entries(g.steps).map(([k, v]) => `${k} ${v}`).join(", ")), el("td", {}, g.last),
+      el("td", {}, ...g.orders.map((o) => el("a", {href: "#order/" + encodeURIComponent(o), style: null}, o + " ")))));
+  }
+}
+
+// -- routing ----------------------------------------------------------------------------------
+function route() {
+  const hash = location.hash.slice(1) || "overview";
+  const [view, ...rest] = hash.split("/");
+  const arg = decodeURIComponent(rest.join("/"));
+  const name = ["overview", "search", "order", "dlq", "errors"].includes(view) ? view : "overview";
+  for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== "view-" + name;
+  for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.dataset.view === (name === "order" ? "search" : name));
+  if (name === "order") showOrder(arg);
+  else if (name === "search" && arg) { document.getElementById("search-q").value = arg; doSearch(arg); }
+  else if (name === "dlq") showDlq();
+  else if (name === "errors") showErrors();
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
+  document.getElementById("search-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = document.getElementById("search-q").value.trim();
+    location.hash = "#search/" + encodeURIComponent(q);
+  });
+  document.getElementById("lineage-filter").addEventListener("input", (e) => {
+    const q = e.target.value.toLowerCase();
+    for (const tr of document.querySelectorAll("#lineage tr.lineage")) tr.hidden = q && !tr.dataset.field.toLowerCase().includes(q);
+  });
+  const {data} = await api("whoami");
+  role = data.role;
+  document.getElementById("role").textContent = "role: " + role;
+  window.addEventListener("hashchange", route);
+  route();
+  startStream();
+});
