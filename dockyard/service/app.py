@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from dockyard.service import queries, store
+from dockyard.service import queries, store, tracing
 from dockyard.service.context import ServiceContext, dumps
 from dockyard.service.db import Database, now_us
 from dockyard.service.delivery import UPSTREAM, Deliverer
@@ -97,6 +97,7 @@ class Service:
     async def _record(self, checked: list[Checked], bodies: list[str]) -> list[dict[str, Any]]:
         """One commit for the whole request: accepted orders with their jobs, refused ones in quarantine."""
         on_update = self.config.on_change == "update"
+        received = now_us()
         items = [store.IngestItem(c.order_no or "", c.tracking_id, c.warehouse or "",
                                   _text(c.order, "shop_code"), _text(c.order, "channel"), c.fingerprint,
                                   dumps(c.order), now_us(), c.route,
@@ -126,6 +127,11 @@ class Service:
                 continue
             r = next(accepted)
             self.metrics.orders.labels(c.warehouse, r.status).inc()
+            if tracing.enabled():  # from receipt to the commit that made the order durable
+                with tracing.span("dockyard.ingest", r.tracking_id, {
+                        "dockyard.order_no": c.order_no, "dockyard.warehouse": c.warehouse,
+                        "dockyard.outcome": r.status}, start_us=received):
+                    pass
             entry: dict[str, Any] = {"order_no": c.order_no, "status": r.status, "tracking_id": r.tracking_id,
                                      "warehouse": c.warehouse}
             if r.reason:

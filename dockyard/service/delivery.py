@@ -32,7 +32,7 @@ from yarl import URL
 
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.request import PreparedRequest, WireRequest, build_request
-from dockyard.service import logs, store
+from dockyard.service import logs, store, tracing
 from dockyard.service.config import FlowConfig, RetryConfig, WarehouseConfig
 from dockyard.service.context import ServiceContext, load_order, rewrite_url
 from dockyard.service.db import Conn, Database, now_us
@@ -183,7 +183,10 @@ class Deliverer:
         released = False
         try:
             try:
-                result = await self._attempt(wh, job, breaker)
+                with tracing.span("dockyard.deliver", job.trace_id, {
+                        "dockyard.order_no": job.order_no, "dockyard.warehouse": wh.name, "dockyard.flow": job.kind,
+                        "dockyard.attempt": job.attempts}):
+                    result = await self._attempt(wh, job, breaker)
             except Exception as exc:  # a bug must not lose the job: keep it, in doubt, with the reason
                 result = JobResult(job.id, job.owner, "ready", next_at=now_us() + 5_000_000, doubt=True,
                                    reason=f"internal error: {type(exc).__name__}: {self._redact(str(exc))}",

@@ -25,7 +25,7 @@ from urllib.parse import parse_qsl
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.fieldcrypto import get_cipher
 from dockyard.runtime.signing import SignatureError, SignInput, get_signer
-from dockyard.service import logs, store
+from dockyard.service import logs, store, tracing
 from dockyard.service.config import CallbackConfig, WarehouseConfig
 from dockyard.service.context import ServiceContext
 from dockyard.service.db import Database, now_us
@@ -128,9 +128,13 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
                                                   body.decode("utf-8", errors="replace"), now_us(), warehouse))
         return _ack_or_error(ctx, cfg, wh, None, 400, f"cannot read the message: {reason}", "unreadable")
     event_id = str(event.get("event_id") or "sha256:" + hashlib.sha256(body).hexdigest())
-    fresh = await db.write(lambda c: store.record_event(c, warehouse, flow, event, event_id, now_us(),
-                                                         forward=forward, received_at=received))
-    return _ack_or_error(ctx, cfg, wh, document, 200, "", "applied" if fresh else "duplicate")
+    fresh, tracking = await db.write(lambda c: store.record_event(c, warehouse, flow, event, event_id, now_us(),
+                                                                   forward=forward, received_at=received))
+    # The span runs from the callback's receipt to its ack, in the order's trace (known only now).
+    with tracing.span("dockyard.feedback", tracking, {
+            "dockyard.order_no": event.get("order_no"), "dockyard.warehouse": warehouse, "dockyard.flow": flow,
+            "dockyard.status": event.get("status"), "dockyard.duplicate": not fresh}, start_us=received):
+        return _ack_or_error(ctx, cfg, wh, document, 200, "", "applied" if fresh else "duplicate")
 
 
 def _ack_or_error(ctx: ServiceContext, cfg: CallbackConfig, wh: WarehouseConfig, document: Any, status: int,

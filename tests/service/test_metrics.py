@@ -62,3 +62,23 @@ def test_metrics_count_orders_deliveries_callbacks_and_state(env: Any) -> None:
                 assert value not in text
 
     asyncio.run(main())
+
+
+def test_the_grafana_dashboard_uses_only_metrics_the_service_exports() -> None:
+    """docs/grafana/dockyard-dashboard.json queries names that /metrics really has."""
+    import json
+    import re
+    from pathlib import Path
+
+    from dockyard.service.metrics import Metrics
+
+    exported = set()
+    for family in text_string_to_metric_families(Metrics().render().decode()):
+        exported.add(family.name)
+        exported.update({f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count",
+                         f"{family.name}_sum"})
+    board = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana" / "dockyard-dashboard.json")
+                       .read_text(encoding="utf-8"))
+    used = {name for panel in board["panels"] for target in panel["targets"]
+            for name in re.findall(r"\b(dockyard_[a-z_]+)", target["expr"])}
+    assert used and used <= exported, used - exported
