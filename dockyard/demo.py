@@ -107,6 +107,7 @@ class DemoPlan:
     timeout: float = 5.0
     concurrency: int = 64
     workers: int = 1  # service processes
+    dashboard_token: str | None = None  # an operator token for /ui and /metrics (none: dashboard off)
     secret_values: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -151,6 +152,7 @@ class DemoPlan:
             "upstream": {"url": f"{self.sim_base}/_upstream/events", "timeout": 5, "batch": 200,
                          "secret": UPSTREAM_SECRET, "retry": self.retry},
             "warehouses": warehouses,
+            **({"dashboard": {"tokens": {self.dashboard_token: "operator"}}} if self.dashboard_token else {}),
             "routing": [r for r in ROUTES if r["warehouse"] in self.warehouses and not r.get("default")]
             + [{"warehouse": "qimen-std" if "qimen-std" in self.warehouses else self.warehouses[0], "default": True}],
         }

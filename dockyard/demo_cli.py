@@ -10,6 +10,7 @@ really reached its simulated warehouse; the summary's last line is `lost: K`.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import shutil
 import sys
 import time
@@ -44,7 +45,8 @@ def demo(count: int, exit_after: bool, mappings_dir: Path, workdir: Path, port: 
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    plan = DemoPlan(workdir, mappings_dir)
+    # A fresh operator token per run, for the dashboard: shown once below, valid until the demo ends.
+    plan = DemoPlan(workdir, mappings_dir, dashboard_token=f"demo-{secrets.token_urlsafe(18)}")
     click.echo(f"compiling {mappings_dir}/ …", err=True)
     try:
         build_demo_bundle(mappings_dir, plan.bundle)
@@ -121,8 +123,10 @@ async def _run(plan: Any, port: int, count: int, seed: int, exit_after: bool, ti
     if exit_after:
         await service.stop()
         return 0 if lost == 0 else 1
-    click.echo(f"\nthe service is up at {url} — try: curl {url}/orders/{sent['accepted'][0]}  (Ctrl-C to stop)"
-               if sent["accepted"] else f"\nthe service is up at {url} (Ctrl-C to stop)")
+    click.echo(f"\nthe service is up at {url} — try: curl {url}/orders/{sent['accepted'][0]}"
+               if sent["accepted"] else f"\nthe service is up at {url}")
+    click.echo(f"dashboard: {url}/ui  (sign in with this run's operator token: {plan.dashboard_token})")
+    click.echo("Ctrl-C to stop")
     stop = asyncio.Event()
     import signal
 

@@ -28,3 +28,45 @@ def test_the_demo_accounts_for_every_order(tmp_path: Path) -> None:
                        out)
     assert events is not None and events.group(1) == events.group(2) == events.group(3)
     assert re.search(r"p50 [\d.]+ ms, p99 [\d.]+ ms", out)
+
+
+def test_the_demo_stays_up_with_its_dashboard(tmp_path: Path) -> None:
+    """Without --exit the demo leaves the service up and prints the dashboard's URL and token; the
+    dashboard answers with the run's live figures; Ctrl-C stops it cleanly."""
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "dockyard.cli", "demo", "--orders", "200", "--port", "0",
+                             "--mappings", str(ROOT / "mappings"), "--workdir", str(tmp_path / "demo")],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=tmp_path)
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 240
+        line = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("dashboard:") or not line:
+                break
+        match = re.match(r"dashboard: (\S+)/ui .*token: (\S+)\)", line)
+        assert match, line
+        base, token = match.groups()
+        request = urllib.request.Request(f"{base}/ui/api/overview", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            overview = json.loads(answer.read())
+        text = json.dumps(overview)
+        for name in ("qimen-std", "sf", "jd", "cainiao"):
+            assert name in text
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    assert code == 0
