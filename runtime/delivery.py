@@ -37,6 +37,8 @@ __all__ = [
     "UrllibTransport",
     "Verdict",
     "default_classify",
+    "origin",
+    "retry_status",
     "send_once",
 ]
 
@@ -66,11 +68,17 @@ class Verdict(StrEnum):
     RETRY = "retry"  # definite failure that a later attempt may fix
 
 
+def retry_status(status: int) -> bool:
+    """An HTTP status that says "not now" rather than "no": timeouts, too early, rate limits and
+    server errors. Such an answer never reaches a response mapping."""
+    return status in (408, 425, 429) or status >= 500
+
+
 def default_classify(response: Response) -> Verdict:
     """HTTP status only; warehouse flows refine this with their response mapping (flag, code, …)."""
     if 200 <= response.status < 300:
         return Verdict.ACCEPTED
-    if response.status in (408, 425, 429) or response.status >= 500:
+    if retry_status(response.status):
         return Verdict.RETRY
     return Verdict.REJECTED
 
@@ -80,7 +88,7 @@ class UrllibTransport:
 
     def __call__(self, request: WireRequest, timeout: float) -> Response:
         if not request.url.startswith(("http://", "https://")):  # urlopen would also read file:// URLs
-            raise NotSent(f"refusing to send to {_host(request.url)}: only http and https are allowed")
+            raise NotSent(f"refusing to send to {origin(request.url)}: only http and https are allowed")
         req = urllib.request.Request(request.url, data=request.body or None, method=request.method,
                                      headers=dict(request.headers))
         try:
@@ -90,16 +98,17 @@ class UrllibTransport:
             return Response(exc.code, tuple(exc.headers.items()) if exc.headers else (), exc.read())
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, ConnectionRefusedError | socket.gaierror):
-                raise NotSent(f"{request.method} {_host(request.url)}: {exc.reason}") from None
-            raise OutcomeUnknown(f"{request.method} {_host(request.url)}: {exc.reason}") from None
+                raise NotSent(f"{request.method} {origin(request.url)}: {exc.reason}") from None
+            raise OutcomeUnknown(f"{request.method} {origin(request.url)}: {exc.reason}") from None
         except (TimeoutError, ConnectionError, OSError) as exc:
-            raise OutcomeUnknown(f"{request.method} {_host(request.url)}: {exc}") from None
+            raise OutcomeUnknown(f"{request.method} {origin(request.url)}: {exc}") from None
 
 
-def _host(url: str) -> str:
-    """Only scheme and host of a URL: queries may carry signatures and customer ids."""
+def origin(url: str) -> str:
+    """Only scheme and host of a URL, for messages: paths and queries may carry signatures and
+    customer ids."""
     head, _, rest = url.partition("://")
-    return f"{head}://{rest.split('/', 1)[0]}"
+    return f"{head}://{rest.split('/', 1)[0].split('?', 1)[0]}"
 
 
 @dataclass(frozen=True)

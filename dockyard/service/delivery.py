@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from dockyard.runtime.delivery import NotSent, OutcomeUnknown, origin, retry_status
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.request import PreparedRequest, WireRequest, build_request
 from dockyard.service import logs, store, tracing
@@ -51,14 +52,6 @@ class HttpAnswer:
     status: int
     body: bytes
     elapsed_us: int
-
-
-class NotSent(Exception):
-    """The request certainly did not reach the other side (refused, connect timeout)."""
-
-
-class Unknown(Exception):
-    """The request may have arrived; no usable answer came back (timeout, reset)."""
 
 
 class Deliverer:
@@ -274,14 +267,14 @@ class Deliverer:
         except NotSent as exc:
             breaker.failure()
             return self._retry(job, wh, f"not sent: {exc}", rows, doubt=False)
-        except Unknown as exc:
+        except OutcomeUnknown as exc:
             breaker.failure()
             rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "response", "unknown",
                                    detail={"error": str(exc)}))
             return self._unknown(job, wh, rule, f"no answer: {exc}", rows)
         rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "response",
                                str(answer.status), answer.elapsed_us, detail=self._answer_summary(answer)))
-        if answer.status in (408, 425, 429) or answer.status >= 500:
+        if retry_status(answer.status):
             breaker.failure()
             return self._retry(job, wh, f"HTTP {answer.status} from {wh.name}", rows, doubt=False)
         try:
@@ -333,10 +326,10 @@ class Deliverer:
                                detail=self._request_summary(prepared.request, url, prepared)))
         try:
             answer = await self._http(wh.name, prepared.request, url)
-            if answer.status in (408, 425, 429) or answer.status >= 500:
-                raise Unknown(f"HTTP {answer.status}")
+            if retry_status(answer.status):
+                raise OutcomeUnknown(f"HTTP {answer.status}")
             outcome = self._outcome(wh, query, answer)
-        except (NotSent, Unknown, DockyardError) as exc:
+        except (NotSent, OutcomeUnknown, DockyardError) as exc:
             breaker.failure()
             return self._retry(job, wh, f"in doubt; the recovery query failed: {self._redact(str(exc))}", rows,
                                doubt=True)
@@ -421,9 +414,10 @@ class Deliverer:
                 self.metrics.stage.labels("http", name).observe(elapsed / 1e6)
                 return HttpAnswer(response.status, body, elapsed)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidURL) as exc:
-            raise NotSent(f"{type(exc).__name__}: {_host(url)}") from None
+            raise NotSent(f"{type(exc).__name__}: {origin(url)}") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise Unknown(f"{type(exc).__name__} after {(now_us() - t0) / 1e6:.1f}s from {_host(url)}") from None
+            took = (now_us() - t0) / 1e6
+            raise OutcomeUnknown(f"{type(exc).__name__} after {took:.1f}s from {origin(url)}") from None
 
     def _request_summary(self, wire: WireRequest, url: str, prepared: PreparedRequest) -> dict[str, Any]:
         text = wire.body[:EXCERPT].decode(prepared.body_encoding, errors="replace")
@@ -463,7 +457,7 @@ class Deliverer:
             answer = await self._http(UPSTREAM, wire, url)
             ok = 200 <= answer.status < 300
             why = "" if ok else f"HTTP {answer.status}"
-        except (NotSent, Unknown) as exc:
+        except (NotSent, OutcomeUnknown) as exc:
             ok, why = False, str(exc)
         now = now_us()
         results: list[JobResult] = []
@@ -492,11 +486,6 @@ class Deliverer:
 async def _wait(event: asyncio.Event, timeout: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout)
-
-
-def _host(url: str) -> str:
-    head, _, rest = url.partition("://")
-    return f"{head}://{rest.split('/', 1)[0].split('?', 1)[0]}"
 
 
 def _mask(text: str, signature: str | None) -> str:
