@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -268,7 +267,3 @@ def install_uvloop() -> None:
         import uvloop
 
         uvloop.install()
-
-
-def new_owner() -> str:
-    return uuid.uuid4().hex

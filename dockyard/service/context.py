@@ -17,7 +17,7 @@ from dockyard.runtime.bundle import load_bundle
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.mapping import CompiledMapping
 from dockyard.runtime.secrets import DirSecrets, EnvSecrets, Secret, SecretProvider, Secrets
-from dockyard.service.config import ServiceConfig, WarehouseConfig, check_against
+from dockyard.service.config import ServiceConfig, check_against
 from dockyard.service.routing import Router
 
 __all__ = ["CachingSecrets", "ServiceContext", "ServiceError", "load_order", "rewrite_url"]
@@ -77,9 +77,6 @@ class ServiceContext:
         if problems:
             raise ServiceError("the service cannot start:\n" + "\n".join(f"  - {p}" for p in problems))
         return cls(config, mappings, secrets, Router(config.routes))
-
-    def warehouse(self, name: str) -> WarehouseConfig:
-        return self.config.warehouses[name]
 
 
 def load_order(text: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import itertools
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +56,7 @@ class HttpAnswer:
 
 class Deliverer:
     def __init__(self, ctx: ServiceContext, db: Database, *, owner: str | None = None,
-                 on_done: Callable[[str, str, str], None] | None = None, metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None) -> None:
         self.ctx = ctx
         self.metrics = metrics or Metrics()
         self.db = db
@@ -64,13 +64,11 @@ class Deliverer:
         self.breakers = {name: Breaker(wh.circuit) for name, wh in ctx.config.warehouses.items()}
         self.wake: dict[str, asyncio.Event] = {}
         self.inflight: Counter[str] = Counter()
-        self.counts: Counter[tuple[str, str]] = Counter()  # (warehouse, what) -> n, for the live summary
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._slots: dict[str, asyncio.Event] = {}
-        self._on_done = on_done
         # Orders this process accepted and has not sent yet, as parsed at ingest: the first attempt
         # uses them instead of parsing the stored JSON again. Bounded; a miss reads the store.
         self.orders: dict[str | None, dict[str, Any]] = {}
@@ -192,14 +190,11 @@ class Deliverer:
             released = True
             self._release(wh.name)
             await self.db.write(lambda c: store.finish(c, [result], now_us()))
-            self.counts[(wh.name, result.state)] += 1
             self.metrics.deliveries.labels(wh.name, job.kind, result.state).inc()
             if result.state in ("dead", "held"):
                 logs.event(logging.WARNING, "dead-lettered" if result.state == "dead" else "held in doubt",
                            order_no=job.order_no, trace_id=job.trace_id, warehouse=wh.name, flow=job.kind,
                            job=job.id, reason=result.reason)
-            if self._on_done is not None:
-                self._on_done(wh.name, job.kind, result.state)
         finally:
             if not released:
                 self._release(wh.name)
@@ -478,7 +473,6 @@ class Deliverer:
                                              JournalRow(now, job.order_no, UPSTREAM, "forward", "forward-failed",
                                                         "retry", detail={"reason": why, "attempt": job.attempts})]))
         await self.db.write(lambda c: store.finish(c, results, now_us()))
-        self.counts[(UPSTREAM, "done" if ok else "retry")] += len(jobs)
         for r in results:
             self.metrics.forwards.labels(r.state).inc()
 
@@ -491,5 +485,3 @@ async def _wait(event: asyncio.Event, timeout: float) -> None:
 def _mask(text: str, signature: str | None) -> str:
     return text.replace(signature, "<signature>") if signature else text
 
-
-Runner = Callable[[], Awaitable[None]]

@@ -42,8 +42,6 @@ __all__ = [
     "request_cancel",
 ]
 
-OPEN_STATES = ("ready", "sending", "held")  # a later job of the same order waits behind these
-TERMINAL = ("done", "dead", "cancelled")
 
 # Lifecycle rank of an order's status: a late or repeated event never moves an order backwards.
 RANK = {"received": 0, "delivered": 1, "accepted": 2, "picking": 3, "packed": 4, "shipped": 5, "in_transit": 6,
