@@ -253,11 +253,11 @@ def free_port() -> int:
 
 
 def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
+    """`report.percentile`, as a number for printing: NaN when there are no values."""
+    from dockyard.service.report import percentile as nearest_rank
+
+    value = nearest_rank(values, q)
+    return float("nan") if value is None else value
 
 
 class Harness:

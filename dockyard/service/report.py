@@ -19,14 +19,21 @@ from typing import Any
 
 from dockyard.service.db import Conn
 
-__all__ = ["build_report", "render_csv", "render_html", "render_json"]
+__all__ = ["build_report", "percentile", "percentile_ms", "render_csv", "render_html", "render_json"]
 
 
-def _pct(values: list[float], q: float) -> float | None:
+def percentile(values: list[float], q: float) -> float | None:
+    """The nearest-rank q-th percentile of `values`; None when there are none."""
     if not values:
         return None
     ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))], 3)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def percentile_ms(values: list[float], q: float) -> float | None:
+    """`percentile` of milliseconds, to the microsecond, as reports and the dashboard show them."""
+    value = percentile(values, q)
+    return None if value is None else round(value, 3)
 
 
 _COUNTED = {"committed": "delivered", "dead-lettered": "dead_lettered", "held": "held_in_doubt", "retry": "retries",
@@ -88,10 +95,10 @@ def build_report(conn: Conn, start: int, end: int) -> dict[str, Any]:
             "duplicates": g["duplicates"], "dead_lettered": g["dead_lettered"], "held_in_doubt": g["held_in_doubt"],
             "retries": g["retries"], "cancel_refused": g["cancel_refused"],
             "success_rate": round(g["delivered"] / finished, 4) if finished else None,
-            "latency_ms": {f"p{q}": _pct(g["_latency"], q) for q in (50, 95, 99)},
+            "latency_ms": {f"p{q}": percentile_ms(g["_latency"], q) for q in (50, 95, 99)},
             "top_rejections": [{"reason": r, "count": n} for r, n in g["_reasons"].most_common(5)],
             "accepted_to_shipped_ms": {"count": len(timeliness),
-                                       **{f"p{q}": _pct(timeliness, q) for q in (50, 95, 99)}},
+                                       **{f"p{q}": percentile_ms(timeliness, q) for q in (50, 95, 99)}},
         })
     return {"from": _iso(start), "to": _iso(end), "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "rows": out}

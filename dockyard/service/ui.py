@@ -28,6 +28,7 @@ from dockyard.service import queries, store
 from dockyard.service.context import load_order
 from dockyard.service.db import Conn, now_us
 from dockyard.service.delivery import UPSTREAM
+from dockyard.service.report import percentile_ms
 
 __all__ = ["add_ui_routes"]
 
@@ -322,7 +323,7 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
     return {"at": queries._iso(now), "window_s": WINDOW_S, "bucket_s": BUCKET_S, "buckets": buckets,
             "start": queries._iso(start), "warehouses": series,
             "success_rate": round(delivered / (delivered + failed), 4) if delivered + failed else None,
-            "latency_ms": {"count": len(latency), "p50": _pct(latency, 50), "p99": _pct(latency, 99)},
+            "latency_ms": {"count": len(latency), "p50": percentile_ms(latency, 50), "p99": percentile_ms(latency, 99)},
             "outbox_depth": int(counts.get("ready", 0)) + int(counts.get("sending", 0)),
             "dlq_size": int(counts.get("dead", 0)), "in_doubt": int(doubt)}
 
@@ -381,13 +382,6 @@ def _match(tokens: Any, given: str) -> str | None:
 def _empty_series(buckets: int) -> dict[str, Any]:
     return {"received": [0] * buckets, "delivered": [0] * buckets, "failed": [0] * buckets,
             "total": {"received": 0, "delivered": 0, "failed": 0}}
-
-
-def _pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))], 3)
 
 
 def _int(text: str) -> int | None:
