@@ -12,9 +12,10 @@ import dataclasses
 import getpass
 import json
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -24,6 +25,10 @@ from dockyard.runtime.errors import DockyardError
 __all__ = ["dlq", "report", "serve", "trace"]
 
 CONFIG_HELP = "the service config (dockyard.yaml)"
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from dockyard.service.db import Database
 
 
 def _config(path: str, store: str | None = None) -> Any:
@@ -36,7 +41,7 @@ def _config(path: str, store: str | None = None) -> Any:
         sys.exit(1)
 
 
-def _db(config: Any) -> Any:
+def _db(config: Any) -> Database:
     from dockyard.service.db import Database, StoreError
 
     try:
@@ -44,6 +49,15 @@ def _db(config: Any) -> Any:
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+def _read(config_path: str, store: str | None, fn: Callable[[Any], T]) -> T:
+    """One read of the store named by the config (or --store), for the operator's commands."""
+    db = _db(_config(config_path, store))
+    try:
+        return db.read_sync(fn)
+    finally:
+        db.close()
 
 
 @click.command()
@@ -98,11 +112,7 @@ def trace(order_no: str, config_path: str, store: str | None, as_json: bool, ver
     """Print an order's whole journey as a timeline."""
     from dockyard.service import queries
 
-    db = _db(_config(config_path, store))
-    try:
-        steps = db.read_sync(lambda c: queries.timeline(c, order_no))
-    finally:
-        db.close()
+    steps = _read(config_path, store, lambda c: queries.timeline(c, order_no))
     if as_json:
         click.echo(json.dumps(steps, ensure_ascii=False, indent=2, default=str))
     else:
@@ -125,11 +135,7 @@ def dlq_list(config_path: str, store: str | None, limit: int, as_json: bool) -> 
     """Dead and in-doubt jobs, newest first."""
     from dockyard.service import queries
 
-    db = _db(_config(config_path, store))
-    try:
-        items = db.read_sync(lambda c: queries.dlq_list(c, limit))
-    finally:
-        db.close()
+    items = _read(config_path, store, lambda c: queries.dlq_list(c, limit))
     if as_json:
         click.echo(json.dumps(items, ensure_ascii=False, indent=2))
         return
@@ -149,11 +155,7 @@ def dlq_show(job_id: int, config_path: str, store: str | None) -> None:
     """One job with its reason, its last outcome and the order's full history."""
     from dockyard.service import queries
 
-    db = _db(_config(config_path, store))
-    try:
-        item = db.read_sync(lambda c: queries.dlq_show(c, job_id))
-    finally:
-        db.close()
+    item = _read(config_path, store, lambda c: queries.dlq_show(c, job_id))
     if item is None:
         click.echo(f"error: no job {job_id}", err=True)
         sys.exit(1)
@@ -254,11 +256,7 @@ def report(config_path: str, store: str | None, start: str, end: str, fmt: str, 
     begin, finish = _moment(start), _moment(end)
     if finish <= begin:
         raise click.BadParameter("--to must be after --from")
-    db = _db(_config(config_path, store))
-    try:
-        data = db.read_sync(lambda c: build_report(c, begin, finish))
-    finally:
-        db.close()
+    data = _read(config_path, store, lambda c: build_report(c, begin, finish))
     text = {"html": render_html, "csv": render_csv, "json": render_json}[fmt](data)
     if output:
         Path(output).write_text(text, encoding="utf-8")
