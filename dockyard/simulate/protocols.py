@@ -191,15 +191,20 @@ def sf_route_push(route: Mapping[str, Any], secret: str, timestamp: str) -> tupl
     return {"timestamp": timestamp, "msgDigest": sf_sign(body.decode(), timestamp, secret)}, body
 
 
-def sf_acked(status: int, body: bytes) -> bool:
-    """The reply SF waits for: {"return_code":"0000", …}."""
+def _json_ack(status: int, body: bytes) -> dict[str, Any]:
+    """A 200 answer's JSON object; {} for anything else (which no JSON ack accepts)."""
     if status != 200:
-        return False
+        return {}
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return False
-    return isinstance(doc, dict) and doc.get("return_code") == "0000"
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def sf_acked(status: int, body: bytes) -> bool:
+    """The reply SF waits for: {"return_code":"0000", …}."""
+    return _json_ack(status, body).get("return_code") == "0000"
 
 
 # --- JD Logistics LOP (md5-salt) ----------------------------------------------------------------
@@ -254,13 +259,7 @@ def cainiao_callback(msg_type: str, message: Mapping[str, Any], *, secret: str, 
 
 def cainiao_acked(status: int, body: bytes) -> bool:
     """The acknowledgement LINK waits for: success true (or the text "true")."""
-    if status != 200:
-        return False
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    return isinstance(doc, dict) and doc.get("success") in (True, "true")
+    return _json_ack(status, body).get("success") in (True, "true")
 
 
 # --- the order middle-platform's webhook --------------------------------------------------------
