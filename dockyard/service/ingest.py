@@ -162,10 +162,10 @@ class OrderChecker:
             reasons += self.validator.reasons(order)
         if reasons:
             return Checked(None, order_no, None, "", tuple(reasons))
-        warehouse = self.router.route(order)
+        warehouse, route = self.router.decide(order)
         if warehouse is None:
             return Checked(None, order_no, None, "", ("no routing rule matches this order and no default rule "
                                                       f"is configured (shop {order.get('shop_code')!r}, "
                                                       f"channel {order.get('channel')!r})",))
-        return Checked(order, order_no, warehouse, self.router.explain(order), (), fingerprint(order),
+        return Checked(order, order_no, warehouse, route, (), fingerprint(order),
                        uuid.uuid4().hex)

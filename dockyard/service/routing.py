@@ -92,7 +92,14 @@ class Router:
 
     def explain(self, order: Mapping[str, Any]) -> str:
         """One line for the journal: which rule (its index in `routing:`) matched, on what."""
+        return self.decide(order)[1]
+
+    def decide(self, order: Mapping[str, Any]) -> tuple[str | None, str]:
+        """`route` and `explain` from one match (ingest needs both for every order)."""
         rule = self._match(order)
+        return (None if rule is None else rule.warehouse), self._explain(rule, order)
+
+    def _explain(self, rule: _Rule | None, order: Mapping[str, Any]) -> str:
         if rule is None:
             facts = (f"shop_code={order.get('shop_code')!r}, channel={order.get('channel')!r}, "
                      f"province={_province(order)!r}")

@@ -108,6 +108,7 @@ def test_the_router_picks_the_first_rule_that_matches(routes: list[Route], order
     router = Router(routes)
     assert router.route(order) == expected
     explained = router.explain(order)
+    assert router.decide(order) == (expected, explained)  # ingest's one-match form says the same
     if expected is None:
         assert explained.startswith("no routing rule matched")
     else:
