@@ -129,7 +129,8 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
         return _ack_or_error(ctx, cfg, wh, None, 400, f"cannot read the message: {reason}", "unreadable")
     event_id = str(event.get("event_id") or "sha256:" + hashlib.sha256(body).hexdigest())
     fresh, tracking = await db.write(lambda c: store.record_event(c, warehouse, flow, event, event_id, now_us(),
-                                                                   forward=forward, received_at=received))
+                                                                   forward=forward, received_at=received,
+                                                                   want_tracking=tracing.enabled()))
     # The span runs from the callback's receipt to its ack, in the order's trace (known only now).
     with tracing.span("dockyard.feedback", tracking, {
             "dockyard.order_no": event.get("order_no"), "dockyard.warehouse": warehouse, "dockyard.flow": flow,

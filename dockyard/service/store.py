@@ -348,11 +348,13 @@ def request_cancel(conn: Conn, order_no: str, now: int, has_cancel_flow: bool) -
 
 # -- feedback ---------------------------------------------------------------------------------
 def record_event(conn: Conn, warehouse: str, flow: str, event: dict[str, Any], event_id: str, now: int, *,
-                 forward: bool, received_at: int) -> tuple[bool, str | None]:
+                 forward: bool, received_at: int, want_tracking: bool = False) -> tuple[bool, str | None]:
     """Record one status event once (dedupe on warehouse + event id), apply it to its order and
-    queue its forward upstream. (False when it was seen before, the order's tracking id)."""
+    queue its forward upstream. (False when it was seen before, the order's tracking id — looked up
+    only with `want_tracking`, for the order's trace)."""
     order_no = event.get("order_no")
-    tracking = conn.execute("SELECT tracking_id FROM dy_orders WHERE order_no = ?", (order_no,)) if order_no else []
+    tracking = (conn.execute("SELECT tracking_id FROM dy_orders WHERE order_no = ?", (order_no,))
+                if order_no and want_tracking else [])
     return _record_event(conn, warehouse, flow, event, event_id, now, forward=forward,
                          received_at=received_at), (tracking[0][0] if tracking else None)
 
