@@ -28,7 +28,7 @@ from dockyard.service.db import Database, now_us
 from dockyard.service.delivery import UPSTREAM, Deliverer
 from dockyard.service.feedback import handle_callback
 from dockyard.service.ingest import BodyError, Checked, OrderChecker, parse_json_body
-from dockyard.service.metrics import CONTENT_TYPE_LATEST, Metrics, store_counts
+from dockyard.service.metrics import CONTENT_TYPE_LATEST, Metrics
 from dockyard.service.ui import add_ui_routes
 
 __all__ = ["Service"]
@@ -228,7 +228,7 @@ class Service:
             if token not in self.config.tokens:
                 return web.Response(status=401, text="a dashboard token is needed",
                                     headers={"WWW-Authenticate": "Bearer"})
-        counts = await self.db.read(store_counts)
+        counts = await self.db.read(queries.job_counts)
         self.metrics.refresh(counts, {n: b.state for n, b in self.deliverer.breakers.items()},
                              dict(self.deliverer.inflight))
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -57,15 +57,3 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def store_counts(conn: Any) -> dict[str, Any]:
-    """The state gauges, from the (state, updated_at) index."""
-    out: dict[str, Any] = {}
-    for lane, state, n in conn.execute("SELECT lane, state, COUNT(*) FROM dy_jobs "
-                                       "WHERE state IN ('ready', 'sending', 'dead', 'held') GROUP BY lane, state"):
-        if state in ("ready", "sending"):
-            out[f"outbox_{lane}"] = out.get(f"outbox_{lane}", 0) + int(n)
-        else:
-            out[state] = out.get(state, 0) + int(n)
-    return out

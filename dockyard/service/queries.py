@@ -10,7 +10,7 @@ from typing import Any
 
 from dockyard.service.db import Conn
 
-__all__ = ["dlq_list", "dlq_show", "format_timeline", "order_status", "summary", "timeline"]
+__all__ = ["dlq_list", "dlq_show", "format_timeline", "job_counts", "order_status", "summary", "timeline"]
 
 
 def _load(text: str | None) -> Any:
@@ -93,15 +93,28 @@ def summary(conn: Conn) -> dict[str, Any]:
         entry = jobs.setdefault(warehouse, {})
         entry[state] = entry.get(state, 0) + int(n)
         entry["attempts"] = entry.get("attempts", 0) + int(attempts or 0)
-    doubt = conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE lane = 'wh' AND (state = 'held' OR doubt = 1) "
-                         "AND state NOT IN ('done', 'dead', 'cancelled')")[0][0]
     orders = dict(conn.execute("SELECT delivery, COUNT(*) FROM dy_orders GROUP BY delivery"))
     statuses = dict(conn.execute("SELECT status, COUNT(*) FROM dy_orders GROUP BY status"))
     events = conn.execute("SELECT COUNT(*) FROM dy_events")[0][0]
     quarantined = conn.execute("SELECT COUNT(*) FROM dy_quarantine")[0][0]
-    outbox = conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE state IN ('ready', 'sending')")[0][0]
-    return {"jobs": jobs, "in_doubt": int(doubt), "orders_by_delivery": orders, "orders_by_status": statuses,
-            "events": int(events), "quarantined": int(quarantined), "outbox_depth": int(outbox)}
+    counts = job_counts(conn)
+    return {"jobs": jobs, "in_doubt": counts["in_doubt"], "orders_by_delivery": orders, "orders_by_status": statuses,
+            "events": int(events), "quarantined": int(quarantined), "outbox_depth": counts["outbox"]}
+
+
+def job_counts(conn: Conn) -> dict[str, int]:
+    """What `/stats`, `/metrics` and the dashboard show of the jobs: the outbox (ready or being
+    sent) per lane and in all, dead letters, jobs held for an operator, and the deliveries in doubt
+    (held, or waiting to be settled by the warehouse's rule)."""
+    out = {"outbox_wh": 0, "outbox_up": 0, "dead": 0, "held": 0}
+    for lane, state, n in conn.execute("SELECT lane, state, COUNT(*) FROM dy_jobs "
+                                       "WHERE state IN ('ready', 'sending', 'dead', 'held') GROUP BY lane, state"):
+        key = f"outbox_{lane}" if state in ("ready", "sending") else state
+        out[key] = out.get(key, 0) + int(n)
+    out["outbox"] = out["outbox_wh"] + out["outbox_up"]
+    out["in_doubt"] = int(conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE lane = 'wh' AND (state = 'held' OR "
+                                       "doubt = 1) AND state NOT IN ('done', 'dead', 'cancelled')")[0][0])
+    return out
 
 
 def _iso(micros: int | None) -> str | None:

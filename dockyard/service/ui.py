@@ -316,16 +316,12 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
         "AND c.at >= ? ORDER BY c.at DESC LIMIT ?", (start, LATENCY_SAMPLES)) if r[0] is not None]
     delivered = sum(s["total"]["delivered"] for s in series.values())
     failed = sum(s["total"]["failed"] for s in series.values())
-    counts = dict(conn.execute("SELECT state, COUNT(*) FROM dy_jobs WHERE state IN ('ready', 'sending', 'dead') "
-                               "GROUP BY state"))
-    doubt = conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE lane = 'wh' AND (state = 'held' OR doubt = 1) "
-                         "AND state NOT IN ('done', 'dead', 'cancelled')")[0][0]
+    counts = queries.job_counts(conn)
     return {"at": queries._iso(now), "window_s": WINDOW_S, "bucket_s": BUCKET_S, "buckets": buckets,
             "start": queries._iso(start), "warehouses": series,
             "success_rate": round(delivered / (delivered + failed), 4) if delivered + failed else None,
             "latency_ms": {"count": len(latency), "p50": percentile_ms(latency, 50), "p99": percentile_ms(latency, 99)},
-            "outbox_depth": int(counts.get("ready", 0)) + int(counts.get("sending", 0)),
-            "dlq_size": int(counts.get("dead", 0)), "in_doubt": int(doubt)}
+            "outbox_depth": counts["outbox"], "dlq_size": counts["dead"], "in_doubt": counts["in_doubt"]}
 
 
 def search(conn: Conn, q: str) -> list[dict[str, Any]]:
