@@ -21,7 +21,8 @@ from dockyard.runtime.mapping import Clock, CompiledMapping, _as_clock, system_c
 from dockyard.runtime.secrets import Secrets
 from dockyard.runtime.serialize import form_pairs, scalar_text, serialize, to_form_bytes, to_json_bytes, url_quote
 
-__all__ = ["PreparedRequest", "RequestError", "WireRequest", "build_request", "encrypt_fields", "fill_url"]
+__all__ = ["PreparedRequest", "RequestError", "WireRequest", "build_request", "encrypt_fields", "fill_url",
+           "sign_body"]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -167,7 +168,7 @@ def build_request(mapping: CompiledMapping, order: Mapping[str, Any], *, context
             name = sign["options"]["header"]
         params_from = sign["params"] or ("form" if section == "form" else "query")
         params = dict(form or {}) if params_from == "form" else dict(query)
-        inp = SignInput(params, _sign_body(sign["body"], section, form, query, body_text),
+        inp = SignInput(params, sign_body(sign["body"], section, form, query, body_text),
                         dict(sign["options"]))
         secret = secrets.get(sign["secret"])
         signature = signer.sign(inp, secret)
@@ -211,7 +212,7 @@ def _rule(rule: str, ctx: Mapping[str, Any]) -> str:
     return str(value)
 
 
-def _sign_body(spec: str, section: str, form: Mapping[str, str] | None, query: Mapping[str, str],
+def sign_body(spec: str, section: str, form: Mapping[str, str] | None, query: Mapping[str, str],
                body_text: str) -> str:
     """What the signer reads as its body. Default: the HTTP body when the signature goes in the
     query or a header; for form-placed signatures, the form field that carries the document."""

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.fieldcrypto import get_cipher
+from dockyard.runtime.request import sign_body
 from dockyard.runtime.signing import SignatureError, SignInput, get_signer
 from dockyard.service import logs, store, tracing
 from dockyard.service.config import CallbackConfig, WarehouseConfig
@@ -70,15 +71,8 @@ def verify(cfg: CallbackConfig, ctx: ServiceContext, query: Mapping[str, str], h
     params_from = v.params or ("form" if section == "form" else "query")
     params = dict(form if params_from == "form" else query)
     params.pop(name, None)
-    text = body.decode("utf-8", errors="replace")
-    if v.body == "none":
-        signed_body = ""
-    elif v.body.startswith("form."):
-        signed_body = form.get(v.body[5:], "")
-    elif v.body.startswith("query."):
-        signed_body = query.get(v.body[6:], "")
-    else:
-        signed_body = text
+    # What the signer reads as its body, by the same rule as when we sign (runtime.request).
+    signed_body = sign_body(v.body, section, form, query, body.decode("utf-8", errors="replace"))
     secret = ctx.secrets.get(v.secret)
     signer.verify(SignInput(params, signed_body, dict(v.options)), signature, secret, now=now,
                   window=timedelta(seconds=v.window))
