@@ -45,7 +45,7 @@ def _db(config: Any) -> Database:
     from dockyard.service.db import Database, StoreError
 
     try:
-        return Database(config.store, readers=1)
+        return Database(config.store, readers=1, register=False)
     except StoreError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

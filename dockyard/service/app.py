@@ -6,7 +6,8 @@ Routes:
   GET  /orders/{order_no}            current status, waybills, events, jobs
   POST /orders/{order_no}/cancel     the warehouse's cancel flow, queued behind the create
   POST /callbacks/{warehouse}/{flow} warehouse feedback (see feedback.py)
-  GET  /healthz                      liveness (no token needed)
+  GET  /healthz, /readyz             ready: 200; live but the store unreachable: 503 (no token needed)
+  GET  /livez                        liveness only
   GET  /stats                        counts from the store (outbox, DLQ, in doubt, events)
 """
 
@@ -24,7 +25,7 @@ from aiohttp import web
 
 from dockyard.service import queries, store, tracing
 from dockyard.service.context import ServiceContext, dumps
-from dockyard.service.db import Database, now_us
+from dockyard.service.db import Database, StoreUnavailable, now_us
 from dockyard.service.delivery import UPSTREAM, Deliverer
 from dockyard.service.feedback import handle_callback
 from dockyard.service.ingest import BodyError, Checked, OrderChecker, parse_json_body
@@ -60,6 +61,8 @@ class Service:
         app.router.add_post("/orders/{order_no}/cancel", self.post_cancel)
         app.router.add_post("/callbacks/{warehouse}/{flow}", self.post_callback)
         app.router.add_get("/healthz", self.health)
+        app.router.add_get("/readyz", self.health)
+        app.router.add_get("/livez", self.live)
         app.router.add_get("/stats", self.stats)
         app.router.add_get("/metrics", self.metrics_page)
         add_ui_routes(app, self)
@@ -67,8 +70,7 @@ class Service:
 
     async def start(self, host: str | None = None, port: int | None = None, sock: socket.socket | None = None) -> str:
         """Serve on host:port, or on an already listening socket (the workers of `serve`)."""
-        recovered = await self.db.write(lambda c: store.recover(c, now_us(), me=self.db.owner,
-                                                                gone=self.db.owner_gone))
+        recovered = await self.db.write(lambda c: store.recover(c, me=self.db.owner, gone=self.db.owner_gone))
         self.recovered = len(recovered)
         await self.deliverer.start()
         self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
@@ -104,12 +106,13 @@ class Service:
                  for c in checked if c.order is not None]
         refused = [(c, b) for c, b in zip(checked, bodies, strict=True) if c.order is None]
 
-        def write(conn: Any) -> tuple[list[store.IngestResult], list[int]]:
-            now = now_us()
-            qids = [store.quarantine(conn, "order", c.order_no, c.reasons, body, now) for c, body in refused]
-            return store.ingest(conn, items, now), qids
-
-        results, qids = await self.db.write(write)
+        results: list[store.IngestResult] = []
+        if items:
+            results = await self.db.write(store.IngestOp(items))
+        qids: list[int] = []
+        if refused:
+            qids = await self.db.write(lambda c: [store.quarantine(c, "order", ch.order_no, ch.reasons, body)
+                                                  for ch, body in refused])
         cache = self.deliverer.orders
         for c, r in zip((c for c in checked if c.order is not None), results, strict=True):
             if r.status == "accepted" and c.order is not None:
@@ -141,6 +144,12 @@ class Service:
         return out
 
     async def post_order(self, request: web.Request) -> web.Response:
+        try:
+            return await self._post_order(request)
+        except StoreUnavailable as exc:
+            return _unavailable(exc)
+
+    async def _post_order(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
             data = parse_json_body(body, self.config.limits)
@@ -152,6 +161,12 @@ class Service:
         return _json(result, status[result["status"]])
 
     async def post_batch(self, request: web.Request) -> web.Response:
+        try:
+            return await self._post_batch(request)
+        except StoreUnavailable as exc:
+            return _unavailable(exc)
+
+    async def _post_batch(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
             data = parse_json_body(body, self.config.limits)
@@ -174,7 +189,7 @@ class Service:
 
     async def _refuse_body(self, body: bytes, reason: str, status: int = 400) -> web.Response:
         text = body[:1_000_000].decode("utf-8", errors="replace")
-        qid = await self.db.write(lambda c: store.quarantine(c, "order", None, [reason], text, now_us()))
+        qid = await self.db.write(lambda c: store.quarantine(c, "order", None, [reason], text))
         return _json({"status": "quarantined", "quarantine_id": qid, "reasons": [reason]}, status)
 
     # -- orders -----------------------------------------------------------------------------
@@ -192,7 +207,7 @@ class Service:
             row = conn.execute("SELECT warehouse FROM dy_orders WHERE order_no = ?", (order_no,))
             warehouse = row[0][0] if row else None
             wh = self.config.warehouses.get(warehouse) if warehouse else None
-            status, why = store.request_cancel(conn, order_no, now_us(), wh is not None and "cancel" in wh.flows)
+            status, why = store.request_cancel(conn, order_no, has_cancel_flow=wh is not None and "cancel" in wh.flows)
             return status, why, warehouse
 
         status, why, warehouse = await self.db.write(write)
@@ -217,7 +232,15 @@ class Service:
 
     # -- operations -------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
-        return _json({"status": "ok", "store": self.db.shown_url})
+        """Live and ready: 200. Live but not ready (the state store is unreachable, so nothing can
+        be accepted or recorded): 503, so that a load balancer sends traffic to another node."""
+        if not self.db.ready:
+            return _json({"status": "not-ready", "live": True, "ready": False, "store": self.db.shown_url,
+                          "reason": self.db.unready_reason}, 503)
+        return _json({"status": "ok", "live": True, "ready": True, "store": self.db.shown_url})
+
+    async def live(self, request: web.Request) -> web.Response:
+        return _json({"status": "ok", "live": True})
 
     async def metrics_page(self, request: web.Request) -> web.Response:
         """Prometheus text format. When dashboard tokens are configured, a token is needed
@@ -235,6 +258,12 @@ class Service:
 
     async def stats(self, request: web.Request) -> web.Response:
         return _json(await self.db.read(queries.summary))
+
+
+def _unavailable(exc: StoreUnavailable) -> web.Response:
+    return web.Response(body=orjson.dumps({"status": "unavailable", "reason": "the state store is unreachable; "
+                                           "nothing was recorded: send it again"}),
+                        status=503, content_type="application/json", headers={"Retry-After": "1"})
 
 
 def _text(order: dict[str, Any] | None, key: str) -> str | None:
@@ -255,8 +284,27 @@ async def run_forever(service: Service, ready: Callable[[str], None] | None = No
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     await stop.wait()
     await service.stop()
+
+
+def _dump_tasks() -> None:
+    """SIGUSR1: write where every task of the service is waiting to stderr (for a person looking at a
+    stuck node; no order data, only code locations)."""
+    import sys
+
+    for task in asyncio.all_tasks():
+        chain: list[str] = []
+        awaiting: Any = task.get_coro()
+        while awaiting is not None and len(chain) < 20:  # follow the await chain down to where it waits
+            frame = getattr(awaiting, "cr_frame", None) or getattr(awaiting, "gi_frame", None)
+            if frame is not None:
+                chain.append(f"{frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_code.co_name}:{frame.f_lineno}")
+            awaiting = getattr(awaiting, "cr_await", None) or getattr(awaiting, "gi_yieldfrom", None)
+        sys.stderr.write(f"task {os.getpid()} {task.get_name()}: {' -> '.join(chain)}\n")
+    sys.stderr.flush()
 
 
 def install_uvloop() -> None:

@@ -1,17 +1,28 @@
 """The service's database: one schema on SQLite (the embedded default) or PostgreSQL, a single
-writer with group commit, and readers.
+writer with group commit, a pool of readers, short claim transactions, and the connection
+handling that lets a node ride out a dropped connection or a restarted server.
 
 Why a single writer with group commit: every accepted order, every delivery result and every
-callback must be durable before the service answers, and on SQLite a transaction per request would
-cap the service at the disk's commit rate and serialise on the write lock anyway. So writes are
-queued as functions; one thread takes everything queued, runs each in its own savepoint inside one
-transaction, commits once, and only then resolves each caller's future. A failing function rolls
-back its own savepoint and gets its exception; the others commit. On PostgreSQL the same writer is
-used (several service processes may share one database: claims use `FOR UPDATE SKIP LOCKED`).
+callback must be durable before the service answers, and a transaction (and on PostgreSQL a round
+trip per statement) per request would cap the service at the commit rate. So writes are queued;
+one thread takes everything queued and runs it in one transaction, then commits once and only
+then answers each caller. Hot writes are *batch operations* (`BatchOp`): all queued operations of
+one kind run as one set of statements, so a group of 200 callbacks costs a handful of statements,
+not a thousand. Everything a group changes in `dy_orders` (the rows two nodes may both touch) is
+applied last, in key order, right before COMMIT: rows are locked in the same order by every node
+(no deadlock cycle) and only for the commit itself.
 
-SQL is written once with `?` placeholders; the PostgreSQL connection rewrites them to `%s`.
-Times are integers: microseconds since the epoch, UTC, so that both engines sort and compare them
-the same way and the journal can be queried by time with a plain index.
+A write that fails alone is run again on its own (a savepoint each) so that only it fails. A group
+that meets a deadlock or a serialisation failure (possible on PostgreSQL with several nodes) is
+run again whole. A group that loses its connection reconnects and runs again: every batch
+operation is written so that running it twice is safe (inserts skip what exists, state changes
+check the state they expect), which also settles a COMMIT whose answer never arrived.
+
+Claims run outside the group (PostgreSQL: their own short transaction on a pooled connection), so
+no claim's row lock waits for a group commit of unrelated work.
+
+The times written are the database's (PostgreSQL's clock, read once per transaction): nodes with
+skewed clocks still agree on leases and due times.
 """
 
 from __future__ import annotations
@@ -19,31 +30,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from dockyard.runtime.errors import DockyardError
-from dockyard.runtime.idempotency.base import redact_url
+from dockyard.runtime.idempotency.base import redact_url, scrub
+from dockyard.service.schema import DDL, MIGRATIONS, SCHEMA_VERSION
 
-__all__ = ["Conn", "Database", "StoreError", "now_us"]
+__all__ = ["BatchOp", "Conn", "Database", "StoreError", "StoreUnavailable", "Tx", "now_us"]
 
 T = TypeVar("T")
+log = logging.getLogger("dockyard.store")
 
-SCHEMA_VERSION = 1
-_Item = tuple[Callable[[Any], Any], Callable[[BaseException | None, Any], None]]
+HEARTBEAT_S = 1.0  # how often a node says it is alive (dy_nodes)
+GONE_AFTER_US = 4_000_000  # a node whose session lock is free and whose heartbeat is this old is gone
+RECONNECT_GRACE_S = 10.0  # how long a group waits for a lost connection to come back before failing
+_NOTIFY_CHANNEL = "dockyard_jobs"
+_PG_NOW = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
 
 
 class StoreError(DockyardError):
-    """The state store is unusable (bad URL, unreachable, wrong schema version)."""
+    """The state store is unusable (bad URL, wrong schema version, a failed write)."""
+
+
+class StoreUnavailable(StoreError):
+    """The state store cannot be reached right now; the same request may succeed later (503)."""
 
 
 def now_us() -> int:
@@ -51,98 +74,114 @@ def now_us() -> int:
 
 
 class Conn(Protocol):
-    """What store operations see: one connection inside the current transaction."""
+    """What store operations see: one connection inside the current transaction. `now` is the
+    transaction's time in microseconds (the database's clock on PostgreSQL)."""
 
     dialect: str
+    now: int
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
 
-
-# -- the schema -------------------------------------------------------------------------------
-# Jobs are the outbox: one row per piece of work that must reach a warehouse (lane 'wh') or the
-# upstream webhook (lane 'up'). Within a lane, an order's jobs run in id order: a cancel never
-# overtakes its create. The job row is also the delivery's idempotency record: its request_id is
-# fixed (durably) before the first byte is sent, and its state says whether the outcome is known.
-_DDL = """
-CREATE TABLE IF NOT EXISTS dy_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS dy_orders (
-    order_no TEXT PRIMARY KEY,
-    tracking_id TEXT NOT NULL,
-    warehouse TEXT NOT NULL,
-    shop_code TEXT,
-    channel TEXT,
-    fingerprint TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    status TEXT NOT NULL,
-    delivery TEXT NOT NULL,
-    warehouse_order_id TEXT,
-    waybills TEXT,
-    created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dy_jobs (
-    id {serial} PRIMARY KEY,
-    lane TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    order_no TEXT,
-    warehouse TEXT NOT NULL,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_at BIGINT NOT NULL,
-    owner TEXT,
-    lease_until BIGINT,
-    request_id TEXT,
-    doubt INTEGER NOT NULL DEFAULT 0,
-    payload TEXT,
-    reason TEXT,
-    outcome TEXT,
-    created_at BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dy_jobs_ready ON dy_jobs (lane, state, next_at);
-CREATE INDEX IF NOT EXISTS dy_jobs_order ON dy_jobs (order_no, lane, id);
-CREATE INDEX IF NOT EXISTS dy_jobs_state ON dy_jobs (state, updated_at);
-CREATE TABLE IF NOT EXISTS dy_events (
-    warehouse TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    order_no TEXT,
-    status TEXT,
-    document TEXT NOT NULL,
-    received_at BIGINT NOT NULL,
-    PRIMARY KEY (warehouse, event_id)
-);
-CREATE INDEX IF NOT EXISTS dy_events_order ON dy_events (order_no, received_at);
-CREATE TABLE IF NOT EXISTS dy_quarantine (
-    id {serial} PRIMARY KEY,
-    received_at BIGINT NOT NULL,
-    source TEXT NOT NULL,
-    order_no TEXT,
-    reasons TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS dy_quarantine_at ON dy_quarantine (received_at);
-CREATE TABLE IF NOT EXISTS dy_journal (
-    id {serial} PRIMARY KEY,
-    at BIGINT NOT NULL,
-    order_no TEXT,
-    warehouse TEXT,
-    flow TEXT,
-    step TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    elapsed_us BIGINT,
-    detail TEXT
-);
-CREATE INDEX IF NOT EXISTS dy_journal_order ON dy_journal (order_no, id);
-CREATE INDEX IF NOT EXISTS dy_journal_warehouse_at ON dy_journal (warehouse, at);
-CREATE INDEX IF NOT EXISTS dy_journal_at ON dy_journal (at);
-CREATE INDEX IF NOT EXISTS dy_journal_step_at ON dy_journal (step, at);
-"""
+    def execute_returning(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[bool]:
+        """Run a statement with RETURNING once per row (pipelined on PostgreSQL); for each row,
+        whether it returned anything (was inserted, was updated)."""
+        ...
 
 
+class BatchOp:
+    """A write that runs together with the other queued operations of its class: `run` gets all
+    of them and returns one result per operation, in order. Classes run in `phase` order inside a
+    group, plain functions at phase 50. `run` must be safe to run twice (see the module text)."""
+
+    phase: ClassVar[int] = 50
+
+    @classmethod
+    def run(cls, tx: Tx, ops: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+
+@dataclass
+class _OrderChange:
+    status: list[str]
+    delivery: str | None = None
+    warehouse_order_id: str | None = None
+    waybills: list[dict[str, Any]] | None = None
+
+
+class Tx:
+    """One write transaction as the writer's operations see it: the connection, its time, and
+    what is applied once at the end of the group (journal rows, order changes, wake-ups)."""
+
+    def __init__(self, raw: _Connection, now: int) -> None:
+        self.raw = raw
+        self.dialect = raw.dialect
+        self.now = now
+        self.journal_rows: list[tuple[Any, ...]] = []
+        self.orders: dict[str, _OrderChange] = {}
+        self.woken: set[str] = set()
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.raw.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.raw.executemany(sql, rows)
+
+    def execute_returning(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[bool]:
+        return self.raw.execute_returning(sql, rows)
+
+    def journal(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Append journal rows (JournalRow.values() tuples); written in one statement at the end."""
+        self.journal_rows.extend(rows)
+
+    def wake(self, lane_key: str) -> None:
+        """Tell every node (this one included) that `lane_key` (a warehouse, or the upstream lane)
+        has new ready work, once this transaction commits."""
+        self.woken.add(lane_key)
+
+    def change_order(self, order_no: str, *, status: str | None = None, delivery: str | None = None,
+                     warehouse_order_id: str | None = None, waybills: list[dict[str, Any]] | None = None) -> None:
+        """Record a change to an order, merged with the others of this group and applied last."""
+        change = self.orders.get(order_no)
+        if change is None:
+            change = self.orders[order_no] = _OrderChange([])
+        if status is not None:
+            change.status.append(status)
+        if delivery is not None:
+            change.delivery = delivery
+        if warehouse_order_id:
+            change.warehouse_order_id = warehouse_order_id
+        if waybills:
+            change.waybills = [*(change.waybills or []), *waybills]
+
+    def mark(self) -> tuple[int, dict[str, _OrderChange], set[str]]:
+        return len(self.journal_rows), {k: _OrderChange(list(v.status), v.delivery, v.warehouse_order_id,
+                                                        None if v.waybills is None else list(v.waybills))
+                                        for k, v in self.orders.items()}, set(self.woken)
+
+    def restore(self, mark: tuple[int, dict[str, _OrderChange], set[str]]) -> None:
+        del self.journal_rows[mark[0]:]
+        self.orders, self.woken = mark[1], mark[2]
+
+    def flush(self) -> None:
+        from dockyard.service.store import apply_order_changes, write_journal
+
+        if self.orders:
+            apply_order_changes(self, self.orders)
+            self.orders = {}
+        if self.journal_rows:
+            write_journal(self, self.journal_rows)
+            self.journal_rows = []
+        if self.woken and self.dialect == "postgres":
+            for key in sorted(self.woken):
+                self.execute("SELECT pg_notify(?, ?)", (_NOTIFY_CHANNEL, key))
+
+
+# -- connections ------------------------------------------------------------------------------
 class _SqliteConn:
     dialect = "sqlite"
+    now = 0
 
     def __init__(self, path: str) -> None:
         self.raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -159,11 +198,21 @@ class _SqliteConn:
         self._gate = open(path + ".write-lock", "a+")  # noqa: SIM115 - closed in close()
         self._gated = False
 
+    @property
+    def broken(self) -> bool:
+        return False
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.raw.execute(sql, params).fetchall()
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.raw.executemany(sql, rows)
+
+    def execute_returning(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[bool]:
+        return [bool(self.raw.execute(sql, row).fetchall()) for row in rows]
+
+    def clock(self) -> int:
+        return now_us()
 
     def begin(self) -> None:
         fcntl.flock(self._gate, fcntl.LOCK_EX)
@@ -173,6 +222,9 @@ class _SqliteConn:
         except BaseException:
             self._ungate()
             raise
+
+    def begin_read(self) -> None:
+        """Readers need no transaction: autocommit reads see the last committed state."""
 
     def _ungate(self) -> None:
         if self._gated:
@@ -200,13 +252,17 @@ class _SqliteConn:
 
 class _PostgresConn:
     dialect = "postgres"
+    now = 0
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, raw: Any = None) -> None:
         import psycopg
 
-        self._psycopg = psycopg
-        self.raw = psycopg.connect(url, autocommit=True)
+        self.raw = raw if raw is not None else psycopg.connect(url, autocommit=True, connect_timeout=5)
         self._sql: dict[str, str] = {}
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.raw.closed or self.raw.broken)
 
     def _q(self, sql: str) -> str:
         text = self._sql.get(sql)
@@ -222,14 +278,35 @@ class _PostgresConn:
         with self.raw.cursor() as cur:
             cur.executemany(self._q(sql), list(rows))
 
+    def execute_returning(self, sql: str, rows: Sequence[Sequence[Any]]) -> list[bool]:
+        if len(rows) <= 1:
+            return [bool(self.execute(sql, row)) for row in rows]
+        out: list[bool] = []
+        with self.raw.cursor() as cur:
+            cur.executemany(self._q(sql), list(rows), returning=True)
+            while True:
+                out.append(cur.fetchone() is not None)
+                if not cur.nextset():
+                    break
+        return out
+
+    def clock(self) -> int:
+        row = self.raw.execute("SELECT " + _PG_NOW).fetchone()
+        assert row is not None
+        return int(row[0])
+
     def begin(self) -> None:
         self.raw.execute("BEGIN")
+
+    def begin_read(self) -> None:
+        self.raw.execute("BEGIN READ ONLY")
 
     def commit(self) -> None:
         self.raw.execute("COMMIT")
 
     def rollback(self) -> None:
-        self.raw.execute("ROLLBACK")
+        if not self.broken:
+            self.raw.execute("ROLLBACK")
 
     def close(self) -> None:
         self.raw.close()
@@ -252,12 +329,31 @@ def _sqlite_path(url: str) -> str:
     return path
 
 
-class Database:
-    """One state store. `await write(fn)` runs fn(conn) in the writer's next group commit;
-    `await read(fn)` runs fn(conn) on a reader connection; `*_sync` do the same from plain threads
-    (the CLI)."""
+def _lost(conn: _Connection, exc: BaseException) -> bool:
+    """Whether `exc` means the connection is gone (not that the statement was wrong)."""
+    if conn.dialect != "postgres":
+        return False
+    import psycopg
 
-    def __init__(self, url: str, *, readers: int = 2, max_group: int = 512) -> None:
+    return conn.broken or isinstance(exc, psycopg.InterfaceError | psycopg.errors.AdminShutdown |
+                                     psycopg.errors.CannotConnectNow)
+
+
+def _contended(exc: BaseException) -> bool:
+    """A deadlock or serialisation failure: the whole transaction may simply be run again."""
+    return getattr(exc, "sqlstate", None) in ("40P01", "40001")
+
+
+_Item = tuple[Any, Callable[[BaseException | None, Any], None]]
+
+
+class Database:
+    """One state store. `await write(op)` runs op (a function of a Tx, or a BatchOp) in the
+    writer's next group commit; `await read(fn)` runs fn(conn) on a reader connection; `await
+    claim(fn)` runs fn(conn) in a short transaction of its own; `*_sync` do the same from plain
+    threads (the CLI)."""
+
+    def __init__(self, url: str, *, readers: int = 4, max_group: int = 512, register: bool = True) -> None:
         self.url = url
         self.shown_url = redact_url(url)
         scheme = urlsplit(url).scheme
@@ -272,18 +368,21 @@ class Database:
         else:
             raise StoreError(f"unknown state store {self.shown_url!r}: use sqlite:///file.db or postgresql://…")
         self._max_group = max_group
-        self._queue: queue.SimpleQueue[tuple[Callable[[Any], Any], Callable[[BaseException | None, Any], None]] | None]
-        self._queue = queue.SimpleQueue()
-        # Who this process is to the store. On PostgreSQL the writer's session holds an advisory
-        # lock on it for as long as the process lives: another process can then tell a dead owner's
-        # `sending` jobs from a live one's at once, without waiting for leases (see store.recover).
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        # Who this process is to the store. Each live process holds a lock on its own id (an
+        # advisory lock of its writer session on PostgreSQL, an flock on `<db>.owners/<owner>` for
+        # SQLite) and a heartbeat row in dy_nodes: another process can then tell a dead owner's
+        # in-flight jobs from a live one's (see store.recover).
         self.owner = uuid.uuid4().hex
+        self.ready = False
+        self.unready_reason = "starting"
+        self._register = register
+        self._waker: Callable[[str], None] | None = None
         try:
             self._writer_conn = self._connect()
             self._migrate(self._writer_conn)
-            if self.dialect == "postgres":
-                self._writer_conn.execute("SELECT pg_advisory_lock(hashtextextended(?, 0))", (self.owner,))
-            else:
+            self._claim_in_session(self._writer_conn)
+            if self.dialect == "sqlite":
                 self._owners_dir = Path(_sqlite_path(url) + ".owners")
                 self._owners_dir.mkdir(exist_ok=True)
                 self._owner_lock = self._hold(self._owners_dir / self.owner)
@@ -291,15 +390,23 @@ class Database:
             raise
         except Exception as exc:
             raise StoreError(f"cannot open the state store {self.shown_url}: {type(exc).__name__}: "
-                             f"{_scrub(str(exc), url)}") from None
+                             f"{scrub(str(exc), url)}") from None
+        self.ready, self.unready_reason = True, ""
         self._local = threading.local()
-        self._reader_conns: list[_Connection] = []
-        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="dockyard-read")
-        self._thread = threading.Thread(target=self._run_writer, name="dockyard-writer", daemon=True)
+        self._conns: list[_Connection] = []
+        self._conns_lock = threading.Lock()
+        self._readers = ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="dockyard-read")
+        # PostgreSQL claims run on connections of their own, in threads of their own (two: one per
+        # core is plenty for statements that take a millisecond).
+        self._claimers = (ThreadPoolExecutor(max_workers=2, thread_name_prefix="dockyard-claim")
+                          if self.dialect == "postgres" else None)
         self._closed = False
-        self._thread.start()
+        self._last_beat = 0.0
         self.groups = 0  # commits made; with `writes`, how well group commit is batching
         self.writes = 0
+        self._thread = threading.Thread(target=self._run_writer, name="dockyard-writer", daemon=True)
+        self._thread.start()
+        self._listener: _Listener | None = None
 
     # -- who is alive ------------------------------------------------------------------------
     @staticmethod
@@ -308,17 +415,34 @@ class Database:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return handle
 
+    def _claim_in_session(self, conn: _Connection) -> None:
+        """Take this process's liveness lock in the writer's session and beat once."""
+        if conn.dialect == "postgres":
+            conn.execute("SELECT pg_advisory_lock(hashtextextended(?, 0))", (self.owner,))
+        if self._register:
+            self._beat(conn)
+
+    def _beat(self, conn: _Connection) -> None:
+        now = conn.clock()
+        conn.execute("INSERT INTO dy_nodes (owner, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?) "
+                     "ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+                     (self.owner, socket.gethostname(), os.getpid(), now, now))
+        self._last_beat = time.monotonic()
+
     def owner_gone(self, conn: Conn, owner: str) -> bool:
-        """Whether the process `owner` is gone. Each live process holds a lock on its own id: an
-        advisory lock of its PostgreSQL session, or an flock on `<db>.owners/<owner>` for SQLite.
-        Both are released by the kernel or the server when the process dies, however it dies."""
+        """Whether the process `owner` is gone. On PostgreSQL: its session lock is free (its
+        session ended) and it has not beaten for GONE_AFTER_US of the database's clock (a node
+        whose connection merely dropped reconnects and beats again well within that). On SQLite
+        (one host): its flock on `<db>.owners/<owner>` is free, which the kernel guarantees when the
+        process dies, however it dies."""
         if owner == self.owner:
             return False
         if conn.dialect == "postgres":
-            if not conn.execute("SELECT pg_try_advisory_lock(hashtextextended(?, 0))", (owner,))[0][0]:
+            beat = conn.execute("SELECT heartbeat_at FROM dy_nodes WHERE owner = ?", (owner,))
+            if beat and conn.now - int(beat[0][0]) < GONE_AFTER_US:
                 return False
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(?, 0))", (owner,))
-            return True
+            # Free only when the owner's session (its writer connection) has ended.
+            return bool(conn.execute("SELECT pg_try_advisory_xact_lock(hashtextextended(?, 0))", (owner,))[0][0])
         path = self._owners_dir / owner
         if not path.exists():
             return True
@@ -337,25 +461,49 @@ class Database:
         try:
             if self.dialect == "postgres":
                 conn.execute("SELECT pg_advisory_xact_lock(4242001)")  # two processes creating at once
-            for stmt in _DDL.format(serial=serial).split(";"):
+            found = (conn.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")
+                     if self._has_meta(conn) else [])
+            existed = bool(found)
+            version = int(found[0][0]) if found else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"the state store {self.shown_url} has schema version {version}, newer than "
+                                 f"this Dockyard's {SCHEMA_VERSION}: upgrade Dockyard")
+            for stmt in DDL.format(serial=serial).split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
-            rows = conn.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")
-            if not rows:
+            if existed:
+                for step in range(version, SCHEMA_VERSION):
+                    for stmt in MIGRATIONS.get(step, ()):
+                        conn.execute(stmt)
+                conn.execute("UPDATE dy_meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
+            else:
                 conn.execute("INSERT INTO dy_meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(rows[0][0]) > SCHEMA_VERSION:
-                raise StoreError(f"the state store {self.shown_url} has schema version {rows[0][0]}, newer than "
-                                 f"this Dockyard's {SCHEMA_VERSION}: upgrade Dockyard")
             conn.commit()
         except BaseException:
             conn.rollback()
             raise
 
+    def _has_meta(self, conn: _Connection) -> bool:
+        if self.dialect == "postgres":
+            return bool(conn.execute("SELECT to_regclass('dy_meta') IS NOT NULL")[0][0])
+        return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'dy_meta'"))
+
     # -- the writer -----------------------------------------------------------------------
     def _run_writer(self) -> None:
-        conn = self._writer_conn
+        try:
+            self._write_loop()
+        except BaseException:  # the writer must never die quietly: every write would wait forever
+            log.critical("the state store's writer stopped", exc_info=True)
+            self.ready, self.unready_reason = False, "the state store's writer stopped (see the log)"
+            raise
+
+    def _write_loop(self) -> None:
         while True:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                self._idle()
+                continue
             if first is None:
                 break
             batch = [first]
@@ -369,74 +517,157 @@ class Database:
                     stop = True
                     break
                 batch.append(item)
-            self._commit_group(conn, batch)
+            self._commit_group(batch)
+            if time.monotonic() - self._last_beat >= HEARTBEAT_S:
+                self._idle()
             if stop:
                 break
-        conn.close()
+        with contextlib.suppress(Exception):
+            self._writer_conn.close()
 
-    def _commit_group(self, conn: _Connection, batch: list[_Item]) -> None:
-        results: list[tuple[BaseException | None, Any]] = []
-        if len(batch) > 1 and self._commit_plain(conn, batch):
-            return
+    def _idle(self) -> None:
+        """Between groups: beat, and on a lost connection try to come back (readiness)."""
         try:
-            conn.begin()
-            for fn, _ in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = fn(conn)
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO SAVEPOINT op")
-                    conn.execute("RELEASE SAVEPOINT op")
-                    results.append((exc, None))
+            if self._writer_conn.broken:
+                self._reconnect()
+            elif self._register and self.dialect == "postgres":
+                self._beat(self._writer_conn)
+        except Exception as exc:
+            self._unready(exc)
+
+    def _unready(self, exc: BaseException) -> None:
+        reason = f"the state store {self.shown_url} is unreachable: {type(exc).__name__}: {scrub(str(exc), self.url)}"
+        if self.ready:
+            log.warning(reason)
+        self.ready, self.unready_reason = False, reason
+
+    def _reconnect(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer_conn.close()
+        conn = self._connect()
+        self._claim_in_session(conn)
+        self._writer_conn = conn
+        if not self.ready:
+            log.warning("the state store %s is reachable again", self.shown_url)
+        self.ready, self.unready_reason = True, ""
+
+    def _commit_group(self, batch: list[_Item]) -> None:
+        deadline = time.monotonic() + RECONNECT_GRACE_S
+        contended = 0
+        careful = False
+        while True:
+            conn = self._writer_conn
+            try:
+                if conn.broken:
+                    self._reconnect()
+                    conn = self._writer_conn
+                results = self._run_careful(conn, batch) if careful else self._run_group(conn, batch)
+                break
+            except _CarefulNeeded:
+                careful = True
+                continue
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    conn.rollback()
+                error: StoreError
+                if _lost(conn, exc):
+                    self._unready(exc)
+                    if time.monotonic() < deadline and not self._closed:
+                        time.sleep(0.2)
+                        continue
+                    error = StoreUnavailable(self.unready_reason)
+                elif _contended(exc) and contended < 5:
+                    contended += 1
+                    continue
                 else:
-                    conn.execute("RELEASE SAVEPOINT op")
-                    results.append((None, value))
-            conn.commit()
-        except Exception as exc:  # the commit itself failed: nobody's write is durable
-            with contextlib.suppress(Exception):  # the connection is broken; the error below says why
-                conn.rollback()
-            failure = StoreError(f"the state store {self.shown_url} failed to commit: {type(exc).__name__}: "
-                                 f"{_scrub(str(exc), self.url)}")
-            for _, done in batch:
-                done(failure, None)
-            return
+                    error = StoreError(f"the state store {self.shown_url} failed to commit: {type(exc).__name__}: "
+                                       f"{scrub(str(exc), self.url)}")
+                log.error("a group commit of %d writes failed: %s", len(batch), error,
+                          exc_info=not isinstance(error, StoreUnavailable))
+                for _, done in batch:
+                    done(error, None)
+                return
         self.groups += 1
         self.writes += len(batch)
-        for (_, done), (error, value) in zip(batch, results, strict=True):
-            done(error, value)
+        if not self.ready:
+            self.ready, self.unready_reason = True, ""
+        for (_, done), (failure, value) in zip(batch, results, strict=True):
+            done(failure, value)
 
-    def _commit_plain(self, conn: _Connection, batch: list[_Item]) -> bool:
-        """The whole group in one transaction without a savepoint per write (a round trip each on
-        PostgreSQL). If any write fails, nothing of it is kept and False sends the group down the
-        careful path, where each write has its savepoint and only the failing ones fail."""
-        values: list[Any] = []
+    def _run_group(self, conn: _Connection, batch: list[_Item]) -> list[tuple[BaseException | None, Any]]:
+        """The whole group in one transaction, batch operations together. Any failure that is not
+        the connection's or contention raises _CarefulNeeded: the group is then run item by item."""
+        conn.begin()
+        tx = Tx(conn, conn.clock())
+        values: list[Any] = [None] * len(batch)
         try:
-            conn.begin()
-            for fn, _ in batch:
-                values.append(fn(conn))
+            for run in _phases(batch):
+                kind = run[0][2]
+                if kind is None:
+                    values[run[0][0]] = run[0][1](tx)
+                    continue
+                outs = kind.run(tx, [op for _, op, _ in run])
+                for (index, _, _), out in zip(run, outs, strict=True):
+                    values[index] = out
+            tx.flush()
             conn.commit()
-        except Exception:
+        except Exception as exc:
+            if _lost(conn, exc) or _contended(exc):
+                raise
             with contextlib.suppress(Exception):
                 conn.rollback()
-            return False
-        self.groups += 1
-        self.writes += len(batch)
-        for (_, done), value in zip(batch, values, strict=True):
-            done(None, value)
-        return True
+            if len(batch) == 1 and not isinstance(batch[0][0], BatchOp):
+                return [(exc, None)]
+            raise _CarefulNeeded from exc
+        self._after_commit(tx)
+        return [(None, v) for v in values]
 
-    async def write(self, fn: Callable[[Conn], T]) -> T:
-        """Run fn in the next group commit; returns after the commit made it durable."""
+    def _run_careful(self, conn: _Connection, batch: list[_Item]) -> list[tuple[BaseException | None, Any]]:
+        """Each item in its own savepoint: only the failing ones fail."""
+        conn.begin()
+        tx = Tx(conn, conn.clock())
+        results: list[tuple[BaseException | None, Any]] = []
+        for op, _ in batch:
+            mark = tx.mark()
+            conn.execute("SAVEPOINT op")
+            try:
+                value = op.run(tx, [op])[0] if isinstance(op, BatchOp) else op(tx)
+                if tx.orders:  # order changes are applied inside the savepoint here: a failure stays its own
+                    from dockyard.service.store import apply_order_changes
+
+                    apply_order_changes(tx, tx.orders)
+                    tx.orders = {}
+            except Exception as exc:
+                if _lost(conn, exc) or _contended(exc):
+                    raise
+                conn.execute("ROLLBACK TO SAVEPOINT op")
+                conn.execute("RELEASE SAVEPOINT op")
+                tx.restore(mark)
+                results.append((exc, None))
+            else:
+                conn.execute("RELEASE SAVEPOINT op")
+                results.append((None, value))
+        tx.flush()
+        conn.commit()
+        self._after_commit(tx)
+        return results
+
+    def _after_commit(self, tx: Tx) -> None:
+        if tx.woken and self.dialect == "sqlite":
+            _sqlite_wake(self._owners_dir, tx.woken)
+
+    async def write(self, op: Callable[[Tx], T] | BatchOp) -> T:
+        """Run op in the next group commit; returns after the commit made it durable."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
 
         def done(error: BaseException | None, value: Any) -> None:
             loop.call_soon_threadsafe(_settle, future, error, value)
 
-        self._submit(fn, done)
+        self._submit(op, done)
         return await future
 
-    def write_sync(self, fn: Callable[[Conn], T]) -> T:
+    def write_sync(self, op: Callable[[Tx], T] | BatchOp) -> T:
         box: list[tuple[BaseException | None, Any]] = []
         event = threading.Event()
 
@@ -444,54 +675,135 @@ class Database:
             box.append((error, value))
             event.set()
 
-        self._submit(fn, done)
+        self._submit(op, done)
         event.wait()
         error, value = box[0]
         if error is not None:
             raise error
         return value  # type: ignore[no-any-return]
 
-    def _submit(self, fn: Callable[[Any], Any], done: Callable[[BaseException | None, Any], None]) -> None:
+    def _submit(self, op: Any, done: Callable[[BaseException | None, Any], None]) -> None:
         if self._closed:
             raise StoreError("the state store is closed")
-        self._queue.put((fn, done))
+        self._queue.put((op, done))
 
-    # -- readers --------------------------------------------------------------------------
-    def _reader(self) -> _Connection:
+    # -- readers and claims ---------------------------------------------------------------
+    def _thread_conn(self) -> _Connection:
         conn: _Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        if conn is None or conn.broken:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
             conn = self._local.conn = self._connect()
-            self._reader_conns.append(conn)
+            with self._conns_lock:
+                self._conns.append(conn)
         return conn
 
+    def _in_transaction(self, fn: Callable[[Conn], T], *, write: bool) -> T:
+        """fn in a transaction of its own on this thread's connection; one retry on a fresh
+        connection when the old one turns out to be gone."""
+        for attempt in (1, 2):
+            try:
+                conn = self._thread_conn()
+            except Exception as exc:
+                raise StoreUnavailable(f"the state store {self.shown_url} is unreachable: {type(exc).__name__}: "
+                                       f"{scrub(str(exc), self.url)}") from None
+            try:
+                if write:
+                    conn.begin()
+                    conn.now = conn.clock()
+                    try:
+                        value = fn(conn)
+                        conn.commit()
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            conn.rollback()
+                        raise
+                    return value
+                if conn.dialect == "sqlite":
+                    conn.now = now_us()
+                    return fn(conn)  # autocommit reads see the last committed state (WAL snapshot per statement)
+                conn.begin_read()
+                try:
+                    conn.now = conn.clock()
+                    return fn(conn)
+                finally:
+                    with contextlib.suppress(Exception):
+                        conn.rollback()
+            except Exception as exc:
+                if not _lost(conn, exc):
+                    raise
+                if attempt == 2:
+                    raise StoreUnavailable(f"the state store {self.shown_url} is unreachable: "
+                                           f"{type(exc).__name__}: {scrub(str(exc), self.url)}") from None
+        raise AssertionError("unreachable")
+
     def read_sync(self, fn: Callable[[Conn], T]) -> T:
-        conn = self._reader()
-        if conn.dialect == "sqlite":
-            return fn(conn)  # autocommit reads see the last committed state (WAL snapshot per statement)
-        try:
-            conn.begin()
-            return fn(conn)
-        finally:
-            conn.rollback()
+        return self._in_transaction(fn, write=False)
 
     async def read(self, fn: Callable[[Conn], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.read_sync, fn)
 
+    async def claim(self, fn: Callable[[Conn], T]) -> T:
+        """fn in a short transaction of its own: on PostgreSQL on a claim connection (never inside a
+        group commit, so a claim's row locks end with the claim); on SQLite, where there is one
+        writer anyway, through the writer."""
+        if self._claimers is None:
+            return await self.write(fn)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._claimers, lambda: self._in_transaction(fn, write=True))
+
+    # -- wake-ups across nodes ----------------------------------------------------------------
+    def listen(self, waker: Callable[[str], None]) -> None:
+        """Call `waker(lane_key)` (from any thread) when any node commits new ready work for it."""
+        if self._listener is None:
+            self._listener = _Listener(self, waker)
+            self._listener.start()
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._listener is not None:
+            self._listener.stop()
         self._queue.put(None)
         self._thread.join(timeout=30)
         self._readers.shutdown(wait=True)
+        if self._claimers is not None:
+            self._claimers.shutdown(wait=True)
         lock = getattr(self, "_owner_lock", None)
         if lock is not None:
             lock.close()
             (self._owners_dir / self.owner).unlink(missing_ok=True)
-        for conn in self._reader_conns:
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
             with contextlib.suppress(Exception):  # closing a broken connection: nothing left to do
                 conn.close()
+
+
+class _CarefulNeeded(Exception):
+    """A group failed for a reason of one of its items: run it again item by item."""
+
+
+def _phases(batch: list[_Item]) -> list[list[tuple[int, Any, type[BatchOp] | None]]]:
+    """The group's items as runs in phase order: all operations of one BatchOp class together
+    (kind = the class), each plain function alone (kind None, phase 50). The sort is stable, so
+    plain functions keep their queue order."""
+    by_class: dict[type[BatchOp], list[tuple[int, Any, type[BatchOp] | None]]] = {}
+    runs: list[tuple[int, list[tuple[int, Any, type[BatchOp] | None]]]] = []
+    for index, (op, _) in enumerate(batch):
+        if isinstance(op, BatchOp):
+            kind = type(op)
+            if kind not in by_class:
+                by_class[kind] = []
+                runs.append((kind.phase, by_class[kind]))
+            by_class[kind].append((index, op, kind))
+        else:
+            runs.append((BatchOp.phase, [(index, op, None)]))
+    runs.sort(key=lambda run: run[0])
+    return [items for _, items in runs]
 
 
 def _settle(future: asyncio.Future[Any], error: BaseException | None, value: Any) -> None:
@@ -503,7 +815,76 @@ def _settle(future: asyncio.Future[Any], error: BaseException | None, value: Any
         future.set_result(value)
 
 
-def _scrub(text: str, url: str) -> str:
-    from dockyard.runtime.idempotency.base import scrub
+# -- wake-ups ---------------------------------------------------------------------------------
+def _sqlite_wake(owners_dir: Path, keys: Iterable[str]) -> None:
+    """Tell every process on this SQLite store (one host) that keys have new work: a datagram to
+    each process's socket in `<db>.owners/`. Best effort: a process that misses one polls."""
+    payload = "\n".join(sorted(keys)).encode("utf-8")[:4000]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
+        sender.setblocking(False)
+        for path in owners_dir.iterdir():
+            if len(path.name) == 32:  # an owner's lock file: its name is the owner id
+                with contextlib.suppress(OSError):
+                    sender.sendto(payload, _wake_address(owners_dir, path.name))
 
-    return scrub(text, url)
+
+def _wake_address(owners_dir: Path, owner: str) -> str:
+    """A process's wake-up socket: in Linux's abstract namespace (no file, no path length limit,
+    gone with the process), named after the store and the owner."""
+    import hashlib
+
+    store = hashlib.sha256(str(owners_dir.resolve()).encode("utf-8")).hexdigest()[:20]
+    return f"\0dockyard-wake-{store}-{owner}"
+
+
+class _Listener:
+    """Receives other nodes' wake-ups: LISTEN on PostgreSQL (its own connection, re-opened when it
+    drops), a datagram socket on SQLite."""
+
+    def __init__(self, db: Database, waker: Callable[[str], None]) -> None:
+        self.db = db
+        self.waker = waker
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dockyard-listen", daemon=True)
+        self._sock: socket.socket | None = None
+
+    def start(self) -> None:
+        if self.db.dialect == "sqlite":
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sock.bind(_wake_address(self.db._owners_dir, self.db.owner))
+            self._sock.settimeout(0.5)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self._sock is not None:
+            self._sock.close()
+
+    def _run(self) -> None:
+        if self._sock is not None:
+            while not self._stop.is_set():
+                try:
+                    data = self._sock.recv(4096)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                for key in data.decode("utf-8", errors="replace").split("\n"):
+                    if key:
+                        self.waker(key)
+            return
+        import psycopg
+
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.db.url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {_NOTIFY_CHANNEL}")
+                    # A notification may have been missed while we were away: wake everything.
+                    self.waker("*")
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            self.waker(note.payload)
+            except Exception:  # the connection dropped: come back after a pause
+                if self._stop.wait(0.5):
+                    return

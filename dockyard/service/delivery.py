@@ -2,12 +2,18 @@
 (signing, encryption, the duplicate rule) → HTTP → the response mapping → commit, retry, the
 dead-letter queue or an honest in-doubt.
 
-One loop per warehouse claims only as many jobs as that warehouse has free slots
-(`concurrency`), and claims nothing while its circuit is open, so a slow or failing warehouse
-keeps its orders waiting in the outbox and never takes the others' workers. Claimed jobs are
-marked `sending` durably before anything leaves; that row is what makes a crash honest: a job
-found `sending` after a restart may have reached the warehouse and is settled by the warehouse's
-duplicate rule (resend with the same request id, query, or hold for an operator), never guessed.
+One loop per warehouse claims only what the warehouse may take now. Its limits are shared by
+every node on the store (see store.claim): the circuit (one probe at a time across all nodes
+when half-open), a `Retry-After` pause, a calls-per-second bucket and the concurrency, counted
+over all nodes' jobs in flight. So a slow or failing warehouse keeps its orders waiting in the
+outbox and never takes the others' workers, however many nodes there are.
+
+A job goes `claimed` (nothing written) → `sending` (durably marked right before its request is
+written) → an outcome. That split is what keeps orders away from operators: a job that fails or
+dies before its request was written is simply sent again; only one that was on the wire with no
+answer is in doubt, and in-doubt work follows the warehouse's duplicate rule: `query` asks the
+warehouse (its `query` flow), `resend` sends again with the same request id (the warehouse answers
+a recognisable duplicate), and only `skip` — no way to ask — holds the job for a person.
 
 A separate loop forwards recorded status events to the upstream webhook in batches, with the
 same retry and dead-letter handling.
@@ -17,41 +23,46 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import itertools
 import logging
+import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-from yarl import URL
-
-from dockyard.runtime.delivery import NotSent, OutcomeUnknown, origin, retry_status
+from dockyard.runtime.delivery import NotSent, OutcomeUnknown, retry_status
 from dockyard.runtime.errors import DockyardError
-from dockyard.runtime.request import PreparedRequest, WireRequest, build_request
+from dockyard.runtime.request import PreparedRequest, build_request
 from dockyard.service import logs, store, tracing
 from dockyard.service.config import FlowConfig, RetryConfig, WarehouseConfig
 from dockyard.service.context import ServiceContext, load_order, rewrite_url
-from dockyard.service.db import Conn, Database, now_us
+from dockyard.service.db import Conn, Database, StoreError, StoreUnavailable
+from dockyard.service.http_client import HttpAnswer, HttpPool, prepare
 from dockyard.service.metrics import Metrics
-from dockyard.service.resilience import Breaker, backoff_seconds
-from dockyard.service.store import ClaimedJob, JobResult, JournalRow
+from dockyard.service.resilience import SharedCircuit, backoff_seconds, retry_after_seconds
+from dockyard.service.store import ClaimedJob, ClaimOutcome, JobResult, JournalRow, WarehouseLimits
 
 __all__ = ["Deliverer", "HttpAnswer"]
 
 UPSTREAM = "_upstream"
 EXCERPT = 2000
+log = logging.getLogger("dockyard.delivery")
 
 
-@dataclass(frozen=True)
-class HttpAnswer:
-    status: int
-    body: bytes
-    elapsed_us: int
+@dataclass
+class _Attempt:
+    """What one attempt learned, for its single journal row."""
+
+    job: ClaimedJob
+    warehouse: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    written: bool = False  # the request bytes were handed to the socket
+    elapsed_us: int | None = None
 
 
 class Deliverer:
@@ -61,14 +72,16 @@ class Deliverer:
         self.metrics = metrics or Metrics()
         self.db = db
         self.owner = owner or uuid.uuid4().hex
-        self.breakers = {name: Breaker(wh.circuit) for name, wh in ctx.config.warehouses.items()}
+        self.breakers = {name: SharedCircuit(wh.circuit) for name, wh in ctx.config.warehouses.items()}
         self.wake: dict[str, asyncio.Event] = {}
         self.inflight: Counter[str] = Counter()
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self.finishing: Counter[str] = Counter()  # exchange over, outcome not yet committed
+        self._pools: dict[str, HttpPool] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._slots: dict[str, asyncio.Event] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Orders this process accepted and has not sent yet, as parsed at ingest: the first attempt
         # uses them instead of parsing the stored JSON again. Bounded; a miss reads the store.
         self.orders: dict[str | None, dict[str, Any]] = {}
@@ -76,20 +89,33 @@ class Deliverer:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         for name, wh in self.ctx.config.warehouses.items():
-            self._sessions[name] = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=wh.concurrency, limit_per_host=wh.concurrency),
-                timeout=aiohttp.ClientTimeout(total=wh.timeout, sock_connect=wh.connect_timeout),
-                auto_decompress=True)
+            # A few connections beyond `concurrency`: recovery queries share the pool.
+            self._pools[name] = HttpPool(limit=wh.concurrency + 4, connect_timeout=wh.connect_timeout,
+                                         timeout=wh.timeout)
             self.wake[name] = asyncio.Event()
             self._slots[name] = asyncio.Event()
-            self._loops.append(asyncio.create_task(self._warehouse_loop(wh), name=f"deliver-{name}"))
-        self._loops.append(asyncio.create_task(self._recovery_loop(), name="recover"))
+            self._loops.append(self._supervise(f"deliver-{name}", functools.partial(self._warehouse_loop, wh)))
+        self._loops.append(self._supervise("recover", self._recovery_loop))
         up = self.ctx.config.upstream
         if up is not None:
-            self._sessions[UPSTREAM] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=up.timeout))
+            self._pools[UPSTREAM] = HttpPool(limit=4, connect_timeout=min(3.0, up.timeout), timeout=up.timeout)
             self.wake[UPSTREAM] = asyncio.Event()
-            self._loops.append(asyncio.create_task(self._upstream_loop(), name="forward-upstream"))
+            self._loops.append(self._supervise("forward-upstream", self._upstream_loop))
+        self.db.listen(self._woken)
+
+    def _supervise(self, name: str, body: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+        """Run a loop for the life of the service: a bug that escapes it is logged and the loop
+        starts again (a dead loop would strand its claimed jobs until their lease ran out)."""
+        async def run() -> None:
+            while not self._stopping:
+                try:
+                    await body()
+                except Exception:
+                    log.exception("the %s loop failed inside the service; it starts again", name)
+                    await asyncio.sleep(1.0)
+        return asyncio.create_task(run(), name=name)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -104,92 +130,137 @@ class Deliverer:
                 await loop
         if self._tasks:  # let attempts on the wire finish and record their outcome
             await asyncio.wait(self._tasks, timeout=30)
-        for session in self._sessions.values():
-            await session.close()
+        for pool in self._pools.values():
+            await pool.close()
 
-    async def _recovery_loop(self, every: float = 5.0) -> None:
-        """Take back, as in doubt, the jobs of workers that died (another process on the same
-        PostgreSQL store, or a lease that ran out), while this process runs."""
+    def _woken(self, key: str) -> None:
+        """A wake-up from the store (any node committed ready work): called from another thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._poke_key, key)
+
+    def _poke_key(self, key: str) -> None:
+        if key == "*":
+            for event in self.wake.values():
+                event.set()
+        else:
+            self.poke(key)
+
+    async def _recovery_loop(self, every: float = 2.0) -> None:
+        """Take back the jobs of workers that died (another process on the same store, or a lease
+        that ran out), while this process runs: claimed ones simply, sending ones as in doubt."""
         while not self._stopping:
             await asyncio.sleep(every)
-            recovered = await self.db.write(lambda c: store.recover(c, now_us(), me=self.owner,
-                                                                    gone=self.db.owner_gone))
+            try:
+                recovered = await self.db.write(lambda c: store.recover(c, me=self.owner, gone=self.db.owner_gone))
+            except StoreError:
+                continue  # the store is away; the next turn tries again
             if recovered:
                 logs.event(logging.WARNING, "recovered in-flight jobs of a stopped worker", jobs=len(recovered))
-            for _, _, warehouse in recovered:
-                self.poke(warehouse)
 
     def poke(self, warehouse: str) -> None:
         event = self.wake.get(warehouse)
         if event is not None:
             event.set()
 
-    def _claimer(self, lane: str, warehouse: str, limit: int, lease: int) -> Callable[[Conn], list[ClaimedJob]]:
-        def claim(conn: Conn) -> list[ClaimedJob]:
+    def _limits(self, wh: WarehouseConfig) -> WarehouseLimits:
+        rate = getattr(wh, "rate_limit", None)
+        per_second = getattr(rate, "per_second", None) if rate is not None else None
+        burst = getattr(rate, "burst", None) if rate is not None else None
+        return WarehouseLimits(concurrency=wh.concurrency, rate=per_second,
+                               burst=float(burst or max(1.0, per_second or 1.0)),
+                               probe_us=int((wh.timeout + wh.connect_timeout + 5) * 1_000_000))
+
+    def _claimer(self, lane: str, warehouse: str, limit: int, lease: int,
+                 limits: WarehouseLimits | None) -> Callable[[Conn], ClaimOutcome]:
+        finishing = self.finishing[warehouse]
+
+        def claim(conn: Conn) -> ClaimOutcome:
             ids = (uuid.uuid4().hex for _ in itertools.repeat(None))  # a job keeps its first request id
-            return store.claim(conn, lane, warehouse, limit, self.owner, lease, now_us(), ids)
+            return store.claim(conn, lane, warehouse, limit, self.owner, lease, ids, limits, finishing)
         return claim
 
     # -- the warehouse loop -----------------------------------------------------------------
     async def _warehouse_loop(self, wh: WarehouseConfig) -> None:
-        breaker = self.breakers[wh.name]
+        circuit = self.breakers[wh.name]
         wake = self.wake[wh.name]
         slot = self._slots[wh.name]
-        lease = int((wh.timeout + 120) * 1_000_000)
+        lease = int((wh.timeout + wh.connect_timeout + 120) * 1_000_000)
+        limits = self._limits(wh)
         batch = max(1, wh.concurrency // 4)
         lingered = False
         while not self._stopping:
-            allow = breaker.allow()
-            if allow == 0:
-                await _wait(wake, min(1.0, max(0.05, breaker.seconds_until_probe())))
-                continue
             free = wh.concurrency - self.inflight[wh.name]
             if free <= 0:
                 slot.clear()
                 await _wait(slot, 1.0)
                 continue
             if free < batch and self.inflight[wh.name] and not lingered:
-                # Busy: let a few more slots free up and claim them together. A claim is a write
-                # (and on PostgreSQL a locking query): one per freed slot would cost more than the
-                # few milliseconds this waits.
+                # Busy: let a few more slots free up and claim them together. A claim is a
+                # transaction (on PostgreSQL a locking one): one per freed slot would cost more
+                # than the few milliseconds this waits.
                 lingered = True
                 await asyncio.sleep(0.005)
                 continue
             lingered = False
-            limit = free if allow < 0 else min(free, allow)
             wake.clear()
-            jobs = await self.db.write(self._claimer("wh", wh.name, limit, lease))
-            if not jobs:
-                if allow == 1:
-                    breaker.probing = False
-                await _wait(wake, 0.25)
+            try:
+                outcome = await self.db.claim(self._claimer("wh", wh.name, free, lease, limits))
+            except StoreError:
+                await _wait(wake, 0.5)  # the store is away: readiness says so; try again soon
                 continue
-            for job in jobs:
+            circuit.observe(outcome.circuit)
+            if not outcome.jobs:
+                await _wait(wake, await self._idle_for(wh.name, "wh", outcome))
+                continue
+            for job in outcome.jobs:
                 self.inflight[wh.name] += 1
-                task = asyncio.create_task(self._run(wh, job, breaker))
+                task = asyncio.create_task(self._run(wh, job, circuit))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, wh: WarehouseConfig, job: ClaimedJob, breaker: Breaker) -> None:
+    async def _idle_for(self, warehouse: str, lane: str, outcome: ClaimOutcome) -> float:
+        """How long a loop may sleep when it got nothing: until the limits let it claim, or until its
+        earliest queued job is due (a wake-up from any node cuts it short)."""
+        if outcome.wait_us:
+            return min(5.0, max(0.005, outcome.wait_us / 1e6))
+        if outcome.reason:  # at the concurrency limit: a finishing job frees a slot (and pokes)
+            return 0.05
+        try:
+            due = await self.db.read(lambda c: store.next_due(c, lane, warehouse))
+        except StoreError:
+            return 0.5
+        if due is None:
+            return 5.0
+        return min(5.0, max(0.002, due / 1e6))
+
+    async def _run(self, wh: WarehouseConfig, job: ClaimedJob, circuit: SharedCircuit) -> None:
+        attempt = _Attempt(job, wh.name)
         released = False
         try:
             try:
                 with tracing.span("dockyard.deliver", job.trace_id, {
                         "dockyard.order_no": job.order_no, "dockyard.warehouse": wh.name, "dockyard.flow": job.kind,
                         "dockyard.attempt": job.attempts}):
-                    result = await self._attempt(wh, job, breaker)
-            except Exception as exc:  # a bug must not lose the job: keep it, in doubt, with the reason
-                result = JobResult(job.id, job.owner, "ready", next_at=now_us() + 5_000_000, doubt=True,
-                                   reason=f"internal error: {type(exc).__name__}: {self._redact(str(exc))}",
-                                   order_no=job.order_no,
-                                   rows=[JournalRow(now_us(), job.order_no, wh.name, job.kind, "error", "in_doubt",
-                                                    detail={"error": f"{type(exc).__name__}: "
-                                                                     f"{self._redact(str(exc))}"})])
-            # The warehouse's slot is free once the exchange is over; the job itself stays
-            # `sending` (so nothing later of this order starts) until its outcome is committed.
+                    result = await self._attempt(wh, job, attempt)
+            except Exception as exc:  # a bug must not lose the job: keep it, with the reason
+                why = f"internal error: {type(exc).__name__}: {self._redact(str(exc))}"
+                log.exception("delivery attempt failed inside the service (job %s)", job.id)
+                result = self._finish(attempt, "ready", "error", "in_doubt" if attempt.written else "error",
+                                      reason=why, delay_us=5_000_000, doubt=attempt.written)
+            if result is None:  # the job is no longer ours (another node recovered it)
+                return
+            await self._circuit_after(wh, job, circuit, attempt)
+            # The warehouse's slot is free once the exchange is over; the job itself stays open
+            # (so nothing later of this order starts) until its outcome is committed.
             released = True
+            self.finishing[wh.name] += 1
             self._release(wh.name)
-            await self.db.write(lambda c: store.finish(c, [result], now_us()))
+            try:
+                await self._commit(result)
+            finally:
+                self.finishing[wh.name] -= 1
             self.metrics.deliveries.labels(wh.name, job.kind, result.state).inc()
             if result.state in ("dead", "held"):
                 logs.event(logging.WARNING, "dead-lettered" if result.state == "dead" else "held in doubt",
@@ -199,193 +270,278 @@ class Deliverer:
             if not released:
                 self._release(wh.name)
 
+    async def _commit(self, result: JobResult) -> None:
+        """Record an outcome; while the store is away, keep trying (the outcome is only in memory;
+        if this process dies meanwhile, the job comes back from the store as it was marked)."""
+        delay = 0.2
+        while True:
+            try:
+                await self.db.write(store.FinishOp([result]))
+                return
+            except StoreUnavailable:
+                if self._stopping and delay > 5:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def _release(self, warehouse: str) -> None:
         self.inflight[warehouse] -= 1
         self._slots[warehouse].set()
 
-    async def _attempt(self, wh: WarehouseConfig, job: ClaimedJob, breaker: Breaker) -> JobResult:
-        rows: list[JournalRow] = []
+    async def _circuit_after(self, wh: WarehouseConfig, job: ClaimedJob, circuit: SharedCircuit,
+                             attempt: _Attempt) -> None:
+        """Tell every node when this node's failures open the warehouse's circuit, or when a
+        probe (or any success) closes it again."""
+        failed = attempt.detail.get("failure")
+        change: int | str | None = "none"
+        if failed:
+            if circuit.failure() or job.probe:
+                change = int(wh.circuit.open_for * 1_000_000)
+        elif attempt.written or attempt.detail.get("http_status") is not None:
+            circuit.success()
+            if job.probe or circuit.state != "closed":
+                change = None
+        if change == "none":
+            return
+        open_for = change if isinstance(change, int) else None
+        with contextlib.suppress(StoreError):
+            await self.db.claim(lambda c: store.set_circuit(c, wh.name, open_for_us=open_for, by=self.owner))
+        circuit.observe("open" if open_for is not None else "closed", opened=open_for is not None)
+
+    # -- one attempt ------------------------------------------------------------------------
+    async def _attempt(self, wh: WarehouseConfig, job: ClaimedJob, attempt: _Attempt) -> JobResult | None:
         flow = wh.flows.get(job.kind)
         if flow is None:
-            return self._dead(job, wh, f"warehouse {wh.name} has no {job.kind!r} flow configured", rows)
+            return self._dead(attempt, f"warehouse {wh.name} has no {job.kind!r} flow configured")
         if job.order_payload is None:
-            return self._dead(job, wh, f"order {job.order_no!r} is not in the store", rows)
+            return self._dead(attempt, f"order {job.order_no!r} is not in the store")
         if job.kind == "cancel":
             create_state = await self.db.read(lambda c: c.execute(
                 "SELECT state FROM dy_jobs WHERE order_no = ? AND lane = 'wh' AND kind = 'create' ORDER BY id LIMIT 1",
                 (job.order_no,)))
             if create_state and create_state[0][0] in ("dead", "cancelled"):
-                rows.append(JournalRow(now_us(), job.order_no, wh.name, "cancel", "cancelled", "ok",
-                                       detail={"note": "the create never reached the warehouse: nothing to cancel"}))
-                return JobResult(job.id, job.owner, "done", order_no=job.order_no, order_status="cancelled",
-                                 delivery="cancelled", reason="cancelled before delivery", rows=rows)
+                attempt.detail["note"] = "the create never reached the warehouse: nothing to cancel"
+                return self._finish(attempt, "done", "cancelled", "ok", order_status="cancelled",
+                                    delivery="cancelled", reason="cancelled before delivery")
         order = self.orders.pop(job.order_no, None) if job.attempts == 1 and job.kind == "create" else None
         if order is None:
             order = load_order(job.order_payload)
-        t0 = now_us()
+        t0 = time.perf_counter_ns()
         try:
             prepared = build_request(self.ctx.mappings[flow.request], order, context=wh.context,
                                      secrets=self.ctx.secrets, request_id=job.request_id, describe=False)
         except DockyardError as exc:
-            return self._dead(job, wh, f"the order cannot be turned into a {wh.name} request: "
-                                       f"{self._redact(str(exc))}", rows, step="transformed")
+            return self._dead(attempt, f"the order cannot be turned into a {wh.name} request: "
+                                       f"{self._redact(str(exc))}", stage="transform")
         rule = prepared.idempotency_rule or "skip"
-        self.metrics.stage.labels("transform", wh.name).observe((now_us() - t0) / 1e6)
-        rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "transformed", "ok", now_us() - t0,
-                               detail={"mapping": flow.request, "request_id": prepared.request_id,
-                                       "idempotency_key": prepared.idempotency_key, "rule": rule,
-                                       "attempt": job.attempts}))
+        took = (time.perf_counter_ns() - t0) / 1e9
+        self.metrics.stage.labels("transform", wh.name).observe(took)
+        attempt.detail.update({"attempt": job.attempts, "mapping": flow.request, "request_id": prepared.request_id,
+                               "idempotency_key": prepared.idempotency_key, "rule": rule,
+                               "transform_ms": round(took * 1000, 2)})
         if job.doubt:
             if rule == "query":
                 query = wh.flows.get("query")
                 if query is not None:
-                    return await self._query(wh, job, order, query, breaker, rows)
+                    return await self._query(wh, job, order, query, attempt)
             if rule != "resend":
                 why = (f"the outcome of an earlier attempt is unknown and the duplicate rule '{rule}' neither "
                        f"resends nor queries: check with {wh.name} whether order {job.order_no} arrived, then "
                        f"replay it (dockyard dlq replay {job.id}) or leave it")
-                return self._held(job, wh, why, rows)
-            rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "resend", "ok",
-                                   detail={"note": "outcome unknown earlier; the warehouse dedupes on the request id, "
-                                                   "so it is sent again with the same one",
-                                           "request_id": prepared.request_id}))
-        return await self._exchange(wh, job, flow, prepared, breaker, rows, rule)
+                return self._held(attempt, why)
+            attempt.detail["resend"] = ("outcome unknown earlier; the warehouse dedupes on the request id, so it is "
+                                        "sent again with the same one")
+        return await self._exchange(wh, job, flow, prepared, attempt, rule)
 
-    async def _exchange(self, wh: WarehouseConfig, job: ClaimedJob, flow: FlowConfig, prepared: PreparedRequest,
-                        breaker: Breaker, rows: list[JournalRow], rule: str) -> JobResult:
+    async def _send(self, wh: WarehouseConfig, job: ClaimedJob, prepared: PreparedRequest,
+                    attempt: _Attempt, *, mark: bool = True) -> HttpAnswer:
+        """Connect, durably mark the job as on the wire (when `mark`), write, read the answer.
+        NotSent before the write, OutcomeUnknown after it; StoreUnavailable when the mark could not
+        be made (nothing was written)."""
         wire = prepared.request
         url = rewrite_url(wire.url, wh.endpoint)
-        rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "sent", "ok",
-                               detail=self._request_summary(wire, url, prepared)))
+        attempt.detail["request"] = self._request_summary(wire.method, url, wire.body, prepared)
+        request = prepare(wire.method, url, wire.headers, wire.body)
+        pool = self._pools[wh.name]
+        conn = await pool.connect(request)
+        if mark:
+            try:
+                ours: bool = await self.db.write(store.MarkSendingOp(job.id, job.owner))
+            except BaseException:
+                pool.release(conn, request)
+                raise
+            if not ours:
+                pool.release(conn, request)
+                raise _NotOurs
+        attempt.written = True
+        answer = await pool.exchange(conn, request)
+        self.metrics.stage.labels("http", wh.name).observe(answer.elapsed_us / 1e6)
+        return answer
+
+    async def _exchange(self, wh: WarehouseConfig, job: ClaimedJob, flow: FlowConfig, prepared: PreparedRequest,
+                        attempt: _Attempt, rule: str) -> JobResult | None:
         try:
-            answer = await self._http(wh.name, wire, url)
+            answer = await self._send(wh, job, prepared, attempt)
+        except _NotOurs:
+            return None
+        except StoreUnavailable as exc:
+            return self._retry(attempt, wh, f"not sent: the state store is away ({exc})", doubt=False,
+                               error="store", failure=False)
         except NotSent as exc:
-            breaker.failure()
-            return self._retry(job, wh, f"not sent: {exc}", rows, doubt=False)
+            attempt.written = False
+            return self._retry(attempt, wh, f"not sent: {exc}", doubt=False, error="not_sent")
         except OutcomeUnknown as exc:
-            breaker.failure()
-            rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "response", "unknown",
-                                   detail={"error": str(exc)}))
-            return self._unknown(job, wh, rule, f"no answer: {exc}", rows)
-        rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "response",
-                               str(answer.status), answer.elapsed_us, detail=self._answer_summary(answer)))
+            return self._unknown(attempt, wh, rule, f"no answer: {exc}")
+        attempt.elapsed_us = answer.elapsed_us
+        attempt.detail["http_status"] = answer.status
+        attempt.detail["response"] = self._answer_summary(answer)
         if retry_status(answer.status):
-            breaker.failure()
-            return self._retry(job, wh, f"HTTP {answer.status} from {wh.name}", rows, doubt=False)
+            pause = retry_after_seconds(answer.headers.get("retry-after"))
+            if pause:
+                with contextlib.suppress(StoreError):
+                    await self.db.claim(lambda c: store.set_pause(c, wh.name, int(pause * 1_000_000),
+                                                                  f"HTTP {answer.status} Retry-After"))
+            return self._retry(attempt, wh, f"HTTP {answer.status} from {wh.name}", doubt=False,
+                               error=f"http_{answer.status}", at_least=pause)
         try:
             outcome = self._outcome(wh, flow, answer)
-        except DockyardError as exc:
-            breaker.success()  # it answered; what it said is the problem
-            return self._unknown(job, wh, rule, f"{wh.name} answered something unreadable: "
-                                                f"{self._redact(str(exc))}", rows)
-        breaker.success()
-        return self._settle(job, wh, outcome, rows)
+        except DockyardError as exc:  # it answered; what it said is the problem
+            return self._unknown(attempt, wh, rule, f"{wh.name} answered something unreadable: "
+                                                    f"{self._redact(str(exc))}", failure=False)
+        return self._settle(attempt, wh, outcome)
 
-    def _settle(self, job: ClaimedJob, wh: WarehouseConfig, outcome: dict[str, Any],
-                rows: list[JournalRow]) -> JobResult:
+    def _settle(self, attempt: _Attempt, wh: WarehouseConfig, outcome: dict[str, Any], *,
+                via: str | None = None) -> JobResult:
+        job = attempt.job
         result = outcome.get("result")
         message = " ".join(str(outcome.get(k)) for k in ("code", "message") if outcome.get(k))
-        now = now_us()
         if result in ("accepted", "duplicate"):
-            rows.append(JournalRow(now, job.order_no, wh.name, job.kind, "committed", str(result),
-                                   detail={"warehouse_order_id": outcome.get("warehouse_order_id"),
-                                           "waybills": outcome.get("waybills"), "attempt": job.attempts}))
+            attempt.detail.update({"warehouse_order_id": outcome.get("warehouse_order_id"),
+                                   "waybills": outcome.get("waybills")})
+            if via:
+                attempt.detail["resolved_by"] = via
             if job.kind == "cancel":
-                return JobResult(job.id, job.owner, "done", outcome=outcome, order_no=job.order_no,
-                                 order_status="cancelled", rows=rows)
-            return JobResult(job.id, job.owner, "done", outcome=outcome, order_no=job.order_no,
-                             order_status="delivered", delivery="delivered",
-                             warehouse_order_id=outcome.get("warehouse_order_id"),
-                             waybills=outcome.get("waybills"), rows=rows)
+                return self._finish(attempt, "done", "committed", str(result), outcome=outcome,
+                                    order_status="cancelled")
+            return self._finish(attempt, "done", "committed", str(result), outcome=outcome, order_status="delivered",
+                                delivery="delivered", warehouse_order_id=outcome.get("warehouse_order_id"),
+                                waybills=outcome.get("waybills"))
         if result == "rejected":
             if job.kind == "cancel":
-                rows.append(JournalRow(now, job.order_no, wh.name, "cancel", "cancel-refused", "rejected",
-                                       detail={"reason": message or "refused"}))
-                return JobResult(job.id, job.owner, "done", outcome=outcome, reason=f"cancel refused: {message}",
-                                 order_no=job.order_no, rows=rows)
-            return self._dead(job, wh, f"rejected by {wh.name}: {message or 'no reason given'}", rows,
-                              outcome=outcome)
-        return self._retry(job, wh, f"{wh.name} asked to retry: {message or 'no reason given'}", rows,
-                           doubt=False, outcome=outcome)
+                attempt.detail["reason"] = message or "refused"
+                return self._finish(attempt, "done", "cancel-refused", "rejected", outcome=outcome,
+                                    reason=f"cancel refused: {message}")
+            return self._dead(attempt, f"rejected by {wh.name}: {message or 'no reason given'}", outcome=outcome)
+        return self._retry(attempt, wh, f"{wh.name} asked to retry: {message or 'no reason given'}", doubt=False,
+                           outcome=outcome, error="retryable", failure=False)
 
     async def _query(self, wh: WarehouseConfig, job: ClaimedJob, order: dict[str, Any], query: FlowConfig,
-                     breaker: Breaker, rows: list[JournalRow]) -> JobResult:
+                     attempt: _Attempt) -> JobResult | None:
+        """In doubt, and the warehouse can be asked: ask it (a query changes nothing at the
+        warehouse, so it needs no on-the-wire mark and always goes with a new request id)."""
         try:
             prepared = build_request(self.ctx.mappings[query.request], order, context=wh.context,
                                      secrets=self.ctx.secrets, describe=False)
         except DockyardError as exc:
-            return self._held(job, wh, f"in doubt, and the recovery query cannot be built: {self._redact(str(exc))}",
-                              rows)
-        url = rewrite_url(prepared.request.url, wh.endpoint)
-        rows.append(JournalRow(now_us(), job.order_no, wh.name, "query", "sent", "ok",
-                               detail=self._request_summary(prepared.request, url, prepared)))
+            return self._held(attempt, f"in doubt, and the recovery query cannot be built: {self._redact(str(exc))}")
+        attempt.detail["query"] = {"mapping": query.request, "request_id": prepared.request_id}
         try:
-            answer = await self._http(wh.name, prepared.request, url)
+            answer = await self._send(wh, job, prepared, attempt, mark=False)
+            attempt.written = False  # the create itself was not sent again
+            attempt.elapsed_us = answer.elapsed_us
+            attempt.detail["http_status"] = answer.status
+            attempt.detail["response"] = self._answer_summary(answer)
             if retry_status(answer.status):
                 raise OutcomeUnknown(f"HTTP {answer.status}")
             outcome = self._outcome(wh, query, answer)
         except (NotSent, OutcomeUnknown, DockyardError) as exc:
-            breaker.failure()
-            return self._retry(job, wh, f"in doubt; the recovery query failed: {self._redact(str(exc))}", rows,
-                               doubt=True)
-        breaker.success()
-        rows.append(JournalRow(now_us(), job.order_no, wh.name, "query", "response", str(answer.status),
-                               answer.elapsed_us, detail=self._answer_summary(answer)))
+            attempt.written = False
+            attempt.detail["failure"] = True
+            return self._retry(attempt, wh, f"in doubt; the recovery query failed: {self._redact(str(exc))}",
+                               doubt=True, step="resolved", outcome_word="failed", error="query")
         result = outcome.get("result")
         if result in ("accepted", "duplicate"):
-            rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "resolved", "delivered",
-                                   detail={"note": "the recovery query found the order at the warehouse"}))
-            return self._settle(job, wh, {**outcome, "result": "duplicate"}, rows)
+            settled = self._settle(attempt, wh, {**outcome, "result": "duplicate"}, via="query: found at the warehouse")
+            settled.rows.insert(0, JournalRow(None, job.order_no, wh.name, job.kind, "resolved", "delivered",
+                                              detail={"note": "the recovery query found the order at the warehouse",
+                                                      "query": attempt.detail.get("query")}))
+            return settled
         if result == "retryable":
-            rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "resolved", "absent",
-                                   detail={"note": "the warehouse does not have the order: it is sent again "
-                                                   "with a new request id"}))
-            return JobResult(job.id, job.owner, "ready", next_at=now_us(), doubt=False, reset_request_id=True,
-                             reason="in doubt, resolved by query: not at the warehouse", order_no=job.order_no,
-                             rows=rows)
-        return self._dead(job, wh, f"in doubt, and the recovery query was refused: {outcome.get('message')}", rows,
+            attempt.detail["note"] = "the warehouse does not have the order: it is sent again with a new request id"
+            return self._finish(attempt, "ready", "resolved", "absent", doubt=False, reset_request_id=True,
+                                reason="in doubt, resolved by query: not at the warehouse")
+        return self._dead(attempt, f"in doubt, and the recovery query was refused: {outcome.get('message')}",
                           outcome=outcome)
 
     # -- outcomes --------------------------------------------------------------------------
-    def _retry(self, job: ClaimedJob, wh: WarehouseConfig, reason: str, rows: list[JournalRow], *, doubt: bool,
-               outcome: dict[str, Any] | None = None) -> JobResult:
+    def _finish(self, attempt: _Attempt, state: str, step: str, outcome_word: str, *, reason: str | None = None,
+                delay_us: int = 0, doubt: bool = False, outcome: dict[str, Any] | None = None,
+                reset_request_id: bool = False, order_status: str | None = None, delivery: str | None = None,
+                warehouse_order_id: str | None = None, waybills: list[dict[str, Any]] | None = None,
+                extra_rows: list[JournalRow] | None = None) -> JobResult:
+        """The attempt's JobResult with its one journal row (plus `held`/`dead-lettered` rows)."""
+        job = attempt.job
+        if reason is not None:
+            attempt.detail.setdefault("reason", reason)
+        detail = {k: v for k, v in attempt.detail.items() if k != "failure"}
+        rows = [JournalRow(None, job.order_no, attempt.warehouse, job.kind, step, outcome_word, attempt.elapsed_us,
+                           detail=detail), *(extra_rows or [])]
+        return JobResult(job.id, job.owner, state, delay_us=delay_us, doubt=doubt, reason=reason, outcome=outcome,
+                         reset_request_id=reset_request_id, order_no=job.order_no, lane=job.lane,
+                         warehouse=attempt.warehouse, order_status=order_status, delivery=delivery,
+                         warehouse_order_id=warehouse_order_id, waybills=waybills, rows=rows)
+
+    def _retry(self, attempt: _Attempt, wh: WarehouseConfig, reason: str, *, doubt: bool,
+               outcome: dict[str, Any] | None = None, error: str | None = None, failure: bool = True,
+               at_least: float = 0.0, step: str = "retry", outcome_word: str = "scheduled") -> JobResult:
+        job = attempt.job
+        if error:
+            attempt.detail["error"] = error
+        if failure:
+            attempt.detail["failure"] = True
         if job.attempts >= wh.retry.max_attempts:
             if doubt:
-                return self._held(job, wh, f"{reason}; out of attempts ({job.attempts}) with the outcome unknown",
-                                  rows)
-            return self._dead(job, wh, f"out of attempts ({job.attempts}); last: {reason}", rows, outcome=outcome)
-        delay = backoff_seconds(wh.retry, job.attempts)
-        rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "retry", "scheduled",
-                               detail={"reason": reason, "attempt": job.attempts, "in_seconds": round(delay, 3)}))
-        return JobResult(job.id, job.owner, "ready", next_at=now_us() + int(delay * 1_000_000), doubt=doubt,
-                         reason=reason, outcome=outcome, order_no=job.order_no, rows=rows)
+                return self._held(attempt, f"{reason}; out of attempts ({job.attempts}) with the outcome unknown")
+            return self._dead(attempt, f"out of attempts ({job.attempts}); last: {reason}", outcome=outcome)
+        delay = max(at_least, backoff_seconds(wh.retry, job.attempts))
+        attempt.detail["in_seconds"] = round(delay, 3)
+        return self._finish(attempt, "ready", step, outcome_word, reason=reason, delay_us=int(delay * 1_000_000),
+                            doubt=doubt, outcome=outcome)
 
-    def _unknown(self, job: ClaimedJob, wh: WarehouseConfig, rule: str, reason: str,
-                 rows: list[JournalRow]) -> JobResult:
+    def _unknown(self, attempt: _Attempt, wh: WarehouseConfig, rule: str, reason: str, *,
+                 failure: bool = True) -> JobResult:
         """The request may have arrived. Resend and query rules come back to it (next claim);
         under `skip` nobody may send again without knowing: hold it for an operator."""
-        rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "in-doubt", "unknown",
-                               detail={"reason": reason, "rule": rule}))
+        attempt.detail.update({"error": "no_answer" if failure else "unreadable", "rule": rule})
+        if failure:
+            attempt.detail["failure"] = True
         if rule in ("resend", "query"):
-            return self._retry(job, wh, f"in doubt ({reason})", rows, doubt=True)
-        return self._held(job, wh, f"in doubt: {reason}; the duplicate rule 'skip' neither resends nor queries: "
-                                   f"check with {wh.name}, then replay (dockyard dlq replay {job.id}) or leave it",
-                          rows)
+            return self._retry(attempt, wh, f"in doubt ({reason})", doubt=True, step="in-doubt",
+                               outcome_word="unknown", failure=failure)
+        return self._held(attempt, f"in doubt: {reason}; the duplicate rule 'skip' neither resends nor queries: "
+                                   f"check with {wh.name}, then replay (dockyard dlq replay {attempt.job.id}) "
+                                   f"or leave it", step="in-doubt", outcome_word="unknown")
 
-    def _held(self, job: ClaimedJob, wh: WarehouseConfig, reason: str, rows: list[JournalRow]) -> JobResult:
-        rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "held", "in_doubt",
-                               detail={"reason": reason, "job": job.id}))
-        return JobResult(job.id, job.owner, "held", doubt=True, reason=reason, order_no=job.order_no,
-                         delivery="in_doubt" if job.kind == "create" else None, rows=rows)
+    def _held(self, attempt: _Attempt, reason: str, *, step: str | None = None,
+              outcome_word: str = "in_doubt") -> JobResult:
+        job = attempt.job
+        held = JournalRow(None, job.order_no, attempt.warehouse, job.kind, "held", "in_doubt",
+                          detail={"reason": reason, "job": job.id})
+        if step is None:  # the attempt's own row is the held row
+            attempt.detail.update({"job": job.id})
+            return self._finish(attempt, "held", "held", "in_doubt", reason=reason, doubt=True,
+                                delivery="in_doubt" if job.kind == "create" else None)
+        return self._finish(attempt, "held", step, outcome_word, reason=reason, doubt=True,
+                            delivery="in_doubt" if job.kind == "create" else None, extra_rows=[held])
 
-    def _dead(self, job: ClaimedJob, wh: WarehouseConfig, reason: str, rows: list[JournalRow], *,
-              step: str = "dead-lettered", outcome: dict[str, Any] | None = None) -> JobResult:
-        if step != "dead-lettered":
-            rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, step, "error", detail={"reason": reason}))
-        rows.append(JournalRow(now_us(), job.order_no, wh.name, job.kind, "dead-lettered", "dlq",
-                               detail={"reason": reason, "job": job.id, "attempts": job.attempts}))
-        return JobResult(job.id, job.owner, "dead", reason=reason, outcome=outcome, order_no=job.order_no,
-                         delivery="dlq" if job.kind in ("create", "update") else None, rows=rows)
+    def _dead(self, attempt: _Attempt, reason: str, *, stage: str | None = None,
+              outcome: dict[str, Any] | None = None) -> JobResult:
+        job = attempt.job
+        attempt.detail.update({"job": job.id, "attempts": job.attempts})
+        if stage:
+            attempt.detail["stage"] = stage
+        return self._finish(attempt, "dead", "dead-lettered", "dlq", reason=reason, outcome=outcome,
+                            delivery="dlq" if job.kind in ("create", "update") else None)
 
     # -- wire ------------------------------------------------------------------------------
     def _outcome(self, wh: WarehouseConfig, flow: FlowConfig, answer: HttpAnswer) -> dict[str, Any]:
@@ -397,28 +553,11 @@ class Deliverer:
         outcome: dict[str, Any] = mapping.transform(document, wh.context)
         return outcome
 
-    async def _http(self, name: str, wire: WireRequest, url: str) -> HttpAnswer:
-        session = self._sessions[name]
-        t0 = now_us()
-        try:
-            # encoded=True: the query string is sent byte for byte as it was signed.
-            async with session.request(wire.method, URL(url, encoded=True), data=wire.body,
-                                       headers=dict(wire.headers)) as response:
-                body = await response.read()
-                elapsed = now_us() - t0
-                self.metrics.stage.labels("http", name).observe(elapsed / 1e6)
-                return HttpAnswer(response.status, body, elapsed)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError, aiohttp.InvalidURL) as exc:
-            raise NotSent(f"{type(exc).__name__}: {origin(url)}") from None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            took = (now_us() - t0) / 1e6
-            raise OutcomeUnknown(f"{type(exc).__name__} after {took:.1f}s from {origin(url)}") from None
-
-    def _request_summary(self, wire: WireRequest, url: str, prepared: PreparedRequest) -> dict[str, Any]:
-        text = wire.body[:EXCERPT].decode(prepared.body_encoding, errors="replace")
-        return {"method": wire.method, "url": url.split("?", 1)[0], "request_id": prepared.request_id,
-                "bytes": len(wire.body), "sha256": hashlib.sha256(wire.body).hexdigest(),
-                "sign_scheme": prepared.sign_scheme, "body": self._redact(_mask(text, prepared.signature))}
+    def _request_summary(self, method: str, url: str, body: bytes, prepared: PreparedRequest) -> dict[str, Any]:
+        text = body[:EXCERPT].decode(prepared.body_encoding, errors="replace")
+        return {"method": method, "url": url.split("?", 1)[0], "bytes": len(body),
+                "sha256": hashlib.sha256(body).hexdigest(), "sign_scheme": prepared.sign_scheme,
+                "body": self._redact(_mask(text, prepared.signature))}
 
     def _answer_summary(self, answer: HttpAnswer) -> dict[str, Any]:
         return {"status": answer.status, "bytes": len(answer.body),
@@ -436,52 +575,75 @@ class Deliverer:
         secret = self.ctx.secrets.get(up.secret).reveal() if up.secret else None
         while not self._stopping:
             wake.clear()
-            jobs = await self.db.write(self._claimer("up", UPSTREAM, up.batch, lease))
-            if not jobs:
-                await _wait(wake, 0.25)
+            try:
+                outcome = await self.db.claim(self._claimer("up", UPSTREAM, up.batch, lease, None))
+            except StoreError:
+                await _wait(wake, 0.5)
                 continue
-            await self._forward(jobs, up.url, up.retry, secret)
+            if not outcome.jobs:
+                await _wait(wake, await self._idle_for(UPSTREAM, "up", outcome))
+                continue
+            await self._forward(outcome.jobs, up.url, up.retry, secret)
 
     async def _forward(self, jobs: list[ClaimedJob], url: str, retry: RetryConfig, secret: str | None) -> None:
         body = ("[" + ",".join(j.payload or "null" for j in jobs) + "]").encode("utf-8")
-        headers = {"Content-Type": "application/json"}
+        headers = [("Content-Type", "application/json")]
         if secret is not None:
-            headers["X-Dockyard-Signature"] = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-        wire = WireRequest("POST", url, tuple(headers.items()), body)
+            headers.append(("X-Dockyard-Signature", hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()))
+        pool = self._pools[UPSTREAM]
         try:
-            answer = await self._http(UPSTREAM, wire, url)
+            answer = await pool.request(prepare("POST", url, headers, body))
             ok = 200 <= answer.status < 300
             why = "" if ok else f"HTTP {answer.status}"
         except (NotSent, OutcomeUnknown) as exc:
             ok, why = False, str(exc)
-        now = now_us()
+        except Exception as exc:  # a bug must not strand the batch: it is retried like a failure
+            log.exception("forwarding to the upstream webhook failed inside the service")
+            ok, why = False, f"internal error: {type(exc).__name__}"
         results: list[JobResult] = []
         for job in jobs:
             if ok:
-                results.append(JobResult(job.id, job.owner, "done", order_no=job.order_no, rows=[
-                    JournalRow(now, job.order_no, UPSTREAM, "forward", "forwarded", "ok",
-                               detail={"batch": len(jobs)})]))
+                results.append(JobResult(job.id, job.owner, "done", order_no=job.order_no, lane="up",
+                                         warehouse=UPSTREAM, rows=[
+                                             JournalRow(None, job.order_no, UPSTREAM, "forward", "forwarded", "ok",
+                                                        detail={"batch": len(jobs)})]))
             elif job.attempts >= retry.max_attempts:
                 results.append(JobResult(job.id, job.owner, "dead", reason=f"upstream: out of attempts; last: {why}",
-                                         order_no=job.order_no, rows=[
-                                             JournalRow(now, job.order_no, UPSTREAM, "forward", "dead-lettered", "dlq",
+                                         order_no=job.order_no, lane="up", warehouse=UPSTREAM, rows=[
+                                             JournalRow(None, job.order_no, UPSTREAM, "forward", "dead-lettered", "dlq",
                                                         detail={"reason": why, "job": job.id})]))
             else:
                 delay = backoff_seconds(retry, job.attempts)
-                results.append(JobResult(job.id, job.owner, "ready", next_at=now + int(delay * 1_000_000),
-                                         reason=f"upstream: {why}", order_no=job.order_no, rows=[
-                                             JournalRow(now, job.order_no, UPSTREAM, "forward", "forward-failed",
+                results.append(JobResult(job.id, job.owner, "ready", delay_us=int(delay * 1_000_000),
+                                         reason=f"upstream: {why}", order_no=job.order_no, lane="up",
+                                         warehouse=UPSTREAM, rows=[
+                                             JournalRow(None, job.order_no, UPSTREAM, "forward", "forward-failed",
                                                         "retry", detail={"reason": why, "attempt": job.attempts})]))
-        await self.db.write(lambda c: store.finish(c, results, now_us()))
+        await self._commit_many(results)
         for r in results:
             self.metrics.forwards.labels(r.state).inc()
 
+    async def _commit_many(self, results: list[JobResult]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.db.write(store.FinishOp(results))
+                return
+            except StoreUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+
+class _NotOurs(Exception):
+    """The job was taken back by another node before its request was written."""
+
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
+    if event.is_set():
+        return
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), timeout)
 
 
 def _mask(text: str, signature: str | None) -> str:
     return text.replace(signature, "<signature>") if signature else text
-

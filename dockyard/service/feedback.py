@@ -29,7 +29,7 @@ from dockyard.runtime.signing import SignatureError, SignInput, get_signer
 from dockyard.service import logs, store, tracing
 from dockyard.service.config import CallbackConfig, WarehouseConfig
 from dockyard.service.context import ServiceContext
-from dockyard.service.db import Database, now_us
+from dockyard.service.db import Database, StoreError, now_us
 
 __all__ = ["CallbackReply", "handle_callback"]
 
@@ -39,7 +39,7 @@ class CallbackReply:
     status: int
     body: bytes
     content_type: str
-    outcome: str  # applied | duplicate | forged | unreadable | unknown-flow
+    outcome: str  # applied | duplicate | forged | unreadable | unknown-flow | foreign-order | unknown-order | error
 
 
 def _form(body: bytes) -> dict[str, str]:
@@ -105,7 +105,7 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
         logs.event(logging.WARNING, "callback refused", warehouse=warehouse, flow=flow, reason=reason,
                    remote=headers.get("X-Forwarded-For"))
         await db.write(lambda c: store.journal(c, [store.JournalRow(
-            now_us(), None, warehouse, flow, "callback-rejected", "forged",
+            None, None, warehouse, flow, "callback-rejected", "forged",
             detail={"reason": reason, "bytes": len(body), "remote": headers.get("X-Forwarded-For")})]))
         return CallbackReply(401, f"signature check failed: {reason}".encode(), "text/plain", "forged")
     except DockyardError as exc:  # a secret that vanished, an unknown scheme: ours, not theirs
@@ -121,15 +121,47 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
         await db.write(lambda c: store.quarantine(c, "callback", None, [f"{warehouse}/{flow}: {reason}"],
                                                   body.decode("utf-8", errors="replace"), now_us(), warehouse))
         return _ack_or_error(ctx, cfg, wh, None, 400, f"cannot read the message: {reason}", "unreadable")
-    event_id = str(event.get("event_id") or "sha256:" + hashlib.sha256(body).hexdigest())
-    fresh, tracking = await db.write(lambda c: store.record_event(c, warehouse, flow, event, event_id, now_us(),
-                                                                   forward=forward, received_at=received,
-                                                                   want_tracking=tracing.enabled()))
-    # The span runs from the callback's receipt to its ack, in the order's trace (known only now).
-    with tracing.span("dockyard.feedback", tracking, {
-            "dockyard.order_no": event.get("order_no"), "dockyard.warehouse": warehouse, "dockyard.flow": flow,
-            "dockyard.status": event.get("status"), "dockyard.duplicate": not fresh}, start_us=received):
-        return _ack_or_error(ctx, cfg, wh, document, 200, "", "applied" if fresh else "duplicate")
+    records = [store.EventRecord(e, _event_id(e, body, i)) for i, e in enumerate(_events(event))]
+    try:
+        op = store.RecordEventsOp(warehouse, flow, records, forward=forward, received_at=received)
+        outcomes: list[store.EventOutcome] = await db.write(op)
+    except StoreError as exc:  # not recorded: the warehouse must send it again
+        logs.event(logging.WARNING, "callback not recorded", warehouse=warehouse, flow=flow, reason=str(exc))
+        return CallbackReply(503, b"the service cannot record this callback now; send it again later",
+                             "text/plain; charset=utf-8", "error")
+    kinds = {o.outcome for o in outcomes}
+    if not kinds & {"applied", "duplicate"} and records:
+        refused = next(o for o in outcomes if o.outcome in ("foreign-order", "unknown-order"))
+        logs.event(logging.WARNING, "callback refused", warehouse=warehouse, flow=flow, reason=refused.reason)
+        return CallbackReply(409, f"not applied ({refused.outcome}): {refused.reason}".encode(),
+                             "text/plain; charset=utf-8",
+                             refused.outcome)
+    outcome = "applied" if "applied" in kinds else "duplicate"
+    if tracing.enabled():  # from the callback's receipt to its ack, in the order's trace (known only now)
+        tracking = next((o.tracking_id for o in outcomes if o.tracking_id), None)
+        with tracing.span("dockyard.feedback", tracking, {
+                "dockyard.order_no": records[0].event.get("order_no") if records else None,
+                "dockyard.warehouse": warehouse, "dockyard.flow": flow,
+                "dockyard.status": records[0].event.get("status") if records else None,
+                "dockyard.duplicate": outcome == "duplicate"}, start_us=received):
+            pass
+    return _ack_or_error(ctx, cfg, wh, document, 200, "", outcome)
+
+
+def _events(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The status events an inbound mapping made: one (target `status-event`) or several (target
+    `status-events`: {"events": [...]}, e.g. an SF route push carrying many routes)."""
+    events = result.get("events")
+    if isinstance(events, list) and "status" not in result:
+        return [e for e in events if isinstance(e, dict)]
+    return [result]
+
+
+def _event_id(event: dict[str, Any], body: bytes, index: int) -> str:
+    """The event's own id, else the hash of the message (and its place in it)."""
+    if event.get("event_id"):
+        return str(event["event_id"])
+    return "sha256:" + hashlib.sha256(body).hexdigest() + (f"#{index}" if index else "")
 
 
 def _ack_or_error(ctx: ServiceContext, cfg: CallbackConfig, wh: WarehouseConfig, document: Any, status: int,

@@ -38,11 +38,48 @@ def order_status(conn: Conn, order_no: str) -> dict[str, Any] | None:
 
 
 def timeline(conn: Conn, order_no: str) -> list[dict[str, Any]]:
+    """An order's journal as a timeline. The journal keeps one row per transition (one per
+    delivery attempt, holding its request and answer); the timeline shows each attempt's stages
+    again as their own steps (transformed, sent, response), as they happened."""
     rows = conn.execute("SELECT id, at, warehouse, flow, step, outcome, elapsed_us, detail FROM dy_journal "
                         "WHERE order_no = ? ORDER BY at, id", (order_no,))
-    return [{"id": r[0], "at": _iso(r[1]), "at_us": r[1], "warehouse": r[2], "flow": r[3], "step": r[4],
-             "outcome": r[5], "elapsed_ms": None if r[6] is None else round(r[6] / 1000, 3),
-             "detail": _load(r[7])} for r in rows]
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        out += _expand({"id": r[0], "at": _iso(r[1]), "at_us": r[1], "warehouse": r[2], "flow": r[3], "step": r[4],
+                        "outcome": r[5], "elapsed_ms": None if r[6] is None else round(r[6] / 1000, 3),
+                        "detail": _load(r[7])})
+    return out
+
+
+_ATTEMPT_KEYS = ("attempt", "mapping", "request_id", "idempotency_key", "rule", "transform_ms")
+
+
+def _expand(step: dict[str, Any]) -> list[dict[str, Any]]:
+    """One journal row as the steps it stands for."""
+    detail = step["detail"]
+    if not isinstance(detail, dict):
+        return [step]
+    if step["step"] == "received" and step["outcome"] == "ok" and "rule" in detail:
+        return [step, {**step, "step": "validated", "outcome": "ok", "elapsed_ms": None, "detail": None},
+                {**step, "step": "routed", "outcome": "ok", "elapsed_ms": None,
+                 "detail": {"warehouse": step["warehouse"], "rule": detail.get("rule"),
+                            "tracking_id": detail.get("tracking_id")}}]
+    if "request" not in detail and "mapping" not in detail:
+        return [step]
+    out: list[dict[str, Any]] = []
+    shown = {k: v for k, v in detail.items() if k not in ("request", "response", *_ATTEMPT_KEYS)}
+    if "mapping" in detail:
+        out.append({**step, "step": "transformed", "outcome": "ok", "elapsed_ms": detail.get("transform_ms"),
+                    "detail": {k: detail[k] for k in _ATTEMPT_KEYS if k in detail and k != "transform_ms"}})
+    if isinstance(detail.get("request"), dict):
+        out.append({**step, "step": "sent", "outcome": "ok", "elapsed_ms": None, "detail": detail["request"]})
+    if isinstance(detail.get("response"), dict):
+        out.append({**step, "step": "response", "outcome": str(detail.get("http_status", "")),
+                    "detail": detail["response"]})
+    elif detail.get("error") in ("no_answer",):
+        out.append({**step, "step": "response", "outcome": "unknown", "detail": {"error": detail.get("reason")}})
+    out.append({**step, "elapsed_ms": None, "detail": shown or None})
+    return out
 
 
 def format_timeline(order_no: str, steps: list[dict[str, Any]], *, verbose: bool = False) -> str:
@@ -103,13 +140,15 @@ def summary(conn: Conn) -> dict[str, Any]:
 
 
 def job_counts(conn: Conn) -> dict[str, int]:
-    """What `/stats`, `/metrics` and the dashboard show of the jobs: the outbox (ready or being
-    sent) per lane and in all, dead letters, jobs held for an operator, and the deliveries in doubt
-    (held, or waiting to be settled by the warehouse's rule)."""
+    """What `/stats`, `/metrics` and the dashboard show of the jobs: the outbox (ready, waiting
+    behind an earlier job of the order, claimed or being sent) per lane and in all, dead letters,
+    jobs held for an operator, and the deliveries in doubt (held, or waiting to be settled by the
+    warehouse's rule)."""
     out = {"outbox_wh": 0, "outbox_up": 0, "dead": 0, "held": 0}
-    for lane, state, n in conn.execute("SELECT lane, state, COUNT(*) FROM dy_jobs "
-                                       "WHERE state IN ('ready', 'sending', 'dead', 'held') GROUP BY lane, state"):
-        key = f"outbox_{lane}" if state in ("ready", "sending") else state
+    states = "('ready', 'waiting', 'claimed', 'sending', 'dead', 'held')"
+    for lane, state, n in conn.execute(f"SELECT lane, state, COUNT(*) FROM dy_jobs WHERE state IN {states} "
+                                       "GROUP BY lane, state"):
+        key = f"outbox_{lane}" if state in ("ready", "waiting", "claimed", "sending") else state
         out[key] = out.get(key, 0) + int(n)
     out["outbox"] = out["outbox_wh"] + out["outbox_up"]
     out["in_doubt"] = int(conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE lane = 'wh' AND (state = 'held' OR "

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from dockyard.service.config import CircuitConfig, RetryConfig
 
-__all__ = ["Breaker", "backoff_seconds"]
+__all__ = ["Breaker", "SharedCircuit", "backoff_seconds", "retry_after_seconds"]
 
 
 def backoff_seconds(policy: RetryConfig, attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -74,3 +74,53 @@ class Breaker:
             self.opened_at = self._clock()
             self.opened_count += 1
         self.probing = False
+
+
+class SharedCircuit:
+    """This node's side of a warehouse's circuit, whose state lives in the store (dy_limits) so that
+    every node sees the same one: the node counts its own consecutive retryable failures (the
+    policy's threshold), says when they should open the circuit for everyone, and mirrors the
+    state the last claim saw (for /metrics and the dashboard)."""
+
+    CLOSED, OPEN, HALF_OPEN = Breaker.CLOSED, Breaker.OPEN, Breaker.HALF_OPEN
+
+    def __init__(self, policy: CircuitConfig) -> None:
+        self.policy = policy
+        self.failures = 0
+        self.state = self.CLOSED
+        self.opened_count = 0
+
+    def failure(self) -> bool:
+        """Count one; True when this failure should open the circuit (the threshold is reached)."""
+        self.failures += 1
+        return self.state == self.CLOSED and self.failures >= self.policy.failures
+
+    def success(self) -> None:
+        self.failures = 0
+
+    def observe(self, state: str, *, opened: bool = False) -> None:
+        if opened and self.state != self.OPEN:
+            self.opened_count += 1
+        if state == self.CLOSED and self.state != self.CLOSED:
+            self.failures = 0
+        self.state = state
+
+
+def retry_after_seconds(value: str | None, *, cap: float = 300.0,
+                        now: Callable[[], float] = time.time) -> float:
+    """Seconds a `Retry-After` header asks for (delta-seconds or an HTTP date), capped; 0 when
+    absent or unreadable."""
+    if not value:
+        return 0.0
+    text = value.strip()
+    if text.isdigit():
+        return min(cap, float(text))
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:
+        return 0.0
+    return max(0.0, min(cap, when.timestamp() - now()))

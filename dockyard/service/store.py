@@ -1,45 +1,59 @@
-"""Every read and write the service makes to its state store, as functions of one connection.
+"""Every write the service makes to its state store, and the claim.
 
-Each write function runs inside the writer's transaction (see db.py), so what it changes — the
-order, its jobs and its journal rows — becomes durable together or not at all. That is the outbox:
-an order is accepted, its delivery job queued and its journal written in one commit, before the
-client hears 202; a callback's event is recorded, its forward job queued and its journal written
-in one commit, before the warehouse hears its ack.
+The hot writes are batch operations (db.BatchOp): all queued operations of a kind run as one set
+of statements inside the writer's group commit. What an operation changes — the order, its jobs
+and its journal rows — becomes durable together or not at all. That is the outbox: an order is
+accepted, its delivery job queued and its journal written in one commit, before the client hears
+202; a callback's event is recorded, its forward job queued and its journal written in one
+commit, before the warehouse hears its ack.
 
-Job states (lane 'wh' to warehouses, lane 'up' to the upstream webhook):
-  ready      waiting for its time (next_at); `doubt` = 1 when an earlier attempt's outcome is unknown
-  sending    claimed by a worker (owner, lease_until): the request may be on the wire
-  done       delivered (or the warehouse answered duplicate)
-  dead       the dead-letter queue: rejected, or out of attempts; `reason` says why
-  held       in doubt, and the warehouse's rule neither resends nor queries: an operator decides
-  cancelled  a create cancelled before anything was sent
+Job states (lane 'wh' to warehouses, lane 'up' to the upstream webhook) are described in
+schema.py. Per order and lane, jobs run one after another: a job queued while an earlier one is
+open starts `waiting`, and is made `ready` when the earlier one ends.
+
+The journal writes one row per transition, with the details that belong to it: one `received`
+row per accepted order, one row per delivery attempt named after what became of it (`committed`,
+`retry`, `in-doubt`, `dead-lettered`, …) holding the request and the answer, one `feedback` row per
+callback event.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
-from dockyard.service.db import Conn
+from dockyard.service.db import BatchOp, Conn, Tx
+from dockyard.service.schema import OPEN_STATES
 
 __all__ = [
+    "ClaimOutcome",
     "ClaimedJob",
+    "EventOutcome",
+    "EventRecord",
+    "FinishOp",
     "IngestItem",
+    "IngestOp",
+    "IngestResult",
     "JobResult",
     "JournalRow",
+    "MarkSendingOp",
+    "RecordEventsOp",
+    "WarehouseLimits",
+    "apply_order_changes",
     "claim",
-    "finish",
     "ingest",
     "journal",
     "quarantine",
-    "record_event",
     "recover",
     "replay",
     "request_cancel",
+    "set_circuit",
+    "set_pause",
+    "write_journal",
 ]
 
 
@@ -47,11 +61,13 @@ __all__ = [
 RANK = {"received": 0, "delivered": 1, "accepted": 2, "picking": 3, "packed": 4, "shipped": 5, "in_transit": 6,
         "out_for_delivery": 7, "signed": 8}
 FINAL = ("cancelled", "rejected")
+_OPEN = "('" + "', '".join(OPEN_STATES) + "')"
+_BLOCKING = "('" + "', '".join((*OPEN_STATES, "waiting")) + "')"
 
 
 @dataclass(frozen=True)
 class JournalRow:
-    at: int
+    at: int | None  # None: the time of the transaction that writes it
     order_no: str | None
     warehouse: str | None
     flow: str | None
@@ -69,8 +85,130 @@ _JOURNAL_SQL = ("INSERT INTO dy_journal (at, order_no, warehouse, flow, step, ou
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
+def write_journal(conn: Conn, rows: Iterable[tuple[Any, ...]]) -> None:
+    now = conn.now
+    conn.executemany(_JOURNAL_SQL, [(now, *r[1:]) if r[0] is None else r for r in rows])
+
+
 def journal(conn: Conn, rows: Iterable[JournalRow]) -> None:
-    conn.executemany(_JOURNAL_SQL, [r.values() for r in rows])
+    """Journal rows written with the transaction (at its end, with everything else of the group)."""
+    if isinstance(conn, Tx):
+        conn.journal(r.values() for r in rows)
+    else:
+        write_journal(conn, [r.values() for r in rows])
+
+
+def _in(conn: Conn, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+    """`IN (…)` for a list of values: one array parameter on PostgreSQL, placeholders on SQLite."""
+    if conn.dialect == "postgres":
+        return "= ANY(?)", (list(values),)
+    return "IN (" + ", ".join("?" for _ in values) + ")", tuple(values)
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def _wake(conn: Conn, key: str) -> None:
+    if isinstance(conn, Tx):
+        conn.wake(key)
+
+
+# -- orders -----------------------------------------------------------------------------------
+def apply_order_changes(conn: Conn, changes: Mapping[str, Any]) -> None:
+    """Apply the group's order changes, in order_no order (every node locks dy_orders rows in the
+    same order, so two groups never wait on each other in a cycle), as the group's last writes."""
+    keys = sorted(changes)
+    lock = " FOR UPDATE" if conn.dialect == "postgres" else ""
+    updates: list[tuple[Any, ...]] = []
+    for chunk in _chunks(keys):
+        where, params = _in(conn, chunk)
+        rows = conn.execute(f"SELECT order_no, status, waybills FROM dy_orders WHERE order_no {where} "
+                            f"ORDER BY order_no{lock}", params)
+        for order_no, current, old_waybills in rows:
+            change = changes[order_no]
+            status = current
+            for wanted in change.status:
+                if status not in FINAL and (wanted in FINAL or RANK.get(wanted, -1) > RANK.get(status, -1)):
+                    status = wanted
+            merged = old_waybills
+            if change.waybills:
+                known = json.loads(old_waybills) if old_waybills else []
+                seen = {(w.get("carrier_code"), w.get("waybill_no")) for w in known}
+                for w in change.waybills:
+                    key = (w.get("carrier_code"), w.get("waybill_no"))
+                    if key not in seen:
+                        seen.add(key)
+                        known.append(w)
+                merged = json.dumps(known, ensure_ascii=False, default=str)
+            updates.append((status, change.delivery, change.warehouse_order_id, merged, conn.now, order_no))
+    if updates:
+        conn.executemany("UPDATE dy_orders SET status = ?, delivery = COALESCE(?, delivery), "
+                         "warehouse_order_id = COALESCE(?, warehouse_order_id), waybills = ?, updated_at = ? "
+                         "WHERE order_no = ?", updates)
+
+
+def _change_order(conn: Conn, order_no: str, **change: Any) -> None:
+    if isinstance(conn, Tx):
+        conn.change_order(order_no, **change)
+        return
+    from dockyard.service.db import _OrderChange
+
+    apply_order_changes(conn, {order_no: _OrderChange(
+        [change["status"]] if change.get("status") else [], change.get("delivery"),
+        change.get("warehouse_order_id"), change.get("waybills"))})
+
+
+# -- jobs -------------------------------------------------------------------------------------
+_QUEUE_SQL = ("INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, payload, created_at, updated_at) "
+              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_QUEUE_CHAINED_SQL = (
+    "INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, payload, created_at, updated_at) "
+    f"SELECT ?, ?, ?, ?, CASE WHEN EXISTS (SELECT 1 FROM dy_jobs p WHERE p.order_no = ? AND p.lane = ? "
+    f"AND p.state IN {_BLOCKING}) THEN 'waiting' ELSE 'ready' END, ?, ?, ?, ?")
+
+
+def queue_jobs(conn: Conn, jobs: Sequence[tuple[str, str, str | None, str, str | None]]) -> None:
+    """Queue (lane, kind, order_no, warehouse, payload) jobs, each behind its order's open job."""
+    now = conn.now
+    conn.executemany(_QUEUE_CHAINED_SQL, [(lane, kind, order_no, warehouse, order_no, lane, now, payload, now, now)
+                                          for lane, kind, order_no, warehouse, payload in jobs])
+    for _, _, _, warehouse, _ in jobs:
+        _wake(conn, warehouse)
+
+
+def _promote(conn: Conn, ended: Iterable[tuple[str, str]]) -> None:
+    """Make the next waiting job of each (order_no, lane) whose open job ended ready."""
+    pairs = sorted(set(ended))
+    if not pairs:
+        return
+    waiting: set[tuple[str, str]] = set()
+    for chunk in _chunks([p[0] for p in pairs]):
+        where, params = _in(conn, chunk)
+        waiting.update((o, lane) for o, lane in conn.execute(
+            f"SELECT order_no, lane FROM dy_jobs WHERE order_no {where} AND state = 'waiting'", params))
+    for order_no, lane in pairs:
+        if (order_no, lane) not in waiting:
+            continue
+        rows = conn.execute(
+            "UPDATE dy_jobs SET state = 'ready', next_at = ?, updated_at = ? WHERE id = (SELECT MIN(w.id) "
+            "FROM dy_jobs w WHERE w.order_no = ? AND w.lane = ? AND w.state = 'waiting') AND NOT EXISTS ("
+            f"SELECT 1 FROM dy_jobs o WHERE o.order_no = ? AND o.lane = ? AND o.state IN {_OPEN}) "
+            "RETURNING warehouse", (conn.now, conn.now, order_no, lane, order_no, lane))
+        for (warehouse,) in rows:
+            _wake(conn, warehouse)
+
+
+def _repair_waiting(conn: Conn) -> int:
+    """Waiting jobs whose order has no open job left (two nodes queued and ended at the same
+    moment, each not seeing the other's change): make the first of each ready."""
+    rows = conn.execute(
+        "SELECT order_no, lane FROM dy_jobs w WHERE w.state = 'waiting' AND w.updated_at < ? AND NOT EXISTS ("
+        f"SELECT 1 FROM dy_jobs o WHERE o.order_no = w.order_no AND o.lane = w.lane AND o.state IN {_OPEN}) "
+        "LIMIT 1000", (conn.now - 1_000_000,))
+    _promote(conn, [(r[0], r[1]) for r in rows])
+    return len(rows)
 
 
 # -- ingest -----------------------------------------------------------------------------------
@@ -95,70 +233,82 @@ class IngestResult:
     reason: str = ""
 
 
-def ingest(conn: Conn, items: Sequence[IngestItem], now: int) -> list[IngestResult]:
+def ingest(conn: Conn, items: Sequence[IngestItem], now: int | None = None) -> list[IngestResult]:
+    """Record orders: new ones with their delivery job and `received` row; a repeat of the same
+    content is a duplicate; other content under the same number is a conflict (quarantined) or,
+    with an update flow, an update."""
+    stamp = conn.now
+    inserted = conn.execute_returning((
+        "INSERT INTO dy_orders (order_no, tracking_id, warehouse, shop_code, channel, fingerprint, payload, "
+        "status, delivery, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'received', 'pending', ?, ?) "
+        "ON CONFLICT (order_no) DO NOTHING RETURNING tracking_id"),
+        [(it.order_no, it.tracking_id, it.warehouse, it.shop_code, it.channel, it.fingerprint, it.payload,
+          stamp, stamp) for it in items])
     results: list[IngestResult] = []
     rows: list[JournalRow] = []
-    for it in items:
-        inserted = conn.execute(
-            "INSERT INTO dy_orders (order_no, tracking_id, warehouse, shop_code, channel, fingerprint, payload, "
-            "status, delivery, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'received', 'pending', ?, ?) "
-            "ON CONFLICT (order_no) DO NOTHING RETURNING tracking_id",
-            (it.order_no, it.tracking_id, it.warehouse, it.shop_code, it.channel, it.fingerprint, it.payload,
-             it.received_at, now))
-        if inserted:
-            _queue(conn, "wh", "create", it.order_no, it.warehouse, None, now)
-            rows += [JournalRow(it.received_at, it.order_no, it.warehouse, None, "received", "ok"),
-                     JournalRow(now, it.order_no, it.warehouse, None, "validated", "ok"),
-                     JournalRow(now, it.order_no, it.warehouse, "create", "routed", "ok",
-                                detail={"warehouse": it.warehouse, "rule": it.route, "tracking_id": it.tracking_id})]
+    jobs: list[tuple[Any, ...]] = []
+    for it, returned in zip(items, inserted, strict=True):
+        if returned:
+            jobs.append(("wh", "create", it.order_no, it.warehouse, "ready", stamp, None, stamp, stamp))
+            _wake(conn, it.warehouse)
+            rows.append(JournalRow(None, it.order_no, it.warehouse, "create", "received", "ok",
+                                   detail={"tracking_id": it.tracking_id, "rule": it.route}))
             results.append(IngestResult("accepted", it.tracking_id))
             continue
-        existing = conn.execute("SELECT tracking_id, fingerprint, warehouse FROM dy_orders WHERE order_no = ?",
-                                (it.order_no,))[0]
-        tracking, fingerprint, warehouse = existing
+        tracking, fingerprint, warehouse = conn.execute(
+            "SELECT tracking_id, fingerprint, warehouse FROM dy_orders WHERE order_no = ?", (it.order_no,))[0]
         if fingerprint == it.fingerprint:
-            rows.append(JournalRow(now, it.order_no, warehouse, None, "received", "duplicate",
+            rows.append(JournalRow(None, it.order_no, warehouse, None, "received", "duplicate",
                                    detail={"note": "the same order again: acknowledged, nothing queued"}))
             results.append(IngestResult("duplicate", tracking))
         elif it.update_flow and warehouse == it.warehouse:
             conn.execute("UPDATE dy_orders SET payload = ?, fingerprint = ?, updated_at = ? WHERE order_no = ?",
-                         (it.payload, it.fingerprint, now, it.order_no))
-            _queue(conn, "wh", "update", it.order_no, warehouse, None, now)
-            rows.append(JournalRow(now, it.order_no, warehouse, "update", "received", "update",
+                         (it.payload, it.fingerprint, stamp, it.order_no))
+            queue_jobs(conn, [("wh", "update", it.order_no, warehouse, None)])
+            rows.append(JournalRow(None, it.order_no, warehouse, "update", "received", "update",
                                    detail={"fingerprint": it.fingerprint}))
             results.append(IngestResult("updated", tracking))
         else:
             why = ("the order number was accepted earlier with different content"
                    + ("" if it.warehouse == warehouse else f" and routed to {warehouse}, not {it.warehouse}"))
-            rows.append(JournalRow(now, it.order_no, warehouse, None, "received", "conflict",
-                                   detail={"reason": why}))
+            rows.append(JournalRow(None, it.order_no, warehouse, None, "received", "conflict", detail={"reason": why}))
             conn.execute("INSERT INTO dy_quarantine (received_at, source, order_no, reasons, body) "
                          "VALUES (?, ?, ?, ?, ?)",
-                         (now, "order", it.order_no, json.dumps([why], ensure_ascii=False), it.payload))
+                         (stamp, "order", it.order_no, json.dumps([why], ensure_ascii=False), it.payload))
             results.append(IngestResult("conflict", tracking, why))
+    if jobs:
+        conn.executemany(_QUEUE_SQL, jobs)
     journal(conn, rows)
     return results
 
 
-def _queue(conn: Conn, lane: str, kind: str, order_no: str | None, warehouse: str, payload: str | None,
-           now: int, *, next_at: int | None = None) -> None:
-    conn.execute("INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, payload, created_at, "
-                 "updated_at) VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?)",
-                 (lane, kind, order_no, warehouse, now if next_at is None else next_at, payload, now, now))
+class IngestOp(BatchOp):
+    """The orders of one HTTP request; every request's orders of a group go in one set of statements."""
+
+    phase: ClassVar[int] = 10
+
+    def __init__(self, items: Sequence[IngestItem]) -> None:
+        self.items = items
+
+    @classmethod
+    def run(cls, tx: Tx, ops: Sequence[IngestOp]) -> list[list[IngestResult]]:
+        flat = [it for op in ops for it in op.items]
+        results = iter(ingest(tx, flat))
+        return [[next(results) for _ in op.items] for op in ops]
 
 
-def quarantine(conn: Conn, source: str, order_no: str | None, reasons: Sequence[str], body: str, now: int,
-               warehouse: str | None = None) -> int:
+def quarantine(conn: Conn, source: str, order_no: str | None, reasons: Sequence[str], body: str,
+               now: int | None = None, warehouse: str | None = None) -> int:
     rows = conn.execute("INSERT INTO dy_quarantine (received_at, source, order_no, reasons, body) "
                         "VALUES (?, ?, ?, ?, ?) RETURNING id",
-                        (now, source, order_no, json.dumps(list(reasons), ensure_ascii=False), body))
+                        (conn.now, source, order_no, json.dumps(list(reasons), ensure_ascii=False), body))
     qid = int(rows[0][0])
-    journal(conn, [JournalRow(now, order_no, warehouse, source, "quarantined", "error",
+    journal(conn, [JournalRow(None, order_no, warehouse, source, "quarantined", "error",
                               detail={"quarantine_id": qid, "reasons": list(reasons)[:20]})])
     return qid
 
 
-# -- delivery ---------------------------------------------------------------------------------
+# -- delivery: the claim ------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClaimedJob:
     id: int
@@ -173,46 +323,158 @@ class ClaimedJob:
     order_payload: str | None
     owner: str
     trace_id: str | None = None  # the order's tracking id: what logs and spans of this order carry
+    probe: bool = False  # the half-open circuit's one probe
+
+
+@dataclass(frozen=True)
+class WarehouseLimits:
+    """What all nodes share about one warehouse (see schema.py, dy_limits)."""
+
+    concurrency: int
+    rate: float | None = None  # calls per second, all nodes together
+    burst: float = 1.0
+    probe_us: int = 10_000_000  # how long the half-open probe may take before another may go
+
+
+@dataclass(frozen=True)
+class ClaimOutcome:
+    jobs: list[ClaimedJob]
+    wait_us: int = 0  # nothing may be claimed for this long (circuit open, rate limit, Retry-After)
+    circuit: str = "closed"  # closed | open | half_open, as all nodes see it
+    reason: str = ""
 
 
 _CLAIM = ("SELECT j.id, j.kind, j.order_no, j.warehouse, j.attempts, j.request_id, j.doubt, j.payload, o.payload, "
-          "o.tracking_id "
-          "FROM dy_jobs j LEFT JOIN dy_orders o ON o.order_no = j.order_no "
+          "o.tracking_id FROM dy_jobs j LEFT JOIN dy_orders o ON o.order_no = j.order_no "
           "WHERE j.lane = ? AND j.warehouse = ? AND j.state = 'ready' AND j.next_at <= ? "
-          "AND NOT EXISTS (SELECT 1 FROM dy_jobs p WHERE p.order_no = j.order_no AND p.lane = j.lane "
-          "AND p.id < j.id AND p.state IN ('ready', 'sending', 'held')) "
-          "ORDER BY j.next_at, j.id LIMIT ?")
+          "ORDER BY j.next_at LIMIT ?")
 
 
-def claim(conn: Conn, lane: str, warehouse: str, limit: int, owner: str, lease_us: int, now: int,
-          new_ids: Iterable[str]) -> list[ClaimedJob]:
-    """Up to `limit` ready jobs, at most the first open one of each order; marked `sending`
-    durably before anything is sent."""
+def claim(conn: Conn, lane: str, warehouse: str, limit: int, owner: str, lease_us: int,
+          new_ids: Iterable[str], limits: WarehouseLimits | None = None, finishing: int = 0) -> ClaimOutcome:
+    """Up to `limit` due jobs of a lane and warehouse, marked `claimed` (not yet on the wire) in
+    this short transaction. With `limits`, the warehouse's shared limits are honoured first: its
+    circuit (one probe across all nodes when half-open), a `Retry-After` pause, its rate bucket, and
+    its concurrency counted over every node's claimed and sending jobs (less this node's
+    `finishing` ones, whose exchange is over and whose outcome is being committed)."""
+    now = conn.now
+    circuit, probe = "closed", False
+    state: tuple[Any, ...] | None = None
+    if limits is not None:
+        state = _limits_row(conn, warehouse)
+        tokens, refilled_at, paused_until, opened_until, probe_until = state
+        if paused_until > now:
+            return ClaimOutcome([], paused_until - now, circuit, "paused (Retry-After)")
+        if opened_until > now:
+            return ClaimOutcome([], opened_until - now, "open", "circuit open")
+        if opened_until:
+            circuit = "half_open"
+            if probe_until > now:
+                return ClaimOutcome([], min(probe_until - now, 1_000_000), circuit, "a probe is out")
+            limit, probe = 1, True
+        active = int(conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE warehouse = ? AND state IN "
+                                  "('claimed', 'sending')", (warehouse,))[0][0])
+        limit = min(limit, limits.concurrency - max(0, active - finishing))
+        if limits.rate:
+            tokens = limits.burst if tokens is None else min(
+                limits.burst, tokens + (now - (refilled_at or now)) * limits.rate / 1e6)
+            if tokens < 1:
+                conn.execute("UPDATE dy_limits SET tokens = ?, refilled_at = ? WHERE warehouse = ?",
+                             (tokens, now, warehouse))
+                return ClaimOutcome([], int((1 - tokens) / limits.rate * 1e6) + 1, circuit, "rate limit")
+            limit = min(limit, int(tokens))
+        if limit <= 0:
+            return ClaimOutcome([], 0, circuit, "concurrency")
     sql = _CLAIM + (" FOR UPDATE OF j SKIP LOCKED" if conn.dialect == "postgres" else "")
     rows = conn.execute(sql, (lane, warehouse, now, limit))
     ids = iter(new_ids)
-    jobs: list[ClaimedJob] = []
-    for jid, kind, order_no, wh, attempts, request_id, doubt, payload, order_payload, tracking in rows:
-        jobs.append(ClaimedJob(int(jid), lane, kind, order_no, wh, int(attempts) + 1, request_id or next(ids),
-                               bool(doubt), payload, order_payload, owner, tracking))
+    jobs = [ClaimedJob(int(jid), lane, kind, order_no, wh, int(attempts) + 1, request_id or next(ids), bool(doubt),
+                       payload, order_payload, owner, tracking, probe)
+            for jid, kind, order_no, wh, attempts, request_id, doubt, payload, order_payload, tracking in rows]
     if jobs:
-        conn.executemany("UPDATE dy_jobs SET state = 'sending', owner = ?, lease_until = ?, attempts = ?, "
+        conn.executemany("UPDATE dy_jobs SET state = 'claimed', owner = ?, lease_until = ?, attempts = ?, "
                          "request_id = ?, updated_at = ? WHERE id = ?",
                          [(owner, now + lease_us, j.attempts, j.request_id, now, j.id) for j in jobs])
-    return jobs
+    if limits is not None and state is not None and jobs:
+        tokens = state[0]
+        if limits.rate:
+            tokens = min(limits.burst, (limits.burst if tokens is None else tokens)
+                         + (now - (state[1] or now)) * limits.rate / 1e6) - len(jobs)
+        conn.execute("UPDATE dy_limits SET tokens = ?, refilled_at = ?, probe_owner = ?, probe_until = ? "
+                     "WHERE warehouse = ?", (tokens, now, owner if probe else None,
+                                            now + limits.probe_us if probe else 0, warehouse))
+    return ClaimOutcome(jobs, 0, circuit)
 
 
+def _limits_row(conn: Conn, warehouse: str) -> tuple[Any, ...]:
+    lock = " FOR UPDATE" if conn.dialect == "postgres" else ""
+    sql = ("SELECT tokens, refilled_at, paused_until, opened_until, probe_until FROM dy_limits "
+           f"WHERE warehouse = ?{lock}")
+    rows = conn.execute(sql, (warehouse,))
+    if not rows:
+        conn.execute("INSERT INTO dy_limits (warehouse) VALUES (?) ON CONFLICT (warehouse) DO NOTHING", (warehouse,))
+        rows = conn.execute(sql, (warehouse,))
+    tokens, refilled, paused, opened, probe_until = rows[0]
+    return (None if tokens is None else float(tokens), refilled, int(paused), int(opened), int(probe_until))
+
+
+def next_due(conn: Conn, lane: str, warehouse: str) -> int | None:
+    """When the earliest ready job of a lane and warehouse is due (None: none is queued)."""
+    rows = conn.execute("SELECT MIN(next_at) FROM dy_jobs WHERE lane = ? AND warehouse = ? AND state = 'ready'",
+                        (lane, warehouse))
+    return None if not rows or rows[0][0] is None else int(rows[0][0]) - conn.now
+
+
+def set_circuit(conn: Conn, warehouse: str, *, open_for_us: int | None, by: str) -> None:
+    """Open the warehouse's circuit for every node (open_for_us), or close it (None)."""
+    _limits_row(conn, warehouse)
+    if open_for_us is None:
+        conn.execute("UPDATE dy_limits SET opened_until = 0, opened_by = NULL, probe_owner = NULL, probe_until = 0 "
+                     "WHERE warehouse = ?", (warehouse,))
+    else:
+        conn.execute("UPDATE dy_limits SET opened_until = ?, opened_by = ?, probe_owner = NULL, probe_until = 0 "
+                     "WHERE warehouse = ?", (conn.now + open_for_us, by, warehouse))
+
+
+def set_pause(conn: Conn, warehouse: str, pause_us: int, reason: str) -> None:
+    """The warehouse asked every caller to wait (Retry-After): no node claims for it until then."""
+    _limits_row(conn, warehouse)
+    until = conn.now + pause_us
+    conn.execute("UPDATE dy_limits SET paused_until = ?, pause_reason = ? WHERE warehouse = ? AND paused_until < ?",
+                 (until, reason, warehouse, until))
+
+
+class MarkSendingOp(BatchOp):
+    """Durably mark a claimed job as on the wire, just before its request is written: from here a
+    crash leaves it in doubt. False when the job is no longer this worker's."""
+
+    phase: ClassVar[int] = 5
+
+    def __init__(self, job_id: int, owner: str) -> None:
+        self.job_id = job_id
+        self.owner = owner
+
+    @classmethod
+    def run(cls, tx: Tx, ops: Sequence[MarkSendingOp]) -> list[bool]:
+        return tx.execute_returning("UPDATE dy_jobs SET state = 'sending', updated_at = ? WHERE id = ? AND owner = ? "
+                                     "AND state IN ('claimed', 'sending') RETURNING id",
+                                 [(tx.now, op.job_id, op.owner) for op in ops])
+
+
+# -- delivery: the outcome ----------------------------------------------------------------------
 @dataclass
 class JobResult:
     job_id: int
     owner: str
     state: str  # done | ready | dead | held | cancelled
-    next_at: int = 0
+    delay_us: int = 0  # when `ready`: due this long after the commit
     doubt: bool = False
     reason: str | None = None
     outcome: dict[str, Any] | None = None
     reset_request_id: bool = False  # the next attempt must use a new request id (e.g. after a query said "absent")
     order_no: str | None = None
+    lane: str = "wh"
+    warehouse: str | None = None
     order_status: str | None = None  # set the order's status (by rank, see RANK)
     delivery: str | None = None  # the order's delivery state
     warehouse_order_id: str | None = None
@@ -220,105 +482,129 @@ class JobResult:
     rows: list[JournalRow] = field(default_factory=list)
 
 
-def finish(conn: Conn, results: Sequence[JobResult], now: int) -> int:
+_FINISH_SQL = ("UPDATE dy_jobs SET state = ?, next_at = ?, doubt = ?, reason = ?, outcome = ?, owner = NULL, "
+               "lease_until = NULL, request_id = CASE WHEN ? = 1 THEN NULL ELSE request_id END, updated_at = ? "
+               "WHERE id = ? AND owner = ? AND state IN ('claimed', 'sending') RETURNING id")
+
+
+def finish(conn: Conn, results: Sequence[JobResult], now: int | None = None) -> int:
     """Record what became of claimed jobs; a job whose claim was lost (another process recovered
-    it after the lease ran out) is left alone. Returns how many were recorded."""
-    recorded = 0
+    it) is left alone. Returns how many were recorded."""
+    stamp = conn.now
+    ordered = sorted(results, key=lambda r: r.job_id)  # every node updates job rows in id order
+    changed = conn.execute_returning(_FINISH_SQL, [
+        (r.state, stamp + r.delay_us, int(r.doubt), r.reason,
+         None if r.outcome is None else json.dumps(r.outcome, ensure_ascii=False, default=str),
+         int(r.reset_request_id), stamp, r.job_id, r.owner) for r in ordered])
     rows: list[JournalRow] = []
-    for r in results:
-        changed = conn.execute(
-            "UPDATE dy_jobs SET state = ?, next_at = ?, doubt = ?, reason = ?, outcome = ?, owner = NULL, "
-            "lease_until = NULL, request_id = CASE WHEN ? = 1 THEN NULL ELSE request_id END, updated_at = ? "
-            "WHERE id = ? AND owner = ? AND state = 'sending' RETURNING id",
-            (r.state, r.next_at, int(r.doubt), r.reason,
-             None if r.outcome is None else json.dumps(r.outcome, ensure_ascii=False, default=str),
-             int(r.reset_request_id), now, r.job_id, r.owner))
-        if not changed:
-            rows.append(JournalRow(now, r.order_no, None, None, "lease-lost", "warning",
+    ended: list[tuple[str, str]] = []
+    recorded = 0
+    for r, ok in zip(ordered, changed, strict=True):
+        if not ok:
+            rows.append(JournalRow(None, r.order_no, r.warehouse, None, "lease-lost", "warning",
                                    detail={"job": r.job_id, "note": "another worker recovered this job"}))
             continue
         recorded += 1
         rows += r.rows
+        if r.state == "ready" and r.warehouse:
+            _wake(conn, r.warehouse)
+        elif r.state in ("done", "dead", "cancelled") and r.order_no is not None:
+            ended.append((r.order_no, r.lane))
         if r.order_no is not None and (r.order_status or r.delivery or r.warehouse_order_id or r.waybills):
-            update_order(conn, r.order_no, now, status=r.order_status, delivery=r.delivery,
-                         warehouse_order_id=r.warehouse_order_id, waybills=r.waybills)
+            _change_order(conn, r.order_no, status=r.order_status, delivery=r.delivery,
+                          warehouse_order_id=r.warehouse_order_id, waybills=r.waybills)
+    _promote(conn, ended)
     journal(conn, rows)
     return recorded
 
 
-def update_order(conn: Conn, order_no: str, now: int, *, status: str | None = None, delivery: str | None = None,
-                 warehouse_order_id: str | None = None, waybills: list[dict[str, Any]] | None = None) -> None:
-    row = conn.execute("SELECT status, waybills FROM dy_orders WHERE order_no = ?", (order_no,))
-    if not row:
-        return
-    current, old_waybills = row[0]
-    new_status = current
-    if status is not None and current not in FINAL and (
-            status in FINAL or RANK.get(status, -1) > RANK.get(current, -1)):
-        new_status = status
-    merged = old_waybills
-    if waybills:
-        known = json.loads(old_waybills) if old_waybills else []
-        seen = {(w.get("carrier_code"), w.get("waybill_no")) for w in known}
-        known += [w for w in waybills if (w.get("carrier_code"), w.get("waybill_no")) not in seen]
-        merged = json.dumps(known, ensure_ascii=False, default=str)
-    conn.execute("UPDATE dy_orders SET status = ?, delivery = COALESCE(?, delivery), "
-                 "warehouse_order_id = COALESCE(?, warehouse_order_id), waybills = ?, updated_at = ? "
-                 "WHERE order_no = ?", (new_status, delivery, warehouse_order_id, merged, now, order_no))
+class FinishOp(BatchOp):
+    phase: ClassVar[int] = 30
+
+    def __init__(self, results: Sequence[JobResult]) -> None:
+        self.results = results
+
+    @classmethod
+    def run(cls, tx: Tx, ops: Sequence[FinishOp]) -> list[int]:
+        if len(ops) == 1:
+            return [finish(tx, ops[0].results)]
+        flat = [r for op in ops for r in op.results]
+        finish(tx, flat)
+        return [len(op.results) for op in ops]
 
 
-def recover(conn: Conn, now: int, *, me: str,
+def recover(conn: Conn, now: int | None = None, *, me: str,
             gone: Callable[[Conn, str], bool]) -> list[tuple[int, str | None, str]]:
-    """Jobs that were `sending` when their worker died: the request may have left, so they come
-    back as in doubt, to be settled by the warehouse's rule.
+    """Jobs that were claimed or on the wire when their worker died. A `claimed` job never left:
+    it is simply ready again. A `sending` job may have reached the warehouse: it comes back in
+    doubt, to be settled by the warehouse's rule.
 
-    A worker is dead when its lease ran out, or — at once — when its process is gone: every live
-    process holds a lock on its owner id, so an owner whose lock can be taken is gone (`gone`, see
-    Database.owner_gone)."""
-    owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM dy_jobs WHERE state = 'sending'")]
+    A worker is dead when its lease ran out, or when its process is gone (Database.owner_gone).
+    Also makes ready any waiting job left without an open predecessor (see _repair_waiting)."""
+    stamp = conn.now
+    owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM dy_jobs WHERE state IN ('claimed', 'sending')")]
     dead = [owner for owner in owners if owner is not None and owner != me and gone(conn, owner)]
-    rows = conn.execute("SELECT id, order_no, warehouse, lane, owner FROM dy_jobs WHERE state = 'sending' "
-                        "AND lease_until < ?", (now,))
+    rows = conn.execute("SELECT id, order_no, warehouse, lane, owner, state FROM dy_jobs "
+                        "WHERE state IN ('claimed', 'sending') AND lease_until < ?", (stamp,))
     for owner in dead:
-        rows += conn.execute("SELECT id, order_no, warehouse, lane, owner FROM dy_jobs WHERE state = 'sending' "
-                             "AND owner = ? AND lease_until >= ?", (owner, now))
+        rows += conn.execute("SELECT id, order_no, warehouse, lane, owner, state FROM dy_jobs "
+                             "WHERE state IN ('claimed', 'sending') AND owner = ? AND lease_until >= ?", (owner, stamp))
+    _repair_waiting(conn)
     if not rows:
         return []
-    reason = "the service stopped while this request may have been on the wire"
-    conn.executemany("UPDATE dy_jobs SET state = 'ready', doubt = CASE WHEN lane = 'wh' THEN 1 ELSE doubt END, "
-                     "reason = ?, owner = NULL, lease_until = NULL, next_at = ?, updated_at = ? "
-                     "WHERE id = ? AND state = 'sending' AND owner = ?",
-                     [(reason, now, now, r[0], r[4]) for r in rows])
-    journal(conn, [JournalRow(now, r[1], r[2], None, "recovered", "in_doubt" if r[3] == "wh" else "retry",
-                              detail={"job": r[0], "reason": reason}) for r in rows])
+    on_wire = "the service stopped while this request may have been on the wire"
+    never_left = "the service stopped before this request was written: it is sent again"
+    conn.executemany(
+        "UPDATE dy_jobs SET state = 'ready', doubt = CASE WHEN ? = 1 THEN 1 ELSE doubt END, reason = ?, owner = NULL, "
+        "lease_until = NULL, next_at = ?, updated_at = ? WHERE id = ? AND state = ? AND owner = ?",
+        [(int(r[5] == "sending" and r[3] == "wh"), on_wire if r[5] == "sending" else never_left, stamp, stamp,
+          r[0], r[5], r[4]) for r in rows])
+    journal(conn, [JournalRow(None, r[1], r[2], None, "recovered",
+                              "in_doubt" if r[5] == "sending" and r[3] == "wh" else "retry",
+                              detail={"job": r[0], "reason": on_wire if r[5] == "sending" else never_left})
+                   for r in rows])
+    for r in rows:
+        _wake(conn, r[2])
     return [(int(r[0]), r[1], r[2]) for r in rows]
 
 
 # -- operators --------------------------------------------------------------------------------
-def replay(conn: Conn, job_ids: Sequence[int], now: int, who: str) -> list[tuple[int, str]]:
+def replay(conn: Conn, job_ids: Sequence[int], now: int | None = None, who: str = "operator") -> list[tuple[int, str]]:
     """Send dead or held jobs again. Idempotent: a job that is no longer dead or held is left as
-    it is, and the answer says so."""
+    it is, and the answer says so. A replayed job goes back to the front of its order's queue:
+    later jobs of the order that have not started wait for it again."""
     out: list[tuple[int, str]] = []
+    stamp = conn.now
     for jid in job_ids:
-        row = conn.execute("SELECT state, order_no, warehouse, kind FROM dy_jobs WHERE id = ?", (jid,))
+        row = conn.execute("SELECT state, order_no, warehouse, kind, lane FROM dy_jobs WHERE id = ?", (jid,))
         if not row:
             out.append((jid, "no such job"))
             continue
-        state, order_no, warehouse, kind = row[0]
+        state, order_no, warehouse, kind, lane = row[0]
         if state not in ("dead", "held"):
             out.append((jid, f"not replayed: the job is {state}"))
             continue
-        conn.execute("UPDATE dy_jobs SET state = 'ready', attempts = 0, doubt = 0, next_at = ?, "
-                     "reason = ?, updated_at = ? WHERE id = ?", (now, f"replayed by {who} (was {state})", now, jid))
-        if kind == "create":
-            update_order(conn, order_no, now, delivery="pending")
-        journal(conn, [JournalRow(now, order_no, warehouse, kind, "replayed", "ok",
+        new_state = "ready"
+        if order_no is not None:
+            conn.execute("UPDATE dy_jobs SET state = 'waiting', updated_at = ? WHERE order_no = ? AND lane = ? "
+                         "AND id > ? AND state = 'ready'", (stamp, order_no, lane, jid))
+            earlier = conn.execute(f"SELECT 1 FROM dy_jobs WHERE order_no = ? AND lane = ? AND id < ? "
+                                   f"AND state IN {_BLOCKING} LIMIT 1", (order_no, lane, jid))
+            new_state = "waiting" if earlier else "ready"
+        conn.execute("UPDATE dy_jobs SET state = ?, attempts = 0, doubt = 0, next_at = ?, "
+                     "reason = ?, updated_at = ? WHERE id = ?",
+                     (new_state, stamp, f"replayed by {who} (was {state})", stamp, jid))
+        if kind == "create" and order_no is not None:
+            _change_order(conn, order_no, delivery="pending")
+        journal(conn, [JournalRow(None, order_no, warehouse, kind, "replayed", "ok",
                                   detail={"job": jid, "by": who, "was": state})])
+        _wake(conn, warehouse)
         out.append((jid, "replayed"))
     return out
 
 
-def request_cancel(conn: Conn, order_no: str, now: int, has_cancel_flow: bool) -> tuple[str, str]:
+def request_cancel(conn: Conn, order_no: str, now: int | None = None,
+                   has_cancel_flow: bool = True) -> tuple[str, str]:
     """(status, explanation). The cancel joins the order's queue behind its create, so it can
     never overtake it; a create that has not left yet is simply cancelled here."""
     row = conn.execute("SELECT warehouse, status FROM dy_orders WHERE order_no = ?", (order_no,))
@@ -334,50 +620,113 @@ def request_cancel(conn: Conn, order_no: str, now: int, has_cancel_flow: bool) -
     create = next((j for j in jobs if j[1] == "create"), None)
     if create is not None and ((create[2] == "ready" and create[3] == 0 and not create[4]) or create[2] == "dead"):
         conn.execute("UPDATE dy_jobs SET state = 'cancelled', reason = 'cancelled before delivery', updated_at = ? "
-                     "WHERE id = ?", (now, create[0]))
-        update_order(conn, order_no, now, status="cancelled", delivery="cancelled")
-        journal(conn, [JournalRow(now, order_no, warehouse, "cancel", "cancelled", "ok",
+                     "WHERE id = ? AND state = ?", (conn.now, create[0], create[2]))
+        _change_order(conn, order_no, status="cancelled", delivery="cancelled")
+        journal(conn, [JournalRow(None, order_no, warehouse, "cancel", "cancelled", "ok",
                                   detail={"note": "the create had not been delivered: nothing sent to the warehouse"})])
+        _promote(conn, [(order_no, "wh")])
         return "cancelled", "cancelled before anything reached the warehouse"
     if not has_cancel_flow:
         return "unsupported", f"warehouse {warehouse} has no cancel flow configured"
-    _queue(conn, "wh", "cancel", order_no, warehouse, None, now)
-    journal(conn, [JournalRow(now, order_no, warehouse, "cancel", "cancel-requested", "ok")])
+    queue_jobs(conn, [("wh", "cancel", order_no, warehouse, None)])
+    journal(conn, [JournalRow(None, order_no, warehouse, "cancel", "cancel-requested", "ok")])
     return "queued", "the cancel is queued behind the order's create"
 
 
 # -- feedback ---------------------------------------------------------------------------------
-def record_event(conn: Conn, warehouse: str, flow: str, event: dict[str, Any], event_id: str, now: int, *,
-                 forward: bool, received_at: int, want_tracking: bool = False) -> tuple[bool, str | None]:
-    """Record one status event once (dedupe on warehouse + event id), apply it to its order and
-    queue its forward upstream. (False when it was seen before, the order's tracking id — looked up
-    only with `want_tracking`, for the order's trace)."""
-    order_no = event.get("order_no")
-    tracking = (conn.execute("SELECT tracking_id FROM dy_orders WHERE order_no = ?", (order_no,))
-                if order_no and want_tracking else [])
-    return _record_event(conn, warehouse, flow, event, event_id, now, forward=forward,
-                         received_at=received_at), (tracking[0][0] if tracking else None)
+@dataclass(frozen=True)
+class EventRecord:
+    """One status event of a callback, as the inbound mapping made it."""
+
+    event: dict[str, Any]
+    event_id: str
 
 
-def _record_event(conn: Conn, warehouse: str, flow: str, event: dict[str, Any], event_id: str, now: int, *,
-                  forward: bool, received_at: int) -> bool:
-    order_no = event.get("order_no")
-    document = json.dumps(event, ensure_ascii=False, default=str)
-    inserted = conn.execute("INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
-                            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING event_id",
-                            (warehouse, event_id, order_no, event.get("status"), document, received_at))
-    if not inserted:
-        journal(conn, [JournalRow(now, order_no, warehouse, flow, "feedback", "duplicate",
-                                  detail={"event_id": event_id, "status": event.get("status")})])
-        return False
-    if order_no is not None:
-        status = event.get("status")
-        update_order(conn, order_no, now, status=status if status in RANK or status in FINAL else None,
-                     warehouse_order_id=event.get("warehouse_order_id"), waybills=event.get("waybills"))
-    rows = [JournalRow(now, order_no, warehouse, flow, "feedback", "ok", now - received_at,
-                       detail={"event_id": event_id, "status": event.get("status"),
-                               "raw_status": event.get("raw_status"), "waybills": event.get("waybills")})]
-    if forward:
-        _queue(conn, "up", "forward", order_no, "_upstream", document, now)
-    journal(conn, rows)
-    return True
+@dataclass(frozen=True)
+class EventOutcome:
+    outcome: str  # applied | duplicate | foreign-order | unknown-order
+    tracking_id: str | None
+    reason: str = ""
+
+
+class RecordEventsOp(BatchOp):
+    """The status events of one callback: each recorded once (dedupe on warehouse + event id),
+    applied to its order and queued for forwarding — but only for an order that was routed to
+    this warehouse. An event for another warehouse's order (`foreign-order`) or for no order of
+    ours (`unknown-order`) is journaled and never applied or forwarded, signed or not."""
+
+    phase: ClassVar[int] = 20
+
+    def __init__(self, warehouse: str, flow: str, records: Sequence[EventRecord], *, forward: bool,
+                 received_at: int) -> None:
+        self.warehouse = warehouse
+        self.flow = flow
+        self.records = records
+        self.forward = forward
+        self.received_at = received_at
+
+    @classmethod
+    def run(cls, tx: Tx, ops: Sequence[RecordEventsOp]) -> list[list[EventOutcome]]:
+        order_nos = sorted({str(r.event.get("order_no")) for op in ops for r in op.records if r.event.get("order_no")})
+        orders: dict[str, tuple[str, str]] = {}
+        for chunk in _chunks(order_nos):
+            where, params = _in(tx, chunk)
+            for order_no, warehouse, tracking in tx.execute(
+                    f"SELECT order_no, warehouse, tracking_id FROM dy_orders WHERE order_no {where}", params):
+                orders[order_no] = (warehouse, tracking)
+        out: list[list[EventOutcome]] = []
+        fresh_rows: list[tuple[Any, ...]] = []
+        candidates: list[tuple[RecordEventsOp, EventRecord, str, str]] = []
+        for op in ops:
+            outcomes: list[EventOutcome] = []
+            for rec in op.records:
+                order_no = rec.event.get("order_no")
+                known = orders.get(str(order_no)) if order_no else None
+                if known is None or known[0] != op.warehouse:
+                    outcome = "unknown-order" if known is None else "foreign-order"
+                    reason = (f"no order {order_no!r} was sent to {op.warehouse}" if known is None else
+                              f"order {order_no!r} was routed to another warehouse, not {op.warehouse}")
+                    tx.journal([JournalRow(None, str(order_no) if order_no else None, op.warehouse, op.flow,
+                                           "feedback", outcome, detail={
+                                               "event_id": rec.event_id, "status": rec.event.get("status"),
+                                               "reason": reason}).values()])
+                    outcomes.append(EventOutcome(outcome, None, reason))
+                    continue
+                document = orjson.dumps(rec.event, default=str).decode("utf-8")
+                fresh_rows.append((op.warehouse, rec.event_id, order_no, rec.event.get("status"), document,
+                                   op.received_at))
+                candidates.append((op, rec, document, known[1]))
+                outcomes.append(EventOutcome("pending", known[1]))
+            out.append(outcomes)
+        inserted = tx.execute_returning((
+            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING event_id"), fresh_rows)
+        forwards: list[tuple[str, str, str | None, str, str | None]] = []
+        results = iter(inserted)
+        settled: dict[int, str] = {}
+        for op, rec, document, _ in candidates:
+            fresh = next(results)
+            settled[id(rec)] = "applied" if fresh else "duplicate"
+            order_no = str(rec.event["order_no"])
+            status = rec.event.get("status")
+            if not fresh:
+                tx.journal([JournalRow(None, order_no, op.warehouse, op.flow, "feedback", "duplicate", detail={
+                    "event_id": rec.event_id, "status": status}).values()])
+                continue
+            tx.change_order(order_no, status=status if status in RANK or status in FINAL else None,
+                            warehouse_order_id=rec.event.get("warehouse_order_id"),
+                            waybills=rec.event.get("waybills"))
+            tx.journal([JournalRow(None, order_no, op.warehouse, op.flow, "feedback", "ok",
+                                   max(0, tx.now - op.received_at) if tx.dialect == "sqlite" else None,
+                                   detail={"event_id": rec.event_id, "status": status,
+                                           "raw_status": rec.event.get("raw_status"),
+                                           "waybills": rec.event.get("waybills")}).values()])
+            if op.forward:
+                forwards.append(("up", "forward", order_no, "_upstream", document))
+        if forwards:
+            queue_jobs(tx, forwards)
+        for op, outcomes in zip(ops, out, strict=True):
+            for i, (rec, o) in enumerate(zip(op.records, outcomes, strict=True)):
+                if o.outcome == "pending":
+                    outcomes[i] = EventOutcome(settled[id(rec)], o.tracking_id)
+        return out

@@ -5,8 +5,9 @@ limit, so `serve` can fork N workers that share the listening socket (the kernel
 connection to one of them) and the state store. Every worker is a whole service: it takes orders
 and callbacks, and runs delivery loops for every warehouse. They coordinate only through the
 store: a claim is atomic there, so no job is taken twice, and each worker holds a lock on its own
-id, so the others take back a dead worker's in-flight jobs at once (as in doubt). Per-warehouse
-`concurrency` is split between the workers.
+id, so the others take back a dead worker's in-flight jobs at once. A warehouse's `concurrency`,
+rate limit and circuit hold for all workers together: claims count and lock them in the store
+(store.claim), exactly as for several nodes on one PostgreSQL.
 
 The parent binds, forks, and supervises: a worker that dies is started again; SIGTERM/SIGINT stop
 them all cleanly. Workers die with the parent (PR_SET_PDEATHSIG), so a parent killed with SIGKILL
@@ -18,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import dataclasses
-import math
 import os
 import signal
 import socket
@@ -61,9 +60,6 @@ def _worker(ctx: ServiceContext, sock: socket.socket, index: int, parent: int) -
 def serve_workers(ctx: ServiceContext) -> int:
     config = ctx.config
     n = config.workers
-    share = {name: dataclasses.replace(wh, concurrency=max(1, math.ceil(wh.concurrency / n)))
-             for name, wh in config.warehouses.items()}
-    ctx = dataclasses.replace(ctx, config=dataclasses.replace(config, warehouses=share))
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -82,6 +78,7 @@ def serve_workers(ctx: ServiceContext) -> int:
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGUSR1, signal.SIG_DFL)
                 code = _worker(ctx, sock, index, parent)
             finally:
                 os._exit(code)
@@ -94,8 +91,14 @@ def serve_workers(ctx: ServiceContext) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
+    def forward(signum: int, frame: object) -> None:  # SIGUSR1: every worker dumps its tasks
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGUSR1, forward)
     for index in range(n):
         spawn(index)
     print(f"dockyard serving on http://{config.host}:{port} (store {_shown(config.store)}; {n} workers)",

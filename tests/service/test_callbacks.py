@@ -113,8 +113,11 @@ def test_an_unreadable_callback_is_quarantined_with_its_reason(env: Any) -> None
 def test_cainiao_form_callbacks_verify_on_the_digest(env: Any) -> None:
     async def main() -> None:
         async with env(warehouses=("cainiao",)) as run:
+            order = example()  # routed to cainiao, the only warehouse: a callback may only touch its own orders
+            await run.post("/orders", order)
+            await run.until(order["order_no"], lambda d: d["delivery"] == "delivered")
             secret = run.plan.secret_values["CAINIAO_SECRET_KEY"]
-            message = {"orderCode": "MP20231111000001", "status": "WMS_ACCEPT", "storeCode": "STORE_HZ_01",
+            message = {"orderCode": order["order_no"], "status": "WMS_ACCEPT", "storeCode": "STORE_HZ_01",
                        "operateDate": "2023-11-11 10:00:00"}
             form = cainiao_callback("WMS_ORDER_STATUS_UPLOAD", message, secret=secret, hex_digest=False,
                                     provider="WMS_TEST_STORE", to_code="DOCKYARD_ERP_TEST", msg_id="M-1")
@@ -127,7 +130,39 @@ def test_cainiao_form_callbacks_verify_on_the_digest(env: Any) -> None:
             async with run.session.post(url, data=urlencode(forged), headers=headers) as resp:
                 assert resp.status == 401
             events = await _events(run)
-            assert [(e[2], e[3]) for e in events] == [("MP20231111000001", "accepted")]
+            assert [(e[2], e[3]) for e in events] == [(order["order_no"], "accepted")]
+
+    asyncio.run(main())
+
+
+def test_a_signed_callback_for_another_warehouses_or_no_order_is_refused(env: Any) -> None:
+    """A callback applies only to an order routed to that warehouse: one about a QIMEN order that
+    comes in signed as Cainiao, or about no order at all, is refused (409), journaled as
+    `foreign-order` / `unknown-order`, and never applied or forwarded."""
+    async def main() -> None:
+        async with env(warehouses=("qimen-std", "cainiao")) as run:
+            order = example()  # the default route: qimen-std
+            await run.post("/orders", order)
+            await run.until(order["order_no"], lambda d: d["delivery"] == "delivered")
+            secret = run.plan.secret_values["CAINIAO_SECRET_KEY"]
+            url = f"{run.url}/callbacks/cainiao/order-status-upload"
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            for order_no, outcome in ((order["order_no"], "foreign-order"), ("NO-SUCH-ORDER-1", "unknown-order")):
+                message = {"orderCode": order_no, "status": "TMS_SIGN", "storeCode": "STORE_HZ_01",
+                           "operateDate": "2023-11-11 10:00:00"}
+                form = cainiao_callback("WMS_ORDER_STATUS_UPLOAD", message, secret=secret, hex_digest=False,
+                                        provider="WMS_TEST_STORE", to_code="DOCKYARD_ERP_TEST", msg_id=f"M-{outcome}")
+                async with run.session.post(url, data=urlencode(form), headers=headers) as resp:
+                    assert resp.status == 409, await resp.text()
+                    assert f"not applied ({outcome})" in await resp.text()
+                rows = await run.service.db.read(lambda c, o=order_no: c.execute(
+                    "SELECT outcome FROM dy_journal WHERE step = 'feedback' AND order_no = ?", (o,)))
+                assert rows == [(outcome,)]
+            assert await _events(run) == []
+            doc = await run.order(order["order_no"])
+            assert doc["status"] != "signed"
+            jobs = await run.service.db.read(lambda c: c.execute("SELECT COUNT(*) FROM dy_jobs WHERE lane = 'up'"))
+            assert jobs == [(0,)]
 
     asyncio.run(main())
 

@@ -1,0 +1,135 @@
+"""The state store's schema (one text for SQLite and PostgreSQL) and its migrations.
+
+Why the job table looks the way it does:
+- A job's `state` is the whole truth about where its request is: `ready` (due at `next_at`),
+  `waiting` (an earlier job of the same order and lane is still open: a cancel never overtakes
+  its create, an order's events are forwarded in order), `claimed` (a worker took it and has not
+  written a byte yet: a crash here is not in doubt), `sending` (durably marked just before the
+  request is written: a crash here is in doubt), `done`, `dead` (the dead-letter queue), `held`
+  (in doubt, and the warehouse gives no way to ask: an operator decides), `cancelled`.
+- The claim reads only `ready` rows through a partial index ordered by `next_at`, so it costs the
+  same with a hundred or a million jobs waiting, and the plan does not depend on statistics: the
+  index holds only what a claim may take, in the order it takes it.
+- `dy_limits` holds what every node must agree on about a warehouse: its circuit, its rate-limit
+  bucket and a `Retry-After` pause. Claims lock that one row, so the limits hold across nodes.
+- `dy_nodes` is the list of live service processes (heartbeats in the database's clock).
+
+Times are integers: microseconds since the epoch, UTC. On PostgreSQL they come from the database's
+clock (see db.py), so that nodes with skewed clocks still agree on leases and due times.
+"""
+
+from __future__ import annotations
+
+__all__ = ["DDL", "MIGRATIONS", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 2
+
+OPEN_STATES = ("ready", "claimed", "sending", "held")  # a job in one of these blocks the next of its order
+
+DDL = """
+CREATE TABLE IF NOT EXISTS dy_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dy_orders (
+    order_no TEXT PRIMARY KEY,
+    tracking_id TEXT NOT NULL,
+    warehouse TEXT NOT NULL,
+    shop_code TEXT,
+    channel TEXT,
+    fingerprint TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    delivery TEXT NOT NULL,
+    warehouse_order_id TEXT,
+    waybills TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dy_jobs (
+    id {serial} PRIMARY KEY,
+    lane TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    order_no TEXT,
+    warehouse TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_at BIGINT NOT NULL,
+    owner TEXT,
+    lease_until BIGINT,
+    request_id TEXT,
+    doubt INTEGER NOT NULL DEFAULT 0,
+    payload TEXT,
+    reason TEXT,
+    outcome TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dy_jobs_due ON dy_jobs (lane, warehouse, next_at) WHERE state = 'ready';
+CREATE INDEX IF NOT EXISTS dy_jobs_active ON dy_jobs (warehouse, owner) WHERE state IN ('claimed', 'sending');
+CREATE INDEX IF NOT EXISTS dy_jobs_waiting ON dy_jobs (id) WHERE state = 'waiting';
+CREATE INDEX IF NOT EXISTS dy_jobs_order ON dy_jobs (order_no, lane, id);
+CREATE INDEX IF NOT EXISTS dy_jobs_state ON dy_jobs (state, updated_at);
+CREATE TABLE IF NOT EXISTS dy_events (
+    warehouse TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    order_no TEXT,
+    status TEXT,
+    document TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    PRIMARY KEY (warehouse, event_id)
+);
+CREATE INDEX IF NOT EXISTS dy_events_order ON dy_events (order_no, received_at);
+CREATE TABLE IF NOT EXISTS dy_quarantine (
+    id {serial} PRIMARY KEY,
+    received_at BIGINT NOT NULL,
+    source TEXT NOT NULL,
+    order_no TEXT,
+    reasons TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dy_quarantine_at ON dy_quarantine (received_at);
+CREATE TABLE IF NOT EXISTS dy_journal (
+    id {serial} PRIMARY KEY,
+    at BIGINT NOT NULL,
+    order_no TEXT,
+    warehouse TEXT,
+    flow TEXT,
+    step TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    elapsed_us BIGINT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS dy_journal_order ON dy_journal (order_no, id);
+CREATE INDEX IF NOT EXISTS dy_journal_warehouse_at ON dy_journal (warehouse, at);
+CREATE INDEX IF NOT EXISTS dy_journal_at ON dy_journal (at);
+CREATE INDEX IF NOT EXISTS dy_journal_step_at ON dy_journal (step, at);
+CREATE TABLE IF NOT EXISTS dy_nodes (
+    owner TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dy_limits (
+    warehouse TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION,
+    refilled_at BIGINT,
+    paused_until BIGINT NOT NULL DEFAULT 0,
+    pause_reason TEXT,
+    opened_until BIGINT NOT NULL DEFAULT 0,
+    opened_by TEXT,
+    probe_owner TEXT,
+    probe_until BIGINT NOT NULL DEFAULT 0
+)
+"""
+
+# Version n -> the statements that bring a store at version n to n + 1. Each runs in the same
+# transaction as the DDL above (which creates what is new), under the migration lock.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        # v1 claimed ready jobs behind an open predecessor by a NOT EXISTS at claim time; v2 keeps
+        # such jobs `waiting` and promotes them when the predecessor ends.
+        "DROP INDEX IF EXISTS dy_jobs_ready",
+        "UPDATE dy_jobs SET state = 'waiting' WHERE state = 'ready' AND order_no IS NOT NULL AND EXISTS ("
+        "SELECT 1 FROM dy_jobs p WHERE p.order_no = dy_jobs.order_no AND p.lane = dy_jobs.lane "
+        "AND p.id < dy_jobs.id AND p.state IN ('ready', 'sending', 'held'))",
+    ),
+}
