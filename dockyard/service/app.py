@@ -285,13 +285,13 @@ async def run_forever(service: Service, ready: Callable[[str], None] | None = No
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
+        loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
     await stop.wait()
     await service.stop()
 
 
 def _dump_tasks() -> None:
-    """SIGUSR1: write where every task of the service is waiting to stderr (for a person looking at a
+    """SIGUSR2: write where every task of the service is waiting to stderr (for a person looking at a
     stuck node; no order data, only code locations)."""
     import sys
 

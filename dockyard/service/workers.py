@@ -78,7 +78,7 @@ def serve_workers(ctx: ServiceContext) -> int:
             try:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+                signal.signal(signal.SIGUSR2, signal.SIG_DFL)
                 code = _worker(ctx, sock, index, parent)
             finally:
                 os._exit(code)
@@ -91,14 +91,14 @@ def serve_workers(ctx: ServiceContext) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    def forward(signum: int, frame: object) -> None:  # SIGUSR1: every worker dumps its tasks
+    def forward(signum: int, frame: object) -> None:  # SIGUSR2: every worker dumps its tasks
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGUSR1, forward)
+    signal.signal(signal.SIGUSR2, forward)
     for index in range(n):
         spawn(index)
     print(f"dockyard serving on http://{config.host}:{port} (store {_shown(config.store)}; {n} workers)",
