@@ -258,16 +258,16 @@ class _PostgresConn:
         import psycopg
 
         self.raw = raw if raw is not None else psycopg.connect(url, autocommit=True, connect_timeout=5)
-        self._sql: dict[str, str] = {}
 
     @property
     def broken(self) -> bool:
         return bool(self.raw.closed or self.raw.broken)
 
-    def _q(self, sql: str) -> str:
-        text = self._sql.get(sql)
+    @staticmethod
+    def _q(sql: str) -> str:
+        text = _PG_SQL.get(sql)
         if text is None:
-            text = self._sql[sql] = sql.replace("%", "%%").replace("?", "%s")
+            text = _PG_SQL[sql] = sql.replace("%", "%%").replace("?", "%s")
         return text
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -313,6 +313,7 @@ class _PostgresConn:
 
 
 _Connection = _SqliteConn | _PostgresConn
+_PG_SQL: dict[str, str] = {}  # SQL written with `?` -> psycopg's `%s` form, made once per statement
 
 
 def _sqlite_path(url: str) -> str:
@@ -337,6 +338,14 @@ def _lost(conn: _Connection, exc: BaseException) -> bool:
 
     return conn.broken or isinstance(exc, psycopg.InterfaceError | psycopg.errors.AdminShutdown |
                                      psycopg.errors.CannotConnectNow)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - only PostgreSQL stores get here
+        return False
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and not _contended(exc)
 
 
 def _contended(exc: BaseException) -> bool:
@@ -396,6 +405,15 @@ class Database:
         self._conns: list[_Connection] = []
         self._conns_lock = threading.Lock()
         self._readers = ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="dockyard-read")
+        # PostgreSQL readers and claims take connections from a pool (psycopg_pool): a connection
+        # that drops is discarded and replaced, and a caller waits at most a few seconds for one.
+        self._pool: Any = None
+        if self.dialect == "postgres":
+            from psycopg_pool import ConnectionPool
+
+            self._pool = ConnectionPool(url, min_size=1, max_size=max(1, readers) + 2, open=True, timeout=5.0,
+                                        kwargs={"autocommit": True, "connect_timeout": 5},
+                                        name="dockyard", reconnect_timeout=3600.0)
         # PostgreSQL claims run on connections of their own, in threads of their own (two: one per
         # core is plenty for statements that take a millisecond).
         self._claimers = (ThreadPoolExecutor(max_workers=2, thread_name_prefix="dockyard-claim")
@@ -700,43 +718,53 @@ class Database:
         return conn
 
     def _in_transaction(self, fn: Callable[[Conn], T], *, write: bool) -> T:
-        """fn in a transaction of its own on this thread's connection; one retry on a fresh
-        connection when the old one turns out to be gone."""
+        """fn in a transaction of its own (a read-only one unless `write`); one retry on a fresh
+        connection when the one it got turns out to be gone."""
+        if self._pool is None:
+            conn = self._thread_conn()
+            conn.now = now_us()
+            if not write:
+                return fn(conn)  # autocommit reads see the last committed state (WAL snapshot per statement)
+            return self._run_in(conn, fn, write=True)
+        from psycopg_pool import PoolTimeout
+
         for attempt in (1, 2):
             try:
-                conn = self._thread_conn()
+                with self._pool.connection() as raw:
+                    conn = _PostgresConn(self.url, raw)
+                    try:
+                        return self._run_in(conn, fn, write=write)
+                    except Exception as exc:
+                        if not _lost(conn, exc) or attempt == 2:
+                            raise
+            except PoolTimeout as exc:
+                raise StoreUnavailable(f"the state store {self.shown_url} is unreachable: no connection within "
+                                       f"the pool's timeout ({scrub(str(exc), self.url)})") from None
             except Exception as exc:
+                if isinstance(exc, StoreError) or not _is_connection_error(exc):
+                    raise
                 raise StoreUnavailable(f"the state store {self.shown_url} is unreachable: {type(exc).__name__}: "
                                        f"{scrub(str(exc), self.url)}") from None
-            try:
-                if write:
-                    conn.begin()
-                    conn.now = conn.clock()
-                    try:
-                        value = fn(conn)
-                        conn.commit()
-                    except BaseException:
-                        with contextlib.suppress(Exception):
-                            conn.rollback()
-                        raise
-                    return value
-                if conn.dialect == "sqlite":
-                    conn.now = now_us()
-                    return fn(conn)  # autocommit reads see the last committed state (WAL snapshot per statement)
-                conn.begin_read()
-                try:
-                    conn.now = conn.clock()
-                    return fn(conn)
-                finally:
-                    with contextlib.suppress(Exception):
-                        conn.rollback()
-            except Exception as exc:
-                if not _lost(conn, exc):
-                    raise
-                if attempt == 2:
-                    raise StoreUnavailable(f"the state store {self.shown_url} is unreachable: "
-                                           f"{type(exc).__name__}: {scrub(str(exc), self.url)}") from None
         raise AssertionError("unreachable")
+
+    @staticmethod
+    def _run_in(conn: _Connection, fn: Callable[[Conn], T], *, write: bool) -> T:
+        if write:
+            conn.begin()
+        else:
+            conn.begin_read()
+        try:
+            conn.now = conn.clock()
+            value = fn(conn)
+            if write:
+                conn.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            raise
+        if not write:
+            conn.rollback()  # ends the read-only transaction
+        return value
 
     def read_sync(self, fn: Callable[[Conn], T]) -> T:
         return self._in_transaction(fn, write=False)
@@ -744,6 +772,9 @@ class Database:
     async def read(self, fn: Callable[[Conn], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.read_sync, fn)
+
+    def claim_sync(self, fn: Callable[[Conn], T]) -> T:
+        return self.write_sync(fn) if self._claimers is None else self._in_transaction(fn, write=True)
 
     async def claim(self, fn: Callable[[Conn], T]) -> T:
         """fn in a short transaction of its own: on PostgreSQL on a claim connection (never inside a
@@ -772,6 +803,9 @@ class Database:
         self._readers.shutdown(wait=True)
         if self._claimers is not None:
             self._claimers.shutdown(wait=True)
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                self._pool.close(timeout=5)
         lock = getattr(self, "_owner_lock", None)
         if lock is not None:
             lock.close()

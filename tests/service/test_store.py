@@ -1,0 +1,185 @@
+"""The state store on its own, on SQLite and PostgreSQL: the claim, the claimed/sending split and
+what recovery makes of each, per-order job chains, and the limits every node shares (concurrency,
+circuit, rate, Retry-After). Two `Database` objects on one store stand for two nodes."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dockyard.service import store
+from dockyard.service.db import Conn, Database
+from dockyard.service.store import ClaimOutcome, IngestItem, JobResult, WarehouseLimits
+
+
+@pytest.fixture
+def db(store_url: str) -> Iterator[Database]:
+    database = Database(store_url, readers=1)
+    try:
+        yield database
+    finally:
+        database.close()
+
+
+def _ids() -> Iterator[str]:
+    return (uuid.uuid4().hex for _ in itertools.repeat(None))
+
+
+def _ingest(db: Database, *order_nos: str, warehouse: str = "wh1") -> None:
+    items = [IngestItem(no, uuid.uuid4().hex, warehouse, None, None, "fp-" + no, '{"order_no": "%s"}' % no,
+                        0, "default", False) for no in order_nos]
+    results = db.write_sync(store.IngestOp(items))
+    assert [r.status for r in results] == ["accepted"] * len(order_nos)
+
+
+def _claim(db: Database, limit: int = 10, *, warehouse: str = "wh1", owner: str | None = None,
+           limits: WarehouseLimits | None = None, finishing: int = 0) -> ClaimOutcome:
+    who = owner or db.owner
+    return db.claim_sync(lambda c: store.claim(c, "wh", warehouse, limit, who, 60_000_000, _ids(), limits,
+                                               finishing))
+
+
+def _states(db: Database) -> dict[str, str]:
+    return dict(db.read_sync(lambda c: c.execute("SELECT order_no, state FROM dy_jobs WHERE lane = 'wh' "
+                                                 "AND kind = 'create'")))
+
+
+def test_a_claimed_job_that_never_left_comes_back_ready_and_a_sending_one_in_doubt(store_url: str) -> None:
+    gone = Database(store_url, readers=1)
+    survivor = Database(store_url, readers=1)
+    try:
+        _ingest(survivor, "A-1", "A-2")
+        jobs = _claim(gone, 2).jobs
+        assert sorted(j.order_no for j in jobs) == ["A-1", "A-2"]  # type: ignore[type-var]
+        on_wire = next(j for j in jobs if j.order_no == "A-2")
+        assert gone.write_sync(store.MarkSendingOp(on_wire.id, gone.owner)) is True
+        assert _states(survivor) == {"A-1": "claimed", "A-2": "sending"}
+    finally:
+        gone.close()  # its session lock and its flock go with it: the process is gone
+
+    def settle(c: Conn) -> list[tuple[int, str | None, str]]:
+        # heartbeats are in the database's clock: pretend the old one stopped beating long ago
+        c.execute("UPDATE dy_nodes SET heartbeat_at = 0 WHERE owner <> ?", (survivor.owner,))
+        return store.recover(c, me=survivor.owner, gone=survivor.owner_gone)
+
+    try:
+        recovered = survivor.write_sync(settle)
+        assert sorted(r[1] for r in recovered) == ["A-1", "A-2"]  # type: ignore[type-var]
+        rows = dict(survivor.read_sync(lambda c: c.execute("SELECT order_no, doubt FROM dy_jobs WHERE state = 'ready'")))
+        assert rows == {"A-1": 0, "A-2": 1}  # only the one that may have left is in doubt
+        journal = survivor.read_sync(lambda c: c.execute(
+            "SELECT order_no, outcome FROM dy_journal WHERE step = 'recovered' ORDER BY order_no"))
+        assert journal == [("A-1", "retry"), ("A-2", "in_doubt")]
+    finally:
+        survivor.close()
+
+
+def test_a_cancel_waits_behind_its_create_and_starts_when_it_ends(db: Database) -> None:
+    _ingest(db, "C-1")
+    [create] = _claim(db).jobs
+    status, _ = db.write_sync(lambda c: store.request_cancel(c, "C-1", has_cancel_flow=True))
+    assert status == "queued"
+    assert db.read_sync(lambda c: c.execute("SELECT kind, state FROM dy_jobs ORDER BY id")) == [
+        ("create", "claimed"), ("cancel", "waiting")]
+    assert _claim(db).jobs == []  # the cancel may not overtake its create
+    db.write_sync(store.FinishOp([JobResult(create.id, db.owner, "done", order_no="C-1", warehouse="wh1")]))
+    [cancel] = _claim(db).jobs
+    assert (cancel.kind, cancel.order_no) == ("cancel", "C-1")
+
+
+def test_a_waiting_job_left_without_an_open_predecessor_is_repaired(db: Database) -> None:
+    """Two nodes can queue and end at the same moment without seeing each other's change; the
+    recovery sweep makes such a job ready."""
+    _ingest(db, "R-1")
+    db.write_sync(lambda c: c.execute("UPDATE dy_jobs SET state = 'done'"))
+    db.write_sync(lambda c: c.execute(
+        "INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, created_at, updated_at) "
+        "VALUES ('wh', 'cancel', 'R-1', 'wh1', 'waiting', 0, 0, 0)"))
+    db.write_sync(lambda c: store.recover(c, me=db.owner, gone=db.owner_gone))
+    [job] = _claim(db).jobs
+    assert job.kind == "cancel"
+
+
+def test_concurrency_holds_across_nodes(store_url: str) -> None:
+    nodes = [Database(store_url, readers=1) for _ in range(3)]
+    try:
+        _ingest(nodes[0], *[f"N-{i}" for i in range(40)])
+        limits = WarehouseLimits(concurrency=7)
+        taken = [len(_claim(node, 5, limits=limits).jobs) for node in nodes for _ in range(2)]
+        assert sum(taken) == 7, taken
+        # a node whose exchanges are over (outcomes being committed) may claim their slots again
+        assert len(_claim(nodes[1], 5, limits=limits, finishing=2).jobs) == 2
+    finally:
+        for node in nodes:
+            node.close()
+
+
+def test_an_open_circuit_stops_every_node_and_half_open_lets_one_probe(store_url: str) -> None:
+    a, b = Database(store_url, readers=1), Database(store_url, readers=1)
+    try:
+        _ingest(a, *[f"P-{i}" for i in range(10)])
+        limits = WarehouseLimits(concurrency=10, probe_us=60_000_000)
+        a.claim_sync(lambda c: store.set_circuit(c, "wh1", open_for_us=60_000_000, by=a.owner))
+        for node in (a, b):
+            outcome = _claim(node, limits=limits)
+            assert (outcome.jobs, outcome.circuit) == ([], "open") and outcome.wait_us > 0
+        b.claim_sync(lambda c: c.execute("UPDATE dy_limits SET opened_until = 1"))  # the open time is over
+        first, second = _claim(a, limits=limits), _claim(b, limits=limits)
+        assert len(first.jobs) == 1 and first.jobs[0].probe and first.circuit == "half_open"
+        assert second.jobs == [] and second.circuit == "half_open"  # one probe across all nodes
+        a.claim_sync(lambda c: store.set_circuit(c, "wh1", open_for_us=None, by=a.owner))
+        assert len(_claim(b, limits=limits).jobs) == 9
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_rate_limit_and_retry_after_are_shared(store_url: str) -> None:
+    a, b = Database(store_url, readers=1), Database(store_url, readers=1)
+    try:
+        _ingest(a, *[f"T-{i}" for i in range(20)])
+        limits = WarehouseLimits(concurrency=20, rate=0.001, burst=3)  # three now, then one per 1000 s
+        assert len(_claim(a, limits=limits).jobs) == 3
+        outcome = _claim(b, limits=limits)
+        assert outcome.jobs == [] and outcome.reason == "rate limit" and outcome.wait_us > 0
+        loose = WarehouseLimits(concurrency=20)
+        b.claim_sync(lambda c: store.set_pause(c, "wh1", 60_000_000, "HTTP 429 Retry-After"))
+        paused = _claim(a, limits=loose)
+        assert paused.jobs == [] and paused.wait_us > 50_000_000
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_claim_reads_the_due_index_without_statistics(store_url: str, tmp_path: Path) -> None:
+    """A million ready jobs in a table that was never analysed: the claim's plan still walks the
+    partial index in due order (no scan of the table, no sort of the backlog)."""
+    db = Database(store_url, readers=1)
+    try:
+        if db.dialect == "postgres":
+            db.write_sync(lambda c: c.execute(
+                "INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, created_at, updated_at) "
+                "SELECT 'wh', 'create', 'B-' || g, 'wh' || (g % 4), CASE WHEN g % 10 = 0 THEN 'done' ELSE 'ready' END, "
+                "g, 0, 0 FROM generate_series(1, 1000000) g"))
+            plan = db.read_sync(lambda c: c.execute(
+                "EXPLAIN " + store._CLAIM + " FOR UPDATE OF j SKIP LOCKED",
+                ("wh", "wh1", 10**12, 64)))
+        else:
+            db.write_sync(lambda c: c.execute(
+                "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 1000000) "
+                "INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, created_at, updated_at) "
+                "SELECT 'wh', 'create', 'B-' || n, 'wh' || (n % 4), CASE WHEN n % 10 = 0 THEN 'done' ELSE 'ready' END, "
+                "n, 0, 0 FROM g"))
+            plan = db.read_sync(lambda c: c.execute("EXPLAIN QUERY PLAN " + store._CLAIM,
+                                                    ("wh", "wh1", 10**12, 64)))
+        text = "\n".join(" ".join(str(x) for x in row) for row in plan)
+        assert "dy_jobs_due" in text, text
+        assert "Seq Scan on dy_jobs" not in text and "SCAN j" not in text and "TEMP B-TREE" not in text, text
+        jobs = _claim(db, 64).jobs
+        assert len(jobs) == 64 and [j.order_no for j in jobs][:2] == ["B-1", "B-5"]
+    finally:
+        db.close()
