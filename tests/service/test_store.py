@@ -5,6 +5,7 @@ circuit, rate, Retry-After). Two `Database` objects on one store stand for two n
 from __future__ import annotations
 
 import itertools
+import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,7 @@ def _ids() -> Iterator[str]:
 
 
 def _ingest(db: Database, *order_nos: str, warehouse: str = "wh1") -> None:
-    items = [IngestItem(no, uuid.uuid4().hex, warehouse, None, None, "fp-" + no, '{"order_no": "%s"}' % no,
+    items = [IngestItem(no, uuid.uuid4().hex, warehouse, None, None, "fp-" + no, json.dumps({"order_no": no}),
                         0, "default", False) for no in order_nos]
     results = db.write_sync(store.IngestOp(items))
     assert [r.status for r in results] == ["accepted"] * len(order_nos)
@@ -69,7 +70,8 @@ def test_a_claimed_job_that_never_left_comes_back_ready_and_a_sending_one_in_dou
     try:
         recovered = survivor.write_sync(settle)
         assert sorted(r[1] for r in recovered) == ["A-1", "A-2"]  # type: ignore[type-var]
-        rows = dict(survivor.read_sync(lambda c: c.execute("SELECT order_no, doubt FROM dy_jobs WHERE state = 'ready'")))
+        rows = dict(survivor.read_sync(lambda c: c.execute(
+            "SELECT order_no, doubt FROM dy_jobs WHERE state = 'ready'")))
         assert rows == {"A-1": 0, "A-2": 1}  # only the one that may have left is in doubt
         journal = survivor.read_sync(lambda c: c.execute(
             "SELECT order_no, outcome FROM dy_journal WHERE step = 'recovered' ORDER BY order_no"))
