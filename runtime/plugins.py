@@ -34,16 +34,23 @@ def available(group: str) -> list[str]:
     return sorted(_registry(group))
 
 
+_loaded: dict[tuple[str, str], Any] = {}  # entry points already loaded: loading one imports and looks up
+
+
 def load(group: str, name: str) -> Any:
     """The object a plugin registered under `name` in `group`."""
+    found = _loaded.get((group, name))
+    if found is not None:
+        return found
     ep = _registry(group).get(name)
     if ep is None:
         known = ", ".join(available(group)) or "none"
         raise PluginError(f"no {group.split('.')[-1]} policy named {name!r} (known: {known})")
     try:
-        return ep.load()
+        found = _loaded[(group, name)] = ep.load()
     except Exception as exc:  # a broken plugin must not take the process down with a traceback
         raise PluginError(f"{group} plugin {name!r} ({ep.value}) failed to load: {exc}") from exc
+    return found
 
 
 def load_as(group: str, name: str, kind: type, what: str) -> Any:
@@ -58,3 +65,4 @@ def load_as(group: str, name: str, kind: type, what: str) -> Any:
 def refresh() -> None:
     """Forget what was discovered (after installing a plugin in a running process)."""
     _registry.cache_clear()
+    _loaded.clear()

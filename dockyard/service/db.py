@@ -420,6 +420,8 @@ class Database:
                           if self.dialect == "postgres" else None)
         self._closed = False
         self._last_beat = 0.0
+        self._peers: list[str] = []
+        self._peers_at = 0.0
         self.groups = 0  # commits made; with `writes`, how well group commit is batching
         self.writes = 0
         self._thread = threading.Thread(target=self._run_writer, name="dockyard-writer", daemon=True)
@@ -474,32 +476,41 @@ class Database:
 
     # -- schema ---------------------------------------------------------------------------
     def _migrate(self, conn: _Connection) -> None:
+        """Create the schema, or bring an older one up to date. A store already at this version is
+        only read: the DDL takes table locks (CREATE INDEX IF NOT EXISTS locks the table even when
+        the index exists), and a node starting next to running ones must not stop their writes, or
+        deadlock with them."""
+        if self._version(conn) == SCHEMA_VERSION:
+            return
         serial = "INTEGER" if self.dialect == "sqlite" else "BIGSERIAL"
         conn.begin()
         try:
             if self.dialect == "postgres":
                 conn.execute("SELECT pg_advisory_xact_lock(4242001)")  # two processes creating at once
-            found = (conn.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")
-                     if self._has_meta(conn) else [])
-            existed = bool(found)
-            version = int(found[0][0]) if found else 0
+            version = self._version(conn)
             if version > SCHEMA_VERSION:
                 raise StoreError(f"the state store {self.shown_url} has schema version {version}, newer than "
                                  f"this Dockyard's {SCHEMA_VERSION}: upgrade Dockyard")
-            for stmt in DDL.format(serial=serial).split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
-            if existed:
-                for step in range(version, SCHEMA_VERSION):
+            if version < SCHEMA_VERSION:
+                for stmt in DDL.format(serial=serial).split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
                     for stmt in MIGRATIONS.get(step, ()):
                         conn.execute(stmt)
-                conn.execute("UPDATE dy_meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
-            else:
+                conn.execute("DELETE FROM dy_meta WHERE name = 'schema_version'")
                 conn.execute("INSERT INTO dy_meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.commit()
         except BaseException:
             conn.rollback()
             raise
+
+    def _version(self, conn: _Connection) -> int:
+        """The store's schema version; 0 for an empty store."""
+        if not self._has_meta(conn):
+            return 0
+        found = conn.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")
+        return int(found[0][0]) if found else 0
 
     def _has_meta(self, conn: _Connection) -> bool:
         if self.dialect == "postgres":
@@ -671,8 +682,22 @@ class Database:
         return results
 
     def _after_commit(self, tx: Tx) -> None:
-        if tx.woken and self.dialect == "sqlite":
-            _sqlite_wake(self._owners_dir, tx.woken)
+        """Wake-ups once the work is durable: this process at once, the other processes of a SQLite
+        store by datagram (PostgreSQL's NOTIFY, sent in the transaction, reaches every node)."""
+        if not tx.woken:
+            return
+        waker = self._waker
+        if waker is not None and self.dialect == "sqlite":
+            for key in tx.woken:
+                waker(key)
+        if self.dialect == "sqlite":
+            now = time.monotonic()
+            if now - self._peers_at > 1.0:  # who else is on this store, looked up at most once a second
+                self._peers_at = now
+                self._peers = [p.name for p in self._owners_dir.iterdir()
+                               if len(p.name) == 32 and p.name != self.owner]
+            if self._peers:
+                _sqlite_wake(self._owners_dir, self._peers, tx.woken)
 
     async def write(self, op: Callable[[Tx], T] | BatchOp) -> T:
         """Run op in the next group commit; returns after the commit made it durable."""
@@ -788,6 +813,7 @@ class Database:
     # -- wake-ups across nodes ----------------------------------------------------------------
     def listen(self, waker: Callable[[str], None]) -> None:
         """Call `waker(lane_key)` (from any thread) when any node commits new ready work for it."""
+        self._waker = waker
         if self._listener is None:
             self._listener = _Listener(self, waker)
             self._listener.start()
@@ -850,16 +876,16 @@ def _settle(future: asyncio.Future[Any], error: BaseException | None, value: Any
 
 
 # -- wake-ups ---------------------------------------------------------------------------------
-def _sqlite_wake(owners_dir: Path, keys: Iterable[str]) -> None:
-    """Tell every process on this SQLite store (one host) that keys have new work: a datagram to
-    each process's socket in `<db>.owners/`. Best effort: a process that misses one polls."""
+def _sqlite_wake(owners_dir: Path, peers: Iterable[str], keys: Iterable[str]) -> None:
+    """Tell the other processes on this SQLite store (one host) that keys have new work: a datagram
+    to each one's wake-up socket. Best effort: a process that misses one finds the work when its
+    loop next looks (at the latest when its earliest job is due)."""
     payload = "\n".join(sorted(keys)).encode("utf-8")[:4000]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
         sender.setblocking(False)
-        for path in owners_dir.iterdir():
-            if len(path.name) == 32:  # an owner's lock file: its name is the owner id
-                with contextlib.suppress(OSError):
-                    sender.sendto(payload, _wake_address(owners_dir, path.name))
+        for peer in peers:
+            with contextlib.suppress(OSError):
+                sender.sendto(payload, _wake_address(owners_dir, peer))
 
 
 def _wake_address(owners_dir: Path, owner: str) -> str:

@@ -240,9 +240,12 @@ class Deliverer:
         released = False
         try:
             try:
-                with tracing.span("dockyard.deliver", job.trace_id, {
-                        "dockyard.order_no": job.order_no, "dockyard.warehouse": wh.name, "dockyard.flow": job.kind,
-                        "dockyard.attempt": job.attempts}):
+                if tracing.enabled():
+                    with tracing.span("dockyard.deliver", job.trace_id, {
+                            "dockyard.order_no": job.order_no, "dockyard.warehouse": wh.name,
+                            "dockyard.flow": job.kind, "dockyard.attempt": job.attempts}):
+                        result = await self._attempt(wh, job, attempt)
+                else:
                     result = await self._attempt(wh, job, attempt)
             except Exception as exc:  # a bug must not lose the job: keep it, with the reason
                 why = f"internal error: {type(exc).__name__}: {self._redact(str(exc))}"

@@ -185,3 +185,49 @@ def test_the_claim_reads_the_due_index_without_statistics(store_url: str, tmp_pa
         assert len(jobs) == 64 and [j.order_no for j in jobs][:2] == ["B-1", "B-5"]
     finally:
         db.close()
+
+
+_V1 = """
+CREATE TABLE dy_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE dy_jobs (id {serial} PRIMARY KEY, lane TEXT NOT NULL, kind TEXT NOT NULL, order_no TEXT,
+    warehouse TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_at BIGINT NOT NULL,
+    owner TEXT, lease_until BIGINT, request_id TEXT, doubt INTEGER NOT NULL DEFAULT 0, payload TEXT, reason TEXT,
+    outcome TEXT, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL);
+CREATE INDEX dy_jobs_ready ON dy_jobs (lane, state, next_at);
+INSERT INTO dy_meta VALUES ('schema_version', '1');
+INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, created_at, updated_at)
+    VALUES ('wh', 'create', 'M-1', 'wh1', 'ready', 0, 0, 0), ('wh', 'cancel', 'M-1', 'wh1', 'ready', 0, 0, 0),
+           ('wh', 'create', 'M-2', 'wh1', 'done', 0, 0, 0), ('wh', 'cancel', 'M-2', 'wh1', 'ready', 0, 0, 0)
+"""
+
+
+def test_a_version_1_store_is_migrated_and_its_queues_keep_their_order(store_url: str) -> None:
+    """v1 made a job wait behind its order's open predecessor only at claim time; v2 stores that as
+    `waiting`. Opening a v1 store migrates it once; opening it again changes nothing."""
+    statements = [s for s in _V1.split(";") if s.strip()]
+    if store_url.startswith("sqlite"):
+        import sqlite3
+
+        from dockyard.service.db import _sqlite_path
+
+        raw = sqlite3.connect(_sqlite_path(store_url))
+        for stmt in statements:
+            raw.execute(stmt.format(serial="INTEGER"))
+        raw.commit()
+        raw.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(store_url, autocommit=True) as conn:
+            for stmt in statements:
+                conn.execute(stmt.format(serial="BIGSERIAL"))
+    for _ in range(2):
+        db = Database(store_url, readers=1)
+        try:
+            assert db.read_sync(lambda c: c.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")) == [
+                ("2",)]
+            assert db.read_sync(lambda c: c.execute("SELECT order_no, kind, state FROM dy_jobs ORDER BY id")) == [
+                ("M-1", "create", "ready"), ("M-1", "cancel", "waiting"),
+                ("M-2", "create", "done"), ("M-2", "cancel", "ready")]
+        finally:
+            db.close()
