@@ -231,3 +231,37 @@ def test_a_version_1_store_is_migrated_and_its_queues_keep_their_order(store_url
                 ("M-2", "create", "done"), ("M-2", "cancel", "ready")]
         finally:
             db.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    from e2e import fresh_postgres_database
+
+    with fresh_postgres_database() as url:
+        yield url
+
+
+def test_a_node_with_a_skewed_clock_keeps_to_the_databases_time(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leases, due times and heartbeats are written in the database's clock on PostgreSQL, so a
+    node whose own clock runs an hour ahead neither takes a job before it is due nor treats a live
+    node's lease as run out."""
+    # (SQLite is one host: its processes share one clock.)
+    store_url = pg_url
+    honest = Database(store_url, readers=1)
+    try:
+        _ingest(honest, "K-1", "K-2")
+        [held] = _claim(honest, 1).jobs  # a live lease of a live node
+        honest.write_sync(lambda c: c.execute(
+            "UPDATE dy_jobs SET next_at = ? WHERE order_no = 'K-2'", (c.now + 600_000_000,)))  # due in 10 min
+        real = __import__("time").time_ns
+        monkeypatch.setattr("time.time_ns", lambda: real() + 3_600 * 10**9)  # this process: an hour ahead
+        skewed = Database(store_url, readers=1)
+        try:
+            assert _claim(skewed, 10).jobs == []  # K-2 is not due in the database's time
+            recovered = skewed.write_sync(lambda c: store.recover(c, me=skewed.owner, gone=skewed.owner_gone))
+            assert recovered == []  # the honest node's lease has not run out, and it is alive
+            assert _states(honest) == {"K-1": "claimed", "K-2": "ready"} and held.order_no == "K-1"
+        finally:
+            skewed.close()
+    finally:
+        honest.close()
