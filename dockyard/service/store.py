@@ -489,22 +489,34 @@ _FINISH_SQL = ("UPDATE dy_jobs SET state = ?, next_at = ?, doubt = ?, reason = ?
 
 def finish(conn: Conn, results: Sequence[JobResult], now: int | None = None) -> int:
     """Record what became of claimed jobs; a job whose claim was lost (another process recovered
-    it) is left alone. Returns how many were recorded."""
+    it) is left alone. Returns how many were recorded. Results that set the same values (a batch
+    of forwarded events) are recorded by one statement."""
     stamp = conn.now
     ordered = sorted(results, key=lambda r: r.job_id)  # every node updates job rows in id order
-    changed = conn.execute_returning(_FINISH_SQL, [
-        (r.state, stamp + r.delay_us, int(r.doubt), r.reason,
-         None if r.outcome is None else json.dumps(r.outcome, ensure_ascii=False, default=str),
-         int(r.reset_request_id), stamp, r.job_id, r.owner) for r in ordered])
+    buckets: dict[tuple[Any, ...], list[JobResult]] = {}
+    for r in ordered:
+        values = (r.state, stamp + r.delay_us, int(r.doubt), r.reason,
+                  None if r.outcome is None else json.dumps(r.outcome, ensure_ascii=False, default=str),
+                  int(r.reset_request_id), stamp, r.owner)
+        buckets.setdefault(values, []).append(r)
+    done: set[int] = set()
+    singles = [(values, group[0]) for values, group in buckets.items() if len(group) == 1]
+    if singles:
+        changed = conn.execute_returning(_FINISH_SQL, [(*v[:7], r.job_id, v[7]) for v, r in singles])
+        done.update(r.job_id for (_, r), ok in zip(singles, changed, strict=True) if ok)
+    for values, group in buckets.items():
+        if len(group) > 1:
+            for chunk in _chunks([r.job_id for r in group]):
+                where, params = _in(conn, chunk)
+                done.update(int(row[0]) for row in conn.execute(
+                    _FINISH_SQL.replace("WHERE id = ?", f"WHERE id {where}"), (*values[:7], *params, values[7])))
     rows: list[JournalRow] = []
     ended: list[tuple[str, str]] = []
-    recorded = 0
-    for r, ok in zip(ordered, changed, strict=True):
-        if not ok:
+    for r in ordered:
+        if r.job_id not in done:
             rows.append(JournalRow(None, r.order_no, r.warehouse, None, "lease-lost", "warning",
                                    detail={"job": r.job_id, "note": "another worker recovered this job"}))
             continue
-        recorded += 1
         rows += r.rows
         if r.state == "ready" and r.warehouse:
             _wake(conn, r.warehouse)
@@ -515,7 +527,7 @@ def finish(conn: Conn, results: Sequence[JobResult], now: int | None = None) -> 
                           warehouse_order_id=r.warehouse_order_id, waybills=r.waybills)
     _promote(conn, ended)
     journal(conn, rows)
-    return recorded
+    return len(done)
 
 
 class FinishOp(BatchOp):
