@@ -70,6 +70,7 @@ class Service:
 
     async def start(self, host: str | None = None, port: int | None = None, sock: socket.socket | None = None) -> str:
         """Serve on host:port, or on an already listening socket (the workers of `serve`)."""
+        tracing.refresh()  # the SDK, if any, is configured by now: spans are made only if it exports
         recovered = await self.db.write(lambda c: store.recover(c, me=self.db.owner, gone=self.db.owner_gone))
         self.recovered = len(recovered)
         await self.deliverer.start()
@@ -95,11 +96,13 @@ class Service:
         self.db.close()
 
     # -- ingest -----------------------------------------------------------------------------
-    async def _record(self, checked: list[Checked], bodies: list[str]) -> list[dict[str, Any]]:
-        """One commit for the whole request: accepted orders with their jobs, refused ones in quarantine."""
+    async def _record(self, checked: list[Checked], bodies: list[str],
+                      continued: str | None = None) -> list[dict[str, Any]]:
+        """One commit for the whole request: accepted orders with their jobs, refused ones in quarantine.
+        `continued`: the tracking id of a request with a `traceparent` (its orders join the caller's trace)."""
         on_update = self.config.on_change == "update"
         received = now_us()
-        items = [store.IngestItem(c.order_no or "", c.tracking_id, c.warehouse or "",
+        items = [store.IngestItem(c.order_no or "", continued or c.tracking_id, c.warehouse or "",
                                   _text(c.order, "shop_code"), _text(c.order, "channel"), c.fingerprint,
                                   dumps(c.order), now_us(), c.route,
                                   on_update and "update" in self.config.warehouses[c.warehouse or ""].flows)
@@ -156,7 +159,8 @@ class Service:
         except BodyError as exc:
             return await self._refuse_body(body, str(exc))
         checked = self.checker.check(data)
-        [result] = await self._record([checked], [body.decode("utf-8", errors="replace")])
+        [result] = await self._record([checked], [body.decode("utf-8", errors="replace")],
+                                      tracing.continued_tracking_id(request.headers))
         status = {"accepted": 202, "updated": 202, "duplicate": 200, "conflict": 409, "quarantined": 422}
         return _json(result, status[result["status"]])
 
@@ -180,7 +184,7 @@ class Service:
                                                  f"{self.config.limits.max_batch}", status=413)
         checked = [self.checker.check(o) for o in orders]
         bodies = [dumps(o) if c.order is None else "" for o, c in zip(orders, checked, strict=True)]
-        results = await self._record(checked, bodies)
+        results = await self._record(checked, bodies, tracing.continued_tracking_id(request.headers))
         counts: dict[str, int] = {}
         for r in results:
             counts[r["status"]] = counts.get(r["status"], 0) + 1

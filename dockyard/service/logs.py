@@ -66,6 +66,8 @@ def setup_logging(secrets: Secrets, *, level: str = "INFO", fmt: str = "json",
 
 def event(level: int, what: str, *, order_no: str | None = None, trace_id: str | None = None,
           **fields: Any) -> None:
-    """Log one event; cheap when the level is off."""
+    """Log one event; cheap when the level is off. `trace_id` may be a tracking id of either form
+    (tracing.py): the log carries its 32-digit trace id, which a tracing backend can search."""
     if LOG.isEnabledFor(level):
-        LOG.log(level, what, extra={"order_no": order_no, "trace_id": trace_id, **fields})
+        LOG.log(level, what, extra={"order_no": order_no, "trace_id": trace_id[:32] if trace_id else trace_id,
+                                    **fields})
