@@ -50,9 +50,9 @@ def _order(tracing: Any, n: int) -> float:
                                                             "dockyard.outcome": "accepted"}, start_us=i):
                 pass
         with tracing.span("dockyard.deliver", tracking, {"dockyard.order_no": "T-1", "dockyard.warehouse": "jd",
-                                                         "dockyard.flow": "create", "dockyard.attempt": 1}):
-            with tracing.span("POST", None, {"http.request.method": "POST"}):
-                pass
+                                                         "dockyard.flow": "create", "dockyard.attempt": 1}), \
+                tracing.span("POST", None, {"http.request.method": "POST"}):
+            pass
         with tracing.span("dockyard.feedback", tracking, {"dockyard.order_no": "T-1", "dockyard.warehouse": "jd",
                                                           "dockyard.flow": "confirm"}, start_us=i):
             pass
