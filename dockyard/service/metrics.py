@@ -1,51 +1,243 @@
 """Prometheus metrics of one service process (`GET /metrics`), with prometheus_client.
 
-Counters are kept where things happen (ingest, delivery outcomes, callbacks, forwards); gauges
-that describe state — outbox depth, dead-letter and in-doubt counts — are read from the store at
-scrape time, so they are right even across restarts and workers. Each worker of `workers: N` has
-its own registry: scrape each, or sum them. Label values are warehouse and flow names from the
-config and fixed outcome words: never order numbers, never anything a request can choose.
+Counters and histograms are kept where things happen (ingest, each delivery attempt, retries,
+acceptance, callbacks, forwards) through the `observe_*` methods; gauges that describe state —
+outbox depth, dead letters, jobs in doubt, each warehouse's backlog and the age of its oldest
+ready job — are read from the store at scrape time, so they are right even across restarts and
+workers. Each worker of `workers: N` has its own registry: scrape each, and sum counters (the
+store gauges are the same in every worker: take their max).
+
+Cardinality is bounded by construction: label values are warehouse, flow and callback names from
+the config and fixed words from the tuples below. A value outside them — a bug, never a request —
+is counted under `other` (or `unknown` for a name) instead of making a new series. The series of
+every configured warehouse and flow exist from the start at 0, so `rate()` and the alert rules see
+the first failure, not only the second.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import platform
+import sys
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+if TYPE_CHECKING:
+    from dockyard.service.config import ServiceConfig
+    from dockyard.service.db import Conn
+
+__all__ = ["ATTEMPT_OUTCOMES", "CALLBACK_OUTCOMES", "CONTENT_TYPE_LATEST", "INGEST_ENDPOINTS", "RETRY_REASONS", "Metrics", "outcome_class",
+           "read_backlog", "retry_reason"]
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# Ingest → accepted spans retries and backoff: from tens of milliseconds to hours.
+_END_TO_END = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+               7200.0)
 BREAKER_STATE = {"closed": 0, "half_open": 1, "open": 2}
+
+# What became of one exchange with a warehouse: the HTTP status class, or how it failed.
+ATTEMPT_OUTCOMES = ("2xx", "3xx", "4xx", "5xx", "timeout", "reset", "refused", "error")
+# Why a delivery is tried again.
+RETRY_REASONS = ("server-error", "rate-limited", "timeout", "reset", "refused", "not-sent", "warehouse-asked",
+                 "in-doubt", "other")
+INGEST_ENDPOINTS = ("order", "batch")
+# What became of a warehouse callback (feedback.CallbackReply.outcome).
+CALLBACK_OUTCOMES = ("applied", "duplicate", "forged", "unreadable", "unknown-flow", "error")
+UPSTREAM = "_upstream"
+_ERRORS = frozenset({"timeout", "reset", "refused"})
+
+
+def outcome_class(http_status: int | None, error: str | None = None) -> str:
+    """The `outcome` label of an attempt: `timeout`, `reset` or `refused` for those failures (as the
+    journal's `error` names them), `error` for any other failure, else the status class `2xx`…`5xx`."""
+    if error:
+        return error if error in _ERRORS else "error"
+    if http_status is None or not 200 <= http_status <= 599:
+        return "error"
+    return f"{http_status // 100}xx"
+
+
+def retry_reason(http_status: int | None = None, error: str | None = None, *, asked: bool = False,
+                 in_doubt: bool = False) -> str:
+    """The `reason` label of a retry. `in_doubt`: the outcome of an earlier attempt is unknown (a
+    resend or a recovery query); `asked`: the warehouse answered and its answer said "retry"."""
+    if in_doubt:
+        return "in-doubt"
+    if error:
+        return error if error in _ERRORS else "not-sent"
+    if asked:
+        return "warehouse-asked"
+    if http_status in (425, 429):
+        return "rate-limited"
+    if http_status == 408:
+        return "timeout"
+    if http_status is not None and http_status >= 500:
+        return "server-error"
+    return "other"
+
+
+def read_backlog(conn: Conn, now_us: int) -> dict[str, tuple[int, float]]:
+    """Per warehouse: jobs waiting or being sent, and the age in seconds of the oldest job that is
+    due (ready, its time come) and not yet sent — 0 when none is overdue. One grouped read of the
+    jobs that are in the outbox now (the ready-jobs index): its cost follows the backlog, not the
+    history."""
+    out: dict[str, list[Any]] = {}
+    for warehouse, state, n, oldest in conn.execute(
+            "SELECT warehouse, state, COUNT(*), MIN(next_at) FROM dy_jobs WHERE lane = 'wh' "
+            "AND state IN ('ready', 'sending') GROUP BY warehouse, state"):
+        entry = out.setdefault(warehouse, [0, 0.0])
+        entry[0] += int(n)
+        if state == "ready" and oldest is not None and oldest <= now_us:
+            entry[1] = max(entry[1], (now_us - int(oldest)) / 1e6)
+    return {name: (int(depth), float(age)) for name, (depth, age) in out.items()}
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, config: ServiceConfig | None = None) -> None:
+        # No `_created` twin of every counter and histogram series: half the scrape, no information.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        from dockyard import __version__
+
+        Info("dockyard_build", "The running Dockyard: its version and Python's.", registry=r).info({
+            "version": __version__, "python": platform.python_version(),
+            "implementation": sys.implementation.name})
+        # -- ingest
         self.orders = Counter("dockyard_orders", "Orders taken in, by what became of them at ingest "
                               "(accepted, duplicate, conflict, updated, quarantined).", ["warehouse", "outcome"],
                               registry=r)
-        self.deliveries = Counter("dockyard_deliveries", "Attempts finished, by result (done, retry, dead, held).",
-                                  ["warehouse", "flow", "result"], registry=r)
-        self.stage = Histogram("dockyard_stage_seconds", "Time spent per stage (ingest, transform, http, "
-                               "callback).", ["stage", "warehouse"], buckets=_LATENCY, registry=r)
+        self.ingest = Histogram("dockyard_ingest_seconds", "Time to answer POST /orders (endpoint order) or "
+                                "/orders/batch (batch): from the request read to the answer, the durable commit "
+                                "included.", ["endpoint"], buckets=_LATENCY, registry=r)
+        # -- delivery
+        self.deliveries = Counter("dockyard_deliveries", "Delivery jobs' attempts finished, by what the job became: "
+                                  "done, ready (to be tried again), dead (dead-lettered), held (in doubt, for an "
+                                  "operator).", ["warehouse", "flow", "result"], registry=r)
+        self.attempts = Counter("dockyard_attempts", "Exchanges with a warehouse, by outcome: the HTTP status class "
+                                "(2xx, 3xx, 4xx, 5xx) or the failure (timeout, reset, refused, error).",
+                                ["warehouse", "flow", "outcome"], registry=r)
+        self.attempt_seconds = Histogram("dockyard_attempt_seconds", "Time of one exchange with a warehouse, from "
+                                         "sending the request to the end of the answer (or the failure).",
+                                         ["warehouse", "flow"], buckets=_LATENCY, registry=r)
+        self.retries = Counter("dockyard_retries", "Delivery attempts scheduled again, by reason (server-error, "
+                               "rate-limited, timeout, reset, refused, not-sent, warehouse-asked, in-doubt, other).",
+                               ["warehouse", "reason"], registry=r)
+        self.accepted = Histogram("dockyard_ingest_to_accepted_seconds", "From an order's ingest to the warehouse's "
+                                  "acceptance of its create (retries and backoff included).", ["warehouse"],
+                                  buckets=_END_TO_END, registry=r)
+        self.throttled = Counter("dockyard_throttled_seconds", "Seconds delivery to a warehouse waited for its rate "
+                                 "limit or a Retry-After.", ["warehouse"], registry=r)
+        self.stage = Histogram("dockyard_stage_seconds", "Time spent per stage: transform (an order into a "
+                               "request) and http (one exchange with a warehouse or the upstream).",
+                               ["stage", "warehouse"], buckets=_LATENCY, registry=r)
         self.inflight = Gauge("dockyard_inflight_requests", "Requests to a warehouse in flight now.",
                               ["warehouse"], registry=r)
         self.breaker = Gauge("dockyard_circuit_state", "Circuit breaker: 0 closed, 1 half open, 2 open.",
                              ["warehouse"], registry=r)
+        # -- feedback and upstream
         self.callbacks = Counter("dockyard_callbacks", "Warehouse callbacks by outcome (applied, duplicate, "
                                  "forged, unreadable, unknown-flow, error).", ["warehouse", "flow", "outcome"],
                                  registry=r)
+        self.callback_seconds = Histogram("dockyard_callback_seconds", "Time to answer a warehouse callback, from "
+                                          "the request read to the acknowledgement.", ["warehouse", "flow"],
+                                          buckets=_LATENCY, registry=r)
         self.forwards = Counter("dockyard_forwarded_events", "Status events sent to the upstream webhook, by "
-                                "result (done, retry, dead).", ["result"], registry=r)
+                                "result (done, ready = to be sent again, dead).", ["result"], registry=r)
+        # -- from the store, at scrape time
         self.outbox = Gauge("dockyard_outbox_depth", "Jobs waiting or being sent, from the store.", ["lane"],
                             registry=r)
         self.dlq = Gauge("dockyard_dead_letters", "Jobs in the dead-letter queue, from the store.", registry=r)
         self.in_doubt = Gauge("dockyard_in_doubt", "Jobs held in doubt for an operator, from the store.", registry=r)
+        self.backlog = Gauge("dockyard_backlog_jobs", "A warehouse's jobs waiting or being sent, from the store.",
+                             ["warehouse"], registry=r)
+        self.backlog_age = Gauge("dockyard_backlog_age_seconds", "Age of a warehouse's oldest job that is due and "
+                                 "not sent yet (0 when none is overdue), from the store.", ["warehouse"], registry=r)
+        self._warehouses: frozenset[str] | None = None
+        self._callback_flows: frozenset[tuple[str, str]] | None = None
+        if config is not None:
+            self._declare(config)
 
-    def refresh(self, store_counts: dict[str, Any], breakers: dict[str, str], inflight: dict[str, int]) -> None:
+    def _declare(self, config: ServiceConfig) -> None:
+        """Every series of the configured warehouses, flows and callbacks, at 0."""
+        self._warehouses = frozenset(config.warehouses) | {UPSTREAM}
+        self._callback_flows = frozenset((w.name, c) for w in config.warehouses.values() for c in w.callbacks)
+        for endpoint in INGEST_ENDPOINTS:
+            self.ingest.labels(endpoint)
+        for wh in config.warehouses.values():
+            for reason in RETRY_REASONS:
+                self.retries.labels(wh.name, reason)
+            self.accepted.labels(wh.name)
+            self.throttled.labels(wh.name)
+            self.backlog.labels(wh.name)
+            self.backlog_age.labels(wh.name)
+            self.breaker.labels(wh.name)
+            self.inflight.labels(wh.name)
+            for flow in wh.flows:
+                self.attempt_seconds.labels(wh.name, flow)
+                for outcome in ATTEMPT_OUTCOMES:
+                    self.attempts.labels(wh.name, flow, outcome)
+            for name in wh.callbacks:
+                self.callback_seconds.labels(wh.name, name)
+                for outcome in CALLBACK_OUTCOMES[:4]:  # unknown-flow and error are rare: made when they happen
+                    self.callbacks.labels(wh.name, name, outcome)
+
+    def _warehouse(self, name: str) -> str:
+        return name if self._warehouses is None or name in self._warehouses else "unknown"
+
+    # -- what the service calls where things happen ---------------------------------------------
+    def observe_ingest(self, endpoint: str, seconds: float) -> None:
+        self.ingest.labels(endpoint if endpoint in INGEST_ENDPOINTS else "other").observe(seconds)
+
+    def observe_attempt(self, warehouse: str, flow: str, outcome: str, seconds: float) -> None:
+        """One exchange with a warehouse ended: `outcome` from `outcome_class()`, `seconds` the
+        exchange's time (the journal row's elapsed_us / 1e6)."""
+        name = self._warehouse(warehouse)
+        self.attempts.labels(name, flow, outcome if outcome in ATTEMPT_OUTCOMES else "error").inc()
+        self.attempt_seconds.labels(name, flow).observe(seconds)
+
+    def observe_retry(self, warehouse: str, reason: str) -> None:
+        """A delivery was scheduled again; `reason` from `retry_reason()`."""
+        self.retries.labels(self._warehouse(warehouse), reason if reason in RETRY_REASONS else "other").inc()
+
+    def observe_accepted(self, warehouse: str, seconds: float) -> None:
+        """The warehouse accepted an order's create (or confirmed it had it): `seconds` since ingest."""
+        self.accepted.labels(self._warehouse(warehouse)).observe(max(0.0, seconds))
+
+    def observe_throttled(self, warehouse: str, seconds: float) -> None:
+        """Delivery to `warehouse` waited `seconds` for its rate limit or a Retry-After."""
+        if seconds > 0:
+            self.throttled.labels(self._warehouse(warehouse)).inc(seconds)
+
+    def observe_callback(self, warehouse: str, flow: str, outcome: str, seconds: float) -> None:
+        """A callback was answered. A warehouse or flow that is not configured (the request named
+        it) is counted as unknown/unknown, without its time."""
+        known = self._callback_flows
+        if outcome not in CALLBACK_OUTCOMES:
+            outcome = "error"
+        if known is not None and (warehouse, flow) not in known:
+            self.callbacks.labels("unknown", "unknown", outcome).inc()
+            return
+        self.callbacks.labels(warehouse, flow, outcome).inc()
+        self.callback_seconds.labels(warehouse, flow).observe(seconds)
+
+    # -- at scrape time ---------------------------------------------------------------------------
+    def refresh(self, store_counts: dict[str, Any], breakers: dict[str, str], inflight: dict[str, int],
+                backlog: Mapping[str, tuple[int, float]] | None = None) -> None:
         for lane in ("wh", "up"):
             self.outbox.labels(lane).set(store_counts.get(f"outbox_{lane}", 0))
         self.dlq.set(store_counts.get("dead", 0))
@@ -54,6 +246,15 @@ class Metrics:
             self.breaker.labels(name).set(BREAKER_STATE.get(state, 0))
         for name, n in inflight.items():
             self.inflight.labels(name).set(n)
+        if backlog is not None:
+            self._set_backlog(backlog)
+
+    def _set_backlog(self, backlog: Mapping[str, tuple[int, float]]) -> None:
+        names: Iterable[str] = self._warehouses - {UPSTREAM} if self._warehouses is not None else backlog
+        for name in names:
+            depth, age = backlog.get(name, (0, 0.0))
+            self.backlog.labels(name).set(depth)
+            self.backlog_age.labels(name).set(age)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

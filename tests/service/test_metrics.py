@@ -6,8 +6,17 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import functools
+import platform
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from test_service import example
+
+from dockyard.service.metrics import ATTEMPT_OUTCOMES, CALLBACK_OUTCOMES, RETRY_REASONS, Metrics, outcome_class, read_backlog, \
+    retry_reason
 
 TOKEN = "test-only-metrics-token-0123456789"
 
@@ -57,6 +66,26 @@ def test_metrics_count_orders_deliveries_callbacks_and_state(env: Any) -> None:
             assert m[("dockyard_outbox_depth", (("lane", "wh"),))] == 0
             assert m[("dockyard_circuit_state", (("warehouse", "jd"),))] == 0
             assert m[("dockyard_stage_seconds_count", (("stage", "http"), ("warehouse", "jd")))] >= 1
+            # what this change adds: build info, the process, ingest and callback times, backlog
+            from dockyard import __version__
+
+            assert m[("dockyard_build_info", (("implementation", "cpython"), ("python", platform.python_version()),
+                                              ("version", __version__)))] == 1
+            assert m[("process_cpu_seconds_total", ())] > 0 and m[("process_resident_memory_bytes", ())] > 0
+            assert m[("dockyard_ingest_seconds_count", (("endpoint", "batch"),))] == 1
+            assert m[("dockyard_ingest_seconds_count", (("endpoint", "order"),))] == 0
+            assert m[("dockyard_callback_seconds_count", (("flow", "deliveryorder.confirm"),
+                                                          ("warehouse", "qimen-std")))] == 1
+            assert ("dockyard_callback_seconds_count", (("flow", "unknown"), ("warehouse", "unknown"))) not in m
+            for wh in ("qimen-std", "jd"):
+                assert m[("dockyard_backlog_jobs", (("warehouse", wh),))] == 0
+                assert m[("dockyard_backlog_age_seconds", (("warehouse", wh),))] == 0
+                for outcome in ATTEMPT_OUTCOMES:  # declared at 0 from the start: rate() sees the first one
+                    assert ("dockyard_attempts_total", (("flow", "create"), ("outcome", outcome),
+                                                        ("warehouse", wh))) in m
+                for reason in RETRY_REASONS:
+                    assert ("dockyard_retries_total", (("reason", reason), ("warehouse", wh))) in m
+            assert not any(name.endswith("_created") for name, _ in m)
             assert "x" * 50 not in text and good["order_no"] not in text  # no request-chosen labels
             for value in run.plan.secret_values.values():
                 assert value not in text
@@ -70,15 +99,149 @@ def test_the_grafana_dashboard_uses_only_metrics_the_service_exports() -> None:
     import re
     from pathlib import Path
 
-    from dockyard.service.metrics import Metrics
-
     exported = set()
     for family in text_string_to_metric_families(Metrics().render().decode()):
         exported.add(family.name)
+        exported.update(s.name for s in family.samples)
         exported.update({f"{family.name}_total", f"{family.name}_bucket", f"{family.name}_count",
-                         f"{family.name}_sum"})
+                         f"{family.name}_sum", f"{family.name}_info"})
     board = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana" / "dockyard-dashboard.json")
                        .read_text(encoding="utf-8"))
     used = {name for panel in board["panels"] for target in panel["targets"]
             for name in re.findall(r"\b(dockyard_[a-z_]+)", target["expr"])}
     assert used and used <= exported, used - exported
+
+
+def _config(folder: Any) -> Any:
+    """The demo's config of all four warehouses (the bundle folder only has to exist)."""
+    from pathlib import Path
+
+    from dockyard.demo import DemoPlan
+    from dockyard.service.config import load_config
+
+    root = Path(__file__).resolve().parents[2]
+    plan = DemoPlan(folder / "work", root / "mappings", sim_base="http://127.0.0.1:9")
+    path = plan.write(9)
+    plan.bundle.mkdir(exist_ok=True)
+    return load_config(path)
+
+
+def test_label_values_never_come_from_outside_the_config(tmp_path: Any) -> None:
+    """Whatever a caller (or a bug) passes, only configured names and the fixed words make series."""
+    config = _config(tmp_path)
+    metrics = Metrics(config)
+    before = _series(metrics)
+    metrics.observe_callback("evil", "x" * 40, "applied", 0.01)
+    metrics.observe_callback("qimen-std", "not-a-callback", "forged", 0.01)
+    metrics.observe_attempt("qimen-std", "create", "418-teapot", 0.2)
+    metrics.observe_retry("qimen-std", "because")
+    metrics.observe_ingest("sideways", 0.1)
+    metrics.observe_accepted("nowhere", 3.0)
+    after = _series(metrics)
+    new = after - before
+    assert new == {("dockyard_callbacks_total", (("flow", "unknown"), ("outcome", "applied"), ("warehouse", "unknown"))),
+                   ("dockyard_callbacks_total", (("flow", "unknown"), ("outcome", "forged"), ("warehouse", "unknown"))),
+                   *{(f"dockyard_ingest_seconds{suffix}", tuple(sorted((("endpoint", "other"),) + le)))
+                     for suffix, le in _histogram_keys()},
+                   *{(f"dockyard_ingest_to_accepted_seconds{suffix}", tuple(sorted((("warehouse", "unknown"),) + le)))
+                     for suffix, le in _histogram_keys(end_to_end=True)}}, new
+    m = _samples(metrics.render().decode())
+    assert m[("dockyard_attempts_total", (("flow", "create"), ("outcome", "error"), ("warehouse", "qimen-std")))] == 1
+    assert m[("dockyard_retries_total", (("reason", "other"), ("warehouse", "qimen-std")))] == 1
+    assert "x" * 40 not in metrics.render().decode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=30), st.text(max_size=30), st.text(max_size=30))
+def test_any_callback_labels_fold_into_the_configured_set(warehouse: str, flow: str, outcome: str) -> None:
+    metrics, known = _known()
+    metrics.observe_callback(warehouse, flow, outcome, 0.001)
+    for family in (metrics.callbacks, metrics.callback_seconds):
+        for sample in family.collect()[0].samples:
+            assert (sample.labels["warehouse"], sample.labels["flow"]) in known | {("unknown", "unknown")}
+            assert sample.labels.get("outcome", "applied") in CALLBACK_OUTCOMES
+
+
+def _series(metrics: Metrics) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    return set(_samples(metrics.render().decode()))
+
+
+def _histogram_keys(end_to_end: bool = False) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    from dockyard.service import metrics as module
+
+    buckets = module._END_TO_END if end_to_end else module._LATENCY
+    keys: list[tuple[str, tuple[tuple[str, str], ...]]] = [("_count", ()), ("_sum", ())]
+    keys += [("_bucket", (("le", str(float(b))),)) for b in buckets]
+    keys.append(("_bucket", (("le", "+Inf"),)))
+    return keys
+
+
+@functools.cache
+def _known() -> tuple[Metrics, set[tuple[str, str]]]:
+    """One Metrics of the demo config for all examples (hypothesis runs them in one test)."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="dockyard-metrics-"))
+    atexit.register(shutil.rmtree, folder, True)
+    config = _config(folder)
+    return Metrics(config), {(w.name, c) for w in config.warehouses.values() for c in w.callbacks}
+
+
+def test_outcome_and_retry_classes() -> None:
+    assert [outcome_class(s) for s in (200, 204, 302, 404, 429, 500, 503)] == [
+        "2xx", "2xx", "3xx", "4xx", "4xx", "5xx", "5xx"]
+    assert [outcome_class(None, e) for e in ("timeout", "reset", "refused", "dns", None)] == [
+        "timeout", "reset", "refused", "error", "error"]
+    assert outcome_class(200, "reset") == "reset" and outcome_class(99) == "error" and outcome_class(600) == "error"
+    assert retry_reason(503) == "server-error" and retry_reason(429) == "rate-limited"
+    assert retry_reason(408) == "timeout" and retry_reason(None, "reset") == "reset"
+    assert retry_reason(None, "dns") == "not-sent" and retry_reason(200, asked=True) == "warehouse-asked"
+    assert retry_reason(503, "timeout", in_doubt=True) == "in-doubt" and retry_reason(400) == "other"
+    for value in [outcome_class(s, e) for s in (None, 100, 200, 450, 599, 700) for e in (None, "", "x", "timeout")]:
+        assert value in ATTEMPT_OUTCOMES
+    for value in [retry_reason(s, e, asked=a) for s in (None, 200, 408, 425, 500) for e in (None, "refused", "y")
+                  for a in (False, True)]:
+        assert value in RETRY_REASONS
+
+
+def test_backlog_age_is_the_oldest_overdue_ready_job(store_url: str) -> None:
+    """Read from a real store (SQLite and PostgreSQL): depth counts ready and sending jobs per
+    warehouse; the age is that of the oldest ready job whose time has come; dead, held and done
+    jobs and the upstream lane do not count."""
+    from dockyard.service.db import Database
+
+    now = 1_800_000_000_000_000
+    rows = [("wh", "jd", "ready", now - 90_000_000), ("wh", "jd", "ready", now - 30_000_000),
+            ("wh", "jd", "sending", now - 500_000_000), ("wh", "jd", "dead", now - 900_000_000),
+            ("wh", "jd", "held", now - 900_000_000), ("wh", "jd", "done", now - 900_000_000),
+            ("wh", "sf", "ready", now + 60_000_000), ("wh", "sf", "sending", now - 5_000_000),
+            ("up", "_upstream", "ready", now - 900_000_000)]
+    db = Database(store_url, readers=1)
+    try:
+        def fill(conn: Any) -> None:
+            for i, (lane, warehouse, state, next_at) in enumerate(rows):
+                conn.execute("INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, attempts, next_at, "
+                             "created_at, updated_at) VALUES (?, 'create', ?, ?, ?, 1, ?, ?, ?)",
+                             (lane, f"B-{i}", warehouse, state, next_at, next_at, next_at))
+
+        db.write_sync(fill)
+        backlog = db.read_sync(lambda c: read_backlog(c, now))
+    finally:
+        db.close()
+    assert backlog == {"jd": (3, 90.0), "sf": (2, 0.0)}
+    metrics = Metrics()
+    metrics.refresh({}, {}, {}, backlog)
+    m = _samples(metrics.render().decode())
+    assert m[("dockyard_backlog_age_seconds", (("warehouse", "jd"),))] == 90.0
+    assert m[("dockyard_backlog_jobs", (("warehouse", "sf"),))] == 2
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0])
+def test_throttled_time_counts_only_real_waits(seconds: float) -> None:
+    metrics = Metrics()
+    metrics.observe_throttled("jd", seconds)
+    metrics.observe_throttled("jd", 1.5)
+    assert _samples(metrics.render().decode())[("dockyard_throttled_seconds_total", (("warehouse", "jd"),))] == 1.5
