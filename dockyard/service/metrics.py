@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from dockyard.service.config import ServiceConfig
     from dockyard.service.db import Conn
 
-__all__ = ["ATTEMPT_OUTCOMES", "CALLBACK_OUTCOMES", "CONTENT_TYPE_LATEST", "INGEST_ENDPOINTS", "RETRY_REASONS", "Metrics", "outcome_class",
-           "read_backlog", "retry_reason"]
+__all__ = ["ATTEMPT_OUTCOMES", "CALLBACK_OUTCOMES", "CONTENT_TYPE_LATEST", "INGEST_ENDPOINTS", "RETRY_REASONS",
+           "Metrics", "outcome_class", "read_backlog", "retry_reason"]
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 # Ingest → accepted spans retries and backoff: from tens of milliseconds to hours.

@@ -4,10 +4,9 @@ on SQLite and PostgreSQL; with dashboard tokens configured it needs one."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
 import functools
 import platform
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +14,15 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 from test_service import example
 
-from dockyard.service.metrics import ATTEMPT_OUTCOMES, CALLBACK_OUTCOMES, RETRY_REASONS, Metrics, outcome_class, read_backlog, \
-    retry_reason
+from dockyard.service.metrics import (
+    ATTEMPT_OUTCOMES,
+    CALLBACK_OUTCOMES,
+    RETRY_REASONS,
+    Metrics,
+    outcome_class,
+    read_backlog,
+    retry_reason,
+)
 
 TOKEN = "test-only-metrics-token-0123456789"
 
@@ -139,11 +145,12 @@ def test_label_values_never_come_from_outside_the_config(tmp_path: Any) -> None:
     metrics.observe_accepted("nowhere", 3.0)
     after = _series(metrics)
     new = after - before
-    assert new == {("dockyard_callbacks_total", (("flow", "unknown"), ("outcome", "applied"), ("warehouse", "unknown"))),
-                   ("dockyard_callbacks_total", (("flow", "unknown"), ("outcome", "forged"), ("warehouse", "unknown"))),
-                   *{(f"dockyard_ingest_seconds{suffix}", tuple(sorted((("endpoint", "other"),) + le)))
+    unknown = ("warehouse", "unknown")
+    assert new == {("dockyard_callbacks_total", (("flow", "unknown"), ("outcome", "applied"), unknown)),
+                   ("dockyard_callbacks_total", (("flow", "unknown"), ("outcome", "forged"), unknown)),
+                   *{(f"dockyard_ingest_seconds{suffix}", tuple(sorted((("endpoint", "other"), *le))))
                      for suffix, le in _histogram_keys()},
-                   *{(f"dockyard_ingest_to_accepted_seconds{suffix}", tuple(sorted((("warehouse", "unknown"),) + le)))
+                   *{(f"dockyard_ingest_to_accepted_seconds{suffix}", tuple(sorted((("warehouse", "unknown"), *le))))
                      for suffix, le in _histogram_keys(end_to_end=True)}}, new
     m = _samples(metrics.render().decode())
     assert m[("dockyard_attempts_total", (("flow", "create"), ("outcome", "error"), ("warehouse", "qimen-std")))] == 1
