@@ -91,3 +91,20 @@ def test_every_alert_is_tested_uses_exported_metrics_and_has_a_runbook() -> None
 def _anchor(heading: str) -> str:
     """GitHub's anchor of a Markdown heading."""
     return re.sub(r"[^a-z0-9 -]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_the_grafana_dashboards_queries_are_valid_promql(tmp_path: Path) -> None:
+    """Each panel's query, its template variables filled in, parses (promtool checks it as a rule)."""
+    import json
+
+    promtool = _promtool()
+    board = json.loads((ROOT / "docs" / "grafana" / "dockyard-dashboard.json").read_text(encoding="utf-8"))
+    rules = [{"record": f"dockyard:panel{panel['id']}:{target['refId'].lower()}",
+              "expr": target["expr"].replace("$warehouse", ".*").replace("$job", ".*")}
+             for panel in board["panels"] for target in panel.get("targets", [])]
+    assert len(rules) >= 20
+    (tmp_path / "panels.yml").write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}),
+                                         encoding="utf-8")
+    check = subprocess.run([promtool, "check", "rules", "panels.yml"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr

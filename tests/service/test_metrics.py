@@ -113,9 +113,16 @@ def test_the_grafana_dashboard_uses_only_metrics_the_service_exports() -> None:
                          f"{family.name}_sum", f"{family.name}_info"})
     board = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana" / "dockyard-dashboard.json")
                        .read_text(encoding="utf-8"))
-    used = {name for panel in board["panels"] for target in panel["targets"]
-            for name in re.findall(r"\b(dockyard_[a-z_]+)", target["expr"])}
+    used = {name for panel in board["panels"] for target in panel.get("targets", [])
+            for name in re.findall(r"\b((?:dockyard|process)_[a-z_]+)", target["expr"])}
     assert used and used <= exported, used - exported
+    # every dockyard family the service exports is charted somewhere
+    families = {f.name for f in text_string_to_metric_families(Metrics().render().decode())}
+    missing = {f for f in families if f.startswith("dockyard_")
+               and not any(u == f or u.startswith(f + "_") for u in used)}
+    assert not missing, missing
+    titles = [p["title"] for p in board["panels"]]
+    assert len(titles) == len(set(titles)) and len({p["id"] for p in board["panels"]}) == len(titles)
 
 
 def _config(folder: Any) -> Any:
