@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ __all__ = [
     "CircuitConfig",
     "FlowConfig",
     "LimitsConfig",
+    "RateLimitConfig",
     "RetryConfig",
     "Route",
     "ServiceConfig",
@@ -67,6 +69,15 @@ class RetryConfig:
 class CircuitConfig:
     failures: int = 20  # consecutive retryable failures that open the circuit
     open_for: float = 10.0  # seconds the circuit stays open before one probe is let through
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Calls per second to one warehouse, as a token bucket shared by every worker and node
+    (enforced by delivery; the warehouse's `Retry-After` is honoured on top of it)."""
+
+    per_second: float  # the sustained rate: tokens added per second
+    burst: int  # the bucket's size: calls that may start at once after a quiet spell
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,7 @@ class WarehouseConfig:
     circuit: CircuitConfig = field(default_factory=CircuitConfig)
     flows: Mapping[str, FlowConfig] = field(default_factory=dict)  # create (required), cancel, query, update
     callbacks: Mapping[str, CallbackConfig] = field(default_factory=dict)
+    rate_limit: RateLimitConfig | None = None  # None: no limit but `concurrency`
 
 
 @dataclass(frozen=True)
@@ -647,6 +659,7 @@ class _Loader:
             flows={flow: FlowConfig(request=f["request"], response=f.get("response"))
                    for flow, f in doc["flows"].items()},
             callbacks={cb: _callback(cb, c) for cb, c in doc.get("callbacks", {}).items()},
+            rate_limit=_rate_limit(doc.get("rate_limit")),
         )
 
 
@@ -684,6 +697,14 @@ def _retry(doc: Mapping[str, Any] | None, default: RetryConfig) -> RetryConfig:
         max_delay=float(doc.get("max_delay", default.max_delay)),
         jitter=float(doc.get("jitter", default.jitter)),
     )
+
+
+def _rate_limit(doc: Mapping[str, Any] | None) -> RateLimitConfig | None:
+    """The warehouse's rate limit; `burst` defaults to one second's worth of calls (at least 1)."""
+    if doc is None:
+        return None
+    per_second = float(doc["per_second"])
+    return RateLimitConfig(per_second=per_second, burst=int(doc.get("burst", max(1, math.ceil(per_second)))))
 
 
 def _option_text(value: Any) -> str:

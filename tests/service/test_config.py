@@ -18,6 +18,7 @@ from dockyard.runtime.bundle import load_bundle
 from dockyard.runtime.mapping import CompiledMapping
 from dockyard.runtime.secrets import MappingSecrets, Secrets
 from dockyard.service.config import (
+    RateLimitConfig,
     RetryConfig,
     ServiceConfig,
     check_against,
@@ -100,6 +101,35 @@ def test_minimal_config_gets_the_documented_defaults(folder: Path) -> None:
     assert (wh.concurrency, wh.connect_timeout, wh.timeout, wh.retry) == (32, 3.0, 10.0, RetryConfig())
     assert wh.flows["create"].request == "qimen.deliveryorder.create"
     assert wh.flows["create"].response == "qimen.response"
+
+
+def test_a_warehouse_rate_limit_is_read_with_its_default_burst(folder: Path) -> None:
+    assert load_config(write(folder, MINIMAL)).warehouses["wh"].rate_limit is None
+    text = MINIMAL.replace("    flows:\n", "    rate_limit: {per_second: 40, burst: 60}\n    flows:\n", 1)
+    assert load_config(write(folder, text)).warehouses["wh"].rate_limit == RateLimitConfig(40.0, 60)
+    for given, burst in (("2.5", 3), ("0.5", 1), ("40", 40)):
+        text = MINIMAL.replace("    flows:\n", f"    rate_limit: {{per_second: {given}}}\n    flows:\n", 1)
+        assert load_config(write(folder, text)).warehouses["wh"].rate_limit == RateLimitConfig(float(given), burst)
+
+
+@pytest.mark.parametrize(("block", "at", "code", "message"), [
+    ("{per_second: 0}", "0", "config-bad-value", "warehouses.wh.rate_limit.per_second must be more than 0"),
+    ("{per_second: -3, burst: 2}", "-3", "config-bad-value",
+     "warehouses.wh.rate_limit.per_second must be more than 0"),
+    ("{per_second: 5, burst: 0}", "0", "config-bad-value", "warehouses.wh.rate_limit.burst must be at least 1"),
+    ("{per_second: 5, burst: 1.5}", "1.5", "config-bad-type", "warehouses.wh.rate_limit.burst must be an integer"),
+    ("{per_second: fast}", "fast", "config-bad-type", "warehouses.wh.rate_limit.per_second must be a number"),
+    ("{burst: 5}", "rate_limit", "config-missing-key", "warehouses.wh.rate_limit needs the key 'per_second'"),
+    ("{per_second: 5, brust: 9}", "brust", "config-unknown-key",
+     "unknown key 'brust' in warehouses.wh.rate_limit (did you mean 'burst'?)"),
+    ("50", "50", "config-bad-type", "warehouses.wh.rate_limit must be a mapping"),
+])
+def test_a_bad_rate_limit_is_reported_where_it_is(folder: Path, block: str, at: str, code: str,
+                                                  message: str) -> None:
+    line = f"    rate_limit: {block}"
+    text = MINIMAL.replace("    flows:\n", f"{line}\n    flows:\n", 1)
+    col = line.index(at, 4 if at == "rate_limit" else len("    rate_limit: ")) + 1
+    assert problems(write(folder, text)) == [("dockyard.yaml", 5, col, code, message)]
 
 
 def test_relative_paths_are_relative_to_the_config_file_not_the_working_directory(
@@ -362,6 +392,7 @@ def test_the_example_config_loads(example: ServiceConfig, library_bundle: Path) 
     assert example.warehouses["sf"].callbacks["route-push"].verify is None
     assert example.warehouses["sf"].flows["query"].request == "sf.search-order"
     assert set(example.warehouses["cainiao"].callbacks) == {"consign-order-confirm", "order-status-upload"}
+    assert example.warehouses["jd"].rate_limit == RateLimitConfig(40.0, 40) and qimen.rate_limit is None
     assert example.routes[-1].default and example.routes[-1].warehouse == "qimen-std"
     assert example.upstream is not None and example.upstream.retry.max_attempts == 10
     assert example.tokens[OPERATOR_TOKEN] == "operator"
