@@ -11,9 +11,11 @@ import asyncio
 import dataclasses
 import getpass
 import json
+import os
+import re
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -231,32 +233,106 @@ def _replace_then_replay(conn: Any, job_id: int, fixed: tuple[str, str, str], wh
     return ops.replay(conn, [job_id], now_us(), who)
 
 
-def _moment(text: str) -> int:
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|w)", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _zone(name: str | None) -> tzinfo:
+    """The report's time zone: --tz, else $TZ, else the machine's (/etc/timezone or /etc/localtime), else UTC."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    candidates = [name] if name else [os.environ.get("TZ", "").lstrip(":"), _system_zone_name()]
+    for candidate in candidates:
+        if not candidate:
+            continue
+        try:
+            return ZoneInfo(candidate)
+        except (ZoneInfoNotFoundError, ValueError):
+            if name:
+                raise click.BadParameter(f"{name!r} is not a time zone name (e.g. Asia/Shanghai, UTC)",
+                                         param_hint="--tz") from None
+    return UTC
+
+
+def _system_zone_name() -> str | None:
+    try:
+        text = Path("/etc/timezone").read_text(encoding="utf-8").strip()
+        if text:
+            return text
+    except OSError:
+        pass
+    try:
+        target = str(Path("/etc/localtime").readlink())
+    except OSError:
+        return None
+    return target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else None
+
+
+def _moment(text: str, zone: tzinfo, option: str) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not an ISO-8601 date or date-time") from None
+        raise click.BadParameter(f"{text!r} is not an ISO-8601 date or date-time", param_hint=option) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        moment = moment.replace(tzinfo=zone)
     return int(moment.timestamp() * 1_000_000)
+
+
+def report_window(since: str | None, start: str | None, end: str | None, zone: tzinfo,
+                  now: datetime | None = None) -> tuple[int, int]:
+    """[begin, end) in epoch microseconds from the report's options: `--since` (a duration such as
+    90m, 1h, 2d, 1w, or `today` / `yesterday` in the zone) or `--from` [`--to`, default now]; with
+    neither, the last 24 hours."""
+    current = now or datetime.now(UTC)
+    finish = int(current.timestamp() * 1_000_000)
+    if since is not None:
+        if start is not None or end is not None:
+            raise click.UsageError("give --since, or --from (and --to), not both")
+        word = since.strip().lower()
+        if word in ("today", "yesterday"):
+            midnight = current.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+            if word == "yesterday":
+                begin = midnight - timedelta(days=1)
+                return int(begin.timestamp() * 1_000_000), int(midnight.timestamp() * 1_000_000)
+            return int(midnight.timestamp() * 1_000_000), finish
+        match = _DURATION.fullmatch(word)
+        if match is None or float(match[1]) <= 0:
+            raise click.BadParameter(f"{since!r}: give a duration such as 30m, 1h, 2d or 1w, or today / yesterday",
+                                     param_hint="--since")
+        seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+        return finish - int(seconds * 1_000_000), finish
+    if start is None:
+        if end is not None:
+            raise click.UsageError("--to needs --from")
+        return finish - 24 * 3600 * 1_000_000, finish
+    first = _moment(start, zone, "--from")
+    if end is not None:
+        finish = _moment(end, zone, "--to")
+    if finish <= first:
+        raise click.BadParameter("the window ends before it begins", param_hint="--to")
+    return first, finish
 
 
 @click.command()
 @click.option("--config", "config_path", default="dockyard.yaml", show_default=True, help=CONFIG_HELP)
 @click.option("--store", default=None, help="state store URL, overriding the config")
-@click.option("--from", "start", required=True, help="start of the window (ISO-8601; UTC when no offset)")
-@click.option("--to", "end", required=True, help="end of the window, exclusive")
+@click.option("--since", default=None, help="the last 30m, 1h, 2d, 1w …, or today / yesterday (in --tz)")
+@click.option("--from", "start", default=None, help="start of the window (ISO-8601; in --tz when no offset)")
+@click.option("--to", "end", default=None, help="end of the window, exclusive (default: now)")
+@click.option("--tz", "tz_name", default=None,
+              help="time zone to read and show times in (default: $TZ, else the machine's)")
 @click.option("--format", "fmt", type=click.Choice(["html", "csv", "json"]), default="json", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="write to this file instead of stdout")
-def report(config_path: str, store: str | None, start: str, end: str, fmt: str, output: str | None) -> None:
-    """Per warehouse and flow: volumes, success rate, retries, latency, rejections, DLQ, in doubt,
-    and accepted → shipped, from the journal."""
+def report(config_path: str, store: str | None, since: str | None, start: str | None, end: str | None,
+           tz_name: str | None, fmt: str, output: str | None) -> None:
+    """Per warehouse and flow: volumes, success and error rates, retries, latency, rejections, DLQ,
+    in doubt, accepted → shipped, and the counts over time, from the journal. The window is
+    --since, or --from/--to; without them, the last 24 hours."""
     from dockyard.service.report import build_report, render_csv, render_html, render_json
 
-    begin, finish = _moment(start), _moment(end)
-    if finish <= begin:
-        raise click.BadParameter("--to must be after --from")
-    data = _read(config_path, store, lambda c: build_report(c, begin, finish))
+    zone = _zone(tz_name)
+    begin, finish = report_window(since, start, end, zone)
+    data = _read(config_path, store, lambda c: build_report(c, begin, finish, zone))
     text = {"html": render_html, "csv": render_csv, "json": render_json}[fmt](data)
     if output:
         Path(output).write_text(text, encoding="utf-8")

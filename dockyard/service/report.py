@@ -1,7 +1,8 @@
 """Reports from the journal: per warehouse and flow, over a time window — volumes, success rate,
-retries, latency percentiles, top rejection reasons, dead-letter and in-doubt counts, and feedback
-timeliness (accepted by the warehouse → shipped). Rendered as JSON, CSV or one self-contained
-HTML file with inline SVG charts (no scripts, no external files: it can be mailed).
+error rate (retries counted as the failures they are), retries, latency percentiles, top rejection
+reasons, dead-letter and in-doubt counts, feedback timeliness (accepted by the warehouse →
+shipped), and the same counts over time. Rendered as JSON, CSV or one self-contained HTML page
+(report_html.py) with inline SVG charts (no scripts, no external files: it can be mailed).
 
 Every figure is counted from `dy_journal` rows in the window (and, for shipping, `dy_events`);
 nothing here writes. Measured on a journal of one million orders: see bench/README.md.
@@ -10,16 +11,19 @@ nothing here writes. Measured on a journal of one million orders: see bench/READ
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from dockyard.service.db import Conn
 
 __all__ = ["build_report", "percentile", "percentile_ms", "render_csv", "render_html", "render_json"]
+
+# Time slices of the chart over time: the smallest of these that gives at most TIMELINE_SLICES.
+_SLICES = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 * 86400, 28 * 86400, 364 * 86400)
+TIMELINE_SLICES = 60
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -40,10 +44,11 @@ _COUNTED = {"committed": "delivered", "dead-lettered": "dead_lettered", "held": 
             "cancel-refused": "cancel_refused"}
 
 
-def build_report(conn: Conn, start: int, end: int) -> dict[str, Any]:
+def build_report(conn: Conn, start: int, end: int, zone: tzinfo = UTC) -> dict[str, Any]:
     """The figures for journal entries with `start` <= at < `end` (microseconds, UTC). Counting
     is done by the database (one grouped scan of the window); only latencies come back row by
-    row, as plain numbers, for the percentiles."""
+    row, as plain numbers, for the percentiles. `zone`: the time zone the report is read in (the
+    slices of the chart over time start at its midnights and hours)."""
     groups: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {
         "received": 0, "delivered": 0, "duplicates": 0, "dead_lettered": 0, "held_in_doubt": 0, "retries": 0,
         "cancel_refused": 0, "_latency": [], "_reasons": Counter()})
@@ -90,18 +95,65 @@ def build_report(conn: Conn, start: int, end: int) -> dict[str, Any]:
     for (warehouse, flow), g in sorted(groups.items()):
         finished = g["delivered"] + g["dead_lettered"]
         timeliness = shipped.get(warehouse, []) if flow == "create" else []
+        # Each attempt's outcome: accepted, or not (retried, dead-lettered, held in doubt).
+        attempts = g["delivered"] + g["retries"] + g["dead_lettered"] + g["held_in_doubt"]
         out.append({
             "warehouse": warehouse, "flow": flow, "received": g["received"], "delivered": g["delivered"],
             "duplicates": g["duplicates"], "dead_lettered": g["dead_lettered"], "held_in_doubt": g["held_in_doubt"],
             "retries": g["retries"], "cancel_refused": g["cancel_refused"],
             "success_rate": round(g["delivered"] / finished, 4) if finished else None,
+            "attempts": attempts,
+            "error_rate": round((attempts - g["delivered"]) / attempts, 4) if attempts else None,
             "latency_ms": {f"p{q}": percentile_ms(g["_latency"], q) for q in (50, 95, 99)},
             "top_rejections": [{"reason": r, "count": n} for r, n in g["_reasons"].most_common(5)],
             "accepted_to_shipped_ms": {"count": len(timeliness),
                                        **{f"p{q}": percentile_ms(timeliness, q) for q in (50, 95, 99)}},
         })
     return {"from": _iso(start), "to": _iso(end), "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "rows": out}
+            "time_zone": _zone_name(zone), "rows": out, "timeline": _timeline(conn, start, end, zone)}
+
+
+def _zone_name(zone: tzinfo) -> str:
+    return str(getattr(zone, "key", None) or zone.tzname(None) or "UTC")
+
+
+def _timeline(conn: Conn, start: int, end: int, zone: tzinfo) -> dict[str, Any]:
+    """Received, delivered (creates accepted), retries and dead letters per time slice, in all
+    and per warehouse, over the part of the window that has journal rows. Slices start on the
+    zone's hour and day boundaries."""
+    first = conn.execute("SELECT MIN(at) FROM dy_journal WHERE at >= ? AND at < ?", (start, end))[0][0]
+    if first is None:
+        return {"slice_seconds": None, "slices": []}
+    last = int(conn.execute("SELECT MAX(at) FROM dy_journal WHERE at >= ? AND at < ?", (start, end))[0][0])
+    first = int(first)
+    span = (last - first) / 1e6 + 1
+    step = next((s for s in _SLICES if span / s <= TIMELINE_SLICES), _SLICES[-1])
+    offset = datetime.fromtimestamp(first / 1e6, UTC).astimezone(zone).utcoffset()
+    shift = int(offset.total_seconds() * 1_000_000) if offset is not None else 0
+    step_us = step * 1_000_000
+    origin = first - (first + shift) % step_us
+    names = {"received": "received", "committed": "delivered", "retry": "retries", "dead-lettered": "dead_lettered"}
+    counts: dict[int, dict[str, Any]] = {}
+    for index, warehouse, flow, step_name, outcome, n in conn.execute(
+            "SELECT (at - ?) / ?, warehouse, flow, step, outcome, COUNT(*) FROM dy_journal WHERE at >= ? AND at < ? "
+            "AND step IN ('received', 'committed', 'retry', 'dead-lettered') GROUP BY 1, 2, 3, 4, 5",
+            (origin, step_us, start, end)):
+        if not warehouse or warehouse == "_upstream" or (step_name == "received" and outcome != "ok") \
+                or (step_name == "committed" and (flow or "create") != "create"):
+            continue
+        key = names[step_name]
+        entry = counts.setdefault(int(index), {"received": 0, "delivered": 0, "retries": 0, "dead_lettered": 0,
+                                               "by_warehouse": {}})
+        entry[key] += int(n)
+        per = entry["by_warehouse"].setdefault(warehouse, {"received": 0, "delivered": 0, "retries": 0,
+                                                           "dead_lettered": 0})
+        per[key] += int(n)
+    slices = []
+    for index in range(0, (last - origin) // step_us + 1):
+        entry = counts.get(index) or {"received": 0, "delivered": 0, "retries": 0, "dead_lettered": 0,
+                                      "by_warehouse": {}}
+        slices.append({"start": _iso(origin + index * step_us), **entry})
+    return {"slice_seconds": step, "slices": slices}
 
 
 def _reason_class(reason: str) -> str:
@@ -120,7 +172,7 @@ def render_json(report: dict[str, Any]) -> str:
 
 CSV_FIELDS = ("warehouse", "flow", "received", "delivered", "duplicates", "success_rate", "retries", "dead_lettered",
               "held_in_doubt", "cancel_refused", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms",
-              "shipped_p50_ms", "shipped_p95_ms", "shipped_p99_ms", "top_rejection")
+              "shipped_p50_ms", "shipped_p95_ms", "shipped_p99_ms", "top_rejection", "attempts", "error_rate")
 
 
 def render_csv(report: dict[str, Any]) -> str:
@@ -132,51 +184,13 @@ def render_csv(report: dict[str, Any]) -> str:
         top = r["top_rejections"][0]["reason"] if r["top_rejections"] else ""
         writer.writerow([r["warehouse"], r["flow"], r["received"], r["delivered"], r["duplicates"],
                          r["success_rate"], r["retries"], r["dead_lettered"], r["held_in_doubt"], r["cancel_refused"],
-                         lat["p50"], lat["p95"], lat["p99"], ship["p50"], ship["p95"], ship["p99"], top])
+                         lat["p50"], lat["p95"], lat["p99"], ship["p50"], ship["p95"], ship["p99"], top,
+                         r["attempts"], r["error_rate"]])
     return buffer.getvalue()
 
 
-def _bars(title: str, items: list[tuple[str, float]], unit: str) -> str:
-    """A horizontal bar chart as inline SVG."""
-    if not items:
-        return ""
-    top = max(v for _, v in items) or 1.0
-    height = 22 * len(items) + 30
-    parts = [f'<svg role="img" aria-label="{html.escape(title)}" width="640" height="{height}" '
-             f'xmlns="http://www.w3.org/2000/svg"><text x="0" y="16" font-weight="bold">{html.escape(title)}</text>']
-    for i, (label, value) in enumerate(items):
-        y = 28 + 22 * i
-        width = int(380 * value / top)
-        parts.append(f'<text x="0" y="{y + 14}">{html.escape(label)}</text>'
-                     f'<rect x="180" y="{y}" width="{width}" height="16" fill="#3b7dd8"/>'
-                     f'<text x="{186 + width}" y="{y + 14}">{value:g} {html.escape(unit)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
 def render_html(report: dict[str, Any]) -> str:
-    rows = report["rows"]
-    label = [(f"{r['warehouse']} {r['flow']}", r) for r in rows]
-    charts = "".join((
-        _bars("Delivered", [(k, float(r["delivered"])) for k, r in label], "orders"),
-        _bars("Success rate", [(k, round(100 * (r["success_rate"] or 0), 2)) for k, r in label], "%"),
-        _bars("Latency p99 ingest → warehouse accepted", [(k, float(r["latency_ms"]["p99"] or 0)) for k, r in label],
-              "ms"),
-        _bars("Accepted → shipped p50", [(k, float(r["accepted_to_shipped_ms"]["p50"] or 0)) for k, r in label
-                                        if r["accepted_to_shipped_ms"]["count"]], "ms"),
-    ))
-    head = "".join(f"<th>{html.escape(f)}</th>" for f in CSV_FIELDS)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in line) + "</tr>"
-                   for line in csv.reader(io.StringIO(render_csv(report).split("\n", 1)[1])) if line)
-    reasons = "".join(
-        f"<h3>{html.escape(r['warehouse'])} {html.escape(r['flow'])}</h3><ol>"
-        + "".join(f"<li>{html.escape(x['reason'])} — {x['count']}</li>" for x in r["top_rejections"]) + "</ol>"
-        for r in rows if r["top_rejections"])
-    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>Dockyard report {html.escape(report['from'])} "
-            f"– {html.escape(report['to'])}</title><style>body{{font-family:sans-serif;margin:2em}}"
-            f"table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}"
-            f"svg text{{font-size:12px}}</style></head><body><h1>Dockyard report</h1>"
-            f"<p>{html.escape(report['from'])} – {html.escape(report['to'])} (generated "
-            f"{html.escape(report['generated_at'])})</p>{charts}<h2>Per warehouse and flow</h2>"
-            f"<table><tr>{head}</tr>{body}</table><h2>Top rejection reasons</h2>{reasons or '<p>none</p>'}"
-            f"</body></html>\n")
+    """One self-contained, responsive HTML page (report_html.py)."""
+    from dockyard.service.report_html import render
+
+    return render(report)
