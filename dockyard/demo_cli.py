@@ -88,7 +88,9 @@ async def _run(plan: Any, port: int, count: int, seed: int, exit_after: bool, ti
     from dockyard.service.context import ServiceContext
 
     config = load_config(plan.write(port))
-    service = Service(ServiceContext.build(config))
+    ctx = ServiceContext.build(config)
+    _show_warnings(ctx)
+    service = Service(ctx)
     url = await service.start()
     click.echo(f"service on {url} (store {service.db.shown_url})", err=True)
     harness = Harness(url, plan.sim_base)
@@ -136,6 +138,23 @@ async def _run(plan: Any, port: int, count: int, seed: int, exit_after: bool, ti
     await stop.wait()
     await service.stop()
     return 0 if lost == 0 else 1
+
+
+def _show_warnings(ctx: Any) -> None:
+    """What an operator must notice — dead letters and orders held in doubt with their order and
+    reason, refused or quarantined callbacks — one line each on stderr, secrets removed. On a
+    terminal each line first clears the progress bar's line; the bar redraws below it."""
+    import logging
+
+    from dockyard.service.logs import TextFormatter, setup_logging
+
+    handler = setup_logging(ctx.secrets, level="warning", fmt="text")
+    if sys.stderr.isatty():
+        class _ClearBar(TextFormatter):
+            def format(self, record: logging.LogRecord) -> str:
+                return "\r\x1b[K" + super().format(record)
+
+        handler.setFormatter(_ClearBar())
 
 
 def summary_numbers(conn: Any) -> dict[str, Any]:

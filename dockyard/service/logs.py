@@ -18,7 +18,7 @@ import orjson
 
 from dockyard.runtime.secrets import Secrets
 
-__all__ = ["JsonFormatter", "RedactFilter", "event", "setup_logging"]
+__all__ = ["JsonFormatter", "RedactFilter", "TextFormatter", "event", "setup_logging"]
 
 LOG = logging.getLogger("dockyard.service")
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -34,6 +34,32 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["error"] = self.formatException(record.exc_info)
         return orjson.dumps(data, default=str).decode("utf-8")
+
+
+class TextFormatter(logging.Formatter):
+    """One line for a person: time, level, the event, then its fields as key=value (order number,
+    warehouse, flow, job and reason first; the trace id last), quoted when they hold spaces."""
+
+    FIRST = ("order_no", "warehouse", "flow", "job", "reason")
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {k: v for k, v in record.__dict__.items()
+                  if k not in _STANDARD and not k.startswith("_") and v is not None}
+        order = [k for k in self.FIRST if k in fields]
+        order += sorted(k for k in fields if k not in self.FIRST and k != "trace_id")
+        order += ["trace_id"] if "trace_id" in fields else []
+        return line + "".join(f" {k}={_shown(fields[k])}" for k in order)
+
+
+def _shown(value: Any) -> str:
+    text = str(value)
+    if not text or any(ch.isspace() or ch in "\"=" for ch in text):
+        return orjson.dumps(text).decode("utf-8")
+    return text
 
 
 class RedactFilter(logging.Filter):
@@ -55,8 +81,7 @@ class RedactFilter(logging.Filter):
 def setup_logging(secrets: Secrets, *, level: str = "INFO", fmt: str = "json",
                   stream: TextIO | None = None) -> logging.Handler:
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RedactFilter(secrets))
     LOG.addHandler(handler)
     LOG.setLevel(level.upper())

@@ -28,6 +28,11 @@ def test_the_demo_accounts_for_every_order(tmp_path: Path) -> None:
                        out)
     assert events is not None and events.group(1) == events.group(2) == events.group(3)
     assert re.search(r"p50 [\d.]+ ms, p99 [\d.]+ ms", out)
+    # each dead letter is a line on stderr naming the order and the reason
+    dead = [line for line in done.stderr.splitlines() if " WARNING dead-lettered" in line]
+    assert len(dead) == dlq > 0, done.stderr[-3000:]
+    for line in dead:
+        assert re.search(r" order_no=\S+ warehouse=\S+ flow=create job=\d+ reason=\"[^\"]+", line), line
 
 
 def test_the_demo_stays_up_with_its_dashboard(tmp_path: Path) -> None:

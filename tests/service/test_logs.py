@@ -49,3 +49,24 @@ def test_secret_values_are_scrubbed_from_messages_and_fields() -> None:
     data = json.loads(line)
     assert "TEST-ONLY-leaky-value" not in line
     assert data["event"] == "oops ***" and data["reason"] == "has ***" and data["order_no"] == "X1"
+
+
+def test_the_text_format_carries_the_fields_a_person_needs() -> None:
+    """`--log-format text` (and the demo): the event, then order, warehouse, flow, job and reason,
+    quoted when they hold spaces; the trace id is the 32-digit one even for a continued trace."""
+    secrets = Secrets([MappingSecrets({"K": "TEST-ONLY-leaky-value"})])
+    secrets.get("K")
+    stream = io.StringIO()
+    handler = logs.setup_logging(secrets, stream=stream, fmt="text")
+    try:
+        logs.event(logging.WARNING, "dead-lettered", order_no="TM-1", trace_id="ab" * 16 + "-" + "cd" * 8 + "-01",
+                   warehouse="jd", flow="create", job=7, reason='rejected by jd: "cargoes" TEST-ONLY-leaky-value',
+                   extra_none=None)
+    finally:
+        logs.LOG.removeHandler(handler)
+    [line] = stream.getvalue().splitlines()
+    assert line.split(" ", 3)[2:] == ["WARNING", line.split(" ", 3)[3]]
+    tail = line.split(" WARNING ", 1)[1]
+    assert tail == ('dead-lettered order_no=TM-1 warehouse=jd flow=create job=7 '
+                    'reason="rejected by jd: \\"cargoes\\" ***" trace_id=' + "ab" * 16), tail
+    assert "TEST-ONLY" not in line and "extra_none" not in line
