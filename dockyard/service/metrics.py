@@ -4,8 +4,15 @@ Counters and histograms are kept where things happen (ingest, each delivery atte
 acceptance, callbacks, forwards) through the `observe_*` methods; gauges that describe state —
 outbox depth, dead letters, jobs in doubt, each warehouse's backlog and the age of its oldest
 ready job — are read from the store at scrape time, so they are right even across restarts and
-workers. Each worker of `workers: N` has its own registry: scrape each, and sum counters (the
-store gauges are the same in every worker: take their max).
+workers.
+
+The workers of `workers: N` share one listening socket, so a scrape reaches whichever worker
+accepts it. They therefore keep their figures in prometheus_client's multiprocess files (the
+directory PROMETHEUS_MULTIPROC_DIR, made by `serve` for its workers), and every worker answers
+with the sum of all: counters and histograms add up (a restarted worker's old counts stay in),
+requests in flight add up over the live workers, a circuit shows its most open state in any of
+them, the store's figures are the latest read, and the process_* figures are the live workers'
+CPU and memory together.
 
 Cardinality is bounded by construction: label values are warehouse, flow and callback names from
 the config and fixed words from the tuples below. A value outside them — a bug, never a request —
@@ -16,23 +23,29 @@ the first failure, not only the second.
 
 from __future__ import annotations
 
+import functools
+import os
 import platform
+import re
 import sys
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    Info,
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
+    values,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
     from dockyard.service.config import ServiceConfig
@@ -104,19 +117,76 @@ def read_backlog(conn: Conn, now_us: int) -> dict[str, tuple[int, float]]:
     return {name: (int(depth), float(age)) for name, (depth, age) in out.items()}
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LIVE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+class _LiveWorkers:
+    """process_* of every live worker together: CPU seconds, memory and open files summed, the
+    earliest start. A worker is live while its live-gauge files exist (`serve` removes them when
+    it ends, with prometheus_client's mark_process_dead)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def pids(self) -> list[int]:
+        try:
+            names = [p.name for p in Path(self.path).iterdir()]
+        except OSError:
+            return []
+        return sorted({int(m[1]) for m in map(_LIVE_FILE.fullmatch, names) if m})
+
+    def collect(self) -> list[Metric]:
+        totals: dict[str, float] = {}
+        started: float | None = None
+        for pid in self.pids():
+            for family in ProcessCollector(pid=functools.partial(int, pid), registry=None).collect():
+                for sample in family.samples:
+                    if sample.name == "process_start_time_seconds":
+                        started = sample.value if started is None else min(started, sample.value)
+                    elif sample.name != "process_max_fds":
+                        totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+        out: list[Metric] = []
+        for name, text in (("process_cpu_seconds_total", "User and system CPU seconds of the live workers."),
+                           ("process_resident_memory_bytes", "Resident memory of the live workers, in bytes."),
+                           ("process_virtual_memory_bytes", "Virtual memory of the live workers, in bytes."),
+                           ("process_open_fds", "Open file descriptors of the live workers.")):
+            if name in totals:
+                kind = CounterMetricFamily if name.endswith("_total") else GaugeMetricFamily
+                out.append(kind(name.removesuffix("_total"), text, value=totals[name]))
+        if started is not None:
+            out.append(GaugeMetricFamily("process_start_time_seconds", "Start of the longest-running live worker, "
+                                         "in seconds since the epoch.", value=started))
+        return out
+
+
 class Metrics:
     def __init__(self, config: ServiceConfig | None = None) -> None:
         # No `_created` twin of every counter and histogram series: half the scrape, no information.
         disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.shared = os.environ.get(MULTIPROC_ENV) or None
+        if self.shared:  # a worker of `serve`: figures go to the shared files (set before any metric exists)
+            values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
+        if self.shared:
+            self._shown = CollectorRegistry()
+            MultiProcessCollector(self._shown, path=self.shared)  # type: ignore[no-untyped-call]
+            self._shown.register(_LiveWorkers(self.shared))
+            PlatformCollector(registry=self._shown)
+        else:
+            self._shown = r
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
         from dockyard import __version__
 
-        Info("dockyard_build", "The running Dockyard: its version and Python's.", registry=r).info({
-            "version": __version__, "python": platform.python_version(),
-            "implementation": sys.implementation.name})
+        # A gauge of 1, not an Info: Info has no multiprocess form.
+        Gauge("dockyard_build_info", "The running Dockyard: its version and Python's (always 1).",
+              ["version", "python", "implementation"], registry=r, multiprocess_mode="max").labels(
+            __version__, platform.python_version(), sys.implementation.name).set(1)
         # -- ingest
         self.orders = Counter("dockyard_orders", "Orders taken in, by what became of them at ingest "
                               "(accepted, duplicate, conflict, updated, quarantined).", ["warehouse", "outcome"],
@@ -146,9 +216,10 @@ class Metrics:
                                "request) and http (one exchange with a warehouse or the upstream).",
                                ["stage", "warehouse"], buckets=_LATENCY, registry=r)
         self.inflight = Gauge("dockyard_inflight_requests", "Requests to a warehouse in flight now.",
-                              ["warehouse"], registry=r)
-        self.breaker = Gauge("dockyard_circuit_state", "Circuit breaker: 0 closed, 1 half open, 2 open.",
-                             ["warehouse"], registry=r)
+                              ["warehouse"], registry=r, multiprocess_mode="livesum")
+        self.breaker = Gauge("dockyard_circuit_state", "Circuit breaker: 0 closed, 1 half open, 2 open (with "
+                             "workers: the most open of them).", ["warehouse"], registry=r,
+                             multiprocess_mode="livemax")
         # -- feedback and upstream
         self.callbacks = Counter("dockyard_callbacks", "Warehouse callbacks by outcome (applied, duplicate, "
                                  "forged, unreadable, unknown-flow, error).", ["warehouse", "flow", "outcome"],
@@ -159,14 +230,18 @@ class Metrics:
         self.forwards = Counter("dockyard_forwarded_events", "Status events sent to the upstream webhook, by "
                                 "result (done, ready = to be sent again, dead).", ["result"], registry=r)
         # -- from the store, at scrape time
+        store: Literal["livemostrecent"] = "livemostrecent"  # read from the store at scrape time: the latest wins
         self.outbox = Gauge("dockyard_outbox_depth", "Jobs waiting or being sent, from the store.", ["lane"],
-                            registry=r)
-        self.dlq = Gauge("dockyard_dead_letters", "Jobs in the dead-letter queue, from the store.", registry=r)
-        self.in_doubt = Gauge("dockyard_in_doubt", "Jobs held in doubt for an operator, from the store.", registry=r)
+                            registry=r, multiprocess_mode=store)
+        self.dlq = Gauge("dockyard_dead_letters", "Jobs in the dead-letter queue, from the store.", registry=r,
+                         multiprocess_mode=store)
+        self.in_doubt = Gauge("dockyard_in_doubt", "Jobs held in doubt for an operator, from the store.", registry=r,
+                              multiprocess_mode=store)
         self.backlog = Gauge("dockyard_backlog_jobs", "A warehouse's jobs waiting or being sent, from the store.",
-                             ["warehouse"], registry=r)
+                             ["warehouse"], registry=r, multiprocess_mode=store)
         self.backlog_age = Gauge("dockyard_backlog_age_seconds", "Age of a warehouse's oldest job that is due and "
-                                 "not sent yet (0 when none is overdue), from the store.", ["warehouse"], registry=r)
+                                 "not sent yet (0 when none is overdue), from the store.", ["warehouse"], registry=r,
+                                 multiprocess_mode=store)
         self._warehouses: frozenset[str] | None = None
         self._callback_flows: frozenset[tuple[str, str]] | None = None
         if config is not None:
@@ -257,4 +332,4 @@ class Metrics:
             self.backlog_age.labels(name).set(age)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._shown)

@@ -12,6 +12,10 @@ rate limit and circuit hold for all workers together: claims count and lock them
 The parent binds, forks, and supervises: a worker that dies is started again; SIGTERM/SIGINT stop
 them all cleanly. Workers die with the parent (PR_SET_PDEATHSIG), so a parent killed with SIGKILL
 leaves nothing behind that keeps sending.
+
+A scrape of /metrics reaches whichever worker accepts it, so the workers keep their metrics in
+one directory of prometheus_client multiprocess files that the parent makes (and removes), and
+each answers for all (metrics.py); the parent marks a worker that ended as dead there.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 
 from dockyard.service.context import ServiceContext
@@ -70,6 +76,12 @@ def serve_workers(ctx: ServiceContext) -> int:
     parent = os.getpid()
     stopping = False
     children: dict[int, int] = {}
+    from dockyard.service.metrics import MULTIPROC_ENV
+
+    own_dir = not os.environ.get(MULTIPROC_ENV)
+    if own_dir:  # one directory for this run (an operator's own setting is kept as given)
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="dockyard-metrics-")
+    metrics_dir = os.environ[MULTIPROC_ENV]
 
     def spawn(index: int) -> None:
         pid = os.fork()
@@ -113,6 +125,7 @@ def serve_workers(ctx: ServiceContext) -> int:
         if pid not in children:
             continue
         index = children.pop(pid)
+        _worker_gone(pid, metrics_dir)
         if stopping:
             continue
         print(f"dockyard worker {index} (pid {pid}) ended ({_describe(status)}); starting it again",
@@ -120,7 +133,17 @@ def serve_workers(ctx: ServiceContext) -> int:
         time.sleep(0.5)  # a worker that cannot start must not spin
         spawn(index)
     sock.close()
+    if own_dir:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _worker_gone(pid: int, metrics_dir: str) -> None:
+    """Its in-flight requests and circuit states no longer count; its counters still do."""
+    from prometheus_client.multiprocess import mark_process_dead
+
+    with contextlib.suppress(OSError):
+        mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
 
 
 def _describe(status: int) -> str:

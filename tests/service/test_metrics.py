@@ -259,3 +259,48 @@ def test_throttled_time_counts_only_real_waits(seconds: float) -> None:
     metrics.observe_throttled("jd", seconds)
     metrics.observe_throttled("jd", 1.5)
     assert _samples(metrics.render().decode())[("dockyard_throttled_seconds_total", (("warehouse", "jd"),))] == 1.5
+
+
+def test_with_workers_every_scrape_answers_for_all_of_them(tmp_path: Any) -> None:
+    """`serve` with `workers: 2`: a scrape reaches one worker or the other, and each answers with
+    the figures of both (multiprocess files): orders taken in by either, deliveries made by both,
+    and the live workers' CPU together, the same on every scrape."""
+    import aiohttp
+    from e2e import Run, run_async
+
+    from dockyard.sample_orders import generate
+
+    run = Run(tmp_path / "run", workers=2)
+    orders = generate(120, seed=5)
+
+    async def main() -> list[dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
+        await run.start()
+        for chunk in (orders[:40], orders[40:80], orders[80:]):
+            await run.harness.send(chunk)
+        await run.wait_settled(len(orders), timeout=60)
+        assert run.service is not None
+        scrapes = []
+        for _ in range(12):  # a new connection each time: the kernel hands it to either worker
+            async with aiohttp.ClientSession() as session, session.get(
+                    f"{run.service.url}/metrics", headers={"Connection": "close"}) as resp:
+                assert resp.status == 200
+                scrapes.append(_samples(await resp.text()))
+        return scrapes
+
+    try:
+        scrapes = run_async(main)
+    finally:
+        run.close()
+    delivered = {m.get(("dockyard_deliveries_total", (("flow", "create"), ("result", "done"), ("warehouse", w))), 0)
+                 for m in scrapes for w in ("qimen-std", "sf", "jd", "cainiao")}
+    for m in scrapes:
+        taken = sum(v for (name, labels), v in m.items() if name == "dockyard_orders_total")
+        assert taken == len(orders)
+        done = sum(v for (name, labels), v in m.items()
+                   if name == "dockyard_deliveries_total" and dict(labels)["result"] in ("done", "dead"))
+        assert done == len(orders)
+        assert m[("dockyard_ingest_seconds_count", (("endpoint", "batch"),))] == 3
+        assert m[("process_cpu_seconds_total", ())] > 0 and m[("process_resident_memory_bytes", ())] > 0
+        assert m[("dockyard_outbox_depth", (("lane", "wh"),))] == 0
+        assert sum(1 for name, _ in m if name == "dockyard_build_info") == 1
+    assert len(delivered) > 1  # several warehouses delivered: the figures are real, not all zero
