@@ -40,7 +40,11 @@ def percentile_ms(values: list[float], q: float) -> float | None:
     return None if value is None else round(value, 3)
 
 
+# Each delivery attempt ends in one journal row named for what became of it: committed, retry,
+# in-doubt (the outcome is unknown) or dead-lettered (cancels: cancel-refused). `held` marks a job
+# handed to an operator; it is not an attempt.
 _COUNTED = {"committed": "delivered", "dead-lettered": "dead_lettered", "held": "held_in_doubt", "retry": "retries",
+            "in-doubt": "unknown_outcomes",
             "cancel-refused": "cancel_refused"}
 
 
@@ -51,6 +55,7 @@ def build_report(conn: Conn, start: int, end: int, zone: tzinfo = UTC) -> dict[s
     slices of the chart over time start at its midnights and hours)."""
     groups: dict[tuple[str, str], dict[str, Any]] = defaultdict(lambda: {
         "received": 0, "delivered": 0, "duplicates": 0, "dead_lettered": 0, "held_in_doubt": 0, "retries": 0,
+        "unknown_outcomes": 0,
         "cancel_refused": 0, "_latency": [], "_reasons": Counter()})
     marks = ", ".join("?" for _ in ("received", *_COUNTED))
     for warehouse, flow, step, outcome, n in conn.execute(
@@ -95,14 +100,14 @@ def build_report(conn: Conn, start: int, end: int, zone: tzinfo = UTC) -> dict[s
     for (warehouse, flow), g in sorted(groups.items()):
         finished = g["delivered"] + g["dead_lettered"]
         timeliness = shipped.get(warehouse, []) if flow == "create" else []
-        # Each attempt's outcome: accepted, or not (retried, dead-lettered, held in doubt).
-        attempts = g["delivered"] + g["retries"] + g["dead_lettered"] + g["held_in_doubt"]
+        # Each attempt's outcome: accepted, or not (retried, outcome unknown, dead-lettered).
+        attempts = g["delivered"] + g["retries"] + g["unknown_outcomes"] + g["dead_lettered"]
         out.append({
             "warehouse": warehouse, "flow": flow, "received": g["received"], "delivered": g["delivered"],
             "duplicates": g["duplicates"], "dead_lettered": g["dead_lettered"], "held_in_doubt": g["held_in_doubt"],
             "retries": g["retries"], "cancel_refused": g["cancel_refused"],
             "success_rate": round(g["delivered"] / finished, 4) if finished else None,
-            "attempts": attempts,
+            "unknown_outcomes": g["unknown_outcomes"], "attempts": attempts,
             "error_rate": round((attempts - g["delivered"]) / attempts, 4) if attempts else None,
             "latency_ms": {f"p{q}": percentile_ms(g["_latency"], q) for q in (50, 95, 99)},
             "top_rejections": [{"reason": r, "count": n} for r, n in g["_reasons"].most_common(5)],

@@ -269,7 +269,7 @@ def render(report: dict[str, Any]) -> str:
         ticks=[(floor, _tick(floor)), (mid, _tick(mid)), (1.0, "100%")],
         note=f"The axis starts at {_tick(floor)}, not at 0, so that small differences show."
         if floor > 0 else "")
-    errors = _bars("Error rate: attempts not accepted (retried, dead-lettered, held)", [
+    errors = _bars("Error rate: attempts not accepted (retried, outcome unknown, dead-lettered)", [
         (k, r["error_rate"], f"{format_rate(r['error_rate'])} of {_count(r['attempts'])}",
          "ok" if r["error_rate"] < 0.01 else ("warn" if r["error_rate"] < 0.1 else "bad"))
         for k, r in label if r.get("error_rate") is not None],
