@@ -1,13 +1,14 @@
 """How long `dockyard report` takes on a large journal.
 
-    python bench/report_scale.py -n 1000000 [--store sqlite|postgres] [--pg-url URL]
+    python bench/report_scale.py -n 1000000 [--store sqlite|postgres] [--pg-url URL] [--against COMMIT]
 
 Writes a synthetic but complete journal for N orders into a fresh store — per order the rows the
 service writes for a delivered order (received, validated, routed, transformed, sent, response,
 committed), about 2% retries and 0.5% dead letters, and three feedback events (accepted, shipped,
 signed) with their `dy_events` rows — then times `build_report` over the whole window, and over
 one hour of it, in the same run. The ratio printed is report time against the time to scan the
-journal once (`SELECT COUNT(*)` over the window), the floor any report has to pay.
+journal once (`SELECT COUNT(*)` over the window), the floor any report has to pay. With
+`--against COMMIT` the report as of that commit is timed too, interleaved, best of --rounds.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 from dockyard.service.db import Database
-from dockyard.service.report import _timeline, build_report
+from dockyard.service.report import build_report
 
 WAREHOUSES = ("qimen-std", "sf", "jd", "cainiao")
 STEPS = ("received", "validated", "routed", "transformed", "sent", "response")
@@ -62,11 +63,27 @@ def fill(db: Database, n: int, start: int, seed: int = 1) -> None:
                           "VALUES (?, ?, ?, ?, ?, ?)", ev)))
 
 
+def _report_as_of(commit: str) -> Any:
+    """build_report from dockyard/service/report.py as it was at `commit`."""
+    import subprocess
+    import types
+
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(["git", "-C", str(root), "show", f"{commit}:dockyard/service/report.py"],
+                            capture_output=True, text=True, check=True).stdout
+    module = types.ModuleType(f"report_{commit}")
+    exec(compile(source, f"{commit}:report.py", "exec"), module.__dict__)  # noqa: S102 - our own file
+    return module.build_report
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("-n", type=int, default=1_000_000)
     ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--against", metavar="COMMIT", help="also time build_report as of this commit (read from git), "
+                    "interleaved with this tree's, best of --rounds")
+    ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     if args.store == "postgres":
         import psycopg
@@ -92,9 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     report = db.read_sync(lambda c: build_report(c, start, end))
     whole = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    db.read_sync(lambda c: _timeline(c, start, end, UTC))
-    timeline = time.perf_counter() - t0
+    if args.against:
+        older = _report_as_of(args.against)
+        best = {"this tree": whole, args.against: float("inf")}
+        for _ in range(args.rounds):
+            for name, fn in ((args.against, older), ("this tree", build_report)):
+                t0 = time.perf_counter()
+                db.read_sync(lambda c, f=fn: f(c, start, end))
+                best[name] = min(best[name], time.perf_counter() - t0)
+        whole = best["this tree"]
     t0 = time.perf_counter()
     db.read_sync(lambda c: build_report(c, start + 3600_000_000, start + 2 * 3600_000_000))
     hour = time.perf_counter() - t0
@@ -105,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.store}: {args.n:,} orders, {rows:,} journal rows (written in {filled:.0f}s)")
     print(f"  scan of the window (baseline): {scan:.2f}s")
     print(f"  report, whole window:          {whole:.2f}s  ({whole / scan:.1f}x the scan); delivered {delivered:,}")
-    print(f"  of which the counts over time: {timeline:.2f}s")
     print(f"  report, one hour:              {hour:.2f}s")
+    if args.against:
+        print(f"  report as of {args.against}, whole window: {best[args.against]:.2f}s; this tree "
+              f"{whole / best[args.against]:.2f}x that (best of {args.rounds}, interleaved)")
     return 0
 
 

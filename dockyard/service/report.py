@@ -58,19 +58,30 @@ def build_report(conn: Conn, start: int, end: int, zone: tzinfo = UTC) -> dict[s
         "unknown_outcomes": 0,
         "cancel_refused": 0, "_latency": [], "_reasons": Counter()})
     marks = ", ".join("?" for _ in ("received", *_COUNTED))
-    for warehouse, flow, step, outcome, n in conn.execute(
-            f"SELECT warehouse, flow, step, outcome, COUNT(*) FROM dy_journal WHERE at >= ? AND at < ? "
-            f"AND step IN ({marks}) GROUP BY warehouse, flow, step, outcome", (start, end, "received", *_COUNTED)):
-        if not warehouse or warehouse == "_upstream":
+    slicing = _slicing(conn, start, end, zone)
+    origin, step_us, count = slicing or (start, end - start, 1)
+    sliced: dict[int, dict[str, Any]] = {}
+    # One grouped scan gives both the totals and the counts per time slice.
+    for index, warehouse, flow, step, outcome, n in conn.execute(
+            f"SELECT (at - ?) / ?, warehouse, flow, step, outcome, COUNT(*) FROM dy_journal WHERE at >= ? AND at < ? "
+            f"AND step IN ({marks}) GROUP BY 1, 2, 3, 4, 5", (origin, step_us, start, end, "received", *_COUNTED)):
+        if not warehouse or warehouse == "_upstream" or (step == "received" and outcome != "ok"):
             continue
+        n = int(n)
         if step == "received":
-            if outcome == "ok":
-                groups[(warehouse, "create")]["received"] += int(n)
+            groups[(warehouse, "create")]["received"] += n
+        else:
+            g = groups[(warehouse, flow or "create")]
+            g[_COUNTED[step]] += n
+            if step == "committed" and outcome == "duplicate":
+                g["duplicates"] += n
+        key = _SLICED.get(step)
+        if key is None or (step == "committed" and (flow or "create") != "create"):
             continue
-        g = groups[(warehouse, flow or "create")]
-        g[_COUNTED[step]] += int(n)
-        if step == "committed" and outcome == "duplicate":
-            g["duplicates"] += int(n)
+        entry = sliced.setdefault(int(index), _slice())
+        entry[key] += n
+        per = entry["by_warehouse"].setdefault(warehouse, _slice(per_warehouse=True))
+        per[key] += n
     # Each delivery's receipt is found through the order's own rows. SQLite without statistics
     # would scan every `received` row per delivery (the step index looks attractive): the join
     # order and the index are spelled out for it; PostgreSQL's planner has its statistics.
@@ -115,20 +126,33 @@ def build_report(conn: Conn, start: int, end: int, zone: tzinfo = UTC) -> dict[s
                                        **{f"p{q}": percentile_ms(timeliness, q) for q in (50, 95, 99)}},
         })
     return {"from": _iso(start), "to": _iso(end), "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "time_zone": _zone_name(zone), "rows": out, "timeline": _timeline(conn, start, end, zone)}
+            "time_zone": _zone_name(zone), "rows": out,
+            "timeline": {"slice_seconds": step_us // 1_000_000 if slicing else None,
+                         "slices": [{"start": _iso(origin + i * step_us), **(sliced.get(i) or _slice())}
+                                    for i in range(count)] if slicing else []}}
 
 
 def _zone_name(zone: tzinfo) -> str:
     return str(getattr(zone, "key", None) or zone.tzname(None) or "UTC")
 
 
-def _timeline(conn: Conn, start: int, end: int, zone: tzinfo) -> dict[str, Any]:
-    """Received, delivered (creates accepted), retries and dead letters per time slice, in all
-    and per warehouse, over the part of the window that has journal rows. Slices start on the
-    zone's hour and day boundaries."""
+_SLICED = {"received": "received", "committed": "delivered", "retry": "retries", "dead-lettered": "dead_lettered"}
+
+
+def _slice(*, per_warehouse: bool = False) -> dict[str, Any]:
+    counts: dict[str, Any] = dict.fromkeys(_SLICED.values(), 0)
+    if not per_warehouse:
+        counts["by_warehouse"] = {}
+    return counts
+
+
+def _slicing(conn: Conn, start: int, end: int, zone: tzinfo) -> tuple[int, int, int] | None:
+    """The time slices of the chart over the part of the window that has journal rows: the first
+    slice's start (on the zone's hour or day boundary), the slice length (µs) and the number of
+    slices, at most TIMELINE_SLICES; None when the window is empty. Two index look-ups."""
     first = conn.execute("SELECT MIN(at) FROM dy_journal WHERE at >= ? AND at < ?", (start, end))[0][0]
     if first is None:
-        return {"slice_seconds": None, "slices": []}
+        return None
     last = int(conn.execute("SELECT MAX(at) FROM dy_journal WHERE at >= ? AND at < ?", (start, end))[0][0])
     first = int(first)
     span = (last - first) / 1e6 + 1
@@ -137,28 +161,7 @@ def _timeline(conn: Conn, start: int, end: int, zone: tzinfo) -> dict[str, Any]:
     shift = int(offset.total_seconds() * 1_000_000) if offset is not None else 0
     step_us = step * 1_000_000
     origin = first - (first + shift) % step_us
-    names = {"received": "received", "committed": "delivered", "retry": "retries", "dead-lettered": "dead_lettered"}
-    counts: dict[int, dict[str, Any]] = {}
-    for index, warehouse, flow, step_name, outcome, n in conn.execute(
-            "SELECT (at - ?) / ?, warehouse, flow, step, outcome, COUNT(*) FROM dy_journal WHERE at >= ? AND at < ? "
-            "AND step IN ('received', 'committed', 'retry', 'dead-lettered') GROUP BY 1, 2, 3, 4, 5",
-            (origin, step_us, start, end)):
-        if not warehouse or warehouse == "_upstream" or (step_name == "received" and outcome != "ok") \
-                or (step_name == "committed" and (flow or "create") != "create"):
-            continue
-        key = names[step_name]
-        entry = counts.setdefault(int(index), {"received": 0, "delivered": 0, "retries": 0, "dead_lettered": 0,
-                                               "by_warehouse": {}})
-        entry[key] += int(n)
-        per = entry["by_warehouse"].setdefault(warehouse, {"received": 0, "delivered": 0, "retries": 0,
-                                                           "dead_lettered": 0})
-        per[key] += int(n)
-    slices = []
-    for index in range(0, (last - origin) // step_us + 1):
-        entry = counts.get(index) or {"received": 0, "delivered": 0, "retries": 0, "dead_lettered": 0,
-                                      "by_warehouse": {}}
-        slices.append({"start": _iso(origin + index * step_us), **entry})
-    return {"slice_seconds": step, "slices": slices}
+    return origin, step_us, (last - origin) // step_us + 1
 
 
 def _reason_class(reason: str) -> str:
