@@ -22,7 +22,8 @@ from dockyard.service.db import Conn
 __all__ = ["build_report", "percentile", "percentile_ms", "render_csv", "render_html", "render_json"]
 
 # Time slices of the chart over time: the smallest of these that gives at most TIMELINE_SLICES.
-_SLICES = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 * 86400, 28 * 86400, 364 * 86400)
+_SLICES = (5, 10, 15, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 7 * 86400, 28 * 86400,
+           364 * 86400)
 TIMELINE_SLICES = 60
 
 

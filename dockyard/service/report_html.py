@@ -176,17 +176,18 @@ def _timeline(report: dict[str, Any], zone: tzinfo) -> str:
     top, grid = _nice_ceiling(max(peak, 1))
     bar_w = plot_w / len(slices)
     parts = [f'<svg viewBox="0 0 {width} {height}" role="img" aria-label="Deliveries, retries and dead letters '
-             f'per {format_duration_ms(step * 1000)}" xmlns="http://www.w3.org/2000/svg">']
+             f'per {_slice_name(step)}" xmlns="http://www.w3.org/2000/svg">']
     for value in range(0, top + 1, grid):
         y = top_pad + plot_h - value / top * plot_h
         parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e7ee"/>'
                      f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_count(value)}</text>')
     label_every = max(1, round(len(slices) / 8))
-    pattern = "%m-%d" if step >= 86400 else ("%m-%d %H:%M" if step >= 3600 or _spans_days(slices, zone) else "%H:%M")
+    pattern = "%m-%d" if step >= 86400 else ("%m-%d %H:%M" if step >= 3600 or _spans_days(slices, zone) else
+                                             "%H:%M" if step >= 60 else "%H:%M:%S")
     for i, s in enumerate(slices):
         x = left + i * bar_w
         y = top_pad + plot_h
-        tip = [f"{_local(s['start'], zone, '%Y-%m-%d %H:%M')} (+{format_duration_ms(step * 1000)})"]
+        tip = [f"{_local(s['start'], zone, '%Y-%m-%d %H:%M:%S')} (+{_slice_name(step)})"]
         for key, name in _SERIES:
             value = s[key]
             tip.append(f"{name}: {_count(value)}")
@@ -205,9 +206,17 @@ def _timeline(report: dict[str, Any], zone: tzinfo) -> str:
     parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{top_pad + plot_h}" y2="{top_pad + plot_h}" '
                  f'stroke="#9aa3b2"/></svg>')
     legend = "".join(f'<span><i style="background:{_COLORS[k]}"></i>{n}</span>' for k, n in _SERIES)
-    return (f'<div class="panel"><h3>Delivered, retries and dead letters per {format_duration_ms(step * 1000)} '
+    return (f'<div class="panel"><h3>Delivered, retries and dead letters per {_slice_name(step)} '
             f'({_e(report["time_zone"])})</h3><div class="legend">{legend}</div>'
             f'<div class="chart">{"".join(parts)}</div></div>')
+
+
+def _slice_name(seconds: int) -> str:
+    for unit, name in ((7 * 86400, "week"), (86400, "d"), (3600, "h"), (60, "min")):
+        if seconds >= unit and seconds % unit == 0:
+            n = seconds // unit
+            return f"{n} {name}{'s' if name == 'week' and n > 1 else ''}"
+    return f"{seconds} s"
 
 
 def _local(iso: str, zone: tzinfo, pattern: str) -> str:
