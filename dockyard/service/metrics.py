@@ -60,8 +60,9 @@ _END_TO_END = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120
                7200.0)
 BREAKER_STATE = {"closed": 0, "half_open": 1, "open": 2}
 
-# What became of one exchange with a warehouse: the HTTP status class, or how it failed.
-ATTEMPT_OUTCOMES = ("2xx", "3xx", "4xx", "5xx", "timeout", "reset", "refused", "error")
+# What became of one exchange with a warehouse: the HTTP status class, or how it failed
+# (no-answer: a timeout or a reset after the request was written, when they are not told apart).
+ATTEMPT_OUTCOMES = ("2xx", "3xx", "4xx", "5xx", "timeout", "reset", "refused", "no-answer", "error")
 # Why a delivery is tried again.
 RETRY_REASONS = ("server-error", "rate-limited", "timeout", "reset", "refused", "not-sent", "warehouse-asked",
                  "in-doubt", "other")
@@ -69,51 +70,73 @@ INGEST_ENDPOINTS = ("order", "batch")
 # What became of a warehouse callback (feedback.CallbackReply.outcome).
 CALLBACK_OUTCOMES = ("applied", "duplicate", "forged", "unreadable", "unknown-flow", "error")
 UPSTREAM = "_upstream"
-_ERRORS = frozenset({"timeout", "reset", "refused"})
+# The journal's `error` words (delivery.py) for failures without an HTTP answer, as attempt outcomes.
+_FAILURES = {"timeout": "timeout", "reset": "reset", "refused": "refused", "not_sent": "refused",
+             "no_answer": "no-answer"}
+
+
+def _status(http_status: int | None, error: str | None) -> int | None:
+    """The HTTP status, from the argument or from an `http_503`-style error word."""
+    if http_status is None and error and error.startswith("http_") and error[5:].isdigit():
+        return int(error[5:])
+    return http_status
 
 
 def outcome_class(http_status: int | None, error: str | None = None) -> str:
-    """The `outcome` label of an attempt: `timeout`, `reset` or `refused` for those failures (as the
-    journal's `error` names them), `error` for any other failure, else the status class `2xx`…`5xx`."""
-    if error:
-        return error if error in _ERRORS else "error"
-    if http_status is None or not 200 <= http_status <= 599:
+    """The `outcome` label of an attempt, from the journal row's `http_status` and `error`: a
+    failure without an answer by its kind (timeout, reset, refused — `not_sent` is a connection
+    that was never made —, no-answer), else the answer's status class 2xx…5xx (whatever the
+    answer then meant), else `error`."""
+    if error in _FAILURES:
+        return _FAILURES[error]
+    status = _status(http_status, error)
+    if status is None or not 200 <= status <= 599:
         return "error"
-    return f"{http_status // 100}xx"
+    return f"{status // 100}xx"
 
 
 def retry_reason(http_status: int | None = None, error: str | None = None, *, asked: bool = False,
                  in_doubt: bool = False) -> str:
-    """The `reason` label of a retry. `in_doubt`: the outcome of an earlier attempt is unknown (a
-    resend or a recovery query); `asked`: the warehouse answered and its answer said "retry"."""
-    if in_doubt:
+    """The `reason` label of a retry, from the attempt's `http_status` and `error` (the journal's
+    words are understood: not_sent, no_answer, http_NNN, retryable, query). `in_doubt`: the outcome
+    of an earlier attempt is unknown (a resend or a recovery query); `asked`: the warehouse
+    answered and its answer said "retry"."""
+    if in_doubt or error in ("no_answer", "query"):
         return "in-doubt"
-    if error:
-        return error if error in _ERRORS else "not-sent"
-    if asked:
+    if error in ("timeout", "reset", "refused"):
+        return error
+    if error in ("not_sent", "not-sent"):
+        return "not-sent"
+    if asked or error == "retryable":
         return "warehouse-asked"
-    if http_status in (425, 429):
+    status = _status(http_status, error)
+    if status in (425, 429):
         return "rate-limited"
-    if http_status == 408:
+    if status == 408:
         return "timeout"
-    if http_status is not None and http_status >= 500:
+    if status is not None and status >= 500:
         return "server-error"
     return "other"
 
 
 def read_backlog(conn: Conn, now_us: int) -> dict[str, tuple[int, float]]:
-    """Per warehouse: jobs waiting or being sent, and the age in seconds of the oldest job that is
-    due (ready, its time come) and not yet sent — 0 when none is overdue. One grouped read of the
-    jobs that are in the outbox now (the ready-jobs index): its cost follows the backlog, not the
-    history."""
+    """Per warehouse: jobs in its outbox (ready, waiting behind an earlier job of their order,
+    claimed or being sent), and the age in seconds of the oldest job that is due (ready, its time
+    come) and not sent — 0 when none is overdue. The ready jobs are read through the claim's
+    partial index (warehouse and due time in it: no table access), the others through theirs. The
+    cost follows the backlog, never the history."""
     out: dict[str, list[Any]] = {}
-    for warehouse, state, n, oldest in conn.execute(
-            "SELECT warehouse, state, COUNT(*), MIN(next_at) FROM dy_jobs WHERE lane = 'wh' "
-            "AND state IN ('ready', 'sending') GROUP BY warehouse, state"):
+    for warehouse, n, oldest in conn.execute(
+            "SELECT warehouse, COUNT(*), MIN(next_at) FROM dy_jobs WHERE lane = 'wh' AND state = 'ready' "
+            "GROUP BY warehouse"):
         entry = out.setdefault(warehouse, [0, 0.0])
         entry[0] += int(n)
-        if state == "ready" and oldest is not None and oldest <= now_us:
-            entry[1] = max(entry[1], (now_us - int(oldest)) / 1e6)
+        if oldest is not None and oldest <= now_us:
+            entry[1] = (now_us - int(oldest)) / 1e6
+    for states in ("state IN ('claimed', 'sending')", "state = 'waiting'"):  # each the predicate of a partial index
+        for warehouse, n in conn.execute(f"SELECT warehouse, COUNT(*) FROM dy_jobs WHERE {states} AND lane = 'wh' "
+                                         "GROUP BY warehouse"):
+            out.setdefault(warehouse, [0, 0.0])[0] += int(n)
     return {name: (int(depth), float(age)) for name, (depth, age) in out.items()}
 
 
@@ -199,7 +222,8 @@ class Metrics:
                                   "done, ready (to be tried again), dead (dead-lettered), held (in doubt, for an "
                                   "operator).", ["warehouse", "flow", "result"], registry=r)
         self.attempts = Counter("dockyard_attempts", "Exchanges with a warehouse, by outcome: the HTTP status class "
-                                "(2xx, 3xx, 4xx, 5xx) or the failure (timeout, reset, refused, error).",
+                                "(2xx, 3xx, 4xx, 5xx) or the failure (timeout, reset, refused = no connection, "
+                                "no-answer = timeout or reset not told apart, error).",
                                 ["warehouse", "flow", "outcome"], registry=r)
         self.attempt_seconds = Histogram("dockyard_attempt_seconds", "Time of one exchange with a warehouse, from "
                                          "sending the request to the end of the answer (or the failure).",
