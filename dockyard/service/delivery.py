@@ -41,9 +41,9 @@ from dockyard.runtime.request import PreparedRequest, build_request
 from dockyard.service import logs, store, tracing
 from dockyard.service.config import FlowConfig, RetryConfig, WarehouseConfig
 from dockyard.service.context import ServiceContext, load_order, rewrite_url
-from dockyard.service.db import Conn, Database, StoreError, StoreUnavailable
-from dockyard.service.http_client import HttpAnswer, HttpPool, prepare
-from dockyard.service.metrics import Metrics
+from dockyard.service.db import Conn, Database, StoreError, StoreUnavailable, now_us
+from dockyard.service.http_client import HttpAnswer, HttpPool, failure_kind, prepare
+from dockyard.service.metrics import Metrics, outcome_class, retry_reason
 from dockyard.service.resilience import SharedCircuit, backoff_seconds, retry_after_seconds
 from dockyard.service.store import ClaimedJob, ClaimOutcome, JobResult, JournalRow, WarehouseLimits
 
@@ -224,7 +224,10 @@ class Deliverer:
         """How long a loop may sleep when it got nothing: until the limits let it claim, or until its
         earliest queued job is due (a wake-up from any node cuts it short)."""
         if outcome.wait_us:
-            return min(5.0, max(0.005, outcome.wait_us / 1e6))
+            wait = min(5.0, max(0.005, outcome.wait_us / 1e6))
+            if outcome.reason in ("rate limit", "paused (Retry-After)"):
+                self.metrics.observe_throttled(warehouse, wait)
+            return wait
         if outcome.reason:  # at the concurrency limit: a finishing job frees a slot (and pokes)
             return 0.05
         try:
@@ -377,9 +380,16 @@ class Deliverer:
                 pool.release(conn, request)
                 raise _NotOurs
         attempt.written = True
-        answer = await pool.exchange(conn, request)
-        self.metrics.stage.labels("http", wh.name).observe(answer.elapsed_us / 1e6)
-        return answer
+        if not tracing.enabled():
+            return await pool.exchange(conn, request)
+        with tracing.http_span(wire.method, url, attempt=job.attempts, request_bytes=len(wire.body)) as call:
+            try:
+                answer = await pool.exchange(conn, request)
+            except (NotSent, OutcomeUnknown) as exc:
+                tracing.http_result(call, error=failure_kind(exc))
+                raise
+            tracing.http_result(call, status=answer.status, response_bytes=len(answer.body))
+            return answer
 
     async def _exchange(self, wh: WarehouseConfig, job: ClaimedJob, flow: FlowConfig, prepared: PreparedRequest,
                         attempt: _Attempt, rule: str) -> JobResult | None:
@@ -392,9 +402,9 @@ class Deliverer:
                                error="store", failure=False)
         except NotSent as exc:
             attempt.written = False
-            return self._retry(attempt, wh, f"not sent: {exc}", doubt=False, error="not_sent")
+            return self._retry(attempt, wh, f"not sent: {exc}", doubt=False, error=failure_kind(exc))
         except OutcomeUnknown as exc:
-            return self._unknown(attempt, wh, rule, f"no answer: {exc}")
+            return self._unknown(attempt, wh, rule, f"no answer: {exc}", error=failure_kind(exc))
         attempt.elapsed_us = answer.elapsed_us
         attempt.detail["http_status"] = answer.status
         attempt.detail["response"] = self._answer_summary(answer)
@@ -487,12 +497,27 @@ class Deliverer:
         if reason is not None:
             attempt.detail.setdefault("reason", reason)
         detail = {k: v for k, v in attempt.detail.items() if k != "failure"}
+        self._observe(attempt, step, state, doubt)
         rows = [JournalRow(None, job.order_no, attempt.warehouse, job.kind, step, outcome_word, attempt.elapsed_us,
                            detail=detail), *(extra_rows or [])]
         return JobResult(job.id, job.owner, state, delay_us=delay_us, doubt=doubt, reason=reason, outcome=outcome,
                          reset_request_id=reset_request_id, order_no=job.order_no, lane=job.lane,
                          warehouse=attempt.warehouse, order_status=order_status, delivery=delivery,
                          warehouse_order_id=warehouse_order_id, waybills=waybills, rows=rows)
+
+    def _observe(self, attempt: _Attempt, step: str, state: str, doubt: bool) -> None:
+        """The attempt's metrics: one exchange by its outcome class, a retry by its reason, and for
+        an accepted create the time since its order came in."""
+        detail, job = attempt.detail, attempt.job
+        status, error = detail.get("http_status"), detail.get("error")
+        exchanged = status is not None or error in ("timeout", "reset", "refused", "not_sent", "no_answer")
+        if exchanged:
+            self.metrics.observe_attempt(attempt.warehouse, job.kind, outcome_class(status, error),
+                                         (attempt.elapsed_us or 0) / 1e6)
+        if step in ("retry", "in-doubt") and state == "ready" and error != "store":
+            self.metrics.observe_retry(attempt.warehouse, retry_reason(status, error, in_doubt=doubt))
+        if step == "committed" and job.kind == "create" and job.created_at:
+            self.metrics.observe_accepted(attempt.warehouse, (now_us() - job.created_at) / 1e6)
 
     def _retry(self, attempt: _Attempt, wh: WarehouseConfig, reason: str, *, doubt: bool,
                outcome: dict[str, Any] | None = None, error: str | None = None, failure: bool = True,
@@ -512,10 +537,10 @@ class Deliverer:
                             doubt=doubt, outcome=outcome)
 
     def _unknown(self, attempt: _Attempt, wh: WarehouseConfig, rule: str, reason: str, *,
-                 failure: bool = True) -> JobResult:
+                 failure: bool = True, error: str = "no_answer") -> JobResult:
         """The request may have arrived. Resend and query rules come back to it (next claim);
         under `skip` nobody may send again without knowing: hold it for an operator."""
-        attempt.detail.update({"error": "no_answer" if failure else "unreadable", "rule": rule})
+        attempt.detail.update({"error": error if failure else "unreadable", "rule": rule})
         if failure:
             attempt.detail["failure"] = True
         if rule in ("resend", "query"):

@@ -30,7 +30,33 @@ import httptools
 
 from dockyard.runtime.delivery import NotSent, OutcomeUnknown, origin
 
-__all__ = ["HttpAnswer", "HttpPool", "Prepared"]
+__all__ = ["ConnectionReset", "HttpAnswer", "HttpPool", "NoAnswer", "Prepared", "Refused", "failure_kind"]
+
+
+class NoAnswer(OutcomeUnknown):
+    """The request was written and no answer came within the timeout."""
+
+    kind = "timeout"
+
+
+class ConnectionReset(OutcomeUnknown):
+    """The request was written and the connection broke before the answer was complete."""
+
+    kind = "reset"
+
+
+class Refused(NotSent):
+    """No connection could be made: nothing was written."""
+
+    kind = "refused"
+
+
+def failure_kind(exc: BaseException) -> str:
+    """timeout | reset | refused for this client's failures; not_sent / no_answer for others."""
+    kind = getattr(exc, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    return "not_sent" if isinstance(exc, NotSent) else "no_answer"
 
 IDLE_S = 4.0
 MAX_BODY = 16 * 1024 * 1024  # an answer larger than this is not a warehouse's answer
@@ -115,9 +141,9 @@ class _Conn(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(OutcomeUnknown("the warehouse switched protocols"))
+            self._fail(ConnectionReset("the warehouse switched protocols"))
         except httptools.HttpParserError as exc:
-            self._fail(OutcomeUnknown(f"an unreadable HTTP answer ({exc})"))
+            self._fail(ConnectionReset(f"an unreadable HTTP answer ({exc})"))
 
     def eof_received(self) -> bool:
         self.closed = True  # the server is done with this connection; the transport closes itself
@@ -131,8 +157,8 @@ class _Conn(asyncio.Protocol):
         if self._headers_done and not self._length_known:  # an answer delimited by the close
             self._finish(False)
             return
-        self._fail(OutcomeUnknown("connection reset before the answer was complete"
-                                  if exc is None else f"connection lost: {type(exc).__name__}"))
+        self._fail(ConnectionReset("connection reset before the answer was complete"
+                                   if exc is None else f"connection lost: {type(exc).__name__}"))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -149,7 +175,7 @@ class _Conn(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         if self._size > MAX_BODY:
-            self._fail(OutcomeUnknown(f"the answer is larger than {MAX_BODY} bytes"))
+            self._fail(ConnectionReset(f"the answer is larger than {MAX_BODY} bytes"))
             return
         self._body.append(body)
 
@@ -246,7 +272,7 @@ class HttpPool:
             self._open -= 1
             self._freed.set()
             what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
-            raise NotSent(f"cannot connect to {request.shown}: {what}") from None
+            raise Refused(f"cannot connect to {request.shown}: {what}") from None
         except BaseException:
             self._open -= 1
             raise
@@ -269,10 +295,10 @@ class HttpPool:
         except TimeoutError:
             conn.close()
             self._drop(conn)
-            raise OutcomeUnknown(f"no answer within {self.timeout:g}s from {request.shown}") from None
+            raise NoAnswer(f"no answer within {self.timeout:g}s from {request.shown}") from None
         except OutcomeUnknown as exc:
             self._drop(conn)
-            raise OutcomeUnknown(f"{exc} ({request.shown})") from None
+            raise type(exc)(f"{exc} ({request.shown})") from None
         except BaseException:
             conn.close()
             self._drop(conn)

@@ -324,6 +324,7 @@ class ClaimedJob:
     owner: str
     trace_id: str | None = None  # the order's tracking id: what logs and spans of this order carry
     probe: bool = False  # the half-open circuit's one probe
+    created_at: int | None = None  # when the order was recorded
 
 
 @dataclass(frozen=True)
@@ -345,7 +346,7 @@ class ClaimOutcome:
 
 
 _CLAIM = ("SELECT j.id, j.kind, j.order_no, j.warehouse, j.attempts, j.request_id, j.doubt, j.payload, o.payload, "
-          "o.tracking_id FROM dy_jobs j LEFT JOIN dy_orders o ON o.order_no = j.order_no "
+          "o.tracking_id, o.created_at FROM dy_jobs j LEFT JOIN dy_orders o ON o.order_no = j.order_no "
           "WHERE j.lane = ? AND j.warehouse = ? AND j.state = 'ready' AND j.next_at <= ? "
           "ORDER BY j.next_at LIMIT ?")
 
@@ -389,8 +390,9 @@ def claim(conn: Conn, lane: str, warehouse: str, limit: int, owner: str, lease_u
     rows = conn.execute(sql, (lane, warehouse, now, limit))
     ids = iter(new_ids)
     jobs = [ClaimedJob(int(jid), lane, kind, order_no, wh, int(attempts) + 1, request_id or next(ids), bool(doubt),
-                       payload, order_payload, owner, tracking, probe)
-            for jid, kind, order_no, wh, attempts, request_id, doubt, payload, order_payload, tracking in rows]
+                       payload, order_payload, owner, tracking, probe, created)
+            for jid, kind, order_no, wh, attempts, request_id, doubt, payload, order_payload, tracking, created
+            in rows]
     if jobs:
         conn.executemany("UPDATE dy_jobs SET state = 'claimed', owner = ?, lease_until = ?, attempts = ?, "
                          "request_id = ?, updated_at = ? WHERE id = ?",

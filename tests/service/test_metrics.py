@@ -71,7 +71,12 @@ def test_metrics_count_orders_deliveries_callbacks_and_state(env: Any) -> None:
             assert m[("dockyard_dead_letters", ())] == 1 and m[("dockyard_in_doubt", ())] == 0
             assert m[("dockyard_outbox_depth", (("lane", "wh"),))] == 0
             assert m[("dockyard_circuit_state", (("warehouse", "jd"),))] == 0
-            assert m[("dockyard_stage_seconds_count", (("stage", "http"), ("warehouse", "jd")))] >= 1
+            assert m[("dockyard_stage_seconds_count", (("stage", "transform"), ("warehouse", "jd")))] >= 1
+            # one exchange per delivery attempt, by outcome class (the other JD order never left: its
+            # mapping refuses it), and the accepted one's time from ingest
+            assert m[("dockyard_attempts_total", (("flow", "create"), ("outcome", "2xx"), ("warehouse", "jd")))] == 1
+            assert m[("dockyard_attempt_seconds_count", (("flow", "create"), ("warehouse", "jd")))] == 1
+            assert m[("dockyard_ingest_to_accepted_seconds_count", (("warehouse", "jd"),))] == 1
             # what this change adds: build info, the process, ingest and callback times, backlog
             from dockyard import __version__
 

@@ -99,8 +99,9 @@ def test_overview_search_timeline_lineage_errors_and_replay(env: Any) -> None:
             await run.until(good["order_no"], lambda d: d["delivery"] == "delivered" and d["waybills"])
             await run.until(other["order_no"], lambda d: d["delivery"] == "delivered")
             await run.until(bad["order_no"], lambda d: d["delivery"] == "dlq")
-            for _ in range(200):  # the feedback of the delivered orders settles (nothing left to forward)
-                if (await run.service.db.read(queries.summary))["outbox_depth"] == 0:
+            for _ in range(400):  # the feedback of the delivered orders settles (nothing left to push or forward)
+                if (run.sim.stats()["pending_lifecycles"] == 0
+                        and (await run.service.db.read(queries.summary))["outbox_depth"] == 0):
                     break
                 await asyncio.sleep(0.05)
 
