@@ -199,15 +199,15 @@ def dlq_replay(job_ids: tuple[int, ...], config_path: str, store: str | None, or
 
 def _fixed_order(path: Path, config: Any) -> tuple[str, str, str]:
     from dockyard.service.context import dumps
-    from dockyard.service.ingest import BodyError, OrderChecker, parse_json_body
+    from dockyard.service.ingest import BodyError, OrderChecker, read_body
     from dockyard.service.routing import Router
 
     try:
-        data = parse_json_body(path.read_bytes(), config.limits)
+        parsed = read_body(path.read_bytes(), config.limits)
     except BodyError as exc:
         click.echo(f"error: {path}: {exc}", err=True)
         sys.exit(1)
-    checked = OrderChecker(Router(config.routes), config.limits).check(data)
+    checked = OrderChecker(Router(config.routes), config.limits).check(parsed.value, suspect=parsed.suspect)
     if checked.order is None:
         click.echo(f"error: {path} is not a valid order:\n  " + "\n  ".join(checked.reasons), err=True)
         sys.exit(1)

@@ -28,7 +28,7 @@ from dockyard.service.context import ServiceContext, dumps
 from dockyard.service.db import Database, StoreUnavailable, now_us
 from dockyard.service.delivery import UPSTREAM, Deliverer
 from dockyard.service.feedback import handle_callback
-from dockyard.service.ingest import BodyError, Checked, OrderChecker, parse_json_body
+from dockyard.service.ingest import BodyError, Checked, OrderChecker, read_body, storable_order, storable_text
 from dockyard.service.metrics import CONTENT_TYPE_LATEST, Metrics
 from dockyard.service.ui import add_ui_routes
 
@@ -152,11 +152,11 @@ class Service:
     async def _post_order(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            data = parse_json_body(body, self.config.limits)
+            parsed = read_body(body, self.config.limits)
         except BodyError as exc:
             return await self._refuse_body(body, str(exc))
-        checked = self.checker.check(data)
-        [result] = await self._record([checked], [body.decode("utf-8", errors="replace")])
+        checked = self.checker.check(parsed.value, suspect=parsed.suspect)
+        [result] = await self._record([checked], [storable_text(body.decode("utf-8", errors="replace"))])
         status = {"accepted": 202, "updated": 202, "duplicate": 200, "conflict": 409, "quarantined": 422}
         return _json(result, status[result["status"]])
 
@@ -169,17 +169,18 @@ class Service:
     async def _post_batch(self, request: web.Request) -> web.Response:
         body = await request.read()
         try:
-            data = parse_json_body(body, self.config.limits)
+            parsed = read_body(body, self.config.limits)
         except BodyError as exc:
             return await self._refuse_body(body, str(exc))
+        data = parsed.value
         orders = data.get("orders") if isinstance(data, dict) else data
         if not isinstance(orders, list):
             return await self._refuse_body(body, "a batch is a JSON array of orders, or {\"orders\": [...]}")
         if len(orders) > self.config.limits.max_batch:
             return await self._refuse_body(body, f"{len(orders)} orders in one batch; the limit is "
                                                  f"{self.config.limits.max_batch}", status=413)
-        checked = [self.checker.check(o) for o in orders]
-        bodies = [dumps(o) if c.order is None else "" for o, c in zip(orders, checked, strict=True)]
+        checked = [self.checker.check(o, suspect=parsed.suspect) for o in orders]
+        bodies = [storable_order(o) if c.order is None else "" for o, c in zip(orders, checked, strict=True)]
         results = await self._record(checked, bodies)
         counts: dict[str, int] = {}
         for r in results:
@@ -188,7 +189,7 @@ class Service:
         return _json({"counts": counts, "results": results}, 202 if ok else 207)
 
     async def _refuse_body(self, body: bytes, reason: str, status: int = 400) -> web.Response:
-        text = body[:1_000_000].decode("utf-8", errors="replace")
+        text = storable_text(body[:1_000_000].decode("utf-8", errors="replace"))
         qid = await self.db.write(lambda c: store.quarantine(c, "order", None, [reason], text))
         return _json({"status": "quarantined", "quarantine_id": qid, "reasons": [reason]}, status)
 
