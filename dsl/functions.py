@@ -179,9 +179,13 @@ def _check_zone(value: Any, arg: int) -> None:
 
 def _check_pattern(value: Any, arg: int) -> None:
     try:
-        compile_pattern(str(value))
+        parts = compile_pattern(str(value))
     except DatePatternError as exc:
         raise TypeProblem(str(exc), arg) from None
+    if not any(directive for directive, _ in parts):
+        raise TypeProblem(f"the pattern {str(value)!r} has no date or time part (yyyy MM dd HH mm ss SSS XXX)", arg,
+                          hint="a pattern without one would write (or read) the same text for every date-time; "
+                               "write that text as a quoted constant instead")
 
 
 def _check_regex(value: Any, arg: int) -> None:

@@ -23,11 +23,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jsonschema
-import yaml
 
 from dockyard.dsl.diagnostics import Diagnostic, DiagnosticsError, Severity, display_path
 from dockyard.dsl.spans import SourceText, Span
-from dockyard.dsl.yaml_nodes import YamlProblem, YMap, YNode, YScalar, YSeq, load_yaml, to_plain
+from dockyard.dsl.yaml_nodes import YamlProblem, YMap, YNode, YScalar, YSeq, compose, load_yaml, to_plain
 from dockyard.dsl.yaml_nodes import _convert as _yaml_convert
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.fieldcrypto import get_cipher
@@ -218,7 +217,7 @@ def _compose(source: SourceText) -> tuple[YNode | None, list[Diagnostic]]:
         problems = exc.diagnostics
     if any(d.code not in ("yaml-duplicate-key", "yaml-key", "yaml-merge") for d in problems):
         return None, problems  # a syntax error: there is no tree
-    node = yaml.compose(source.text, Loader=yaml.SafeLoader)
+    node = compose(source.text)  # the same bounded composer, which has passed already
     if node is None:
         return None, problems
     return _yaml_convert(node, source, []), problems
