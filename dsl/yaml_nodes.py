@@ -118,17 +118,26 @@ class _BoundedComposer(yaml.SafeLoader):
             self._aliases += 1
             if self._aliases > MAX_ALIASES:
                 raise _Bounded(f"YAML: more than {MAX_ALIASES} aliases (*name) in one file",
-                               self.peek_event().start_mark.index, "yaml-aliases",
+                               self._at(), "yaml-aliases",
                                "write the values out; a spec or config needs few aliases, if any")
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return self._compose(parent, index)
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                raise _Bounded(f"YAML: nested more than {MAX_DEPTH} levels deep", self.peek_event().start_mark.index,
+                raise _Bounded(f"YAML: nested more than {MAX_DEPTH} levels deep", self._at(),
                                "yaml-depth", "a spec or config is never this deep; is a bracket or an indent wrong?")
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return self._compose(parent, index)
         finally:
             self._depth -= 1
+
+    def _compose(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        node = super().compose_node(parent, index)
+        assert node is not None  # PyYAML's stubs allow None; compose_node never returns it
+        return node
+
+    def _at(self) -> int:
+        index: int = self.peek_event().start_mark.index  # type: ignore[no-untyped-call]
+        return index
 
 
 def _check_expansion(root: yaml.Node) -> None:
