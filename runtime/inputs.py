@@ -5,7 +5,8 @@ the format, malformed input is an `InputError` that says what is wrong and where
 traceback. JSON numbers become exact Decimals, read with bounds (`runtime.safe_json`). XML drops
 its root element; an element becomes a list when the source schema says "array" at that path, so
 a single `<package>` is still a list of one. XML is parsed without entity expansion or network
-access. A form field holding a control character or a lone surrogate is refused.
+access. A form field given twice, or holding a control character or a lone surrogate, is
+refused.
 """
 
 from __future__ import annotations
@@ -55,10 +56,13 @@ def parse_input(data: bytes | str, fmt: str, schema: Mapping[str, Any] | None = 
             raise InputError(f"not a valid form body: {exc}") from None
         result: dict[str, str] = {}
         for key, value in pairs:
+            shown = safe_json.escape_bad(key)[:60]
             why = safe_json.bad_text(key + "=" + value)
             if why is not None:
-                raise InputError(f"not a valid form body: the field {safe_json.escape_bad(key)[:60]!r} {why}")
-            result.setdefault(key, value)  # the first value of a repeated field wins
+                raise InputError(f"not a valid form body: the field {shown!r} {why}")
+            if key in result:  # two readers could keep different values (the signature, the mapping)
+                raise InputError(f"not a valid form body: the field {shown!r} is given more than once")
+            result[key] = value
         return result
     raise InputError(f"unknown input format {fmt!r}")
 
