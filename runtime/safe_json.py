@@ -51,9 +51,10 @@ MAX_DEPTH = 64  # default nesting bound of a callback
 # Characters no warehouse format can carry: C0 controls except tab, LF and CR (XML 1.0 forbids
 # them, PostgreSQL refuses NUL), lone surrogates (no UTF-8 form), U+FFFE and U+FFFF (XML again).
 _BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-# In the raw JSON text: a raw bad character, or an escape that decodes to one. A match only means
-# "look closer" (an escaped backslash before `u0000` matches too), never a refusal by itself.
-_SUSPECT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|\\u(?:00[01]|[dD][89a-fA-F]|[fF]{3}[eEfF])")
+# In the raw JSON text: a raw bad character, or an escape that decodes to one (`\b` and `\f` are
+# backspace and form feed). A match only means "look closer" (an escaped backslash before `u0000`
+# matches too), never a refusal by itself.
+_SUSPECT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|\\[bf]|\\u(?:00[01]|[dD][89a-fA-F]|[fF]{3}[eEfF])")
 _NUMBER = re.compile(r"-?(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]+))?(?:[eE](?P<exp>[-+]?[0-9]+))?")
 
 
@@ -87,7 +88,8 @@ class ExponentDecimal(Decimal):
 
 
 class Parsed:
-    """The value of `loads(strict=False)` and whether `problems` can find anything in it."""
+    """The value of `loads(strict=False)` and whether anything in it may be refused: a marker, a
+    repeated key, bad text (`problems` finds them) or a number written with an exponent."""
 
     __slots__ = ("suspect", "value")
 
@@ -152,7 +154,10 @@ def loads(data: str | bytes, *, max_depth: int = MAX_DEPTH, strict: bool = True)
             return Refused(text, why)
         if "." not in text and not exponent:
             return int(text)
-        return ExponentDecimal(text) if exponent else Decimal(text)
+        if exponent:
+            flagged[0] = True  # not a plain decimal: where one is required, the checker must look
+            return ExponentDecimal(text)
+        return Decimal(text)
 
     def constant(name: str) -> Any:
         if strict:

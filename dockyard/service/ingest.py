@@ -170,10 +170,14 @@ class OrderValidator:
             return False
         return True
 
-    def reasons(self, document: Any, limit: int = 50, skip: Collection[str] = ()) -> list[str]:
+    def reasons(self, document: Any, limit: int = 50, skip: Collection[str] = (), *,
+                suspect: bool = False) -> list[str]:
         """Every reason `document` is refused, each naming its path; paths in `skip` (and below
-        them) are left out, having been reported already."""
-        if self.valid(document):
+        them) are left out, having been reported already. `suspect`: the body held a number
+        written with an exponent, whose format fastjsonschema does not check (it checks formats
+        of strings only): jsonschema gives the verdict."""
+        fast_says_valid = self.valid(document)
+        if fast_says_valid and not suspect:
             return []
         reasons: list[str] = []
         for err in sorted(self.full.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
@@ -188,7 +192,9 @@ class OrderValidator:
             if len(reasons) >= limit:
                 reasons.append("… (more problems not listed)")
                 break
-        return reasons or ([] if skip else ["the order does not match the order schema"])
+        if reasons or skip or fast_says_valid:
+            return reasons
+        return ["the order does not match the order schema"]
 
 
 class OrderChecker:
@@ -218,7 +224,7 @@ class OrderChecker:
         if isinstance(items, list) and len(items) > self.limits.max_lines:
             reasons.append(f"items: {len(items)} lines, more than the limit of {self.limits.max_lines}")
         else:
-            reasons += self.validator.reasons(order, skip=reported)
+            reasons += self.validator.reasons(order, skip=reported, suspect=suspect)
         if reasons:
             return Checked(None, order_no, None, "", tuple(reasons))
         warehouse, route = self.router.decide(order)
