@@ -5,12 +5,13 @@ the format, malformed input is an `InputError` that says what is wrong and where
 traceback. JSON numbers become exact Decimals, read with bounds (`runtime.safe_json`). XML drops
 its root element; an element becomes a list when the source schema says "array" at that path, so
 a single `<package>` is still a list of one. XML is parsed without entity expansion or network
-access. A form field given twice, or holding a control character or a lone surrogate, is
-refused.
+access. A form with a broken percent escape, or a field given twice or holding a control
+character or a lone surrogate, is refused.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -51,6 +52,9 @@ def parse_input(data: bytes | str, fmt: str, schema: Mapping[str, Any] | None = 
     if fmt == "form":
         try:
             text = data.decode("utf-8") if isinstance(data, bytes) else data
+            broken = _BROKEN_ESCAPE.search(text)
+            if broken is not None:
+                raise ValueError(f"a broken percent escape at position {broken.start()}")
             pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
         except (UnicodeDecodeError, ValueError) as exc:
             raise InputError(f"not a valid form body: {exc}") from None
@@ -65,6 +69,9 @@ def parse_input(data: bytes | str, fmt: str, schema: Mapping[str, Any] | None = 
             result[key] = value
         return result
     raise InputError(f"unknown input format {fmt!r}")
+
+
+_BROKEN_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def _local(tag: Any) -> str:

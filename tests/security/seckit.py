@@ -99,12 +99,14 @@ class Env:
 @contextlib.asynccontextmanager
 async def service(tmp_path: Path, store_url: str, bundle_dir: Path, *, warehouses: tuple[str, ...] = ("qimen-std",),
                   overrides: Mapping[str, Any] | None = None, callbacks: Mapping[str, Any] | None = None,
-                  dashboard_token: str | None = None) -> AsyncIterator[Env]:
+                  dashboard_token: str | None = None, secrets: Mapping[str, str] | None = None) -> AsyncIterator[Env]:
     """The service on `store_url` with simulated `warehouses` (no feedback pushes: the tests send
-    the callbacks). `callbacks` replaces callback configs: {"sf/route-push": {...}}."""
+    the callbacks). `callbacks` replaces callback configs: {"sf/route-push": {...}}; `secrets`
+    adds secret values (tokens)."""
     work = tmp_path / "work"
     plan = DemoPlan(work, MAPPINGS, store=store_url, warehouses=warehouses, dashboard_token=dashboard_token,
                     retry={"max_attempts": 2, "base_delay": 0.05, "max_delay": 0.1, "jitter": 0.0})
+    plan.secret_values.update(secrets or {})
     port = free_port()
     spec = plan.sim_spec(f"http://127.0.0.1:{port}")
     sim = Simulator([SimWarehouse(w["name"], w["kind"], w["secret"], w["callback_base"], Faults(), w["context"])
