@@ -92,9 +92,12 @@ class Service:
         self.recovered = len(recovered)
         await self.deliverer.start()
         # keepalive_timeout runs from a connection's start (or its last answer) until a request's
-        # headers are complete: it is the header timeout too (middleware.py)
+        # headers are complete: it is the header timeout too (middleware.py). Lingering (reading
+        # and dropping the rest of a body no one read, after the answer) is kept short.
+        limits = self.config.limits
         self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
-                                    keepalive_timeout=self.config.limits.header_timeout)
+                                    keepalive_timeout=limits.header_timeout,
+                                    lingering_time=min(2.0, limits.body_timeout))
         await self.runner.setup()
         site: web.BaseSite
         if sock is not None:
