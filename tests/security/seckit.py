@@ -87,6 +87,15 @@ class Env:
             assert time.monotonic() < deadline, f"{order_no} not delivered in {timeout}s: {rows}"
             await asyncio.sleep(0.05)
 
+    async def placed(self, name: str = "tmall-basic", headers: Mapping[str, str] | None = None) -> str:
+        """An example order sent and delivered (a callback may only touch an order of its own
+        warehouse: the demo routes tmall to qimen-std, douyin to sf, miniapp to cainiao)."""
+        order = example(name)
+        status, _ = await self.post_json("/orders", json.dumps(order, ensure_ascii=False), headers)
+        assert status == 202, status
+        await self.delivered(order["order_no"])
+        return str(order["order_no"])
+
     async def events(self) -> list[tuple[Any, ...]]:
         return await self.rows("SELECT warehouse, event_id, order_no, status FROM dy_events ORDER BY received_at")
 
@@ -99,7 +108,8 @@ class Env:
 @contextlib.asynccontextmanager
 async def service(tmp_path: Path, store_url: str, bundle_dir: Path, *, warehouses: tuple[str, ...] = ("qimen-std",),
                   overrides: Mapping[str, Any] | None = None, callbacks: Mapping[str, Any] | None = None,
-                  dashboard_token: str | None = None, secrets: Mapping[str, str] | None = None) -> AsyncIterator[Env]:
+                  dashboard_token: str | None = None, secrets: Mapping[str, str] | None = None,
+                  faults: Mapping[str, Faults] | None = None) -> AsyncIterator[Env]:
     """The service on `store_url` with simulated `warehouses` (no feedback pushes: the tests send
     the callbacks). `callbacks` replaces callback configs: {"sf/route-push": {...}}; `secrets`
     adds secret values (tokens)."""
@@ -109,7 +119,8 @@ async def service(tmp_path: Path, store_url: str, bundle_dir: Path, *, warehouse
     plan.secret_values.update(secrets or {})
     port = free_port()
     spec = plan.sim_spec(f"http://127.0.0.1:{port}")
-    sim = Simulator([SimWarehouse(w["name"], w["kind"], w["secret"], w["callback_base"], Faults(), w["context"])
+    sim = Simulator([SimWarehouse(w["name"], w["kind"], w["secret"], w["callback_base"],
+                                  (faults or {}).get(w["name"], Faults()), w["context"])
                      for w in spec["warehouses"]], feedback=Feedback(enabled=False),
                     upstream_secret=spec["upstream_secret"])
     plan.sim_base = await sim.start()

@@ -136,7 +136,8 @@ def test_malformed_callback_bodies_get_a_4xx_on_every_endpoint(tmp_path: Path, s
             kept = await env.rows("SELECT source, body FROM dy_quarantine")
             assert kept and {s for s, _ in kept} == {"callback"} and all("\x00" not in b for _, b in kept)
             # a good callback beside them still goes through
-            body = qimen_confirm_xml(order_no="TM20231111000123", order_id="WMS-1", warehouse_code="WH-HZ-01",
+            order_no = await env.placed()
+            body = qimen_confirm_xml(order_no=order_no, order_id="WMS-1", warehouse_code="WH-HZ-01",
                                      out_biz_code="OBC-1", when="2023-11-11 10:00:00", carrier="SF",
                                      waybill="SF1234567890", weight="1.25", lines=[("1", "SKU-1", 1)])
             status, answer = await _qimen(env, body)

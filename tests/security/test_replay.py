@@ -23,7 +23,7 @@ from dockyard.service.replay import dedupe_identity, event_id_sources
 from dockyard.simulate.protocols import cainiao_callback, qimen_callback_query, qimen_process_xml
 
 ROOT = Path(__file__).resolve().parents[2]
-MESSAGE = {"orderCode": "MP20231111000001", "status": "WMS_ACCEPT", "storeCode": "STORE_HZ_01",
+MESSAGE = {"orderCode": "MP20231108000388", "status": "WMS_ACCEPT", "storeCode": "STORE_HZ_01",
            "operateDate": "2023-11-11 10:00:00"}
 
 
@@ -46,6 +46,7 @@ def test_a_captured_cainiao_callback_with_another_msg_id_is_not_applied_again(tm
                                                                               bundle_dir: Path) -> None:
     async def main() -> None:
         async with service(tmp_path, store_url, bundle_dir, warehouses=("cainiao",)) as env:
+            assert await env.placed("miniapp-whitespace-address") == MESSAGE["orderCode"]
             secret = env.plan.secret_values["CAINIAO_SECRET_KEY"]
             form = cainiao_callback("WMS_ORDER_STATUS_UPLOAD", MESSAGE, secret=secret, hex_digest=False,
                                     provider="WMS_TEST_STORE", to_code="DOCKYARD_ERP_TEST", msg_id="M-1")
