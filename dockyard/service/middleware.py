@@ -63,7 +63,10 @@ async def receive_body(request: web.Request, timeout: float) -> bytes:
     """The request's body, or 408 when it does not arrive within `timeout` seconds (413 past the
     size limit, as aiohttp says)."""
     try:
-        return await asyncio.wait_for(request.read(), timeout)
+        # asyncio.timeout, not wait_for: the body is read in the handler's own task (read in
+        # another task, aiohttp loses connections that are still sending)
+        async with asyncio.timeout(timeout):
+            return await request.read()
     except TimeoutError:
         logs.event(logging.WARNING, "request body too slow", route=_route(request), timeout=timeout)
         answer = web.HTTPRequestTimeout(text=f"the request body did not arrive within {timeout:g} s")
