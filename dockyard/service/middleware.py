@@ -38,6 +38,9 @@ async def error_ids(request: web.Request, handler: Handler) -> web.StreamRespons
         return await handler(request)
     except (web.HTTPException, asyncio.CancelledError):
         raise
+    except ConnectionError:  # the client went away mid-request: nothing of ours failed, no one to answer
+        logs.event(logging.DEBUG, "client went away", route=_route(request))
+        return web.Response(status=400, text="the connection was lost")
     except Exception:
         error_id = uuid.uuid4().hex[:16]
         logs.LOG.error("internal error", exc_info=True,
