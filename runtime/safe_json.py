@@ -51,10 +51,11 @@ MAX_DEPTH = 64  # default nesting bound of a callback
 # Characters no warehouse format can carry: C0 controls except tab, LF and CR (XML 1.0 forbids
 # them, PostgreSQL refuses NUL), lone surrogates (no UTF-8 form), U+FFFE and U+FFFF (XML again).
 _BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-# In the raw JSON text: a raw bad character, or an escape that decodes to one (`\b` and `\f` are
-# backspace and form feed). A match only means "look closer" (an escaped backslash before `u0000`
-# matches too), never a refusal by itself.
-_SUSPECT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]|\\[bf]|\\u(?:00[01]|[dD][89a-fA-F]|[fF]{3}[eEfF])")
+# In the raw JSON text: an escape that decodes to a bad character (`\b` and `\f` are backspace and
+# form feed). A match only means "look closer" (an escaped backslash before `u0000` matches too),
+# never a refusal by itself. Raw control characters need no scan: strict JSON refuses them, and
+# only then is the text read again leniently; U+FFFE and U+FFFF are looked for with `in`.
+_SUSPECT_ESCAPE = re.compile(r"\\(?:[bf]|u(?:00[01]|[dD][89a-fA-F]|[fF]{3}[eEfF]))")
 _NUMBER = re.compile(r"-?(?P<int>[0-9]+)(?:\.(?P<frac>[0-9]+))?(?:[eE](?P<exp>[-+]?[0-9]+))?")
 
 
@@ -146,6 +147,8 @@ def loads(data: str | bytes, *, max_depth: int = MAX_DEPTH, strict: bool = True)
     flagged = [False]
 
     def number(text: str) -> Any:
+        if len(text) <= 20 and "e" not in text and "E" not in text:  # plain and short: within every bound
+            return int(text) if "." not in text else Decimal(text)
         why, exponent = _number_problem(text)
         if why is not None:
             if strict:
@@ -180,9 +183,17 @@ def loads(data: str | bytes, *, max_depth: int = MAX_DEPTH, strict: bool = True)
         first.duplicates = tuple(dict.fromkeys(repeated))
         return first
 
+    raw_controls = False
     try:
-        value = json.loads(text, parse_float=number, parse_int=number, parse_constant=constant,
-                           object_pairs_hook=pairs, strict=strict)
+        try:
+            value = json.loads(text, parse_float=number, parse_int=number, parse_constant=constant,
+                               object_pairs_hook=pairs)
+        except json.JSONDecodeError as exc:
+            if strict or not exc.msg.startswith("Invalid control character"):
+                raise
+            raw_controls = True  # leniently: the order that holds it is refused by `problems`, not the body
+            value = json.loads(text, parse_float=number, parse_int=number, parse_constant=constant,
+                               object_pairs_hook=pairs, strict=False)
     except RecursionError:
         raise JsonProblem(f"nests deeper than {max_depth} levels") from None
     except JsonProblem:
@@ -193,7 +204,8 @@ def loads(data: str | bytes, *, max_depth: int = MAX_DEPTH, strict: bool = True)
         raise JsonProblem(f"not valid JSON: {exc}") from None
     if depth(value, max_depth + 1) > max_depth:
         raise JsonProblem(f"nests deeper than {max_depth} levels")
-    suspect = flagged[0] or _SUSPECT.search(text) is not None
+    suspect = (flagged[0] or raw_controls or "\ufffe" in text or "\uffff" in text
+               or _SUSPECT_ESCAPE.search(text) is not None)
     if strict:
         if suspect:
             for path, why in problems(value):

@@ -11,9 +11,9 @@ signed content; otherwise the identity is a hash of the signed content itself:
 
 1. the source fields the event id is computed from come from the mapping's lineage (compiled into
    every module); an id read from the clock (`now()`) is never signed;
-2. a field is signed when changing it changes the text the scheme signs (the check is made on the
-   received message: a form field is changed, or the raw body; no secret is involved, the secret
-   is masked);
+2. a field is signed when changing it changes the text the scheme signs (found out on the first
+   verified message of a callback flow, then remembered: a form field is changed, or the raw body;
+   no secret is involved, the secret is masked);
 3. identity = the event id, when every field it comes from is signed (QIMEN's outBizCode inside
    the signed XML; Cainiao's outBizCode inside the signed logistics_interface): a redelivery the
    warehouse signs again (a new timestamp) is still the same event;
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -110,7 +110,7 @@ def event_id_sources(mapping: CompiledMapping) -> frozenset[str] | None:
 
 
 def _covers(v: VerifyConfig, query: Mapping[str, str], headers: Mapping[str, str], body: bytes, source_format: str,
-            fields: frozenset[str], signed_text: str) -> bool:
+            fields: frozenset[str], signed_text: str | None) -> bool:
     """Whether every one of `fields` of the document is signed: changing it changes the signed text."""
     if source_format != "form":  # the document is the body: signed when the body is
         return _text(signed_input(v, query, headers, body + b" \x01")) != signed_text
@@ -132,21 +132,37 @@ def dedupe_identity(cfg: CallbackConfig, mapping: CompiledMapping, query: Mappin
     event_id = event.get("event_id")
     given = str(event_id) if event_id not in (None, "") else None
     place = f"#{index}" if index else ""
-    if cfg.verify is None:
+    v = cfg.verify
+    if v is None:
         return given or "sha256:" + hashlib.sha256(body).hexdigest() + place
-    signed = signed_input(cfg.verify, query, headers, body)
+    source_format = str(mapping.meta.get("source_format", "json"))
+    sources = event_id_sources(mapping)
+    if given is not None and sources and _known(cfg, ("covers", source_format, sources), lambda: _covers(
+            v, query, headers, body, source_format, sources, _text(signed_input(v, query, headers, body)))):
+        return given
+    signed = signed_input(v, query, headers, body)
     text = _text(signed)
     if text is None:  # pragma: no cover - verify() passed, so the scheme could read its input
         return "sha256:" + hashlib.sha256(body).hexdigest() + place
-    source_format = str(mapping.meta.get("source_format", "json"))
-    sources = event_id_sources(mapping)
-    if given is not None and sources and _covers(cfg.verify, query, headers, body, source_format, sources, text):
-        return given
-    body_signed = _text(signed_input(cfg.verify, query, headers, body + b" \x01",
-                                     _changed_body_field(cfg.verify, body))) != text
+    body_signed = _known(cfg, ("body",), lambda: _text(signed_input(v, query, headers, body + b" \x01",
+                                                                    _changed_body_field(v, body))) != text)
     content = signed.inp.body if body_signed and signed.inp.body else text
     # the same text as the hash of a raw body before (sha256:…), so keys recorded then still match
     return "sha256:" + hashlib.sha256(content.encode("utf-8", "surrogatepass")).hexdigest() + place
+
+
+# Whether a field (or the body) is signed is a property of the callback's scheme and config, not of
+# one message: found out on the first verified message (by changing the field), then remembered.
+_KNOWN: dict[tuple[int, tuple[Any, ...]], tuple[CallbackConfig, bool]] = {}
+
+
+def _known(cfg: CallbackConfig, what: tuple[Any, ...], find: Callable[[], bool]) -> bool:
+    hit = _KNOWN.get((id(cfg), what))
+    if hit is not None and hit[0] is cfg:
+        return hit[1]
+    found = find()
+    _KNOWN[(id(cfg), what)] = (cfg, found)
+    return found
 
 
 def _changed_body_field(v: VerifyConfig, body: bytes) -> dict[str, str] | None:
