@@ -205,7 +205,7 @@ def instrument() -> None:
 
     # ingest (event loop)
     patch(app.Service, "post_batch", "ingest: handler glue (per-order results)", coro=True)
-    patch(app, "parse_json_body", "ingest: JSON parse (Decimal) + depth check")
+    patch(app, "read_body", "ingest: JSON parse (Decimal, bounded) + depth check")
     patch(ingest.OrderChecker, "check", "ingest: validate (jsonschema) + route + ids")
     patch(ingest, "fingerprint", "ingest: fingerprint (sorted JSON + sha256)")
     patch(app, "dumps", "ingest: payload JSON for the store")

@@ -25,6 +25,7 @@ import yaml
 
 from dockyard.compiler.api import compile_file
 from dockyard.dsl.diagnostics import DiagnosticsError, render_all
+from dockyard.dsl.yaml_nodes import safe_load
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.mapping import CompiledMapping
 from dockyard.runtime.secrets import TEST_SECRET_MARK, MappingSecrets, Secrets
@@ -266,8 +267,8 @@ def run_tests(paths: Iterable[str | os.PathLike[str]]) -> TestRun:
     for test_file in find_test_files(paths):
         shown = os.path.relpath(test_file) if not os.path.relpath(test_file).startswith("..") else str(test_file)
         try:
-            data = yaml.safe_load(test_file.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+            data = safe_load(test_file.read_text(encoding="utf-8"))  # bounded: aliases, depth
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             run.errors.append(f"{shown}: cannot read the test file: {exc}")
             continue
         if not isinstance(data, dict) or "spec" not in data or not isinstance(data.get("cases"), list):

@@ -98,9 +98,11 @@ def _parse_context(pairs: tuple[str, ...], ctx_file: str | None) -> dict[str, An
     if ctx_file is not None:
         import yaml
 
+        from dockyard.dsl.yaml_nodes import safe_load
+
         try:
-            data = yaml.safe_load(Path(ctx_file).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
+            data = safe_load(Path(ctx_file).read_text(encoding="utf-8"))  # bounded: aliases, depth
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             _fail(f"{ctx_file}: cannot read the context file: {exc}", EXIT_USAGE)
         if not isinstance(data, dict):
             _fail(f"{ctx_file}: the context file must be a mapping of name: value", EXIT_USAGE)

@@ -46,8 +46,10 @@ WAREHOUSES: dict[str, dict[str, Any]] = {
                   "cancel": {"request": "sf.cancel-order", "response": "sf.response"},
                   "query": {"request": "sf.search-order", "response": "sf.search-response"}},
         "callbacks": {
-            # SF's route push carries no signature (docs/service.md: protect it by network policy)
-            "route-push": {"mapping": "sf.route-push", "ack": "sf.route-push.ack", "verify": "none"}},
+            # SF's route push carries no signature: its guard lets only the simulator's address in (in
+            # production: SF's published push addresses; docs/security.md)
+            "route-push": {"mapping": "sf.route-push", "ack": "sf.route-push.ack", "verify": "none",
+                           "guard": {"networks": ["127.0.0.0/8", "::1/128"]}}},
     },
     "jd": {
         "kind": "jd", "config_file": "jd/accounts/example.yaml", "secret": "JD_LOP_APP_SECRET",
@@ -72,6 +74,8 @@ WAREHOUSES: dict[str, dict[str, Any]] = {
 ROUTES: list[dict[str, Any]] = [{"warehouse": "jd", "channel": ["jd"]}, {"warehouse": "sf", "channel": ["douyin"]},
           {"warehouse": "cainiao", "channel": ["miniapp"]}, {"warehouse": "qimen-std", "default": True}]
 UPSTREAM_SECRET = "UPSTREAM_WEBHOOK_SECRET"
+# Who may send orders: everything runs on this machine, so loopback (docs/security.md for a real one).
+INGEST_GUARD: dict[str, Any] = {"networks": ["127.0.0.0/8", "::1/128"]}
 
 
 def spec_files(mappings_dir: Path) -> list[Path]:
@@ -151,6 +155,7 @@ class DemoPlan:
             "secrets": {"dir": str(secrets_dir.resolve())},
             "upstream": {"url": f"{self.sim_base}/_upstream/events", "timeout": 5, "batch": 200,
                          "secret": UPSTREAM_SECRET, "retry": self.retry},
+            "ingest": INGEST_GUARD,
             "warehouses": warehouses,
             **({"dashboard": {"tokens": {self.dashboard_token: "operator"}}} if self.dashboard_token else {}),
             "routing": [r for r in ROUTES if r["warehouse"] in self.warehouses and not r.get("default")]
@@ -263,9 +268,11 @@ def percentile(values: list[float], q: float) -> float:
 class Harness:
     """Sends orders to a running service and waits for them to settle."""
 
-    def __init__(self, service_url: str, sim_base: str) -> None:
+    def __init__(self, service_url: str, sim_base: str, token: str | None = None) -> None:
         self.service_url = service_url
         self.sim_base = sim_base
+        # /stats needs a token once the service has any (the demo's dashboard token)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def send(self, orders: Iterable[dict[str, Any]], *, batch: int = 200, parallel: int = 4,
                    progress: Callable[[int], None] | None = None) -> dict[str, Any]:
@@ -313,7 +320,7 @@ class Harness:
 
     async def stats(self) -> dict[str, Any]:
         async with aiohttp.ClientSession() as session:
-            async with session.get(f"{self.service_url}/stats") as resp:
+            async with session.get(f"{self.service_url}/stats", headers=self.headers) as resp:
                 service: dict[str, Any] = await resp.json()
             async with session.get(f"{self.sim_base}/_sim/stats") as resp:
                 sim: dict[str, Any] = await resp.json()

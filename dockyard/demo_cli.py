@@ -93,7 +93,7 @@ async def _run(plan: Any, port: int, count: int, seed: int, exit_after: bool, ti
     service = Service(ctx)
     url = await service.start()
     click.echo(f"service on {url} (store {service.db.shown_url})", err=True)
-    harness = Harness(url, plan.sim_base)
+    harness = Harness(url, plan.sim_base, plan.dashboard_token)
     orders = generate(count, seed)
     started = time.monotonic()
     with click.progressbar(length=count, label="sending orders", file=sys.stderr) as bar:

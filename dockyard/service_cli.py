@@ -70,14 +70,20 @@ def _read(config_path: str, store: str | None, fn: Callable[[Any], T]) -> T:
 @click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
+@click.option("--allow-unsigned-callbacks", is_flag=True,
+              help="start even though a callback with `verify: none` has no guard (anyone who can reach it "
+                   "can change orders' status)")
+@click.option("--allow-open-ingest", is_flag=True,
+              help="start even though POST /orders has no `ingest` guard (anyone who can reach it can send orders)")
 def serve(config_path: str, host: str | None, port: int | None, store: str | None, log_format: str,
-          log_level: str) -> None:
+          log_level: str, allow_unsigned_callbacks: bool, allow_open_ingest: bool) -> None:
     """Run the service: ingest orders, deliver them, take feedback back."""
     from dockyard.service.app import Service, install_uvloop, run_forever
     from dockyard.service.context import ServiceContext
     from dockyard.service.logs import setup_logging
 
     config = _config(config_path, store)
+    _refuse_unguarded(config, allow_unsigned_callbacks, allow_open_ingest)
     if host or port is not None:
         config = dataclasses.replace(config, host=host or config.host, port=config.port if port is None else port)
     try:
@@ -102,6 +108,33 @@ def serve(config_path: str, host: str | None, port: int | None, store: str | Non
                    f"{service.recovered} in-flight jobs recovered)", err=True)
 
     asyncio.run(run_forever(service, ready))
+
+
+def _refuse_unguarded(config: Any, allow_unsigned: bool, allow_open_ingest: bool) -> None:
+    """The start-up rule of guards.py: an unsigned callback flow or ingest without a guard stops
+    `serve`, unless explicitly allowed; allowed, it is a warning on every start."""
+    from dockyard.service.guards import unguarded
+
+    flows, ingest = unguarded(config)
+    problems = []
+    if flows:
+        text = (f"callback(s) {', '.join(flows)} have `verify: none` and no `guard`: anyone who can reach them can "
+                "set any order's status")
+        if allow_unsigned:
+            click.echo(f"warning: {text} (allowed by --allow-unsigned-callbacks)", err=True)
+        else:
+            problems.append(f"{text}; give each a guard (networks, token or mtls_at_proxy; "
+                            "docs/security.md), or start with --allow-unsigned-callbacks")
+    if ingest:
+        text = "POST /orders has no `ingest` guard: anyone who can reach it can send orders"
+        if allow_open_ingest:
+            click.echo(f"warning: {text} (allowed by --allow-open-ingest)", err=True)
+        else:
+            problems.append(f"{text}; configure `ingest:` (networks or token; docs/security.md), or start with "
+                            "--allow-open-ingest")
+    if problems:
+        click.echo("error: the service will not start:\n" + "\n".join(f"  - {p}" for p in problems), err=True)
+        sys.exit(1)
 
 
 @click.command()
@@ -201,15 +234,15 @@ def dlq_replay(job_ids: tuple[int, ...], config_path: str, store: str | None, or
 
 def _fixed_order(path: Path, config: Any) -> tuple[str, str, str]:
     from dockyard.service.context import dumps
-    from dockyard.service.ingest import BodyError, OrderChecker, parse_json_body
+    from dockyard.service.ingest import BodyError, OrderChecker, read_body
     from dockyard.service.routing import Router
 
     try:
-        data = parse_json_body(path.read_bytes(), config.limits)
+        parsed = read_body(path.read_bytes(), config.limits)
     except BodyError as exc:
         click.echo(f"error: {path}: {exc}", err=True)
         sys.exit(1)
-    checked = OrderChecker(Router(config.routes), config.limits).check(data)
+    checked = OrderChecker(Router(config.routes), config.limits).check(parsed.value, suspect=parsed.suspect)
     if checked.order is None:
         click.echo(f"error: {path} is not a valid order:\n  " + "\n  ".join(checked.reasons), err=True)
         sys.exit(1)

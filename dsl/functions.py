@@ -179,9 +179,22 @@ def _check_zone(value: Any, arg: int) -> None:
 
 def _check_pattern(value: Any, arg: int) -> None:
     try:
-        compile_pattern(str(value))
+        parts = compile_pattern(str(value))
     except DatePatternError as exc:
         raise TypeProblem(str(exc), arg) from None
+    if not any(directive for directive, _ in parts):
+        raise TypeProblem(f"the pattern {str(value)!r} has no date or time part (yyyy MM dd HH mm ss SSS XXX)", arg,
+                          hint="a pattern without one would write (or read) the same text for every date-time; "
+                               "write that text as a quoted constant instead")
+
+
+def _one_char(index: int) -> Callable[[Sequence[Any]], None]:
+    """The fill or mask character at `index`, when given, is exactly one character."""
+    def check(lits: Sequence[Any]) -> None:
+        if len(lits) > index and lits[index] is not None and len(str(lits[index])) != 1:
+            raise TypeProblem(f"{str(lits[index])!r} is not a single character", index,
+                              hint='one character, such as "0" or "*"')
+    return check
 
 
 def _check_regex(value: Any, arg: int) -> None:
@@ -237,7 +250,8 @@ _register(Function(
     fixed(STRING),
     lambda c: f"{c.args[0]}.rjust({c.args[1]}, {c.args[2] if len(c.args) > 2 else repr(' ')})",
     "Pads on the left up to `width` characters.", "strings",
-    (Example('pad_left("7", 3, "0")', "007"), Example('pad_left("1234", 3, "0")', "1234"))),
+    (Example('pad_left("7", 3, "0")', "007"), Example('pad_left("1234", 3, "0")', "1234")),
+    check_literal=_one_char(2)),
 )
 _register(Function(
     "pad_right",
@@ -245,7 +259,8 @@ _register(Function(
      Param("char", (S,), "a single fill character, default space", literal=True, optional=True)),
     fixed(STRING),
     lambda c: f"{c.args[0]}.ljust({c.args[1]}, {c.args[2] if len(c.args) > 2 else repr(' ')})",
-    "Pads on the right up to `width` characters.", "strings", (Example('pad_right("ab", 4, ".")', "ab.."),)))
+    "Pads on the right up to `width` characters.", "strings", (Example('pad_right("ab", 4, ".")', "ab.."),),
+    check_literal=_one_char(2)))
 _register(Function(
     "replace",
     (Param("s", (S,), "the text"), Param("old", (S,), "the text to find"), Param("new", (S,), "its replacement")),
@@ -257,9 +272,17 @@ _register(Function(
     fixed(list_of(STRING)), lambda c: f"{c.helper('split')}({c.args[0]}, {c.args[1]})",
     "Splits at each separator; an empty text gives an empty list.", "strings",
     (Example('split("a,b,,c", ",")', ["a", "b", "", "c"]), Example('split("", ",")', []))))
+def _join_returns(types: Sequence[Type]) -> Type:
+    item = types[0].item if types and types[0].item is not None else ANY
+    if item.kind not in (Kind.STRING, Kind.ANY):
+        raise TypeProblem(f"join needs a list of texts, not a list of {item.name}", 0,
+                          hint='turn each into a text first: join(map(items, $x => $x.sku), ",")')
+    return STRING
+
+
 _register(Function(
     "join", (Param("items", (L,), "a list of texts", handles_missing=True), Param("sep", (S,), "the separator")),
-    fixed(STRING), lambda c: f"{c.args[1]}.join({c.args[0]})",
+    lambda types, _l: _join_returns(types), lambda c: f"{c.args[1]}.join({c.args[0]})",
     "Joins a list of texts with a separator; a missing list gives an empty text.", "strings",
     (Example('join(["a", "b"], "+")', "a+b"), Example('join(split("x y", " "), "-")', "x-y"))))
 _register(Function(
@@ -274,7 +297,8 @@ _register(Function(
      Param("char", (S,), "the mask character, default *", literal=True, optional=True)),
     fixed(STRING), lambda c: f"{c.helper('mask')}({', '.join(c.args)})",
     "Replaces the middle with a mask character, keeping the length (a text too short is masked whole).",
-    "strings", (Example('mask("13912340366", 3, 4)', "139****0366"), Example('mask("ab", 3, 4)', "**"))))
+    "strings", (Example('mask("13912340366", 3, 4)', "139****0366"), Example('mask("ab", 3, 4)', "**")),
+    check_literal=_one_char(3)))
 _register(Function(
     "starts_with", (Param("s", (S,), "the text"), Param("prefix", (S,), "the prefix")), fixed(BOOL),
     lambda c: f"{c.args[0]}.startswith({c.args[1]})", "Whether the text starts with the prefix.", "strings",
@@ -386,21 +410,30 @@ def _map_returns(types: Sequence[Type], _lits: Sequence[Any]) -> Type:
     return list_of(_lambda_type(types, 1).required())
 
 
+def _over(c: CallSite, build: Callable[[str], str]) -> str:
+    """A comprehension over the list argument. Python refuses an assignment expression (the
+    generated code's `(_t := …)` temporaries) in a comprehension's iterable, so a list argument
+    that holds one is passed in as a lambda's default, evaluated where it stands."""
+    if ":=" not in c.args[0]:
+        return build(c.args[0])
+    return f"(lambda _dy_list={c.args[0]}: {build('_dy_list')})()"
+
+
 def _emit_map(c: CallSite) -> str:
     lam = c.lambdas[1]
     assert lam is not None
     var, body, maybe = lam
     if maybe:  # elements whose value is missing are left out
         tmp = c.temp()
-        return f"[{tmp} for {var} in {c.args[0]} if ({tmp} := {body}) is not None]"
-    return f"[{body} for {var} in {c.args[0]}]"
+        return _over(c, lambda it: f"[{tmp} for {var} in {it} if ({tmp} := {body}) is not None]")
+    return _over(c, lambda it: f"[{body} for {var} in {it}]")
 
 
 def _emit_filter(c: CallSite) -> str:
     lam = c.lambdas[1]
     assert lam is not None
     var, body, _ = lam
-    return f"[{var} for {var} in {c.args[0]} if {body}]"
+    return _over(c, lambda it: f"[{var} for {var} in {it} if {body}]")
 
 
 def _emit_sum(c: CallSite) -> str:
@@ -408,12 +441,20 @@ def _emit_sum(c: CallSite) -> str:
     start = c.const(Decimal(0)) if c.result.kind is Kind.DECIMAL else "0"
     lam = c.lambdas[1] if len(c.lambdas) > 1 else None
     if lam is None:
-        return f"sum([_x for _x in {c.args[0]} if _x is not None], {start})"
+        return _over(c, lambda it: f"sum([_x for _x in {it} if _x is not None], {start})")
     var, body, maybe = lam
     if maybe:
         tmp = c.temp()
-        return f"sum([{tmp} for {var} in {c.args[0]} if ({tmp} := {body}) is not None], {start})"
-    return f"sum([{body} for {var} in {c.args[0]}], {start})"
+        return _over(c, lambda it: f"sum([{tmp} for {var} in {it} if ({tmp} := {body}) is not None], {start})")
+    return _over(c, lambda it: f"sum([{body} for {var} in {it}], {start})")
+
+
+def _emit_count(c: CallSite) -> str:
+    lam = c.lambdas[1] if len(c.lambdas) > 1 else None
+    if lam is None:
+        return f"len({c.args[0]})"
+    var, body, _ = lam
+    return _over(c, lambda it: f"sum([1 for {var} in {it} if {body}])")
 
 
 def _element_type(types: Sequence[Type]) -> Type:
@@ -436,12 +477,10 @@ def _emit_minmax(name: str) -> Callable[[CallSite], str]:
     def emit(c: CallSite) -> str:
         lam = c.lambdas[1] if len(c.lambdas) > 1 else None
         if lam is None:
-            values = f"[_x for _x in {c.args[0]} if _x is not None]"
-        else:
-            var, body, _ = lam
-            tmp = c.temp()
-            values = f"[{tmp} for {var} in {c.args[0]} if ({tmp} := {body}) is not None]"
-        return f"{name}({values}, default=None)"
+            return _over(c, lambda it: f"{name}([_x for _x in {it} if _x is not None], default=None)")
+        var, body, _ = lam
+        tmp = c.temp()
+        return _over(c, lambda it: f"{name}([{tmp} for {var} in {it} if ({tmp} := {body}) is not None], default=None)")
     return emit
 
 
@@ -476,8 +515,7 @@ _register(Function(
 _register(Function(
     "count", (_LIST, Param("keep", (B,), "count only elements for which this is true", lambda_=True, optional=True)),
     fixed(INT),
-    lambda c: (f"len({c.args[0]})" if len(c.lambdas) < 2 or c.lambdas[1] is None
-               else f"sum([1 for {c.lambdas[1][0]} in {c.args[0]} if {c.lambdas[1][1]}])"),
+    lambda c: _emit_count(c),
     "The number of elements (for which `keep` is true).", "lists",
     (Example("count(items)", 2, {"items": [{"qty": 0}, {"qty": 2}]}),
      Example("count(items, $i => $i.qty > 0)", 1, {"items": [{"qty": 0}, {"qty": 2}]}))))

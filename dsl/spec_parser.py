@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import io
 import json
 import os
+import re
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,7 +25,7 @@ from typing import Any
 import jsonschema
 
 from dockyard.dsl import ast
-from dockyard.dsl.diagnostics import Diagnostic, Severity
+from dockyard.dsl.diagnostics import Diagnostic, Severity, display_path
 from dockyard.dsl.parser import ExprSyntaxError, parse_expression
 from dockyard.dsl.spans import SourceText, Span
 from dockyard.dsl.spec import (
@@ -283,8 +286,17 @@ class _SpecParser:
         )
 
     def read_beside(self, node: YScalar) -> str | None:
-        """A file named relative to the spec; recorded so bundles hash everything a spec reads."""
+        """A file named relative to the spec; recorded so bundles hash everything a spec reads.
+        It must lie in the spec's folder tree (or a folder the project allows): a spec from an
+        untrusted change must not pull files of the build machine into a bundle."""
         path = self.base / node.value
+        outside = _outside_roots(path, self.base)
+        if outside is not None:
+            self.error(node.span, f"{node.value!r} is outside the spec's folder ({outside})", "spec-file-outside",
+                       hint="a spec reads files only from its own folder and below; move the file there, or list "
+                            f"its folder under [tool.dockyard] {FILE_ROOTS_KEY} in the project's pyproject.toml",
+                       fatal=True)
+            return None
         try:
             # Bytes, not read_text: universal newlines would turn a quoted "\r" in a CSV cell into "\n".
             text = path.read_bytes().decode("utf-8")
@@ -331,11 +343,10 @@ class _SpecParser:
                              encoding=plain.get("encoding", "UTF-8"), namespaces=dict(plain.get("namespaces", {})),
                              pretty=plain.get("pretty", False))
             enc_node = node.get("encoding")
-            try:
-                "".encode(xml.encoding)
-            except LookupError:
+            problem = _encoding_problem(xml.encoding)
+            if problem is not None:
                 assert enc_node is not None
-                self.error(enc_node.span, f"unknown encoding {xml.encoding!r}", "spec-bad-value")
+                self.error(enc_node.span, problem, "spec-bad-value", hint="for example UTF-8, GBK or GB18030")
         schema = None
         schema_span = None
         schema_node = node.get("schema")
@@ -594,6 +605,56 @@ class _SpecParser:
         if source is None or emit is None:
             return None
         return OutEach(source, var, where, lets, emit, node.span)
+
+
+FILE_ROOTS_KEY = "spec_file_roots"
+
+
+def _outside_roots(path: Path, spec_folder: Path) -> str | None:
+    """None when `path` (symbolic links followed) lies under the spec's folder or a folder listed
+    in the project's pyproject.toml; else the spec's folder, for the message."""
+    target = path.resolve()
+    roots = _file_roots(spec_folder.resolve())
+    if any(target.is_relative_to(root) for root in roots):
+        return None
+    return display_path(roots[0])
+
+
+@functools.cache
+def _file_roots(folder: Path) -> tuple[Path, ...]:
+    """The spec's folder, then the folders `[tool.dockyard] spec_file_roots` of the nearest
+    pyproject.toml above it lists (relative to that file)."""
+    roots = [folder]
+    for candidate in (folder, *folder.parents):
+        project = candidate / "pyproject.toml"
+        if not project.is_file():
+            continue
+        try:
+            data = tomllib.loads(project.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            break
+        listed = data.get("tool", {}).get("dockyard", {}).get(FILE_ROOTS_KEY, [])
+        if isinstance(listed, list):
+            roots += [(candidate / item).resolve() for item in listed if isinstance(item, str) and item]
+        break
+    return tuple(roots)
+
+
+# The XML `EncName` production: what may stand in the declaration's encoding="..." (the runtime's
+# serializer checks the same).
+_ENC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
+
+
+def _encoding_problem(name: str) -> str | None:
+    """Why `name` cannot be a target encoding, or None. The name is shown with repr(): it may hold
+    a NUL or a lone surrogate, which neither a terminal nor a codec lookup can take."""
+    if not _ENC_NAME.fullmatch(name):
+        return f"{name!r} is not an encoding name (letters, digits, '.', '_' and '-', starting with a letter)"
+    try:
+        "".encode(name)
+    except (LookupError, ValueError):
+        return f"unknown encoding {name!r}"
+    return None
 
 
 def _option_text(value: Any) -> str:

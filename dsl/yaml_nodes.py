@@ -4,6 +4,15 @@ PyYAML marks are 0-based and a quoted scalar's mark sits on its opening quote; a
 (`|`, `>`) starts on the line after its indicator. `expression_text` returns, for a scalar, the
 exact slice of the file that holds its expression and the offset where that slice starts, so
 that the expression parser reports positions in file coordinates.
+
+A YAML file is untrusted input (a spec from a change under review, a config): composing it is
+bounded before anything walks the node graph. Aliases (`*name`) may be used at most
+`MAX_ALIASES` times, the document with every alias expanded may have at most `MAX_NODES` nodes
+(a few aliases of aliases make billions: the "billion laughs"), an alias may not refer to a node
+that contains it, and nesting is at most `MAX_DEPTH` levels (PyYAML composes recursively). Each
+bound is a diagnostic at the place it is crossed, never a RecursionError or a machine out of
+memory. `safe_load` is `yaml.safe_load` with the same bounds, for the YAML files that are read
+as plain data (mapping tests, context files).
 """
 
 from __future__ import annotations
@@ -16,7 +25,12 @@ import yaml
 from dockyard.dsl.diagnostics import Diagnostic
 from dockyard.dsl.spans import SourceText, Span
 
-__all__ = ["YMap", "YNode", "YScalar", "YSeq", "YamlProblem", "load_yaml", "to_plain"]
+__all__ = ["MAX_ALIASES", "MAX_DEPTH", "MAX_NODES", "YMap", "YNode", "YScalar", "YSeq", "YamlProblem", "compose",
+           "load_yaml", "safe_load", "to_plain"]
+
+MAX_ALIASES = 100  # uses of `*name` in one document
+MAX_NODES = 100_000  # nodes of the document with every alias expanded
+MAX_DEPTH = 100  # nesting of mappings and lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +94,118 @@ class YamlProblem(Exception):
         super().__init__(diagnostics)
 
 
+class _Bounded(yaml.YAMLError):
+    """A bound of the module's docstring was crossed at `index` of the text."""
+
+    def __init__(self, message: str, index: int, code: str, hint: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.index = index
+        self.code = code
+        self.hint = hint
+
+
+class _BoundedComposer(yaml.SafeLoader):
+    """SafeLoader whose composer counts aliases and nesting as it goes."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _Bounded(f"YAML: more than {MAX_ALIASES} aliases (*name) in one file",
+                               self._at(), "yaml-aliases",
+                               "write the values out; a spec or config needs few aliases, if any")
+            return self._compose(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Bounded(f"YAML: nested more than {MAX_DEPTH} levels deep", self._at(),
+                               "yaml-depth", "a spec or config is never this deep; is a bracket or an indent wrong?")
+            return self._compose(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _compose(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        node = super().compose_node(parent, index)
+        assert node is not None  # PyYAML's stubs allow None; compose_node never returns it
+        return node
+
+    def _at(self) -> int:
+        index: int = self.peek_event().start_mark.index  # type: ignore[no-untyped-call]
+        return index
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Raise _Bounded when an alias refers to a node containing it, or when the document with
+    every alias expanded has more than MAX_NODES nodes. Iterative, and each node is counted once
+    (its expanded size is remembered), so a bomb is measured without being expanded."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()  # the nodes on the path from the root to the current one
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        if done:
+            open_.discard(id(node))
+            size = 1 + sum(sizes[id(c)] for c in children)
+            if size > MAX_NODES:
+                raise _Bounded(f"YAML: with its aliases expanded, this value has more than {MAX_NODES:,} parts",
+                               node.start_mark.index, "yaml-aliases",
+                               "aliases of aliases multiply: write the values out")
+            sizes[id(node)] = size
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in open_:
+            raise _Bounded("YAML: an alias refers to a value that contains it", node.start_mark.index,
+                           "yaml-aliases", "a spec or config cannot be infinitely deep")
+        open_.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+
+
+def compose(text: str) -> yaml.Node | None:
+    """`yaml.compose` with the bounds of the module's docstring (raises YAMLError subclasses)."""
+    loader = _BoundedComposer(text)
+    try:
+        node: yaml.Node | None = loader.get_single_node()
+    finally:
+        loader.dispose()
+    if node is not None:
+        _check_expansion(node)
+    return node
+
+
+def safe_load(text: str) -> Any:
+    """`yaml.safe_load` with the same bounds; a crossed bound is a `yaml.YAMLError` whose message
+    says which."""
+    loader = _BoundedComposer(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_yaml(source: SourceText) -> YNode:
     """Compose (not construct) the document, so every node keeps its position."""
     try:
-        node = yaml.compose(source.text, Loader=yaml.SafeLoader)
+        node = compose(source.text)
+    except _Bounded as exc:
+        at = min(exc.index, max(0, len(source.text) - 1))
+        raise YamlProblem([Diagnostic(source.span(at, at + 1), exc.message, exc.code, hint=exc.hint)]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         offset = mark.index if mark is not None else 0

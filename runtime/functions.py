@@ -50,11 +50,11 @@ def fail(message: str) -> Any:
 
 
 def parse_json(text: str) -> Any:
-    """JSON text → a value, with numbers as exact Decimals (never floats)."""
-    import json
+    """JSON text → a value, with numbers as exact Decimals (never floats), read with bounds."""
+    from dockyard.runtime import safe_json
 
     try:
-        return json.loads(text, parse_float=Decimal)
+        return safe_json.loads(text)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"not valid JSON text ({exc})") from None
 

@@ -2,21 +2,23 @@
 
 Orders arrive as JSON; warehouse responses and callbacks arrive as JSON, XML or forms. Whatever
 the format, malformed input is an `InputError` that says what is wrong and where, never a
-traceback. JSON numbers become exact Decimals. XML drops its root element; an element becomes a
-list when the source schema says "array" at that path, so a single `<package>` is still a list of
-one. XML is parsed without entity expansion or network access.
+traceback. JSON numbers become exact Decimals, read with bounds (`runtime.safe_json`). XML drops
+its root element; an element becomes a list when the source schema says "array" at that path, so
+a single `<package>` is still a list of one. XML is parsed without entity expansion or network
+access. A form with a broken percent escape, or a field given twice or holding a control
+character or a lone surrogate, is refused.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
 from lxml import etree
 
+from dockyard.runtime import safe_json
 from dockyard.runtime.errors import InputError
 
 __all__ = ["parse_input", "xml_to_document"]
@@ -28,11 +30,13 @@ _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=Fals
 
 def parse_input(data: bytes | str, fmt: str, schema: Mapping[str, Any] | None = None, root: str | None = None) -> Any:
     if fmt == "json":
+        # Bounded: numbers, nesting, repeated keys and text no format can carry (runtime.safe_json).
         try:
-            return json.loads(data, parse_float=Decimal)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-        except (UnicodeDecodeError, TypeError) as exc:
+            return safe_json.loads(data)
+        except safe_json.JsonProblem as exc:
+            text = str(exc)
+            raise InputError(text if text.startswith("not ") else f"not acceptable JSON: {text}") from None
+        except TypeError as exc:
             raise InputError(f"not valid JSON: {exc}") from None
     if fmt == "xml":
         raw = data.encode("utf-8") if isinstance(data, str) else data
@@ -48,14 +52,26 @@ def parse_input(data: bytes | str, fmt: str, schema: Mapping[str, Any] | None = 
     if fmt == "form":
         try:
             text = data.decode("utf-8") if isinstance(data, bytes) else data
+            broken = _BROKEN_ESCAPE.search(text)
+            if broken is not None:
+                raise ValueError(f"a broken percent escape at position {broken.start()}")
             pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
         except (UnicodeDecodeError, ValueError) as exc:
             raise InputError(f"not a valid form body: {exc}") from None
         result: dict[str, str] = {}
         for key, value in pairs:
-            result.setdefault(key, value)  # the first value of a repeated field wins
+            shown = safe_json.escape_bad(key)[:60]
+            why = safe_json.bad_text(key + "=" + value)
+            if why is not None:
+                raise InputError(f"not a valid form body: the field {shown!r} {why}")
+            if key in result:  # two readers could keep different values (the signature, the mapping)
+                raise InputError(f"not a valid form body: the field {shown!r} is given more than once")
+            result[key] = value
         return result
     raise InputError(f"unknown input format {fmt!r}")
+
+
+_BROKEN_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 def _local(tag: Any) -> str:

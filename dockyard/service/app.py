@@ -5,16 +5,24 @@ Routes:
   POST /orders/batch                 a JSON array (or {"orders": [...]}) → per-order results
   GET  /orders/{order_no}            current status, waybills, events, jobs
   POST /orders/{order_no}/cancel     the warehouse's cancel flow, queued behind the create
-  POST /callbacks/{warehouse}/{flow} warehouse feedback (see feedback.py)
+  POST /callbacks/{warehouse}/{flow} warehouse feedback (see feedback.py); …/{flow}/{token} when
+                                     the flow's guard takes its token in the path
   GET  /healthz, /readyz             ready: 200; live but the store unreachable: 503 (no token needed)
   GET  /livez                        liveness only
   GET  /stats                        counts from the store (outbox, DLQ, in doubt, events)
+  GET  /metrics                      Prometheus
+
+Who may call what (guards.py): ingest has its own guard, a callback its signature and guard; every
+other route but /healthz and /ui needs a token once any token is configured. Every answer gets
+the headers of middleware.py, and no 500 says more than an error id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import logging
 import os
 import socket
 import time
@@ -24,13 +32,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from dockyard.service import queries, store, tracing
+from dockyard.service import logs, queries, store, tracing
 from dockyard.service.context import ServiceContext, dumps
 from dockyard.service.db import Database, StoreUnavailable, now_us
 from dockyard.service.delivery import UPSTREAM, Deliverer
 from dockyard.service.feedback import handle_callback
-from dockyard.service.ingest import BodyError, Checked, OrderChecker, parse_json_body
+from dockyard.service.guards import Guard, Refusal, require_token
+from dockyard.service.ingest import BodyError, Checked, OrderChecker, read_body, storable_order, storable_text
 from dockyard.service.metrics import CONTENT_TYPE_LATEST, Metrics, read_backlog
+from dockyard.service.middleware import error_ids, receive_body, security_headers
 from dockyard.service.ui import add_ui_routes
 
 __all__ = ["Service"]
@@ -52,15 +62,23 @@ class Service:
         self.deliverer = Deliverer(ctx, self.db, owner=self.db.owner, metrics=self.metrics)
         self.runner: web.AppRunner | None = None
         self.url = ""
+        proxies = [ipaddress.ip_network(p, strict=False) for p in self.config.trusted_proxies]
+        self.ingest_guard = (Guard(self.config.ingest, ctx.secrets, proxies)
+                             if self.config.ingest is not None else None)
+        self.callback_guards = {(w.name, name): Guard(cb.guard, ctx.secrets, proxies)
+                                for w in self.config.warehouses.values() for name, cb in w.callbacks.items()
+                                if cb.guard is not None}
 
     # -- lifecycle --------------------------------------------------------------------------
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.limits.max_body_bytes)
+        app = web.Application(client_max_size=self.config.limits.max_body_bytes, middlewares=[error_ids])
+        app.on_response_prepare.append(security_headers)
         app.router.add_post("/orders", self._timed("order", self.post_order))
         app.router.add_post("/orders/batch", self._timed("batch", self.post_batch))
         app.router.add_get("/orders/{order_no}", self.get_order)
         app.router.add_post("/orders/{order_no}/cancel", self.post_cancel)
         app.router.add_post("/callbacks/{warehouse}/{flow}", self.post_callback)
+        app.router.add_post("/callbacks/{warehouse}/{flow}/{token}", self.post_callback)
         app.router.add_get("/healthz", self.health)
         app.router.add_get("/readyz", self.health)
         app.router.add_get("/livez", self.live)
@@ -88,7 +106,13 @@ class Service:
         recovered = await self.db.write(lambda c: store.recover(c, me=self.db.owner, gone=self.db.owner_gone))
         self.recovered = len(recovered)
         await self.deliverer.start()
-        self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        # keepalive_timeout runs from a connection's start (or its last answer) until a request's
+        # headers are complete: it is the header timeout too (middleware.py). Lingering (reading
+        # and dropping the rest of a body no one read, after the answer) is kept short.
+        limits = self.config.limits
+        self.runner = web.AppRunner(self.app(), access_log=None, handle_signals=False,
+                                    keepalive_timeout=limits.header_timeout,
+                                    lingering_time=min(2.0, limits.body_timeout))
         await self.runner.setup()
         site: web.BaseSite
         if sock is not None:
@@ -167,13 +191,16 @@ class Service:
             return _unavailable(exc)
 
     async def _post_order(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        refused = await self._guard_ingest(request)
+        if refused is not None:
+            return refused
+        body = await receive_body(request, self.config.limits.body_timeout)
         try:
-            data = parse_json_body(body, self.config.limits)
+            parsed = read_body(body, self.config.limits)
         except BodyError as exc:
             return await self._refuse_body(body, str(exc))
-        checked = self.checker.check(data)
-        [result] = await self._record([checked], [body.decode("utf-8", errors="replace")],
+        checked = self.checker.check(parsed.value, suspect=parsed.suspect)
+        [result] = await self._record([checked], [storable_text(body.decode("utf-8", errors="replace"))],
                                       tracing.continued_tracking_id(request.headers))
         status = {"accepted": 202, "updated": 202, "duplicate": 200, "conflict": 409, "quarantined": 422}
         return _json(result, status[result["status"]])
@@ -185,19 +212,23 @@ class Service:
             return _unavailable(exc)
 
     async def _post_batch(self, request: web.Request) -> web.Response:
-        body = await request.read()
+        refused = await self._guard_ingest(request)
+        if refused is not None:
+            return refused
+        body = await receive_body(request, self.config.limits.body_timeout)
         try:
-            data = parse_json_body(body, self.config.limits)
+            parsed = read_body(body, self.config.limits)
         except BodyError as exc:
             return await self._refuse_body(body, str(exc))
+        data = parsed.value
         orders = data.get("orders") if isinstance(data, dict) else data
         if not isinstance(orders, list):
             return await self._refuse_body(body, "a batch is a JSON array of orders, or {\"orders\": [...]}")
         if len(orders) > self.config.limits.max_batch:
             return await self._refuse_body(body, f"{len(orders)} orders in one batch; the limit is "
                                                  f"{self.config.limits.max_batch}", status=413)
-        checked = [self.checker.check(o) for o in orders]
-        bodies = [dumps(o) if c.order is None else "" for o, c in zip(orders, checked, strict=True)]
+        checked = [self.checker.check(o, suspect=parsed.suspect) for o in orders]
+        bodies = [storable_order(o) if c.order is None else "" for o, c in zip(orders, checked, strict=True)]
         results = await self._record(checked, bodies, tracing.continued_tracking_id(request.headers))
         counts: dict[str, int] = {}
         for r in results:
@@ -205,13 +236,31 @@ class Service:
         ok = all(r["status"] in ("accepted", "duplicate", "updated") for r in results)
         return _json({"counts": counts, "results": results}, 202 if ok else 207)
 
+    async def _guard_ingest(self, request: web.Request) -> web.Response | None:
+        """The ingest guard, before the body is read: None to go on, else the refusal (journaled)."""
+        if self.ingest_guard is None:
+            return None
+        refusal = self.ingest_guard.check(_peer(request), request.headers)
+        if refusal is None:
+            return None
+        remote = _peer(request)
+        logs.event(logging.WARNING, "ingest refused", reason=refusal.reason, remote=remote)
+        await self.db.write(lambda c: store.journal(c, [store.JournalRow(
+            now_us(), None, None, None, "ingest-rejected", refusal.outcome,
+            detail={"reason": refusal.reason, "remote": remote})]))
+        self.metrics.orders.labels("none", refusal.outcome).inc()
+        return _refusal(refusal)
+
     async def _refuse_body(self, body: bytes, reason: str, status: int = 400) -> web.Response:
-        text = body[:1_000_000].decode("utf-8", errors="replace")
+        text = storable_text(body[:1_000_000].decode("utf-8", errors="replace"))
         qid = await self.db.write(lambda c: store.quarantine(c, "order", None, [reason], text))
         return _json({"status": "quarantined", "quarantine_id": qid, "reasons": [reason]}, status)
 
     # -- orders -----------------------------------------------------------------------------
     async def get_order(self, request: web.Request) -> web.Response:
+        refusal = require_token(self.config, self.ctx.secrets, request.headers)
+        if refusal is not None:
+            return _refusal(refusal)
         order_no = request.match_info["order_no"]
         found = await self.db.read(lambda c: queries.order_status(c, order_no))
         if found is None:
@@ -219,6 +268,9 @@ class Service:
         return _json(found)
 
     async def post_cancel(self, request: web.Request) -> web.Response:
+        refusal = require_token(self.config, self.ctx.secrets, request.headers, operator=True)
+        if refusal is not None:
+            return _refusal(refusal)
         order_no = request.match_info["order_no"]
 
         def write(conn: Any) -> tuple[str, str, str | None]:
@@ -237,15 +289,37 @@ class Service:
     # -- feedback ---------------------------------------------------------------------------
     async def post_callback(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
-        body = await request.read()
-        reply = await handle_callback(self.ctx, self.db, request.match_info["warehouse"], request.match_info["flow"],
-                                      request.query, request.headers, body, forward=self.config.upstream is not None)
+        warehouse, flow = request.match_info["warehouse"], request.match_info["flow"]
+        wh = self.config.warehouses.get(warehouse)
+        if wh is None or flow not in wh.callbacks:  # nothing is read of a callback nobody configured
+            self.metrics.observe_callback("unknown", "unknown", "unknown-flow", 0.0)
+            return web.Response(status=404, text=f"no callback {warehouse[:60]}/{flow[:60]} is configured")
+        guard = self.callback_guards.get((warehouse, flow))
+        path_token = request.match_info.get("token")
+        if path_token is not None and (guard is None or guard.config.token is None
+                                       or guard.config.token.where != "path"):
+            return web.Response(status=404, text=f"no callback {warehouse}/{flow}/… is configured")
+        if guard is not None:
+            refusal = guard.check(_peer(request), request.headers, path_token)
+            if refusal is not None:
+                await self._journal_refused_callback(warehouse, flow, refusal, _peer(request))
+                return _refusal(refusal)
+        body = await receive_body(request, self.config.limits.body_timeout)
+        reply = await handle_callback(self.ctx, self.db, warehouse, flow, request.query, request.headers, body,
+                                      forward=self.config.upstream is not None, remote=_peer(request))
         if reply.outcome == "applied":
             self.deliverer.poke(UPSTREAM)
-        # labels come from the config, never from the request: an unknown pair counts as unknown/unknown
-        self.metrics.observe_callback(request.match_info["warehouse"], request.match_info["flow"], reply.outcome,
-                                      time.perf_counter() - started)
+        # labels come from the config, never from the request (the pair was checked above)
+        self.metrics.observe_callback(warehouse, flow, reply.outcome, time.perf_counter() - started)
         return web.Response(body=reply.body, status=reply.status, headers={"Content-Type": reply.content_type})
+
+    async def _journal_refused_callback(self, warehouse: str, flow: str, refusal: Refusal, remote: str | None) -> None:
+        logs.event(logging.WARNING, "callback refused", warehouse=warehouse, flow=flow, reason=refusal.reason,
+                   remote=remote)
+        await self.db.write(lambda c: store.journal(c, [store.JournalRow(
+            None, None, warehouse, flow, "callback-rejected", refusal.outcome,
+            detail={"reason": refusal.reason, "remote": remote})]))
+        self.metrics.observe_callback(warehouse, flow, refusal.outcome, 0.0)
 
     # -- operations -------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:
@@ -262,18 +336,18 @@ class Service:
     async def metrics_page(self, request: web.Request) -> web.Response:
         """Prometheus text format. When dashboard tokens are configured, a token is needed
         (`Authorization: Bearer …`); without tokens the endpoint is open, as on a private network."""
-        if self.config.tokens:
-            header = request.headers.get("Authorization", "")
-            token = header[7:] if header.startswith("Bearer ") else ""
-            if token not in self.config.tokens:
-                return web.Response(status=401, text="a dashboard token is needed",
-                                    headers={"WWW-Authenticate": "Bearer"})
+        refusal = require_token(self.config, self.ctx.secrets, request.headers)
+        if refusal is not None:
+            return _refusal(refusal)
         counts, backlog = await self.db.read(lambda c: (queries.job_counts(c), read_backlog(c, now_us())))
         self.metrics.refresh(counts, {n: b.state for n, b in self.deliverer.breakers.items()},
                              dict(self.deliverer.inflight), backlog)
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def stats(self, request: web.Request) -> web.Response:
+        refusal = require_token(self.config, self.ctx.secrets, request.headers)
+        if refusal is not None:
+            return _refusal(refusal)
         return _json(await self.db.read(queries.summary))
 
 
@@ -281,6 +355,18 @@ def _unavailable(exc: StoreUnavailable) -> web.Response:
     return web.Response(body=orjson.dumps({"status": "unavailable", "reason": "the state store is unreachable; "
                                            "nothing was recorded: send it again"}),
                         status=503, content_type="application/json", headers={"Retry-After": "1"})
+
+
+def _peer(request: web.Request) -> str | None:
+    """The TCP peer's address (never a header)."""
+    peer = request.transport.get_extra_info("peername") if request.transport is not None else None
+    return str(peer[0]) if isinstance(peer, tuple | list) and peer else None
+
+
+def _refusal(refusal: Refusal) -> web.Response:
+    headers = {"WWW-Authenticate": "Bearer"} if refusal.status == 401 else None
+    return web.Response(body=orjson.dumps({"error": refusal.reason}), status=refusal.status,
+                        content_type="application/json", headers=headers)
 
 
 def _text(order: dict[str, Any] | None, key: str) -> str | None:

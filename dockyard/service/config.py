@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import ipaddress
 import json
 import math
 import os
@@ -24,11 +25,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import jsonschema
-import yaml
 
 from dockyard.dsl.diagnostics import Diagnostic, DiagnosticsError, Severity, display_path
 from dockyard.dsl.spans import SourceText, Span
-from dockyard.dsl.yaml_nodes import YamlProblem, YMap, YNode, YScalar, YSeq, load_yaml, to_plain
+from dockyard.dsl.yaml_nodes import YamlProblem, YMap, YNode, YScalar, YSeq, compose, load_yaml, to_plain
 from dockyard.dsl.yaml_nodes import _convert as _yaml_convert
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.fieldcrypto import get_cipher
@@ -43,11 +43,14 @@ __all__ = [
     "CallbackConfig",
     "CircuitConfig",
     "FlowConfig",
+    "GuardConfig",
     "LimitsConfig",
+    "MtlsConfig",
     "RateLimitConfig",
     "RetryConfig",
     "Route",
     "ServiceConfig",
+    "TokenConfig",
     "UpstreamConfig",
     "VerifyConfig",
     "WarehouseConfig",
@@ -97,12 +100,35 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class TokenConfig:
+    secret: str  # secret NAME holding the token
+    where: str = "header"  # header | path (a callback's last URL segment)
+    header: str = "X-Dockyard-Token"  # Authorization means `Bearer <token>`
+
+
+@dataclass(frozen=True)
+class MtlsConfig:
+    header: str  # set (and overwritten) by a trusted proxy that verified the client certificate
+    value: str = "SUCCESS"
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """Who may reach an endpoint; every check given must pass (see dockyard.service.guards)."""
+
+    networks: tuple[str, ...] = ()  # CIDR allow-list of the client address
+    token: TokenConfig | None = None
+    mtls_at_proxy: MtlsConfig | None = None
+
+
+@dataclass(frozen=True)
 class CallbackConfig:
     name: str  # the {flow} of POST /callbacks/{warehouse}/{flow}
     mapping: str  # inbound mapping name (its target is status-event)
     ack: str | None = None  # mapping that renders the warehouse's exact acknowledgement
     verify: VerifyConfig | None = None  # None only when the warehouse signs nothing (must be explicit)
     decrypt: tuple[Mapping[str, Any], ...] = ()  # [{path, scheme, key, options}] applied before the mapping
+    guard: GuardConfig | None = None  # required for verify: none (or serve --allow-unsigned-callbacks)
 
 
 @dataclass(frozen=True)
@@ -147,6 +173,8 @@ class LimitsConfig:
     max_batch: int = 1000  # orders per POST /orders/batch
     max_depth: int = 32  # nesting of JSON objects/arrays in one order
     max_lines: int = 1000  # items of one order
+    header_timeout: float = 30.0  # seconds to send the headers; also the idle keep-alive time
+    body_timeout: float = 60.0  # seconds to send the body once the headers are in
 
 
 @dataclass(frozen=True)
@@ -166,6 +194,8 @@ class ServiceConfig:
     upstream: UpstreamConfig | None
     workers: int = 1  # service processes sharing the listening socket and the store
     tokens: Mapping[str, str] = field(default_factory=dict)  # reserved for the dashboard (token -> role)
+    ingest: GuardConfig | None = None  # who may POST orders (or serve --allow-open-ingest)
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
 
 
 
@@ -230,7 +260,7 @@ def _compose(source: SourceText) -> tuple[YNode | None, list[Diagnostic]]:
         problems = exc.diagnostics
     if any(d.code not in ("yaml-duplicate-key", "yaml-key", "yaml-merge") for d in problems):
         return None, problems  # a syntax error: there is no tree
-    node = yaml.compose(source.text, Loader=yaml.SafeLoader)
+    node = compose(source.text)  # the same bounded composer, which has passed already
     if node is None:
         return None, problems
     return _yaml_convert(node, source, []), problems
@@ -283,6 +313,7 @@ class _Loader:
         self.sources: dict[str, str] = {}
         self.contexts: dict[str, dict[str, Any]] = {}
         self.tokens: dict[str, str] = {}
+        self.has_proxies = False
 
     def error(self, span: Span, message: str, code: str, hint: str | None = None) -> None:
         self.diags.append(Diagnostic(span, message, code, Severity.ERROR, hint))
@@ -427,6 +458,8 @@ class _Loader:
 
     # -- checks the schema cannot express -------------------------------------------------
     def check(self, root: YMap, plain: dict[str, Any]) -> None:
+        proxies_node = root.get("trusted_proxies")
+        self.has_proxies = isinstance(proxies_node, YSeq) and bool(proxies_node.items)
         store = root.get("store")
         if isinstance(store, YScalar) and isinstance(plain.get("store"), str):
             self.check_store(store, plain["store"])
@@ -449,6 +482,11 @@ class _Loader:
         dashboard = root.get("dashboard")
         if isinstance(dashboard, YMap):
             self.check_tokens(dashboard.get("tokens"))
+        proxies = root.get("trusted_proxies")
+        if isinstance(proxies, YSeq):
+            self.check_networks(proxies, "trusted_proxies")
+        self.check_guard(root.get("ingest"), "ingest", ingest=True, proxies=isinstance(proxies, YSeq) and
+                         bool(proxies.items))
         warehouses = root.get("warehouses")
         names: list[str] = []
         if isinstance(warehouses, YMap):
@@ -550,6 +588,39 @@ class _Loader:
                 self.error(connect.span, f"the connect timeout ({to_plain(connect)}) is longer than the total "
                            f"timeout ({total_value})", "config-bad-value")
         self.check_retry(node.get("retry"))
+        callbacks = node.get("callbacks")
+        if isinstance(callbacks, YMap):
+            for key, cb in callbacks.items:
+                if isinstance(cb, YMap):
+                    self.check_guard(cb.get("guard"), f"warehouses.{name}.callbacks.{key.value}.guard", ingest=False,
+                                     proxies=self.has_proxies)
+
+    def check_networks(self, node: YSeq, where: str) -> None:
+        for index, item in enumerate(node.items):
+            if isinstance(item, YScalar) and isinstance(to_plain(item), str):
+                try:
+                    ipaddress.ip_network(item.value, strict=False)
+                except ValueError:
+                    self.error(item.span, f"{where}[{index}]: {item.value!r} is not a network", "config-bad-value",
+                               hint="write an address (192.0.2.7) or a CIDR block (192.0.2.0/24, 2001:db8::/32)")
+
+    def check_guard(self, node: YNode | None, where: str, *, ingest: bool, proxies: bool) -> None:
+        if not isinstance(node, YMap):
+            return
+        networks = node.get("networks")
+        if isinstance(networks, YSeq):
+            self.check_networks(networks, f"{where}.networks")
+        token = node.get("token")
+        if ingest and isinstance(token, YMap):
+            place = token.get("in")
+            if isinstance(place, YScalar) and place.value == "path":
+                self.error(place.span, "the ingest token cannot be in the URL path", "config-bad-value",
+                           hint="clients of POST /orders send it in a header: Authorization: Bearer <token>")
+        mtls_key = node.key_node("mtls_at_proxy")
+        if mtls_key is not None and not proxies:
+            self.error(mtls_key.span, f"{where}: mtls_at_proxy needs trusted_proxies", "config-bad-value",
+                       hint="only a header set by a proxy you name can vouch for a client certificate: list the "
+                            "proxy's address under trusted_proxies")
 
     def read_config_file(self, path: Path) -> dict[str, Any]:
         name = display_path(path)
@@ -631,6 +702,8 @@ class _Loader:
             ),
             workers=doc.get("workers", ServiceConfig.workers),
             tokens=dict(self.tokens),
+            ingest=_guard(doc.get("ingest"), ingest=True),
+            trusted_proxies=tuple(doc.get("trusted_proxies", ())),
         )
 
     def store_url(self, url: str | None) -> str:
@@ -730,7 +803,22 @@ def _callback(name: str, doc: Mapping[str, Any]) -> CallbackConfig:
          "options": {k: _option_text(v) for k, v in d.get("options", {}).items()}}
         for d in doc.get("decrypt", ())
     )
-    return CallbackConfig(name=name, mapping=doc["mapping"], ack=doc.get("ack"), verify=verify, decrypt=decrypt)
+    return CallbackConfig(name=name, mapping=doc["mapping"], ack=doc.get("ack"), verify=verify, decrypt=decrypt,
+                          guard=_guard(doc.get("guard"), ingest=False))
+
+
+def _guard(doc: Mapping[str, Any] | None, *, ingest: bool) -> GuardConfig | None:
+    if doc is None:
+        return None
+    token = doc.get("token")
+    mtls = doc.get("mtls_at_proxy")
+    return GuardConfig(
+        networks=tuple(doc.get("networks", ())),
+        token=None if token is None else TokenConfig(
+            secret=token["secret"], where=token.get("in", "header"),
+            header=token.get("header", "Authorization" if ingest else TokenConfig.header)),
+        mtls_at_proxy=None if mtls is None else MtlsConfig(header=mtls["header"],
+                                                           value=mtls.get("value", MtlsConfig.value)))
 
 
 def _as_tuple(value: str | list[str] | None) -> tuple[str, ...]:
@@ -813,11 +901,15 @@ def check_against(config: ServiceConfig, mappings: Mapping[str, CompiledMapping]
             if callback.verify is not None:
                 scheme("sign", callback.verify.scheme, f"{who} verify")
                 secret(callback.verify.secret, f"{who} verify")
+            if callback.guard is not None and callback.guard.token is not None:
+                secret(callback.guard.token.secret, f"{who} guard token")
             for item in callback.decrypt:
                 scheme("cipher", str(item.get("scheme")), f"{who} decrypt {item.get('path')}")
                 secret(str(item.get("key")), f"{who} decrypt {item.get('path')}")
     if config.upstream is not None and config.upstream.secret is not None:
         secret(config.upstream.secret, "upstream")
+    if config.ingest is not None and config.ingest.token is not None:
+        secret(config.ingest.token.secret, "ingest token")
     for name, users in needed.items():
         try:
             secrets.get(name)

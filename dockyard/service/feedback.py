@@ -14,22 +14,22 @@ warehouse sends it again and an operator can see it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl
 
-from dockyard.runtime.errors import DockyardError
+from dockyard.runtime.errors import DockyardError, InputError, TransformError
 from dockyard.runtime.fieldcrypto import get_cipher
-from dockyard.runtime.request import sign_body
-from dockyard.runtime.signing import SignatureError, SignInput, get_signer
+from dockyard.runtime.signing import SignatureError
 from dockyard.service import logs, store, tracing
 from dockyard.service.config import CallbackConfig, WarehouseConfig
 from dockyard.service.context import ServiceContext
 from dockyard.service.db import Database, StoreError, now_us
+from dockyard.service.ingest import storable_text
+from dockyard.service.replay import dedupe_identity, signed_input
 
 __all__ = ["CallbackReply", "handle_callback"]
 
@@ -42,40 +42,19 @@ class CallbackReply:
     outcome: str  # applied | duplicate | forged | unreadable | unknown-flow | foreign-order | unknown-order | error
 
 
-def _form(body: bytes) -> dict[str, str]:
-    try:
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-    except UnicodeDecodeError:
-        return {}
-
-
 def verify(cfg: CallbackConfig, ctx: ServiceContext, query: Mapping[str, str], headers: Mapping[str, str],
            body: bytes, now: datetime) -> None:
     """Raise SignatureError (or its ReplayError) unless the callback is signed with the secret."""
     v = cfg.verify
     if v is None:
         return
-    signer = get_signer(v.scheme)
-    section, name = signer.placement
-    if section == "header" and "header" in v.options:
-        name = v.options["header"]
-    form = _form(body) if section == "form" or v.params == "form" or v.body.startswith("form.") else {}
-    if section == "query":
-        signature = query.get(name)
-    elif section == "form":
-        signature = form.get(name)
-    else:
-        signature = headers.get(name)
-    if not signature:
-        raise SignatureError(f"{v.scheme}: the callback carries no signature ({section} {name!r})")
-    params_from = v.params or ("form" if section == "form" else "query")
-    params = dict(form if params_from == "form" else query)
-    params.pop(name, None)
-    # What the signer reads as its body, by the same rule as when we sign (runtime.request).
-    signed_body = sign_body(v.body, section, form, query, body.decode("utf-8", errors="replace"))
+    # What the signer reads, by the same rule as when we sign (runtime.request), in replay.py,
+    # which also decides the dedupe identity from it.
+    signed = signed_input(v, query, headers, body)
+    if not signed.signature:
+        raise SignatureError(f"{v.scheme}: the callback carries no signature ({signed.where})")
     secret = ctx.secrets.get(v.secret)
-    signer.verify(SignInput(params, signed_body, dict(v.options)), signature, secret, now=now,
-                  window=timedelta(seconds=v.window))
+    signed.signer.verify(signed.inp, signed.signature, secret, now=now, window=timedelta(seconds=v.window))
 
 
 def _decrypt(document: Any, cfg: CallbackConfig, ctx: ServiceContext) -> None:
@@ -90,7 +69,7 @@ def _decrypt(document: Any, cfg: CallbackConfig, ctx: ServiceContext) -> None:
 
 async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flow: str, query: Mapping[str, str],
                           headers: Mapping[str, str], body: bytes, *, forward: bool,
-                          now: datetime | None = None) -> CallbackReply:
+                          now: datetime | None = None, remote: str | None = None) -> CallbackReply:
     received = now_us()
     wh: WarehouseConfig | None = ctx.config.warehouses.get(warehouse)
     cfg = wh.callbacks.get(flow) if wh is not None else None
@@ -101,27 +80,36 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
     try:
         verify(cfg, ctx, query, headers, body, moment)
     except SignatureError as exc:
-        reason = ctx.secrets.redact(str(exc))
+        reason = _shown(ctx.secrets.redact(str(exc)))
         logs.event(logging.WARNING, "callback refused", warehouse=warehouse, flow=flow, reason=reason,
-                   remote=headers.get("X-Forwarded-For"))
+                   remote=remote)
         await db.write(lambda c: store.journal(c, [store.JournalRow(
             None, None, warehouse, flow, "callback-rejected", "forged",
-            detail={"reason": reason, "bytes": len(body), "remote": headers.get("X-Forwarded-For")})]))
+            detail={"reason": reason, "bytes": len(body), "remote": remote})]))
         return CallbackReply(401, f"signature check failed: {reason}".encode(), "text/plain", "forged")
     except DockyardError as exc:  # a secret that vanished, an unknown scheme: ours, not theirs
-        return CallbackReply(500, f"cannot verify: {ctx.secrets.redact(str(exc))}".encode(), "text/plain", "error")
+        error_id = uuid.uuid4().hex[:16]
+        logs.event(logging.ERROR, "callback cannot be verified", warehouse=warehouse, flow=flow, error_id=error_id,
+                   reason=ctx.secrets.redact(str(exc)))
+        return CallbackReply(500, f"internal error (error id {error_id})".encode(), "text/plain", "error")
     mapping = ctx.mappings[cfg.mapping]
     try:
         document = mapping.parse_input(body)
         _decrypt(document, cfg, ctx)
         event = mapping.transform(document, wh.context)
-    except (DockyardError, ValueError) as exc:
-        reason = ctx.secrets.redact(str(exc))
+    except Exception as exc:  # whatever their message makes our reading do: a 400, never a 500
+        reason = _shown(ctx.secrets.redact(str(exc) or type(exc).__name__), 2000)
+        answer = _answer(exc)
         logs.event(logging.WARNING, "callback quarantined", warehouse=warehouse, flow=flow, reason=reason)
-        await db.write(lambda c: store.quarantine(c, "callback", None, [f"{warehouse}/{flow}: {reason}"],
-                                                  body.decode("utf-8", errors="replace"), now_us(), warehouse))
-        return _ack_or_error(ctx, cfg, wh, None, 400, f"cannot read the message: {reason}", "unreadable")
-    records = [store.EventRecord(e, _event_id(e, body, i)) for i, e in enumerate(_events(event))]
+        qid = await db.write(lambda c: store.quarantine(c, "callback", None, [f"{warehouse}/{flow}: {reason}"],
+                                                        storable_text(body.decode("utf-8", errors="replace")),
+                                                        None, warehouse))
+        return _ack_or_error(ctx, cfg, wh, None, 400, f"cannot read the message: {answer} (kept as quarantine "
+                             f"#{qid})", "unreadable")
+    # the identity rests on signed content only (replay.py): a field the signature does not cover
+    # (Cainiao's msg_id) cannot make a replayed message new
+    records = [store.EventRecord(e, dedupe_identity(cfg, mapping, query, headers, body, e, i))
+               for i, e in enumerate(_events(event))]
     try:
         op = store.RecordEventsOp(warehouse, flow, records, forward=forward, received_at=received)
         outcomes: list[store.EventOutcome] = await db.write(op)
@@ -157,11 +145,23 @@ def _events(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [result]
 
 
-def _event_id(event: dict[str, Any], body: bytes, index: int) -> str:
-    """The event's own id, else the hash of the message (and its place in it)."""
-    if event.get("event_id"):
-        return str(event["event_id"])
-    return "sha256:" + hashlib.sha256(body).hexdigest() + (f"#{index}" if index else "")
+
+def _shown(text: str, limit: int = 500) -> str:
+    """A reason as it may be stored and answered: bad characters escaped, bounded in length."""
+    text = storable_text(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _answer(exc: Exception) -> str:
+    """What the sender is told about a message that cannot be read: the input's problem in our
+    words, never Python's (the full reason is in the quarantine and the log)."""
+    if isinstance(exc, InputError):
+        head = _shown(exc.message, 300)
+        return head + "".join(f"; {path or '(root)'}: {_shown(msg, 200)}" for path, msg in exc.problems[:5])
+    if isinstance(exc, TransformError):
+        where = f" (output field {exc.field})" if exc.field else ""
+        return f"the message does not have what its mapping needs{where}"
+    return "the message cannot be read"
 
 
 def _ack_or_error(ctx: ServiceContext, cfg: CallbackConfig, wh: WarehouseConfig, document: Any, status: int,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -20,52 +21,76 @@ from typing import Any
 import fastjsonschema
 import jsonschema
 
+from dockyard.runtime import safe_json
 from dockyard.runtime.errors import DockyardError
-from dockyard.runtime.mapping import _format_checker, _message, _path_text
+from dockyard.runtime.mapping import _message, _path_text
 from dockyard.service.config import LimitsConfig
 from dockyard.service.routing import Router
 
-__all__ = ["Checked", "OrderChecker", "OrderValidator", "fingerprint", "parse_json_body"]
+__all__ = ["BodyError", "Checked", "OrderChecker", "OrderValidator", "fingerprint", "order_no_problem",
+           "parse_json_body", "read_body", "storable_order", "storable_text"]
 
 
 class BodyError(ValueError):
     """The request body is not usable at all (not JSON, too deep, wrong shape)."""
 
 
+# What an order number may be: it ends up in URLs (/orders/{order_no}), file names of reports and
+# the warehouses' own keys, so it is short, ASCII, and free of '/', '?', '#', '%' and spaces.
+ORDER_NO_MAX = 64
+ORDER_NO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+&=@~-]*")
+REASON_MAX = 300  # characters of one reason: a refused value is shown, not echoed in full
+
+
+def read_body(body: bytes, limits: LimitsConfig) -> safe_json.Parsed:
+    """The JSON value of a request body, with every number bounded before it is built (see
+    dockyard.runtime.safe_json). Problems inside one order (a refused number, a repeated key, a
+    lone surrogate or control character) do not refuse the body: `OrderChecker.check` finds them,
+    so that the other orders of a batch still go through."""
+    try:
+        return safe_json.loads(body, max_depth=limits.max_depth, strict=False)  # type: ignore[no-any-return]
+    except safe_json.JsonProblem as exc:  # "not UTF-8 text …", "not valid JSON: …", "nests deeper than …"
+        text = str(exc)
+        raise BodyError(f"the body {text}" if text.startswith("nests") else f"the body is {text}") from None
+
+
 def parse_json_body(body: bytes, limits: LimitsConfig) -> Any:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BodyError(f"the body is not UTF-8 text (byte {exc.start})") from None
-    try:
-        data = json.loads(text, parse_float=Decimal)
-    except RecursionError:
-        raise BodyError(f"the body nests deeper than {limits.max_depth} levels") from None
-    except ValueError as exc:
-        raise BodyError(f"the body is not valid JSON: {exc}") from None
-    depth = _depth(data, limits.max_depth + 1)
-    if depth > limits.max_depth:
-        raise BodyError(f"the body nests deeper than {limits.max_depth} levels")
-    return data
+    """`read_body`'s value (refused numbers stay in it as markers, which `OrderChecker.check` reports)."""
+    return read_body(body, limits).value
 
 
-def _depth(value: Any, cap: int) -> int:
-    """Nesting depth of a JSON value, counted up to `cap` (iterative: no recursion on hostile input)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        deepest = max(deepest, level)
-        if deepest >= cap:
-            return deepest
-        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
-    return deepest
+def storable_text(text: str) -> str:
+    """Refused input as it is kept in quarantine: what cannot be stored (NUL, a lone surrogate) is
+    written as its \\uXXXX escape."""
+    return safe_json.escape_bad(text)
+
+
+def storable_order(order: Any) -> str:
+    """JSON text of a refused order of a batch, for quarantine: bad text escaped, refused numbers
+    shown as they were sent."""
+    return storable_text(json.dumps(order, ensure_ascii=False, default=_shown))
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f") if value.is_finite() and abs(value.adjusted()) <= 64 else str(value)
+    return repr(value)
+
+
+def order_no_problem(value: Any) -> str | None:
+    """Why `value` cannot be an order number, or None."""
+    if not isinstance(value, str):
+        return None  # the schema says so
+    if len(value) > ORDER_NO_MAX:
+        return f"order_no: {len(value)} characters, at most {ORDER_NO_MAX}"
+    if value and not ORDER_NO.fullmatch(value):
+        return (f"order_no: {_cut(repr(value))} may hold only ASCII letters, digits and . _ : + & = @ ~ -, "
+                "starting with a letter or digit")
+    return None
+
+
+def _cut(text: str, limit: int = REASON_MAX) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def fingerprint(order: Mapping[str, Any]) -> str:
@@ -92,14 +117,25 @@ class Checked:
 
 
 def _is_decimal(value: object) -> bool:
+    """Money and quantities: a finite decimal in plain form, as the order schema describes it (a
+    number written with an exponent, NaN or a refused literal is not one)."""
     if isinstance(value, str):
         from dockyard.runtime.functions import to_decimal
 
         try:
-            to_decimal(value)
+            number = to_decimal(value)
         except (ValueError, ArithmeticError, DockyardError):
             return False
-    return True
+        return len(number.as_tuple().digits) <= safe_json.MAX_DIGITS
+    if isinstance(value, safe_json.ExponentDecimal):
+        return False
+    if isinstance(value, Decimal | float):
+        return bool(value == value and value not in (Decimal("Infinity"), Decimal("-Infinity")))
+    return not isinstance(value, safe_json.Refused)
+
+
+def _type_name(value: Any) -> str:
+    return "a number that was refused" if isinstance(value, safe_json.Refused) else type(value).__name__
 
 
 def _is_datetime(value: object) -> bool:
@@ -121,7 +157,10 @@ class OrderValidator:
     checks that their verdicts agree on generated and mutated orders)."""
 
     def __init__(self, schema: Mapping[str, Any]) -> None:
-        self.full = jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
+        formats = jsonschema.FormatChecker(formats=())
+        formats.checks("decimal")(_is_decimal)
+        formats.checks("date-time")(_is_datetime)
+        self.full = jsonschema.Draft202012Validator(schema, format_checker=formats)
         self.fast = fastjsonschema.compile(dict(schema), formats={"decimal": _is_decimal, "date-time": _is_datetime})
 
     def valid(self, document: Any) -> bool:
@@ -131,16 +170,31 @@ class OrderValidator:
             return False
         return True
 
-    def reasons(self, document: Any, limit: int = 50) -> list[str]:
-        if self.valid(document):
+    def reasons(self, document: Any, limit: int = 50, skip: Collection[str] = (), *,
+                suspect: bool = False) -> list[str]:
+        """Every reason `document` is refused, each naming its path; paths in `skip` (and below
+        them) are left out, having been reported already. `suspect`: the body held a number
+        written with an exponent, whose format fastjsonschema does not check (it checks formats
+        of strings only): jsonschema gives the verdict."""
+        fast_says_valid = self.valid(document)
+        if fast_says_valid and not suspect:
             return []
         reasons: list[str] = []
         for err in sorted(self.full.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
-            reasons.append(f"{_path_text(err.absolute_path) or '(the order)'}: {_message(err)}")
+            path = _path_text(err.absolute_path)
+            if any(path == s or path.startswith((s + ".", s + "[")) for s in skip):
+                continue
+            if isinstance(err.instance, safe_json.ExponentDecimal) and err.validator == "format":
+                message = f"{err.instance} is written with an exponent; a plain decimal is expected (such as 159.00)"
+            else:
+                message = _message(err)
+            reasons.append(_cut(f"{path or '(the order)'}: {message}"))
             if len(reasons) >= limit:
                 reasons.append("… (more problems not listed)")
                 break
-        return reasons or ["the order does not match the order schema"]
+        if reasons or skip or fast_says_valid:
+            return reasons
+        return ["the order does not match the order schema"]
 
 
 class OrderChecker:
@@ -149,17 +203,28 @@ class OrderChecker:
         self.limits = limits
         self.validator = OrderValidator(schema or order_schema())
 
-    def check(self, order: Any) -> Checked:
+    def check(self, order: Any, *, suspect: bool = True) -> Checked:
+        """The verdict on one order. `suspect=False` (from `read_body`: nothing in the body can be
+        hostile) skips the walk that looks for refused numbers, repeated keys and bad text."""
         if not isinstance(order, dict):
-            return Checked(None, None, None, "", (f"an order must be a JSON object, not {type(order).__name__}",))
+            return Checked(None, None, None, "", (f"an order must be a JSON object, not {_type_name(order)}",))
         raw_no = order.get("order_no")
-        order_no = raw_no if isinstance(raw_no, str) and raw_no else None
         reasons: list[str] = []
+        reported: list[str] = []  # paths whose problem is already given
+        if suspect:
+            for path, why in safe_json.problems(order):
+                reasons.append(_cut(f"{path or '(the order)'}: {why}"))
+                reported.append(path)
+        bad_no = None if "order_no" in reported else order_no_problem(raw_no)
+        if bad_no is not None:
+            reasons.append(bad_no)
+            reported.append("order_no")
+        order_no = raw_no if isinstance(raw_no, str) and raw_no and "order_no" not in reported else None
         items = order.get("items")
         if isinstance(items, list) and len(items) > self.limits.max_lines:
             reasons.append(f"items: {len(items)} lines, more than the limit of {self.limits.max_lines}")
         else:
-            reasons += self.validator.reasons(order)
+            reasons += self.validator.reasons(order, skip=reported, suspect=suspect)
         if reasons:
             return Checked(None, order_no, None, "", tuple(reasons))
         warehouse, route = self.router.decide(order)

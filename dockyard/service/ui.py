@@ -6,6 +6,10 @@ cookie (EventSource cannot send headers). Role "read" sees everything; "operator
 Without any token configured the dashboard is disabled (403), never open. Every answer goes through
 the secrets' redaction before it leaves.
 
+Against cross-site requests: a state change authenticated by the cookie (not by a Bearer token)
+must carry `X-Dockyard-UI: 1`, which a cross-site form cannot set, whatever other headers it has;
+login and logout refuse a request whose `Origin` is another site's.
+
 API: overview (also pushed every second as server-sent events at /ui/api/stream), search, an
 order's timeline and field lineage, DLQ / in-doubt list, show and replay, recent errors by reason.
 """
@@ -20,6 +24,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
@@ -28,6 +33,7 @@ from dockyard.service import queries, store
 from dockyard.service.context import load_order
 from dockyard.service.db import Conn, now_us
 from dockyard.service.delivery import UPSTREAM
+from dockyard.service.guards import bearer
 from dockyard.service.report import percentile_ms
 
 __all__ = ["add_ui_routes"]
@@ -39,7 +45,7 @@ WINDOW_S = 300  # the overview's throughput window
 BUCKET_S = 5  # one chart point per bucket
 LATENCY_SAMPLES = 5000
 CACHE_S = 0.5  # every open page shares one overview per half second
-ERROR_STEPS = ("dead-lettered", "retry", "held", "callback-rejected")
+ERROR_STEPS = ("dead-lettered", "retry", "held", "callback-rejected", "ingest-rejected")
 DISABLED = "dashboard disabled: configure dashboard.tokens"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -80,9 +86,9 @@ class _Dashboard:
 
     # -- auth and answers -------------------------------------------------------------------
     def _role(self, request: web.Request) -> str | None:
-        header = request.headers.get("Authorization", "")
-        given = header[7:].strip() if header.startswith("Bearer ") else request.cookies.get(COOKIE, "")
-        return _match(self.service.config.tokens, given)
+        """The caller's role, from a Bearer token or else the cookie (see `_by_cookie`)."""
+        given = bearer(request.headers.get("Authorization"))
+        return _match(self.service.config.tokens, given or request.cookies.get(COOKIE, ""))
 
     def _gate(self, request: web.Request, *, page: bool = False) -> str | web.StreamResponse:
         """The caller's role, or the answer that refuses them."""
@@ -137,6 +143,8 @@ class _Dashboard:
     async def login(self, request: web.Request) -> web.StreamResponse:
         if not self.service.config.tokens:
             return web.Response(status=403, text=DISABLED)
+        if not _same_origin(request):
+            return web.Response(status=403, text="a sign-in from another site is refused")
         form = await request.post()
         token = str(form.get("token", "")).strip()
         if _match(self.service.config.tokens, token) is None:
@@ -146,6 +154,8 @@ class _Dashboard:
         raise resp
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
+        if not _same_origin(request):
+            return web.Response(status=403, text="a sign-out from another site is refused")
         resp = web.HTTPSeeOther("/ui/login")
         resp.del_cookie(COOKIE, path="/ui")
         raise resp
@@ -262,8 +272,9 @@ class _Dashboard:
             return gate
         if gate != "operator":
             return self._json({"error": "replay needs the operator role"}, 403)
-        if "Authorization" not in request.headers and request.headers.get("X-Dockyard-UI") != "1":
-            # a cookie alone does not make an action: a cross-site form cannot set this header
+        if _by_cookie(request) and request.headers.get("X-Dockyard-UI") != "1":
+            # a cookie alone does not make an action: a cross-site form cannot set this header (any
+            # other header it may send, an Authorization: Basic … included, changes nothing)
             return self._json({"error": "an action from the browser needs the X-Dockyard-UI header"}, 403)
         job_id = _int(request.match_info["job_id"])
         if job_id is None:
@@ -373,6 +384,34 @@ def _match(tokens: Any, given: str) -> str | None:
         if hmac.compare_digest(token.encode("utf-8"), given.encode("utf-8")):
             role = str(token_role)
     return role
+
+
+def _by_cookie(request: web.Request) -> bool:
+    """Whether the role came from the cookie: there is no Bearer token (a valid one is a deliberate
+    client; with a wrong one there is no role at all)."""
+    return not bearer(request.headers.get("Authorization"))
+
+
+def _same_origin(request: web.Request) -> bool:
+    """False when the request says it comes from another site: an `Origin` (every browser sends one
+    with a POST) whose host and port are not this request's `Host`; "null" (a sandboxed or
+    privacy-stripped page) is another site too. A request without Origin is not a browser's form."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+    try:
+        parts = urlsplit(origin)
+        port = parts.port
+    except ValueError:
+        return False
+    if not parts.hostname or parts.scheme not in ("http", "https"):
+        return False
+    default = 443 if parts.scheme == "https" else 80
+    host = request.host.lower()
+    want = parts.hostname.lower() if (port or default) == default else f"{parts.hostname.lower()}:{port}"
+    if ":" in parts.hostname:  # an IPv6 literal: the Host header writes it in brackets
+        want = f"[{parts.hostname.lower()}]" + ("" if (port or default) == default else f":{port}")
+    return host in (want, f"{want}:{port or default}")
 
 
 def _empty_series(buckets: int) -> dict[str, Any]:

@@ -53,10 +53,18 @@ class Running:
     plan: DemoPlan
     session: aiohttp.ClientSession
 
+    @property
+    def auth(self) -> dict[str, str]:
+        """An operator's bearer token when the service has dashboard tokens (GET /orders/{no},
+        /stats and cancel need one then); none otherwise."""
+        tokens = self.service.config.tokens
+        token = next((t for t, role in tokens.items() if role == "operator"), next(iter(tokens), None))
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
     async def post(self, path: str, data: Any = None, *, raw: bytes | None = None,
                    headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
         body = raw if raw is not None else (None if data is None else _dumps(data))
-        async with self.session.post(self.url + path, data=body, headers=dict(headers or {})) as resp:
+        async with self.session.post(self.url + path, data=body, headers={**self.auth, **(headers or {})}) as resp:
             text = await resp.read()
             try:
                 return resp.status, _loads(text)
@@ -64,7 +72,7 @@ class Running:
                 return resp.status, text
 
     async def get(self, path: str) -> tuple[int, Any]:
-        async with self.session.get(self.url + path) as resp:
+        async with self.session.get(self.url + path, headers=self.auth) as resp:
             return resp.status, _loads(await resp.read())
 
     async def order(self, order_no: str) -> dict[str, Any]:

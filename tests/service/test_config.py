@@ -18,13 +18,16 @@ from dockyard.runtime.bundle import load_bundle
 from dockyard.runtime.mapping import CompiledMapping
 from dockyard.runtime.secrets import MappingSecrets, Secrets
 from dockyard.service.config import (
+    GuardConfig,
     RateLimitConfig,
     RetryConfig,
     ServiceConfig,
+    TokenConfig,
     check_against,
     config_schema,
     load_config,
 )
+from dockyard.service.guards import unguarded
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "service" / "dockyard.yaml"
@@ -170,8 +173,8 @@ def test_overrides_replace_top_level_keys_and_are_checked_like_the_file(folder: 
     assert problems(path, {"listen": {"port": "eighty"}, "bogus": 1}) == [
         ("<overrides>", 1, 1, "config-bad-type", "listen.port must be an integer"),
         ("<overrides>", 1, 1, "config-unknown-key",
-         "unknown key 'bogus' in the configuration (expected one of: bundles, dashboard, dockyard, limits, "
-         "listen, orders, routing, secrets, store, upstream, warehouses, workers)"),
+         "unknown key 'bogus' in the configuration (expected one of: bundles, dashboard, dockyard, ingest, "
+         "limits, listen, orders, routing, secrets, store, trusted_proxies, upstream, warehouses, workers)"),
     ]
 
 
@@ -359,6 +362,42 @@ def test_routing_rules_become_routes(folder: Path) -> None:
     assert routes[1].warehouse == "wh" and routes[1].default and routes[1].shops == ()
 
 
+# -- guards ---------------------------------------------------------------------------------
+
+
+def test_guards_are_read_and_checked(folder: Path) -> None:
+    path = write(folder, MINIMAL + top("""
+        trusted_proxies: [10.0.0.5, 10.1.0.0/16]
+        ingest: {networks: [192.0.2.0/24], token: {secret: INGEST_TOKEN}}
+        """))
+    config = load_config(path)
+    assert config.trusted_proxies == ("10.0.0.5", "10.1.0.0/16")
+    assert config.ingest == GuardConfig(networks=("192.0.2.0/24",),
+                                        token=TokenConfig("INGEST_TOKEN", "header", "Authorization"))
+    bad = write(folder, """\
+        dockyard: 1
+        bundles: [build.dybundle]
+        trusted_proxies: [not-a-network]
+        ingest: {token: {secret: T, in: path}}
+        warehouses:
+          wh:
+            flows:
+              create: {request: qimen.deliveryorder.create, response: qimen.response}
+            callbacks:
+              push: {mapping: m, verify: none, guard: {networks: [300.1.2.3/8]}}
+        """)
+    found = [(code, message.split(" (")[0]) for _, _, _, code, message in problems(bad)]
+    assert found == [
+        ("config-bad-value", "trusted_proxies[0]: 'not-a-network' is not a network"),
+        ("config-bad-value", "the ingest token cannot be in the URL path"),
+        ("config-bad-value", "warehouses.wh.callbacks.push.guard.networks[0]: '300.1.2.3/8' is not a network"),
+    ]
+    no_proxy = write(folder, MINIMAL + "ingest: {mtls_at_proxy: {header: X-Client-Verify}}\n")
+    assert [(c, m.split(" (")[0]) for _, _, _, c, m in problems(no_proxy)] == [
+        ("config-bad-value", "ingest: mtls_at_proxy needs trusted_proxies")]
+    assert problems(write(folder, MINIMAL + "ingest: {}\n"))[0][3] == "config-bad-value"  # an empty guard
+
+
 # -- the example and the library -----------------------------------------------------------
 
 
@@ -396,6 +435,8 @@ def test_the_example_config_loads(example: ServiceConfig, library_bundle: Path) 
     assert example.routes[-1].default and example.routes[-1].warehouse == "qimen-std"
     assert example.upstream is not None and example.upstream.retry.max_attempts == 10
     assert example.tokens[OPERATOR_TOKEN] == "operator"
+    assert unguarded(example) == ([], [])  # it starts without --allow-… flags
+    assert example.warehouses["sf"].callbacks["route-push"].guard == GuardConfig(networks=("127.0.0.1/32",))
 
 
 def test_the_example_needs_its_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
