@@ -56,7 +56,7 @@ def socket_url(url: str) -> str:
 @dataclass(frozen=True)
 class Health:
     live: bool  # the process answered /healthz at all (within the probe's timeout)
-    ready: bool  # …and says it can do its work: the store is reachable
+    ready: bool | None  # True: it says it can work; False: it says it cannot (store unreachable); None: silent
     status: int | None
     body: Any
     seconds: float
@@ -66,19 +66,20 @@ async def probe_health(session: aiohttp.ClientSession, url: str, timeout: float 
     """The contract (issue 10: "/healthz tells live from ready"): GET /healthz always answers while
     the process runs (live), without waiting for the store; the JSON body carries `"ready": true`
     with HTTP 200 when the node can take and deliver orders, and `"ready": false` (HTTP 503) while
-    its store is unreachable. A body without `ready` is not ready: it does not tell."""
+    its store is unreachable. A body without `ready` tells neither (None): it passes neither check."""
     t0 = time.monotonic()
     try:
         async with session.get(f"{url}/healthz", timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             raw = await resp.read()
             status = resp.status
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        return Health(False, False, None, f"{type(exc).__name__}: {exc}", time.monotonic() - t0)
+        return Health(False, None, None, f"{type(exc).__name__}: {exc}", time.monotonic() - t0)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         body = raw[:200].decode("utf-8", errors="replace")
-    ready = status == 200 and isinstance(body, dict) and body.get("ready") is True
+    said = body.get("ready") if isinstance(body, dict) else None
+    ready = True if said is True and status == 200 else False if said is False else None
     return Health(True, ready, status, body, time.monotonic() - t0)
 
 
@@ -236,45 +237,45 @@ class Cluster(Run):
         return accepted
 
     async def back_to_work(self, probes: list[dict[str, Any]], within: float,
-                           nodes: Sequence[int] | None = None) -> dict[int, float]:
-        """Each node (all, or `nodes`) is ready on /healthz and takes a new order (POST /orders →
-        202, or 200 for one it already has) within `within` seconds of this call. Returns seconds
-        per node and appends the probe orders taken to `self.probed`; fails naming the nodes that
-        were not back and what they last answered."""
+                           nodes: Sequence[int] | None = None) -> tuple[dict[int, float], dict[int, str]]:
+        """Whether each node (all, or `nodes`) is back to work within `within` seconds of this call:
+        it takes a new order (POST /orders → 202, or 200 for one it already has) and says it is
+        ready on /healthz. Returns (seconds per node that was back, what each other node last
+        answered on both); probe orders taken are appended to `self.probed`."""
         t0 = time.monotonic()
         which = list(range(len(self.nodes))) if nodes is None else list(nodes)
         back: dict[int, float] = {}
-        last: dict[int, str] = {}
+        last: dict[int, dict[str, str]] = {i: {} for i in which}
 
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
             async def one(index: int) -> None:
                 node = self.nodes[index]
                 order = probes.pop()
-                ready = False
+                took = ready = False
                 while time.monotonic() - t0 < within:
                     if not ready:
                         health = await probe_health(session, node.url)
-                        ready = health.ready
-                        last[index] = f"/healthz {health.status} {health.body}"
-                    if ready:
+                        ready = health.ready is True
+                        last[index]["healthz"] = f"{health.status} {health.body}"
+                    if not took:
                         try:
                             async with session.post(f"{node.url}/orders", data=orjson.dumps(order),
                                                     headers={"Content-Type": "application/json"}) as resp:
                                 text = (await resp.read())[:300].decode("utf-8", errors="replace")
-                                last[index] = f"POST /orders {resp.status} {text}"
+                                last[index]["POST /orders"] = f"{resp.status} {text}"
                                 if resp.status in (200, 202):
-                                    back[index] = time.monotonic() - t0
+                                    took = True
                                     self.probed.append(str(order["order_no"]))
-                                    return
                         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                            last[index] = f"POST /orders {type(exc).__name__}"
+                            last[index]["POST /orders"] = type(exc).__name__
+                    if took and ready:
+                        back[index] = time.monotonic() - t0
+                        return
                     await asyncio.sleep(0.1)
 
             await asyncio.gather(*(one(i) for i in which))
-        missing = {i: last.get(i) for i in which if i not in back}
-        assert not missing, (f"nodes not back to work within {within}s (ready on /healthz and taking "
-                             f"POST /orders): {missing}\n{self.logs()}")
-        return back
+        missing = {i: "; ".join(f"{k}: {v}" for k, v in last[i].items()) for i in which if i not in back}
+        return back, missing
 
     # -- the store's side ------------------------------------------------------------------
     def _admin(self, sql: Any, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
