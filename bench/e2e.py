@@ -616,6 +616,20 @@ def _stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait: float
             process.wait()
 
 
+def _stop_piped(process: subprocess.Popen[str]) -> None:
+    """A child that runs until its stdin closes (the load balancer)."""
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+
+
 class Prepared:
     """What every run of one invocation shares: the plan, the bundle, the orders and the baselines."""
 
@@ -695,7 +709,7 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
             lb = subprocess.Popen([sys.executable, str(MULTINODE / "lb.py"), net.gateway, "0",
                                    *(f"{h.address}:{port}" for h in net.hosts)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=pdeathsig)
-            stack.callback(_stop, lb, signal.SIGKILL, 5)
+            stack.callback(_stop_piped, lb)
             assert lb.stdout is not None
             callback = "http://" + lb.stdout.readline().split()[1]
             sim = SimProcess({**plan.sim_spec(callback), "host": net.gateway}, feedback,
