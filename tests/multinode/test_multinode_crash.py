@@ -72,6 +72,7 @@ class Log:
     during_restart: dict[int, list[Health]] = field(default_factory=dict)
     terminated: list[int] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # failed properties, asserted after the run
+    probes: list[dict[str, Any]] = field(default_factory=list)  # spare orders for back-to-work probes
     settled: bool = True
 
     async def back_to_work(self, cluster: Cluster, probes: list[dict[str, Any]], t0: float, after: str,
@@ -81,6 +82,20 @@ class Log:
         self.note(t0, f"back to work after {after}: {[f'node {i} {s:.2f}s' for i, s in sorted(back.items())]}")
         for i, last in missing.items():
             self.problems.append(f"node {i} not back to work within {BACK_WITHIN}s after {after}: {last}")
+
+    async def kill(self, cluster: Cluster, index: int, down: float, t0: float, when: str) -> None:
+        """SIGKILL node `index` and start it again. A node that fails to start is a finding; it is
+        started once more (as a supervisor would) so that the run can go on to the other checks."""
+        self.note(t0, f"SIGKILL node {index} ({when})")
+        try:
+            self.restarted_in.append(await cluster.kill(index, down))
+        except RuntimeError as exc:
+            why = [line for line in str(exc).splitlines() if line.startswith(("error:", "DETAIL:", "Process "))]
+            self.problems.append(f"node {index} did not start again after a SIGKILL ({when}): "
+                                 + (" ".join(why) or str(exc)[-500:]))
+            self.note(t0, f"node {index} failed to start; starting it once more")
+            await cluster.nodes[index].start(timeout=60)
+        await self.back_to_work(cluster, self.probes, t0, "a SIGKILL and restart", [index])
 
     def note(self, t0: float, text: str) -> None:
         self.events.append(f"{time.monotonic() - t0:6.1f}s {text}")
@@ -97,7 +112,7 @@ async def _watch_health(cluster: Cluster, into: dict[int, list[Health]], stop: a
 
 async def _scenario(cluster: Cluster, scenario: str, rng: random.Random, log: Log) -> tuple[list[str], float]:
     orders = generate(ORDERS + PROBES, SEED)
-    probes = orders[ORDERS:]
+    probes = log.probes = orders[ORDERS:]
     orders = orders[:ORDERS]
     await cluster.start()
     async with aiohttp.ClientSession() as session:
@@ -109,10 +124,7 @@ async def _scenario(cluster: Cluster, scenario: str, rng: random.Random, log: Lo
         if scenario == "sigkill":
             for _ in range(2):
                 await asyncio.sleep(rng.uniform(0.3, 1.2))
-                victim = rng.randrange(NODES)
-                log.note(t0, f"SIGKILL node {victim} (ingest)")
-                log.restarted_in.append(await cluster.kill(victim, rng.uniform(0.0, 0.4)))
-                await log.back_to_work(cluster, probes, t0, "a SIGKILL and restart", [victim])
+                await log.kill(cluster, rng.randrange(NODES), rng.uniform(0.0, 0.4), t0, "ingest")
         elif scenario == "terminate-backend":
             await asyncio.sleep(rng.uniform(0.3, 1.2))
             victim = rng.randrange(NODES)
@@ -127,15 +139,9 @@ async def _scenario(cluster: Cluster, scenario: str, rng: random.Random, log: Lo
     total = len(set(accepted))
     if scenario == "sigkill":
         await asyncio.sleep(rng.uniform(0.05, 0.6))
-        victim = rng.randrange(NODES)
-        log.note(t0, f"SIGKILL node {victim} (right after the last order)")
-        log.restarted_in.append(await cluster.kill(victim, rng.uniform(0.0, 0.4)))
-        await log.back_to_work(cluster, probes, t0, "a SIGKILL and restart", [victim])
+        await log.kill(cluster, rng.randrange(NODES), rng.uniform(0.0, 0.4), t0, "right after the last order")
         await cluster.until_delivered(int(total * rng.uniform(0.3, 0.7)), timeout=SETTLE)
-        victim = rng.randrange(NODES)
-        log.note(t0, f"SIGKILL node {victim} (drain)")
-        log.restarted_in.append(await cluster.kill(victim, rng.uniform(0.5, 2.0)))
-        await log.back_to_work(cluster, probes, t0, "a SIGKILL and restart", [victim])
+        await log.kill(cluster, rng.randrange(NODES), rng.uniform(0.5, 2.0), t0, "drain")
     elif scenario == "terminate-backend":
         await cluster.until_delivered(int(total * rng.uniform(0.3, 0.7)), timeout=SETTLE)
         victim = rng.randrange(NODES)
@@ -188,8 +194,8 @@ def test_three_nodes_on_one_postgres_lose_nothing(scenario: str, tmp_path: Path,
     try:
         try:
             accepted, settle_seconds = run_async(lambda: _scenario(cluster, scenario, rng, log))
-        except AssertionError as exc:  # the load or the drain got stuck: still report everything else
-            log.problems.append(str(exc))
+        except (AssertionError, RuntimeError) as exc:  # stuck, or a node would not start: report the rest too
+            log.problems.append(str(exc)[-3000:])
             log.settled = False
         if log.settled:
             outcome = run_async(cluster.outcome)
