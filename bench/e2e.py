@@ -281,16 +281,21 @@ def _timed_async(fn: Any, label: str) -> Any:
 
 def instrument() -> None:
     """Wrap the stage functions of the service (attribute patches in this process only)."""
-    from aiohttp import client_proto, web_protocol
+    import inspect
+
+    from aiohttp import web_protocol
 
     from dockyard.runtime import mapping as rt_mapping
     from dockyard.runtime import request as rt_request
     from dockyard.runtime import secrets as rt_secrets
-    from dockyard.service import app, db, delivery, feedback, ingest, store
+    from dockyard.service import app, db, delivery, feedback, http_client, ingest, store
 
     def patch(owner: Any, name: str, label: str, *, nested: bool = False, coro: bool = False) -> None:
         fn = getattr(owner, name)
-        setattr(owner, name, _timed_async(fn, label) if coro else _timed(fn, label, nested))
+        wrapped = _timed_async(fn, label) if coro else _timed(fn, label, nested)
+        # a classmethod (the store's batch operations) is taken bound and put back as a plain function
+        static = isinstance(inspect.getattr_static(owner, name), classmethod)
+        setattr(owner, name, staticmethod(wrapped) if static else wrapped)
 
     # ingest (event loop)
     patch(app.Service, "post_batch", "ingest: handler glue (per-order results)", coro=True)
@@ -302,7 +307,8 @@ def instrument() -> None:
     # delivery (event loop)
     patch(delivery.Deliverer, "_warehouse_loop", "deliver: claim loop (ids, tasks)", coro=True)
     patch(delivery.Deliverer, "_run", "deliver: attempt glue", coro=True)
-    patch(delivery.Deliverer, "_http", "deliver: HTTP client request/response", coro=True)
+    patch(delivery.Deliverer, "_send", "deliver: connect, mark sending, exchange", coro=True)
+    patch(http_client.HttpPool, "exchange", "deliver: HTTP client request/response", coro=True)
     patch(delivery, "load_order", "deliver: stored order json.loads")
     patch(delivery, "build_request", "deliver: transform+sign (build_request)")
     patch(rt_request, "serialize", "serialize body", nested=True)
@@ -322,18 +328,19 @@ def instrument() -> None:
     patch(rt_secrets.Secrets, "redact", "redact", nested=True)
     # HTTP framing (event loop)
     patch(web_protocol.RequestHandler, "data_received", "HTTP server: parse requests")
-    patch(client_proto.ResponseHandler, "data_received", "HTTP client: parse responses")
+    patch(http_client._Conn, "data_received", "HTTP client: parse responses")
     patch(db, "_settle", "store hand-off: resolve futures")
-    # the writer thread
+    # the writer thread (and the claim threads)
     patch(store, "ingest", "store: ingest orders")
     patch(store, "claim", "store: claim")
     patch(store, "finish", "store: finish delivery")
-    patch(store, "record_event", "store: record callback event")
+    patch(store.MarkSendingOp, "run", "store: mark sending")
+    patch(store.RecordEventsOp, "run", "store: record callback events")
     patch(store, "quarantine", "store: quarantine")
-    patch(store, "journal", "journal rows", nested=True)
-    patch(store, "update_order", "update order", nested=True)
-    patch(store, "_queue", "outbox insert", nested=True)
-    patch(db.Database, "_commit_group", "store: group (savepoints, callbacks)")
+    patch(store, "write_journal", "journal rows", nested=True)
+    patch(store, "apply_order_changes", "update orders", nested=True)
+    patch(store, "queue_jobs", "outbox insert", nested=True)
+    patch(db.Database, "_commit_group", "store: group")
     for conn in (db._SqliteConn, db._PostgresConn):
         patch(conn, "commit", "store: COMMIT")
         patch(conn, "begin", "store: BEGIN")
@@ -796,7 +803,8 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
         for tid, cpu in svc1[c.pid].items():
             name = names.get(str(tid), "?")
             kind = ("main (event loop)" if name == "MainThread" else "writer" if name == "dockyard-writer"
-                    else "readers" if name.startswith("dockyard-read") else "other")
+                    else "readers" if name.startswith("dockyard-read")
+                    else "claims" if name.startswith("dockyard-claim") else "other")
             if nodes:
                 kind = f"node {i} (all threads)"
             elif args.workers > 1:
@@ -899,14 +907,16 @@ def show(r: dict[str, Any]) -> None:
         by_thread: Counter[str] = Counter()
         rows = []
         for thread, stage, seconds, calls in prof["stages"]:
-            kind = threads.get(thread, "readers" if thread.startswith("dockyard-read") else "other")
+            kind = threads.get(thread, "readers" if thread.startswith("dockyard-read")
+                               else "claims" if thread.startswith("dockyard-claim") else "other")
             by_thread[kind] += seconds
             rows.append((kind, stage, seconds, calls))
         for kind, cpu in prof["threads_cpu"].items():
             rest = cpu - by_thread.get(kind, 0.0)
             label = {"main (event loop)": "event loop, uvloop I/O, aiohttp tasks (not wrapped)",
                      "writer": "store: writer queue + sqlite/psycopg outside the wrapped calls",
-                     "readers": "reads: /stats polling (settle)"}.get(kind, "other")
+                     "readers": "reads: /stats polling (settle)",
+                     "claims": "claims: psycopg/sqlite outside the wrapped calls"}.get(kind, "other")
             rows.append((kind, label, rest, 0))
         total = sum(prof["threads_cpu"].values())
         print(f"\nservice CPU by stage (--profile: exclusive thread CPU of wrapped calls; total {total / n * 1e6:.0f} "
