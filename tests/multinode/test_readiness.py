@@ -5,7 +5,8 @@ unreachable — it refuses new connections (ALLOW_CONNECTIONS false) and every s
 terminated — while the server stays up for every other user of the machine. Meanwhile:
 - each node stays live (/healthz answers) and says it is not ready, for as long as the store is
   unreachable (see `cluster.probe_health` for the contract);
-- an order posted then is refused with 503, never a 500 and never a 202 that could not be kept;
+- an order posted then is refused with 503 within ANSWER_WITHIN seconds, never a 500 and never a
+  202 that could not be kept;
 then the database takes connections again, and:
 - each node is back to work within BACK_WITHIN seconds: ready, and taking new orders;
 - every order accepted before, and after, is delivered (or in the DLQ / held with a reason).
@@ -32,6 +33,7 @@ NODES = 2
 BEFORE, AFTER = 300, 300
 BACK_WITHIN = 10.0
 NOT_READY_WITHIN = 5.0  # seconds after the store became unreachable
+ANSWER_WITHIN = 10.0  # seconds a client waits for POST /orders (then it has no answer at all)
 FEEDBACK = {"step_delay": 0.05, "max_push_attempts": 60, "retry_delay": 0.05, "max_retry_delay": 0.5}
 
 
@@ -55,16 +57,21 @@ async def _outage(cluster: Cluster, problems: list[str], notes: list[str]) -> li
             for i, node in enumerate(cluster.nodes):
                 seen[i].append((time.monotonic() - t0, await probe_health(session, node.url)))
             await asyncio.sleep(0.1)
-        for i, node in enumerate(cluster.nodes):
-            order = probes.pop()
-            try:
-                async with session.post(f"{node.url}/orders", data=orjson.dumps(order),
-                                        timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                    answers[i].append(f"{resp.status} {(await resp.read())[:200].decode(errors='replace')}")
+        async def post(i: int, order: dict[str, Any]) -> None:
+            t = time.monotonic()
+            try:  # waited for longer than a client would, to say how long the answer took
+                async with session.post(f"{cluster.nodes[i].url}/orders", data=orjson.dumps(order),
+                                        timeout=aiohttp.ClientTimeout(total=3 * ANSWER_WITHIN)) as resp:
+                    text = (await resp.read())[:200].decode(errors="replace")
+                    answers[i].append(f"{resp.status} after {time.monotonic() - t:.1f}s: {text}")
                     if resp.status in (200, 202):
                         accepted.append(str(order["order_no"]))  # it said so: then it must be kept
+                    elif resp.status == 503 and time.monotonic() - t > ANSWER_WITHIN:
+                        answers[i][-1] = "late " + answers[i][-1]
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                answers[i].append(type(exc).__name__)
+                answers[i].append(f"{type(exc).__name__} after {time.monotonic() - t:.1f}s")
+
+        await asyncio.gather(*(post(i, probes.pop()) for i in range(NODES)))
         for i in range(NODES):
             dead = [(round(t, 1), h.body) for t, h in seen[i] if not h.live]
             if dead:
@@ -81,7 +88,8 @@ async def _outage(cluster: Cluster, problems: list[str], notes: list[str]) -> li
                                     f"unreachable, at {flapped[:5]}s")
             if not answers[i][0].startswith("503"):
                 problems.append(f"node {i}: POST /orders while the store was unreachable answered "
-                                f"{answers[i][0]!r}; expected 503 (never a 500, never an acceptance it cannot keep)")
+                                f"{answers[i][0]!r}; expected 503 within {ANSWER_WITHIN}s (never a 500, never an "
+                                f"acceptance it cannot keep, and soon enough for a client that waits {ANSWER_WITHIN}s)")
         notes.append(f"answers while unreachable: {answers}")
 
     await cluster.unblock_store()
