@@ -83,6 +83,19 @@ async def probe_health(session: aiohttp.ClientSession, url: str, timeout: float 
     return Health(True, ready, status, body, time.monotonic() - t0)
 
 
+LIVENESS_MISSES = 3  # probes in a row without an answer that make a node dead (as Kubernetes' failureThreshold)
+
+
+def dead_spell(seen: Sequence[Health]) -> int:
+    """The longest run of probes without an answer: a node is dead to a liveness check when this
+    reaches LIVENESS_MISSES; one slow answer on a loaded machine is not death."""
+    run = worst = 0
+    for h in seen:
+        run = 0 if h.live else run + 1
+        worst = max(worst, run)
+    return worst
+
+
 @dataclass
 class Cluster(Run):
     """`Run` (tests/service/e2e.py) with N nodes in network namespaces: `service` is node 0."""
