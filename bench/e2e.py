@@ -98,38 +98,22 @@ def tree_cpu(pid: int) -> dict[int, float]:
     return out
 
 
-def postgres_cpu() -> float:
-    """CPU of every process named postgres (the server and the service's backends)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        name = entry.name
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/comm", "rb") as f:
-                if not f.read().startswith(b"postgres"):
-                    continue
-            total += proc_cpu(int(name))
-        except OSError:
-            continue
-    return total
-
-
 class PgCpu:
-    """PostgreSQL's CPU over a run, from /proc: every `postgres` process (the whole server, other
-    users of a shared machine included) and only the backends serving `database`, found by their
-    process title (`postgres: 15/main: USER DATABASE …`). Backends come and go (a pool re-opens
-    connections), so a thread samples them every 0.2 s; one that exits counts up to its last
-    sample."""
+    """PostgreSQL's CPU over a run, from /proc, per process: every `postgres` process (the whole
+    server, other users of a shared machine included) and, among them, the backends serving
+    `database`, found by their process title (`postgres: 15/main: USER DATABASE …`). Processes
+    come and go (a pool re-opens connections, the server forks a backend per connection), so a
+    thread samples them every 0.2 s and each counts from its first sample (or from 0 when it was
+    born during the run) to its last: one that exits counts up to its last sample."""
 
     def __init__(self, database: str) -> None:
         self.database = database.encode()
-        self._first: dict[int, float] = {}  # pid -> CPU when first seen (0 for backends born during the run)
+        self._first: dict[int, float] = {}  # pid -> CPU when first seen (0 for processes born during the run)
         self._last: dict[int, float] = {}
-        self._retired = 0.0
+        self._ours: set[int] = set()  # pids serving the run's database
+        self._retired = {"server": 0.0, "database": 0.0}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._server0 = 0.0
 
     def _scan(self, at_start: bool) -> None:
         for entry in os.scandir("/proc"):
@@ -137,27 +121,36 @@ class PgCpu:
                 continue
             pid = int(entry.name)
             try:
+                with open(f"/proc/{pid}/comm", "rb") as f:
+                    if not f.read().startswith(b"postgres"):
+                        continue
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    title = f.read()
-                if not title.startswith(b"postgres: ") or self.database not in title.replace(b"\0", b" ").split():
-                    continue
+                    title = f.read().replace(b"\0", b" ").split()
                 cpu = proc_cpu(pid)
             except OSError:
                 continue
             last = self._last.get(pid)
-            if last is not None and cpu < last:  # the pid was reused by a new backend
-                self._retired += last - self._first.pop(pid)
+            if last is not None and cpu < last:  # the pid was reused by a new process
+                self._retire(pid)
                 last = None
             if last is None:
                 self._first[pid] = cpu if at_start else 0.0
+                if self.database in title:
+                    self._ours.add(pid)
             self._last[pid] = cpu
+
+    def _retire(self, pid: int) -> None:
+        spent = self._last.pop(pid) - self._first.pop(pid)
+        self._retired["server"] += spent
+        if pid in self._ours:
+            self._ours.discard(pid)
+            self._retired["database"] += spent
 
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
             self._scan(False)
 
     def start(self) -> None:
-        self._server0 = postgres_cpu()
         self._scan(True)
         self._thread = threading.Thread(target=self._loop, name="pg-cpu", daemon=True)
         self._thread.start()
@@ -168,8 +161,9 @@ class PgCpu:
         if self._thread is not None:
             self._thread.join()
         self._scan(False)
-        backends = self._retired + sum(self._last[pid] - first for pid, first in self._first.items())
-        return {"database": backends, "server": postgres_cpu() - self._server0}
+        for pid in list(self._last):
+            self._retire(pid)
+        return dict(self._retired)
 
 
 def pg_statements(url: str) -> tuple[float, int] | None:
