@@ -1,22 +1,40 @@
-"""Benchmark: N orders end to end through `dockyard serve` into the simulated warehouses on loopback.
+"""Benchmark: N orders end to end through `dockyard serve` into the simulated warehouses.
 
     python bench/e2e.py [-n 20000] [--store sqlite|postgres] [--pg-url URL] [--feedback|--no-feedback]
-                        [--batch 200] [--parallel 4] [--profile] [--json FILE]
+                        [--batch 200] [--parallel 4] [--workers N] [--profile] [--json FILE]
+                        [--nodes N[,N…] [--rounds R]] [--rate R | --rate-of-capacity F]
 
 Three processes, as in production: the service (this file re-run as `--serve-child`, which does what
 `dockyard serve` does and nothing more unless --profile is given), the simulated warehouses
 (dockyard.demo.SimProcess: QIMEN, SF, JD LOP, Cainiao and the upstream webhook) and the load
 generator (this process), each on its own CPU clock.
 
+`--nodes N`: N service nodes on one PostgreSQL database, each the real `dockyard serve --config` in
+a network namespace of its own with its own address (tests/multinode/netns.py; needs root and
+`ip`), reaching the database through its unix socket. The simulated warehouses run in the root
+namespace; their callbacks go through one TCP load balancer (tests/multinode/lb.py) that spreads
+them over the nodes, and the load generator sends its requests to the nodes in turn. A list
+(`--nodes 1,2,3`) runs each count in turn, `--rounds` times, interleaved, and ends with a table of
+throughput and CPU per order by node count (best delivered/s of the rounds).
+
+Open loop (`--rate R` orders/s, or `--rate-of-capacity F`: F × the delivered/s of a closed-loop run
+of the same setup, measured first in the same invocation): one order per `POST /orders`, sent at
+fixed arrival times (order i at i/R s) whatever the answers do, and its latency measured from its
+scheduled time, so that a service (or a client) that falls behind shows in the figures instead of
+slowing the arrivals down; p50/p95/p99, and how late the client itself sent (its lag).
+
 Measured (every figure from the same run):
-- accepted/s: the orders over the time until every batch has its answer (POST /orders/batch);
+- accepted/s: the orders over the time until every request has its answer;
 - delivered/s: orders committed as accepted by their warehouse (journal step `committed`, flow
   `create`) over the time from the first `received` to the last `committed` in the journal;
-- latency ingest → ack (client side, per batch request) and ingest → warehouse-accepted (per
+- latency ingest → ack (client side, per request) and ingest → warehouse-accepted (per
   order, journal `received` → `committed`), p50/p95/p99;
 - feedback: status events recorded per second, and forwarded upstream;
-- CPU µs per order of the service (main thread = event loop, writer thread, readers), the
-  PostgreSQL server (when used), the simulator and the load generator, from /proc and getrusage;
+- CPU µs per order of the service (all nodes; single node: main thread = event loop, writer
+  thread, readers), PostgreSQL (the backends serving the run's database, from /proc; the whole
+  server, other users included; and, when the server has pg_stat_statements loaded, the
+  statements' execution + planning time), the simulator, the load balancer (--nodes) and the load
+  generator, from /proc and getrusage;
 - with --profile: the service's CPU split by stage: its stage functions are wrapped inside the
   service process and each call's thread CPU is charged to its stage (see instrument()).
 
@@ -49,9 +67,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+MULTINODE = REPO / "tests" / "multinode"  # the namespace harness and the load balancer (--nodes)
 TICK = os.sysconf("SC_CLK_TCK")
-
-
 # -- CPU clocks ---------------------------------------------------------------------------------
 def _stat_cpu(path: str) -> float:
     """utime + stime of a /proc stat file, in seconds."""
@@ -81,21 +98,87 @@ def tree_cpu(pid: int) -> dict[int, float]:
     return out
 
 
-def postgres_cpu() -> float:
-    """CPU of every process named postgres (the server and the service's backends)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        name = entry.name
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/comm", "rb") as f:
-                if not f.read().startswith(b"postgres"):
-                    continue
-            total += proc_cpu(int(name))
-        except OSError:
-            continue
-    return total
+class PgCpu:
+    """PostgreSQL's CPU over a run, from /proc, per process: every `postgres` process (the whole
+    server, other users of a shared machine included) and, among them, the backends serving
+    `database`, found by their process title (`postgres: 15/main: USER DATABASE …`). Processes
+    come and go (a pool re-opens connections, the server forks a backend per connection), so a
+    thread samples them every 0.2 s and each counts from its first sample (or from 0 when it was
+    born during the run) to its last: one that exits counts up to its last sample."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database.encode()
+        self._first: dict[int, float] = {}  # pid -> CPU when first seen (0 for processes born during the run)
+        self._last: dict[int, float] = {}
+        self._ours: set[int] = set()  # pids serving the run's database
+        self._retired = {"server": 0.0, "database": 0.0}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _scan(self, at_start: bool) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                with open(f"/proc/{pid}/comm", "rb") as f:
+                    if not f.read().startswith(b"postgres"):
+                        continue
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    title = f.read().replace(b"\0", b" ").split()
+                cpu = proc_cpu(pid)
+            except OSError:
+                continue
+            last = self._last.get(pid)
+            if last is not None and cpu < last:  # the pid was reused by a new process
+                self._retire(pid)
+                last = None
+            if last is None:
+                self._first[pid] = cpu if at_start else 0.0
+                if self.database in title:
+                    self._ours.add(pid)
+            self._last[pid] = cpu
+
+    def _retire(self, pid: int) -> None:
+        spent = self._last.pop(pid) - self._first.pop(pid)
+        self._retired["server"] += spent
+        if pid in self._ours:
+            self._ours.discard(pid)
+            self._retired["database"] += spent
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.2):
+            self._scan(False)
+
+    def start(self) -> None:
+        self._scan(True)
+        self._thread = threading.Thread(target=self._loop, name="pg-cpu", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        """{"database": CPU seconds of the run's backends, "server": of every postgres process}."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._scan(False)
+        for pid in list(self._last):
+            self._retire(pid)
+        return dict(self._retired)
+
+
+def pg_statements(url: str) -> tuple[float, int] | None:
+    """(ms of execution + planning, calls) of the statements run in `url`'s database, from
+    pg_stat_statements; None where the server does not load it (it needs shared_preload_libraries)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT COALESCE(SUM(total_exec_time + total_plan_time), 0), COALESCE(SUM(calls), 0) "
+                               "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+                               "WHERE datname = current_database())").fetchone()
+    except psycopg.Error:
+        return None
+    return (float(row[0]), int(row[1])) if row else None
 
 
 def self_cpu() -> float:
@@ -192,16 +275,21 @@ def _timed_async(fn: Any, label: str) -> Any:
 
 def instrument() -> None:
     """Wrap the stage functions of the service (attribute patches in this process only)."""
-    from aiohttp import client_proto, web_protocol
+    import inspect
+
+    from aiohttp import web_protocol
 
     from dockyard.runtime import mapping as rt_mapping
     from dockyard.runtime import request as rt_request
     from dockyard.runtime import secrets as rt_secrets
-    from dockyard.service import app, db, delivery, feedback, ingest, store
+    from dockyard.service import app, db, delivery, feedback, http_client, ingest, store
 
     def patch(owner: Any, name: str, label: str, *, nested: bool = False, coro: bool = False) -> None:
         fn = getattr(owner, name)
-        setattr(owner, name, _timed_async(fn, label) if coro else _timed(fn, label, nested))
+        wrapped = _timed_async(fn, label) if coro else _timed(fn, label, nested)
+        # a classmethod (the store's batch operations) is taken bound and put back as a plain function
+        static = isinstance(inspect.getattr_static(owner, name), classmethod)
+        setattr(owner, name, staticmethod(wrapped) if static else wrapped)
 
     # ingest (event loop)
     patch(app.Service, "post_batch", "ingest: handler glue (per-order results)", coro=True)
@@ -213,7 +301,8 @@ def instrument() -> None:
     # delivery (event loop)
     patch(delivery.Deliverer, "_warehouse_loop", "deliver: claim loop (ids, tasks)", coro=True)
     patch(delivery.Deliverer, "_run", "deliver: attempt glue", coro=True)
-    patch(delivery.Deliverer, "_http", "deliver: HTTP client request/response", coro=True)
+    patch(delivery.Deliverer, "_send", "deliver: connect, mark sending, exchange", coro=True)
+    patch(http_client.HttpPool, "exchange", "deliver: HTTP client request/response", coro=True)
     patch(delivery, "load_order", "deliver: stored order json.loads")
     patch(delivery, "build_request", "deliver: transform+sign (build_request)")
     patch(rt_request, "serialize", "serialize body", nested=True)
@@ -233,18 +322,19 @@ def instrument() -> None:
     patch(rt_secrets.Secrets, "redact", "redact", nested=True)
     # HTTP framing (event loop)
     patch(web_protocol.RequestHandler, "data_received", "HTTP server: parse requests")
-    patch(client_proto.ResponseHandler, "data_received", "HTTP client: parse responses")
+    patch(http_client._Conn, "data_received", "HTTP client: parse responses")
     patch(db, "_settle", "store hand-off: resolve futures")
-    # the writer thread
+    # the writer thread (and the claim threads)
     patch(store, "ingest", "store: ingest orders")
     patch(store, "claim", "store: claim")
     patch(store, "finish", "store: finish delivery")
-    patch(store, "record_event", "store: record callback event")
+    patch(store.MarkSendingOp, "run", "store: mark sending")
+    patch(store.RecordEventsOp, "run", "store: record callback events")
     patch(store, "quarantine", "store: quarantine")
-    patch(store, "journal", "journal rows", nested=True)
-    patch(store, "update_order", "update order", nested=True)
-    patch(store, "_queue", "outbox insert", nested=True)
-    patch(db.Database, "_commit_group", "store: group (savepoints, callbacks)")
+    patch(store, "write_journal", "journal rows", nested=True)
+    patch(store, "apply_order_changes", "update orders", nested=True)
+    patch(store, "queue_jobs", "outbox insert", nested=True)
+    patch(db.Database, "_commit_group", "store: group")
     for conn in (db._SqliteConn, db._PostgresConn):
         patch(conn, "commit", "store: COMMIT")
         patch(conn, "begin", "store: BEGIN")
@@ -282,8 +372,39 @@ def serve_child(argv: list[str]) -> int:
     return 0
 
 
+
+
+def sim_child() -> int:
+    """The simulated warehouses as `python -m dockyard.demo` runs them, but bound to the address
+    the spec names (`host`): with --nodes, the root namespace's address on the bridge, where the
+    nodes in their namespaces reach it."""
+    from dockyard.simulate import Faults, Feedback, Simulator, SimWarehouse
+
+    plan = json.loads(sys.stdin.readline())
+    spec, feedback = plan["spec"], plan["feedback"]
+
+    async def main() -> None:
+        sim = Simulator([SimWarehouse(w["name"], w["kind"], w["secret"], w["callback_base"], Faults(**w["faults"]),
+                                      w["context"]) for w in spec["warehouses"]],
+                        feedback=Feedback(**feedback), upstream_secret=spec["upstream_secret"],
+                        upstream_faults=Faults(**spec["upstream_faults"]))
+        base = await sim.start(str(spec.get("host", "127.0.0.1")), int(plan.get("port", 0)))
+        sys.stdout.write(base + "\n")
+        sys.stdout.flush()
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # EOF: the parent is done
+        await sim.stop()
+
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(main())
+    return 0
+
+
 # -- the load generator ---------------------------------------------------------------------------
-async def send_orders(url: str, bodies: list[tuple[int, bytes]], parallel: int) -> dict[str, Any]:
+async def send_orders(urls: list[str], bodies: list[tuple[int, bytes]], parallel: int) -> dict[str, Any]:
+    """Closed loop: `parallel` POST /orders/batch requests in flight, each to the next node in turn."""
     import aiohttp
     import orjson
 
@@ -291,11 +412,13 @@ async def send_orders(url: str, bodies: list[tuple[int, bytes]], parallel: int) 
     accepted: list[str] = []
     latencies: list[float] = []
     queue = list(reversed(bodies))
+    turn = iter(range(len(bodies)))
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=parallel),
                                      timeout=aiohttp.ClientTimeout(total=300)) as session:
         async def worker() -> None:
             while queue:
                 _, body = queue.pop()
+                url = urls[next(turn) % len(urls)]
                 t0 = time.perf_counter()
                 async with session.post(f"{url}/orders/batch", data=body,
                                         headers={"Content-Type": "application/json"}) as resp:
@@ -310,6 +433,57 @@ async def send_orders(url: str, bodies: list[tuple[int, bytes]], parallel: int) 
         await asyncio.gather(*(worker() for _ in range(parallel)))
         took = time.perf_counter() - start
     return {"counts": dict(counts), "accepted": accepted, "latencies": latencies, "seconds": took}
+
+
+async def open_loop(urls: list[str], bodies: list[bytes], rate: float, inflight: int) -> dict[str, Any]:
+    """Open loop: order i is due at start + i/rate and is sent as one POST /orders when due (to the
+    next node in turn), whatever earlier requests are doing; at most `inflight` requests are on
+    the wire, the others wait for a connection and that wait counts. Latency runs from the due
+    time to the answer; the client's lag is how late after the due time it started the request."""
+    import aiohttp
+    import orjson
+
+    loop = asyncio.get_running_loop()
+    counts: Counter[str] = Counter()
+    accepted: list[str] = []
+    latencies: list[float] = []
+    lags: list[float] = []
+    tasks: set[asyncio.Task[None]] = set()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=inflight),
+                                     timeout=aiohttp.ClientTimeout(total=120)) as session:
+        async def one(i: int, due: float) -> None:
+            lags.append((loop.time() - due) * 1000)
+            try:
+                async with session.post(f"{urls[i % len(urls)]}/orders", data=bodies[i],
+                                        headers={"Content-Type": "application/json"}) as resp:
+                    data = await resp.read()
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                counts[type(exc).__name__] += 1
+                return
+            latencies.append((loop.time() - due) * 1000)
+            result = orjson.loads(data)
+            counts[str(result.get("status", status))] += 1
+            if result.get("status") in ("accepted", "duplicate"):
+                accepted.append(str(result["order_no"]))
+
+        start = loop.time() + 0.2
+        i, n = 0, len(bodies)
+        while i < n:
+            now = loop.time()
+            while i < n and start + i / rate <= now:
+                task = asyncio.create_task(one(i, start + i / rate))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                i += 1
+            if i < n:
+                await asyncio.sleep(max(0.0, start + i / rate - loop.time()))
+        sent_at = loop.time()
+        while tasks:
+            await asyncio.gather(*list(tasks))
+        took = loop.time() - start
+    return {"counts": dict(counts), "accepted": accepted, "latencies": latencies, "lags": lags, "seconds": took,
+            "sent_per_s": n / max(1e-9, sent_at - start)}
 
 
 # -- baselines ------------------------------------------------------------------------------------
@@ -374,7 +548,8 @@ async def blast(wires: list[tuple[str, Any]], concurrency: int) -> tuple[float, 
 # -- the run --------------------------------------------------------------------------------------
 def fresh_postgres(url: str, name: str = "dockyard_e2e_bench") -> str:
     """A new, empty database `name` on the server of `url` (dropped first if it exists), so that
-    the run neither sees nor disturbs another user of that server; returns its URL."""
+    the run neither sees nor disturbs another user of that server; returns its URL. It gets the
+    pg_stat_statements extension where the server allows (the figures need the library preloaded)."""
     from urllib.parse import urlsplit, urlunsplit
 
     import psycopg
@@ -382,7 +557,19 @@ def fresh_postgres(url: str, name: str = "dockyard_e2e_bench") -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {name}")
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+    target = urlunsplit(urlsplit(url)._replace(path="/" + name))
+    with contextlib.suppress(psycopg.Error), psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    return target
+
+
+def socket_url(url: str, socket_dir: str) -> str:
+    """The same database through the server's unix socket: nodes in network namespaces reach it there."""
+    from urllib.parse import quote, urlsplit
+
+    parts = urlsplit(url)
+    user, database = quote(parts.username or "postgres"), parts.path.lstrip("/")
+    return f"postgresql://{user}@/{database}?host={quote(socket_dir, safe='')}"
 
 
 def journal_figures(url: str) -> dict[str, Any]:
@@ -408,123 +595,233 @@ def journal_figures(url: str) -> dict[str, Any]:
         db.close()
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from dockyard.demo import DemoPlan, SimProcess, build_demo_bundle, free_port
-    from dockyard.sample_orders import generate
-    from dockyard.service.config import load_config
-    from dockyard.service.context import ServiceContext
+def _wait_for_line(log: Path, text: str, count: int, process: subprocess.Popen[Any], timeout: float) -> str:
+    """The log's content once `text` occurs `count` times in it; fails if the process ends first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        content = log.read_text("utf-8", errors="replace") if log.exists() else ""
+        if content.count(text) >= count:
+            return content
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{process.args[-8:]} did not start:\n{content[-3000:]}")
+        time.sleep(0.05)
 
-    work = Path(args.workdir or tempfile.mkdtemp(prefix="dockyard-e2e-"))
-    work.mkdir(parents=True, exist_ok=True)
-    store = fresh_postgres(args.pg_url) if args.store == "postgres" else f"sqlite:///{(work / 'state.db').resolve()}"
-    for p in work.glob("state.db*"):
-        p.unlink()
-    plan = DemoPlan(work, args.mappings, store=store, concurrency=args.concurrency, workers=args.workers)
-    t0 = time.perf_counter()
-    build_demo_bundle(args.mappings, plan.bundle)
-    orders = generate(args.n, args.seed)
-    print(f"bundle + {len(orders)} orders generated in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    import orjson
 
-    bodies = [(len(orders[i:i + args.batch]), orjson.dumps(orders[i:i + args.batch]))
-              for i in range(0, len(orders), args.batch)]
-    out: dict[str, Any] = {"n": len(orders), "store": args.store, "feedback": args.feedback,
-                           "workers": args.workers, "batch": args.batch,
-                           "parallel": args.parallel, "concurrency": args.concurrency, "cpus": os.cpu_count(),
-                           "python": platform.python_version(), "command": " ".join(sys.argv)}
+def _stop(process: subprocess.Popen[Any], sig: int = signal.SIGTERM, wait: float = 60) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
-    # Baseline 1: transform + sign in-process.
-    plan.sim_base = "http://127.0.0.1:9"  # replaced below; the wires are re-pointed at the real simulator
-    ctx = ServiceContext.build(load_config(plan.write(free_port())))
-    base_orders = orders[:args.baseline_n]
-    transform_rate, wires = transform_baseline(ctx, base_orders)
-    out["transform_sign_per_s"] = transform_rate
 
-    # Baseline 2: the same signed requests straight to a fresh simulator (no feedback, no service).
-    sim = SimProcess(plan.sim_spec("http://127.0.0.1:9"), {"enabled": False})
+def _stop_piped(process: subprocess.Popen[str]) -> None:
+    """A child that runs until its stdin closes (the load balancer)."""
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
     try:
-        wires = [(name, (m, sim.base + u[len("http://127.0.0.1:9"):], h, b)) for name, (m, u, h, b) in wires]
-        c_sim, c_self = proc_cpu(sim.process.pid), self_cpu()
-        rate, statuses = asyncio.run(blast(wires, args.concurrency))
-        out["sim_roundtrip_per_s"] = rate
-        out["sim_roundtrip_cpu_us"] = {"simulator": (proc_cpu(sim.process.pid) - c_sim) / len(wires) * 1e6,
-                                       "client": (self_cpu() - c_self) / len(wires) * 1e6}
-        out["sim_roundtrip_statuses"] = statuses
-    finally:
-        sim.stop()
-    print(f"baselines: transform+sign {transform_rate:,.0f}/s, simulator round trip {rate:,.0f}/s", file=sys.stderr)
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
 
-    # The end-to-end run.
+
+class Prepared:
+    """What every run of one invocation shares: the plan, the bundle, the orders and the baselines."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        import orjson
+
+        from dockyard.demo import DemoPlan, SimProcess, build_demo_bundle, free_port
+        from dockyard.sample_orders import generate
+        from dockyard.service.config import load_config
+        from dockyard.service.context import ServiceContext
+
+        self.work = Path(args.workdir or tempfile.mkdtemp(prefix="dockyard-e2e-"))
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.plan = DemoPlan(self.work, args.mappings, store=f"sqlite:///{(self.work / 'state.db').resolve()}",
+                             concurrency=args.concurrency, workers=args.workers)
+        t0 = time.perf_counter()
+        build_demo_bundle(args.mappings, self.plan.bundle)
+        self.orders = generate(args.n, args.seed)
+        print(f"bundle + {len(self.orders)} orders generated in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        self.bodies = [(len(self.orders[i:i + args.batch]), orjson.dumps(self.orders[i:i + args.batch]))
+                       for i in range(0, len(self.orders), args.batch)]
+        self.singles = [orjson.dumps(o) for o in self.orders]
+        self.out: dict[str, Any] = {
+            "n": len(self.orders), "store": args.store, "feedback": args.feedback, "workers": args.workers,
+            "batch": args.batch, "parallel": args.parallel, "concurrency": args.concurrency, "cpus": os.cpu_count(),
+            "python": platform.python_version(), "command": " ".join(sys.argv)}
+
+        # Baseline 1: transform + sign in-process.
+        self.plan.sim_base = "http://127.0.0.1:9"  # replaced below; the wires are re-pointed at the real simulator
+        ctx = ServiceContext.build(load_config(self.plan.write(free_port())))
+        transform_rate, wires = transform_baseline(ctx, self.orders[:args.baseline_n])
+        self.out["transform_sign_per_s"] = transform_rate
+
+        # Baseline 2: the same signed requests straight to a fresh simulator (no feedback, no service).
+        sim = SimProcess(self.plan.sim_spec("http://127.0.0.1:9"), {"enabled": False})
+        try:
+            wires = [(name, (m, sim.base + u[len("http://127.0.0.1:9"):], h, b)) for name, (m, u, h, b) in wires]
+            c_sim, c_self = proc_cpu(sim.process.pid), self_cpu()
+            rate, statuses = asyncio.run(blast(wires, args.concurrency))
+            self.out["sim_roundtrip_per_s"] = rate
+            self.out["sim_roundtrip_cpu_us"] = {"simulator": (proc_cpu(sim.process.pid) - c_sim) / len(wires) * 1e6,
+                                                "client": (self_cpu() - c_self) / len(wires) * 1e6}
+            self.out["sim_roundtrip_statuses"] = statuses
+        finally:
+            sim.stop()
+        print(f"baselines: transform+sign {transform_rate:,.0f}/s, simulator round trip {rate:,.0f}/s",
+              file=sys.stderr)
+
+
+def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float | None) -> dict[str, Any]:
+    """One end-to-end run on a fresh store: the service (one process as before, or `nodes` nodes in
+    namespaces), the simulator, closed loop or open loop at `rate`; every figure of the run."""
+    from dockyard.demo import Harness, SimProcess, free_port
+
+    plan, work, n = prep.plan, prep.work, len(prep.orders)
+    admin = ""
+    if args.store == "postgres":
+        admin = fresh_postgres(args.pg_url)
+        store = socket_url(admin, args.pg_socket) if nodes else admin
+    else:
+        for p in work.glob("state.db*"):
+            p.unlink()
+        store = f"sqlite:///{(work / 'state.db').resolve()}"
+    plan.store = store
+    out = dict(prep.out, nodes=nodes, rate=rate)
     port = free_port()
     feedback = {"step_delay": args.step_delay} if args.feedback else {"enabled": False}
-    sim = SimProcess(plan.sim_spec(f"http://127.0.0.1:{port}"), feedback)
-    plan.sim_base = sim.base
-    config_path = plan.write(port)
     report_path = work / "service-report.json"
-    if args.workers > 1:  # the real `dockyard serve` with its workers (no stage profile)
-        child = subprocess.Popen([sys.executable, "-m", "dockyard.cli", "serve", "--config", str(config_path)],
-                                 stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    else:
-        child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-child", str(config_path),
-                                  "--report", str(report_path)] + (["--profile"] if args.profile else []),
-                                 stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        if args.workers > 1:
-            assert child.stderr is not None
-            line = child.stderr.readline()
-            url = line.split("serving on ", 1)[1].split()[0] if "serving on " in line else ""
-            for _ in range(args.workers):  # each worker says when it is ready
-                child.stderr.readline()
-        else:
-            assert child.stdout is not None
-            url = child.stdout.readline().strip()
-        if not url.startswith("http"):
-            raise RuntimeError("the service did not start")
-        from dockyard.demo import Harness
+    report_path.unlink(missing_ok=True)
+    with contextlib.ExitStack() as stack:
+        lb: subprocess.Popen[str] | None = None
+        if nodes:
+            sys.path.insert(0, str(MULTINODE))
+            from netns import Network, pdeathsig
 
-        harness = Harness(url, sim.base)
-        pg0 = postgres_cpu() if args.store == "postgres" else 0.0
-        svc0, sim0, me0 = tree_cpu(child.pid), proc_cpu(sim.process.pid), self_cpu()
+            net = stack.enter_context(Network(nodes))
+            lb = subprocess.Popen([sys.executable, str(MULTINODE / "lb.py"), net.gateway, "0",
+                                   *(f"{h.address}:{port}" for h in net.hosts)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=pdeathsig)
+            stack.callback(_stop_piped, lb)
+            assert lb.stdout is not None
+            callback = "http://" + lb.stdout.readline().split()[1]
+            sim = SimProcess({**plan.sim_spec(callback), "host": net.gateway}, feedback,
+                             command=[sys.executable, str(Path(__file__).resolve()), "--sim-child"])
+        else:
+            sim = SimProcess(plan.sim_spec(f"http://127.0.0.1:{port}"), feedback)
+        stack.callback(sim.stop)
+        plan.sim_base = sim.base
+        config_path = plan.write(port)
+        children: list[subprocess.Popen[Any]] = []
+        if nodes:
+            for h in net.hosts:
+                log = work / f"node{h.index}.log"
+                log.unlink(missing_ok=True)
+                with open(log, "ab") as sink:
+                    child = subprocess.Popen(h.command([sys.executable, "-m", "dockyard.cli", "serve", "--config",
+                                                        str(config_path), "--host", h.address, "--port", str(port)]),
+                                             stdout=sink, stderr=subprocess.STDOUT, preexec_fn=pdeathsig)
+                children.append(child)
+                stack.callback(_stop, child)
+            for h, child in zip(net.hosts, children, strict=True):
+                _wait_for_line(work / f"node{h.index}.log", "serving on", 1, child, 60)
+                if args.workers > 1:
+                    _wait_for_line(work / f"node{h.index}.log", ") ready; ", args.workers, child, 60)
+            urls = [f"http://{h.address}:{port}" for h in net.hosts]
+        elif args.workers > 1:  # the real `dockyard serve` with its workers (no stage profile)
+            log = work / "service.log"
+            log.unlink(missing_ok=True)
+            with open(log, "ab") as sink:
+                child = subprocess.Popen([sys.executable, "-m", "dockyard.cli", "serve", "--config", str(config_path)],
+                                         stdout=sink, stderr=subprocess.STDOUT,
+                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            children.append(child)
+            stack.callback(_stop, child)
+            _wait_for_line(log, "serving on", 1, child, 60)
+            _wait_for_line(log, ") ready; ", args.workers, child, 60)
+            urls = [f"http://127.0.0.1:{port}"]
+        else:
+            child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-child", str(config_path),
+                                      "--report", str(report_path)] + (["--profile"] if args.profile else []),
+                                     stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            children.append(child)
+            stack.callback(_stop, child)
+            assert child.stdout is not None
+            urls = [child.stdout.readline().strip()]
+            if not urls[0].startswith("http"):
+                raise RuntimeError("the service did not start")
+
+        harness = Harness(urls[0], sim.base)
+        database = admin.rsplit("/", 1)[-1].split("?")[0] if admin else ""
+        pg = PgCpu(database) if admin else None
+        stm0 = pg_statements(admin) if admin else None
+        if pg is not None:
+            pg.start()
+        svc0 = {c.pid: tree_cpu(c.pid) for c in children}
+        sim0, me0 = proc_cpu(sim.process.pid), self_cpu()
+        lb0 = proc_cpu(lb.pid) if lb is not None else 0.0
         wall0 = time.perf_counter()
-        sent = asyncio.run(send_orders(url, bodies, args.parallel))
+        if rate:
+            sent = asyncio.run(open_loop(urls, prep.singles, rate, args.inflight))
+        else:
+            sent = asyncio.run(send_orders(urls, prep.bodies, args.parallel))
         me_send = self_cpu() - me0
         accepted = len(sent["accepted"])
         stats = asyncio.run(harness.settle(accepted, args.timeout, feedback=args.feedback))
         wall = time.perf_counter() - wall0
-        svc1, sim1, me1 = tree_cpu(child.pid), proc_cpu(sim.process.pid), self_cpu()
-        pg1 = postgres_cpu() if args.store == "postgres" else 0.0
-        if args.workers > 1:
-            report_path.write_text(json.dumps({"threads": {}, "stages": []}), encoding="utf-8")
-        else:
+        svc1 = {c.pid: tree_cpu(c.pid) for c in children}
+        sim1, me1 = proc_cpu(sim.process.pid), self_cpu()
+        lb1 = proc_cpu(lb.pid) if lb is not None else 0.0
+        pg_cpu = pg.stop() if pg is not None else {"database": 0.0, "server": 0.0}
+        stm1 = pg_statements(admin) if admin else None
+        if not nodes and args.workers == 1:
             child.send_signal(signal.SIGUSR1)
-        for _ in range(100):
-            if report_path.exists():
-                break
-            time.sleep(0.05)
-        time.sleep(0.2)
-        child.send_signal(signal.SIGTERM)
-        child.wait(60)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        sim.stop()
-    report = json.loads(report_path.read_text("utf-8"))
+            for _ in range(100):
+                if report_path.exists():
+                    break
+                time.sleep(0.05)
+            time.sleep(0.2)
+    report = (json.loads(report_path.read_text("utf-8")) if report_path.exists()
+              else {"threads": {}, "stages": []})
     names = report["threads"]
     per_thread: Counter[str] = Counter()
-    for tid, cpu in svc1.items():
-        name = names.get(str(tid), "?")
-        kind = ("main (event loop)" if name == "MainThread" else "writer" if name == "dockyard-writer"
-                else "readers" if name.startswith("dockyard-read") else "other")
-        if args.workers > 1:
-            kind = f"{args.workers} workers (all threads)"
-        per_thread[kind] += cpu - svc0.get(tid, 0.0)
+    for i, c in enumerate(children):
+        for tid, cpu in svc1[c.pid].items():
+            name = names.get(str(tid), "?")
+            kind = ("main (event loop)" if name == "MainThread" else "writer" if name == "dockyard-writer"
+                    else "readers" if name.startswith("dockyard-read")
+                    else "claims" if name.startswith("dockyard-claim") else "other")
+            if nodes:
+                kind = f"node {i} (all threads)"
+            elif args.workers > 1:
+                kind = f"{args.workers} workers (all threads)"
+            per_thread[kind] += cpu - svc0[c.pid].get(tid, 0.0)
     j = journal_figures(store)
     received, committed = j["received"], j["committed"]
     first = min(received.values())
     last_commit = max(at for _, at in committed)
     lat = [(at - received[o]) / 1000 for o, at in committed if o in received]
-    n = len(orders)
+    cpu = {"service": sum(per_thread.values()) / n * 1e6,
+           **{f"service {k}": v / n * 1e6 for k, v in sorted(per_thread.items())}}
+    if admin:
+        cpu["postgres (this database's backends)"] = pg_cpu["database"] / n * 1e6
+        cpu["postgres (whole server)"] = pg_cpu["server"] / n * 1e6
+        if stm0 is not None and stm1 is not None:
+            cpu["postgres statements (pg_stat_statements)"] = (stm1[0] - stm0[0]) / n * 1e3
+    else:
+        cpu["postgres"] = 0.0
+    cpu.update({"simulator": (sim1 - sim0) / n * 1e6, "client": (me1 - me0) / n * 1e6,
+                "client (sending)": me_send / n * 1e6})
+    if lb is not None:
+        cpu["load balancer"] = (lb1 - lb0) / n * 1e6
     out.update({
         "counts": sent["counts"], "accepted": accepted, "delivered": len(committed),
         "by_delivery": j["by_delivery"], "outbox_left": stats["service"]["outbox_depth"],
@@ -537,20 +834,40 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "events": j["events"][0], "dup_events": j["dup_events"],
         "events_per_s": j["events"][0] / max(1e-9, (j["events"][2] - j["events"][1]) / 1e6) if j["events"][0] else 0,
         "forwarded": j["forwarded"][0],
-        "cpu_us_per_order": {"service": sum(per_thread.values()) / n * 1e6,
-                             **{f"service {k}": v / n * 1e6 for k, v in sorted(per_thread.items())},
-                             "postgres": (pg1 - pg0) / n * 1e6, "simulator": (sim1 - sim0) / n * 1e6,
-                             "client": (me1 - me0) / n * 1e6, "client (sending)": me_send / n * 1e6},
-        "profile": {"on": args.profile, "stages": report["stages"], "threads_cpu": dict(per_thread)},
+        "cpu_us_per_order": cpu,
+        "profile": {"on": args.profile and not nodes and args.workers == 1, "stages": report["stages"],
+                    "threads_cpu": dict(per_thread)},
     })
+    if rate:
+        out["open_loop"] = {"rate": rate, "sent_per_s": sent["sent_per_s"], "inflight": args.inflight,
+                            "lag_ms": {q: pct(sent["lags"], q) for q in (50, 99)}}
     return out
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every run of this invocation: each node count in turn, `rounds` times (interleaved); with
+    --rate-of-capacity, a closed-loop run then an open-loop run at that fraction of its delivered/s."""
+    prep = Prepared(args)
+    runs: list[dict[str, Any]] = []
+    for _ in range(args.rounds):
+        for nodes in args.nodes or [0]:
+            if args.rate_of_capacity:
+                closed = one_run(args, prep, nodes=nodes, rate=None)
+                runs.append(closed)
+                runs.append(one_run(args, prep, nodes=nodes, rate=args.rate_of_capacity * closed["delivered_per_s"]))
+            else:
+                runs.append(one_run(args, prep, nodes=nodes, rate=args.rate))
+            show(runs[-1])
+    return runs
 
 
 def show(r: dict[str, Any]) -> None:
     n = r["n"]
-    print(f"\n{n} orders, store {r['store']}, feedback {'on' if r['feedback'] else 'off'}, batch {r['batch']} x "
-          f"{r['parallel']} parallel, warehouse concurrency {r['concurrency']}, {r['cpus']} CPUs, "
-          f"Python {r['python']}")
+    where = f"{r['nodes']} node(s) in network namespaces" if r["nodes"] else "one service"
+    load = (f"open loop at {r['rate']:,.0f} orders/s, one order per POST /orders" if r["rate"] else
+            f"closed loop, batch {r['batch']} x {r['parallel']} parallel")
+    print(f"\n{n} orders, {where}, store {r['store']}, feedback {'on' if r['feedback'] else 'off'}, {load}, "
+          f"warehouse concurrency {r['concurrency']}, {r['cpus']} CPUs, Python {r['python']}")
     print(f"results: {r['counts']}; delivery: {r['by_delivery']}; outbox left: {r['outbox_left']}")
     print(f"\n{'':34} {'per s':>10} {'vs sim RTT':>11} {'vs transform':>13}")
     sim, tr = r["sim_roundtrip_per_s"], r["transform_sign_per_s"]
@@ -562,14 +879,20 @@ def show(r: dict[str, Any]) -> None:
     print(f"\nfirst received → last delivered {r['delivered'] / r['delivered_per_s']:.2f}s; → last journal entry "
           f"(feedback forwarded) {r['all_done_seconds']:.2f}s; wall incl. settle polling {r['wall_seconds']:.1f}s")
     a, w = r["ack_ms"], r["wh_accepted_ms"]
-    print(f"latency ingest → ack (per batch of {r['batch']}):   p50 {a[50]:8.1f} ms  p95 {a[95]:8.1f} ms  "
-          f"p99 {a[99]:8.1f} ms")
+    if r["rate"]:
+        o = r["open_loop"]
+        print(f"latency POST /orders → answer, from the scheduled time: p50 {a[50]:8.1f} ms  p95 {a[95]:8.1f} ms  "
+              f"p99 {a[99]:8.1f} ms  (sent at {o['sent_per_s']:,.0f}/s of {o['rate']:,.0f}/s due; client lag "
+              f"p50 {o['lag_ms'][50]:.1f} ms p99 {o['lag_ms'][99]:.1f} ms; at most {o['inflight']} in flight)")
+    else:
+        print(f"latency ingest → ack (per batch of {r['batch']}):   p50 {a[50]:8.1f} ms  p95 {a[95]:8.1f} ms  "
+              f"p99 {a[99]:8.1f} ms")
     print(f"latency ingest → warehouse accepted: p50 {w[50]:8.1f} ms  p95 {w[95]:8.1f} ms  p99 {w[99]:8.1f} ms")
     print(f"feedback: {r['events']} events recorded ({r['events'] / n:.2f}/order, {r['dup_events']} duplicates), "
           f"{r['events_per_s']:,.0f} events/s; {r['forwarded']} forwarded upstream")
     print("\nCPU µs per order:")
     for k, v in r["cpu_us_per_order"].items():
-        print(f"  {k:26} {v:8.0f}")
+        print(f"  {k:40} {v:8.0f}")
     rt = r["sim_roundtrip_cpu_us"]
     print(f"  (baseline round trip, per request: simulator {rt['simulator']:.0f}, client {rt['client']:.0f})")
     prof = r["profile"]
@@ -578,14 +901,16 @@ def show(r: dict[str, Any]) -> None:
         by_thread: Counter[str] = Counter()
         rows = []
         for thread, stage, seconds, calls in prof["stages"]:
-            kind = threads.get(thread, "readers" if thread.startswith("dockyard-read") else "other")
+            kind = threads.get(thread, "readers" if thread.startswith("dockyard-read")
+                               else "claims" if thread.startswith("dockyard-claim") else "other")
             by_thread[kind] += seconds
             rows.append((kind, stage, seconds, calls))
         for kind, cpu in prof["threads_cpu"].items():
             rest = cpu - by_thread.get(kind, 0.0)
             label = {"main (event loop)": "event loop, uvloop I/O, aiohttp tasks (not wrapped)",
                      "writer": "store: writer queue + sqlite/psycopg outside the wrapped calls",
-                     "readers": "reads: /stats polling (settle)"}.get(kind, "other")
+                     "readers": "reads: /stats polling (settle)",
+                     "claims": "claims: psycopg/sqlite outside the wrapped calls"}.get(kind, "other")
             rows.append((kind, label, rest, 0))
         total = sum(prof["threads_cpu"].values())
         print(f"\nservice CPU by stage (--profile: exclusive thread CPU of wrapped calls; total {total / n * 1e6:.0f} "
@@ -597,10 +922,42 @@ def show(r: dict[str, Any]) -> None:
             print(f"  {kind:18} {stage:62} {seconds / n * 1e6:6.0f} µs/order {seconds / total:6.1%} {per_call}")
 
 
+def show_table(runs: list[dict[str, Any]]) -> None:
+    """By node count and load: the best delivered/s of the rounds, with that run's CPU per order."""
+    groups: dict[tuple[int, bool], list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        groups[(r["nodes"], bool(r["rate"]))].append(r)
+    if len(runs) < 2:
+        return
+    print(f"\n{'nodes':>5} {'load':>14} {'delivered/s':>12} {'(range)':>15} {'accepted/s':>11} {'p99 ms':>8}  "
+          "CPU µs/order: service · PG backends · PG server · PG statements · simulator · LB · client")
+    for (nodes, open_loop), rs in sorted(groups.items()):
+        best = max(rs, key=lambda r: r["delivered_per_s"])
+        c = best["cpu_us_per_order"]
+        rates = sorted(r["delivered_per_s"] for r in rs)
+        load = f"open {best['rate']:,.0f}/s" if open_loop else "closed"
+
+        keys = ("service", "postgres (this database's backends)", "postgres (whole server)",
+                "postgres statements (pg_stat_statements)", "simulator", "load balancer", "client")
+        figures = " · ".join(f"{c[k]:,.0f}" if k in c else "–" for k in keys)
+        span = f"{rates[0]:,.0f}–{rates[-1]:,.0f}"
+        print(f"{nodes or 'plain':>5} {load:>14} {best['delivered_per_s']:12,.0f} {span:>15} "
+              f"{best['accepted_per_s']:11,.0f} {best['ack_ms'][99]:8.1f}  {figures}")
+
+
+def _counts(text: str) -> list[int]:
+    counts = [int(x) for x in text.split(",") if x.strip()]
+    if not counts or any(not 1 <= c <= 16 for c in counts):
+        raise argparse.ArgumentTypeError("node counts from 1 to 16, e.g. 3 or 1,2,3")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--serve-child"]:
         return serve_child(argv[1:])
+    if argv[:1] == ["--sim-child"]:
+        return sim_child()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("-n", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=42)
@@ -608,12 +965,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test",
                     help="a PostgreSQL server the benchmark may use: it runs in a new database "
                          "dockyard_e2e_bench there (dropped and created for each run)")
+    ap.add_argument("--pg-socket", default="/var/run/postgresql",
+                    help="the folder of that server's unix socket (how nodes in namespaces reach it)")
     ap.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--step-delay", type=float, default=0.05, help="simulator feedback: seconds between steps")
     ap.add_argument("--batch", type=int, default=200, help="orders per POST /orders/batch")
     ap.add_argument("--parallel", type=int, default=4, help="batch requests in flight")
     ap.add_argument("--concurrency", type=int, default=64, help="requests in flight per warehouse (service config)")
     ap.add_argument("--workers", type=int, default=1, help="service processes (`workers:` in the config)")
+    ap.add_argument("--nodes", type=_counts, default=None,
+                    help="N service nodes in network namespaces on one PostgreSQL (implies --store postgres; "
+                         "needs root); a list such as 1,2,3 runs each count in turn")
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the runs (interleaved) and keep the best")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="open loop: orders/s, one order per POST /orders at fixed arrival times")
+    ap.add_argument("--rate-of-capacity", type=float, default=None,
+                    help="open loop at this fraction of the delivered/s of a closed-loop run measured first "
+                         "(e.g. 0.8)")
+    ap.add_argument("--inflight", type=int, default=256, help="open loop: requests on the wire at most")
     ap.add_argument("--baseline-n", type=int, default=5000, help="orders for the two baselines")
     ap.add_argument("--profile", action="store_true",
                     help="split the service's CPU by stage (wraps its stage functions; costs some CPU itself)")
@@ -622,12 +991,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None, help="also write every figure as JSON")
     args = ap.parse_args(argv)
-    result = run(args)
-    show(result)
+    if args.nodes:
+        args.store = "postgres"
+        if args.profile:
+            ap.error("--profile wraps one service process; it does not combine with --nodes")
+    if args.rate is not None and args.rate_of_capacity is not None:
+        ap.error("--rate and --rate-of-capacity: one or the other")
+    if any(r is not None and r <= 0 for r in (args.rate, args.rate_of_capacity)):
+        ap.error("the open-loop rate must be positive")
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    runs = run(args)
+    show_table(runs)
     if args.json is not None:
-        args.json.write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
-    lost = result["accepted"] - sum(result["by_delivery"].get(k, 0) for k in ("delivered", "dlq", "in_doubt"))
-    return 0 if lost == 0 and result["outbox_left"] == 0 else 1
+        data: Any = runs[0] if len(runs) == 1 else runs
+        args.json.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    ok = True
+    for r in runs:
+        lost = r["accepted"] - sum(r["by_delivery"].get(k, 0) for k in ("delivered", "dlq", "in_doubt"))
+        ok = ok and lost == 0 and r["outbox_left"] == 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -106,10 +106,11 @@ def create_rules() -> dict[str, str]:
 
 # -- the simulator child ------------------------------------------------------------------------
 class SimChild(SimProcess):
-    """`dockyard.demo.SimProcess`, but running this file's recording simulator."""
+    """`dockyard.demo.SimProcess`, but running this file's recording simulator, bound to `host`
+    (the multi-node tests bind it to the root namespace's address on their bridge)."""
 
-    def __init__(self, spec: dict[str, Any], feedback: dict[str, Any]) -> None:
-        super().__init__(spec, feedback, command=[sys.executable, str(Path(__file__).resolve())])
+    def __init__(self, spec: dict[str, Any], feedback: dict[str, Any], host: str = "127.0.0.1") -> None:
+        super().__init__({**spec, "host": host}, feedback, command=[sys.executable, str(Path(__file__).resolve())])
 
 
 def _sim_main() -> None:
@@ -160,7 +161,7 @@ def _sim_main() -> None:
              for w in spec["warehouses"]],
             feedback=Feedback(**plan["feedback"]), upstream_secret=spec["upstream_secret"],
             upstream_faults=Faults(**spec["upstream_faults"]), seed=int(plan.get("seed", 1)))
-        base = await sim.start("127.0.0.1", 0)
+        base = await sim.start(str(spec.get("host", "127.0.0.1")), 0)
         sys.stdout.write(base + "\n")
         sys.stdout.flush()
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # EOF: the parent is done
@@ -171,25 +172,37 @@ def _sim_main() -> None:
 
 # -- the service child --------------------------------------------------------------------------
 class ServiceProcess:
-    """`dockyard serve --config …` in a child process, always on the same port and store."""
+    """`dockyard serve --config …` in a child process, always on the same port and store.
 
-    def __init__(self, config: Path, port: int, log: Path) -> None:
+    For the multi-node tests: `host` is the address it listens on (`--host`), `prefix` what runs
+    it (`ip netns exec NS`: the node's own network namespace), `env` what it adds to the
+    environment (e.g. PGAPPNAME, which names the node's PostgreSQL sessions)."""
+
+    def __init__(self, config: Path, port: int, log: Path, *, host: str | None = None,
+                 prefix: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
         self.config = config
         self.port = port
         self.log = log
-        self.url = f"http://127.0.0.1:{port}"
+        self.host = host
+        self.prefix = list(prefix)
+        self.env = dict(env or {})
+        self.url = f"http://{host or '127.0.0.1'}:{port}"
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.kills = 0
         self.recovered: list[int] = []  # in-flight jobs recovered at each start
+        self.start_seconds: list[float] = []  # from exec to "serving" at each start
 
     async def start(self, timeout: float = 30.0) -> None:
         assert self.process is None
         offset = self.log.stat().st_size if self.log.exists() else 0
+        command = [*self.prefix, sys.executable, "-m", "dockyard.cli", "serve", "--config", str(self.config),
+                   "--port", str(self.port)] + (["--host", self.host] if self.host else [])
+        began = time.monotonic()
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "dockyard.cli", "serve", "--config", str(self.config), "--port", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=self.config.parent)
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=self.config.parent,
+                                            env={**os.environ, **self.env} if self.env else None,
+                                            preexec_fn=_die_with_parent)
         self.starts += 1
         deadline = time.monotonic() + timeout
         while True:
@@ -200,9 +213,11 @@ class ServiceProcess:
                     ready = re.findall(r" ready; (\d+) in-flight", text)
                     if len(ready) == int(line.rsplit("; ", 1)[1].split(" ", 1)[0]):
                         self.recovered.append(sum(int(n) for n in ready))
+                        self.start_seconds.append(time.monotonic() - began)
                         return
                 else:
                     self.recovered.append(int(line.split("; ", 1)[1].split(" ", 1)[0]))
+                    self.start_seconds.append(time.monotonic() - began)
                     return
             if self.process.poll() is not None or time.monotonic() > deadline:
                 if self.process.poll() is None:
@@ -236,6 +251,18 @@ class ServiceProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")[-6000:] if self.log.exists() else ""
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies, however that happens, so
+    that no service outlives a killed test run."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -278,6 +305,11 @@ class Run:
         if self.sim is not None:
             self.sim.stop()
 
+    async def stats(self) -> dict[str, Any]:
+        """{"service": GET /stats of the service, "sim": GET /_sim/stats of the simulator}."""
+        stats: dict[str, Any] = await self.harness.stats()
+        return stats
+
     async def wait_settled(self, accepted: int, timeout: float) -> None:
         """Until every accepted order is accounted for, the outbox is empty and no callback is
         pending, in two polls in a row with the same number of events (the service's and the
@@ -286,7 +318,7 @@ class Run:
         deadline = time.monotonic() + timeout
         last: tuple[int, int] | None = None
         while True:
-            stats = await self.harness.stats()
+            stats = await self.stats()
             service, sim = stats["service"], stats["sim"]
             by = service["orders_by_delivery"]
             accounted = sum(by.get(k, 0) for k in ("delivered", "dlq", "in_doubt", "cancelled"))
@@ -318,9 +350,13 @@ class Run:
             received = {name: await get(f"/_sim/received/{name}") for name in self.plan.warehouses}
             pushes = await get("/_test/pushes")
             upstream = await get("/_sim/upstream/events")
+        self.stop_services()
+        return Outcome.read(self.plan.config_path, sim_stats, received, pushes, upstream)
+
+    def stop_services(self) -> None:
+        """Stop the service (every node, in a cluster) cleanly, so that the store is read at rest."""
         assert self.service is not None
         self.service.stop()
-        return Outcome.read(self.plan.config_path, sim_stats, received, pushes, upstream)
 
 
 def _store_url(config: Path) -> str:
@@ -400,6 +436,34 @@ class Outcome:
 
     def held(self) -> set[str]:
         return {o for o, (_, d) in self.orders.items() if d == "in_doubt"}
+
+    def held_by(self) -> dict[str, int]:
+        """warehouse -> orders held in doubt there (every warehouse of the run, zeros included)."""
+        out = dict.fromkeys(self.received, 0)
+        for order_no in self.held():
+            warehouse = self.orders[order_no][0]
+            out[warehouse] = out.get(warehouse, 0) + 1
+        return out
+
+    def check_held_only_where_unresolvable(self, resolves: Mapping[str, str | None]) -> None:
+        """Held in doubt only at a warehouse that has no way to be asked: `resolves` says, per
+        warehouse, how its in-doubt work settles itself (a query flow, a resend answered by a
+        recognisable duplicate) or None where it cannot."""
+        held = self.held_by()
+        wrong = {w: n for w, n in held.items() if n and resolves.get(w) is not None}
+        examples = {w: sorted(o for o in self.held() if self.orders[o][0] == w)[:3] for w in wrong}
+        reasons = {w: self.create_jobs.get(examples[w][0], ("", None))[1] for w in wrong if examples[w]}
+        assert not wrong, (f"orders held for a person at warehouses that can be asked: {wrong} "
+                           f"(how each resolves: { {w: resolves.get(w) for w in wrong} }); e.g. {examples}; "
+                           f"reasons e.g. {reasons}")
+
+    def check_no_duplicates(self, rules: Mapping[str, str]) -> None:
+        """A warehouse whose duplicate rule is `skip` (no dedupe of its own we may rely on) got no
+        order twice, whether or not the service marked it in doubt."""
+        twice = {w: sorted(self.twice(w)) for w, rule in rules.items() if rule == "skip"}
+        twice = {w: orders for w, orders in twice.items() if orders}
+        assert not twice, ("orders sent twice to warehouses without dedupe: "
+                           f"{ {w: len(o) for w, o in twice.items()} }, e.g. { {w: o[:3] for w, o in twice.items()} }")
 
     # -- the shared checks -----------------------------------------------------------------
     def check_orders(self, accepted: Sequence[str], rules: Mapping[str, str]) -> None:
