@@ -78,6 +78,15 @@ UPSTREAM_SECRET = "UPSTREAM_WEBHOOK_SECRET"
 INGEST_GUARD: dict[str, Any] = {"networks": ["127.0.0.0/8", "::1/128"]}
 
 
+def _guarded(callbacks: dict[str, Any], networks: tuple[str, ...]) -> dict[str, Any]:
+    """The callbacks with each network guard set to `networks`."""
+    out: dict[str, Any] = {}
+    for flow, cb in callbacks.items():
+        guard = cb.get("guard")
+        out[flow] = {**cb, "guard": {**guard, "networks": list(networks)}} if guard and "networks" in guard else cb
+    return out
+
+
 def spec_files(mappings_dir: Path) -> list[Path]:
     return sorted(p for p in mappings_dir.glob("*/*.yaml") if not p.name.endswith(".test.yaml"))
 
@@ -112,6 +121,9 @@ class DemoPlan:
     concurrency: int = 64
     workers: int = 1  # service processes
     dashboard_token: str | None = None  # an operator token for /ui and /metrics (none: dashboard off)
+    # the networks the load generator and the simulator send from (the ingest and unsigned-callback
+    # guards let only these in): loopback here; a multi-host test adds its own network
+    networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     secret_values: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -145,7 +157,7 @@ class DemoPlan:
                 "secrets": [w["secret"]], "concurrency": self.concurrency,
                 "timeout": {"connect": min(2.0, self.timeout), "total": self.timeout}, "retry": self.retry,
                 "circuit": {"failures": 50, "open_for": 2},
-                "flows": w["flows"], "callbacks": w["callbacks"]}
+                "flows": w["flows"], "callbacks": _guarded(w["callbacks"], self.networks)}
         config = {
             "dockyard": 1,
             "store": self.store or f"sqlite:///{(self.workdir / 'state.db').resolve()}",
@@ -155,7 +167,7 @@ class DemoPlan:
             "secrets": {"dir": str(secrets_dir.resolve())},
             "upstream": {"url": f"{self.sim_base}/_upstream/events", "timeout": 5, "batch": 200,
                          "secret": UPSTREAM_SECRET, "retry": self.retry},
-            "ingest": INGEST_GUARD,
+            "ingest": {**INGEST_GUARD, "networks": list(self.networks)},
             "warehouses": warehouses,
             **({"dashboard": {"tokens": {self.dashboard_token: "operator"}}} if self.dashboard_token else {}),
             "routing": [r for r in ROUTES if r["warehouse"] in self.warehouses and not r.get("default")]

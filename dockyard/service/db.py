@@ -56,7 +56,7 @@ log = logging.getLogger("dockyard.store")
 
 HEARTBEAT_S = 1.0  # how often a node says it is alive (dy_nodes)
 GONE_AFTER_US = 4_000_000  # a node whose session lock is free and whose heartbeat is this old is gone
-RECONNECT_GRACE_S = 10.0  # how long a group waits for a lost connection to come back before failing
+RECONNECT_GRACE_S = 3.0  # how long writes wait, from the start of an outage, for the store to come back
 _NOTIFY_CHANNEL = "dockyard_jobs"
 _PG_NOW = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
 
@@ -420,6 +420,7 @@ class Database:
                           if self.dialect == "postgres" else None)
         self._closed = False
         self._last_beat = 0.0
+        self._lost_at = 0.0
         self._peers: list[str] = []
         self._peers_at = 0.0
         self.groups = 0  # commits made; with `writes`, how well group commit is batching
@@ -568,6 +569,7 @@ class Database:
         reason = f"the state store {self.shown_url} is unreachable: {type(exc).__name__}: {scrub(str(exc), self.url)}"
         if self.ready:
             log.warning(reason)
+            self._lost_at = time.monotonic()
         self.ready, self.unready_reason = False, reason
 
     def _reconnect(self) -> None:
@@ -581,7 +583,10 @@ class Database:
         self.ready, self.unready_reason = True, ""
 
     def _commit_group(self, batch: list[_Item]) -> None:
-        deadline = time.monotonic() + RECONNECT_GRACE_S
+        # A blip (a killed session, a failover) is ridden out by reconnecting and running the group
+        # again; an outage that lasts fails writes within RECONNECT_GRACE_S of its start, so callers
+        # hear 503 at once instead of waiting on a store that is known to be away.
+        deadline = (self._lost_at if not self.ready else time.monotonic()) + RECONNECT_GRACE_S
         contended = 0
         careful = False
         while True:
@@ -753,15 +758,19 @@ class Database:
             return self._run_in(conn, fn, write=True)
         from psycopg_pool import PoolTimeout
 
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             try:
                 with self._pool.connection() as raw:
                     conn = _PostgresConn(self.url, raw)
                     try:
                         return self._run_in(conn, fn, write=write)
                     except Exception as exc:
-                        if not _lost(conn, exc) or attempt == 2:
+                        if not _lost(conn, exc) or attempt == 3:
                             raise
+                # the server dropped this connection, and likely the pool's other idle ones with it:
+                # have the pool test its idle connections before the next try takes one
+                with contextlib.suppress(Exception):
+                    self._pool.check()
             except PoolTimeout as exc:
                 raise StoreUnavailable(f"the state store {self.shown_url} is unreachable: no connection within "
                                        f"the pool's timeout ({scrub(str(exc), self.url)})") from None

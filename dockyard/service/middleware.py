@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from dockyard.service import logs
+from dockyard.service.db import StoreUnavailable
 
 __all__ = ["JSON_CSP", "error_ids", "receive_body", "security_headers"]
 
@@ -38,6 +39,11 @@ async def error_ids(request: web.Request, handler: Handler) -> web.StreamRespons
         return await handler(request)
     except (web.HTTPException, asyncio.CancelledError):
         raise
+    except StoreUnavailable as exc:  # the store is away: nothing was done, the client may try again
+        logs.event(logging.WARNING, "store unavailable", route=_route(request), reason=str(exc))
+        return web.Response(status=503, body=orjson.dumps({"status": "unavailable", "reason": "the state store is "
+                                                           "unreachable; nothing was done: try again"}),
+                            content_type="application/json", headers={"Retry-After": "1"})
     except ConnectionError:  # the client went away mid-request: nothing of ours failed, no one to answer
         logs.event(logging.DEBUG, "client went away", route=_route(request))
         return web.Response(status=400, text="the connection was lost")

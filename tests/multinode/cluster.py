@@ -131,6 +131,8 @@ class Cluster(Run):
         self.lb_url = f"http://{line[1]}"
         self.sim = SimChild(self.plan.sim_spec(self.lb_url, self.faults), self.feedback, host=self.net.gateway)
         self.plan.sim_base = self.sim.base
+        # the client and the simulator send from the test network's gateway: let it through the guards
+        self.plan.networks = (*self.plan.networks, str(self.net.subnet))
         config = self.plan.write(self.port)
         self.nodes = [ServiceProcess(config, self.port, self.workdir / f"node{h.index}.log", host=h.address,
                                      prefix=h.command([]), env={"PGAPPNAME": self.app_name(h.index)})
