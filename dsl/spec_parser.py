@@ -27,6 +27,7 @@ from dockyard.dsl.parser import ExprSyntaxError, parse_expression
 from dockyard.dsl.spans import SourceText, Span
 from dockyard.dsl.spec import (
     ContextDef,
+    EncryptableDef,
     EncryptDef,
     IdempotencyDef,
     LetDef,
@@ -459,7 +460,7 @@ class _SpecParser:
             section, _, field_name = into.partition(".")
             sign = SignDef(str(sp["scheme"]), str(sp["secret"]), str(sp.get("params", "")), str(sp.get("body", "")),
                            (section, field_name), {k: _option_text(v) for k, v in (sp.get("options") or {}).items()},
-                           sign_node.span)
+                           sign_node.span, tuple(str(o) for o in sp.get("configurable") or ()))
         encrypt = []
         enc_node = node.get("encrypt")
         if isinstance(enc_node, YSeq):
@@ -469,6 +470,14 @@ class _SpecParser:
                     encrypt.append(EncryptDef(str(ep["path"]), str(ep["scheme"]), str(ep["key"]),
                                               {k: _option_text(v) for k, v in (ep.get("options") or {}).items()},
                                               item.span))
+        encryptable = []
+        able_node = node.get("encryptable")
+        if isinstance(able_node, YSeq):
+            for item in able_node.items:
+                if isinstance(item, YMap):
+                    ap = to_plain(item)
+                    encryptable.append(EncryptableDef(str(ap["path"]), tuple(str(s) for s in ap.get("schemes") or ()),
+                                                      item.span))
         idem = None
         idem_node = node.get("idempotency")
         if isinstance(idem_node, YMap):
@@ -482,7 +491,7 @@ class _SpecParser:
         return RequestDef(
             method=str(plain.get("method", "POST")), url=url_node.value, url_span=url_node.span,
             query=sections.get("query", empty), headers=sections.get("headers", empty), form=sections.get("form"),
-            sign=sign, encrypt=tuple(encrypt), idempotency=idem, span=node.span,
+            sign=sign, encrypt=tuple(encrypt), idempotency=idem, span=node.span, encryptable=tuple(encryptable),
         )
 
     # -- the output tree ------------------------------------------------------------------
