@@ -469,7 +469,8 @@ def test_wire_settings_come_from_the_config_file_and_the_warehouse_entry(folder:
         wire:
           sign: {timezone: Asia/Shanghai}
           encrypt:
-            - {path: deliveryOrder.receiverInfo.mobile, scheme: sm4-ecb, key: QIMEN_SM4_KEY, options: {encoding: base64}}
+            - {path: deliveryOrder.receiverInfo.mobile, scheme: sm4-ecb, key: QIMEN_SM4_KEY,
+               options: {encoding: base64}}
         """, "acme.yaml")
     path = write(folder, MINIMAL + in_wh("""
         config_file: acme.yaml
@@ -507,28 +508,29 @@ def test_malformed_wire_settings_are_located_in_the_config_file(folder: Path) ->
 
 def test_start_up_check_holds_wire_settings_to_what_each_spec_allows(
         folder: Path, library: dict[str, CompiledMapping]) -> None:
-    path = write(folder, """
+    acme, jd = ROOT / "mappings/qimen/warehouses/acme-3pl.yaml", ROOT / "mappings/jd/accounts/example.yaml"
+    path = write(folder, f"""
         dockyard: 1
         bundles: [build.dybundle]
         warehouses:
           acme:
-            config_file: %s
+            config_file: {acme}
             secrets: [QIMEN_APP_SECRET]
             wire:
-              sign: {case: upper}
+              sign: {{case: upper}}
               encrypt:
-                - {path: deliveryOrder.receiverInfo.mobile, scheme: sm4-ecb, key: QIMEN_SM4_KEY}
-                - {path: deliveryOrder.receiverInfo.mobil, scheme: aes-gcm, key: QIMEN_AES_KEY}
+                - {{path: deliveryOrder.receiverInfo.mobile, scheme: sm4-ecb, key: QIMEN_SM4_KEY}}
+                - {{path: deliveryOrder.receiverInfo.mobil, scheme: aes-gcm, key: QIMEN_AES_KEY}}
             flows:
-              create: {request: qimen.deliveryorder.create, response: qimen.response}
-              cancel: {request: qimen.order.cancel, response: qimen.response}
+              create: {{request: qimen.deliveryorder.create, response: qimen.response}}
+              cancel: {{request: qimen.order.cancel, response: qimen.response}}
           jd:
-            config_file: %s
+            config_file: {jd}
             secrets: [JD_LOP_APP_SECRET]
-            wire: {sign: {case: upper}}
+            wire: {{sign: {{case: upper}}}}
             flows:
-              create: {request: jd.create-order, response: jd.response}
-        """ % (ROOT / "mappings/qimen/warehouses/acme-3pl.yaml", ROOT / "mappings/jd/accounts/example.yaml"))
+              create: {{request: jd.create-order, response: jd.response}}
+        """)
     found = check_against(load_config(path), library, Secrets([MappingSecrets(SECRET_VALUES)]))
     assert found == [
         "warehouse acme flow create: qimen.deliveryorder.create: wire.sign.case: the spec does not let a warehouse "
