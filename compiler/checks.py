@@ -700,9 +700,11 @@ def _check_request(ch: _Checker, spec: Spec, outer: _Scope) -> None:
             ch.error(sign.span, str(exc), "unknown-policy")
         else:
             known = signer.known_options
-            for option in sign.configurable:
+            spans = sign.configurable_spans or (sign.span,)
+            for i, option in enumerate(sign.configurable):
                 if known is not None and option not in known:
-                    ch.error(sign.span, f"sign.configurable: {sign.scheme} has no option {option!r}", "request-sign",
+                    ch.error(spans[min(i, len(spans) - 1)],
+                             f"sign.configurable: {sign.scheme} has no option {option!r}", "request-sign",
                              hint=did_you_mean(option, list(known)) or f"its options: {', '.join(sorted(known))}")
         if sign.params == "form" and req.form is None and spec.target.format != "form":
             ch.error(sign.span, "sign.params is form, but the request has no form", "request-sign")

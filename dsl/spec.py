@@ -121,6 +121,7 @@ class SignDef:
     options: Mapping[str, str]
     span: Span
     configurable: tuple[str, ...] = ()  # options a warehouse's config may set (runtime/wire.py)
+    configurable_spans: tuple[Span, ...] = ()  # where each is written
 
 
 @dataclass(frozen=True)

@@ -460,7 +460,8 @@ class _SpecParser:
             section, _, field_name = into.partition(".")
             sign = SignDef(str(sp["scheme"]), str(sp["secret"]), str(sp.get("params", "")), str(sp.get("body", "")),
                            (section, field_name), {k: _option_text(v) for k, v in (sp.get("options") or {}).items()},
-                           sign_node.span, tuple(str(o) for o in sp.get("configurable") or ()))
+                           sign_node.span, tuple(str(o) for o in sp.get("configurable") or ()),
+                           _item_spans(sign_node.get("configurable"), sign_node.span))
         encrypt = []
         enc_node = node.get("encrypt")
         if isinstance(enc_node, YSeq):
@@ -603,6 +604,11 @@ class _SpecParser:
         if source is None or emit is None:
             return None
         return OutEach(source, var, where, lets, emit, node.span)
+
+
+def _item_spans(node: YNode | None, default: Span) -> tuple[Span, ...]:
+    """The span of each item of a YAML list (the schema has checked it is one)."""
+    return tuple(item.span for item in node.items) if isinstance(node, YSeq) else (default,)
 
 
 def _option_text(value: Any) -> str:
