@@ -36,6 +36,18 @@ class LibraryError(DockyardError):
     """The library is not where it should be, or a name does not name anything in it."""
 
 
+def _is(kind: str, text: str) -> bool:
+    """Whether `text` names an existing file ("file") or anything ("any"). A name the OS cannot
+    even look up (too long, a NUL byte) names nothing: typed text never raises here."""
+    if not text:
+        return False
+    try:
+        path = Path(text)
+        return path.is_file() if kind == "file" else path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _located(name: str, marker: str) -> Path:
     # Installed: inside the package. Checkout: beside it.
     for candidate in (_PACKAGE / name, _PACKAGE.parent / name):
@@ -172,9 +184,8 @@ def resolve_spec(text: str) -> Path:
     """A spec given on the command line: an existing file as it is; otherwise a library spec named
     `integration/spec` (`qimen/deliveryorder.create`, `.yaml` optional) or by its mapping name
     (`qimen.deliveryorder.create`). LibraryError when it is neither, with the closest names."""
-    given = Path(text)
-    if given.is_file():
-        return given
+    if _is("file", text):
+        return Path(text)
     ref = text.removesuffix(".yaml")
     specs = [s for i in integrations() for s in i.specs]
     for spec in specs:
@@ -182,16 +193,15 @@ def resolve_spec(text: str) -> Path:
             return spec.path
     close = difflib.get_close_matches(ref, [s.ref for s in specs] + [s.name for s in specs], n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    raise LibraryError(f"{text!r} is neither a file nor a spec of the warehouse library{hint}; "
+    raise LibraryError(f"{_shown(text)} is neither a file nor a spec of the warehouse library{hint}; "
                        "`dockyard library` lists the specs")
 
 
 def resolve_path(text: str) -> Path:
     """A file or folder given on the command line: an existing path as it is; otherwise an
     integration of the library by name (`sf`: its folder) or a library spec (see resolve_spec)."""
-    given = Path(text)
-    if given.exists():
-        return given
+    if _is("any", text):
+        return Path(text)
     names = {i.name: i.path for i in integrations()}
     if text.rstrip("/") in names:
         return names[text.rstrip("/")]
@@ -201,13 +211,18 @@ def resolve_path(text: str) -> Path:
 def resolve_order(text: str) -> Path:
     """An order given on the command line: an existing file, or the name of an example order
     shipped with Dockyard (`tmall-basic`). LibraryError when it is neither."""
-    given = Path(text)
-    if given.is_file():
-        return given
+    if _is("file", text):
+        return Path(text)
     orders = example_orders()
     name = Path(text).stem if text.endswith(".json") else text
     if name in orders and "/" not in text:
         return orders[name]
     close = difflib.get_close_matches(name, list(orders), n=3, cutoff=0.6)
     hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-    raise LibraryError(f"{text!r} is neither a file nor an example order{hint}; the examples: {', '.join(orders)}")
+    raise LibraryError(f"{_shown(text)} is neither a file nor an example order{hint}; "
+                       f"the examples: {', '.join(orders)}")
+
+
+def _shown(text: str) -> str:
+    """Typed text quoted for a message, kept short."""
+    return repr(text if len(text) <= 80 else text[:80] + "…")

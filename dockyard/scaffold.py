@@ -19,6 +19,7 @@ existing file is ever overwritten: the project is refused, naming what is in the
 from __future__ import annotations
 
 import json
+import os
 import secrets as pysecrets
 import shutil
 from dataclasses import dataclass, field
@@ -116,18 +117,21 @@ def scaffold(root: Path, source: str) -> Project:
     files[root / "README.md"] = _readme(root, source, create_spec, compile_cmd).encode()
     files[root / ".gitignore"] = b"build/\nsecrets/\ndockyard-state.db*\n"
 
-    in_the_way = sorted(p for p in [*files, root / "build"] if p.exists())
+    in_the_way = sorted(p for p in [*files, root / "build", root / "secrets"] if p.exists())
     if in_the_way:
         shown = ", ".join(str(p.relative_to(root)) for p in in_the_way[:5])
         more = f" and {len(in_the_way) - 5} more" if len(in_the_way) > 5 else ""
         raise ScaffoldError(f"{root} already holds {shown}{more}; init never overwrites a file: "
                             "choose an empty or new directory")
+    (root / "secrets").mkdir(mode=0o700, parents=True)
     for path, data in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        if path.parent.name == "secrets":
-            path.chmod(0o600)
-    (root / "secrets").chmod(0o700)
+        if path.parent == root / "secrets":  # readable by the owner only, from the first byte
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+        else:
+            path.write_bytes(data)
     try:
         _compile(bundle_specs, root / BUNDLE)
     except BaseException:

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dockyard.cli import main
 from dockyard.library import LibraryError, integrations, library_root, resolve_order, resolve_path, resolve_spec
@@ -81,6 +83,18 @@ def test_names_resolve_to_the_library_and_mistakes_get_the_closest_names() -> No
     Path("tmall-basic").write_text("{}", encoding="utf-8")
     assert resolve_order("tmall-basic") == Path("tmall-basic")
     assert [i.name for i in integrations()] == ["cainiao", "jd", "qimen", "reference", "sf"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300) | st.sampled_from(["x" * 5000, "a\x00b", "", "/", "..", "qimen/", "qimen/../sf"]))
+def test_any_typed_name_resolves_or_is_refused_with_a_reason(text: str) -> None:
+    for resolve in (resolve_spec, resolve_path, resolve_order):
+        try:
+            found = resolve(text)
+        except LibraryError as exc:
+            assert "neither" in str(exc) and len(str(exc)) < 1000
+        else:
+            assert isinstance(found, Path)
 
 
 @pytest.mark.parametrize("spec", ["check", "show-code", "dry-run"])
