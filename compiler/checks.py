@@ -695,9 +695,17 @@ def _check_request(ch: _Checker, spec: Spec, outer: _Scope) -> None:
     if req.sign is not None:
         sign = req.sign
         try:
-            get_signer(sign.scheme)
+            signer = get_signer(sign.scheme)
         except PluginError as exc:
             ch.error(sign.span, str(exc), "unknown-policy")
+        else:
+            known = signer.known_options
+            spans = sign.configurable_spans or (sign.span,)
+            for i, option in enumerate(sign.configurable):
+                if known is not None and option not in known:
+                    ch.error(spans[min(i, len(spans) - 1)],
+                             f"sign.configurable: {sign.scheme} has no option {option!r}", "request-sign",
+                             hint=did_you_mean(option, list(known)) or f"its options: {', '.join(sorted(known))}")
         if sign.params == "form" and req.form is None and spec.target.format != "form":
             ch.error(sign.span, "sign.params is form, but the request has no form", "request-sign")
         section, _, name = sign.body.partition(".")
@@ -714,6 +722,19 @@ def _check_request(ch: _Checker, spec: Spec, outer: _Scope) -> None:
         if not _output_has_path(spec.output, enc.path):
             ch.error(enc.span, f"encrypt: the output has no field {enc.path!r}", "request-encrypt",
                      hint="write the path as in the output tree, with [] for list elements")
+    fixed = {enc.path for enc in req.encrypt}
+    for able in req.encryptable:
+        for scheme in able.schemes:
+            try:
+                get_cipher(scheme)
+            except PluginError as exc:
+                ch.error(able.span, str(exc), "unknown-policy")
+        if not _output_has_path(spec.output, able.path):
+            ch.error(able.span, f"encryptable: the output has no field {able.path!r}", "request-encrypt",
+                     hint="write the path as in the output tree, with [] for list elements")
+        elif able.path in fixed:
+            ch.error(able.span, f"encryptable: {able.path!r} is always encrypted (it is under encrypt:)",
+                     "request-encrypt", hint="list a field under encrypt: or under encryptable:, not both")
     if req.idempotency is not None:
         rule = req.idempotency.rule
         if rule.startswith("{") and rule[1:-1] not in ch.context:

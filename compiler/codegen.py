@@ -698,11 +698,12 @@ def _request_meta(spec: Spec) -> dict[str, Any] | None:
     if req.sign is not None:
         s = req.sign
         sign = {"scheme": s.scheme, "secret": s.secret, "params": s.params, "body": s.body,
-                "into": list(s.into), "options": dict(s.options)}
+                "into": list(s.into), "options": dict(s.options), "configurable": list(s.configurable)}
     return {
         "method": req.method, "url": req.url, "sign": sign,
         "encrypt": [{"path": e.path, "scheme": e.scheme, "key": e.key, "options": dict(e.options)}
                     for e in req.encrypt],
+        "encryptable": [{"path": e.path, "schemes": list(e.schemes)} for e in req.encryptable],
         "idempotency": None if req.idempotency is None else {
             "rule": req.idempotency.rule, "ttl_seconds": req.idempotency.ttl_seconds},
     }

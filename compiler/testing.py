@@ -2,7 +2,7 @@
 report rule coverage.
 
 A test file names a spec and lists cases: an input (inline, a file, or raw text read by the spec's
-source format), config values, a fixed clock, test secrets, and what to expect: the document
+source format), config values and wire settings, a fixed clock, test secrets, and what to expect: the document
 (exact or a subset), the full request, or an error. Each spec runs in its instrumented variant,
 so that after the run every spec shows which output fields were produced, which branches of each
 conditional were taken, which table entries were used, and which optional fields were seen both
@@ -29,6 +29,7 @@ from dockyard.dsl.yaml_nodes import safe_load
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.mapping import CompiledMapping
 from dockyard.runtime.secrets import TEST_SECRET_MARK, MappingSecrets, Secrets
+from dockyard.runtime.wire import WireError, WireSettings
 
 __all__ = ["CaseResult", "CoverageReport", "TestRun", "find_test_files", "run_tests"]
 
@@ -137,6 +138,16 @@ def _input(case: Mapping[str, Any], mapping: CompiledMapping, base: Path) -> Any
     raise _CaseError("a case needs input, input_file or input_text")
 
 
+def _wire(data: Any) -> WireSettings | None:
+    """A test's `wire:` settings, as a warehouse config file's `wire:` section would give them."""
+    if data is None:
+        return None
+    try:
+        return WireSettings.parse(data)
+    except WireError as exc:
+        raise _CaseError(str(exc)) from None
+
+
 def _secrets(values: Mapping[str, Any]) -> Secrets:
     for name, value in values.items():
         if not str(value).startswith(TEST_SECRET_MARK):
@@ -156,11 +167,13 @@ def _run_case(mapping: CompiledMapping, defaults: Mapping[str, Any], case: Mappi
     context = {**mapping.meta.get("examples", {}), **context}
     clock = _clock(case.get("now", defaults.get("now")))
     secrets = _secrets({**(defaults.get("secrets") or {}), **(case.get("secrets") or {})})
+    wire = _wire(case["wire"] if "wire" in case else defaults.get("wire"))
     try:
         document = _input(case, mapping, base)
-        if "request" in expect or (mapping.meta.get("request") is not None and "error" in expect):
+        if "request" in expect or (mapping.meta.get("request") is not None and ("error" in expect or wire)):
             prepared = build_request(mapping, document, context=context, clock=clock, secrets=secrets,
-                                     request_id=str(case.get("request_id", "test-request")), validate=True)
+                                     request_id=str(case.get("request_id", "test-request")), validate=True,
+                                     wire=wire)
             produced: Any = prepared.document
         else:
             prepared = None

@@ -1,8 +1,11 @@
-"""The `dockyard` command line: check, compile, show-code and dry-run.
+"""The `dockyard` command line: check, compile, show-code, dry-run and test; the other commands
+are registered from their own modules (library, orders, init, serve, demo, …).
 
-Only this module knows click. Domain errors come up as `DockyardError`s and are turned into
+Only the CLI modules know click. Domain errors come up as `DockyardError`s and are turned into
 messages on stderr and exit codes here: 0 ok, 1 errors in a spec or an input, 2 usage.
-Documents go to stdout; every diagnostic goes to stderr.
+Documents go to stdout; every diagnostic goes to stderr. A spec may be named by its path or, for
+the installed warehouse library, without one (`qimen/deliveryorder.create`); an order by its path
+or as an example order's name (`tmall-basic`).
 """
 
 from __future__ import annotations
@@ -35,37 +38,119 @@ def _report(diags: Sequence[Diagnostic], sources: dict[str, str]) -> None:
         click.echo(render_all(diags, sources), err=True)
 
 
+class _LibraryRef(click.ParamType):  # type: ignore[type-arg]
+    """A file, or a name the installed warehouse library resolves (see dockyard.library)."""
+
+    def __init__(self, what: str) -> None:
+        self.name = what
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from dockyard.library import LibraryError, resolve_order, resolve_path, resolve_spec
+
+        resolve = {"spec": resolve_spec, "order": resolve_order, "path": resolve_path}[self.what]
+        try:
+            return str(resolve(str(value)))
+        except LibraryError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SPEC = _LibraryRef("spec")  # a spec file, or a library spec: qimen/deliveryorder.create
+ORDER = _LibraryRef("order")  # an order file, or an example order: tmall-basic
+SPEC_PATH = _LibraryRef("path")  # a file or folder, or a library integration: sf
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dockyard")
 def main() -> None:
     """Dockyard: compile order-to-warehouse mapping specs and run them."""
 
 
+def _expand(paths: Sequence[str]) -> list[str]:
+    """Spec files as given; a folder stands for its specs (its *.yaml, not the tests)."""
+    from dockyard.library import spec_files
+
+    specs = [str(p) for path in paths for p in (spec_files(Path(path)) if Path(path).is_dir() else [Path(path)])]
+    if not specs:
+        _fail(f"no specs in {', '.join(paths)}", EXIT_USAGE)
+    return specs
+
+
 @main.command()
-@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-def check(specs: tuple[str, ...]) -> None:
-    """Check specs and report every problem (file:line:col with a caret)."""
+@click.argument("paths", nargs=-1, required=True, type=SPEC_PATH)
+@click.option("--warehouse", "warehouse_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Also check this warehouse config file (context values and wire: settings) against the specs.")
+def check(paths: tuple[str, ...], warehouse_file: str | None) -> None:
+    """Check specs and report every problem (file:line:col with a caret).
+
+    PATHS are spec files, folders (their specs) or library specs and integrations by name. With
+    --warehouse FILE, also check a warehouse's config against them: every context value a spec
+    needs is there with its type, and the wire settings stay within what each spec allows."""
     from dockyard.compiler.api import check_file
 
+    specs = _expand(paths)
     errors = warnings = 0
+    passed: list[str] = []
     for spec in specs:
         report = check_file(spec)
         _report(report.diagnostics, report.sources)
         errors += sum(1 for d in report.diagnostics if d.is_error)
         warnings += sum(1 for d in report.diagnostics if not d.is_error)
+        if report.ok:
+            passed.append(spec)
     click.echo(f"{len(specs)} spec(s) checked: {errors} error(s), {warnings} warning(s)", err=True)
+    if warehouse_file is not None:
+        problems = _check_warehouse(warehouse_file, passed)
+        for line in problems:
+            click.echo(f"{warehouse_file}: {line}", err=True)
+        click.echo(f"{warehouse_file}: {len(problems)} problem(s) against {len(passed)} spec(s)", err=True)
+        errors += len(problems)
     if errors:
         sys.exit(EXIT_ERRORS)
 
 
+def _check_warehouse(path: str, specs: Sequence[str]) -> list[str]:
+    """What is wrong with a warehouse config file for these specs, one line each."""
+    from dockyard.compiler.api import compile_file
+    from dockyard.runtime.wire import WireError, unused_encryption
+
+    context, wire = _read_warehouse(path)
+    problems: list[str] = []
+    metas = []
+    for spec in specs:
+        mapping = compile_file(spec)
+        try:
+            mapping.check_context(context)
+        except DockyardError as exc:
+            problems.append(f"{mapping.name}: {exc}")
+        request = mapping.meta.get("request")
+        if request is None:
+            continue
+        metas.append(request)
+        if wire:
+            try:
+                wire.apply(request, mapping.name)
+            except WireError as exc:
+                problems.extend(exc.problems)
+    if metas:
+        problems.extend(f"wire.encrypt {p}: none of these specs lets a warehouse encrypt this field"
+                        for p in unused_encryption(wire, metas))
+    return problems
+
+
 @main.command("compile")
-@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=SPEC_PATH)
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="The bundle directory to write.")
-def compile_cmd(specs: tuple[str, ...], out_dir: str) -> None:
-    """Compile specs into a bundle directory (modules + manifest)."""
+def compile_cmd(paths: tuple[str, ...], out_dir: str) -> None:
+    """Compile specs into a bundle directory (modules + manifest).
+
+    PATHS are spec files, folders (their *.yaml specs, not the tests) or integrations of the
+    installed library by name, e.g. `dockyard compile -o build/warehouses.dybundle mappings/acme sf jd`."""
     from dockyard.compiler.api import check_file
     from dockyard.compiler.bundle import build_bundle
+
+    specs = _expand(paths)
 
     try:
         manifest = build_bundle(specs, out_dir)
@@ -79,7 +164,7 @@ def compile_cmd(specs: tuple[str, ...], out_dir: str) -> None:
 
 
 @main.command("show-code")
-@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
+@click.argument("spec", type=SPEC)
 def show_code(spec: str) -> None:
     """Print the Python module generated for a spec."""
     from dockyard.compiler.api import compile_source
@@ -93,26 +178,41 @@ def show_code(spec: str) -> None:
     click.echo(compiled.source, nl=False)
 
 
-def _parse_context(pairs: tuple[str, ...], ctx_file: str | None) -> dict[str, Any]:
+def _read_warehouse(path: str) -> tuple[dict[str, Any], Any]:
+    """A warehouse config file: its context values and its wire settings."""
+    import yaml
+
+    from dockyard.dsl.yaml_nodes import safe_load
+    from dockyard.runtime.wire import WireError, split_config
+
+    try:
+        data = safe_load(Path(path).read_text(encoding="utf-8"))  # bounded: aliases, depth
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        _fail(f"{path}: cannot read the warehouse config: {exc}", EXIT_USAGE)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        _fail(f"{path}: a warehouse config must be a mapping of name: value (and wire:)", EXIT_USAGE)
+    try:
+        return split_config(data, path)
+    except WireError as exc:
+        _fail(str(exc), EXIT_ERRORS)
+
+
+def _parse_context(pairs: tuple[str, ...], ctx_file: str | None) -> tuple[dict[str, Any], Any]:
+    from dockyard.runtime.wire import WireSettings
+
     ctx: dict[str, Any] = {}
+    wire = WireSettings()
     if ctx_file is not None:
-        import yaml
-
-        from dockyard.dsl.yaml_nodes import safe_load
-
-        try:
-            data = safe_load(Path(ctx_file).read_text(encoding="utf-8"))  # bounded: aliases, depth
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            _fail(f"{ctx_file}: cannot read the context file: {exc}", EXIT_USAGE)
-        if not isinstance(data, dict):
-            _fail(f"{ctx_file}: the context file must be a mapping of name: value", EXIT_USAGE)
-        ctx.update({str(k): v for k, v in data.items()})
+        values, wire = _read_warehouse(ctx_file)
+        ctx.update(values)
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             _fail(f"--ctx expects NAME=VALUE, got {pair!r}", EXIT_USAGE)
         ctx[key] = value
-    return ctx
+    return ctx, wire
 
 
 def _names(pairs: tuple[str, ...]) -> list[str]:
@@ -169,26 +269,39 @@ def _json_default(value: Any) -> Any:
 
 
 @main.command("dry-run")
-@click.argument("spec", type=click.Path(exists=True, dir_okay=False))
-@click.argument("order", type=click.Path(exists=True, dir_okay=False))
+@click.argument("spec", type=SPEC)
+@click.argument("order", type=ORDER)
 @click.option("--explain", is_flag=True, help="For each output field: the spec line and where its value came from.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object with the body and its metadata.")
 @click.option("--ctx", "ctx_pairs", multiple=True, metavar="NAME=VALUE", help="A context value (repeatable).")
-@click.option("--ctx-file", "--config", "ctx_file", type=click.Path(exists=True, dir_okay=False),
-              help="A YAML file of per-warehouse config (context) values.")
+@click.option("--warehouse", "--ctx-file", "ctx_file", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="A warehouse config file: its context values and its wire: settings "
+                   "(e.g. mappings/qimen/warehouses/acme-3pl.yaml).")
+@click.option("--config", "old_config", type=click.Path(exists=True, dir_okay=False), hidden=True,
+              help="Deprecated spelling of --warehouse.")
 @click.option("--now", "now_text", metavar="ISO-8601", help="The clock's time, e.g. 2023-11-11T00:00:00+08:00.")
 @click.option("--test-secrets", is_flag=True, help="Use generated, clearly marked TEST-ONLY secrets.")
 @click.option("--secrets-dir", type=click.Path(exists=True, file_okay=False), help="A directory of secret files.")
 @click.option("--store", "store_url", metavar="URL", help="Look the idempotency key up in this store (read only).")
 @click.option("--request-id", metavar="ID", help="The request id to use (default: a new random one).")
 def dry_run(spec: str, order: str, explain: bool, as_json: bool, ctx_pairs: tuple[str, ...],
-            ctx_file: str | None, now_text: str | None, test_secrets: bool, secrets_dir: str | None,
-            store_url: str | None, request_id: str | None) -> None:
-    """Run a spec on one order and print the exact request a warehouse would get, short of sending it."""
+            ctx_file: str | None, old_config: str | None, now_text: str | None, test_secrets: bool,
+            secrets_dir: str | None, store_url: str | None, request_id: str | None) -> None:
+    """Run a spec on one order and print the exact request a warehouse would get, short of sending it.
+
+    SPEC is a spec file or a library spec (qimen/deliveryorder.create); ORDER an order file, an
+    example order's name (tmall-basic), or for inbound specs the warehouse's response or callback."""
     from dockyard.compiler.api import compile_file
     from dockyard.runtime.serialize import serialize
 
-    ctx = _parse_context(ctx_pairs, ctx_file)
+    if old_config is not None:
+        # One meaning per flag: --config is the service config of `serve`, `trace`, `dlq`, `report`.
+        click.echo("warning: dry-run --config is deprecated (it names a warehouse config file, not the service "
+                   "config); use --warehouse FILE", err=True)
+        if ctx_file is not None:
+            _fail("give --warehouse FILE once (--config is its deprecated spelling)", EXIT_USAGE)
+        ctx_file = old_config
+    ctx, wire = _parse_context(ctx_pairs, ctx_file)
     clock = None
     if now_text is not None:
         try:
@@ -210,8 +323,10 @@ def dry_run(spec: str, order: str, explain: bool, as_json: bool, ctx_pairs: tupl
     document = _load_input(mapping, order)
     if mapping.meta.get("request") is not None:
         _dry_run_request(mapping, document, ctx, clock, explain, as_json, test_secrets, secrets_dir, store_url,
-                         request_id, order)
+                         request_id, order, wire)
         return
+    if wire:
+        click.echo(f"note: {mapping.name} sends no request; the wire settings of {ctx_file} do not apply", err=True)
     try:
         if explain:
             doc, fields = mapping.explain(document, ctx, clock) if _validate(mapping, document) else ({}, [])
@@ -243,14 +358,14 @@ def dry_run(spec: str, order: str, explain: bool, as_json: bool, ctx_pairs: tupl
     sys.stdout.flush()
 
 
-def _secrets_for(mapping: Any, test_secrets: bool, secrets_dir: str | None) -> Any:
+def _secrets_for(request_meta: Any, test_secrets: bool, secrets_dir: str | None) -> Any:
     from dockyard.runtime.secrets import DirSecrets, EnvSecrets, MappingSecrets, Secrets, marked_test_secrets
 
     providers: list[Any] = []
     if test_secrets:
         click.echo("note: signing with generated TEST-ONLY secrets; the signature will not match a real warehouse",
                    err=True)
-        providers.append(MappingSecrets(marked_test_secrets(mapping.meta["request"])))
+        providers.append(MappingSecrets(marked_test_secrets(request_meta)))
     if secrets_dir is not None:
         providers.append(DirSecrets(secrets_dir))
     providers.append(EnvSecrets())
@@ -259,14 +374,22 @@ def _secrets_for(mapping: Any, test_secrets: bool, secrets_dir: str | None) -> A
 
 def _dry_run_request(mapping: Any, document: Any, ctx: dict[str, Any], clock: Any, explain: bool, as_json: bool,
                      test_secrets: bool, secrets_dir: str | None, store_url: str | None, request_id: str | None,
-                     order_path: str) -> None:
+                     order_path: str, wire: Any) -> None:
     from dockyard.runtime.request import build_request
+    from dockyard.runtime.wire import WireError
 
-    secrets = _secrets_for(mapping, test_secrets, secrets_dir)
+    meta = mapping.meta["request"]
+    if wire:
+        try:  # the request as configured for this warehouse: its test secrets include a wire.encrypt key
+            meta = wire.apply(meta, mapping.name).meta
+        except WireError as exc:
+            _fail(f"the warehouse's wire settings do not fit {mapping.name}:\n{exc}")
+    secrets = _secrets_for(meta, test_secrets, secrets_dir)
     try:
         _validate(mapping, document)
         fields = mapping.explain(document, ctx, clock)[1] if explain else []
-        prepared = build_request(mapping, document, context=ctx, clock=clock, secrets=secrets, request_id=request_id)
+        prepared = build_request(mapping, document, context=ctx, clock=clock, secrets=secrets, request_id=request_id,
+                                 wire=wire)
         store_status = _store_status(store_url, prepared) if store_url else None
     except DockyardError as exc:
         # The secret values were resolved above: scrub them from anything shown, whatever the error says.
@@ -294,6 +417,7 @@ def _dry_run_request(mapping: Any, document: Any, ctx: dict[str, Any], clock: An
         where = f"store: {store_status}" if store_status else "store: not checked (give --store URL)"
         lines.append(f"idempotency key: {prepared.idempotency_key} (rule {prepared.idempotency_rule}; {where})")
     lines.append(f"request id: {prepared.request_id}")
+    lines.extend(f"wire: {note}" for note in prepared.notes)
     click.echo(secrets.redact("\n".join(lines)))
 
 
@@ -345,7 +469,7 @@ def _validate(mapping: Any, document: Any) -> bool:
 
 
 @main.command("test")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.argument("paths", nargs=-1, required=True, type=SPEC_PATH)
 @click.option("--min-coverage", type=click.FloatRange(0, 100), default=None, metavar="N",
               help="Fail when a spec's rule coverage is below N percent.")
 def test_cmd(paths: tuple[str, ...], min_coverage: float | None) -> None:
@@ -365,11 +489,12 @@ def test_cmd(paths: tuple[str, ...], min_coverage: float | None) -> None:
 def _register_commands() -> None:
     from dockyard.demo_cli import demo
     from dockyard.diff_cli import diff
+    from dockyard.library_cli import init, library, orders
     from dockyard.service_cli import dlq, report, serve, trace
     from dockyard.sign_cli import sign
     from dockyard.simulate_cli import simulate
 
-    for command in (sign, diff, serve, trace, dlq, report, simulate, demo):
+    for command in (sign, diff, serve, trace, dlq, report, simulate, demo, library, orders, init):
         main.add_command(command)
 
 

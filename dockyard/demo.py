@@ -125,11 +125,16 @@ class DemoPlan:
     # guards let only these in): loopback here; a multi-host test adds its own network
     networks: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     secret_values: dict[str, str] = field(default_factory=dict)
+    # per warehouse: its `wire:` settings (signing options, fields to encrypt; docs/service-config.md)
+    # and the secrets those need beyond the warehouse's own (name -> value)
+    wire: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra_secrets: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.secret_values:
             names = [WAREHOUSES[w]["secret"] for w in self.warehouses] + [UPSTREAM_SECRET]
             self.secret_values = {n: f"TEST-ONLY-demo-{pysecrets.token_hex(12)}" for n in names}
+        self.secret_values.update(self.extra_secrets)
 
     @property
     def bundle(self) -> Path:
@@ -157,7 +162,10 @@ class DemoPlan:
                 "secrets": [w["secret"]], "concurrency": self.concurrency,
                 "timeout": {"connect": min(2.0, self.timeout), "total": self.timeout}, "retry": self.retry,
                 "circuit": {"failures": 50, "open_for": 2},
-                "flows": w["flows"], "callbacks": _guarded(w["callbacks"], self.networks)}
+                "flows": w["flows"], "callbacks": _guarded(w["callbacks"], self.networks),
+                **({"wire": self.wire[name]} if name in self.wire else {})}
+            if name in self.wire:
+                warehouses[name]["secrets"] += [s for s in self.extra_secrets if s not in warehouses[name]["secrets"]]
         config = {
             "dockyard": 1,
             "store": self.store or f"sqlite:///{(self.workdir / 'state.db').resolve()}",

@@ -1,6 +1,9 @@
-"""`dockyard demo`: the README's first command. Compiles the shipped mappings, starts the simulated
-warehouses and the service on SQLite, sends generated orders with a progress bar, waits until each
-one is accounted for, prints the summary, and leaves the service up (or exits with `--exit`).
+"""`dockyard demo`: the README's first command. Compiles the installed warehouse library, starts the
+simulated warehouses and the service on SQLite, sends generated orders with a progress bar, waits
+until each one is accounted for, prints the summary, and leaves the service up (or exits with
+`--exit`). It runs from any directory: its state (bundle, config, secrets, SQLite store) goes into
+the directory `--workdir` names (default `.dockyard-demo` here), which it says at the start and
+wipes only when an earlier demo made it.
 
 Exit status with `--exit`: 0 only when every accepted order is delivered, in the dead-letter
 queue with a reason, or honestly in doubt, and every order the service counts as delivered
@@ -26,25 +29,33 @@ __all__ = ["demo"]
 @click.option("--orders", "count", type=int, default=3000, show_default=True, help="orders to generate and send")
 @click.option("--exit", "exit_after", is_flag=True, help="exit after the summary instead of staying up")
 @click.option("--mappings", "mappings_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              default=Path("mappings"), show_default=True, help="the warehouse library to compile")
+              default=None, help="the warehouse library to compile (default: the installed one)")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path(".dockyard-demo"),
-              show_default=True, help="where the bundle, config, secrets and SQLite store are written (wiped first)")
+              show_default=True, help="where the bundle, config, secrets and SQLite store are written "
+                                      "(an earlier demo's directory is wiped first; any other must be empty)")
 @click.option("--port", type=int, default=8080, show_default=True, help="the service's port (0: any free port)")
 @click.option("--error-rate", type=float, default=0.0, show_default=True,
               help="share of warehouse requests answered 5xx by the simulator")
 @click.option("--seed", type=int, default=42, show_default=True, help="seed of the order generator")
 @click.option("--timeout", type=float, default=300.0, show_default=True,
               help="seconds to wait for every order to settle")
-def demo(count: int, exit_after: bool, mappings_dir: Path, workdir: Path, port: int, error_rate: float, seed: int,
-         timeout: float) -> None:
+def demo(count: int, exit_after: bool, mappings_dir: Path | None, workdir: Path, port: int, error_rate: float,
+         seed: int, timeout: float) -> None:
     """Run the whole path on the embedded default: simulated warehouses, the service on SQLite."""
     from dockyard.demo import DemoPlan, SimProcess, build_demo_bundle, free_port
     from dockyard.dsl.diagnostics import DiagnosticsError
+    from dockyard.library import LibraryError, library_root
     from dockyard.service.app import install_uvloop
 
-    if workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True)
+    if mappings_dir is None:
+        try:
+            mappings_dir = library_root()
+        except LibraryError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+    workdir = workdir.resolve()
+    _fresh_workdir(workdir)
+    click.echo(f"demo state (bundle, config, secrets, SQLite store): {workdir}", err=True)
     # A fresh operator token per run, for the dashboard: shown once below, valid until the demo ends.
     plan = DemoPlan(workdir, mappings_dir, dashboard_token=f"demo-{secrets.token_urlsafe(18)}")
     click.echo(f"compiling {mappings_dir}/ …", err=True)
@@ -67,6 +78,26 @@ def demo(count: int, exit_after: bool, mappings_dir: Path, workdir: Path, port: 
     finally:
         sim.stop()
     sys.exit(code)
+
+
+MARKER = ".dockyard-demo"  # written into the work directory, so that only a demo's directory is ever wiped
+
+
+def _fresh_workdir(workdir: Path) -> None:
+    """An empty work directory: an earlier demo's is wiped, anything else must be empty (a
+    mistyped --workdir must never cost anyone their files)."""
+    if workdir.exists():
+        if not workdir.is_dir():
+            click.echo(f"error: --workdir {workdir} is a file", err=True)
+            sys.exit(2)
+        if (workdir / MARKER).is_file():
+            shutil.rmtree(workdir)
+        elif any(workdir.iterdir()):
+            click.echo(f"error: --workdir {workdir} is not empty and was not made by `dockyard demo`; "
+                       "give an empty or new directory", err=True)
+            sys.exit(2)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / MARKER).write_text("made by `dockyard demo`: wiped by the next run\n", encoding="utf-8")
 
 
 def _port_free(port: int) -> bool:

@@ -597,8 +597,11 @@ request:
   sign:
     scheme: qimen-md5          # a crypto policy; plugins add more
     secret: QIMEN_APP_SECRET   # the secret's NAME: specs never hold secret values
-  encrypt:
+    configurable: [timezone]   # options a warehouse's config may set (its wire: section)
+  encrypt:                     # always encrypted
     - {path: deliveryOrder.receiverInfo.mobile, scheme: sm4-ecb, key: SM4_KEY, options: {encoding: base64}}
+  encryptable:                 # encrypted when a warehouse's config asks (its wire: section)
+    - {path: deliveryOrder.receiverInfo.tel, schemes: [sm4-ecb, aes-gcm]}
   idempotency:
     key: order_no + ":" + $ctx.warehouseCode
     rule: skip                 # skip | resend | query
@@ -615,6 +618,13 @@ request:
   what the signer reads. `options:` go to the scheme (e.g. Cainiao's `digest: hex`).
 - `encrypt` replaces output fields by their ciphertext before serialization (AES-GCM, AES-CBC,
   SM4 ECB/CBC/GCM; `[]` in a path means every element of a list).
+- What differs between warehouses that share a spec is their config, not a copy of the spec.
+  `sign.configurable` lists the scheme options a warehouse's config may set (e.g. JD's `case`,
+  Cainiao's `digest`), and `encryptable` the output fields it may have encrypted (optionally with
+  the ciphers allowed). The warehouse's config file says what it wants under `wire:`
+  (`sign: {case: upper}`, `encrypt: [{path, scheme, key, options}]`); anything a spec does not
+  allow is refused when the service starts and by `dockyard check --warehouse FILE`, and
+  `dockyard dry-run --warehouse FILE` shows the result (docs/signing.md).
 - `idempotency.key` is an expression; the runtime reserves it before sending, commits it after a
   definite answer, releases it after a definite failure and marks it in doubt when the outcome is
   unknown. The payload's fingerprint is the document before encryption, so a different document
@@ -635,10 +645,10 @@ a warehouse response means); `target.schema` may name them too.
 ## Mapping tests and rule coverage
 
 A `*.test.yaml` file beside a spec lists cases: an input (`input`, `input_file` or raw
-`input_text`), config values, a fixed clock (`now`), test secrets (values start with `TEST-ONLY-`)
-and what to expect: the `document` (exact), a `document_subset`, the `request`, or an `error`.
-`dockyard test PATH...` runs them, prints a readable diff for each failure, and reports **rule
-coverage** per spec: output fields produced, both branches of each conditional (`if`, `??`,
+`input_text`), config values, a warehouse's `wire:` settings, a fixed clock (`now`), test secrets
+(values start with `TEST-ONLY-`) and what to expect: the `document` (exact), a `document_subset`,
+the `request`, or an `error`. `dockyard test PATH...` runs them, prints a readable diff for each
+failure, and reports **rule coverage** per spec: output fields produced, both branches of each conditional (`if`, `??`,
 `$where`, `$when`), every table entry (and the default) used, optional fields seen both present and
 absent. `--min-coverage N` fails below N percent. See `docs/integrations-contract.md`.
 

@@ -18,6 +18,7 @@ from dockyard.runtime.target import Target
 __all__ = [
     "ContextDef",
     "EncryptDef",
+    "EncryptableDef",
     "IdempotencyDef",
     "LetDef",
     "OutEach",
@@ -119,6 +120,8 @@ class SignDef:
     into: tuple[str, str]  # (section, name) where the signature goes; ("", "") = the scheme's default
     options: Mapping[str, str]
     span: Span
+    configurable: tuple[str, ...] = ()  # options a warehouse's config may set (runtime/wire.py)
+    configurable_spans: tuple[Span, ...] = ()  # where each is written
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,15 @@ class EncryptDef:
     scheme: str
     key: str  # the key's secret NAME
     options: Mapping[str, str]
+    span: Span
+
+
+@dataclass(frozen=True)
+class EncryptableDef:
+    """An output field a warehouse's config may have encrypted (runtime/wire.py)."""
+
+    path: str  # as in EncryptDef
+    schemes: tuple[str, ...]  # the ciphers allowed; () = any
     span: Span
 
 
@@ -153,6 +165,7 @@ class RequestDef:
     encrypt: tuple[EncryptDef, ...]
     idempotency: IdempotencyDef | None
     span: Span
+    encryptable: tuple[EncryptableDef, ...] = ()
 
 
 @dataclass(frozen=True)

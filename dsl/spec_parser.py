@@ -30,6 +30,7 @@ from dockyard.dsl.parser import ExprSyntaxError, parse_expression
 from dockyard.dsl.spans import SourceText, Span
 from dockyard.dsl.spec import (
     ContextDef,
+    EncryptableDef,
     EncryptDef,
     IdempotencyDef,
     LetDef,
@@ -470,7 +471,8 @@ class _SpecParser:
             section, _, field_name = into.partition(".")
             sign = SignDef(str(sp["scheme"]), str(sp["secret"]), str(sp.get("params", "")), str(sp.get("body", "")),
                            (section, field_name), {k: _option_text(v) for k, v in (sp.get("options") or {}).items()},
-                           sign_node.span)
+                           sign_node.span, tuple(str(o) for o in sp.get("configurable") or ()),
+                           _item_spans(sign_node.get("configurable"), sign_node.span))
         encrypt = []
         enc_node = node.get("encrypt")
         if isinstance(enc_node, YSeq):
@@ -480,6 +482,14 @@ class _SpecParser:
                     encrypt.append(EncryptDef(str(ep["path"]), str(ep["scheme"]), str(ep["key"]),
                                               {k: _option_text(v) for k, v in (ep.get("options") or {}).items()},
                                               item.span))
+        encryptable = []
+        able_node = node.get("encryptable")
+        if isinstance(able_node, YSeq):
+            for item in able_node.items:
+                if isinstance(item, YMap):
+                    ap = to_plain(item)
+                    encryptable.append(EncryptableDef(str(ap["path"]), tuple(str(s) for s in ap.get("schemes") or ()),
+                                                      item.span))
         idem = None
         idem_node = node.get("idempotency")
         if isinstance(idem_node, YMap):
@@ -493,7 +503,7 @@ class _SpecParser:
         return RequestDef(
             method=str(plain.get("method", "POST")), url=url_node.value, url_span=url_node.span,
             query=sections.get("query", empty), headers=sections.get("headers", empty), form=sections.get("form"),
-            sign=sign, encrypt=tuple(encrypt), idempotency=idem, span=node.span,
+            sign=sign, encrypt=tuple(encrypt), idempotency=idem, span=node.span, encryptable=tuple(encryptable),
         )
 
     # -- the output tree ------------------------------------------------------------------
@@ -655,6 +665,11 @@ def _encoding_problem(name: str) -> str | None:
     except (LookupError, ValueError):
         return f"unknown encoding {name!r}"
     return None
+
+
+def _item_spans(node: YNode | None, default: Span) -> tuple[Span, ...]:
+    """The span of each item of a YAML list (the schema has checked it is one)."""
+    return tuple(item.span for item in node.items) if isinstance(node, YSeq) else (default,)
 
 
 def _option_text(value: Any) -> str:

@@ -115,11 +115,12 @@ def origin(url: str) -> str:
 class DeliveryResult:
     action: Action  # what the idempotency rule decided
     state: str  # committed | released | in_doubt | untouched
-    request_id: str | None
+    request_id: str | None  # the id sent with; for QUERY, the new id to send the recovery query with
     verdict: Verdict | None = None
     summary: dict[str, Any] | None = None  # the response summary (recorded, or recorded earlier)
     reason: str = ""
     response: Response | None = field(default=None, repr=False)
+    recorded_request_id: str | None = None  # QUERY: the id the earlier attempt went out with
 
 
 def _summary(response: Response, verdict: Verdict) -> dict[str, Any]:
@@ -140,11 +141,14 @@ def send_once(prepare: Callable[[str], PreparedRequest], store: IdempotencyStore
     if key is None:
         raise DockyardError("this mapping declares no idempotency key; deliver it through a spec that does")
     reservation = store.reserve(key, prepared.fingerprint, owner=owner, request_id=prepared.request_id, ttl=ttl)
-    decision = decide(reservation, rule)
+    # A recovery query is a request of its own: it goes out with this attempt's fresh id, which was
+    # never sent (the reservation was not new), not with the recorded one.
+    fresh = prepared.request_id if prepared.request_id != reservation.record.request_id else None
+    decision = decide(reservation, rule, query_request_id=fresh)
     record = reservation.record
     if decision.action is not Action.SEND:
         return DeliveryResult(decision.action, "untouched", decision.request_id, summary=record.summary,
-                              reason=decision.reason)
+                              reason=decision.reason, recorded_request_id=decision.recorded_request_id)
     holds = reservation.status is Status.NEW
     if decision.request_id is not None and decision.request_id != prepared.request_id:
         prepared = prepare(decision.request_id)  # resend: the warehouse must see the same request id

@@ -20,6 +20,7 @@ from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.mapping import Clock, CompiledMapping, _as_clock, system_clock
 from dockyard.runtime.secrets import Secrets
 from dockyard.runtime.serialize import form_pairs, scalar_text, serialize, to_form_bytes, to_json_bytes, url_quote
+from dockyard.runtime.wire import WireError, WireSettings
 
 __all__ = ["PreparedRequest", "RequestError", "WireRequest", "build_request", "encrypt_fields", "fill_url",
            "sign_body"]
@@ -56,7 +57,7 @@ class PreparedRequest:
     sign_scheme: str | None
     signed_string: str | None  # how the signature was computed, with the secret masked
     body_encoding: str = "utf-8"
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(default=())  # what the warehouse's wire settings did (dry-run shows them)
 
     def as_dict(self) -> dict[str, Any]:
         """The request as JSON-ready data (dry-run --json)."""
@@ -70,6 +71,7 @@ class PreparedRequest:
             "idempotency_key": self.idempotency_key, "idempotency_rule": self.idempotency_rule,
             "request_id": self.request_id, "fingerprint": self.fingerprint,
             "signature": self.signature, "sign_scheme": self.sign_scheme,
+            **({"wire": list(self.notes)} if self.notes else {}),
         }
 
 
@@ -121,10 +123,20 @@ def _texts(values: Mapping[str, Any] | None, where: str, drop_empty: bool) -> di
 
 def build_request(mapping: CompiledMapping, order: Mapping[str, Any], *, context: Mapping[str, Any] | None = None,
                   clock: Clock | datetime | None = None, secrets: Secrets | None = None,
-                  request_id: str | None = None, validate: bool = False, describe: bool = True) -> PreparedRequest:
+                  request_id: str | None = None, validate: bool = False, describe: bool = True,
+                  wire: WireSettings | None = None) -> PreparedRequest:
     """The request for one order. `describe=False` skips writing out how the signature was made
-    (`signed_string`), which only a person reading a dry run needs."""
+    (`signed_string`), which only a person reading a dry run needs. `wire` is the warehouse's wire
+    settings (signing options, fields to encrypt), applied within what the spec allows; the notes
+    of the result say what they did."""
     meta = mapping.meta.get("request")
+    notes: tuple[str, ...] = ()
+    if wire and meta is not None:
+        try:
+            applied = wire.apply(meta, mapping.name)
+        except WireError as exc:
+            raise RequestError(f"the warehouse's wire settings do not fit {mapping.name}:\n{exc}") from None
+        meta, notes = applied.meta, applied.notes
     clk = system_clock if clock is None else _as_clock(clock)
     ctx = mapping.check_context(context)
     document = mapping.transform(order, ctx, clk, validate=validate)
@@ -133,8 +145,8 @@ def build_request(mapping: CompiledMapping, order: Mapping[str, Any], *, context
     encoding = target.xml.encoding if target.xml is not None else "utf-8"
     if meta is None:  # a mapping without a request section: the document is the body
         body = serialize(document, target)
-        wire = WireRequest("POST", "", (("Content-Type", target.content_type),), body)
-        return PreparedRequest(wire, document, fingerprint, request_id or "", None, None, None, None, None, encoding)
+        bare = WireRequest("POST", "", (("Content-Type", target.content_type),), body)
+        return PreparedRequest(bare, document, fingerprint, request_id or "", None, None, None, None, None, encoding)
 
     secrets = secrets if secrets is not None else Secrets([])
     for enc in meta["encrypt"]:
@@ -194,11 +206,11 @@ def build_request(mapping: CompiledMapping, order: Mapping[str, Any], *, context
     url = fill_url(meta["url"], ctx)
     if query:
         url += ("&" if "?" in url else "?") + "&".join(f"{url_quote(k)}={url_quote(v)}" for k, v in query.items())
-    wire = WireRequest(meta["method"], url, tuple(headers.items()), body)
+    wire_request = WireRequest(meta["method"], url, tuple(headers.items()), body)
     idem = meta["idempotency"]
     rule = _rule(idem["rule"], ctx) if idem else None
-    return PreparedRequest(wire, document, fingerprint, rid, key_text, rule,
-                           signature, scheme, signed_string, encoding if form is None else "utf-8")
+    return PreparedRequest(wire_request, document, fingerprint, rid, key_text, rule,
+                           signature, scheme, signed_string, encoding if form is None else "utf-8", notes)
 
 
 def _rule(rule: str, ctx: Mapping[str, Any]) -> str:

@@ -462,8 +462,10 @@ class JosSigner(Signer):
 
 
 class LopSigner(Signer):
-    """JD Logistics (LOP) gateway: a fixed sequence of named fields, then MD5 with the secret wrapped
-    around it (`md5-salt`) or Base64(HMAC(key=appSecret)) for the HMacXXX algorithms."""
+    """JD Logistics (LOP) gateway: a fixed sequence of named fields with the app secret wrapped around
+    it, then MD5 of that text (`md5-salt`) or Base64(HMAC(key=appSecret)) of the SAME text for the
+    HMacXXX algorithms. JD's SDK builds the content once and hands it to whichever algorithm is
+    chosen (docs/signing.md, "JD LOP: what the HMAC variants sign", cites the sources)."""
 
     placement = ("query", "sign")
     # (label in the signed text, parameter it comes from); `method` is the API path and
@@ -501,16 +503,17 @@ class LopSigner(Signer):
         return "".join(parts)
 
     def text(self, inp: SignInput, secret: str) -> str:
-        content = self._content(inp)
-        return secret + content + secret if self.algorithm == "md5-salt" else content
+        # The same wrapped text for every algorithm: with HMAC the secret is also the key.
+        return secret + self._content(inp) + secret
 
     def describe(self, inp: SignInput) -> str:
         order = " + ".join(f'"{label}"+{param or "body"}' for label, param in self.FIELDS)
+        how = f"<secret> + {order} + <secret>"
         if self.algorithm == "md5-salt":
             case = self.option(inp, "case", "lower")
-            how, digest = f"<secret> + {order} + <secret>", f"MD5 of the UTF-8 bytes, 32 hex {case}case"
+            digest = f"MD5 of the UTF-8 bytes, 32 hex {case}case"
         else:
-            how = f"{order}; the secret is the HMAC key"
+            how += "; the secret is also the HMAC key"
             digest = f"Base64({self._HMACS[self.algorithm]}(key=<secret>, UTF-8 bytes))"
         return f"{self.name} ({how})\nsigned text:\n{self.text(inp, MASK)}\ndigest: {digest}"
 

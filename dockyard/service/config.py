@@ -33,6 +33,7 @@ from dockyard.dsl.yaml_nodes import _convert as _yaml_convert
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.fieldcrypto import get_cipher
 from dockyard.runtime.signing import get_signer
+from dockyard.runtime.wire import WIRE_KEY, WireError, WireSettings, unused_encryption
 
 if TYPE_CHECKING:
     from dockyard.runtime.mapping import CompiledMapping
@@ -145,6 +146,9 @@ class WarehouseConfig:
     flows: Mapping[str, FlowConfig] = field(default_factory=dict)  # create (required), cancel, query, update
     callbacks: Mapping[str, CallbackConfig] = field(default_factory=dict)
     rate_limit: RateLimitConfig | None = None  # None: no limit but `concurrency`
+    # Signing options and fields to encrypt, within what the specs allow (`wire:` of the config file,
+    # key by key under `wire:` here); build_request(..., wire=warehouse.wire) applies them.
+    wire: WireSettings = field(default_factory=WireSettings)
 
 
 @dataclass(frozen=True)
@@ -312,6 +316,7 @@ class _Loader:
         self.diags: list[Diagnostic] = []
         self.sources: dict[str, str] = {}
         self.contexts: dict[str, dict[str, Any]] = {}
+        self.wires: dict[str, WireSettings] = {}
         self.tokens: dict[str, str] = {}
         self.has_proxies = False
 
@@ -570,15 +575,20 @@ class _Loader:
         if isinstance(endpoint, YScalar) and isinstance(to_plain(endpoint), str):
             self.check_url(endpoint, f"the endpoint of {name!r}", allow_query=False)
         context: dict[str, Any] = {}
+        wire_nodes: list[YNode] = []
         config_file = node.get("config_file")
         if isinstance(config_file, YScalar) and isinstance(to_plain(config_file), str) and config_file.value:
             path = self.check_path(config_file, "config file", folder=False)
             if path is not None:
-                context.update(self.read_config_file(path))
+                context.update(self.read_config_file(path, wire_nodes))
         config = node.get("config")
         if isinstance(config, YMap):
             context.update(self.config_values(config, "config"))
         self.contexts[name] = {k: v for k, v in context.items() if v is not None}
+        inline = node.get(WIRE_KEY)
+        if inline is not None:
+            wire_nodes.append(inline)
+        self.wires[name] = self.read_wire(name, wire_nodes)
         timeout = node.get("timeout")
         if isinstance(timeout, YMap):
             connect, total = timeout.get("connect"), timeout.get("total")
@@ -622,7 +632,25 @@ class _Loader:
                        hint="only a header set by a proxy you name can vouch for a client certificate: list the "
                             "proxy's address under trusted_proxies")
 
-    def read_config_file(self, path: Path) -> dict[str, Any]:
+    def read_wire(self, warehouse: str, nodes: list[YNode]) -> WireSettings:
+        """The warehouse's wire settings: the config file's `wire:`, with `wire:` under the warehouse
+        in this file replacing it key by key (sign, encrypt). Problems are reported at the node."""
+        merged: dict[str, Any] = {}
+        for node in nodes:
+            value = to_plain(node)
+            if not isinstance(value, dict):
+                self.error(node.span, f"the wire settings of {warehouse!r} must be a mapping with sign: and/or "
+                           "encrypt:", "config-wire")
+                return WireSettings()
+            merged.update(value)
+        try:
+            return WireSettings.parse(merged or None, f"warehouses.{warehouse}.wire")
+        except WireError as exc:
+            for problem in exc.problems:
+                self.error(nodes[-1].span, problem, "config-wire")
+            return WireSettings()
+
+    def read_config_file(self, path: Path, wire_nodes: list[YNode] | None = None) -> dict[str, Any]:
         name = display_path(path)
         try:
             text = path.read_text(encoding="utf-8")
@@ -637,11 +665,16 @@ class _Loader:
         if not isinstance(root, YMap):
             self.error(root.span, "a config file must be a mapping of name: value", "config-file")
             return {}
+        wire = root.get(WIRE_KEY)
+        if wire is not None and wire_nodes is not None:
+            wire_nodes.append(wire)
         return self.config_values(root, None)
 
     def config_values(self, node: YMap, where: str | None) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for key, value in node.items:
+            if where is None and key.value == WIRE_KEY:
+                continue  # a config file's wire settings, read by read_wire
             if isinstance(value, YScalar):
                 values[key.value] = _scalar_value(value)
             elif where is None:  # in `config:` the schema reports it
@@ -733,6 +766,7 @@ class _Loader:
                    for flow, f in doc["flows"].items()},
             callbacks={cb: _callback(cb, c) for cb, c in doc.get("callbacks", {}).items()},
             rate_limit=_rate_limit(doc.get("rate_limit")),
+            wire=self.wires.get(name, WireSettings()),
         )
 
 
@@ -871,6 +905,7 @@ def check_against(config: ServiceConfig, mappings: Mapping[str, CompiledMapping]
     for wname, warehouse in config.warehouses.items():
         for name in warehouse.secrets:
             secret(name, f"warehouse {wname}")
+        request_metas: list[Mapping[str, Any]] = []
         for fname, flow in warehouse.flows.items():
             who = f"warehouse {wname} flow {fname}"
             request = mapping(flow.request, warehouse, who)
@@ -880,6 +915,8 @@ def check_against(config: ServiceConfig, mappings: Mapping[str, CompiledMapping]
                     problems.append(f"{who}: the mapping {flow.request!r} has no request: section, so it cannot "
                                     "be sent")
                 else:
+                    request_metas.append(meta)
+                    problems.extend(_wire_problems(warehouse, request, who))
                     sign = meta.get("sign")
                     if isinstance(sign, Mapping) and sign.get("scheme"):
                         scheme("sign", str(sign["scheme"]), f"{who} ({flow.request})")
@@ -893,6 +930,12 @@ def check_against(config: ServiceConfig, mappings: Mapping[str, CompiledMapping]
                 mapping(flow.response, warehouse, f"{who} response")
             elif fname == "create":
                 problems.append(f"{who}: a create flow needs a response mapping (the warehouse's answer → outcome)")
+        for path in unused_encryption(warehouse.wire, request_metas):
+            offered = sorted({str(e["path"]) for m in request_metas for e in m.get("encryptable") or ()})
+            problems.append(f"warehouse {wname}: wire.encrypt {path}: none of its flows lets a warehouse encrypt this "
+                            f"field (they offer: {', '.join(offered) or 'none'})")
+        for enc in warehouse.wire.encrypt:
+            secret(enc.key, f"warehouse {wname} wire.encrypt {enc.path}")
         for cname, callback in warehouse.callbacks.items():
             who = f"warehouse {wname} callback {cname}"
             mapping(callback.mapping, warehouse, who)
@@ -916,3 +959,14 @@ def check_against(config: ServiceConfig, mappings: Mapping[str, CompiledMapping]
         except DockyardError as exc:  # SecretError: names the secret and the providers, never a value
             problems.append(f"{exc}; needed by {', '.join(users)}")
     return problems
+
+
+def _wire_problems(warehouse: WarehouseConfig, request: CompiledMapping, who: str) -> list[str]:
+    """What the specs refuse of the warehouse's wire settings, one line each."""
+    if not warehouse.wire:
+        return []
+    try:
+        warehouse.wire.apply(request.meta["request"], request.name)
+    except WireError as exc:
+        return [f"{who}: {problem}" for problem in exc.problems]
+    return []

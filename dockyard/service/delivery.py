@@ -335,7 +335,8 @@ class Deliverer:
         t0 = time.perf_counter_ns()
         try:
             prepared = build_request(self.ctx.mappings[flow.request], order, context=wh.context,
-                                     secrets=self.ctx.secrets, request_id=job.request_id, describe=False)
+                                     secrets=self.ctx.secrets, request_id=job.request_id, describe=False,
+                                     wire=wh.wire)
         except DockyardError as exc:
             return self._dead(attempt, f"the order cannot be turned into a {wh.name} request: "
                                        f"{self._redact(str(exc))}", stage="transform")
@@ -454,7 +455,7 @@ class Deliverer:
         warehouse, so it needs no on-the-wire mark and always goes with a new request id)."""
         try:
             prepared = build_request(self.ctx.mappings[query.request], order, context=wh.context,
-                                     secrets=self.ctx.secrets, describe=False)
+                                     secrets=self.ctx.secrets, describe=False, wire=wh.wire)
         except DockyardError as exc:
             return self._held(attempt, f"in doubt, and the recovery query cannot be built: {self._redact(str(exc))}")
         attempt.detail["query"] = {"mapping": query.request, "request_id": prepared.request_id}

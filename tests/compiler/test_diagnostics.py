@@ -76,6 +76,7 @@ EXPECTED_CODES: dict[str, tuple[list[str], bool]] = {
     "each-over-non-list": (["type-each"], False),
     "target-schema": (["target-schema", "target-schema"], False),
     "xml-invalid-element-name": (["target-xml-name"], False),
+    "wire-settings": (["request-sign", "unknown-policy", "request-encrypt", "request-encrypt"], False),
     "several-mistakes": (["unused-let", "unknown-path", "unknown-path", "unknown-function", "type-mix",
                           "bad-argument", "arity", "type-mix"], False),
 }

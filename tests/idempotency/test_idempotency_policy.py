@@ -38,7 +38,7 @@ def reservation(status: Status, summary: dict[str, Any] | None = None) -> Reserv
 
 SEND_NOW = (Action.SEND, "req-now")
 SEND_AGAIN = (Action.SEND, "req-first")  # the warehouse dedupes on the request id: reuse it
-QUERY = (Action.QUERY, "req-first")
+QUERY = (Action.QUERY, "req-query")  # a recovery query is a new request: never the recorded id
 SKIP = (Action.SKIP, None)
 WAIT = (Action.WAIT, None)
 REFUSE = (Action.REFUSE, None)
@@ -61,10 +61,26 @@ CASES = [
 
 @pytest.mark.parametrize("status, outcome, rule, expected", CASES)
 def test_decide(status: Status, outcome: bool, rule: Rule, expected: tuple[Action, str | None]) -> None:
-    got = decide(reservation(status, {"code": "200"} if outcome else None), rule)
+    got = decide(reservation(status, {"code": "200"} if outcome else None), rule, query_request_id="req-query")
     assert isinstance(got, Decision)
     assert (got.action, got.request_id) == expected
     assert "order-1:WH1" in got.reason
+    # Only a query says which id the earlier attempt used (what a warehouse may search by).
+    assert got.recorded_request_id == ("req-first" if got.action is Action.QUERY else None)
+
+
+@pytest.mark.parametrize("status", [Status.IN_DOUBT, Status.DUPLICATE])
+def test_a_recovery_query_gets_a_new_request_id_by_default(status: Status) -> None:
+    # SF answers a requestID it has seen with A1007, and a warehouse that dedupes on the id would
+    # take the query for the create: the query never goes out under the recorded id.
+    ids = {decide(reservation(status), "query").request_id for _ in range(20)}
+    assert len(ids) == 20 and "req-first" not in ids
+    assert all(isinstance(i, str) and len(i) == 32 for i in ids)
+
+
+def test_a_recovery_query_refuses_the_recorded_id() -> None:
+    with pytest.raises(IdempotencyError, match="needs a new request id"):
+        decide(reservation(Status.IN_DOUBT), "query", query_request_id="req-first")
 
 
 def test_every_rule_and_status_is_in_the_table() -> None:

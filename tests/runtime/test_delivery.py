@@ -153,3 +153,44 @@ def test_a_changed_payload_under_the_same_key_is_refused(server: str, store: Sql
     result = send_once(prepare_for(server, changed), store, UrllibTransport(), rule="skip")
     assert result.action is Action.REFUSE and "different payload" in result.reason
     assert len(Warehouse.received) == 1
+
+
+def test_sf_in_doubt_recovery_queries_with_a_new_request_id(server: str, store: SqliteStore) -> None:
+    """SF's rule is `query`: a create whose outcome is unknown is looked up with search-order, and
+    SF refuses a requestID it has already seen (A1007). The recovery query must therefore go out
+    with a new requestID, while the recorded one (the create's) is handed over beside it."""
+    from urllib.parse import parse_qs
+
+    from dockyard.runtime.signing import SF_MSGDIGEST, SignInput
+
+    create = dockyard.compile_file(ROOT / "mappings" / "sf" / "create-order.yaml")
+    search = dockyard.compile_file(ROOT / "mappings" / "sf" / "search-order.yaml")
+    secrets = Secrets([MappingSecrets({"SF_CHECK_WORD": "TEST-ONLY-sf-check-word"})])
+
+    def local(prepared: PreparedRequest) -> PreparedRequest:
+        wire = prepared.request
+        url = "http://" + server + "/std/service"
+        return type(prepared)(**{**prepared.__dict__, "request": type(wire)(wire.method, url, wire.headers, wire.body)})
+
+    def prepare(request_id: str) -> PreparedRequest:
+        return local(build_request(create, ORDER, context=create.meta["examples"], clock=NOW, secrets=secrets,
+                                   request_id=request_id))
+
+    Warehouse.script = [(200, b"late", 1.0)]
+    first = send_once(prepare, store, UrllibTransport(), rule="query", timeout=0.2)
+    assert first.state == "in_doubt"
+    time.sleep(1.0)
+    second = send_once(prepare, store, UrllibTransport(), rule="query")
+    assert (second.action, second.state) == (Action.QUERY, "untouched")
+    assert second.recorded_request_id == first.request_id
+    assert second.request_id is not None and second.request_id != first.request_id
+    # The search request that recovers the order carries the new id, signed over what is sent.
+    query = build_request(search, ORDER, context=search.meta["examples"], clock=NOW, secrets=secrets,
+                          request_id=second.request_id)
+    form = {k: v[0] for k, v in parse_qs(query.request.body.decode("utf-8")).items()}
+    created = {k: v[0] for k, v in parse_qs(Warehouse.received[0][1].decode("utf-8")).items()}
+    assert created["requestID"] == first.request_id
+    assert form["requestID"] == second.request_id != created["requestID"]
+    assert form["serviceCode"] == "EXP_RECE_SEARCH_ORDER_RESP"
+    signed = SignInput({k: v for k, v in form.items() if k != "msgDigest"}, form["msgData"])
+    SF_MSGDIGEST.verify(signed, form["msgDigest"], secrets.get("SF_CHECK_WORD"))

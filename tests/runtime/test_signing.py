@@ -78,7 +78,18 @@ PIN_QIMEN_HMAC_SHA256 = "808E1C784B97FD8F63C7204B665914E67D8250075D4B0E09CFF515A
 PIN_SF = "/YTyUWanZ/McFcIxrQh4mg=="
 PIN_JOS = "07371DE4AF2DB87FD76BDA42BDC6012D"
 PIN_LOP_MD5 = "631046015810a848fdb221e359006059"
-PIN_LOP_HMAC_SHA256 = "rEBDKstWw3L+ylNx1zusDTnsxiNXg4dWXhqQ8opUV8k="
+# The LOP HMAC pins sign the SAME secret-wrapped text as md5-salt (JD's SDK builds the content once
+# and passes it to every algorithm: docs/signing.md cites the sources). Computed with
+# `openssl dgst -sha256|-md5|-sha1|-sha512 -hmac KEY -binary | base64` over that text.
+PIN_LOP_HMAC = {
+    "sha256": "BGItSK7wY2XPmlDeJ1nMxYX7OZfx0tIbCbytJocU7WY=",
+    "md5": "7lNAWwM4VwCxFXqHQBFkug==",
+    "sha1": "RYIe3M5W5NTH8kbyylRllAedvqM=",
+    "sha512": "fTb1w8x8eGr4jFMo9s06yf0tOxmVEScFSarT3OSRQlEfb150V+RzU8wUCTkx53A+ZIa8PHEFDgve5MxkTK3jQg==",
+}
+# What the HMAC variants gave before they wrapped the secret (HMAC over the bare fields): a
+# signature JD's gateway would not accept. Kept to show the fix changes the bytes.
+UNWRAPPED_LOP_HMAC_SHA256 = "rEBDKstWw3L+ylNx1zusDTnsxiNXg4dWXhqQ8opUV8k="
 PIN_CAINIAO_RAW = "8x/iOi/8lwd97ehrbUHNDg=="
 PIN_CAINIAO_HEX = "ZjMxZmUyM2EyZmZjOTcwNzdkZWRlODZiNmQ0MWNkMGU="
 PIN_HEADER_HEX = "a9eb003110cd40f509672d8143c26935ba695c6d141954b45abebbd3152219bc"
@@ -307,13 +318,18 @@ def test_jd_lop_path_option_instead_of_a_method_parameter() -> None:
 def test_jd_lop_hmac_vectors(signer: Signer, algorithm: str) -> None:
     content = ("access_tokenTOK" "app_keyKEY1" "method/ecap/v1/orders/create" "param_json" + LOP_BODY
                + "timestamp2023-11-11 00:00:00.123" "v2.0")
-    mac = hmac.new(LOP_SECRET.encode("utf-8"), content.encode("utf-8"), algorithm)
+    text = LOP_SECRET + content + LOP_SECRET  # the md5-salt text, secret on both ends
+    mac = hmac.new(LOP_SECRET.encode("utf-8"), text.encode("utf-8"), algorithm)
     expected = base64.b64encode(mac.digest()).decode("ascii")
+    assert expected == PIN_LOP_HMAC[algorithm]
     inp = SignInput(lop_params(algorithm="HMacSHA256"), LOP_BODY)
-    assert signer.text(inp, LOP_SECRET) == content  # no secret wrap
+    assert signer.text(inp, LOP_SECRET) == text == JD_LOP_MD5_SALT.text(inp, LOP_SECRET)
     assert signer.sign(inp, secret(LOP_SECRET)) == expected
-    if signer is JD_LOP_HMAC_SHA256:
-        assert expected == PIN_LOP_HMAC_SHA256
+    assert signer.sign(inp, secret(LOP_SECRET)) != UNWRAPPED_LOP_HMAC_SHA256
+    signer.verify(inp, expected, secret(LOP_SECRET))
+    with pytest.raises(SignatureError):
+        signer.verify(inp, UNWRAPPED_LOP_HMAC_SHA256, secret(LOP_SECRET))
+    assert "<secret> + " in signer.describe(inp) and LOP_SECRET not in signer.describe(inp)
 
 
 def test_jd_lop_requires_its_fields() -> None:

@@ -17,6 +17,7 @@ from dockyard.dsl.diagnostics import DiagnosticsError
 from dockyard.runtime.bundle import load_bundle
 from dockyard.runtime.mapping import CompiledMapping
 from dockyard.runtime.secrets import MappingSecrets, Secrets
+from dockyard.runtime.wire import WireSettings
 from dockyard.service.config import (
     GuardConfig,
     RateLimitConfig,
@@ -503,6 +504,93 @@ def test_start_up_check_finds_mappings_context_schemes_and_responses(
     assert not any(value in line for line in found for value in SECRET_VALUES.values())
 
 
+def test_wire_settings_come_from_the_config_file_and_the_warehouse_entry(folder: Path) -> None:
+    write(folder, """
+        host: wms.acme.example.com
+        wire:
+          sign: {timezone: Asia/Shanghai}
+          encrypt:
+            - {path: deliveryOrder.receiverInfo.mobile, scheme: sm4-ecb, key: QIMEN_SM4_KEY,
+               options: {encoding: base64}}
+        """, "acme.yaml")
+    path = write(folder, MINIMAL + in_wh("""
+        config_file: acme.yaml
+        wire: {sign: {timestamp_param: ts}}
+        """))
+    wh = load_config(path).warehouses["wh"]
+    assert "wire" not in wh.context and wh.context["host"] == "wms.acme.example.com"
+    # `wire:` under the warehouse replaces the file's key by key: sign from here, encrypt from the file.
+    assert wh.wire.sign == (("timestamp_param", "ts"),)
+    assert [(e.path, e.scheme, e.key, e.options) for e in wh.wire.encrypt] == [
+        ("deliveryOrder.receiverInfo.mobile", "sm4-ecb", "QIMEN_SM4_KEY", (("encoding", "base64"),))]
+    assert load_config(write(folder, MINIMAL)).warehouses["wh"].wire == WireSettings()
+
+
+def test_malformed_wire_settings_are_located_in_the_config_file(folder: Path) -> None:
+    write(folder, """
+        host: h
+        wire:
+          sign: [case]
+          encrypt:
+            - {path: a..b, scheme: sm4-ecb, key: "not a name"}
+          compress: true
+        """, "bad.yaml")
+    found = problems(write(folder, MINIMAL + in_wh("config_file: bad.yaml\n")))
+    assert {(name, line, code) for name, line, _, code, _ in found} == {("bad.yaml", 3, "config-wire")}
+    messages = sorted(m for *_, m in found)
+    assert messages == sorted([
+        "warehouses.wh.wire: unknown setting 'compress' (known: sign, encrypt)",
+        "warehouses.wh.wire.sign: must be a mapping of name: value",
+        "warehouses.wh.wire.encrypt[0].path: 'a..b' is not an output path (a.b.c, [] after a list)",
+        "warehouses.wh.wire.encrypt[0].key: 'not a name' is not a secret name (the NAME of the key's secret, "
+        "never its value)",
+    ])
+
+
+def test_start_up_check_holds_wire_settings_to_what_each_spec_allows(
+        folder: Path, library: dict[str, CompiledMapping]) -> None:
+    acme, jd = ROOT / "mappings/qimen/warehouses/acme-3pl.yaml", ROOT / "mappings/jd/accounts/example.yaml"
+    path = write(folder, f"""
+        dockyard: 1
+        bundles: [build.dybundle]
+        warehouses:
+          acme:
+            config_file: {acme}
+            secrets: [QIMEN_APP_SECRET]
+            wire:
+              sign: {{case: upper}}
+              encrypt:
+                - {{path: deliveryOrder.receiverInfo.mobile, scheme: sm4-ecb, key: QIMEN_SM4_KEY}}
+                - {{path: deliveryOrder.receiverInfo.mobil, scheme: aes-gcm, key: QIMEN_AES_KEY}}
+            flows:
+              create: {{request: qimen.deliveryorder.create, response: qimen.response}}
+              cancel: {{request: qimen.order.cancel, response: qimen.response}}
+          jd:
+            config_file: {jd}
+            secrets: [JD_LOP_APP_SECRET]
+            wire: {{sign: {{case: upper}}}}
+            flows:
+              create: {{request: jd.create-order, response: jd.response}}
+        """)
+    found = check_against(load_config(path), library, Secrets([MappingSecrets(SECRET_VALUES)]))
+    assert found == [
+        "warehouse acme flow create: qimen.deliveryorder.create: wire.sign.case: the spec does not let a warehouse "
+        "set this option of qimen-md5 (it allows: none)",
+        "warehouse acme flow cancel: qimen.order.cancel: wire.sign.case: the spec does not let a warehouse set this "
+        "option of qimen-md5 (it allows: none)",
+        "warehouse acme: wire.encrypt deliveryOrder.receiverInfo.mobil: none of its flows lets a warehouse encrypt "
+        "this field (they offer: deliveryOrder.receiverInfo.detailAddress, deliveryOrder.receiverInfo.mobile, "
+        "deliveryOrder.receiverInfo.name, deliveryOrder.receiverInfo.tel)",
+        "secret 'QIMEN_SM4_KEY' is not set (looked in: MappingSecrets); needed by warehouse acme wire.encrypt "
+        "deliveryOrder.receiverInfo.mobile",
+        "secret 'QIMEN_AES_KEY' is not set (looked in: MappingSecrets); needed by warehouse acme wire.encrypt "
+        "deliveryOrder.receiverInfo.mobil",
+    ]
+    # The JD account's `case: upper` is what its specs allow: no line names it.
+    assert not any(line.startswith("warehouse jd") for line in found)
+
+
+# -- the schema and its reference --------------------------------------------------------------
 # -- the schema and its reference --------------------------------------------------------------
 
 

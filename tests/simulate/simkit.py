@@ -20,6 +20,7 @@ import dockyard
 from dockyard.runtime.mapping import CompiledMapping
 from dockyard.runtime.request import build_request
 from dockyard.runtime.secrets import MappingSecrets, Secrets
+from dockyard.runtime.wire import WireSettings, split_config
 from dockyard.simulate import Faults, SimWarehouse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +74,13 @@ class Kit:
 
     @property
     def context(self) -> dict[str, Any]:
-        return {**config(self.config_file), **self.context_overrides}
+        values, _wire = split_config(config(self.config_file), self.config_file)
+        return {**values, **self.context_overrides}
+
+    @property
+    def wire(self) -> WireSettings:
+        """The config file's wire settings (acme-3pl: the receiver's mobile SM4-encrypted)."""
+        return split_config(config(self.config_file), self.config_file)[1]
 
     def warehouse(self, callback_base: str | None = None, faults: Faults | None = None,
                   secret: str | None = None) -> SimWarehouse:
@@ -88,7 +95,7 @@ KITS = {
     "qimen-std": Kit("qimen-std", "qimen", "QIMEN_APP_SECRET", "sim-qimen-secret", "qimen/warehouses/standard-wms.yaml",
                      "qimen/deliveryorder.create.yaml", "qimen/order.cancel.yaml", "qimen/response.yaml"),
     "qimen-acme": Kit("qimen-acme", "qimen", "QIMEN_APP_SECRET", "sim-acme-secret", "qimen/warehouses/acme-3pl.yaml",
-                      "qimen/deliveryorder.create.sm4.yaml", "qimen/order.cancel.yaml", "qimen/response.yaml",
+                      "qimen/deliveryorder.create.yaml", "qimen/order.cancel.yaml", "qimen/response.yaml",
                       extra_secrets={"QIMEN_SM4_KEY": "0123456789abcdef"}),
     "sf": Kit("sf", "sf", "SF_CHECK_WORD", "sim-sf-checkword~*", "sf/accounts/example.yaml",
               "sf/create-order.yaml", "sf/cancel-order.yaml", "sf/response.yaml"),
@@ -111,7 +118,7 @@ def wire(kit: Kit, spec: str, base: str, the_order: dict[str, Any], *, secret: s
          request_id: str | None = None) -> Wire:
     """The request our spec builds, with https://{host} replaced by the simulator's /{name}."""
     prepared = build_request(mapping(spec), the_order, context=kit.context, secrets=kit.secrets(secret),
-                             request_id=request_id, validate=True)
+                             request_id=request_id, validate=True, wire=kit.wire)
     parts = urlsplit(prepared.request.url)
     url = f"{base}/{kit.name}{parts.path}" + (f"?{parts.query}" if parts.query else "")
     return Wire(prepared.request.method, url, dict(prepared.request.headers), prepared.request.body)
