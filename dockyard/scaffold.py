@@ -53,7 +53,7 @@ class Project:
 
 def scaffold(root: Path, source: str) -> Project:
     """Write a project into `root` (created if missing), copying the library integration `source`."""
-    from dockyard.demo import WAREHOUSES
+    from dockyard.demo import INGEST_GUARD, WAREHOUSES
     from dockyard.library import examples_root, library_root
 
     if source not in INTEGRATIONS:
@@ -102,6 +102,7 @@ def scaffold(root: Path, source: str) -> Project:
         "listen": {"host": "127.0.0.1", "port": 8080},
         "bundles": [BUNDLE],
         "secrets": {"dir": "secrets"},
+        "ingest": INGEST_GUARD,
         "warehouses": warehouses,
         "routing": [{"warehouse": "jd", "channel": ["jd"]}, {"warehouse": "sf", "channel": ["douyin"]},
                     {"warehouse": "cainiao", "channel": ["miniapp"]}, {"warehouse": "qimen-std", "default": True}],
@@ -191,6 +192,9 @@ _CONFIG_HEADER = """\
 # The specs run from the compiled bundle {bundle}: rebuild it after editing a spec (README.md).
 # Secrets are files in secrets/ (or environment variables DOCKYARD_SECRET_<NAME>); the ones
 # written by `dockyard init` are TEST-ONLY values.
+# `ingest:` and each unsigned callback's `guard:` let only this machine in: name your order
+# platform's and your warehouses' networks, or give them tokens, before going live
+# (docs/security.md); `dockyard serve` refuses to start with either open to everyone.
 """
 
 
