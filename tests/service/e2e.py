@@ -332,8 +332,32 @@ class Run:
             if time.monotonic() > deadline:
                 raise AssertionError(f"not settled after {timeout}s: accounted {accounted}/{accepted}, outbox "
                                      f"{service['outbox_depth']}, pending callbacks {sim.get('pending_lifecycles')}; "
-                                     f"jobs {service['jobs']}")
+                                     f"jobs {service['jobs']}; {self._stuck()}")
             await asyncio.sleep(0.3)
+
+    def _stuck(self) -> str:
+        """What a run that does not settle looks like in the store: the shared limits, and when the
+        waiting jobs are due (for the failure message)."""
+        from dockyard.service.db import Database
+
+        try:
+            db = Database(_store_url(self.plan.config_path), readers=1, register=False)
+        except Exception as exc:
+            return f"(store not readable: {exc})"
+        try:
+            def read(c: Any) -> str:
+                limits = c.execute("SELECT warehouse, paused_until - ?, opened_until - ?, probe_owner, "
+                                   "probe_until - ? FROM dy_limits", (c.now, c.now, c.now))
+                due = c.execute("SELECT warehouse, state, COUNT(*), MIN(next_at) - ?, MAX(next_at) - ? FROM dy_jobs "
+                                "WHERE state NOT IN ('done', 'dead', 'cancelled') GROUP BY warehouse, state",
+                                (c.now, c.now))
+                nodes = c.execute("SELECT owner, ? - heartbeat_at FROM dy_nodes", (c.now,))
+                return f"limits (µs from now) {limits}; open jobs (state, n, due from now) {due}; nodes {nodes}"
+            return db.read_sync(read)
+        except Exception as exc:
+            return f"(store not readable: {exc})"
+        finally:
+            db.close()
 
     async def outcome(self) -> Outcome:
         """Everything the checks need, read after the run settled; stops the service cleanly
