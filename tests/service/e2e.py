@@ -337,8 +337,15 @@ class Run:
 
     def _stuck(self) -> str:
         """What a run that does not settle looks like in the store: the shared limits, and when the
-        waiting jobs are due (for the failure message)."""
+        waiting jobs are due (for the failure message); every service process also writes where its
+        tasks wait to its log (SIGUSR2)."""
         from dockyard.service.db import Database
+
+        for node in getattr(self, "nodes", None) or [self.service]:
+            process = getattr(node, "process", None)
+            if process is not None and process.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.kill(process.pid, signal.SIGUSR2)
 
         try:
             db = Database(_store_url(self.plan.config_path), readers=1, register=False)
@@ -352,7 +359,10 @@ class Run:
                                 "WHERE state NOT IN ('done', 'dead', 'cancelled') GROUP BY warehouse, state",
                                 (c.now, c.now))
                 nodes = c.execute("SELECT owner, ? - heartbeat_at FROM dy_nodes", (c.now,))
-                return f"limits (µs from now) {limits}; open jobs (state, n, due from now) {due}; nodes {nodes}"
+                recent = c.execute("SELECT warehouse, step, COUNT(*), MIN(at) - ?, MAX(at) - ? FROM dy_journal "
+                                   "WHERE at > ? GROUP BY warehouse, step", (c.now, c.now, c.now - 30_000_000))
+                return (f"limits (µs from now) {limits}; open jobs (state, n, due from now) {due}; nodes {nodes}; "
+                        f"journal of the last 30 s {recent}")
             return db.read_sync(read)
         except Exception as exc:
             return f"(store not readable: {exc})"
