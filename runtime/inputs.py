@@ -101,7 +101,7 @@ class _Shape:
     declared child, whether it is a list and the shape of its items. Resolving `$ref`s and looking
     up properties on every element of every callback cost more than parsing the XML itself."""
 
-    __slots__ = ("_props", "_root", "_kids")
+    __slots__ = ("_kids", "_props", "_root")
 
     def __init__(self, schema: Mapping[str, Any], root: Mapping[str, Any]) -> None:
         schema = _resolve(schema, root)
