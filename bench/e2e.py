@@ -362,6 +362,21 @@ def serve_child(argv: list[str]) -> int:
                   "stages": [[t, s, v[0] / 1e9, v[1]] for (t, s), v in list(_TOTALS.items())]}
         Path(args.report).write_text(json.dumps(report), encoding="utf-8")
 
+    # DOCKYARD_BENCH_CPROFILE=FILE: the event loop's thread under cProfile, written at SIGUSR1 (slows
+    # the service down; for finding hot functions, never for the figures)
+    profile_to = os.environ.get("DOCKYARD_BENCH_CPROFILE")
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        plain_dump = dump
+
+        def dump(*_: Any) -> None:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
+            plain_dump()
+
     signal.signal(signal.SIGUSR1, dump)
 
     def ready(url: str) -> None:
