@@ -547,13 +547,23 @@ class FinishOp(BatchOp):
         return [len(op.results) for op in ops]
 
 
-def recover(conn: Conn, now: int | None = None, *, me: str,
-            gone: Callable[[Conn, str], bool]) -> list[tuple[int, str | None, str]]:
+# A job claimed by this process that it does not hold is an orphan only after this long: the claim
+# that took it may have committed a moment before its answer reached the claiming loop.
+ORPHAN_GRACE_US = 15_000_000
+
+
+def recover(conn: Conn, now: int | None = None, *, me: str, gone: Callable[[Conn, str], bool],
+            holding: frozenset[int] | None = None) -> list[tuple[int, str | None, str]]:
     """Jobs that were claimed or on the wire when their worker died. A `claimed` job never left:
     it is simply ready again. A `sending` job may have reached the warehouse: it comes back in
     doubt, to be settled by the warehouse's rule.
 
     A worker is dead when its lease ran out, or when its process is gone (Database.owner_gone).
+    With `holding` (the jobs this process `me` is working on), this process's own orphans come
+    back too: jobs the store has as claimed by it that it does not hold. They happen when the
+    store goes away at the wrong moment: a claim that committed but whose answer was lost with the
+    connection, or an outcome that could not be written. Without this they would count against the
+    warehouse's concurrency, and wait, until their lease ran out (minutes).
     Also makes ready any waiting job left without an open predecessor (see _repair_waiting)."""
     stamp = conn.now
     owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM dy_jobs WHERE state IN ('claimed', 'sending')")]
@@ -563,19 +573,29 @@ def recover(conn: Conn, now: int | None = None, *, me: str,
     for owner in dead:
         rows += conn.execute("SELECT id, order_no, warehouse, lane, owner, state FROM dy_jobs "
                              "WHERE state IN ('claimed', 'sending') AND owner = ? AND lease_until >= ?", (owner, stamp))
+    if holding is not None:
+        seen = {int(r[0]) for r in rows}
+        rows += [r for r in conn.execute("SELECT id, order_no, warehouse, lane, owner, state FROM dy_jobs "
+                                         "WHERE state IN ('claimed', 'sending') AND owner = ? AND lease_until >= ? "
+                                         "AND updated_at < ?", (me, stamp, stamp - ORPHAN_GRACE_US))
+                 if int(r[0]) not in holding and int(r[0]) not in seen]
     _repair_waiting(conn)
     if not rows:
         return []
-    on_wire = "the service stopped while this request may have been on the wire"
-    never_left = "the service stopped before this request was written: it is sent again"
+    def reason(r: tuple[Any, ...]) -> str:
+        who = ("this node lost track of it while the store was away" if r[4] == me
+               else "the service stopped")
+        if r[5] == "sending":
+            return f"{who} while this request may have been on the wire"
+        return f"{who} before this request was written: it is sent again"
+
     conn.executemany(
         "UPDATE dy_jobs SET state = 'ready', doubt = CASE WHEN ? = 1 THEN 1 ELSE doubt END, reason = ?, owner = NULL, "
         "lease_until = NULL, next_at = ?, updated_at = ? WHERE id = ? AND state = ? AND owner = ?",
-        [(int(r[5] == "sending" and r[3] == "wh"), on_wire if r[5] == "sending" else never_left, stamp, stamp,
-          r[0], r[5], r[4]) for r in rows])
+        [(int(r[5] == "sending" and r[3] == "wh"), reason(r), stamp, stamp, r[0], r[5], r[4]) for r in rows])
     journal(conn, [JournalRow(None, r[1], r[2], None, "recovered",
                               "in_doubt" if r[5] == "sending" and r[3] == "wh" else "retry",
-                              detail={"job": r[0], "reason": on_wire if r[5] == "sending" else never_left})
+                              detail={"job": r[0], "reason": reason(r)})
                    for r in rows])
     for r in rows:
         _wake(conn, r[2])
