@@ -575,6 +575,11 @@ def fresh_postgres(url: str, name: str = "dockyard_e2e_bench") -> str:
     target = urlunsplit(urlsplit(url)._replace(path="/" + name))
     with contextlib.suppress(psycopg.Error), psycopg.connect(target, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    if os.environ.get("DOCKYARD_BENCH_PG_LOG"):
+        # every statement of this database with its duration in the server's log (where the server
+        # has no pg_stat_statements): for finding the costly statements, never for the figures
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {name} SET log_min_duration_statement = 0")
     return target
 
 

@@ -85,9 +85,29 @@ _JOURNAL_SQL = ("INSERT INTO dy_journal (at, order_no, warehouse, flow, step, ou
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
+# On PostgreSQL a group's journal rows go in as one statement over arrays: one statement per row
+# (even pipelined) was the largest single share of the database's work per order.
+_JOURNAL_PG_SQL = ("INSERT INTO dy_journal (at, order_no, warehouse, flow, step, outcome, elapsed_us, detail) "
+                   "SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], "
+                   "?::bigint[], ?::text[])")
+
+
+def _columns(rows: Sequence[Sequence[Any]], *, text: tuple[int, ...]) -> list[list[Any]]:
+    """Rows as one list per column, for `unnest(?::type[], …)`; the `text` columns as text (an
+    array parameter must hold one type: a warehouse's order id may come as a number)."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    for i in text:
+        columns[i] = [v if v is None or isinstance(v, str) else str(v) for v in columns[i]]
+    return columns
+
+
 def write_journal(conn: Conn, rows: Iterable[tuple[Any, ...]]) -> None:
     now = conn.now
-    conn.executemany(_JOURNAL_SQL, [(now, *r[1:]) if r[0] is None else r for r in rows])
+    values = [(now, *r[1:]) if r[0] is None else r for r in rows]
+    if conn.dialect == "postgres" and len(values) > 1:
+        conn.execute(_JOURNAL_PG_SQL, _columns(values, text=(1, 2, 3, 4, 5, 7)))
+    else:
+        conn.executemany(_JOURNAL_SQL, values)
 
 
 def journal(conn: Conn, rows: Iterable[JournalRow]) -> None:
@@ -143,7 +163,13 @@ def apply_order_changes(conn: Conn, changes: Mapping[str, Any]) -> None:
                         known.append(w)
                 merged = json.dumps(known, ensure_ascii=False, default=str)
             updates.append((status, change.delivery, change.warehouse_order_id, merged, conn.now, order_no))
-    if updates:
+    if updates and conn.dialect == "postgres" and len(updates) > 1:  # one statement over arrays
+        conn.execute("UPDATE dy_orders o SET status = v.status, delivery = COALESCE(v.delivery, o.delivery), "
+                     "warehouse_order_id = COALESCE(v.woid, o.warehouse_order_id), waybills = v.waybills, "
+                     "updated_at = v.at FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], "
+                     "?::text[]) AS v(status, delivery, woid, waybills, at, order_no) WHERE o.order_no = v.order_no",
+                     _columns(updates, text=(0, 1, 2, 3, 5)))
+    elif updates:
         conn.executemany("UPDATE dy_orders SET status = ?, delivery = COALESCE(?, delivery), "
                          "warehouse_order_id = COALESCE(?, warehouse_order_id), waybills = ?, updated_at = ? "
                          "WHERE order_no = ?", updates)
@@ -169,11 +195,33 @@ _QUEUE_CHAINED_SQL = (
     f"AND p.state IN {_BLOCKING}) THEN 'waiting' ELSE 'ready' END, ?, ?, ?, ?")
 
 
+# PostgreSQL: all of a group's jobs in one statement. A statement does not see its own rows, so a
+# job behind another of the same order and lane in the same batch is marked `behind` here; the
+# first of each is checked against the table. WITH ORDINALITY keeps the ids in queue order.
+_QUEUE_CHAINED_PG_SQL = (
+    "INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, payload, created_at, updated_at) "
+    "SELECT v.lane, v.kind, v.order_no, v.warehouse, CASE WHEN v.behind OR EXISTS (SELECT 1 FROM dy_jobs p "
+    f"WHERE p.order_no = v.order_no AND p.lane = v.lane AND p.state IN {_BLOCKING}) THEN 'waiting' ELSE 'ready' "
+    "END, ?, v.payload, ?, ? FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::boolean[]) "
+    "WITH ORDINALITY AS v(lane, kind, order_no, warehouse, payload, behind, n) ORDER BY v.n")
+
+
 def queue_jobs(conn: Conn, jobs: Sequence[tuple[str, str, str | None, str, str | None]]) -> None:
     """Queue (lane, kind, order_no, warehouse, payload) jobs, each behind its order's open job."""
     now = conn.now
-    conn.executemany(_QUEUE_CHAINED_SQL, [(lane, kind, order_no, warehouse, order_no, lane, now, payload, now, now)
-                                          for lane, kind, order_no, warehouse, payload in jobs])
+    if conn.dialect == "postgres" and len(jobs) > 1:
+        seen: set[tuple[str, str]] = set()
+        behind: list[bool] = []
+        for lane, _, order_no, _, _ in jobs:
+            behind.append(order_no is not None and (order_no, lane) in seen)
+            if order_no is not None:
+                seen.add((order_no, lane))
+        columns = _columns([(lane, kind, order_no, warehouse, payload) for lane, kind, order_no, warehouse, payload
+                            in jobs], text=(0, 1, 2, 3, 4))
+        conn.execute(_QUEUE_CHAINED_PG_SQL, [now, now, now, *columns, behind])
+    else:
+        conn.executemany(_QUEUE_CHAINED_SQL, [(lane, kind, order_no, warehouse, order_no, lane, now, payload, now,
+                                               now) for lane, kind, order_no, warehouse, payload in jobs])
     for _, _, _, warehouse, _ in jobs:
         _wake(conn, warehouse)
 
@@ -683,6 +731,27 @@ class EventOutcome:
     reason: str = ""
 
 
+def _insert_events(conn: Conn, rows: list[tuple[Any, ...]]) -> list[bool]:
+    """Insert (warehouse, event_id, order_no, status, document, received_at) rows, each once; for
+    each row, whether it was new. On PostgreSQL in one statement: what it returns are the keys it
+    inserted, and of rows with the same key in one batch the first is the new one."""
+    if conn.dialect != "postgres" or len(rows) <= 1:
+        return conn.execute_returning(
+            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING event_id", rows)
+    new = {(w, e) for w, e in conn.execute(
+        "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
+        "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[]) "
+        "ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING warehouse, event_id",
+        _columns(rows, text=(0, 1, 2, 3, 4)))}
+    out: list[bool] = []
+    for row in rows:
+        key = (row[0], None if row[1] is None else str(row[1]))
+        out.append(key in new)
+        new.discard(key)  # a second row with the key in this batch is its duplicate
+    return out
+
+
 class RecordEventsOp(BatchOp):
     """The status events of one callback: each recorded once (dedupe on warehouse + event id),
     applied to its order and queued for forwarding — but only for an order that was routed to
@@ -732,9 +801,7 @@ class RecordEventsOp(BatchOp):
                 candidates.append((op, rec, document, known[1]))
                 outcomes.append(EventOutcome("pending", known[1]))
             out.append(outcomes)
-        inserted = tx.execute_returning((
-            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING event_id"), fresh_rows)
+        inserted = _insert_events(tx, fresh_rows)
         forwards: list[tuple[str, str, str | None, str, str | None]] = []
         results = iter(inserted)
         settled: dict[int, str] = {}
