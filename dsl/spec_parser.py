@@ -548,7 +548,7 @@ class _SpecParser:
                                hint=_BESIDE_HINTS.get((k.value, "$json")))
             inner, _ = self.build_node(node.items[keys.index("$json")][1], what)
             return (OutJson(inner, node.span) if inner is not None else None), False
-        return self.build_object(node), False
+        return self.build_object(node, what=what), False
 
     def build_object(self, node: YMap, top: bool = False, what: str = "output") -> OutObject | None:
         fields = []
