@@ -217,3 +217,14 @@ def test_a_rendered_difference_in_layout_only_says_where(tmp_path: Path) -> None
     assert "differ only in layout, first at character 9" in message
     assert "'1'" in message
     assert _rendered_diff("a=1&b=2", "a=1&b=3", "form").splitlines()[-2:] == ["      -b=2", "      +b=3"]
+
+
+def test_coverage_counts_both_sides_of_a_when_beside_value(tmp_path: Path) -> None:
+    # tmall-basic has no gift line: the `$when` of `gift` is never true, and gift never present.
+    [(ok, _)] = absent_case(tmp_path, "tmall-basic.json", "['orderLines.orderLine[].gift']")
+    assert ok
+    [cov] = run_tests([tmp_path / "absent.test.yaml"]).coverage
+    line = ABSENT_SPEC.splitlines().index('        gift?: {$value: "Y", $when: $item.is_gift}') + 1
+    assert any(f":{line}:" in m and "$when: true never taken" in m for m in cov.missing), cov.missing
+    assert any("orderLine[].gift: never present" in m for m in cov.missing), cov.missing
+    assert not any("$when: false never taken" in m for m in cov.missing)
