@@ -727,6 +727,8 @@ def _check_request(ch: _Checker, spec: Spec, outer: _Scope) -> None:
     for section, obj in sections.items():
         for f in obj.fields:
             t = ch.node(f.value, scope, f"request.{section}.{f.key}", "json")
+            if not f.optional:
+                ch.required_omit(f, f"request.{section}.{f.key}")
             if not isinstance(f.value, OutValue) or t.kind in (Kind.LIST, Kind.OBJECT):
                 ch.error(f.span, f"request.{section}.{f.key} must be a single value (text, number or boolean)",
                          "request-field", hint="serialize structures with to_json(…)")
