@@ -265,9 +265,10 @@ that is not `required`, or whose type includes `"null"`), and tracks it through 
   field it leaves the field out, so "leave `remark` out when it is empty" is
   `remark?: if remark == "" then omit else remark` (a missing remark is left out too: it is
   missing already). `$when: CONDITION` beside `$value:` says the same in the long form (see
-  [Leaving a field out on a condition](#leaving-a-field-out-on-a-condition)). In a list, an
-  `omit` element is dropped: `[channel, if gift then "GIFT" else omit]`. In a required field
-  `omit` is a compile error: it could only fail the order, which `fail("…")` says plainly.
+  [Leaving a field out on a condition](#leaving-a-field-out-on-a-condition)). Lists drop it like
+  any missing element: `map(items, $i => if $i.qty > 0 then $i.sku else omit)` gives the SKUs of
+  the lines with a quantity. In a required field `omit` is a compile error: it could only fail
+  the order, which `fail("…")` says plainly.
 - **Never null.** The language has no `null`: a value is there or it is missing, and a missing
   value is never written as `null`. Optional fields are left out, and missing elements of lists
   (fixed sequences, `$each` elements, `map` results) are dropped. `null` in a spec is an error
@@ -445,10 +446,15 @@ expression (a list of values, without the missing ones and the `omit`s) or anoth
 A `$each` with no elements (an empty or missing list, or every element dropped by `$where`) is
 an empty list: `[]` in JSON, and in XML **nothing at all** — no `<orderLines/>`, since a list
 is written as repeated elements and there are none. Where an XML warehouse wants the empty
-wrapper element, put the list inside it (`orderLines: {orderLine: {$each: …}}` gives
-`<orderLines/>`). `$when` cannot stand beside `$each`: `$where` leaves out single elements, and a
-list that must be left out as a whole is written as a value,
-`lines?: if count(items) > 0 then map(items, $i => {sku: $i.sku}) else omit`.
+wrapper element, put the list inside it: `orderLines:` with `orderLine:` and the `$each` below
+it gives `<orderLines/>`. `$when` cannot stand beside `$each`: `$where` leaves out single
+elements, and a list that must be left out as a whole is written as a value (a block scalar,
+since an object literal holds `: `):
+
+```yaml
+lines?: |
+  if count(items) > 0 then map(items, $i => {sku: $i.sku}) else omit
+```
 
 ### `$when`: a conditional object
 

@@ -66,7 +66,7 @@ NO_NULL_HINT = ('to leave the field out, make it optional and write omit: '
 # What to write instead of a directive that cannot stand beside another one.
 _BESIDE_HINTS = {
     ("$when", "$each"): "$where: CONDITION leaves out single elements; to leave out the whole list, write it "
-                        "as a value: NAME?: if CONDITION then map(LIST, $x => {…}) else omit",
+                        "as a value in a block scalar: NAME?: | if CONDITION then map(LIST, $x => {…}) else omit",
     ("$when", "$json"): "put $when beside the fields inside $json, or choose the text with if … then … else omit",
 }
 _CONTEXT_TYPES = {"string": STRING, "int": INT, "decimal": DECIMAL, "bool": BOOL}
