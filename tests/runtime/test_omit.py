@@ -177,3 +177,30 @@ def test_a_required_field_with_when_fails_the_order_when_left_out(tmp_path: Path
     assert mapping.transform({"order_no": "T1", "remark": "x", "items": []}) == {"remark": "x"}
     with pytest.raises(TransformError, match="required value is missing; field remark; order T1"):
         mapping.transform({"order_no": "T1", "remark": "", "items": []})
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "language.md"
+
+
+def _doc_blocks(after: str) -> list[str]:
+    """The ```yaml blocks of docs/language.md between the heading `after` and the next heading."""
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index(after):]
+    section = section[: section.index("\n## ", 1)] if "\n## " in section[1:] else section
+    section = section[: section.index("\n### ", 1)] if "\n### " in section[1:] else section
+    return [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
+
+
+@pytest.mark.parametrize("heading", ["### Leaving a field out on a condition", "### `$each`: lists"])
+def test_the_documented_examples_compile_and_leave_fields_out(tmp_path: Path, heading: str) -> None:
+    blocks = [b for b in _doc_blocks(heading) if "omit" in b or "$when" in b]
+    assert blocks
+    fields = "".join("".join(f"  {line}\n" for line in block.splitlines()) for block in blocks)
+    path = tmp_path / "doc.yaml"
+    path.write_text('dockyard: 1\nname: t.doc\nversion: "1.0.0"\nsource: {schema: order}\n'
+                    f"target: {{format: json}}\noutput:\n  orderNo: order_no\n{fields}", encoding="utf-8")
+    mapping = compile_file(path)
+    order = json.loads((DOC.parents[1] / "examples" / "orders" / "tmall-basic.json").read_text(encoding="utf-8"))
+    full = mapping.transform(order)
+    bare = mapping.transform({**order, "items": [], "remark": " ", "buyer_message": ""})
+    assert set(full) - set(bare) == set(full) - {"orderNo"}  # every documented field can be left out
