@@ -4,10 +4,9 @@ report rule coverage.
 A test file names a spec and lists cases: an input (inline, a file, or raw text read by the spec's
 source format), config values and wire settings, a fixed clock, test secrets, and what to expect:
 the document (exact or a subset), keys that must be absent, the rendered text, the full request, or
-an error. Each spec runs in its instrumented variant,
-so that after the run every spec shows which output fields were produced, which branches of each
-conditional were taken, which table entries were used, and which optional fields were seen both
-present and absent.
+an error. Each spec runs in its instrumented variant, so that after the run every spec shows which
+output fields were produced, which branches of each conditional were taken, which table entries
+were used, and which optional fields were seen both present and absent.
 """
 
 from __future__ import annotations
@@ -134,13 +133,30 @@ def _pretty(text: str, fmt: str) -> list[str]:
         return declaration + etree.tostring(root, encoding="unicode", pretty_print=True).splitlines()
     if fmt == "json":
         try:
-            value = json.loads(text, parse_float=Decimal, parse_int=Decimal)
+            value = json.loads(text, parse_float=_Number, parse_int=_Number, parse_constant=_Number)
         except ValueError:
             return text.splitlines()
-        return _show(value)
+        return _json_text(value, 0).splitlines()
     if fmt == "form" and "\n" not in text:
         return text.split("&")
     return text.splitlines()
+
+
+class _Number(str):
+    """A JSON number's text as written: `1` and `"1"`, or `1.50` and `1.5`, must not look alike."""
+
+
+def _json_text(value: Any, depth: int) -> str:
+    """JSON indented by two, with numbers exactly as they were written."""
+    if isinstance(value, _Number):
+        return str(value)
+    pad, end = "  " * (depth + 1), "  " * depth
+    if isinstance(value, dict) and value:
+        items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: {_json_text(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{end}}}"
+    if isinstance(value, list) and value:
+        return "[\n" + ",\n".join(f"{pad}{_json_text(v, depth + 1)}" for v in value) + f"\n{end}]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _rendered_diff(expected: str, actual: str, fmt: str) -> str:
@@ -166,7 +182,7 @@ _PATH_STEP = re.compile(r"\[(\d*)\]|([^.\[\]]+)")
 
 def _path_steps(path: str) -> list[str | int]:
     """`orderLines[].remark` → ['orderLines', '[]', 'remark']; `items[0]` → ['items', 0]."""
-    if not _PATH.fullmatch(path):
+    if not _PATH.fullmatch(path) or path.endswith("[]"):
         raise _CaseError(f"absent: {path!r} is not a path like deliveryOrder.remark, orderLines[].remark or "
                          "orderLines[0]")
     return [key if key else int(index) if index else "[]" for index, key in _PATH_STEP.findall(path)]

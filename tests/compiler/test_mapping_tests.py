@@ -181,7 +181,7 @@ def test_absent_refuses_a_path_whose_parent_is_not_there(tmp_path: Path) -> None
     assert "orderLines.orderLine has no element 9" in message
 
 
-@pytest.mark.parametrize("absent", ["deliveryOrder.remark", "['a..b']", "[1]"])
+@pytest.mark.parametrize("absent", ["deliveryOrder.remark", "['a..b']", "[1]", "['orderLines.orderLine[]']"])
 def test_absent_needs_a_list_of_paths(tmp_path: Path, absent: str) -> None:
     [(ok, message)] = absent_case(tmp_path, "tmall-basic.json", absent)
     assert not ok and message.startswith("bad test case: absent")
@@ -217,6 +217,16 @@ def test_a_rendered_difference_in_layout_only_says_where(tmp_path: Path) -> None
     assert "differ only in layout, first at character 9" in message
     assert "'1'" in message
     assert _rendered_diff("a=1&b=2", "a=1&b=3", "form").splitlines()[-2:] == ["      -b=2", "      +b=3"]
+
+
+def test_a_rendered_json_diff_keeps_numbers_as_written() -> None:
+    from dockyard.compiler.testing import _rendered_diff
+
+    lines = _rendered_diff('{"a":"1","b":[1.50,{"c":true}]}', '{"a":1,"b":[1.5,{"c":true}]}', "json").splitlines()
+    changed = [line.strip().replace(" ", "") for line in lines
+               if line.strip()[:1] in "+-" and line.strip()[:3] not in ("+++", "---")]
+    assert changed == ['-"a":"1",', '+"a":1,', "-1.50,", "+1.5,"]
+    assert '      "c": true' in lines
 
 
 def test_coverage_counts_both_sides_of_a_when_beside_value(tmp_path: Path) -> None:
