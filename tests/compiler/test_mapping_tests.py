@@ -226,7 +226,7 @@ def test_a_rendered_json_diff_keeps_numbers_as_written() -> None:
     changed = [line.strip().replace(" ", "") for line in lines
                if line.strip()[:1] in "+-" and line.strip()[:3] not in ("+++", "---")]
     assert changed == ['-"a":"1",', '+"a":1,', "-1.50,", "+1.5,"]
-    assert '      "c": true' in lines
+    assert '             "c": true' in lines  # context lines keep the indentation
 
 
 def test_coverage_counts_both_sides_of_a_when_beside_value(tmp_path: Path) -> None:
