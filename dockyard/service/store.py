@@ -236,6 +236,19 @@ def _promote(conn: Conn, ended: Iterable[tuple[str, str]]) -> None:
         where, params = _in(conn, chunk)
         waiting.update((o, lane) for o, lane in conn.execute(
             f"SELECT order_no, lane FROM dy_jobs WHERE order_no {where} AND state = 'waiting'", params))
+    if conn.dialect == "postgres":  # the first waiting job of each pair, in one statement
+        todo = [p for p in pairs if p in waiting]
+        for chunk in _chunks(todo):
+            rows = conn.execute(
+                "UPDATE dy_jobs j SET state = 'ready', next_at = ?, updated_at = ? FROM (SELECT MIN(w.id) AS id "
+                "FROM dy_jobs w JOIN unnest(?::text[], ?::text[]) AS v(order_no, lane) ON w.order_no = v.order_no "
+                "AND w.lane = v.lane WHERE w.state = 'waiting' AND NOT EXISTS (SELECT 1 FROM dy_jobs o "
+                f"WHERE o.order_no = w.order_no AND o.lane = w.lane AND o.state IN {_OPEN}) "
+                "GROUP BY w.order_no, w.lane) AS m WHERE j.id = m.id AND j.state = 'waiting' RETURNING j.warehouse",
+                (conn.now, conn.now, [p[0] for p in chunk], [p[1] for p in chunk]))
+            for (warehouse,) in rows:
+                _wake(conn, warehouse)
+        return
     for order_no, lane in pairs:
         if (order_no, lane) not in waiting:
             continue
@@ -441,7 +454,13 @@ def claim(conn: Conn, lane: str, warehouse: str, limit: int, owner: str, lease_u
                        payload, order_payload, owner, tracking, probe, created)
             for jid, kind, order_no, wh, attempts, request_id, doubt, payload, order_payload, tracking, created
             in rows]
-    if jobs:
+    if jobs and conn.dialect == "postgres" and len(jobs) > 1:  # one statement over arrays
+        conn.execute("UPDATE dy_jobs j SET state = 'claimed', owner = ?, lease_until = ?, attempts = v.attempts, "
+                     "request_id = v.request_id, updated_at = ? FROM unnest(?::bigint[], ?::integer[], ?::text[]) "
+                     "AS v(id, attempts, request_id) WHERE j.id = v.id",
+                     (owner, now + lease_us, now, [j.id for j in jobs], [j.attempts for j in jobs],
+                      [j.request_id for j in jobs]))
+    elif jobs:
         conn.executemany("UPDATE dy_jobs SET state = 'claimed', owner = ?, lease_until = ?, attempts = ?, "
                          "request_id = ?, updated_at = ? WHERE id = ?",
                          [(owner, now + lease_us, j.attempts, j.request_id, now, j.id) for j in jobs])
@@ -536,6 +555,14 @@ _FINISH_SQL = ("UPDATE dy_jobs SET state = ?, next_at = ?, doubt = ?, reason = ?
                "lease_until = NULL, request_id = CASE WHEN ? = 1 THEN NULL ELSE request_id END, updated_at = ? "
                "WHERE id = ? AND owner = ? AND state IN ('claimed', 'sending') RETURNING id")
 
+_FINISH_PG_SQL = (
+    "UPDATE dy_jobs j SET state = v.state, next_at = v.next_at, doubt = v.doubt, reason = v.reason, "
+    "outcome = v.outcome, owner = NULL, lease_until = NULL, request_id = CASE WHEN v.reset = 1 THEN NULL "
+    "ELSE j.request_id END, updated_at = v.at FROM unnest(?::text[], ?::bigint[], ?::integer[], ?::text[], "
+    "?::text[], ?::integer[], ?::bigint[], ?::bigint[], ?::text[]) AS v(state, next_at, doubt, reason, outcome, "
+    "reset, at, id, owner) WHERE j.id = v.id AND j.owner = v.owner AND j.state IN ('claimed', 'sending') "
+    "RETURNING j.id")
+
 
 def finish(conn: Conn, results: Sequence[JobResult], now: int | None = None) -> int:
     """Record what became of claimed jobs; a job whose claim was lost (another process recovered
@@ -551,7 +578,10 @@ def finish(conn: Conn, results: Sequence[JobResult], now: int | None = None) -> 
         buckets.setdefault(values, []).append(r)
     done: set[int] = set()
     singles = [(values, group[0]) for values, group in buckets.items() if len(group) == 1]
-    if singles:
+    if singles and conn.dialect == "postgres" and len(singles) > 1:  # one statement over arrays
+        rows_in = [(*v[:7], r.job_id, v[7]) for v, r in singles]
+        done.update(int(row[0]) for row in conn.execute(_FINISH_PG_SQL, _columns(rows_in, text=(0, 3, 4, 8))))
+    elif singles:
         changed = conn.execute_returning(_FINISH_SQL, [(*v[:7], r.job_id, v[7]) for v, r in singles])
         done.update(r.job_id for (_, r), ok in zip(singles, changed, strict=True) if ok)
     for values, group in buckets.items():
