@@ -14,14 +14,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from dockyard.runtime.api import MissingValue
 from dockyard.runtime.errors import ContextError, DockyardError, InputError, TransformError
 from dockyard.runtime.serialize import serialize
 from dockyard.runtime.target import Target
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = ["Clock", "CompiledMapping", "FieldExplanation", "load_module", "schema_problems"]
 
@@ -50,10 +51,12 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def load_module(source: str, filename: str, module_name: str) -> types.ModuleType:
-    """Compile generated source into a fresh module. The source is the compiler's own output,
-    never input data; linecache gets it so that tracebacks show the generated lines."""
-    code = compile(source, filename, "exec", dont_inherit=True)
+def load_module(source: str, filename: str, module_name: str, code: types.CodeType | None = None) -> types.ModuleType:
+    """Compile generated source into a fresh module (or run `code`, compiled from that source
+    before). The source is the compiler's own output, never input data; linecache gets it so
+    that tracebacks show the generated lines."""
+    if code is None:
+        code = compile(source, filename, "exec", dont_inherit=True)
     module = types.ModuleType(module_name)
     module.__file__ = filename
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
@@ -62,7 +65,10 @@ def load_module(source: str, filename: str, module_name: str) -> types.ModuleTyp
 
 
 def schema_problems(schema: Mapping[str, Any], document: Any, limit: int = 20) -> tuple[tuple[str, str], ...]:
-    """Every way `document` breaks `schema`, as (path, message), path written like items[2].qty."""
+    """Every way `document` breaks `schema`, as (path, message), path written like items[2].qty.
+    jsonschema is imported here, not with the module: loading and running mappings never needs it."""
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
     problems = []
     for err in sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
@@ -96,6 +102,8 @@ _FORMATS: jsonschema.FormatChecker | None = None
 def _format_checker() -> jsonschema.FormatChecker:
     global _FORMATS
     if _FORMATS is None:
+        import jsonschema
+
         checker = jsonschema.FormatChecker()
 
         @checker.checks("decimal", raises=(ValueError, TypeError))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -257,3 +258,20 @@ def test_a_tampered_bundle_loads_nothing(bundle: Path) -> None:
     flip_one_byte(bundle / rel, b"E", b"F")
     with pytest.raises(BundleError, match="does not match"):
         load_bundle(bundle)
+
+
+def test_the_same_specs_give_the_same_bytes_from_any_working_directory(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spec locations are relative to the project root, not to where the compiler was started."""
+    specs = [ROOT / p for p in SPECS.values()]
+    outputs = []
+    for i, cwd in enumerate((ROOT, ROOT / "mappings", tmp_path)):
+        monkeypatch.chdir(cwd)
+        out = tmp_path / f"bundle{i}"
+        build_bundle([str(p) if i != 1 else os.path.relpath(p) for p in specs], out)
+        outputs.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert outputs[0] == outputs[1] == outputs[2]
+    manifest = json.loads(outputs[0][MANIFEST])
+    assert manifest["mappings"]["reference.deliveryorder"]["spec"] == "mappings/reference/deliveryorder.yaml"
+    module = outputs[0][manifest["mappings"]["reference.deliveryorder"]["module"]].decode()
+    assert str(ROOT) not in module and "# mappings/reference/deliveryorder.yaml:" in module
