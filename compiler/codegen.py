@@ -76,6 +76,8 @@ class _Gen:
     # Rule coverage (dockyard test): off for production modules. Each branch point gets a number;
     # `branches` describes them for the report.
     coverage: bool = False
+    # Specialised code for common shapes (tests turn it off to compare with the general code).
+    specialise: bool = True
     branches: list[tuple[str, int, int, str]] = field(default_factory=list)  # (kind, line, col, text)
     value_fields: list[tuple[int, bool]] = field(default_factory=list)  # (field index, optional)
 
@@ -298,6 +300,9 @@ class _Gen:
                           lambda a: f"({a[0]} {op} {a[1]})")
 
     def call(self, node: ast.Call) -> str:
+        special = self.special_call(node) if self.specialise else None
+        if special is not None:
+            return special
         fn = REGISTRY[node.func]
         args: list[str] = []
         literals: list[Any] = []
@@ -360,6 +365,24 @@ class _Gen:
         code = self.guard([(args[i], maybe) for i, maybe in guards], emit)
         return f"(lambda {args[0]}: {code})({iterable})" if iterable is not None else code
 
+    def special_call(self, node: ast.Call) -> str | None:
+        """Code a person would write for a common call shape, where the general code is slower.
+        Each returns None when the shape does not fit; the runtime helper it calls falls back to
+        the general path itself for any input it is not sure about."""
+        args = node.args
+        if (node.func == "format_datetime" and len(args) in (2, 3) and isinstance(args[0], ast.Call)
+                and args[0].func == "parse_datetime" and len(args[0].args) == 1):
+            # Text → text: an ISO time already in the zone's offset needs no datetime at all.
+            inner = args[0].args[0]
+            pattern = ast.literal_value(args[1])
+            zone_name = ast.literal_value(args[2]) if len(args) == 3 else None
+            if not isinstance(pattern, str) or (len(args) == 3 and not isinstance(zone_name, str)):
+                return None
+            text = self.convert(inner, (Kind.STRING,))
+            fmt = self.const_call("iso_formatter", pattern, zone_name)
+            return self.guard([(text, self.type_of(inner).maybe)], lambda a: f"{fmt}({a[0]})")
+        return None
+
     def convert(self, node: ast.Expr, kinds: tuple[Kind, ...]) -> str:
         """An argument in the kind a parameter wants: unknown types are checked at run time,
         whole numbers become decimals where only decimals are taken."""
@@ -402,6 +425,7 @@ class _TreeWriter:
         self.gen = gen
         self.em = em
         self.spec = spec
+        self.trace = True  # write the explain lineage of $each elements
 
     def lets(self, lets: Sequence[Any], where: str) -> None:
         for let in lets:
@@ -549,7 +573,7 @@ class _TreeWriter:
                 source = f"({source} or ())"
             self.em.line(f"{out} = []")
             self.em.line(f"{position} = 0")
-            header = f"for {index}, {item} in enumerate({source}):"
+            header = f"for {index}, {item} in enumerate({source}):" if self.trace else f"for {item} in {source}:"
         with self.em.block(header):
             if node.where is not None:
                 with self.em.field(node.where.span, f"{path}[] $where"):
@@ -563,8 +587,9 @@ class _TreeWriter:
             self.em.line(f"{position} += 1")
             # Dynamic lineage for explain: which input element became which output element. The
             # element itself is recorded too: through a filtered let, the index is not the input's.
-            self.em.line("if _trace is not None:")
-            self.em.line(f"    _trace.append(({loop_id}, {position}, {index}, {item}))")
+            if self.trace:
+                self.em.line("if _trace is not None:")
+                self.em.line(f"    _trace.append(({loop_id}, {position}, {index}, {item}))")
             self.lets(node.lets, f"{path}[].")
             v = self.value(node.emit, f"{path}[]", False)
             if not v.hoisted and v.index is not None:
@@ -586,14 +611,25 @@ def _templates() -> Environment:
                        undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
-def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False) -> str:
+def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *, specialise: bool = True) -> str:
     """The module for a checked spec. `coverage=True` gives the instrumented variant that
-    `dockyard test` runs to report rule coverage (never used in production)."""
-    gen = _Gen(checked, tables={t.name: t for t in spec.tables}, coverage=coverage)
+    `dockyard test` runs to report rule coverage (never used in production); `specialise=False`
+    gives only general code (tests compare the two)."""
+    gen = _Gen(checked, tables={t.name: t for t in spec.tables}, coverage=coverage, specialise=specialise)
     if coverage:
         gen.helper("CoverageRecorder")
     em = Emitter()
     writer = _TreeWriter(gen, em, spec)
+    if _loop_paths(spec, gen) and not coverage:
+        # Lineage for explain (which input element became which output element) is recorded only
+        # by this variant; `transform` below skips the per-element check. (Coverage mode keeps one
+        # function, so that every branch point is counted once.)
+        with em.block("def transform_traced(_src, _ctx, _clock, _trace):"):
+            writer.lets(spec.lets, "")
+            em.line(f"return {writer.fields(spec.output, '')}")
+        em.line()
+        em.line()
+        writer.trace = False
     with em.block("def transform(_src, _ctx, _clock, _trace=None):"):
         writer.lets(spec.lets, "")
         em.line(f"return {writer.fields(spec.output, '')}")

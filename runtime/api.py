@@ -20,7 +20,14 @@ from decimal import (
 from re import compile as re_compile
 
 from dockyard.runtime.coverage import CoverageRecorder
-from dockyard.runtime.dates import datetime_formatter, datetime_parser, epoch_millis, parse_datetime, zone
+from dockyard.runtime.dates import (
+    datetime_formatter,
+    datetime_parser,
+    epoch_millis,
+    iso_formatter,
+    parse_datetime,
+    zone,
+)
 from dockyard.runtime.functions import (
     as_bool,
     as_datetime,
@@ -77,6 +84,7 @@ __all__ = [
     "get_field",
     "get_index",
     "get_item",
+    "iso_formatter",
     "last",
     "mask",
     "parse_datetime",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from operator import attrgetter
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,7 @@ __all__ = [
     "datetime_formatter",
     "datetime_parser",
     "epoch_millis",
+    "iso_formatter",
     "parse_datetime",
     "zone",
 ]
@@ -150,3 +151,63 @@ def datetime_parser(pattern: str, zone_name: str) -> Callable[[str], datetime]:
         return value if value.tzinfo is not None else value.replace(tzinfo=tz)
 
     return parse
+
+
+# Where each numeric token sits in an ISO text of the one shape the fast path takes,
+# "yyyy-MM-ddTHH:mm:ss+HH:MM" (25 characters).
+_ISO_SLICES = {"yyyy": slice(0, 4), "MM": slice(5, 7), "dd": slice(8, 10), "HH": slice(11, 13),
+               "mm": slice(14, 16), "ss": slice(17, 19)}
+_MINUTE_SECOND = frozenset(f"{m:02d}:{s:02d}" for m in range(60) for s in range(60))
+_HOUR = timedelta(hours=1) - timedelta(microseconds=1)
+_CACHE_LIMIT = 4096
+
+
+def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
+    """`format_datetime(parse_datetime(text), pattern, zone)` as one function of the text, exact.
+
+    Most orders carry a whole-second time with the offset their zone has (+08:00 for Asia/Shanghai),
+    in which case the answer is the text's own digits rearranged: no datetime is built. That fast
+    path is taken only when (a) the text has exactly the shape yyyy-MM-ddTHH:mm:ss±HH:MM, (b) the
+    same date, hour and offset were read by the general path before, which checked the date and
+    found the zone's offset equal to the text's over that whole hour (or no zone is asked for),
+    and (c) its minute and second are valid. Everything else, and every first sight of an hour,
+    takes the general path, whose answers and errors are the reference.
+    """
+    parts = compile_pattern(pattern)
+    general_format = datetime_formatter(pattern)
+    tz = None if zone_name is None else zone(zone_name)
+    fast = all(not directive or text in _ISO_SLICES for directive, text in parts)
+    hours: dict[str, bool] = {}  # date + hour + offset → the fast path is exact in that hour
+
+    def general(text: str) -> str:
+        value = parse_datetime(text)
+        return general_format(value if tz is None else value.astimezone(tz))
+
+    if not fast:
+        return general
+    template = "".join(("%s" if directive else text.replace("%", "%%")) for directive, text in parts)
+    slices = [_ISO_SLICES[text] for directive, text in parts if directive]
+
+    def same_offset_all_hour(value: datetime) -> bool:
+        if tz is None:
+            return True
+        start = value.replace(minute=0, second=0, microsecond=0)
+        offset = start.utcoffset()
+        return start.astimezone(tz).utcoffset() == offset == (start + _HOUR).astimezone(tz).utcoffset()
+
+    def format_text(text: str) -> str:
+        if text.__class__ is str and len(text) == 25:
+            key = text[:13] + text[19:]
+            known = hours.get(key)
+            if known and text[13] == ":" and text[14:19] in _MINUTE_SECOND:
+                return template % tuple([text[s] for s in slices])
+            if known is None:
+                value = parse_datetime(text)  # raises for an invalid date, hour or offset
+                if len(hours) >= _CACHE_LIMIT:
+                    hours.clear()
+                hours[key] = text[10] == "T" and text[22] == ":" and same_offset_all_hour(value)
+                return general_format(value if tz is None else value.astimezone(tz))
+        return general(text)
+
+    format_text.general = general  # type: ignore[attr-defined]  # for tests: the path it must agree with
+    return format_text

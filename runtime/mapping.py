@@ -154,6 +154,9 @@ class CompiledMapping:
         self.spec_path: str = meta["spec"]
         self.target: Target = module.TARGET
         self._fn = module.transform
+        # Modules of this compiler record explain's lineage in `transform_traced` only; a module
+        # of the 1.0 bundle format has one `transform` that does both.
+        self._traced = getattr(module, "transform_traced", module.transform)
         self._filename = module.__file__
         self._fields: tuple[tuple[str, int, int, str], ...] = module.__dockyard_fields__
         self._sourcemap: dict[int, int] = module.__dockyard_sourcemap__
@@ -177,8 +180,36 @@ class CompiledMapping:
                 raise InputError("the input does not match the source schema", self.business_key(order), problems)
         ctx = _EMPTY if context is None and not self._context else self.check_context(context)
         clk = system_clock if clock is None else _as_clock(clock)
-        result: dict[str, Any] = self.call(self._fn, order, ctx, clk, _trace)
+        if _trace is not None:
+            traced: dict[str, Any] = self.call(self._traced, order, ctx, clk, _trace)
+            return traced
+        result: dict[str, Any] = self.call(self._fn, order, ctx, clk)
         return result
+
+    def bind(self, context: Mapping[str, Any] | None = None, clock: Clock | datetime | None = None
+             ) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+        """`transform` with the context checked and the clock chosen once: the returned callable
+        takes only the order, and each call costs the generated function plus the decimal-context
+        check and error translation (which stay: they keep money exact and errors spec-located)."""
+        ctx = _EMPTY if context is None and not self._context else self.check_context(context)
+        clk = system_clock if clock is None else _as_clock(clock)
+        fn = self._fn
+        decimal_context = _DECIMAL_CONTEXT
+
+        def run(order: Mapping[str, Any]) -> dict[str, Any]:
+            if order.__class__ is not dict and not isinstance(order, Mapping):
+                raise InputError(f"the input must be a JSON object, not {type(order).__name__}")
+            try:
+                if _context_is_safe():
+                    result: dict[str, Any] = fn(order, ctx, clk)
+                    return result
+                with decimal.localcontext(decimal_context):
+                    result = fn(order, ctx, clk)
+                    return result
+            except Exception as exc:
+                raise self._translate(exc, order) from (None if isinstance(exc, MissingValue) else exc)
+
+        return run
 
     def call(self, fn: Callable[..., Any], order: Mapping[str, Any], *args: Any) -> Any:
         """Run a function of the generated module on `order`; every failure inside it becomes a
@@ -189,14 +220,22 @@ class CompiledMapping:
             with decimal.localcontext(_DECIMAL_CONTEXT):
                 return fn(order, *args)
         except MissingValue as exc:
-            file, line, col, path = self._fields[exc.field_index]
-            raise TransformError("required value is missing", location=f"{file}:{line}:{col}", field=path,
-                                 key=self.business_key(order), mapping=self.name,
-                                 problems=self._input_problems(order)) from None
+            raise self._translate(exc, order) from None
         except DockyardError:
             raise
         except Exception as exc:  # a failure inside generated code: name the spec, not the Python line
             raise self._locate(exc, order) from exc
+
+    def _translate(self, exc: Exception, order: Mapping[str, Any]) -> Exception:
+        """The error to raise for a failure inside generated code (a DockyardError as it is)."""
+        if isinstance(exc, MissingValue):
+            file, line, col, path = self._fields[exc.field_index]
+            return TransformError("required value is missing", location=f"{file}:{line}:{col}", field=path,
+                                  key=self.business_key(order), mapping=self.name,
+                                  problems=self._input_problems(order))
+        if isinstance(exc, DockyardError):
+            return exc
+        return self._locate(exc, order)
 
     def render(self, order: Mapping[str, Any], context: Mapping[str, Any] | None = None,
                clock: Clock | datetime | None = None, *, validate: bool = False) -> bytes:

@@ -1,0 +1,150 @@
+"""Specialised code agrees with the general code it stands in for, on inputs chosen to break it:
+timestamps of every offset, Z, fractions, leap days and invalid dates; money of every scale,
+negative zero and huge values; the trace-free function; a bound mapping."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dockyard.compiler.api import compile_file
+from dockyard.runtime.dates import iso_formatter
+from dockyard.runtime.errors import DockyardError
+from dockyard.runtime.mapping import _DECIMAL_CONTEXT
+
+ROOT = Path(__file__).resolve().parents[2]
+PROPERTY = settings(max_examples=400, deadline=None, database=None)
+PATTERNS = ["yyyy-MM-dd HH:mm:ss", "yyyyMMddHHmmss", "dd/MM/yyyy", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX", "HH:mm"]
+ZONES = [None, "Asia/Shanghai", "UTC", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata", "Europe/London"]
+
+
+def _outcome(fn: Any, text: Any) -> str:
+    try:
+        return "ok " + fn(text)
+    except (ValueError, TypeError, OverflowError) as exc:
+        return f"error {type(exc).__name__} {exc}"
+
+
+_offsets = st.integers(-14 * 60, 14 * 60).map(
+    lambda m: ("+" if m >= 0 else "-") + f"{abs(m) // 60:02d}:{abs(m) % 60:02d}")
+_stamps = st.one_of(
+    st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)).map(lambda d: d.isoformat()),
+    st.tuples(st.integers(1900, 2100), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25),
+              st.integers(0, 61), st.integers(0, 61)).map(lambda t: "-".join(f"{n:02d}" for n in t[:3]) + "T"
+                                                          + ":".join(f"{n:02d}" for n in t[3:])),
+    st.sampled_from(["2024-02-29T23:59:59", "2023-02-29T10:00:00", "2023-11-11T00:01:23", "1991-09-15T01:30:00",
+                     "2023-03-12T02:30:00", "2023-11-05T01:30:00", "2023-11-11 00:01:23"]),
+)
+_suffix = st.one_of(_offsets, st.just("Z"), st.just(""), st.sampled_from(["+0800", "+08", "+08:00:00", "+8:00"]))
+_fraction = st.one_of(st.just(""), st.integers(0, 999999).map(lambda f: f".{f:06d}"), st.just(".5"))
+
+
+@PROPERTY
+@given(st.sampled_from(PATTERNS), st.sampled_from(ZONES),
+       st.lists(st.tuples(_stamps, _fraction, _suffix), min_size=1, max_size=6), st.data())
+def test_fixed_offset_timestamps_match_the_general_path(pattern: str, zone: str | None,
+                                                        stamps: list[tuple[str, str, str]],
+                                                        data: st.DataObject) -> None:
+    fast = iso_formatter(pattern, zone)
+    general = getattr(fast, "general", fast)  # a pattern without a fast path is the general path
+    texts = [s + f + o for s, f, o in stamps]
+    # The same hour with other minutes and seconds, so that the fast path's cache is hit.
+    texts += [t[:14] + data.draw(st.sampled_from(["00:00", "59:59", "60:00", "5x:00", "30:61"])) + t[19:]
+              for t in texts if len(t) == 25]
+    for text in texts + texts:
+        assert _outcome(fast, text) == _outcome(general, text), text
+
+
+def test_offsets_around_a_transition_are_not_taken_for_the_zone_s() -> None:
+    fast = iso_formatter("yyyy-MM-dd HH:mm:ss", "America/New_York")
+    for text in ["2023-11-05T01:10:00-04:00", "2023-11-05T01:50:00-04:00", "2023-11-05T01:10:00-05:00",
+                 "2023-03-12T01:59:59-05:00", "2023-03-12T03:00:00-04:00"] * 2:
+        assert fast(text) == fast.general(text)  # type: ignore[attr-defined]
+
+
+def test_non_text_takes_the_general_path() -> None:
+    fast = iso_formatter("yyyy-MM-dd HH:mm:ss", "Asia/Shanghai")
+    assert _outcome(fast, 20231111) == _outcome(fast.general, 20231111)  # type: ignore[attr-defined]
+
+
+_money = st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=False, places=None),
+    st.integers(-(10**30), 10**30).flatmap(lambda i: st.integers(-12, 12).map(lambda e: Decimal(i).scaleb(e))),
+    st.sampled_from([Decimal("-0"), Decimal("-0.000"), Decimal("-0.004"), Decimal("-0.005"), Decimal("0E+5"),
+                     Decimal("-1E-20"), Decimal("99999999999999999999.995")]),
+)
+
+
+@PROPERTY
+@given(_money, st.integers(0, 12))
+def test_money_without_the_added_zero_is_the_same_text(value: Decimal, places: int) -> None:
+    quantum = Decimal(1).scaleb(-places)
+    with localcontext(_DECIMAL_CONTEXT):
+        try:
+            general = str(value.quantize(quantum, ROUND_HALF_UP) + Decimal(0))
+        except ArithmeticError as exc:
+            general = type(exc).__name__
+        try:
+            rounded = value.quantize(quantum, ROUND_HALF_UP)
+            fast = str(rounded if rounded else rounded.copy_abs())
+        except ArithmeticError as exc:
+            fast = type(exc).__name__
+    assert fast == general
+
+
+# --- whole mappings: specialised module vs general module, traced vs trace-free, bound vs not ---
+
+def _general_module(spec: Path) -> Any:
+    from dockyard.compiler.api import check_file
+    from dockyard.compiler.codegen import generate_module
+    from dockyard.runtime.mapping import CompiledMapping, load_module
+
+    report = check_file(spec)
+    assert report.spec is not None and report.checked is not None
+    source = generate_module(report.spec, report.checked, specialise=False)
+    module = load_module(source, f"<general {spec}>", "general")
+    return CompiledMapping(module, source, report.spec.source_schema)
+
+
+@pytest.fixture(scope="module")
+def reference() -> tuple[Any, Any]:
+    spec = ROOT / "mappings" / "reference" / "deliveryorder.yaml"
+    return compile_file(spec), _general_module(spec)
+
+
+_order_stamp = st.one_of(st.tuples(_stamps, _fraction, _suffix).map("".join), st.just("2023-11-11T00:01:23+08:00"))
+
+
+def _result(fn: Any, order: dict[str, Any]) -> Any:
+    try:
+        return fn(order)
+    except DockyardError as exc:
+        return f"error {type(exc).__name__} {exc}"
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(st.lists(_order_stamp, min_size=1, max_size=5), st.lists(st.tuples(st.integers(-1, 3), _money, _money),
+                                                                  max_size=4))
+def test_reference_mapping_specialised_traced_and_bound_agree(reference: tuple[Any, Any], stamps: list[str],
+                                                             lines: list[tuple[int, Decimal, Decimal]]) -> None:
+    fast, general = reference
+    bound = fast.bind()
+    clock = datetime(2023, 11, 11, tzinfo=timezone(timedelta(hours=8)))
+    for stamp in stamps:
+        order = {
+            "order_no": "T1", "shop_code": "TM-FLAG-001", "created_at": stamp, "buyer": {"nick": "n"},
+            "receiver": {"name": "a", "mobile": "1", "province": "p", "city": "c", "district": "d", "address": " x "},
+            "amounts": {"paid_total": str(lines[0][1]) if lines else "0"},
+            "items": [{"sku": f"S{i}", "name": "i", "qty": q, "unit_price": str(p), "discount": str(d),
+                       "is_gift": False} for i, (q, p, d) in enumerate(lines)],
+        }
+        expected = _result(lambda o: general.transform(o, clock=clock), order)
+        assert _result(lambda o: fast.transform(o, clock=clock), order) == expected
+        assert _result(bound, order) == expected
+        assert _result(lambda o: fast.explain(o, clock=clock)[0], order) == expected
