@@ -11,7 +11,7 @@ import functools
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from zoneinfo import ZoneInfo
 
 __all__ = [
@@ -177,7 +177,7 @@ def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
     general_format = datetime_formatter(pattern)
     tz = None if zone_name is None else zone(zone_name)
     fast = all(not directive or text in _ISO_SLICES for directive, text in parts)
-    hours: dict[str, bool] = {}  # date + hour + offset → the fast path is exact in that hour
+    hours: dict[str, str] = {}  # date and hour → the offset with which the fast path is exact there
 
     def general(text: str) -> str:
         value = parse_datetime(text)
@@ -186,7 +186,8 @@ def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
     if not fast:
         return general
     template = "".join(("%s" if directive else text.replace("%", "%%")) for directive, text in parts)
-    slices = [_ISO_SLICES[text] for directive, text in parts if directive]
+    pieces = itemgetter(*[_ISO_SLICES[text] for directive, text in parts if directive])
+    single = sum(1 for directive, _ in parts if directive) == 1
 
     def same_offset_all_hour(value: datetime) -> bool:
         if tz is None:
@@ -195,19 +196,21 @@ def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
         offset = start.utcoffset()
         return start.astimezone(tz).utcoffset() == offset == (start + _HOUR).astimezone(tz).utcoffset()
 
+    def first_sight(text: str) -> str:
+        """The general path; it also learns whether the fast path is exact in this text's hour."""
+        value = parse_datetime(text)  # raises for an invalid date, hour or offset
+        if (text.__class__ is str and len(text) == 25 and text[10] == "T" and text[22] == ":"
+                and same_offset_all_hour(value)):
+            if len(hours) >= _CACHE_LIMIT:
+                hours.clear()
+            hours[text[:13]] = text[19:]  # date and hour → the offset found exact there
+        return general_format(value if tz is None else value.astimezone(tz))
+
     def format_text(text: str) -> str:
-        if text.__class__ is str and len(text) == 25:
-            key = text[:13] + text[19:]
-            known = hours.get(key)
-            if known and text[13] == ":" and text[14:19] in _MINUTE_SECOND:
-                return template % tuple([text[s] for s in slices])
-            if known is None:
-                value = parse_datetime(text)  # raises for an invalid date, hour or offset
-                if len(hours) >= _CACHE_LIMIT:
-                    hours.clear()
-                hours[key] = text[10] == "T" and text[22] == ":" and same_offset_all_hour(value)
-                return general_format(value if tz is None else value.astimezone(tz))
-        return general(text)
+        if (text.__class__ is str and len(text) == 25 and hours.get(text[:13]) == text[19:] and text[13] == ":"
+                and text[14:19] in _MINUTE_SECOND):
+            return template % ((pieces(text),) if single else pieces(text))
+        return first_sight(text)
 
     format_text.general = general  # type: ignore[attr-defined]  # for tests: the path it must agree with
     return format_text
