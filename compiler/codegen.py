@@ -633,6 +633,16 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
     with em.block("def transform(_src, _ctx, _clock, _trace=None):"):
         writer.lets(spec.lets, "")
         em.line(f"return {writer.fields(spec.output, '')}")
+    if spec.target.format == "json":
+        # The JSON writer needs to know that the document holds no None and no float (orjson would
+        # write them as null and as a binary number); most values cannot by construction.
+        em.line()
+        em.line()
+        check = _json_check(spec.output, "_doc") or "True"
+        with em.block("def json_plain(_doc):"):
+            em.line('"""True when the document holds no None and no float (else the writer checks it all)."""')
+            em.line(f"return {check}")
+        gen.helper("JSON_SCALARS")
     if spec.request is not None:
         req = spec.request
         em.line()
@@ -656,6 +666,62 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
             parts.append(f"'key': {key}")
             em.line("return {" + ", ".join(parts) + "}")
     return _render(spec, gen, em)
+
+
+# Functions whose result is always a new str, int or bool (or an error): what they put into a
+# document can never be None or a float, whatever the input holds.
+_PLAIN_RESULTS = frozenset((
+    "concat", "format_datetime", "format_decimal", "join", "lookup", "lower", "upper", "mask", "pad_left",
+    "pad_right", "regex_replace", "replace", "string", "substring", "to_json", "trim", "trim_end", "trim_start",
+    "count", "length", "epoch_millis", "epoch_seconds", "present", "contains", "matches", "starts_with",
+    "ends_with",
+))
+
+
+def _plain_by_construction(e: ast.Expr) -> bool:
+    """Whether an output value can only be a str, int or bool: a literal, a call of a function
+    that makes one, a comparison, or an `if` of such. Values read from the input are not: an
+    input that breaks its schema may hold null or a float anywhere."""
+    match e:
+        case ast.Literal(value=v):
+            return v is not None and not isinstance(v, float)
+        case ast.Call(func=name):
+            return name in _PLAIN_RESULTS
+        case ast.Unary(op="not"):
+            return True
+        case ast.Binary(op=op):
+            return op in ("==", "!=", "<", "<=", ">", ">=", "and", "or")
+        case ast.If(then=a, else_=b):
+            return _plain_by_construction(a) and _plain_by_construction(b)
+    return False
+
+
+def _json_check(node: OutNode, code: str, depth: int = 0) -> str | None:
+    """A Python condition, true when the value at `code` (built for `node`) holds no None and no
+    float; None when nothing there needs looking at. Only values read from the input are looked at."""
+    match node:
+        case OutValue(expr=e):
+            return None if _plain_by_construction(e) else f"{code}.__class__ in JSON_SCALARS"
+        case OutJson():
+            return None  # to_json_text gives a str
+        case OutObject(fields=fields):
+            parts = []
+            for f in fields:
+                sub = _json_check(f.value, f"{code}[{literal(f.key)}]", depth)
+                if sub is None:
+                    continue
+                may_be_absent = f.optional or (isinstance(f.value, OutObject) and f.value.when is not None)
+                parts.append(f"({literal(f.key)} not in {code} or {sub})" if may_be_absent else sub)
+            return " and ".join(parts) if parts else None
+        case OutEach(emit=emit):
+            var = f"_x{depth}"
+            sub = _json_check(emit, var, depth + 1)
+            return None if sub is None else f"not [0 for {var} in {code} if not ({sub})]"
+        case OutList(items=items):
+            # Elements may be dropped when missing, so positions are not fixed: look at all of it.
+            if all(_json_check(item, "_", depth) is None for item in items):
+                return None
+            return "False"
 
 
 def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:

@@ -7,6 +7,7 @@ compiler.
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from decimal import (
     ROUND_CEILING,
     ROUND_DOWN,
@@ -55,6 +56,7 @@ from dockyard.runtime.serialize import to_json_text
 from dockyard.runtime.target import CData, Target, XmlOptions
 
 __all__ = [
+    "JSON_SCALARS",
     "ROUND_CEILING",
     "ROUND_DOWN",
     "ROUND_FLOOR",
@@ -98,6 +100,11 @@ __all__ = [
     "to_string",
     "zone",
 ]
+
+
+# The classes a value may have for orjson to write it as the JSON writer would (a Decimal or a
+# datetime through its hook); a compiled mapping's `json_plain` checks values read from the input.
+JSON_SCALARS = frozenset((str, int, bool, Decimal, datetime, date, CData))
 
 
 class MissingValue(Exception):

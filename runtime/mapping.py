@@ -157,6 +157,9 @@ class CompiledMapping:
         # Modules of this compiler record explain's lineage in `transform_traced` only; a module
         # of the 1.0 bundle format has one `transform` that does both.
         self._traced = getattr(module, "transform_traced", module.transform)
+        # JSON targets: whether a document holds no None and no float, judged from what the compiler
+        # knows (absent in modules of the 1.0 bundle format: the writer then checks every value).
+        self._json_plain: Callable[[Any], bool] | None = getattr(module, "json_plain", None)
         self._filename = module.__file__
         self._fields: tuple[tuple[str, int, int, str], ...] = module.__dockyard_fields__
         self._sourcemap: dict[int, int] = module.__dockyard_sourcemap__
@@ -240,7 +243,13 @@ class CompiledMapping:
     def render(self, order: Mapping[str, Any], context: Mapping[str, Any] | None = None,
                clock: Clock | datetime | None = None, *, validate: bool = False) -> bytes:
         """The serialized document (JSON, XML or form), exactly as it would be sent."""
-        return serialize(self.transform(order, context, clock, validate=validate), self.target)
+        doc = self.transform(order, context, clock, validate=validate)
+        return serialize(doc, self.target, plain=self.json_plain(doc))
+
+    def json_plain(self, doc: Any) -> bool:
+        """Whether a document this mapping made holds no None and no float, so the JSON writer
+        need not look (False when unsure, e.g. for a module of the 1.0 bundle format)."""
+        return self._json_plain is not None and self.target.format == "json" and self._json_plain(doc) is True
 
     def parse_input(self, data: bytes | str) -> Any:
         """Raw input (an order, a response, a callback) read by the spec's source format."""

@@ -41,11 +41,12 @@ _JSON_INT_MIN = -(2**63)
 _JSON_INT_MAX = 2**64 - 1
 
 
-def serialize(doc: dict[str, Any], target: Target) -> bytes:
-    """Encode `doc` in the target's format (the body of the request to the warehouse)."""
+def serialize(doc: dict[str, Any], target: Target, *, plain: bool = False) -> bytes:
+    """Encode `doc` in the target's format (the body of the request to the warehouse). `plain`:
+    the caller knows the document holds no None and no float (see `to_json_bytes`)."""
     fmt: str = target.format
     if fmt == "json":
-        return to_json_bytes([doc] if target.wrap == "array" else doc)
+        return to_json_bytes([doc] if target.wrap == "array" else doc, plain=plain)
     if fmt == "xml":
         if target.xml is None:
             raise SerializationError("an XML target needs XmlOptions")
@@ -156,15 +157,6 @@ def _check_json(value: Any, path: str) -> None:
         raise SerializationError(f"unsupported value type {_type_name(value)}", path)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        # Checked finite by _check_json; a Fragment is written verbatim, so the number keeps its digits.
-        return orjson.Fragment(format(value, "f").encode("ascii"))
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    raise TypeError(f"unsupported value type {_type_name(value)}")
-
-
 _PLAIN = frozenset((str, int, bool))
 
 
@@ -185,9 +177,26 @@ def _writes_wrongly(value: Any) -> bool:
     return value is None or isinstance(value, float)
 
 
-def to_json_bytes(value: Any) -> bytes:
-    """Compact UTF-8 JSON: non-ASCII as is, decimals as exact numbers, datetimes as ISO-8601 strings."""
-    if _writes_wrongly(value):
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise TypeError("not a finite number")  # orjson fails; the walk then names the path
+        # A Fragment is written verbatim, so the number keeps its digits.
+        return orjson.Fragment(format(value, "f").encode("ascii"))
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"unsupported value type {_type_name(value)}")
+
+
+def to_json_bytes(value: Any, *, plain: bool = False) -> bytes:
+    """Compact UTF-8 JSON: non-ASCII as is, decimals as exact numbers, datetimes as ISO-8601 strings.
+
+    What orjson cannot be trusted with is handled without walking the document in Python where it
+    can be: non-finite decimals, unsupported types, non-string keys, lone surrogates and integers
+    beyond 64 bits make it fail (then the walk names the path). None and floats it would write, so
+    they are looked for first, unless the caller knows there are none (`plain=True`: a compiled
+    mapping's `json_plain` says so from what the compiler knows about every value)."""
+    if not plain and _writes_wrongly(value):
         _check_json(value, "")  # raises, naming the path
     try:
         return orjson.dumps(value, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME)

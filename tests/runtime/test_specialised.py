@@ -148,3 +148,41 @@ def test_reference_mapping_specialised_traced_and_bound_agree(reference: tuple[A
         assert _result(lambda o: fast.transform(o, clock=clock), order) == expected
         assert _result(bound, order) == expected
         assert _result(lambda o: fast.explain(o, clock=clock)[0], order) == expected
+
+
+_raw = st.one_of(st.none(), st.floats(allow_nan=True), st.decimals(allow_nan=True), st.text(max_size=3),
+                 st.integers(-(2**70), 2**70), st.booleans(), st.lists(st.integers(), max_size=2),
+                 st.dictionaries(st.text(max_size=2), st.none() | st.floats(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.sampled_from(["order_no", "nick", "name", "sku", "qty"]), _raw)
+def test_json_render_trusts_the_compiler_only_where_it_may(reference: tuple[Any, Any], where: str,
+                                                           value: Any) -> None:
+    """A raw input value of any type at a field the mapping copies: render() writes or refuses
+    exactly as the writer that checks every value does."""
+    from dockyard.runtime.serialize import serialize
+
+    fast, _general = reference
+    order = {
+        "order_no": "T1", "shop_code": "X", "created_at": "2023-11-11T00:01:23+08:00", "buyer": {"nick": "n"},
+        "receiver": {"name": "a", "mobile": "1", "province": "p", "city": "c", "district": "d", "address": " x "},
+        "amounts": {"paid_total": "1"},
+        "items": [{"sku": "S", "name": "i", "qty": 1, "unit_price": "1", "discount": "0", "is_gift": False}],
+    }
+    if where in ("order_no",):
+        order[where] = value
+    elif where == "nick":
+        order["buyer"]["nick"] = value
+    elif where == "name":
+        order["receiver"]["name"] = value
+    else:
+        order["items"][0][where] = value
+    try:
+        doc = fast.transform(order)
+    except (DockyardError, ArithmeticError):
+        # Refused before any writing. (ArithmeticError: explaining a NaN decimal's schema problems
+        # fails inside jsonschema, a separate bug left as it is here.)
+        return
+    expected = _result(lambda d: serialize(d, fast.target), doc)
+    assert _result(lambda o: fast.render(o), order) == expected
