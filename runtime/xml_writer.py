@@ -166,17 +166,121 @@ class _XmlWriter:
         return True
 
 
-def to_xml_bytes(doc: dict[str, Any], options: XmlOptions) -> bytes:
-    """The document as XML: its keys become the children of `options.root`, encoded as configured."""
-    mapping = _require_dict(doc, "an XML document")
-    writer = _XmlWriter(options)
-    root = writer.root(options.root)
-    writer.fill(root, mapping, "")
+class _Slow(Exception):
+    """The fast writer met something it does not decide: the full writer runs instead."""
+
+
+class _FastWriter:
+    """The same tree as `_XmlWriter`, built without tracking paths, for one `XmlOptions` and kept
+    across documents, so each element name is checked once per process, not once per document.
+
+    It takes only what it is sure of: exact dicts, lists and tuples, str text that `isprintable()`
+    (which rules out every character XML 1.0 forbids) or passes the same check as the full writer,
+    and other scalars through the same `scalar_text`. Anything else, or any failure, raises
+    `_Slow`, and the full writer, which names the path of a problem, decides from scratch."""
+
+    def __init__(self, options: XmlOptions) -> None:
+        self.full = _XmlWriter(options)  # validates the options and the namespaces once
+        self.elements: dict[str, str] = {}
+        self.attributes: dict[str, str] = {}
+
+    def tag(self, key: Any) -> str:
+        known = self.elements.get(key)
+        if known is None:
+            if key.__class__ is not str:
+                raise _Slow
+            try:
+                known = self.full.qname(key, "", attribute=False)
+            except SerializationError:
+                raise _Slow from None
+            self.elements[key] = known
+        return known
+
+    def text(self, value: Any) -> str:
+        if value.__class__ is str:
+            if not value.isprintable() and _XML_ILLEGAL.search(value):
+                raise _Slow
+            return value
+        try:
+            return self.full.legal_text(scalar_text(value, ""), "")
+        except SerializationError:
+            raise _Slow from None
+
+    def fill(self, element: etree._Element, mapping: dict[Any, Any]) -> None:
+        sub = etree.SubElement
+        for key, value in mapping.items():
+            kind = value.__class__
+            if key.__class__ is not str or key[:1] in ("#", "@"):
+                self.special(element, key, value)
+            elif kind is str or (kind is not dict and kind is not list and kind is not tuple
+                                 and kind is not CData):
+                sub(element, self.tag(key)).text = self.text(value)
+            elif kind is dict:
+                self.fill(sub(element, self.tag(key)), value)
+            elif kind is list or kind is tuple:
+                tag = self.tag(key)
+                for item in value:
+                    item_kind = item.__class__
+                    if item_kind is dict:
+                        self.fill(sub(element, tag), item)
+                    elif item_kind is list or item_kind is tuple or item_kind is CData:
+                        raise _Slow
+                    else:
+                        sub(element, tag).text = self.text(item)
+            else:
+                raise _Slow  # CData: the full writer decides between a CDATA section and text
+
+    def special(self, element: etree._Element, key: Any, value: Any) -> None:
+        if key.__class__ is not str or value.__class__ is CData:
+            raise _Slow
+        if key == "#text":
+            element.text = self.text(value)
+            return
+        name = key[1:]
+        qname = self.attributes.get(name)
+        if qname is None:
+            try:
+                qname = self.full.qname(name, "", attribute=True)
+            except SerializationError:
+                raise _Slow from None
+            self.attributes[name] = qname
+        element.set(qname, self.text(value))
+
+
+_FAST: dict[int, tuple[XmlOptions, _FastWriter]] = {}
+
+
+def _fast_writer(options: XmlOptions) -> _FastWriter:
+    cached = _FAST.get(id(options))
+    if cached is not None and cached[0] is options:
+        return cached[1]
+    writer = _FastWriter(options)
+    if len(_FAST) >= 64:
+        _FAST.clear()
+    _FAST[id(options)] = (options, writer)  # the options object is kept alive, so its id stays its own
+    return writer
+
+
+def _finish(root: etree._Element, options: XmlOptions, codec: str) -> bytes:
     body = etree.tostring(root, encoding="unicode", pretty_print=options.pretty)
     if options.declaration:
         body = f'<?xml version="1.0" encoding="{options.encoding}"?>\n{body}'
     # Names and CDATA sections were checked to be encodable; what is left unencodable is element or
     # attribute text, where a character reference is the correct spelling.
-    return body.encode(writer.codec, "xmlcharrefreplace")
+    return body.encode(codec, "xmlcharrefreplace")
 
 
+def to_xml_bytes(doc: dict[str, Any], options: XmlOptions) -> bytes:
+    """The document as XML: its keys become the children of `options.root`, encoded as configured."""
+    mapping = _require_dict(doc, "an XML document")
+    try:
+        fast = _fast_writer(options)
+        root = fast.full.root(options.root)
+        fast.fill(root, mapping)
+        return _finish(root, options, fast.full.codec)
+    except (_Slow, ValueError, SerializationError):
+        pass  # the full writer decides, and names the place of any problem
+    writer = _XmlWriter(options)
+    root = writer.root(options.root)
+    writer.fill(root, mapping, "")
+    return _finish(root, options, writer.codec)
