@@ -72,9 +72,11 @@ def confirm_xml(order: dict[str, Any], i: int) -> bytes:
     local = datetime.fromisoformat(order["created_at"]).astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
     fields = {
         "deliveryOrderCode": order["order_no"], "deliveryOrderId": f"WMS-{i}" if i % 3 else "",
-        "warehouseCode": "WH-HZ-01" if i % 4 else "", "orderType": "JYCK", "status": _STATUSES[i % len(_STATUSES)],
+        "warehouseCode": "WH-HZ-01" if i % 4 else "", "orderType": "JYCK",
+        "status": _STATUSES[i % len(_STATUSES)],
         "outBizCode": f"OBC-{order['order_no']}-{i}", "confirmType": "1" if i % 5 == 0 else "0",
-        ("orderConfirmTime" if i % 7 else "operateTime"): local, "logisticsCode": "SF", "remark": " ok " if i % 2 else "",
+        ("orderConfirmTime" if i % 7 else "operateTime"): local, "logisticsCode": "SF",
+        "remark": " ok " if i % 2 else "",
     }
     for key, value in fields.items():
         etree.SubElement(do, key).text = value

@@ -381,7 +381,35 @@ class _Gen:
             text = self.convert(inner, (Kind.STRING,))
             fmt = self.const_call("iso_formatter", pattern, zone_name)
             return self.guard([(text, self.type_of(inner).maybe)], lambda a: f"{fmt}({a[0]})")
+        if (node.func in ("map", "sum") and len(args) == 2 and isinstance(args[1], ast.Lambda)
+                and isinstance(args[0], ast.Call) and args[0].func == "filter" and len(args[0].args) == 2
+                and isinstance(args[0].args[1], ast.Lambda)):
+            return self.fused(node, args[0].args[0], args[0].args[1], args[1])
         return None
+
+    def fused(self, node: ast.Call, source: ast.Expr, keep: ast.Lambda, each: ast.Lambda) -> str | None:
+        """map/sum over a filter as one comprehension, as a person would write it: the filter's
+        list is not built. Both lambdas name the same element, so they share one loop variable."""
+        if self.type_of(each.body).maybe:
+            return None  # elements whose value is missing are left out: the general code does that
+        var = self.local(self.checked.lambda_bindings[id(keep)])
+        each_binding = self.checked.lambda_bindings[id(each)]
+        if each_binding.uid in self.locals and self.locals[each_binding.uid] != var:
+            return None
+        items = self.convert(source, (Kind.LIST,))
+        if self.type_of(source).maybe:
+            items = f"({items} or ())"
+        if ":=" in items:
+            return None  # a comprehension's iterable may not hold an assignment expression
+        self.locals[each_binding.uid] = var
+        cond = self.cond(keep.body)
+        param = REGISTRY[node.func].param_at(1)
+        assert param is not None
+        body = self.convert(each.body, param.kinds)
+        if node.func == "map":
+            return f"[{body} for {var} in {items} if {cond}]"
+        start = self.const(Decimal(0)) if self.type_of(node).kind is Kind.DECIMAL else "0"
+        return f"sum([{body} for {var} in {items} if {cond}], {start})"
 
     def convert(self, node: ast.Expr, kinds: tuple[Kind, ...]) -> str:
         """An argument in the kind a parameter wants: unknown types are checked at run time,

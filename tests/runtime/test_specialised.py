@@ -186,3 +186,52 @@ def test_json_render_trusts_the_compiler_only_where_it_may(reference: tuple[Any,
         return
     expected = _result(lambda d: serialize(d, fast.target), doc)
     assert _result(lambda o: fast.render(o), order) == expected
+
+
+_FUSED_SPEC = """\
+dockyard: 1
+name: test.fused
+version: "1.0.0"
+source:
+  schema: order
+  key: order_no
+target:
+  format: json
+output:
+  skus: join(map(filter(items, $i => $i.qty > 0), $j => $j.sku), ",")
+  qty: sum(filter(items, $i => $i.qty > 0 and not $i.is_gift), $l => $l.qty)
+  money: format_decimal(sum(filter(items, $i => $i.qty > 1), $l => $l.unit_price - $l.discount), 2)
+  names?: map(filter(items, $i => $i.is_gift), $g => $g.name)
+  sizes: >-
+    map(filter(items ?? [], $i => $i.qty >= 0), $s => {sku: $s.sku, n: $s.qty * 2})
+"""
+
+
+@pytest.fixture(scope="module")
+def fused(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    path = tmp_path_factory.mktemp("fused") / "fused.yaml"
+    path.write_text(_FUSED_SPEC, encoding="utf-8")
+    fast = compile_file(path)
+    return fast, _general_module(path)
+
+
+_items = st.lists(st.fixed_dictionaries({
+    "sku": st.sampled_from(["A", "B", "名"]), "name": st.sampled_from(["x", "y"]),
+    "qty": st.one_of(st.integers(-2, 4), st.none(), st.just(1.5)),
+    "unit_price": st.sampled_from(["1.005", "0", "-2.5", "99999999999999999999.995", "x"]),
+    "discount": st.sampled_from(["0", "0.004", "-0.005"]), "is_gift": st.one_of(st.booleans(), st.none())}),
+    max_size=6)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(_items)
+def test_fused_filter_map_sum_agree_with_the_general_code(fused: tuple[Any, Any], items: list[dict[str, Any]]) -> None:
+    fast, general = fused
+    order = {"order_no": "T1", "items": items}
+    assert _result(fast.transform, order) == _result(general.transform, order)
+
+
+def test_the_fused_spec_is_fused(fused: tuple[Any, Any]) -> None:
+    fast, general = fused
+    body = fast.source.split("def transform(")[1]
+    assert "if (_a" in body and body.count(" for ") < general.source.split("def transform(")[1].count(" for ")
