@@ -48,12 +48,14 @@ class Bundle(Mapping[str, CompiledMapping]):
         return len(self._mappings)
 
 
-def _read_verified(root: Path, rel: str, expected: str, resolved_root: Path | None = None) -> bytes:
-    path = (root / rel).resolve()
-    if (resolved_root or root.resolve()) not in path.parents:
+def _read_verified(root: Path, rel: str, expected: str, resolved_root: str | None = None) -> bytes:
+    inside = resolved_root if resolved_root is not None else os.path.realpath(root)
+    path = os.path.realpath(os.path.join(inside, rel))  # noqa: PTH118 - str paths: a bundle loads many files
+    if not path.startswith(inside.rstrip(os.sep) + os.sep):
         raise BundleError(f"bundle {root}: {rel!r} points outside the bundle")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as file:
+            data = file.read()
     except OSError as exc:
         raise BundleError(f"bundle {root}: cannot read {rel}: {exc.strerror or exc}") from None
     actual = hashlib.sha256(data).hexdigest()
@@ -131,7 +133,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     entries = manifest.get("mappings")
     if not isinstance(entries, dict):
         raise BundleError(f"bundle {root}: the manifest lists no mappings")
-    resolved = root.resolve()
+    resolved = os.path.realpath(root)
     schemas: dict[str, Any] = {}  # mappings of one source schema share one parsed copy
     for name, entry in sorted(entries.items()):
         try:
@@ -143,12 +145,13 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         if schema_sha not in schemas:
             schemas[schema_sha] = json.loads(_read_verified(root, schema_rel, schema_sha, resolved))
         schema = schemas[schema_sha]
-        filename = str(resolved / module_rel)
+        filename = os.path.join(resolved, module_rel)  # noqa: PTH118 - as above
         code = _cached_code(root, module_sha)
         if code is None or code.co_filename != filename:
             code = compile(source, filename, "exec", dont_inherit=True)
             _store_code(root, module_sha, code)
-        module = load_module(source, filename, f"dockyard_bundle_{module_rel.rsplit('/', 1)[-1][:-3]}", code=code)
+        module = load_module(source, filename, f"dockyard_bundle_{module_rel.rsplit('/', 1)[-1][:-3]}", code=code,
+                             on_disk=True)
         mapping = CompiledMapping(module, source, schema)
         if mapping.name != name:
             raise BundleError(f"bundle {root}: {module_rel} holds mapping {mapping.name!r}, not {name!r}")

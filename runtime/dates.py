@@ -94,6 +94,7 @@ _NUMERIC = {"yyyy": ("year", "%04d"), "MM": ("month", "%02d"), "dd": ("day", "%0
             "mm": ("minute", "%02d"), "ss": ("second", "%02d")}
 
 
+@functools.cache  # pure: mappings of one process share their formatters
 def datetime_formatter(pattern: str) -> Callable[[datetime], str]:
     parts = compile_pattern(pattern)
     if all(not directive or text in _NUMERIC for directive, text in parts):
@@ -157,11 +158,17 @@ def datetime_parser(pattern: str, zone_name: str) -> Callable[[str], datetime]:
 # "yyyy-MM-ddTHH:mm:ss+HH:MM" (25 characters).
 _ISO_SLICES = {"yyyy": slice(0, 4), "MM": slice(5, 7), "dd": slice(8, 10), "HH": slice(11, 13),
                "mm": slice(14, 16), "ss": slice(17, 19)}
-_MINUTE_SECOND = frozenset(f"{m:02d}:{s:02d}" for m in range(60) for s in range(60))
+
+
+@functools.cache
+def _minute_second() -> frozenset[str]:
+    """Every valid "mm:ss" (built on first use: loading a bundle should not pay for it)."""
+    return frozenset(f"{m:02d}:{s:02d}" for m in range(60) for s in range(60))
 _HOUR = timedelta(hours=1) - timedelta(microseconds=1)
 _CACHE_LIMIT = 4096
 
 
+@functools.cache  # one per pattern and zone in a process, shared by every mapping that uses them
 def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
     """`format_datetime(parse_datetime(text), pattern, zone)` as one function of the text, exact.
 
@@ -185,6 +192,7 @@ def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
 
     if not fast:
         return general
+    minute_second = _minute_second()
     template = "".join(("%s" if directive else text.replace("%", "%%")) for directive, text in parts)
     pieces = itemgetter(*[_ISO_SLICES[text] for directive, text in parts if directive])
     single = sum(1 for directive, _ in parts if directive) == 1
@@ -208,7 +216,7 @@ def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
 
     def format_text(text: str) -> str:
         if (text.__class__ is str and len(text) == 25 and hours.get(text[:13]) == text[19:] and text[13] == ":"
-                and text[14:19] in _MINUTE_SECOND):
+                and text[14:19] in minute_second):
             return template % ((pieces(text),) if single else pieces(text))
         return first_sight(text)
 

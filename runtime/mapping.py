@@ -54,15 +54,18 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def load_module(source: str, filename: str, module_name: str, code: types.CodeType | None = None) -> types.ModuleType:
+def load_module(source: str, filename: str, module_name: str, code: types.CodeType | None = None, *,
+                on_disk: bool = False) -> types.ModuleType:
     """Compile generated source into a fresh module (or run `code`, compiled from that source
     before). The source is the compiler's own output, never input data; linecache gets it so
-    that tracebacks show the generated lines."""
+    that tracebacks show the generated lines (`on_disk`: the file at `filename` holds exactly
+    this source, verified, and linecache reads it from there when a traceback needs it)."""
     if code is None:
         code = compile(source, filename, "exec", dont_inherit=True)
     module = types.ModuleType(module_name)
     module.__file__ = filename
-    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    if not on_disk:
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     exec(code, module.__dict__)  # noqa: S102 - generated code, checked by compile() above
     return module
 
