@@ -8,13 +8,11 @@ values, injects the clock, serializes the document, and explains where each valu
 from __future__ import annotations
 
 import decimal
-import linecache
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dockyard.runtime.api import MissingValue
 from dockyard.runtime.errors import ContextError, DockyardError, InputError, TransformError
@@ -65,6 +63,8 @@ def load_module(source: str, filename: str, module_name: str, code: types.CodeTy
     module = types.ModuleType(module_name)
     module.__file__ = filename
     if not on_disk:
+        import linecache  # here, not at the top: loading a bundle never needs it
+
         linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     exec(code, module.__dict__)  # noqa: S102 - generated code, checked by compile() above
     return module
@@ -132,9 +132,9 @@ def _format_checker() -> jsonschema.FormatChecker:
     return _FORMATS
 
 
-@dataclass(frozen=True)
-class FieldExplanation:
-    """One output value and where it came from."""
+class FieldExplanation(NamedTuple):
+    """One output value and where it came from. (A NamedTuple: the runtime avoids importing
+    dataclasses, which loading a bundle would otherwise pay for.)"""
 
     path: str  # concrete output path, e.g. orderLines[0].actualPrice
     value: Any

@@ -18,8 +18,6 @@ import re
 from decimal import Decimal
 from typing import Any
 
-import orjson
-
 from dockyard.runtime.errors import SerializationError
 from dockyard.runtime.target import CData, Target, XmlOptions
 
@@ -177,12 +175,25 @@ def _writes_wrongly(value: Any) -> bool:
     return value is None or isinstance(value, float)
 
 
+# orjson is imported on first use: importing it also imports dataclasses, inspect and uuid (about
+# 10 ms), which a process that loads a bundle and writes XML, or nothing yet, need not pay.
+_ORJSON: Any = None
+
+
+def _orjson() -> Any:
+    global _ORJSON
+    import orjson
+
+    _ORJSON = orjson
+    return orjson
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise TypeError("not a finite number")  # orjson fails; the walk then names the path
         # A Fragment is written verbatim, so the number keeps its digits.
-        return orjson.Fragment(format(value, "f").encode("ascii"))
+        return (_ORJSON or _orjson()).Fragment(format(value, "f").encode("ascii"))
     if isinstance(value, dt.date):
         return value.isoformat()
     raise TypeError(f"unsupported value type {_type_name(value)}")
@@ -199,8 +210,9 @@ def to_json_bytes(value: Any, *, plain: bool = False) -> bytes:
     if not plain and _writes_wrongly(value):
         _check_json(value, "")  # raises, naming the path
     try:
-        return orjson.dumps(value, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
-    except (orjson.JSONEncodeError, TypeError) as exc:
+        oj = _ORJSON or _orjson()
+        return oj.dumps(value, default=_json_default, option=oj.OPT_PASSTHROUGH_DATETIME)  # type: ignore[no-any-return]
+    except TypeError as exc:  # orjson's JSONEncodeError is a TypeError
         _check_json(value, "")  # a lone surrogate, an int beyond 64 bits, an unsupported type: name it
         raise SerializationError(f"cannot encode as JSON: {exc}") from None  # e.g. nesting deeper than orjson's limit
 
