@@ -172,9 +172,10 @@ _CACHE_LIMIT = 4096
 def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
     """`format_datetime(parse_datetime(text), pattern, zone)` as one function of the text, exact.
 
-    Most orders carry a whole-second time with the offset their zone has (+08:00 for Asia/Shanghai),
-    in which case the answer is the text's own digits rearranged: no datetime is built. That fast
-    path is taken only when (a) the text has exactly the shape yyyy-MM-ddTHH:mm:ss±HH:MM, (b) the
+    Most orders carry a time with the offset their zone has (+08:00 for Asia/Shanghai), in which
+    case the answer is the text's own digits rearranged: no datetime is built. That fast path is
+    taken only when (a) the text has exactly the shape yyyy-MM-ddTHH:mm:ss±HH:MM, or that with 1 to
+    6 ASCII digits of a fraction after the seconds (which the pattern cannot write), (b) the
     same date, hour and offset were read by the general path before, which checked the date and
     found the zone's offset equal to the text's over that whole hour (or no zone is asked for),
     and (c) its minute and second are valid. Everything else, and every first sight of an hour,
@@ -207,17 +208,21 @@ def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
     def first_sight(text: str) -> str:
         """The general path; it also learns whether the fast path is exact in this text's hour."""
         value = parse_datetime(text)  # raises for an invalid date, hour or offset
-        if (text.__class__ is str and len(text) == 25 and text[10] == "T" and text[22] == ":"
-                and same_offset_all_hour(value)):
+        if (text.__class__ is str and len(text) >= 25 and text[10] == "T" and text[-3] == ":"
+                and text[-6] in "+-" and same_offset_all_hour(value)):
             if len(hours) >= _CACHE_LIMIT:
                 hours.clear()
-            hours[text[:13]] = text[19:]  # date and hour → the offset found exact there
+            hours[text[:13]] = text[-6:]  # date and hour → the offset found exact there
         return general_format(value if tz is None else value.astimezone(tz))
 
     def format_text(text: str) -> str:
-        if (text.__class__ is str and len(text) == 25 and hours.get(text[:13]) == text[19:] and text[13] == ":"
+        if (text.__class__ is str and hours.get(text[:13]) == text[-6:] and text[13] == ":"
                 and text[14:19] in minute_second):
-            return template % ((pieces(text),) if single else pieces(text))
+            size = len(text)
+            # Whole seconds, or 1 to 6 digits of a fraction the pattern does not write (truncated).
+            if size == 25 or (26 < size <= 32 and text[19] == "." and (fraction := text[20:-6]).isdigit()
+                              and fraction.isascii()):
+                return template % ((pieces(text),) if single else pieces(text))
         return first_sight(text)
 
     format_text.general = general  # type: ignore[attr-defined]  # for tests: the path it must agree with

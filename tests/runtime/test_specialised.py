@@ -42,7 +42,9 @@ _stamps = st.one_of(
                      "2023-03-12T02:30:00", "2023-11-05T01:30:00", "2023-11-11 00:01:23"]),
 )
 _suffix = st.one_of(_offsets, st.just("Z"), st.just(""), st.sampled_from(["+0800", "+08", "+08:00:00", "+8:00"]))
-_fraction = st.one_of(st.just(""), st.integers(0, 999999).map(lambda f: f".{f:06d}"), st.just(".5"))
+_fraction = st.one_of(st.just(""), st.integers(0, 999999).map(lambda f: f".{f:06d}"),
+                      st.text(alphabet="0123456789", min_size=0, max_size=9).map(lambda f: "." + f),
+                      st.sampled_from([".5", ",5", ".٣", ".12a", ". 1", "..1"]))
 
 
 @PROPERTY
