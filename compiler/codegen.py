@@ -12,6 +12,7 @@ each field is settled now rather than at run time.
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -126,6 +127,36 @@ class _Gen:
 
     def expr(self, node: ast.Expr) -> str:
         """A Python expression computing `node`; None stands for *missing*."""
+        if self.specialise and isinstance(node, ast.Unary | ast.Binary | ast.If) and _constant(node):
+            folded = self.fold(node)
+            if folded is not None:
+                return folded
+        return self.general_expr(node)
+
+    def fold(self, node: ast.Expr) -> str | None:
+        """Constant folding: an expression of literals only is computed now, by running the very
+        code that would run later, and written as its value. Only an exact result is folded (a
+        context that traps rounding), so the value is the one any money-safe context would give;
+        anything that fails (a division by zero, …) is left to fail at run time, at its spec line."""
+        code = self.general_expr(node)
+        namespace: dict[str, Any] = {name: getattr(runtime_api, name) for name in runtime_api.__all__}
+        exact = decimal.Context(prec=28, rounding=decimal.ROUND_HALF_EVEN,
+                                traps=[decimal.Inexact, decimal.Rounded, decimal.InvalidOperation,
+                                       decimal.DivisionByZero, decimal.Overflow])
+        try:
+            with decimal.localcontext(exact):
+                for name, const_code, _ in self.const_defs:
+                    namespace[name] = eval(compile(const_code, "<const>", "eval"), namespace)  # noqa: S307 - our literals
+                value = eval(compile(code, "<fold>", "eval"), namespace)  # noqa: S307 - generated from literals only
+        except Exception:
+            return None
+        if isinstance(value, Decimal):
+            return self.const(value) if value.is_finite() else None
+        if value is None or isinstance(value, str | bool | int):
+            return literal(value)
+        return None
+
+    def general_expr(self, node: ast.Expr) -> str:
         match node:
             case ast.Literal(value=v):
                 return self.const(v) if isinstance(v, Decimal) else literal(v)
@@ -696,6 +727,20 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
     return _render(spec, gen, em)
 
 
+def _constant(node: ast.Expr) -> bool:
+    """Whether an expression is made of literals and operators only (no input, context, clock)."""
+    match node:
+        case ast.Literal():
+            return True
+        case ast.Unary(operand=operand):
+            return _constant(operand)
+        case ast.Binary(left=left, right=right):
+            return _constant(left) and _constant(right)
+        case ast.If(cond=c, then=a, else_=b):
+            return _constant(c) and _constant(a) and _constant(b)
+    return False
+
+
 # Functions whose result is always a new str, int or bool (or an error): what they put into a
 # document can never be None or a float, whatever the input holds.
 _PLAIN_RESULTS = frozenset((
@@ -874,10 +919,11 @@ def _all_values(node: OutNode) -> list[OutValue]:
     return list(iter_values(node))
 
 
-def generate_expression_module(expr: ast.Expr, checked: CheckResult, tables: dict[str, TableDef]) -> str:
+def generate_expression_module(expr: ast.Expr, checked: CheckResult, tables: dict[str, TableDef], *,
+                               specialise: bool = True) -> str:
     """A module whose `evaluate(_src, _ctx, _clock)` computes one bare expression (registry
     examples, tests and the REPL use it)."""
-    gen = _Gen(checked, tables=tables)
+    gen = _Gen(checked, tables=tables, specialise=specialise)
     code = gen.expr(expr)
     consts = "\n".join(f"{n} = {c}" for n, c, _ in gen.const_defs)
     imports = ", ".join(sorted(gen.imports | {"MissingValue"}))

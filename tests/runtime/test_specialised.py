@@ -237,3 +237,45 @@ def test_the_fused_spec_is_fused(fused: tuple[Any, Any]) -> None:
     fast, general = fused
     body = fast.source.split("def transform(")[1]
     assert "if (_a" in body and body.count(" for ") < general.source.split("def transform(")[1].count(" for ")
+
+
+_lits = st.one_of(st.integers(-(10**30), 10**30).map(str),
+                  st.decimals(allow_nan=False, allow_infinity=False, places=4).map(lambda d: format(d, "f")),
+                  st.sampled_from(['"a"', '"名"', "true", "false", "0", "0.0", "-0.00", "1e3"]))
+
+
+def _exprs() -> st.SearchStrategy[str]:
+    return st.recursive(_lits, lambda inner: st.one_of(
+        st.tuples(inner, st.sampled_from(["+", "-", "*", "/", "%", "==", "<", ">=", "and", "??"]), inner).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"),
+        inner.map(lambda e: f"(-{e})"), inner.map(lambda e: f"(not {e})"),
+        st.tuples(inner, inner, inner).map(lambda t: f"(if {t[0]} then {t[1]} else {t[2]})")), max_leaves=6)
+
+
+def _evaluate(text: str, specialise: bool) -> str:
+    from dockyard.compiler.api import compile_expression
+    from dockyard.compiler.checks import check_expression
+    from dockyard.compiler.codegen import generate_expression_module
+    from dockyard.dsl.diagnostics import DiagnosticsError
+    from dockyard.dsl.parser import parse_expression
+    from dockyard.runtime.mapping import load_module
+
+    try:
+        compile_expression(text)  # the checks: a text they refuse is not compiled at all
+    except DiagnosticsError:
+        return "refused"
+    expr = parse_expression(text)
+    checked, _t = check_expression(expr, None, {}, None)
+    module = load_module(generate_expression_module(expr, checked, {}, specialise=specialise), "<e>", "e")
+    try:
+        with localcontext(_DECIMAL_CONTEXT):
+            value = module.evaluate({}, {}, None)
+        return f"{type(value).__name__} {value!r}"
+    except Exception as exc:
+        return f"error {type(exc).__name__}"
+
+
+@settings(max_examples=800, deadline=None, database=None)  # the checker refuses many; ~200 run
+@given(_exprs())
+def test_constant_folding_gives_what_the_general_code_computes(text: str) -> None:
+    assert _evaluate(text, True) == _evaluate(text, False)
