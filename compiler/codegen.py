@@ -79,6 +79,7 @@ class _Gen:
     coverage: bool = False
     # Specialised code for common shapes (tests turn it off to compare with the general code).
     specialise: bool = True
+    fused_calls: dict[int, str] = field(default_factory=dict)  # id of a sum computed in a fused loop → local
     branches: list[tuple[str, int, int, str]] = field(default_factory=list)  # (kind, line, col, text)
     value_fields: list[tuple[int, bool]] = field(default_factory=list)  # (field index, optional)
 
@@ -331,6 +332,9 @@ class _Gen:
                           lambda a: f"({a[0]} {op} {a[1]})")
 
     def call(self, node: ast.Call) -> str:
+        fused = self.fused_calls.get(id(node))
+        if fused is not None:
+            return fused
         special = self.special_call(node) if self.specialise else None
         if special is not None:
             return special
@@ -485,14 +489,59 @@ class _TreeWriter:
         self.em = em
         self.spec = spec
         self.trace = True  # write the explain lineage of $each elements
+        self.fusions: dict[int, _Fusion] = {}  # lets fused into one loop (the trace-free transform only)
+        self.fused_each: dict[int, str] = {}  # id of a fused $each → the local holding its list
 
     def lets(self, lets: Sequence[Any], where: str) -> None:
         for let in lets:
             b = self.gen.checked.let_bindings.get(id(let))
             if b is None or not b.used:
                 continue  # unused lets were warned about; computing them would only cost time
+            fusion = self.fusions.get(id(let))
+            if fusion is not None:
+                self.fused(fusion, where)
+                continue
             with self.em.field(let.span, f"{where}${let.name}"):
                 self.em.line(f"{self.gen.local(b)} = {self.gen.expr(let.expr)}")
+
+    def fused(self, fusion: _Fusion, where: str) -> None:
+        """One loop over the let's list: the filter, every sum over it, and its $each."""
+        gen = self.gen
+        item = gen.names.new("item")
+        each = fusion.each
+        assert each is not None
+        for lam in (fusion.keep, *(c.args[1] for c in fusion.sums)):
+            assert isinstance(lam, ast.Lambda)
+            gen.locals[gen.checked.lambda_bindings[id(lam)].uid] = item
+        gen.locals[gen.checked.loop_bindings[id(each)].uid] = item
+        totals = []
+        with self.em.field(fusion.let.span, f"{where}${fusion.let.name}"):
+            items = gen.expr(fusion.source)
+            if gen.type_of(fusion.source).maybe:
+                items = f"({items} or ())"
+            for call in fusion.sums:
+                total = gen.names.new("value")
+                start = gen.const(Decimal(0)) if gen.type_of(call).kind is Kind.DECIMAL else "0"
+                self.em.line(f"{total} = {start}")
+                gen.fused_calls[id(call)] = total
+                totals.append((call, total))
+            out = gen.names.new("list")
+            position = gen.local(gen.checked.bindings[id(each)])
+            self.em.line(f"{out} = []")
+            self.em.line(f"{position} = 0")
+            self.em.line(f"for {item} in {items}:")
+            self.em.depth += 1
+            self.em.line(f"if not {gen.cond(fusion.keep.body)}:")
+            self.em.line("    continue")
+            for call, total in totals:
+                lam = call.args[1]
+                assert isinstance(lam, ast.Lambda)
+                param = REGISTRY["sum"].param_at(1)
+                assert param is not None
+                self.em.line(f"{total} += {gen.convert(lam.body, param.kinds)}")
+        self.each_body(each, fusion.path, out, position, item)
+        self.em.depth -= 1
+        self.fused_each[id(each)] = out
 
     def value(self, node: OutNode, path: str, required: bool) -> _Value:
         """Code for a node's value. Statements it needs go to the emitter first; a value that
@@ -547,7 +596,8 @@ class _TreeWriter:
                 self.em.line(f"{tmp} = {code}", at=index)
                 return _Value(tmp, inner_value.maybe, index, hoisted=True)
             case OutEach():
-                return _Value(self.each(node, path), False, None, hoisted=True)
+                fused = self.fused_each.get(id(node))
+                return _Value(fused if fused is not None else self.each(node, path), False, None, hoisted=True)
         raise AssertionError(node)  # pragma: no cover
 
     def object(self, node: OutObject, path: str) -> _Value:
@@ -634,31 +684,170 @@ class _TreeWriter:
             self.em.line(f"{position} = 0")
             header = f"for {index}, {item} in enumerate({source}):" if self.trace else f"for {item} in {source}:"
         with self.em.block(header):
-            if node.where is not None:
-                with self.em.field(node.where.span, f"{path}[] $where"):
-                    self.em.line(f"if not {gen.cond(node.where)}:")
-                    if gen.coverage:
-                        n = gen.branch_point("$where", node.where.span, "kept / dropped")
-                        self.em.line(f"    _COV.branch({n}, 0)")
-                    self.em.line("    continue")
-                    if gen.coverage:
-                        self.em.line(f"_COV.branch({n}, 1)")
-            self.em.line(f"{position} += 1")
-            # Dynamic lineage for explain: which input element became which output element. The
-            # element itself is recorded too: through a filtered let, the index is not the input's.
             if self.trace:
-                self.em.line("if _trace is not None:")
-                self.em.line(f"    _trace.append(({loop_id}, {position}, {index}, {item}))")
-            self.lets(node.lets, f"{path}[].")
-            v = self.value(node.emit, f"{path}[]", False)
-            if not v.hoisted and v.index is not None:
-                self.em.comment(v.index)
-            if v.maybe:
-                self.em.line(f"if {v.code} is not None:", at=v.index)
-                self.em.line(f"    {out}.append({v.code})", at=v.index)
+                self.each_body(node, path, out, position, item, (loop_id, index))
             else:
-                self.em.line(f"{out}.append({v.code})", at=v.index)
+                self.each_body(node, path, out, position, item)
         return out
+
+    def each_body(self, node: OutEach, path: str, out: str, position: str, item: str,
+                  trace: tuple[int, str] | None = None) -> None:
+        """The statements for one element of a $each: $where, position, lineage, lets, the value."""
+        gen = self.gen
+        if node.where is not None:
+            with self.em.field(node.where.span, f"{path}[] $where"):
+                self.em.line(f"if not {gen.cond(node.where)}:")
+                if gen.coverage:
+                    n = gen.branch_point("$where", node.where.span, "kept / dropped")
+                    self.em.line(f"    _COV.branch({n}, 0)")
+                self.em.line("    continue")
+                if gen.coverage:
+                    self.em.line(f"_COV.branch({n}, 1)")
+        self.em.line(f"{position} += 1")
+        # Dynamic lineage for explain: which input element became which output element. The
+        # element itself is recorded too: through a filtered let, the index is not the input's.
+        if trace is not None:
+            self.em.line("if _trace is not None:")
+            self.em.line(f"    _trace.append(({trace[0]}, {position}, {trace[1]}, {item}))")
+        self.lets(node.lets, f"{path}[].")
+        v = self.value(node.emit, f"{path}[]", False)
+        if not v.hoisted and v.index is not None:
+            self.em.comment(v.index)
+        if v.maybe:
+            self.em.line(f"if {v.code} is not None:", at=v.index)
+            self.em.line(f"    {out}.append({v.code})", at=v.index)
+        else:
+            self.em.line(f"{out}.append({v.code})", at=v.index)
+
+
+# --- fusion of a filtered list's uses into one loop --------------------------------------------
+
+@dataclass
+class _Fusion:
+    """A `let` holding filter(list, keep), whose only uses are sum(...) calls and one $each: all
+    of them run in one loop over the list at the let's place, as a person would write it."""
+
+    let: Any  # LetDef
+    source: ast.Expr
+    keep: ast.Lambda
+    sums: list[ast.Call]
+    each: OutEach | None
+    path: str  # the output path of the $each
+
+
+def _children(e: ast.Expr) -> list[ast.Expr]:
+    match e:
+        case ast.Unary(operand=o):
+            return [o]
+        case ast.Binary(left=a, right=b):
+            return [a, b]
+        case ast.If(cond=c, then=a, else_=b):
+            return [c, a, b]
+        case ast.Call(args=args):
+            return list(args)
+        case ast.Lambda(body=body):
+            return [body]
+        case ast.Field(obj=o):
+            return [o]
+        case ast.Index(obj=o, index=i):
+            return [o, i]
+        case ast.ListLit(items=items):
+            return list(items)
+        case ast.ObjectLit(entries=entries):
+            return [v for _, _, v in entries]
+    return []
+
+
+def _uses(e: ast.Expr, parent: ast.Expr | None, out: list[tuple[ast.Expr, ast.Expr | None]]) -> None:
+    out.append((e, parent))
+    for kid in _children(e):
+        _uses(kid, e, out)
+
+
+def _fusions(spec: Spec, gen: _Gen) -> dict[int, _Fusion]:
+    """The lets that can be fused, by id of their LetDef."""
+    candidates: dict[int, _Fusion] = {}
+    by_binding: dict[int, int] = {}
+    for let in spec.lets:
+        e = let.expr
+        b = gen.checked.let_bindings.get(id(let))
+        if (b is None or not b.used or not isinstance(e, ast.Call) or e.func != "filter" or len(e.args) != 2
+                or not isinstance(e.args[1], ast.Lambda) or not isinstance(e.args[0], ast.Name | ast.Field)
+                or gen.type_of(e.args[0]).kind is not Kind.LIST):
+            continue
+        candidates[id(let)] = _Fusion(let, e.args[0], e.args[1], [], None, "")
+        by_binding[b.uid] = id(let)
+    if not candidates:
+        return {}
+    broken: set[int] = set()
+
+    def var_of(e: ast.Expr) -> int | None:
+        if isinstance(e, ast.Var):
+            b = gen.checked.bindings.get(id(e))
+            if b is not None and b.uid in by_binding:
+                return by_binding[b.uid]
+        return None
+
+    def visit_expr(e: ast.Expr) -> None:
+        found: list[tuple[ast.Expr, ast.Expr | None]] = []
+        _uses(e, None, found)
+        for node, parent in found:
+            key = var_of(node)
+            if key is None:
+                continue
+            ok = (isinstance(parent, ast.Call) and parent.func == "sum" and len(parent.args) == 2
+                  and parent.args[0] is node and isinstance(parent.args[1], ast.Lambda)
+                  and not gen.type_of(parent.args[1].body).maybe)
+            if ok and isinstance(parent, ast.Call):
+                candidates[key].sums.append(parent)
+            else:
+                broken.add(key)
+
+    def visit(node: OutNode, path: str, depth: int, conditional: bool, inside: set[int]) -> None:
+        match node:
+            case OutValue(expr=e):
+                visit_expr(e)
+                for inner_key in inside:  # a use inside the fused loop's own output would see a partial sum
+                    if any(var_of(n) == inner_key for n, _ in _collect(e)):
+                        broken.add(inner_key)
+            case OutObject(fields=fields, when=when):
+                if when is not None:
+                    visit_expr(when)
+                for f in fields:
+                    visit(f.value, f"{path}.{f.key}" if path else f.key, depth,
+                          conditional or when is not None or f.optional, inside)
+            case OutList(items=items):
+                for item in items:
+                    visit(item, path, depth, conditional, inside)
+            case OutJson(node=inner):
+                visit(inner, path, depth, True, inside)
+            case OutEach(source=source, where=where, lets=lets, emit=emit):
+                each_key = var_of(source)
+                if each_key is not None:
+                    fusion = candidates[each_key]
+                    if fusion.each is not None or depth > 0 or conditional:
+                        broken.add(each_key)
+                    else:
+                        fusion.each, fusion.path = node, path
+                else:
+                    visit_expr(source)
+                sub_inside = inside | ({each_key} if each_key is not None else set())
+                for expr in ([where] if where is not None else []) + [let.expr for let in lets]:
+                    visit_expr(expr)
+                    if any(var_of(n) in sub_inside for n, _ in _collect(expr)):
+                        broken.update(k for k in sub_inside if k is not None)
+                visit(emit, f"{path}[]", depth + 1, conditional, sub_inside)
+
+    for let in spec.lets:
+        visit_expr(let.expr)
+    visit(spec.output, "", 0, False, set())
+    return {k: f for k, f in candidates.items() if k not in broken and f.each is not None}
+
+
+def _collect(e: ast.Expr) -> list[tuple[ast.Expr, ast.Expr | None]]:
+    found: list[tuple[ast.Expr, ast.Expr | None]] = []
+    _uses(e, None, found)
+    return found
 
 
 # --- the module --------------------------------------------------------------------------------
@@ -689,9 +878,13 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         em.line()
         em.line()
         writer.trace = False
+        if specialise:
+            writer.fusions = _fusions(spec, gen)
     with em.block("def transform(_src, _ctx, _clock, _trace=None):"):
         writer.lets(spec.lets, "")
         em.line(f"return {writer.fields(spec.output, '')}")
+    # Fused code belongs to transform alone: request_fields computes its lets in the general way.
+    writer.fusions, writer.fused_each, gen.fused_calls = {}, {}, {}
     if spec.target.format == "json":
         # The JSON writer needs to know that the document holds no None and no float (orjson would
         # write them as null and as a binary number); most values cannot by construction.
