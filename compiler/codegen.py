@@ -890,10 +890,14 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         # write them as null and as a binary number); most values cannot by construction.
         em.line()
         em.line()
-        check = _json_check(spec.output, "_doc") or "True"
-        with em.block("def json_plain(_doc):"):
+        # The classes are bound as a default: a local read, not a global one, per value.
+        with em.block("def json_plain(_doc, _ok=JSON_SCALARS):"):
             em.line('"""True when the document holds no None and no float (else the writer checks it all)."""')
-            em.line(f"return {check}")
+            body: list[str] = []
+            _json_lines(spec.output, "_doc", body, [0])
+            for text in body:
+                em.line(text)
+            em.line("return True")
         gen.helper("JSON_SCALARS")
     if spec.request is not None:
         req = spec.request
@@ -988,6 +992,44 @@ def _json_check(node: OutNode, code: str, depth: int = 0) -> str | None:
             if all(_json_check(item, "_", depth) is None for item in items):
                 return None
             return "False"
+
+
+def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], indent: str = "") -> None:
+    """Statements of `json_plain` for the value at `code`: `return False` at the first value read
+    from the input that is not of a class the JSON writer takes as it is. Objects are bound to
+    locals once; an optional leaf is read with `.get(key, "")` (absent is fine)."""
+    if _json_check(node, code) is None:
+        return
+    match node:
+        case OutValue():
+            out.append(f"{indent}if {code}.__class__ not in _ok:")
+            out.append(f"{indent}    return False")
+        case OutObject(fields=fields):
+            for f in fields:
+                if _json_check(f.value, "_") is None:
+                    continue
+                key = literal(f.key)
+                may_be_absent = f.optional or (isinstance(f.value, OutObject) and f.value.when is not None)
+                if isinstance(f.value, OutValue):
+                    leaf = f"{code}.get({key}, '')" if may_be_absent else f"{code}[{key}]"
+                    _json_lines(f.value, leaf, out, counter, indent)
+                    continue
+                counter[0] += 1
+                local = f"_j{counter[0]}"
+                if may_be_absent:
+                    out.append(f"{indent}if {key} in {code}:")
+                    out.append(f"{indent}    {local} = {code}[{key}]")
+                    _json_lines(f.value, local, out, counter, indent + "    ")
+                else:
+                    out.append(f"{indent}{local} = {code}[{key}]")
+                    _json_lines(f.value, local, out, counter, indent)
+        case OutEach(emit=emit):
+            counter[0] += 1
+            local = f"_j{counter[0]}"
+            out.append(f"{indent}for {local} in {code}:")
+            _json_lines(emit, local, out, counter, indent + "    ")
+        case OutList() | OutJson():
+            out.append(f"{indent}return False")  # positions are not fixed: the writer looks at it all
 
 
 def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:

@@ -165,7 +165,8 @@ class CompiledMapping:
         self._traced = getattr(module, "transform_traced", module.transform)
         # JSON targets: whether a document holds no None and no float, judged from what the compiler
         # knows (absent in modules of the 1.0 bundle format: the writer then checks every value).
-        self._json_plain: Callable[[Any], bool] | None = getattr(module, "json_plain", None)
+        self._json_plain: Callable[[Any], bool] | None = (
+            getattr(module, "json_plain", None) if self.target.format == "json" else None)
         self._filename = module.__file__
         self._fields: tuple[tuple[str, int, int, str], ...] = module.__dockyard_fields__
         self._sourcemap: dict[int, int] = module.__dockyard_sourcemap__
@@ -270,7 +271,8 @@ class CompiledMapping:
     def json_plain(self, doc: Any) -> bool:
         """Whether a document this mapping made holds no None and no float, so the JSON writer
         need not look (False when unsure, e.g. for a module of the 1.0 bundle format)."""
-        return self._json_plain is not None and self.target.format == "json" and self._json_plain(doc) is True
+        check = self._json_plain
+        return check is not None and check(doc) is True
 
     def parse_input(self, data: bytes | str) -> Any:
         """Raw input (an order, a response, a callback) read by the spec's source format."""
