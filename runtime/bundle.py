@@ -120,7 +120,8 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
         raise BundleError(f"bundle {root}: cannot read {MANIFEST}: {exc}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else None
-        raise BundleError(f"bundle {root} has format {found!r}; this runtime reads {BUNDLE_FORMAT!r}")
+        raise BundleError(f"bundle {root} has format {found!r}; this runtime reads {BUNDLE_FORMAT!r}: "
+                          "recompile it with `dockyard compile`")
     py = str(manifest.get("python", ""))
     try:
         major, minor = (int(x) for x in py.split(".")[:2])
