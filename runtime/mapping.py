@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dockyard.runtime.api import MissingValue
 from dockyard.runtime.errors import ContextError, DockyardError, InputError, TransformError
-from dockyard.runtime.serialize import serialize
+from dockyard.runtime.serialize import serialize, to_json_bytes
 from dockyard.runtime.target import Target
 
 if TYPE_CHECKING:
@@ -32,18 +32,19 @@ _DECIMAL_CONTEXT = decimal.Context(prec=34, rounding=decimal.ROUND_HALF_EVEN,
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 
 
-_getcontext = decimal.getcontext
-
-
-def _context_is_safe() -> bool:
+def _context_is_safe(_get: Callable[[], decimal.Context] = decimal.getcontext,
+                     _invalid: type[decimal.DecimalException] = decimal.InvalidOperation,
+                     _by_zero: type[decimal.DecimalException] = decimal.DivisionByZero,
+                     _overflow: type[decimal.DecimalException] = decimal.Overflow) -> bool:
     """Whether the thread's decimal context already computes money as ours does. Entering a
-    local context costs about ten times this check, so it is entered only when needed."""
-    c = _getcontext()
+    local context costs about ten times this check, so it is entered only when needed. (The
+    defaults make every name a local read: this runs once per order.)"""
+    c = _get()
     traps = c.traps
-    return (c.prec >= 28 and c.Emax >= 999999 and traps[decimal.InvalidOperation]
-            and traps[decimal.DivisionByZero] and traps[decimal.Overflow])
+    return c.prec >= 28 and c.Emax >= 999999 and traps[_invalid] and traps[_by_zero] and traps[_overflow]
 
 
+# A value of exactly one of these classes is accepted at once; a subclass is checked with isinstance.
 _CONTEXT_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "int": (int,), "decimal": (Decimal, int, str),
                                                "bool": (bool,)}
 
@@ -266,6 +267,9 @@ class CompiledMapping:
                clock: Clock | datetime | None = None, *, validate: bool = False) -> bytes:
         """The serialized document (JSON, XML or form), exactly as it would be sent."""
         doc = self.transform(order, context, clock, validate=validate)
+        check = self._json_plain
+        if check is not None and self.target.wrap is None:  # JSON: straight to the writer
+            return to_json_bytes(doc, plain=check(doc) is True)
         return serialize(doc, self.target, plain=self.json_plain(doc))
 
     def json_plain(self, doc: Any) -> bool:
