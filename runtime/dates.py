@@ -165,6 +165,41 @@ def _minute_second() -> frozenset[str]:
     """Every valid "mm:ss" (built on first use: loading a bundle should not pay for it)."""
     return frozenset(f"{m:02d}:{s:02d}" for m in range(60) for s in range(60))
 _HOUR = timedelta(hours=1) - timedelta(microseconds=1)
+# The separators the fast path's texts hold at these positions (the date and hour were read by
+# the general path; the minute and second are checked as "mm:ss").
+_ISO_FIXED = {4: "-", 7: "-", 13: ":", 16: ":"}
+
+
+def _iso_template(parts: list[tuple[bool, str]]) -> tuple[str, list[slice]]:
+    """A %-template and the slices of the ISO text that fill it. Neighbouring fields separated by
+    the very character the text has there become one slice ("yyyy-MM-dd" is text[0:10]), so the
+    usual pattern costs two slices instead of six numbers."""
+    template: list[str] = []
+    slices: list[slice] = []
+    pending: str | None = None  # a literal after the last slice, not yet known to be mergeable
+    for directive, text in parts:
+        if not directive:
+            pending = text if pending is None else pending + text
+            continue
+        part = _ISO_SLICES[text]
+        last = slices[-1] if slices else None
+        if (last is not None and pending is not None and len(pending) == 1 and part.start == last.stop + 1
+                and _ISO_FIXED.get(last.stop) == pending):
+            slices[-1] = slice(last.start, part.stop)
+            pending = None
+            continue
+        if pending is not None:
+            template.append(pending.replace("%", "%%"))
+            pending = None
+        elif last is not None and part.start == last.stop:
+            slices[-1] = slice(last.start, part.stop)  # adjacent in the text and in the output
+            continue
+        template.append("%s")
+        slices.append(part)
+    if pending is not None:
+        template.append(pending.replace("%", "%%"))
+    return "".join(template), slices
+
 _CACHE_LIMIT = 4096
 
 
@@ -194,9 +229,9 @@ def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
     if not fast:
         return general
     minute_second = _minute_second()
-    template = "".join(("%s" if directive else text.replace("%", "%%")) for directive, text in parts)
-    pieces = itemgetter(*[_ISO_SLICES[text] for directive, text in parts if directive])
-    single = sum(1 for directive, _ in parts if directive) == 1
+    template, slices = _iso_template(parts)
+    pieces = itemgetter(*slices)
+    single = len(slices) == 1
 
     def same_offset_all_hour(value: datetime) -> bool:
         if tz is None:
