@@ -48,9 +48,22 @@ class Bundle(Mapping[str, CompiledMapping]):
         return len(self._mappings)
 
 
-def _read_verified(root: Path, rel: str, expected: str, resolved_root: str | None = None) -> bytes:
+def _real(inside: str, rel: str, folders: dict[str, str] | None) -> str:
+    """realpath(inside/rel), resolving each folder once per load: a bundle's modules share one."""
+    folder, name = os.path.split(rel)
+    if folders is None or not name:
+        return os.path.realpath(os.path.join(inside, rel))  # noqa: PTH118 - str paths: many files
+    real_folder = folders.get(folder)
+    if real_folder is None:
+        real_folder = folders[folder] = os.path.realpath(os.path.join(inside, folder))  # noqa: PTH118
+    path = os.path.join(real_folder, name)  # noqa: PTH118
+    return os.path.realpath(path) if name in (".", "..") or os.path.islink(path) else path  # noqa: PTH114
+
+
+def _read_verified(root: Path, rel: str, expected: str, resolved_root: str | None = None,
+                   folders: dict[str, str] | None = None) -> bytes:
     inside = resolved_root if resolved_root is not None else os.path.realpath(root)
-    path = os.path.realpath(os.path.join(inside, rel))  # noqa: PTH118 - str paths: a bundle loads many files
+    path = _real(inside, rel, folders)
     if not path.startswith(inside.rstrip(os.sep) + os.sep):
         raise BundleError(f"bundle {root}: {rel!r} points outside the bundle")
     try:
@@ -135,6 +148,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     if not isinstance(entries, dict):
         raise BundleError(f"bundle {root}: the manifest lists no mappings")
     resolved = os.path.realpath(root)
+    folders: dict[str, str] = {}  # a module folder → its real path, resolved once
     schemas: dict[str, Any] = {}  # mappings of one source schema share one parsed copy
     for name, entry in sorted(entries.items()):
         try:
@@ -142,7 +156,7 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
             schema_rel, schema_sha = entry["source_schema"], entry["source_schema_sha256"]
         except (KeyError, TypeError):
             raise BundleError(f"bundle {root}: the manifest entry of {name!r} is incomplete") from None
-        source = _read_verified(root, module_rel, module_sha, resolved).decode("utf-8")
+        source = _read_verified(root, module_rel, module_sha, resolved, folders).decode("utf-8")
         if schema_sha not in schemas:
             schemas[schema_sha] = json.loads(_read_verified(root, schema_rel, schema_sha, resolved))
         schema = schemas[schema_sha]

@@ -321,3 +321,28 @@ def test_another_format_is_refused_with_a_recompile_message(bundle: Path) -> Non
     write_manifest(bundle, manifest)
     with pytest.raises(BundleError, match="recompile it with `dockyard compile`"):
         load_bundle(bundle)
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_symbolic_link_out_of_the_bundle_is_refused(bundle: Path, tmp_path: Path, what: str) -> None:
+    """A module (or its folder) replaced by a link to a copy outside the bundle: same bytes, same
+    hash, still refused, whether the link is the file or the folder it sits in."""
+    entry = manifest_of(bundle)["mappings"]["reference.deliveryorder"]
+    module = bundle / entry["module"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if what == "file":
+        copy = elsewhere / module.name
+        copy.write_bytes(module.read_bytes())
+        module.unlink()
+        module.symlink_to(copy)
+    else:
+        folder = module.parent
+        for item in folder.iterdir():
+            (elsewhere / item.name).write_bytes(item.read_bytes())
+        for item in folder.iterdir():
+            item.unlink()
+        folder.rmdir()
+        folder.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(BundleError, match="outside the bundle"):
+        load_bundle(bundle)
