@@ -10,17 +10,22 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dockyard.compiler.checks import CheckResult, check_expression, check_spec
-from dockyard.compiler.codegen import generate_expression_module, generate_module
 from dockyard.dsl.diagnostics import Diagnostic, DiagnosticsError, display_path
 from dockyard.dsl.parser import ExprSyntaxError, parse_expression
 from dockyard.dsl.spans import Span
 from dockyard.dsl.spec import Spec, TableDef
 from dockyard.dsl.spec_parser import parse_spec
 from dockyard.dsl.types import Type
-from dockyard.runtime.mapping import CompiledMapping, load_module
+
+if TYPE_CHECKING:
+    from dockyard.runtime.mapping import CompiledMapping
+
+# Code generation (Jinja2) and the runtime are imported by the functions that need them, so that
+# `check_file` (and `dockyard check`) costs only the parse and the checks.
 
 __all__ = ["CheckReport", "CompiledSource", "check_file", "compile_expression", "compile_file", "compile_source"]
 
@@ -49,9 +54,23 @@ class CompiledSource:
     warnings: list[Diagnostic]
 
 
-def check_file(path: str | os.PathLike[str], text: str | None = None) -> CheckReport:
-    shown = display_path(path)
-    parsed = parse_spec(shown, text)
+def check_file(path: str | os.PathLike[str], text: str | None = None, *,
+               root: str | os.PathLike[str] | None = None) -> CheckReport:
+    """Parse and check a spec. Messages and generated code name it relative to the working
+    directory, or, with `root`, relative to that folder (bundles: the same bytes from anywhere)."""
+    base = None
+    if root is None:
+        shown = display_path(path)
+    else:
+        shown = Path(os.path.relpath(Path(path).absolute(), Path(root).absolute())).as_posix()
+        base = Path(path).parent
+        if text is None:
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                diag = Diagnostic(Span(shown, 1, 1, 1, 1), f"cannot read the spec: {exc}", "spec-read")
+                return CheckReport(shown, [diag], {}, None, None)
+    parsed = parse_spec(shown, text, base=base)
     diags = list(parsed.diagnostics)
     checked = None
     if parsed.spec is not None:
@@ -61,10 +80,14 @@ def check_file(path: str | os.PathLike[str], text: str | None = None) -> CheckRe
     return CheckReport(shown, diags, parsed.files, parsed.spec, checked)
 
 
-def compile_source(path: str | os.PathLike[str], text: str | None = None, *, coverage: bool = False) -> CompiledSource:
+def compile_source(path: str | os.PathLike[str], text: str | None = None, *, coverage: bool = False,
+                   root: str | os.PathLike[str] | None = None) -> CompiledSource:
     """Check a spec and generate its module; raises DiagnosticsError listing every error.
-    `coverage=True` generates the instrumented variant for `dockyard test`."""
-    report = check_file(path, text)
+    `coverage=True` generates the instrumented variant for `dockyard test`; `root` names the spec
+    relative to that folder (see `check_file`)."""
+    from dockyard.compiler.codegen import generate_module
+
+    report = check_file(path, text, root=root)
     report.raise_for_errors()
     assert report.spec is not None and report.checked is not None
     source = generate_module(report.spec, report.checked, coverage=coverage)
@@ -80,6 +103,8 @@ def compile_source(path: str | os.PathLike[str], text: str | None = None, *, cov
 
 def compile_file(path: str | os.PathLike[str], text: str | None = None, *, coverage: bool = False) -> CompiledMapping:
     """Compile a spec file into a ready mapping: `compile_file(p).transform(order) -> dict`."""
+    from dockyard.runtime.mapping import CompiledMapping, load_module
+
     compiled = compile_source(path, text, coverage=coverage)
     module = load_module(compiled.source, f"<dockyard:{compiled.spec.path}>", f"dockyard_mapping_{compiled.spec.name}")
     return CompiledMapping(module, compiled.source, compiled.spec.source_schema)
@@ -92,6 +117,8 @@ class CompiledExpression:
         self.text = text
         self.source = source
         self.type = type_
+        from dockyard.runtime.mapping import load_module
+
         module = load_module(source, f"<dockyard:expr {text[:40]!r}>", "dockyard_expression")
         self._fn = module.evaluate
 
@@ -109,6 +136,8 @@ def compile_expression(text: str, source_schema: Mapping[str, Any] | None = None
                        tables: Mapping[str, Mapping[str, str]] | None = None,
                        context: Mapping[str, Type] | None = None) -> CompiledExpression:
     """Compile one expression; raises DiagnosticsError on syntax or type errors."""
+    from dockyard.compiler.codegen import generate_expression_module
+
     try:
         expr = parse_expression(text)
     except ExprSyntaxError as exc:

@@ -23,7 +23,7 @@ from dockyard.dsl.diagnostics import Diagnostic, DiagnosticsError
 from dockyard.dsl.spans import Span
 from dockyard.runtime.bundle import BUNDLE_FORMAT, MANIFEST
 
-__all__ = ["build_bundle", "module_filename"]
+__all__ = ["build_bundle", "bundle_root", "module_filename"]
 
 
 def _sha(data: bytes) -> str:
@@ -44,14 +44,29 @@ def _write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def build_bundle(specs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Compile every spec (collecting the errors of all of them) and write the bundle."""
+def bundle_root(specs: Sequence[str | os.PathLike[str]]) -> Path:
+    """The folder a bundle names its specs relative to: the project (the nearest folder with a
+    pyproject.toml) above the specs' common folder, else that common folder. The working
+    directory plays no part, so the same specs give the same bundle bytes from anywhere."""
+    folders = [str(Path(p).absolute().parent) for p in specs]
+    common = Path(os.path.commonpath(folders)) if folders else Path.cwd()
+    for candidate in (common, *common.parents):
+        if (candidate / "pyproject.toml").is_file():
+            return candidate
+    return common
+
+
+def build_bundle(specs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
+                 root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Compile every spec (collecting the errors of all of them) and write the bundle. Specs are
+    named relative to `root` (default: `bundle_root(specs)`) in the modules and the manifest."""
     compiled: list[CompiledSource] = []
     diags: list[Diagnostic] = []
     sources: dict[str, str] = {}
+    base = Path(root) if root is not None else bundle_root(specs)
     for spec_path in specs:
         try:
-            compiled.append(compile_source(spec_path))
+            compiled.append(compile_source(spec_path, root=base))
         except DiagnosticsError as exc:
             diags.extend(exc.diagnostics)
             sources.update(exc.sources)

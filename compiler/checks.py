@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import jsonschema
-
 from dockyard.dsl import ast
 from dockyard.dsl.diagnostics import Diagnostic, Severity
 from dockyard.dsl.functions import REGISTRY, Function, TypeProblem
@@ -893,6 +891,8 @@ class _TargetSchemaCheck:
                           f"{got.name}", "target-schema")
             return
         if isinstance(node, OutValue) and isinstance(node.expr, ast.Literal):
+            import jsonschema  # only for a constant written into a field that has a target schema
+
             validator = jsonschema.Draft202012Validator({**schema, "$defs": self.root.get("$defs", {})})
             for err in validator.iter_errors(node.expr.value):
                 self.ch.error(node.expr.span, f"{path!r}: {node.expr.value!r} does not fit the target schema: "

@@ -12,6 +12,7 @@ each field is settled now rather than at run time.
 
 from __future__ import annotations
 
+import decimal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -76,6 +77,9 @@ class _Gen:
     # Rule coverage (dockyard test): off for production modules. Each branch point gets a number;
     # `branches` describes them for the report.
     coverage: bool = False
+    # Specialised code for common shapes (tests turn it off to compare with the general code).
+    specialise: bool = True
+    fused_calls: dict[int, str] = field(default_factory=dict)  # id of a sum computed in a fused loop → local
     branches: list[tuple[str, int, int, str]] = field(default_factory=list)  # (kind, line, col, text)
     value_fields: list[tuple[int, bool]] = field(default_factory=list)  # (field index, optional)
 
@@ -124,6 +128,36 @@ class _Gen:
 
     def expr(self, node: ast.Expr) -> str:
         """A Python expression computing `node`; None stands for *missing*."""
+        if self.specialise and isinstance(node, ast.Unary | ast.Binary | ast.If) and _constant(node):
+            folded = self.fold(node)
+            if folded is not None:
+                return folded
+        return self.general_expr(node)
+
+    def fold(self, node: ast.Expr) -> str | None:
+        """Constant folding: an expression of literals only is computed now, by running the very
+        code that would run later, and written as its value. Only an exact result is folded (a
+        context that traps rounding), so the value is the one any money-safe context would give;
+        anything that fails (a division by zero, …) is left to fail at run time, at its spec line."""
+        code = self.general_expr(node)
+        namespace: dict[str, Any] = {name: getattr(runtime_api, name) for name in runtime_api.__all__}
+        exact = decimal.Context(prec=28, rounding=decimal.ROUND_HALF_EVEN,
+                                traps=[decimal.Inexact, decimal.Rounded, decimal.InvalidOperation,
+                                       decimal.DivisionByZero, decimal.Overflow])
+        try:
+            with decimal.localcontext(exact):
+                for name, const_code, _ in self.const_defs:
+                    namespace[name] = eval(compile(const_code, "<const>", "eval"), namespace)  # noqa: S307 - our literals
+                value = eval(compile(code, "<fold>", "eval"), namespace)  # noqa: S307 - generated from literals only
+        except Exception:
+            return None
+        if isinstance(value, Decimal):
+            return self.const(value) if value.is_finite() else None
+        if value is None or isinstance(value, str | bool | int):
+            return literal(value)
+        return None
+
+    def general_expr(self, node: ast.Expr) -> str:
         match node:
             case ast.Literal(value=v):
                 return self.const(v) if isinstance(v, Decimal) else literal(v)
@@ -300,6 +334,12 @@ class _Gen:
                           lambda a: f"({a[0]} {op} {a[1]})")
 
     def call(self, node: ast.Call) -> str:
+        fused = self.fused_calls.get(id(node))
+        if fused is not None:
+            return fused
+        special = self.special_call(node) if self.specialise else None
+        if special is not None:
+            return special
         fn = REGISTRY[node.func]
         args: list[str] = []
         literals: list[Any] = []
@@ -362,6 +402,52 @@ class _Gen:
         code = self.guard([(args[i], maybe) for i, maybe in guards], emit)
         return f"(lambda {args[0]}: {code})({iterable})" if iterable is not None else code
 
+    def special_call(self, node: ast.Call) -> str | None:
+        """Code a person would write for a common call shape, where the general code is slower.
+        Each returns None when the shape does not fit; the runtime helper it calls falls back to
+        the general path itself for any input it is not sure about."""
+        args = node.args
+        if (node.func == "format_datetime" and len(args) in (2, 3) and isinstance(args[0], ast.Call)
+                and args[0].func == "parse_datetime" and len(args[0].args) == 1):
+            # Text → text: an ISO time already in the zone's offset needs no datetime at all.
+            inner = args[0].args[0]
+            pattern = ast.literal_value(args[1])
+            zone_name = ast.literal_value(args[2]) if len(args) == 3 else None
+            if not isinstance(pattern, str) or (len(args) == 3 and not isinstance(zone_name, str)):
+                return None
+            text = self.convert(inner, (Kind.STRING,))
+            fmt = self.const_call("iso_formatter", pattern, zone_name)
+            return self.guard([(text, self.type_of(inner).maybe)], lambda a: f"{fmt}({a[0]})")
+        if (node.func in ("map", "sum") and len(args) == 2 and isinstance(args[1], ast.Lambda)
+                and isinstance(args[0], ast.Call) and args[0].func == "filter" and len(args[0].args) == 2
+                and isinstance(args[0].args[1], ast.Lambda)):
+            return self.fused(node, args[0].args[0], args[0].args[1], args[1])
+        return None
+
+    def fused(self, node: ast.Call, source: ast.Expr, keep: ast.Lambda, each: ast.Lambda) -> str | None:
+        """map/sum over a filter as one comprehension, as a person would write it: the filter's
+        list is not built. Both lambdas name the same element, so they share one loop variable."""
+        if self.type_of(each.body).maybe:
+            return None  # elements whose value is missing are left out: the general code does that
+        var = self.local(self.checked.lambda_bindings[id(keep)])
+        each_binding = self.checked.lambda_bindings[id(each)]
+        if each_binding.uid in self.locals and self.locals[each_binding.uid] != var:
+            return None
+        items = self.convert(source, (Kind.LIST,))
+        if self.type_of(source).maybe:
+            items = f"({items} or ())"
+        if ":=" in items:
+            return None  # a comprehension's iterable may not hold an assignment expression
+        self.locals[each_binding.uid] = var
+        cond = self.cond(keep.body)
+        param = REGISTRY[node.func].param_at(1)
+        assert param is not None
+        body = self.convert(each.body, param.kinds)
+        if node.func == "map":
+            return f"[{body} for {var} in {items} if {cond}]"
+        start = self.const(Decimal(0)) if self.type_of(node).kind is Kind.DECIMAL else "0"
+        return f"sum([{body} for {var} in {items} if {cond}], {start})"
+
     def convert(self, node: ast.Expr, kinds: tuple[Kind, ...]) -> str:
         """An argument in the kind a parameter wants: unknown types are checked at run time,
         whole numbers become decimals where only decimals are taken."""
@@ -404,14 +490,60 @@ class _TreeWriter:
         self.gen = gen
         self.em = em
         self.spec = spec
+        self.trace = True  # write the explain lineage of $each elements
+        self.fusions: dict[int, _Fusion] = {}  # lets fused into one loop (the trace-free transform only)
+        self.fused_each: dict[int, str] = {}  # id of a fused $each → the local holding its list
 
     def lets(self, lets: Sequence[Any], where: str) -> None:
         for let in lets:
             b = self.gen.checked.let_bindings.get(id(let))
             if b is None or not b.used:
                 continue  # unused lets were warned about; computing them would only cost time
+            fusion = self.fusions.get(id(let))
+            if fusion is not None:
+                self.fused(fusion, where)
+                continue
             with self.em.field(let.span, f"{where}${let.name}"):
                 self.em.line(f"{self.gen.local(b)} = {self.gen.expr(let.expr)}")
+
+    def fused(self, fusion: _Fusion, where: str) -> None:
+        """One loop over the let's list: the filter, every sum over it, and its $each."""
+        gen = self.gen
+        item = gen.names.new("item")
+        each = fusion.each
+        assert each is not None
+        for lam in (fusion.keep, *(c.args[1] for c in fusion.sums)):
+            assert isinstance(lam, ast.Lambda)
+            gen.locals[gen.checked.lambda_bindings[id(lam)].uid] = item
+        gen.locals[gen.checked.loop_bindings[id(each)].uid] = item
+        totals = []
+        with self.em.field(fusion.let.span, f"{where}${fusion.let.name}"):
+            items = gen.expr(fusion.source)
+            if gen.type_of(fusion.source).maybe:
+                items = f"({items} or ())"
+            for call in fusion.sums:
+                total = gen.names.new("value")
+                start = gen.const(Decimal(0)) if gen.type_of(call).kind is Kind.DECIMAL else "0"
+                self.em.line(f"{total} = {start}")
+                gen.fused_calls[id(call)] = total
+                totals.append((call, total))
+            out = gen.names.new("list")
+            position = gen.local(gen.checked.bindings[id(each)])
+            self.em.line(f"{out} = []")
+            self.em.line(f"{position} = 0")
+            self.em.line(f"for {item} in {items}:")
+            self.em.depth += 1
+            self.em.line(f"if not {gen.cond(fusion.keep.body)}:")
+            self.em.line("    continue")
+            for call, total in totals:
+                lam = call.args[1]
+                assert isinstance(lam, ast.Lambda)
+                param = REGISTRY["sum"].param_at(1)
+                assert param is not None
+                self.em.line(f"{total} += {gen.convert(lam.body, param.kinds)}")
+        self.each_body(each, fusion.path, out, position, item)
+        self.em.depth -= 1
+        self.fused_each[id(each)] = out
 
     def value(self, node: OutNode, path: str, required: bool) -> _Value:
         """Code for a node's value. Statements it needs go to the emitter first; a value that
@@ -474,7 +606,8 @@ class _TreeWriter:
                 self.em.line(f"{tmp} = {code}", at=index)
                 return _Value(tmp, inner_value.maybe, index, hoisted=True)
             case OutEach():
-                return _Value(self.each(node, path), False, None, hoisted=True)
+                fused = self.fused_each.get(id(node))
+                return _Value(fused if fused is not None else self.each(node, path), False, None, hoisted=True)
         raise AssertionError(node)  # pragma: no cover
 
     def object(self, node: OutObject, path: str) -> _Value:
@@ -559,32 +692,172 @@ class _TreeWriter:
                 source = f"({source} or ())"
             self.em.line(f"{out} = []")
             self.em.line(f"{position} = 0")
-            header = f"for {index}, {item} in enumerate({source}):"
+            header = f"for {index}, {item} in enumerate({source}):" if self.trace else f"for {item} in {source}:"
         with self.em.block(header):
-            if node.where is not None:
-                with self.em.field(node.where.span, f"{path}[] $where"):
-                    self.em.line(f"if not {gen.cond(node.where)}:")
-                    if gen.coverage:
-                        n = gen.branch_point("$where", node.where.span, "kept / dropped")
-                        self.em.line(f"    _COV.branch({n}, 0)")
-                    self.em.line("    continue")
-                    if gen.coverage:
-                        self.em.line(f"_COV.branch({n}, 1)")
-            self.em.line(f"{position} += 1")
-            # Dynamic lineage for explain: which input element became which output element. The
-            # element itself is recorded too: through a filtered let, the index is not the input's.
-            self.em.line("if _trace is not None:")
-            self.em.line(f"    _trace.append(({loop_id}, {position}, {index}, {item}))")
-            self.lets(node.lets, f"{path}[].")
-            v = self.value(node.emit, f"{path}[]", False)
-            if not v.hoisted and v.index is not None:
-                self.em.comment(v.index)
-            if v.maybe:
-                self.em.line(f"if {v.code} is not None:", at=v.index)
-                self.em.line(f"    {out}.append({v.code})", at=v.index)
+            if self.trace:
+                self.each_body(node, path, out, position, item, (loop_id, index))
             else:
-                self.em.line(f"{out}.append({v.code})", at=v.index)
+                self.each_body(node, path, out, position, item)
         return out
+
+    def each_body(self, node: OutEach, path: str, out: str, position: str, item: str,
+                  trace: tuple[int, str] | None = None) -> None:
+        """The statements for one element of a $each: $where, position, lineage, lets, the value."""
+        gen = self.gen
+        if node.where is not None:
+            with self.em.field(node.where.span, f"{path}[] $where"):
+                self.em.line(f"if not {gen.cond(node.where)}:")
+                if gen.coverage:
+                    n = gen.branch_point("$where", node.where.span, "kept / dropped")
+                    self.em.line(f"    _COV.branch({n}, 0)")
+                self.em.line("    continue")
+                if gen.coverage:
+                    self.em.line(f"_COV.branch({n}, 1)")
+        self.em.line(f"{position} += 1")
+        # Dynamic lineage for explain: which input element became which output element. The
+        # element itself is recorded too: through a filtered let, the index is not the input's.
+        if trace is not None:
+            self.em.line("if _trace is not None:")
+            self.em.line(f"    _trace.append(({trace[0]}, {position}, {trace[1]}, {item}))")
+        self.lets(node.lets, f"{path}[].")
+        v = self.value(node.emit, f"{path}[]", False)
+        if not v.hoisted and v.index is not None:
+            self.em.comment(v.index)
+        if v.maybe:
+            self.em.line(f"if {v.code} is not None:", at=v.index)
+            self.em.line(f"    {out}.append({v.code})", at=v.index)
+        else:
+            self.em.line(f"{out}.append({v.code})", at=v.index)
+
+
+# --- fusion of a filtered list's uses into one loop --------------------------------------------
+
+@dataclass
+class _Fusion:
+    """A `let` holding filter(list, keep), whose only uses are sum(...) calls and one $each: all
+    of them run in one loop over the list at the let's place, as a person would write it."""
+
+    let: Any  # LetDef
+    source: ast.Expr
+    keep: ast.Lambda
+    sums: list[ast.Call]
+    each: OutEach | None
+    path: str  # the output path of the $each
+
+
+def _children(e: ast.Expr) -> list[ast.Expr]:
+    match e:
+        case ast.Unary(operand=o):
+            return [o]
+        case ast.Binary(left=a, right=b):
+            return [a, b]
+        case ast.If(cond=c, then=a, else_=b):
+            return [c, a, b]
+        case ast.Call(args=args):
+            return list(args)
+        case ast.Lambda(body=body):
+            return [body]
+        case ast.Field(obj=o):
+            return [o]
+        case ast.Index(obj=o, index=i):
+            return [o, i]
+        case ast.ListLit(items=items):
+            return list(items)
+        case ast.ObjectLit(entries=entries):
+            return [v for _, _, v in entries]
+    return []
+
+
+def _uses(e: ast.Expr, parent: ast.Expr | None, out: list[tuple[ast.Expr, ast.Expr | None]]) -> None:
+    out.append((e, parent))
+    for kid in _children(e):
+        _uses(kid, e, out)
+
+
+def _fusions(spec: Spec, gen: _Gen) -> dict[int, _Fusion]:
+    """The lets that can be fused, by id of their LetDef."""
+    candidates: dict[int, _Fusion] = {}
+    by_binding: dict[int, int] = {}
+    for let in spec.lets:
+        e = let.expr
+        b = gen.checked.let_bindings.get(id(let))
+        if (b is None or not b.used or not isinstance(e, ast.Call) or e.func != "filter" or len(e.args) != 2
+                or not isinstance(e.args[1], ast.Lambda) or not isinstance(e.args[0], ast.Name | ast.Field)
+                or gen.type_of(e.args[0]).kind is not Kind.LIST):
+            continue
+        candidates[id(let)] = _Fusion(let, e.args[0], e.args[1], [], None, "")
+        by_binding[b.uid] = id(let)
+    if not candidates:
+        return {}
+    broken: set[int] = set()
+
+    def var_of(e: ast.Expr) -> int | None:
+        if isinstance(e, ast.Var):
+            b = gen.checked.bindings.get(id(e))
+            if b is not None and b.uid in by_binding:
+                return by_binding[b.uid]
+        return None
+
+    def visit_expr(e: ast.Expr) -> None:
+        found: list[tuple[ast.Expr, ast.Expr | None]] = []
+        _uses(e, None, found)
+        for node, parent in found:
+            key = var_of(node)
+            if key is None:
+                continue
+            ok = (isinstance(parent, ast.Call) and parent.func == "sum" and len(parent.args) == 2
+                  and parent.args[0] is node and isinstance(parent.args[1], ast.Lambda)
+                  and not gen.type_of(parent.args[1].body).maybe)
+            if ok and isinstance(parent, ast.Call):
+                candidates[key].sums.append(parent)
+            else:
+                broken.add(key)
+
+    def visit(node: OutNode, path: str, depth: int, conditional: bool, inside: set[int]) -> None:
+        match node:
+            case OutValue(expr=e):
+                visit_expr(e)
+                for inner_key in inside:  # a use inside the fused loop's own output would see a partial sum
+                    if any(var_of(n) == inner_key for n, _ in _collect(e)):
+                        broken.add(inner_key)
+            case OutObject(fields=fields, when=when):
+                if when is not None:
+                    visit_expr(when)
+                for f in fields:
+                    visit(f.value, f"{path}.{f.key}" if path else f.key, depth,
+                          conditional or when is not None or f.optional, inside)
+            case OutList(items=items):
+                for item in items:
+                    visit(item, path, depth, conditional, inside)
+            case OutJson(node=inner):
+                visit(inner, path, depth, True, inside)
+            case OutEach(source=source, where=where, lets=lets, emit=emit):
+                each_key = var_of(source)
+                if each_key is not None:
+                    fusion = candidates[each_key]
+                    if fusion.each is not None or depth > 0 or conditional:
+                        broken.add(each_key)
+                    else:
+                        fusion.each, fusion.path = node, path
+                else:
+                    visit_expr(source)
+                sub_inside = inside | ({each_key} if each_key is not None else set())
+                for expr in ([where] if where is not None else []) + [let.expr for let in lets]:
+                    visit_expr(expr)
+                    if any(var_of(n) in sub_inside for n, _ in _collect(expr)):
+                        broken.update(k for k in sub_inside if k is not None)
+                visit(emit, f"{path}[]", depth + 1, conditional, sub_inside)
+
+    for let in spec.lets:
+        visit_expr(let.expr)
+    visit(spec.output, "", 0, False, set())
+    return {k: f for k, f in candidates.items() if k not in broken and f.each is not None}
+
+
+def _collect(e: ast.Expr) -> list[tuple[ast.Expr, ast.Expr | None]]:
+    found: list[tuple[ast.Expr, ast.Expr | None]] = []
+    _uses(e, None, found)
+    return found
 
 
 # --- the module --------------------------------------------------------------------------------
@@ -596,17 +869,46 @@ def _templates() -> Environment:
                        undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
 
 
-def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False) -> str:
+def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *, specialise: bool = True) -> str:
     """The module for a checked spec. `coverage=True` gives the instrumented variant that
-    `dockyard test` runs to report rule coverage (never used in production)."""
-    gen = _Gen(checked, tables={t.name: t for t in spec.tables}, coverage=coverage)
+    `dockyard test` runs to report rule coverage (never used in production); `specialise=False`
+    gives only general code (tests compare the two)."""
+    gen = _Gen(checked, tables={t.name: t for t in spec.tables}, coverage=coverage, specialise=specialise)
     if coverage:
         gen.helper("CoverageRecorder")
     em = Emitter()
     writer = _TreeWriter(gen, em, spec)
+    if _loop_paths(spec, gen) and not coverage:
+        # Lineage for explain (which input element became which output element) is recorded only
+        # by this variant; `transform` below skips the per-element check. (Coverage mode keeps one
+        # function, so that every branch point is counted once.)
+        with em.block("def transform_traced(_src, _ctx, _clock, _trace):"):
+            writer.lets(spec.lets, "")
+            em.line(f"return {writer.fields(spec.output, '')}")
+        em.line()
+        em.line()
+        writer.trace = False
+        if specialise:
+            writer.fusions = _fusions(spec, gen)
     with em.block("def transform(_src, _ctx, _clock, _trace=None):"):
         writer.lets(spec.lets, "")
         em.line(f"return {writer.fields(spec.output, '')}")
+    # Fused code belongs to transform alone: request_fields computes its lets in the general way.
+    writer.fusions, writer.fused_each, gen.fused_calls = {}, {}, {}
+    if spec.target.format == "json":
+        # The JSON writer needs to know that the document holds no None and no float (orjson would
+        # write them as null and as a binary number); most values cannot by construction.
+        em.line()
+        em.line()
+        # The classes are bound as a default: a local read, not a global one, per value.
+        with em.block("def json_plain(_doc, _ok=JSON_SCALARS):"):
+            em.line('"""True when the document holds no None and no float (else the writer checks it all)."""')
+            body: list[str] = []
+            _json_lines(spec.output, "_doc", body, [0])
+            for text in body:
+                em.line(text)
+            em.line("return True")
+        gen.helper("JSON_SCALARS")
     if spec.request is not None:
         req = spec.request
         em.line()
@@ -630,6 +932,114 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False) ->
             parts.append(f"'key': {key}")
             em.line("return {" + ", ".join(parts) + "}")
     return _render(spec, gen, em)
+
+
+def _constant(node: ast.Expr) -> bool:
+    """Whether an expression is made of literals and operators only (no input, context, clock)."""
+    match node:
+        case ast.Literal():
+            return True
+        case ast.Unary(operand=operand):
+            return _constant(operand)
+        case ast.Binary(left=left, right=right):
+            return _constant(left) and _constant(right)
+        case ast.If(cond=c, then=a, else_=b):
+            return _constant(c) and _constant(a) and _constant(b)
+    return False
+
+
+# Functions whose result is always a new str, int or bool (or an error): what they put into a
+# document can never be None or a float, whatever the input holds.
+_PLAIN_RESULTS = frozenset((
+    "concat", "format_datetime", "format_decimal", "join", "lookup", "lower", "upper", "mask", "pad_left",
+    "pad_right", "regex_replace", "replace", "string", "substring", "to_json", "trim", "trim_end", "trim_start",
+    "count", "length", "epoch_millis", "epoch_seconds", "present", "contains", "matches", "starts_with",
+    "ends_with",
+))
+
+
+def _plain_by_construction(e: ast.Expr) -> bool:
+    """Whether an output value can only be a str, int or bool: a literal, a call of a function
+    that makes one, a comparison, or an `if` of such. Values read from the input are not: an
+    input that breaks its schema may hold null or a float anywhere."""
+    match e:
+        case ast.Literal(value=v):
+            return v is not None and not isinstance(v, float)
+        case ast.Call(func=name):
+            return name in _PLAIN_RESULTS
+        case ast.Unary(op="not"):
+            return True
+        case ast.Binary(op=op):
+            return op in ("==", "!=", "<", "<=", ">", ">=", "and", "or")
+        case ast.If(then=a, else_=b):
+            return _plain_by_construction(a) and _plain_by_construction(b)
+    return False
+
+
+def _json_check(node: OutNode, code: str, depth: int = 0) -> str | None:
+    """A Python condition, true when the value at `code` (built for `node`) holds no None and no
+    float; None when nothing there needs looking at. Only values read from the input are looked at."""
+    match node:
+        case OutValue(expr=e):
+            return None if _plain_by_construction(e) else f"{code}.__class__ in JSON_SCALARS"
+        case OutJson():
+            return None  # to_json_text gives a str
+        case OutObject(fields=fields):
+            parts = []
+            for f in fields:
+                sub = _json_check(f.value, f"{code}[{literal(f.key)}]", depth)
+                if sub is None:
+                    continue
+                may_be_absent = f.optional or (isinstance(f.value, OutObject) and f.value.when is not None)
+                parts.append(f"({literal(f.key)} not in {code} or {sub})" if may_be_absent else sub)
+            return " and ".join(parts) if parts else None
+        case OutEach(emit=emit):
+            var = f"_x{depth}"
+            sub = _json_check(emit, var, depth + 1)
+            return None if sub is None else f"not [0 for {var} in {code} if not ({sub})]"
+        case OutList(items=items):
+            # Elements may be dropped when missing, so positions are not fixed: look at all of it.
+            if all(_json_check(item, "_", depth) is None for item in items):
+                return None
+            return "False"
+
+
+def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], indent: str = "") -> None:
+    """Statements of `json_plain` for the value at `code`: `return False` at the first value read
+    from the input that is not of a class the JSON writer takes as it is. Objects are bound to
+    locals once; an optional leaf is read with `.get(key, "")` (absent is fine)."""
+    if _json_check(node, code) is None:
+        return
+    match node:
+        case OutValue():
+            out.append(f"{indent}if {code}.__class__ not in _ok:")
+            out.append(f"{indent}    return False")
+        case OutObject(fields=fields):
+            for f in fields:
+                if _json_check(f.value, "_") is None:
+                    continue
+                key = literal(f.key)
+                may_be_absent = f.optional or (isinstance(f.value, OutObject) and f.value.when is not None)
+                if isinstance(f.value, OutValue):
+                    leaf = f"{code}.get({key}, '')" if may_be_absent else f"{code}[{key}]"
+                    _json_lines(f.value, leaf, out, counter, indent)
+                    continue
+                counter[0] += 1
+                local = f"_j{counter[0]}"
+                if may_be_absent:
+                    out.append(f"{indent}if {key} in {code}:")
+                    out.append(f"{indent}    {local} = {code}[{key}]")
+                    _json_lines(f.value, local, out, counter, indent + "    ")
+                else:
+                    out.append(f"{indent}{local} = {code}[{key}]")
+                    _json_lines(f.value, local, out, counter, indent)
+        case OutEach(emit=emit):
+            counter[0] += 1
+            local = f"_j{counter[0]}"
+            out.append(f"{indent}for {local} in {code}:")
+            _json_lines(emit, local, out, counter, indent + "    ")
+        case OutList() | OutJson():
+            out.append(f"{indent}return False")  # positions are not fixed: the writer looks at it all
 
 
 def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
@@ -754,10 +1164,11 @@ def _all_values(node: OutNode) -> list[OutValue]:
     return list(iter_values(node))
 
 
-def generate_expression_module(expr: ast.Expr, checked: CheckResult, tables: dict[str, TableDef]) -> str:
+def generate_expression_module(expr: ast.Expr, checked: CheckResult, tables: dict[str, TableDef], *,
+                               specialise: bool = True) -> str:
     """A module whose `evaluate(_src, _ctx, _clock)` computes one bare expression (registry
     examples, tests and the REPL use it)."""
-    gen = _Gen(checked, tables=tables)
+    gen = _Gen(checked, tables=tables, specialise=specialise)
     code = gen.expr(expr)
     consts = "\n".join(f"{n} = {c}" for n, c, _ in gen.const_defs)
     imports = ", ".join(sorted(gen.imports | {"MissingValue"}))

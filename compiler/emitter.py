@@ -28,6 +28,7 @@ class Emitter:
         self.fields: list[tuple[str, int, int, str]] = []  # (file, line, col, field path)
         self.line_field: dict[int, int] = {}  # index into self.lines → index into self.fields
         self._current: int | None = None
+        self._indexes: dict[tuple[str, int, int, str], int] = {}
 
     def line(self, text: str = "", at: int | None = None) -> None:
         """Write a line, mapped to field `at`, or else to the current field (if any)."""
@@ -37,9 +38,14 @@ class Emitter:
         self.lines.append(("    " * self.depth + text) if text else "")
 
     def register(self, span: Span, path: str) -> int:
-        """Add a field to the table without writing anything; returns its index."""
-        self.fields.append((span.file, span.line, span.col, path))
-        return len(self.fields) - 1
+        """Add a field to the table without writing anything; returns its index. A field written
+        again (a module's second variant of a function) keeps its first index."""
+        entry = (span.file, span.line, span.col, path)
+        index = self._indexes.get(entry)
+        if index is None:
+            self.fields.append(entry)
+            index = self._indexes[entry] = len(self.fields) - 1
+        return index
 
     def comment(self, index: int) -> None:
         """The comment that points a reader from the generated code back to the spec."""

@@ -60,7 +60,50 @@ ORDER = _LibraryRef("order")  # an order file, or an example order: tmall-basic
 SPEC_PATH = _LibraryRef("path")  # a file or folder, or a library integration: sf
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose other commands are imported only when one of them runs (or help lists them).
+
+    `dockyard check one.yaml` must answer at once: importing `serve`, `simulate` or `demo` would
+    pull in aiohttp, the service and the simulator, several times the cost of checking a spec."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})  # command name → "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in self.lazy:
+            return command
+        import importlib
+
+        module_name, attr = self.lazy[cmd_name].split(":")
+        loaded = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(loaded, click.Command):  # pragma: no cover - a wrong table entry
+            raise TypeError(f"{self.lazy[cmd_name]} is not a click command")
+        self.add_command(loaded, cmd_name)
+        return loaded
+
+
+# The commands that live in their own modules, by name → where they are.
+_LAZY_COMMANDS = {
+    "sign": "dockyard.sign_cli:sign",
+    "diff": "dockyard.diff_cli:diff",
+    "serve": "dockyard.service_cli:serve",
+    "trace": "dockyard.service_cli:trace",
+    "dlq": "dockyard.service_cli:dlq",
+    "report": "dockyard.service_cli:report",
+    "simulate": "dockyard.simulate_cli:simulate",
+    "demo": "dockyard.demo_cli:demo",
+    "library": "dockyard.library_cli:library",
+    "orders": "dockyard.library_cli:orders",
+    "init": "dockyard.library_cli:init",
+}
+
+
+@click.group(cls=_LazyGroup, lazy=_LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dockyard")
 def main() -> None:
     """Dockyard: compile order-to-warehouse mapping specs and run them."""
@@ -486,19 +529,6 @@ def test_cmd(paths: tuple[str, ...], min_coverage: float | None) -> None:
         sys.exit(EXIT_ERRORS)
 
 
-def _register_commands() -> None:
-    from dockyard.demo_cli import demo
-    from dockyard.diff_cli import diff
-    from dockyard.library_cli import init, library, orders
-    from dockyard.service_cli import dlq, report, serve, trace
-    from dockyard.sign_cli import sign
-    from dockyard.simulate_cli import simulate
-
-    for command in (sign, diff, serve, trace, dlq, report, simulate, demo, library, orders, init):
-        main.add_command(command)
-
-
-_register_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

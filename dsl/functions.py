@@ -384,14 +384,22 @@ _register(Function(
     "Rounds to `places` decimals. HALF_UP (四舍五入) unless another mode is named.", "numbers",
     (Example("round(286.655, 2)", Decimal("286.66")), Example('round(128.705, 2, "HALF_EVEN")', Decimal("128.70")),
      Example("round(2.5, 0)", Decimal("3"))), check_literal=_round_literals))
+def _emit_format_decimal(c: CallSite) -> str:
+    """A rounded negative zero ("-0.00") is written "0.00". Only a zero needs that, so only a zero
+    pays for it (`copy_abs`, the same value as the `+ Decimal(0)` this used to add to every
+    number: places are 0 to 12, so the exponent of a rounded value is never above 0)."""
+    tmp = c.temp()
+    rounded = f"{c.args[0]}.quantize({_quantum(c, c.literals[1])}, {_rounding(c, 2)})"
+    return f"str({tmp} if ({tmp} := {rounded}) else {tmp}.copy_abs())"
+
+
 _register(Function(
     "format_decimal",
     (Param("x", (D,), "the number (a whole number is converted)"),
      Param("places", (Z,), "decimal places", literal=True),
      Param("mode", (S,), "rounding mode, default HALF_UP", literal=True, optional=True, choices=ROUNDING_MODES)),
     fixed(STRING),
-    # `+ 0` turns a rounded negative zero ("-0.00") into "0.00" without touching other values.
-    lambda c: f"str({c.args[0]}.quantize({_quantum(c, c.literals[1])}, {_rounding(c, 2)}) + {c.const(Decimal(0))})",
+    _emit_format_decimal,
     "Rounds (HALF_UP by default) and writes exactly `places` decimals, never in exponent form.", "numbers",
     (Example('format_decimal(decimal("128.5"), 2)', "128.50"), Example("format_decimal(99, 2)", "99.00"),
      Example("format_decimal(-0.001, 2)", "0.00")), check_literal=_round_literals))

@@ -1,8 +1,10 @@
 """Expression parsing: text → our AST, with syntax errors worded for people.
 
-Lark (LALR, contextual lexer) builds a parse tree; `_Builder` turns it into `dockyard.dsl.ast`
-nodes with spans in the *spec file's* coordinates (the caller passes the offset at which the
-expression text starts in the file). Lark's token names never reach a user: `_explain` turns
+Lark's LALR parser (contextual lexer), generated ahead of time into `_expr_parser.py` by
+`parser_build.py` so that no process pays for building its tables, builds a parse tree;
+`_Builder` turns it into `dockyard.dsl.ast` nodes with spans in the *spec file's* coordinates
+(the caller passes the offset at which the expression text starts in the file). Lark's token names
+never reach a user: `_explain` turns
 every `UnexpectedInput` into a sentence and, where a common mistake is recognised, a hint.
 """
 
@@ -11,12 +13,18 @@ from __future__ import annotations
 import functools
 import re
 from decimal import Decimal
-from importlib import resources
-
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from typing import Any
 
 from dockyard.dsl import ast
+from dockyard.dsl._expr_parser import (
+    Lark_StandAlone,
+    Token,
+    Tree,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
 from dockyard.dsl.diagnostics import Diagnostic
 from dockyard.dsl.spans import SourceText, Span
 from dockyard.runtime.errors import DockyardError
@@ -41,10 +49,9 @@ class ExprSyntaxError(DockyardError):
 
 
 @functools.cache
-def _lark() -> Lark:
-    grammar = resources.files("dockyard.dsl").joinpath("expr.lark").read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
-                maybe_placeholders=False)
+def _lark() -> Any:
+    # The tables were built from expr.lark by parser_build.py (positions propagated, no placeholders).
+    return Lark_StandAlone()  # type: ignore[no-untyped-call]
 
 
 def parse_expression(text: str, source: SourceText | None = None, offset: int = 0) -> ast.Expr:

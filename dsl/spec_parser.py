@@ -20,13 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from dockyard.dsl import ast
 from dockyard.dsl.diagnostics import Diagnostic, Severity, display_path
 from dockyard.dsl.parser import ExprSyntaxError, parse_expression
+from dockyard.dsl.schema_verdict import conforms
 from dockyard.dsl.spans import SourceText, Span
 from dockyard.dsl.spec import (
     ContextDef,
@@ -49,6 +48,9 @@ from dockyard.dsl.spec import (
 from dockyard.dsl.types import BOOL, DECIMAL, INT, STRING, Type
 from dockyard.dsl.yaml_nodes import YamlProblem, YMap, YNode, YScalar, YSeq, load_yaml, to_plain
 from dockyard.runtime.target import Target, XmlOptions
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = ["BUILTIN_SCHEMAS", "NO_NULL_HINT", "NULL_WORDS", "ParseResult", "did_you_mean", "load_builtin_schema",
            "parse_spec", "spec_schema"]
@@ -96,7 +98,11 @@ class ParseResult:
     files: dict[str, str] = field(default_factory=dict)
 
 
-def parse_spec(path: str | os.PathLike[str], text: str | None = None) -> ParseResult:
+def parse_spec(path: str | os.PathLike[str], text: str | None = None, *,
+               base: str | os.PathLike[str] | None = None) -> ParseResult:
+    """Parse a spec. `path` is the name messages and generated code show; files the spec names
+    are read relative to `base` (default: the folder of `path`), so a bundle can show paths
+    relative to its project root whatever the working directory is."""
     name = str(path)
     if text is None:
         try:
@@ -104,14 +110,15 @@ def parse_spec(path: str | os.PathLike[str], text: str | None = None) -> ParseRe
         except (OSError, UnicodeDecodeError) as exc:
             diag = Diagnostic(Span(name, 1, 1, 1, 1), f"cannot read the spec: {exc}", "spec-read")
             return ParseResult(None, [diag])
-    return _SpecParser(name, text).parse()
+    return _SpecParser(name, text, None if base is None else Path(base)).parse()
 
 
 class _SpecParser:
-    def __init__(self, path: str, text: str) -> None:
+    def __init__(self, path: str, text: str, base: Path | None = None) -> None:
         self.path = path
         self.source = SourceText(path, text)
-        self.base = Path(path).parent
+        self.base = Path(path).parent if base is None else base
+        self.shown_base = Path(path).parent  # how files beside the spec are named in `files`
         self.diags: list[Diagnostic] = []
         self.files: dict[str, str] = {path: text}
         # Errors that leave no model to check (bad structure, unreadable schema). Other errors (a
@@ -177,7 +184,12 @@ class _SpecParser:
             plain["output"] = {}
         if isinstance(plain, dict) and isinstance(plain.get("let"), dict):
             plain["let"] = {k: "x" for k in plain["let"]}  # let values are checked as expressions
-        validator = jsonschema.Draft202012Validator(spec_schema())
+        schema = spec_schema()
+        if conforms(schema, plain):
+            return  # the usual case: no need to import jsonschema, which only explains problems
+        import jsonschema
+
+        validator = jsonschema.Draft202012Validator(schema)
         for err in sorted(validator.iter_errors(plain), key=lambda e: list(map(str, e.absolute_path))):
             self.schema_error(root, err)
 
@@ -320,7 +332,7 @@ class _SpecParser:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.error(node.span, f"cannot read {node.value!r}: {reason}", "spec-file", fatal=True)
             return None
-        self.files[str(path)] = text
+        self.files[str(self.shown_base / node.value)] = text
         return text
 
     def load_schema(self, node: YScalar, builtin: bool) -> dict[str, Any] | None:
@@ -334,6 +346,8 @@ class _SpecParser:
         text = self.read_beside(node)
         if text is None:
             return None
+        import jsonschema  # a schema file of the user's: check it against the metaschema
+
         try:
             schema = json.loads(text)
             jsonschema.Draft202012Validator.check_schema(schema)
@@ -410,7 +424,7 @@ class _SpecParser:
         if text is None:
             return None
         if node.value.endswith((".yaml", ".yml")):
-            sub = SourceText(str(self.base / node.value), text)
+            sub = SourceText(str(self.shown_base / node.value), text)
             try:
                 data = load_yaml(sub)
             except YamlProblem as exc:

@@ -7,6 +7,7 @@ compiler.
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from decimal import (
     ROUND_CEILING,
     ROUND_DOWN,
@@ -20,7 +21,14 @@ from decimal import (
 from re import compile as re_compile
 
 from dockyard.runtime.coverage import CoverageRecorder
-from dockyard.runtime.dates import datetime_formatter, datetime_parser, epoch_millis, parse_datetime, zone
+from dockyard.runtime.dates import (
+    datetime_formatter,
+    datetime_parser,
+    epoch_millis,
+    iso_formatter,
+    parse_datetime,
+    zone,
+)
 from dockyard.runtime.functions import (
     as_bool,
     as_datetime,
@@ -48,6 +56,7 @@ from dockyard.runtime.serialize import to_json_text
 from dockyard.runtime.target import CData, Target, XmlOptions
 
 __all__ = [
+    "JSON_SCALARS",
     "ROUND_CEILING",
     "ROUND_DOWN",
     "ROUND_FLOOR",
@@ -77,6 +86,7 @@ __all__ = [
     "get_field",
     "get_index",
     "get_item",
+    "iso_formatter",
     "last",
     "mask",
     "parse_datetime",
@@ -90,6 +100,11 @@ __all__ = [
     "to_string",
     "zone",
 ]
+
+
+# The classes a value may have for orjson to write it as the JSON writer would (a Decimal or a
+# datetime through its hook); a compiled mapping's `json_plain` checks values read from the input.
+JSON_SCALARS = frozenset((str, int, bool, Decimal, datetime, date, CData))
 
 
 class MissingValue(Exception):

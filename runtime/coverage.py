@@ -8,15 +8,24 @@ the recorder at every output field, every branch of every conditional (`if`, `??
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["CoverageRecorder"]
 
 
-@dataclass
 class CoverageRecorder:
-    hits: set[tuple[Hashable, ...]] = field(default_factory=set)
+    # A plain class, not a dataclass: the runtime API imports this module, and importing
+    # dataclasses (with inspect) would cost every process that loads a bundle several ms.
+    def __init__(self, hits: set[tuple[Hashable, ...]] | None = None) -> None:
+        self.hits: set[tuple[Hashable, ...]] = set() if hits is None else hits
+
+    def __repr__(self) -> str:
+        return f"CoverageRecorder(hits={self.hits!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CoverageRecorder) and self.hits == other.hits
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it was
 
     def value(self, index: int, value: Any) -> Any:
         """An output field's value: records that it was produced, present or absent."""

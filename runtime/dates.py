@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, tzinfo
-from operator import attrgetter
+from datetime import UTC, datetime, timedelta, tzinfo
+from operator import attrgetter, itemgetter
 from zoneinfo import ZoneInfo
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "datetime_formatter",
     "datetime_parser",
     "epoch_millis",
+    "iso_formatter",
     "parse_datetime",
     "zone",
 ]
@@ -93,6 +94,7 @@ _NUMERIC = {"yyyy": ("year", "%04d"), "MM": ("month", "%02d"), "dd": ("day", "%0
             "mm": ("minute", "%02d"), "ss": ("second", "%02d")}
 
 
+@functools.cache  # pure: mappings of one process share their formatters
 def datetime_formatter(pattern: str) -> Callable[[datetime], str]:
     parts = compile_pattern(pattern)
     if all(not directive or text in _NUMERIC for directive, text in parts):
@@ -186,3 +188,113 @@ def _fixed_width(parts: list[tuple[bool, str]]) -> re.Pattern[str] | None:
     if not {"yyyy", "MM", "dd"} <= seen:
         return None
     return re.compile("".join(regex))
+
+
+# Where each numeric token sits in an ISO text of the one shape the fast path takes,
+# "yyyy-MM-ddTHH:mm:ss+HH:MM" (25 characters).
+_ISO_SLICES = {"yyyy": slice(0, 4), "MM": slice(5, 7), "dd": slice(8, 10), "HH": slice(11, 13),
+               "mm": slice(14, 16), "ss": slice(17, 19)}
+
+
+@functools.cache
+def _minute_second() -> frozenset[str]:
+    """Every valid "mm:ss" (built on first use: loading a bundle should not pay for it)."""
+    return frozenset(f"{m:02d}:{s:02d}" for m in range(60) for s in range(60))
+_HOUR = timedelta(hours=1) - timedelta(microseconds=1)
+# The separators the fast path's texts hold at these positions (the date and hour were read by
+# the general path; the minute and second are checked as "mm:ss").
+_ISO_FIXED = {4: "-", 7: "-", 13: ":", 16: ":"}
+
+
+def _iso_template(parts: list[tuple[bool, str]]) -> tuple[str, list[slice]]:
+    """A %-template and the slices of the ISO text that fill it. Neighbouring fields separated by
+    the very character the text has there become one slice ("yyyy-MM-dd" is text[0:10]), so the
+    usual pattern costs two slices instead of six numbers."""
+    template: list[str] = []
+    slices: list[slice] = []
+    pending: str | None = None  # a literal after the last slice, not yet known to be mergeable
+    for directive, text in parts:
+        if not directive:
+            pending = text if pending is None else pending + text
+            continue
+        part = _ISO_SLICES[text]
+        last = slices[-1] if slices else None
+        if (last is not None and pending is not None and len(pending) == 1 and part.start == last.stop + 1
+                and _ISO_FIXED.get(last.stop) == pending):
+            slices[-1] = slice(last.start, part.stop)
+            pending = None
+            continue
+        if pending is not None:
+            template.append(pending.replace("%", "%%"))
+            pending = None
+        elif last is not None and part.start == last.stop:
+            slices[-1] = slice(last.start, part.stop)  # adjacent in the text and in the output
+            continue
+        template.append("%s")
+        slices.append(part)
+    if pending is not None:
+        template.append(pending.replace("%", "%%"))
+    return "".join(template), slices
+
+_CACHE_LIMIT = 4096
+
+
+@functools.cache  # one per pattern and zone in a process, shared by every mapping that uses them
+def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
+    """`format_datetime(parse_datetime(text), pattern, zone)` as one function of the text, exact.
+
+    Most orders carry a time with the offset their zone has (+08:00 for Asia/Shanghai), in which
+    case the answer is the text's own digits rearranged: no datetime is built. That fast path is
+    taken only when (a) the text has exactly the shape yyyy-MM-ddTHH:mm:ss±HH:MM, or that with 1 to
+    6 ASCII digits of a fraction after the seconds (which the pattern cannot write), (b) the
+    same date, hour and offset were read by the general path before, which checked the date and
+    found the zone's offset equal to the text's over that whole hour (or no zone is asked for),
+    and (c) its minute and second are valid. Everything else, and every first sight of an hour,
+    takes the general path, whose answers and errors are the reference.
+    """
+    parts = compile_pattern(pattern)
+    general_format = datetime_formatter(pattern)
+    tz = None if zone_name is None else zone(zone_name)
+    fast = all(not directive or text in _ISO_SLICES for directive, text in parts)
+    hours: dict[str, str] = {}  # date and hour → the offset with which the fast path is exact there
+
+    def general(text: str) -> str:
+        value = parse_datetime(text)
+        return general_format(value if tz is None else value.astimezone(tz))
+
+    if not fast:
+        return general
+    minute_second = _minute_second()
+    template, slices = _iso_template(parts)
+    pieces = itemgetter(*slices)
+    single = len(slices) == 1
+
+    def same_offset_all_hour(value: datetime) -> bool:
+        if tz is None:
+            return True
+        start = value.replace(minute=0, second=0, microsecond=0)
+        offset = start.utcoffset()
+        return start.astimezone(tz).utcoffset() == offset == (start + _HOUR).astimezone(tz).utcoffset()
+
+    def first_sight(text: str) -> str:
+        """The general path; it also learns whether the fast path is exact in this text's hour."""
+        value = parse_datetime(text)  # raises for an invalid date, hour or offset
+        if (text.__class__ is str and len(text) >= 25 and text[10] == "T" and text[-3] == ":"
+                and text[-6] in "+-" and same_offset_all_hour(value)):
+            if len(hours) >= _CACHE_LIMIT:
+                hours.clear()
+            hours[text[:13]] = text[-6:]  # date and hour → the offset found exact there
+        return general_format(value if tz is None else value.astimezone(tz))
+
+    def format_text(text: str) -> str:
+        if (text.__class__ is str and hours.get(text[:13]) == text[-6:] and text[13] == ":"
+                and text[14:19] in minute_second):
+            size = len(text)
+            # Whole seconds, or 1 to 6 digits of a fraction the pattern does not write (truncated).
+            if size == 25 or (26 < size <= 32 and text[19] == "." and (fraction := text[20:-6]).isdigit()
+                              and fraction.isascii()):
+                return template % ((pieces(text),) if single else pieces(text))
+        return first_sight(text)
+
+    format_text.general = general  # type: ignore[attr-defined]  # for tests: the path it must agree with
+    return format_text

@@ -8,20 +8,19 @@ values, injects the clock, serializes the document, and explains where each valu
 from __future__ import annotations
 
 import decimal
-import linecache
 import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dockyard.runtime.api import MissingValue
 from dockyard.runtime.errors import ContextError, DockyardError, InputError, TransformError
-from dockyard.runtime.serialize import serialize
+from dockyard.runtime.serialize import serialize, to_json_bytes
 from dockyard.runtime.target import Target
+
+if TYPE_CHECKING:
+    import jsonschema
 
 __all__ = ["Clock", "CompiledMapping", "FieldExplanation", "load_module", "schema_problems"]
 
@@ -33,15 +32,19 @@ _DECIMAL_CONTEXT = decimal.Context(prec=34, rounding=decimal.ROUND_HALF_EVEN,
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 
 
-def _context_is_safe() -> bool:
+def _context_is_safe(_get: Callable[[], decimal.Context] = decimal.getcontext,
+                     _invalid: type[decimal.DecimalException] = decimal.InvalidOperation,
+                     _by_zero: type[decimal.DecimalException] = decimal.DivisionByZero,
+                     _overflow: type[decimal.DecimalException] = decimal.Overflow) -> bool:
     """Whether the thread's decimal context already computes money as ours does. Entering a
-    local context costs about ten times this check, so it is entered only when needed."""
-    c = decimal.getcontext()
+    local context costs about ten times this check, so it is entered only when needed. (The
+    defaults make every name a local read: this runs once per order.)"""
+    c = _get()
     traps = c.traps
-    return (c.prec >= 28 and c.Emax >= 999999 and traps[decimal.InvalidOperation]
-            and traps[decimal.DivisionByZero] and traps[decimal.Overflow])
+    return c.prec >= 28 and c.Emax >= 999999 and traps[_invalid] and traps[_by_zero] and traps[_overflow]
 
 
+# A value of exactly one of these classes is accepted at once; a subclass is checked with isinstance.
 _CONTEXT_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "int": (int,), "decimal": (Decimal, int, str),
                                                "bool": (bool,)}
 
@@ -50,19 +53,29 @@ def system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-def load_module(source: str, filename: str, module_name: str) -> types.ModuleType:
-    """Compile generated source into a fresh module. The source is the compiler's own output,
-    never input data; linecache gets it so that tracebacks show the generated lines."""
-    code = compile(source, filename, "exec", dont_inherit=True)
+def load_module(source: str, filename: str, module_name: str, code: types.CodeType | None = None, *,
+                on_disk: bool = False) -> types.ModuleType:
+    """Compile generated source into a fresh module (or run `code`, compiled from that source
+    before). The source is the compiler's own output, never input data; linecache gets it so
+    that tracebacks show the generated lines (`on_disk`: the file at `filename` holds exactly
+    this source, verified, and linecache reads it from there when a traceback needs it)."""
+    if code is None:
+        code = compile(source, filename, "exec", dont_inherit=True)
     module = types.ModuleType(module_name)
     module.__file__ = filename
-    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    if not on_disk:
+        import linecache  # here, not at the top: loading a bundle never needs it
+
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     exec(code, module.__dict__)  # noqa: S102 - generated code, checked by compile() above
     return module
 
 
 def schema_problems(schema: Mapping[str, Any], document: Any, limit: int = 20) -> tuple[tuple[str, str], ...]:
-    """Every way `document` breaks `schema`, as (path, message), path written like items[2].qty."""
+    """Every way `document` breaks `schema`, as (path, message), path written like items[2].qty.
+    jsonschema is imported here, not with the module: loading and running mappings never needs it."""
+    import jsonschema
+
     validator = jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
     problems = []
     for err in sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
@@ -96,6 +109,8 @@ _FORMATS: jsonschema.FormatChecker | None = None
 def _format_checker() -> jsonschema.FormatChecker:
     global _FORMATS
     if _FORMATS is None:
+        import jsonschema
+
         checker = jsonschema.FormatChecker()
 
         @checker.checks("decimal", raises=(ValueError, TypeError))
@@ -118,9 +133,9 @@ def _format_checker() -> jsonschema.FormatChecker:
     return _FORMATS
 
 
-@dataclass(frozen=True)
-class FieldExplanation:
-    """One output value and where it came from."""
+class FieldExplanation(NamedTuple):
+    """One output value and where it came from. (A NamedTuple: the runtime avoids importing
+    dataclasses, which loading a bundle would otherwise pay for.)"""
 
     path: str  # concrete output path, e.g. orderLines[0].actualPrice
     value: Any
@@ -146,6 +161,13 @@ class CompiledMapping:
         self.spec_path: str = meta["spec"]
         self.target: Target = module.TARGET
         self._fn = module.transform
+        # Modules of this compiler record explain's lineage in `transform_traced` only; a module
+        # of the 1.0 bundle format has one `transform` that does both.
+        self._traced = getattr(module, "transform_traced", module.transform)
+        # JSON targets: whether a document holds no None and no float, judged from what the compiler
+        # knows (absent in modules of the 1.0 bundle format: the writer then checks every value).
+        self._json_plain: Callable[[Any], bool] | None = (
+            getattr(module, "json_plain", None) if self.target.format == "json" else None)
         self._filename = module.__file__
         self._fields: tuple[tuple[str, int, int, str], ...] = module.__dockyard_fields__
         self._sourcemap: dict[int, int] = module.__dockyard_sourcemap__
@@ -169,8 +191,51 @@ class CompiledMapping:
                 raise InputError("the input does not match the source schema", self.business_key(order), problems)
         ctx = _EMPTY if context is None and not self._context else self.check_context(context)
         clk = system_clock if clock is None else _as_clock(clock)
-        result: dict[str, Any] = self.call(self._fn, order, ctx, clk, _trace)
-        return result
+        if _trace is not None:
+            traced: dict[str, Any] = self.call(self._traced, order, ctx, clk, _trace)
+            return traced
+        try:  # `call`, written out: one call less per order
+            if _context_is_safe():
+                result: dict[str, Any] = self._fn(order, ctx, clk)
+                return result
+            with decimal.localcontext(_DECIMAL_CONTEXT):
+                result = self._fn(order, ctx, clk)
+                return result
+        except MissingValue as exc:
+            raise self._translate(exc, order) from None
+        except DockyardError:
+            raise
+        except Exception as exc:
+            raise self._locate(exc, order) from exc
+
+    def bind(self, context: Mapping[str, Any] | None = None, clock: Clock | datetime | None = None
+             ) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+        """`transform` with the context checked and the clock chosen once: the returned callable
+        takes only the order, and each call costs the generated function plus the decimal-context
+        check and error translation (which stay: they keep money exact and errors spec-located)."""
+        ctx = _EMPTY if context is None and not self._context else self.check_context(context)
+        clk = system_clock if clock is None else _as_clock(clock)
+        fn = self._fn
+        decimal_context = _DECIMAL_CONTEXT
+
+        def run(order: Mapping[str, Any]) -> dict[str, Any]:
+            if order.__class__ is not dict and not isinstance(order, Mapping):
+                raise InputError(f"the input must be a JSON object, not {type(order).__name__}")
+            try:
+                if _context_is_safe():
+                    result: dict[str, Any] = fn(order, ctx, clk)
+                    return result
+                with decimal.localcontext(decimal_context):
+                    result = fn(order, ctx, clk)
+                    return result
+            except MissingValue as exc:  # translated exactly as `call` does
+                raise self._translate(exc, order) from None
+            except DockyardError:
+                raise
+            except Exception as exc:
+                raise self._locate(exc, order) from exc
+
+        return run
 
     def call(self, fn: Callable[..., Any], order: Mapping[str, Any], *args: Any) -> Any:
         """Run a function of the generated module on `order`; every failure inside it becomes a
@@ -181,19 +246,37 @@ class CompiledMapping:
             with decimal.localcontext(_DECIMAL_CONTEXT):
                 return fn(order, *args)
         except MissingValue as exc:
-            file, line, col, path = self._fields[exc.field_index]
-            raise TransformError("required value is missing", location=f"{file}:{line}:{col}", field=path,
-                                 key=self.business_key(order), mapping=self.name,
-                                 problems=self._input_problems(order)) from None
+            raise self._translate(exc, order) from None
         except DockyardError:
             raise
         except Exception as exc:  # a failure inside generated code: name the spec, not the Python line
             raise self._locate(exc, order) from exc
 
+    def _translate(self, exc: Exception, order: Mapping[str, Any]) -> Exception:
+        """The error to raise for a failure inside generated code (a DockyardError as it is)."""
+        if isinstance(exc, MissingValue):
+            file, line, col, path = self._fields[exc.field_index]
+            return TransformError("required value is missing", location=f"{file}:{line}:{col}", field=path,
+                                  key=self.business_key(order), mapping=self.name,
+                                  problems=self._input_problems(order))
+        if isinstance(exc, DockyardError):
+            return exc
+        return self._locate(exc, order)
+
     def render(self, order: Mapping[str, Any], context: Mapping[str, Any] | None = None,
                clock: Clock | datetime | None = None, *, validate: bool = False) -> bytes:
         """The serialized document (JSON, XML or form), exactly as it would be sent."""
-        return serialize(self.transform(order, context, clock, validate=validate), self.target)
+        doc = self.transform(order, context, clock, validate=validate)
+        check = self._json_plain
+        if check is not None and self.target.wrap is None:  # JSON: straight to the writer
+            return to_json_bytes(doc, plain=check(doc) is True)
+        return serialize(doc, self.target, plain=self.json_plain(doc))
+
+    def json_plain(self, doc: Any) -> bool:
+        """Whether a document this mapping made holds no None and no float, so the JSON writer
+        need not look (False when unsure, e.g. for a module of the 1.0 bundle format)."""
+        check = self._json_plain
+        return check is not None and check(doc) is True
 
     def parse_input(self, data: bytes | str) -> Any:
         """Raw input (an order, a response, a callback) read by the spec's source format."""
@@ -209,20 +292,28 @@ class CompiledMapping:
         return None if value is None else str(value)
 
     def check_context(self, context: Mapping[str, Any] | None) -> Mapping[str, Any]:
-        ctx = dict(context or {})
+        """The context as the generated code reads it: every value the spec declares checked for
+        its type, decimals given as text or int converted. The caller's mapping is returned as it
+        is when nothing needs converting (generated code only reads it), so that a call with a
+        context costs a few type checks, not a copy."""
+        source: Mapping[str, Any] = _EMPTY if context is None else context
+        converted: dict[str, Any] | None = None
         for name, kind, required in self._context:
-            value = ctx.get(name)
+            value = source.get(name)
             if value is None:
                 if required:
                     raise ContextError(f"mapping {self.name} needs the context value {name!r}")
                 continue
-            if not isinstance(value, _CONTEXT_TYPES[kind]) or (kind == "int" and isinstance(value, bool)):
+            allowed = _CONTEXT_TYPES[kind]
+            if value.__class__ not in allowed and (
+                    not isinstance(value, allowed) or (kind == "int" and isinstance(value, bool))):
                 raise ContextError(f"context value {name!r} must be {kind}, not {type(value).__name__}")
             if kind == "decimal" and not isinstance(value, Decimal):
                 from dockyard.runtime.functions import to_decimal
 
-                ctx[name] = to_decimal(value)
-        return types.MappingProxyType(ctx)
+                converted = dict(source) if converted is None else converted
+                converted[name] = to_decimal(value)
+        return source if converted is None else types.MappingProxyType(converted)
 
     def _input_problems(self, order: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         return schema_problems(self.source_schema, order) if self.source_schema is not None else ()

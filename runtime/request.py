@@ -140,11 +140,12 @@ def build_request(mapping: CompiledMapping, order: Mapping[str, Any], *, context
     clk = system_clock if clock is None else _as_clock(clock)
     ctx = mapping.check_context(context)
     document = mapping.transform(order, ctx, clk, validate=validate)
-    fingerprint = hashlib.sha256(to_json_bytes(document)).hexdigest()
+    plain = mapping.json_plain(document)  # encryption below only replaces text with text
+    fingerprint = hashlib.sha256(to_json_bytes(document, plain=plain)).hexdigest()
     target = mapping.target
     encoding = target.xml.encoding if target.xml is not None else "utf-8"
     if meta is None:  # a mapping without a request section: the document is the body
-        body = serialize(document, target)
+        body = serialize(document, target, plain=plain)
         bare = WireRequest("POST", "", (("Content-Type", target.content_type),), body)
         return PreparedRequest(bare, document, fingerprint, request_id or "", None, None, None, None, None, encoding)
 
@@ -157,7 +158,7 @@ def build_request(mapping: CompiledMapping, order: Mapping[str, Any], *, context
         options = enc["options"]
         encrypt_fields(document, enc["path"], lambda text, c=cipher, k=key, o=options: c.encrypt(text, k, o))
 
-    document_bytes = serialize(document, target)
+    document_bytes = serialize(document, target, plain=plain)
     body_text = document_bytes.decode(encoding)
     rid = request_id or uuid.uuid4().hex
     fields = mapping.call(mapping.module.request_fields, order, ctx, clk, body_text, rid)

@@ -13,14 +13,10 @@ meant). Every refusal is a `SerializationError` naming the dotted path of the va
 
 from __future__ import annotations
 
-import codecs
 import datetime as dt
 import re
 from decimal import Decimal
 from typing import Any
-
-import orjson
-from lxml import etree
 
 from dockyard.runtime.errors import SerializationError
 from dockyard.runtime.target import CData, Target, XmlOptions
@@ -38,21 +34,17 @@ __all__ = [
 
 _MISSING = "missing value"
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-# Anything outside the XML 1.0 `Char` production (this includes lone surrogates).
-_XML_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-# The XML `EncName` production: what may stand in the declaration's encoding="...".
-_ENC_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]*")
-_XML_NS = "http://www.w3.org/XML/1998/namespace"
 # orjson writes integers natively only inside this range.
 _JSON_INT_MIN = -(2**63)
 _JSON_INT_MAX = 2**64 - 1
 
 
-def serialize(doc: dict[str, Any], target: Target) -> bytes:
-    """Encode `doc` in the target's format (the body of the request to the warehouse)."""
+def serialize(doc: dict[str, Any], target: Target, *, plain: bool = False) -> bytes:
+    """Encode `doc` in the target's format (the body of the request to the warehouse). `plain`:
+    the caller knows the document holds no None and no float (see `to_json_bytes`)."""
     fmt: str = target.format
     if fmt == "json":
-        return to_json_bytes([doc] if target.wrap == "array" else doc)
+        return to_json_bytes([doc] if target.wrap == "array" else doc, plain=plain)
     if fmt == "xml":
         if target.xml is None:
             raise SerializationError("an XML target needs XmlOptions")
@@ -163,15 +155,6 @@ def _check_json(value: Any, path: str) -> None:
         raise SerializationError(f"unsupported value type {_type_name(value)}", path)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        # Checked finite by _check_json; a Fragment is written verbatim, so the number keeps its digits.
-        return orjson.Fragment(format(value, "f").encode("ascii"))
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    raise TypeError(f"unsupported value type {_type_name(value)}")
-
-
 _PLAIN = frozenset((str, int, bool))
 
 
@@ -192,13 +175,44 @@ def _writes_wrongly(value: Any) -> bool:
     return value is None or isinstance(value, float)
 
 
-def to_json_bytes(value: Any) -> bytes:
-    """Compact UTF-8 JSON: non-ASCII as is, decimals as exact numbers, datetimes as ISO-8601 strings."""
-    if _writes_wrongly(value):
+# orjson is imported on first use: importing it also imports dataclasses, inspect and uuid (about
+# 10 ms), which a process that loads a bundle and writes XML, or nothing yet, need not pay.
+_ORJSON: Any = None
+
+
+def _orjson() -> Any:
+    global _ORJSON
+    import orjson
+
+    _ORJSON = orjson
+    return orjson
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise TypeError("not a finite number")  # orjson fails; the walk then names the path
+        # A Fragment is written verbatim, so the number keeps its digits.
+        return (_ORJSON or _orjson()).Fragment(format(value, "f").encode("ascii"))
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"unsupported value type {_type_name(value)}")
+
+
+def to_json_bytes(value: Any, *, plain: bool = False) -> bytes:
+    """Compact UTF-8 JSON: non-ASCII as is, decimals as exact numbers, datetimes as ISO-8601 strings.
+
+    What orjson cannot be trusted with is handled without walking the document in Python where it
+    can be: non-finite decimals, unsupported types, non-string keys, lone surrogates and integers
+    beyond 64 bits make it fail (then the walk names the path). None and floats it would write, so
+    they are looked for first, unless the caller knows there are none (`plain=True`: a compiled
+    mapping's `json_plain` says so from what the compiler knows about every value)."""
+    if not plain and _writes_wrongly(value):
         _check_json(value, "")  # raises, naming the path
     try:
-        return orjson.dumps(value, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
-    except (orjson.JSONEncodeError, TypeError) as exc:
+        oj = _ORJSON or _orjson()
+        return oj.dumps(value, default=_json_default, option=oj.OPT_PASSTHROUGH_DATETIME)  # type: ignore[no-any-return]
+    except TypeError as exc:  # orjson's JSONEncodeError is a TypeError
         _check_json(value, "")  # a lone surrogate, an int beyond 64 bits, an unsupported type: name it
         raise SerializationError(f"cannot encode as JSON: {exc}") from None  # e.g. nesting deeper than orjson's limit
 
@@ -209,161 +223,14 @@ def to_json_text(value: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# XML
-
-
-class _XmlWriter:
-    """Builds the lxml tree for one document under one set of `XmlOptions`."""
-
-    def __init__(self, options: XmlOptions) -> None:
-        self.encoding = options.encoding
-        if not _ENC_NAME.fullmatch(self.encoding):
-            raise SerializationError(f"invalid XML encoding name {self.encoding!r}")
-        try:
-            self.codec = codecs.lookup(self.encoding).name
-        except LookupError:
-            raise SerializationError(f"unknown XML encoding {self.encoding!r}") from None
-        self._names: dict[tuple[str, bool], str] = {}
-        self.namespaces: dict[str, str] = {"xml": _XML_NS}
-        self.nsmap: dict[Any, str] = {}  # None is the default namespace
-        for prefix, uri in options.namespaces.items():
-            where = f"namespace prefix {prefix!r}"
-            if not isinstance(prefix, str) or not isinstance(uri, str) or not uri:
-                raise SerializationError(f"{where}: the prefix and the URI must be non-empty strings")
-            if prefix in ("xml", "xmlns") or ":" in prefix or "{" in uri or "}" in uri:
-                raise SerializationError(f"{where} → {uri!r} cannot be declared")
-            if prefix:
-                try:
-                    etree.QName(prefix)
-                except ValueError:
-                    raise SerializationError(f"invalid namespace prefix {prefix!r}") from None
-            self._check_encodable(prefix, "a namespace prefix", "")
-            self.namespaces[prefix] = uri
-            self.nsmap[prefix or None] = uri
-
-    def _check_encodable(self, text: str, what: str, path: str) -> None:
-        try:
-            text.encode(self.codec)
-        except UnicodeEncodeError:
-            raise SerializationError(f"{what} {text!r} cannot be written in {self.encoding}", path) from None
-
-    def qname(self, key: str, path: str, *, attribute: bool) -> str:
-        """`prefix:name` or `name` → lxml's `{uri}name` (unprefixed attributes have no namespace).
-        A name is checked once per document: the lines of an order repeat the same names."""
-        known = self._names.get((key, attribute))
-        if known is not None:
-            return known
-        name = self._qname(key, path, attribute=attribute)
-        self._names[(key, attribute)] = name
-        return name
-
-    def _qname(self, key: str, path: str, *, attribute: bool) -> str:
-        what = "attribute name" if attribute else "element name"
-        prefix, sep, local = key.rpartition(":")
-        if not local or "{" in key or "}" in key or ":" in prefix or (sep and not prefix):
-            raise SerializationError(f"invalid {what} {key!r}", path)
-        if sep:
-            uri = self.namespaces.get(prefix)
-            if uri is None:
-                raise SerializationError(f"unknown namespace prefix {prefix!r} in {what} {key!r}", path)
-        else:
-            uri = None if attribute else self.namespaces.get("")
-        try:
-            etree.QName(local)  # validates the name as lxml does when it creates the node
-        except ValueError:
-            raise SerializationError(f"invalid {what} {key!r}", path) from None
-        self._check_encodable(key, what, path)
-        return local if uri is None else f"{{{uri}}}{local}"
-
-    def root(self, name: str) -> etree._Element:
-        tag = self.qname(name, "", attribute=False)
-        try:
-            return etree.Element(tag, nsmap=self.nsmap)
-        except ValueError as exc:  # e.g. a namespace prefix lxml refuses
-            raise SerializationError(f"cannot create the root element {name!r}: {exc}") from None
-
-    def legal_text(self, text: str, path: str) -> str:
-        bad = _XML_ILLEGAL.search(text)
-        if bad:
-            char = bad.group()
-            message = f"character {char!r} (U+{ord(char):04X}) is not allowed in XML 1.0"
-            raise SerializationError(message, path)
-        return text
-
-    def fill(self, element: etree._Element, mapping: dict[Any, Any], path: str) -> None:
-        for key, value in mapping.items():
-            if not isinstance(key, str):
-                raise SerializationError(f"key {key!r} is not a string", path)
-            sub = _key_path(path, key)
-            if key == "#text":
-                self.set_text(element, value, sub)
-            elif key.startswith("@"):
-                self.set_attribute(element, key[1:], value, sub)
-            elif isinstance(value, list | tuple):
-                tag = self.qname(key, sub, attribute=False)
-                for index, item in enumerate(value):
-                    item_path = _item_path(sub, index)
-                    if isinstance(item, list | tuple):
-                        raise SerializationError("a list inside a list has no XML form", item_path)
-                    self.content(self.child(element, tag, key, item_path), item, item_path)
-            else:
-                tag = self.qname(key, sub, attribute=False)
-                self.content(self.child(element, tag, key, sub), value, sub)
-
-    def child(self, parent: etree._Element, tag: str, key: str, path: str) -> etree._Element:
-        try:
-            return etree.SubElement(parent, tag)
-        except ValueError:
-            raise SerializationError(f"invalid element name {key!r}", path) from None
-
-    def content(self, element: etree._Element, value: Any, path: str) -> None:
-        if isinstance(value, dict):
-            self.fill(element, value, path)
-        else:
-            self.set_text(element, value, path)
-
-    def set_attribute(self, element: etree._Element, name: str, value: Any, path: str) -> None:
-        qname = self.qname(name, path, attribute=True)
-        text = self.legal_text(scalar_text(value, path), path)
-        try:
-            element.set(qname, text)
-        except ValueError:
-            raise SerializationError(f"invalid attribute name {name!r}", path) from None
-
-    def set_text(self, element: etree._Element, value: Any, path: str) -> None:
-        text = self.legal_text(scalar_text(value, path), path)
-        if isinstance(value, CData) and self.cdata_safe(text):
-            element.text = etree.CDATA(text)
-        else:
-            element.text = text
-
-    def cdata_safe(self, text: str) -> bool:
-        """Whether a CDATA section reproduces `text` exactly; otherwise it is written as escaped text.
-
-        A CDATA section cannot contain "]]>", a parser turns its "\\r" into "\\n", and a character the
-        encoding lacks cannot be written there as a character reference.
-        """
-        if "]]>" in text or "\r" in text:
-            return False
-        try:
-            text.encode(self.codec)
-        except UnicodeEncodeError:
-            return False
-        return True
+# XML (the writer lives in xml_writer.py: lxml is imported only by mappings that write XML)
 
 
 def to_xml_bytes(doc: dict[str, Any], options: XmlOptions) -> bytes:
     """The document as XML: its keys become the children of `options.root`, encoded as configured."""
-    mapping = _require_dict(doc, "an XML document")
-    writer = _XmlWriter(options)
-    root = writer.root(options.root)
-    writer.fill(root, mapping, "")
-    body = etree.tostring(root, encoding="unicode", pretty_print=options.pretty)
-    if options.declaration:
-        body = f'<?xml version="1.0" encoding="{options.encoding}"?>\n{body}'
-    # Names and CDATA sections were checked to be encodable; what is left unencodable is element or
-    # attribute text, where a character reference is the correct spelling.
-    return body.encode(writer.codec, "xmlcharrefreplace")
+    from dockyard.runtime.xml_writer import to_xml_bytes as write
+
+    return write(doc, options)
 
 
 # --------------------------------------------------------------------------------------------------

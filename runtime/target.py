@@ -1,14 +1,16 @@
 """What a compiled mapping says about its output format: JSON, XML (with its options) or a form.
 
 Generated modules construct a `Target` from literals; the serializer reads it. Plain data, so it
-is shared by the compiler (which builds it from the spec) and the runtime (which uses it).
+is shared by the compiler (which builds it from the spec) and the runtime (which uses it). Named
+tuples rather than dataclasses: every process that loads a bundle imports this module, and
+importing dataclasses (with inspect and ast) would cost it several milliseconds.
 """
 
 from __future__ import annotations
 
+import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 __all__ = ["CData", "Target", "XmlOptions"]
 
@@ -21,19 +23,17 @@ class CData(str):
     __slots__ = ()
 
 
-@dataclass(frozen=True)
-class XmlOptions:
+class XmlOptions(NamedTuple):
     """XML target options. `namespaces` maps prefix → URI; the prefix "" is the default namespace."""
 
     root: str
     declaration: bool = True
     encoding: str = "UTF-8"
-    namespaces: Mapping[str, str] = field(default_factory=dict)
+    namespaces: Mapping[str, str] = types.MappingProxyType({})
     pretty: bool = False
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     format: Format
     xml: XmlOptions | None = None
     wrap: str | None = None  # "array": a JSON document sent inside a one-element array (JD LOP)

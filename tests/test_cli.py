@@ -418,3 +418,32 @@ def test_version() -> None:
     result = run("--version")
     assert result.exit_code == 0
     assert "0.1.0" in result.stdout
+
+
+def test_check_imports_neither_the_service_nor_the_heavy_libraries() -> None:
+    """`dockyard check` answers at once: the commands of other modules load on use, the parser's
+    tables are prebuilt, and jsonschema is imported only to explain a refused spec."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from dockyard.cli import main\n"
+        "try:\n"
+        f"    main(['check', {str(ROOT / 'mappings' / 'reference' / 'deliveryorder.yaml')!r}])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "heavy = ('aiohttp', 'dockyard.service', 'dockyard.simulate', 'jsonschema', 'lark', 'jinja2', 'lxml')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(heavy)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_lazy_commands_are_all_listed_and_run() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    for name in ("check", "compile", "serve", "simulate", "demo", "sign", "diff", "library", "orders", "init",
+                 "trace", "dlq", "report", "dry-run", "show-code", "test"):
+        assert re.search(rf"^\s+{re.escape(name)}\s", result.output, re.M), name
+    assert CliRunner().invoke(main, ["sign", "--help"]).exit_code == 0

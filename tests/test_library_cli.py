@@ -18,7 +18,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.cli import main
-from dockyard.library import LibraryError, examples_root, integrations, library_root, resolve_order, resolve_path, resolve_spec
+from dockyard.library import (
+    LibraryError,
+    examples_root,
+    integrations,
+    library_root,
+    resolve_order,
+    resolve_path,
+    resolve_spec,
+)
 from dockyard.sample_orders import generate
 
 ROOT = Path(__file__).resolve().parents[1]

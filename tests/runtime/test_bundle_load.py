@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -256,4 +258,91 @@ def test_a_tampered_bundle_loads_nothing(bundle: Path) -> None:
     rel = _module_rel(bundle, "examples.sf.create-order-form")
     flip_one_byte(bundle / rel, b"E", b"F")
     with pytest.raises(BundleError, match="does not match"):
+        load_bundle(bundle)
+
+
+def test_the_same_specs_give_the_same_bytes_from_any_working_directory(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spec locations are relative to the project root, not to where the compiler was started."""
+    specs = [ROOT / p for p in SPECS.values()]
+    outputs = []
+    for i, cwd in enumerate((ROOT, ROOT / "mappings", tmp_path)):
+        monkeypatch.chdir(cwd)
+        out = tmp_path / f"bundle{i}"
+        build_bundle([str(p) if i != 1 else os.path.relpath(p) for p in specs], out)
+        outputs.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert outputs[0] == outputs[1] == outputs[2]
+    manifest = json.loads(outputs[0][MANIFEST])
+    assert manifest["mappings"]["reference.deliveryorder"]["spec"] == "mappings/reference/deliveryorder.yaml"
+    module = outputs[0][manifest["mappings"]["reference.deliveryorder"]["module"]].decode()
+    assert str(ROOT) not in module and "# mappings/reference/deliveryorder.yaml:" in module
+
+
+def _as_format_1_0(source: str) -> str:
+    """A module as the 1.0 compiler wrote it: one `transform` that records explain's lineage
+    itself, no trace-free variant, no `json_plain`."""
+    tree_lines = source.splitlines(keepends=True)
+    text = "".join(tree_lines)
+    start = text.index("def transform(_src, _ctx, _clock, _trace=None):")
+    end = text.index("\n\n\n", start) + 3
+    text = text[:start] + text[end:]  # drop the trace-free transform
+    if "def json_plain(" in text:
+        start = text.index("def json_plain(")
+        end = text.index("\n\n\n", start) + 3
+        text = text[:start] + text[end:]
+    return text.replace("def transform_traced(_src, _ctx, _clock, _trace):",
+                        "def transform(_src, _ctx, _clock, _trace=None):")
+
+
+def test_a_bundle_of_the_1_0_compiler_still_loads_runs_and_explains(bundle: Path) -> None:
+    """The format is unchanged ("dockyard-bundle/1"): modules compiled before the trace-free
+    transform and json_plain existed load, transform, render and explain as they did."""
+    fresh = load_bundle(bundle)
+    manifest = manifest_of(bundle)
+    entry = manifest["mappings"]["reference.deliveryorder"]
+    module = bundle / entry["module"]
+    old = _as_format_1_0(module.read_text("utf-8"))
+    assert "transform_traced" not in old and "json_plain" not in old
+    module.write_text(old, "utf-8")
+    entry["module_sha256"] = hashlib.sha256(old.encode("utf-8")).hexdigest()
+    write_manifest(bundle, manifest)
+    loaded = load_bundle(bundle)["reference.deliveryorder"]
+    current = fresh["reference.deliveryorder"]
+    for name in ORDERS:
+        order = load_order(name)
+        assert loaded.transform(order, clock=NOW) == current.transform(order, clock=NOW)
+        assert loaded.render(order, clock=NOW) == current.render(order, clock=NOW)
+        assert loaded.explain(order, clock=NOW) == current.explain(order, clock=NOW)
+
+
+def test_another_format_is_refused_with_a_recompile_message(bundle: Path) -> None:
+    manifest = manifest_of(bundle)
+    manifest["format"] = "dockyard-bundle/0"
+    write_manifest(bundle, manifest)
+    with pytest.raises(BundleError, match="recompile it with `dockyard compile`"):
+        load_bundle(bundle)
+
+
+@pytest.mark.parametrize("what", ["file", "folder"])
+def test_a_symbolic_link_out_of_the_bundle_is_refused(bundle: Path, tmp_path: Path, what: str) -> None:
+    """A module (or its folder) replaced by a link to a copy outside the bundle: same bytes, same
+    hash, still refused, whether the link is the file or the folder it sits in."""
+    entry = manifest_of(bundle)["mappings"]["reference.deliveryorder"]
+    module = bundle / entry["module"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    if what == "file":
+        copy = elsewhere / module.name
+        copy.write_bytes(module.read_bytes())
+        module.unlink()
+        module.symlink_to(copy)
+    else:
+        folder = module.parent
+        for item in folder.iterdir():
+            (elsewhere / item.name).write_bytes(item.read_bytes())
+        for item in folder.iterdir():
+            item.unlink()
+        folder.rmdir()
+        folder.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(BundleError, match="outside the bundle"):
         load_bundle(bundle)
