@@ -33,6 +33,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from dockyard.runtime.delivery import NotSent, OutcomeUnknown, retry_status
@@ -333,8 +334,12 @@ class Deliverer:
         if order is None:
             order = load_order(job.order_payload)
         t0 = time.perf_counter_ns()
+        # One fixed clock per transform, journaled with the mapping's version: the order page
+        # explains what was sent with both, not with today's mapping at the time of viewing.
+        clock = datetime.now(UTC)
+        version = self.ctx.versions.get(flow.request)
         try:
-            prepared = build_request(self.ctx.mappings[flow.request], order, context=wh.context,
+            prepared = build_request(self.ctx.mappings[flow.request], order, context=wh.context, clock=clock,
                                      secrets=self.ctx.secrets, request_id=job.request_id, describe=False,
                                      wire=wh.wire)
         except DockyardError as exc:
@@ -345,7 +350,8 @@ class Deliverer:
         self.metrics.stage.labels("transform", wh.name).observe(took)
         attempt.detail.update({"attempt": job.attempts, "mapping": flow.request, "request_id": prepared.request_id,
                                "idempotency_key": prepared.idempotency_key, "rule": rule,
-                               "transform_ms": round(took * 1000, 2)})
+                               "transform_ms": round(took * 1000, 2), "clock": clock.isoformat(timespec="microseconds"),
+                               **(version.as_detail() if version is not None else {})})
         if job.doubt:
             if rule == "query":
                 query = wh.flows.get("query")

@@ -22,6 +22,7 @@ import hmac
 import json
 import time
 from collections import Counter, defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -232,25 +233,58 @@ class _Dashboard:
         return self._json({"order": status, "timeline": steps})
 
     async def lineage(self, request: web.Request) -> web.StreamResponse:
+        """The lineage of what was sent: the mapping version journaled with the transform, run again
+        with the journaled clock. When that version is no longer loaded, say so rather than explain
+        today's mapping as if it had sent the order; an order not sent yet shows today's version."""
         gate = self._gate(request)
         if not isinstance(gate, str):
             return gate
         order_no = request.match_info["order_no"]
-        rows = await self._read(lambda c: c.execute("SELECT warehouse, payload FROM dy_orders WHERE order_no = ?",
-                                                    (order_no,)))
+
+        def read(conn: Conn) -> tuple[list[tuple[Any, ...]], dict[str, Any] | None]:
+            rows = conn.execute("SELECT warehouse, payload FROM dy_orders WHERE order_no = ?", (order_no,))
+            return rows, queries.sent_version(conn, order_no)
+
+        rows, sent = await self._read(read)
         if not rows:
             return self._json({"error": f"no order {order_no!r}"}, 404)
         warehouse, payload = rows[0]
+        ctx = self.service.ctx
         wh = self.service.config.warehouses.get(warehouse)
         if wh is None or "create" not in wh.flows:
             return self._json({"error": f"warehouse {warehouse!r} has no create flow"}, 404)
-        name = wh.flows["create"].request
+        answer: dict[str, Any] = {"order_no": order_no, "warehouse": warehouse}
+        clock: datetime | None = None
+        if sent is None:
+            name = wh.flows["create"].request
+            mapping = ctx.mappings.get(name)
+            current = ctx.versions.get(name)
+            answer |= {"basis": "preview", "mapping": name,
+                       "note": "not sent yet: what the loaded version would send now",
+                       **(current.as_detail() if current is not None else {})}
+        else:
+            name = str(sent["mapping"])
+            answer |= {"basis": "sent", "mapping": name, **{k: sent[k] for k in
+                       ("mapping_version", "mapping_sha", "bundle", "clock", "step", "at")}}
+            mapping = ctx.archive.get(sent["mapping_sha"]) if sent.get("mapping_sha") else None
+            if mapping is None:
+                why = ("the journal does not say which version sent it (it was sent before versions were recorded)"
+                       if not sent.get("mapping_sha") else
+                       f"version {sent['mapping_version']} (module {sent['mapping_sha']}, bundle {sent['bundle']}) "
+                       f"is no longer loaded")
+                answer |= {"gone": True, "fields": [],
+                           "note": f"the lineage of what was sent cannot be shown: {why}. The request as sent "
+                                   f"is in the timeline."}
+                return self._json(answer)
+            with contextlib.suppress(ValueError, TypeError):
+                clock = datetime.fromisoformat(str(sent["clock"]))
+        if mapping is None:
+            return self._json({**answer, "error": f"mapping {name!r} is not loaded", "fields": []}, 404)
         try:
-            _doc, fields = self.service.ctx.mappings[name].explain(load_order(payload), wh.context)
+            _doc, fields = mapping.explain(load_order(payload), wh.context, clock)
         except Exception as exc:  # a transform error is an answer here, not a crash
-            return self._json({"order_no": order_no, "mapping": name, "error": str(exc), "fields": []}, 422)
-        return self._json({"order_no": order_no, "warehouse": warehouse, "mapping": name,
-                           "fields": [_field(f) for f in fields]})
+            return self._json({**answer, "error": str(exc), "fields": []}, 422)
+        return self._json({**answer, "fields": [_field(f) for f in fields]})
 
     async def dlq(self, request: web.Request) -> web.StreamResponse:
         gate = self._gate(request)

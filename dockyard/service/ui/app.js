@@ -152,7 +152,16 @@ async function showOrder(orderNo) {
 async function showLineage(orderNo) {
   const table = document.getElementById("lineage");
   table.replaceChildren();
+  const note = document.getElementById("lineage-version");
+  note.replaceChildren();
   const {data} = await api("orders/" + encodeURIComponent(orderNo) + "/lineage");
+  if (data.basis === "sent") {
+    note.append(`As sent (${data.step} ${data.at}): ${data.mapping} version ${data.mapping_version || "unknown"}`,
+      data.mapping_sha ? ` (module ${data.mapping_sha}, bundle ${data.bundle})` : "", data.clock ? `, clock ${data.clock}` : "");
+  } else if (data.basis === "preview") {
+    note.append(`Not sent yet: what ${data.mapping} version ${data.mapping_version || "?"} would send now.`);
+  }
+  if (data.gone) { note.append(el("p", {class: "msg gone"}, data.note)); return; }
   if (data.error) { table.append(el("tr", {}, el("td", {}, data.error))); return; }
   table.append(el("tr", {}, el("th", {}, "field (" + data.mapping + ")"), el("th", {}, "value"), el("th", {}, "comes from"), el("th", {}, "spec")));
   for (const f of data.fields) {
