@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import orjson
 from aiohttp import web
 
-from dockyard.service import queries, store
+from dockyard.service import queries, store, triage
 from dockyard.service.context import load_order
 from dockyard.service.db import Conn, now_us
 from dockyard.service.delivery import UPSTREAM
@@ -74,6 +74,8 @@ def add_ui_routes(app: web.Application, service: Any) -> None:
     r.add_get("/ui/api/orders/{order_no}", ui.order)
     r.add_get("/ui/api/orders/{order_no}/lineage", ui.lineage)
     r.add_get("/ui/api/dlq", ui.dlq)
+    r.add_get("/ui/api/dlq/groups", ui.dlq_groups)
+    r.add_post("/ui/api/dlq/bulk", ui.bulk)
     r.add_get("/ui/api/dlq/{job_id}", ui.dlq_show)
     r.add_post("/ui/api/dlq/{job_id}/replay", ui.replay)
     r.add_get("/ui/api/errors", ui.errors)
@@ -230,6 +232,9 @@ class _Dashboard:
         status, steps = await self._read(read)
         if status is None and not steps:
             return self._json({"error": f"no order {order_no!r}"}, 404)
+        for job in (status or {}).get("jobs", []):
+            if job["state"] in ("dead", "held"):  # the page shows why, and whether a replay can help
+                job.update(triage.advice(job["reason"]))
         return self._json({"order": status, "timeline": steps})
 
     async def lineage(self, request: web.Request) -> web.StreamResponse:
@@ -300,16 +305,82 @@ class _Dashboard:
         found = None if job_id is None else await self._read(lambda c: queries.dlq_show(c, job_id))
         return self._json(found, 200) if found else self._json({"error": "no such job"}, 404)
 
-    async def replay(self, request: web.Request) -> web.StreamResponse:
+    def _operator(self, request: web.Request, what: str) -> str | web.StreamResponse:
+        """The operator's role, or the answer that refuses the action."""
         gate = self._gate(request)
         if not isinstance(gate, str):
             return gate
         if gate != "operator":
-            return self._json({"error": "replay needs the operator role"}, 403)
+            return self._json({"error": f"{what} needs the operator role"}, 403)
         if _by_cookie(request) and request.headers.get("X-Dockyard-UI") != "1":
             # a cookie alone does not make an action: a cross-site form cannot set this header (any
             # other header it may send, an Authorization: Basic … included, changes nothing)
             return self._json({"error": "an action from the browser needs the X-Dockyard-UI header"}, 403)
+        return gate
+
+    async def dlq_groups(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        if not isinstance(gate, str):
+            return gate
+        q = request.query
+        sel = triage.Selection(warehouse=q.get("warehouse") or None, state=q.get("state") or None,
+                               text=(q.get("match") or "")[:200] or None)
+        found = await self._read(lambda c: triage.groups(c, sel))
+        return self._json({"groups": found, "total": sum(g["count"] for g in found)})
+
+    async def bulk(self, request: web.Request) -> web.StreamResponse:
+        """Replay or discard a group, a filtered selection or the chosen jobs. A discard needs a
+        reason; a replay leaves out the jobs it cannot help unless `anyway` is set."""
+        gate = self._operator(request, "a bulk action")
+        if not isinstance(gate, str):
+            return gate
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._json({"error": "the body must be JSON"}, 400)
+        if not isinstance(body, dict) or body.get("action") not in ("replay", "discard"):
+            return self._json({"error": "action must be replay or discard"}, 400)
+        why = str(body.get("reason") or "").strip()[:500]
+        if body["action"] == "discard" and not why:
+            return self._json({"error": "a discard needs a reason"}, 400)
+        ids = body.get("ids")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+            return self._json({"error": "ids must be a list of job ids"}, 400)
+        sel = triage.Selection(group=_text(body.get("group")), warehouse=_text(body.get("warehouse")),
+                               state=_text(body.get("state")), text=_text(body.get("match")))
+        if ids is None and sel == triage.Selection():
+            return self._json({"error": "give ids, a group or a filter: a bulk action on everything is refused"}, 400)
+        anyway = body.get("anyway") is True
+        who = f"dashboard:{gate}"
+
+        def write(conn: Conn) -> dict[str, Any]:
+            jobs = triage.select(conn, sel)
+            if ids is not None:
+                wanted = set(ids)
+                jobs = [j for j in jobs if j["id"] in wanted]
+            skipped = [j["id"] for j in jobs if body["action"] == "replay" and not j["replay_helps"] and not anyway]
+            chosen = [j["id"] for j in jobs if j["id"] not in set(skipped)]
+            results = (store.replay(conn, chosen, now_us(), who) if body["action"] == "replay"
+                       else store.discard(conn, chosen, who, why))
+            done = [jid for jid, r in results if r in ("replayed", "discarded")]
+            return {"action": body["action"], "by": who, "done": len(done), "skipped": skipped,
+                    "warehouses": sorted({j["warehouse"] for j in jobs if j["id"] in set(done)}),
+                    "results": results[:100]}
+
+        answer = await self.service.db.write(write)
+        if body["action"] == "replay":
+            for warehouse in answer["warehouses"]:
+                self.service.deliverer.poke(warehouse)
+        if answer["skipped"]:
+            answer["note"] = (f"{len(answer['skipped'])} job(s) not replayed: replay cannot help them (the mapping "
+                              f"refuses or cannot transform the order); fix the order, load a new mapping version, "
+                              f"or discard them")
+        return self._json(answer)
+
+    async def replay(self, request: web.Request) -> web.StreamResponse:
+        gate = self._operator(request, "replay")
+        if not isinstance(gate, str):
+            return gate
         job_id = _int(request.match_info["job_id"])
         if job_id is None:
             return self._json({"error": "no such job"}, 404)
@@ -451,6 +522,10 @@ def _same_origin(request: web.Request) -> bool:
 def _empty_series(buckets: int) -> dict[str, Any]:
     return {"received": [0] * buckets, "delivered": [0] * buckets, "failed": [0] * buckets,
             "total": {"received": 0, "delivered": 0, "failed": 0}}
+
+
+def _text(value: Any) -> str | None:
+    return str(value)[:200] if isinstance(value, str) and value else None
 
 
 def _int(text: str) -> int | None:

@@ -116,26 +116,42 @@ def test_the_dashboard_in_a_real_browser(env: Any, tmp_path: Path, request: pyte
                 assert await body.locator("pre").is_visible()
                 await page.screenshot(path=str(shots / "2-timeline.png"), full_page=True)
 
-                # replay the dead letter as operator
-                await page.click('nav a[data-view="dlq"]')
-                await page.wait_for_selector("#dlq-list tr.dlq-row")
-                await page.click("#dlq-list tr.dlq-row")
-                await page.wait_for_selector("#dlq-detail h3")
-                await page.screenshot(path=str(shots / "3-dlq.png"), full_page=True)
+                # the order page shows the failing reason at once; the mapping refuses this order, so
+                # Replay is not the main action there ("Replay anyway" is)
                 dialogs: list[str] = []
 
                 async def accept(dialog: Any) -> None:
                     dialogs.append(dialog.message)
-                    await dialog.accept()
+                    await dialog.accept("nothing to ship" if dialog.type == "prompt" else None)
 
                 page.on("dialog", accept)
-                await page.click("#dlq-list button.replay")
+                await page.goto(run.url + "/ui/#order/" + bad["order_no"])
+                await page.wait_for_selector("#order-summary .failing")
+                assert "Replay cannot help" in (await page.text_content("#order-summary .failing") or "")
+                await page.click("#order-summary .failing button.replay")
                 await page.wait_for_selector("#replay-result")
                 assert "replayed" in (await page.text_content("#replay-result") or "")
-                assert dialogs and "Replay job" in dialogs[0]
-                await page.screenshot(path=str(shots / "4-replayed.png"), full_page=True)
+                assert dialogs and "Replay job" in dialogs[0] and "cannot help" in dialogs[0]
                 journal = await run.journal(bad["order_no"])
                 assert [s["detail"]["by"] for s in journal if s["step"] == "replayed"] == ["dashboard:operator"]
+                await run.until(bad["order_no"], lambda d: d["delivery"] == "dlq")  # it failed the same way
+
+                # the DLQ grouped by warehouse and reason: no bulk replay for the refused group; discard it
+                await page.click('nav a[data-view="dlq"]')
+                await page.wait_for_selector('#dlq-groups tr.dlq-group')
+                group = page.locator("#dlq-groups tr.dlq-group").first
+                assert "Replay cannot help" in (await group.text_content() or "")
+                assert await group.locator("button.bulk-replay").count() == 0
+                await group.locator("a.job-link").first.click()
+                await page.wait_for_selector("#dlq-detail h3")
+                await page.screenshot(path=str(shots / "3-dlq.png"), full_page=True)
+                await group.locator("button.bulk-discard").click()
+                await page.wait_for_selector("#bulk-result")
+                assert "discard: 1 job(s)" in (await page.text_content("#bulk-result") or "")
+                await page.screenshot(path=str(shots / "4-discarded.png"), full_page=True)
+                journal = await run.journal(bad["order_no"])
+                [row] = [s for s in journal if s["step"] == "discarded"]
+                assert row["detail"]["by"] == "dashboard:operator" and row["detail"]["reason"] == "nothing to ship"
 
                 await page.click('nav a[data-view="errors"]')
                 await page.wait_for_selector("#error-groups tr.error-group")

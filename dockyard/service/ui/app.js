@@ -129,6 +129,7 @@ async function showOrder(orderNo) {
   if (o) {
     summary.append(el("p", {}, `warehouse ${o.warehouse} · status ${o.status} · delivery ${o.delivery} · ` +
       `warehouse order ${o.warehouse_order_id || "–"} · waybills ${(o.waybills || []).map(waybill).join(", ") || "–"}`));
+    for (const j of o.jobs.filter((j) => j.state === "dead" || j.state === "held")) summary.append(failing(j, o.order_no));
     summary.append(details("jobs and events", {jobs: o.jobs, events: o.events}));
   }
   const steps = data.timeline;
@@ -172,21 +173,79 @@ async function showLineage(orderNo) {
   }
 }
 
+// The failing step of an order, shown without a click: its reason, and the replay action when a
+// replay can help (otherwise what to do instead).
+function failing(j, orderNo) {
+  const box = el("div", {class: "failing", "data-job": j.id},
+    el("strong", {}, (j.state === "held" ? "Held in doubt" : "Dead-lettered") + ` (${j.kind}, job ${j.id}): `), j.reason || "no reason recorded");
+  if (j.replay_helps === false) box.append(el("p", {class: "hopeless"}, "Replay cannot help: " + j.why));
+  if (role === "operator") {
+    box.append(el("button", {class: (j.replay_helps === false ? "secondary" : "danger") + " replay", "data-job": j.id,
+      onclick: () => replayJob(j.id, orderNo, j.replay_helps === false)}, j.replay_helps === false ? "Replay anyway" : "Replay"));
+  }
+  return box;
+}
+
 // -- DLQ --------------------------------------------------------------------------------------
+function dlqFilter() {
+  const q = new URLSearchParams();
+  for (const [key, id] of [["warehouse", "dlq-warehouse"], ["state", "dlq-state"], ["match", "dlq-match"]]) {
+    const v = document.getElementById(id).value.trim();
+    if (v) q.set(key, v);
+  }
+  return q;
+}
+
 async function showDlq() {
-  const table = document.getElementById("dlq-list");
+  const table = document.getElementById("dlq-groups");
   table.replaceChildren();
-  const {data} = await api("dlq");
-  table.append(el("tr", {}, ...["job", "state", "lane", "kind", "order", "warehouse", "attempts", "reason", "since", ""].map((h) => el("th", {}, h))));
-  if (!data.jobs.length) table.append(el("tr", {}, el("td", {colspan: 10}, "nothing dead or in doubt")));
-  for (const j of data.jobs) {
-    const replay = role === "operator"
-      ? el("button", {class: "danger replay", "data-job": j.id, onclick: (e) => { e.stopPropagation(); replayJob(j.id, j.order_no); }}, "Replay")
-      : el("span", {class: "muted"}, "operator only");
-    table.append(el("tr", {class: "click dlq-row", "data-job": j.id, onclick: () => showJob(j.id)},
-      el("td", {}, j.id), el("td", {}, j.state), el("td", {}, j.lane), el("td", {}, j.kind),
-      el("td", {}, j.order_no ? el("a", {href: "#order/" + encodeURIComponent(j.order_no)}, j.order_no) : ""),
-      el("td", {}, j.warehouse), el("td", {}, j.attempts), el("td", {}, j.reason || ""), el("td", {}, j.since), el("td", {}, replay)));
+  const q = dlqFilter();
+  const {data} = await api("dlq/groups?" + q.toString());
+  const list = document.getElementById("dlq-warehouses");
+  table.append(el("tr", {}, ...["", "jobs", "warehouse", "state", "reason", "first … last", "e.g.", ""].map((h) => el("th", {}, h))));
+  if (!data.groups.length) table.append(el("tr", {}, el("td", {colspan: 8}, "nothing dead or in doubt matches")));
+  for (const g of data.groups) {
+    if (!list.querySelector(`option[value="${CSS.escape(g.warehouse)}"]`)) list.append(el("option", {value: g.warehouse}));
+    const actions = el("td", {class: "actions"});
+    if (role === "operator") {
+      if (g.replay_helps) actions.append(el("button", {class: "danger bulk-replay", onclick: () => bulk({action: "replay", group: g.group}, `Replay all ${g.count} jobs of this group?`)}, `Replay all ${g.count}`));
+      actions.append(el("button", {class: "bulk-discard", onclick: () => discard({group: g.group}, g.count)}, `Discard all ${g.count}…`));
+    } else actions.append(el("span", {class: "muted"}, "operator only"));
+    const reason = el("td", {}, g.reason);
+    if (!g.replay_helps) reason.append(el("p", {class: "hopeless"}, "Replay cannot help: " + g.why));
+    table.append(el("tr", {class: "dlq-group", "data-group": g.group},
+      el("td", {}, el("input", {type: "checkbox", class: "pick-group", "data-group": g.group, "aria-label": "select the group"})),
+      el("td", {}, g.count), el("td", {}, g.warehouse), el("td", {}, g.state), reason, el("td", {}, `${g.first} … ${g.last}`),
+      el("td", {}, ...g.jobs.map((id, i) => el("a", {href: "#", class: "job-link", onclick: (e) => { e.preventDefault(); showJob(id); }},
+        (g.orders[i] || "job " + id) + " "))), actions));
+  }
+  document.getElementById("dlq-total").textContent = `${data.total} job(s) in ${data.groups.length} group(s)`;
+}
+
+function pickedGroups() {
+  return [...document.querySelectorAll("input.pick-group:checked")].map((c) => c.dataset.group);
+}
+
+async function bulk(body, question) {
+  if (!window.confirm(question + " Each is recorded in the journal with your role.")) return;
+  const {status, data} = await api("dlq/bulk", {method: "POST", headers: {"Content-Type": "application/json", "X-Dockyard-UI": "1"}, body: JSON.stringify(body)});
+  const box = document.getElementById("dlq-detail");
+  box.replaceChildren(el("p", {class: "msg", id: "bulk-result"}, status === 200
+    ? `${data.action}: ${data.done} job(s) (by ${data.by})` + (data.note ? ". " + data.note : "") : (data.error || "failed")));
+  showDlq();
+}
+
+function discard(selection, count) {
+  const why = window.prompt(`Discard ${count} job(s) for good? Say why (recorded in the journal):`);
+  if (why && why.trim()) bulk(Object.assign({action: "discard", reason: why.trim()}, selection), `Discard ${count} job(s)?`);
+}
+
+async function bulkPicked(action) {
+  const groups = pickedGroups();
+  if (!groups.length) { document.getElementById("dlq-detail").replaceChildren(el("p", {class: "msg"}, "select one or more groups first")); return; }
+  for (const group of groups) {
+    if (action === "replay") await bulk({action, group}, `Replay the jobs of group ${group}?`);
+    else discard({group}, "the group's");
   }
 }
 
@@ -203,12 +262,15 @@ async function showJob(id) {
   box.append(el("h4", {}, "History"), hist);
 }
 
-async function replayJob(id, orderNo) {
-  if (!window.confirm(`Replay job ${id}${orderNo ? " (order " + orderNo + ")" : ""}? It is sent to the warehouse again and recorded in the journal.`)) return;
+async function replayJob(id, orderNo, hopeless) {
+  const warn = hopeless ? " A replay cannot help this one: it will fail the same way." : "";
+  if (!window.confirm(`Replay job ${id}${orderNo ? " (order " + orderNo + ")" : ""}? It is sent to the warehouse again and recorded in the journal.${warn}`)) return;
   const {status, data} = await api("dlq/" + id + "/replay", {method: "POST", headers: {"Content-Type": "application/json", "X-Dockyard-UI": "1"}, body: "{}"});
-  const box = document.getElementById("dlq-detail");
-  box.replaceChildren(el("p", {class: "msg", id: "replay-result"}, status === 200 ? `job ${id}: ${data.result} (by ${data.by})` : `job ${id}: ${data.error || data.result}`));
-  showDlq();
+  const text = status === 200 ? `job ${id}: ${data.result} (by ${data.by})` : `job ${id}: ${data.error || data.result}`;
+  const onOrder = location.hash.startsWith("#order/");
+  const box = document.getElementById(onOrder ? "order-summary" : "dlq-detail");
+  if (onOrder) box.prepend(el("p", {class: "msg", id: "replay-result"}, text));
+  else { box.replaceChildren(el("p", {class: "msg", id: "replay-result"}, text)); showDlq(); }
 }
 
 // -- warehouse errors -------------------------------------------------------------------------
@@ -245,6 +307,9 @@ document.addEventListener("DOMContentLoaded", async () => {
     const q = document.getElementById("search-q").value.trim();
     location.hash = "#search/" + encodeURIComponent(q);
   });
+  document.getElementById("dlq-filter").addEventListener("submit", (e) => { e.preventDefault(); showDlq(); });
+  document.getElementById("dlq-replay-picked").addEventListener("click", () => bulkPicked("replay"));
+  document.getElementById("dlq-discard-picked").addEventListener("click", () => bulkPicked("discard"));
   document.getElementById("lineage-filter").addEventListener("input", (e) => {
     const q = e.target.value.toLowerCase();
     for (const tr of document.querySelectorAll("#lineage tr.lineage")) tr.hidden = q && !tr.dataset.field.toLowerCase().includes(q);
