@@ -493,9 +493,9 @@ def _register_commands() -> None:
     from dockyard.service_cli import dlq, report, serve, trace
     from dockyard.sign_cli import sign
     from dockyard.simulate_cli import simulate
-    from dockyard.triage_cli import dlq_groups  # noqa: F401  (registers `dlq groups` and `dlq discard`)
+    from dockyard.triage_cli import purge  # also registers `dlq groups` and `dlq discard`
 
-    for command in (sign, diff, serve, trace, dlq, report, simulate, demo, library, orders, init):
+    for command in (sign, diff, serve, trace, dlq, report, purge, simulate, demo, library, orders, init):
         main.add_command(command)
 
 

@@ -1,5 +1,6 @@
 """`dockyard dlq groups`, bulk `dockyard dlq replay --group …` and `dockyard dlq discard`: the
-dead-letter queue of a bad night, grouped by warehouse and reason, acted on a group at a time.
+dead-letter queue of a bad night, grouped by warehouse and reason, acted on a group at a time; and
+`dockyard purge [--dry-run]`, retention's command (retention.py).
 
 The grouping and the replay advice live in `dockyard.service.triage`; the state changes in
 `store.replay` / `store.discard`, which journal each job with who asked (`user (dockyard dlq …)`).
@@ -20,7 +21,7 @@ import click
 
 from dockyard.service_cli import CONFIG_HELP, _config, _db, _read, dlq
 
-__all__ = ["bulk_replay", "dlq_discard", "dlq_groups", "selection_options"]
+__all__ = ["bulk_replay", "dlq_discard", "dlq_groups", "purge", "selection_options"]
 
 
 def selection_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -135,3 +136,35 @@ def _summarise(word: str, results: list[tuple[int, str]]) -> None:
     if len(results) > 20:
         done = sum(1 for _, r in results if r == word)
         click.echo(f"… {len(results) - 20} more; {done} of {len(results)} {word}")
+
+
+@click.command("purge")
+@click.option("--config", "config_path", default="dockyard.yaml", show_default=True, help=CONFIG_HELP)
+@click.option("--store", default=None, help="state store URL, overriding the config")
+@click.option("--dry-run", is_flag=True, help="say what would go, and delete nothing")
+@click.option("--json", "as_json", is_flag=True)
+def purge(config_path: str, store: str | None, dry_run: bool, as_json: bool) -> None:
+    """Delete what is past the config's `retention` (days per class: journal, jobs, events,
+    quarantine, orders). Orders that are not final, and everything of theirs, are never purged.
+    On PostgreSQL the journal's whole daily partitions are dropped. The service does this once an
+    hour by itself; this command is for a first look (--dry-run) and for a purge now."""
+    import dataclasses
+
+    from dockyard.service import retention
+
+    config = _config(config_path, store)
+    if not config.retention.any:
+        click.echo("no retention is configured (retention: {journal: DAYS, …}): everything is kept")
+        return
+    db = _db(config)
+    try:
+        reports = retention.purge(db, config.retention, dry_run=dry_run)
+    finally:
+        db.close()
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in reports], indent=2))
+        return
+    for r in reports:
+        click.echo(r.line(dry_run))
+    if dry_run:
+        click.echo("dry run: nothing was deleted")

@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from dockyard.service import logs, queries, store, tracing
+from dockyard.service import logs, queries, retention, store, tracing
 from dockyard.service.context import ServiceContext, dumps
 from dockyard.service.db import Database, StoreUnavailable, now_us
 from dockyard.service.delivery import UPSTREAM, Deliverer
@@ -106,6 +106,10 @@ class Service:
         recovered = await self.db.write(lambda c: store.recover(c, me=self.db.owner, gone=self.db.owner_gone))
         self.recovered = len(recovered)
         await self.deliverer.start()
+        # the journal's partitions ahead and the retention purge, hourly (retention.py)
+        self._maintenance_stop = asyncio.Event()
+        self._maintenance = asyncio.create_task(retention.maintain(self.db, self.config.retention,
+                                                                   self._maintenance_stop))
         # keepalive_timeout runs from a connection's start (or its last answer) until a request's
         # headers are complete: it is the header timeout too (middleware.py). Lingering (reading
         # and dropping the rest of a body no one read, after the answer) is kept short.
@@ -128,6 +132,10 @@ class Service:
         return self.url
 
     async def stop(self) -> None:
+        maintenance = getattr(self, "_maintenance", None)
+        if maintenance is not None:
+            self._maintenance_stop.set()
+            await maintenance  # a run under way stops at its next batch
         if self.runner is not None:
             await self.runner.cleanup()
         await self.deliverer.stop()

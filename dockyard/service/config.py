@@ -34,6 +34,7 @@ from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.fieldcrypto import get_cipher
 from dockyard.runtime.signing import get_signer
 from dockyard.runtime.wire import WIRE_KEY, WireError, WireSettings, unused_encryption
+from dockyard.service.retention import RetentionConfig
 
 if TYPE_CHECKING:
     from dockyard.runtime.mapping import CompiledMapping
@@ -200,6 +201,7 @@ class ServiceConfig:
     tokens: Mapping[str, str] = field(default_factory=dict)  # reserved for the dashboard (token -> role)
     ingest: GuardConfig | None = None  # who may POST orders (or serve --allow-open-ingest)
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
+    retention: RetentionConfig = field(default_factory=RetentionConfig)  # days kept per table class
 
 
 
@@ -737,6 +739,7 @@ class _Loader:
             tokens=dict(self.tokens),
             ingest=_guard(doc.get("ingest"), ingest=True),
             trusted_proxies=tuple(doc.get("trusted_proxies", ())),
+            retention=RetentionConfig(**doc.get("retention", {})),
         )
 
     def store_url(self, url: str | None) -> str:

@@ -47,7 +47,7 @@ from urllib.parse import unquote, urlsplit
 
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.idempotency.base import redact_url, scrub
-from dockyard.service.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from dockyard.service.schema import MIGRATIONS, SCHEMA_VERSION, ddl
 
 __all__ = ["BatchOp", "Conn", "Database", "StoreError", "StoreUnavailable", "Tx", "now_us"]
 
@@ -483,7 +483,6 @@ class Database:
         deadlock with them."""
         if self._version(conn) == SCHEMA_VERSION:
             return
-        serial = "INTEGER" if self.dialect == "sqlite" else "BIGSERIAL"
         conn.begin()
         try:
             if self.dialect == "postgres":
@@ -493,12 +492,16 @@ class Database:
                 raise StoreError(f"the state store {self.shown_url} has schema version {version}, newer than "
                                  f"this Dockyard's {SCHEMA_VERSION}: upgrade Dockyard")
             if version < SCHEMA_VERSION:
-                for stmt in DDL.format(serial=serial).split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+                for stmt in ddl(self.dialect):
+                    conn.execute(stmt)
                 for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
                     for stmt in MIGRATIONS.get(step, ()):
                         conn.execute(stmt)
+                if self.dialect == "postgres":  # v3: the journal by day (a v2 one is converted)
+                    from dockyard.service import partitions
+
+                    partitions.convert(conn, conn.clock())
+                    partitions.ensure(conn, conn.clock())
                 conn.execute("DELETE FROM dy_meta WHERE name = 'schema_version'")
                 conn.execute("INSERT INTO dy_meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.commit()
