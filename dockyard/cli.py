@@ -490,12 +490,13 @@ def _register_commands() -> None:
     from dockyard.demo_cli import demo
     from dockyard.diff_cli import diff
     from dockyard.library_cli import init, library, orders
+    from dockyard.reload_cli import reload
     from dockyard.service_cli import dlq, report, serve, trace
     from dockyard.sign_cli import sign
     from dockyard.simulate_cli import simulate
     from dockyard.triage_cli import purge  # also registers `dlq groups` and `dlq discard`
 
-    for command in (sign, diff, serve, trace, dlq, report, purge, simulate, demo, library, orders, init):
+    for command in (sign, diff, serve, trace, dlq, report, purge, reload, simulate, demo, library, orders, init):
         main.add_command(command)
 
 

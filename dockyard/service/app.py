@@ -397,6 +397,21 @@ async def run_forever(service: Service, ready: Callable[[str], None] | None = No
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def reload() -> None:  # SIGHUP: new bundles (and tokens) from the config file, no restart
+        from dockyard.service.reload import ReloadError, reload_service
+
+        async def run() -> None:
+            with contextlib.suppress(ReloadError):  # journaled and logged; the old versions run on
+                await reload_service(service, "SIGHUP")
+
+        task = asyncio.create_task(run())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     await service.stop()
 

@@ -41,7 +41,7 @@ from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.request import PreparedRequest, build_request
 from dockyard.service import logs, store, tracing
 from dockyard.service.config import FlowConfig, RetryConfig, WarehouseConfig
-from dockyard.service.context import ServiceContext, load_order, rewrite_url
+from dockyard.service.context import MappingVersion, ServiceContext, load_order, rewrite_url
 from dockyard.service.db import Conn, Database, StoreError, StoreUnavailable, now_us
 from dockyard.service.http_client import HttpAnswer, HttpPool, failure_kind, prepare
 from dockyard.service.metrics import Metrics, outcome_class, retry_reason
@@ -337,9 +337,11 @@ class Deliverer:
         # One fixed clock per transform, journaled with the mapping's version: the order page
         # explains what was sent with both, not with today's mapping at the time of viewing.
         clock = datetime.now(UTC)
-        version = self.ctx.versions.get(flow.request)
+        mapping, version = self.ctx.mappings[flow.request], self.ctx.versions.get(flow.request)
+        if job.attempts > 1 and job.order_no is not None:  # a retry keeps the version that began the job
+            mapping, version = await _pinned(self.ctx, self.db, job.order_no, job.kind, mapping, version)
         try:
-            prepared = build_request(self.ctx.mappings[flow.request], order, context=wh.context, clock=clock,
+            prepared = build_request(mapping, order, context=wh.context, clock=clock,
                                      secrets=self.ctx.secrets, request_id=job.request_id, describe=False,
                                      wire=wh.wire)
         except DockyardError as exc:
@@ -682,3 +684,20 @@ async def _wait(event: asyncio.Event, timeout: float) -> None:
 
 def _mask(text: str, signature: str | None) -> str:
     return text.replace(signature, "<signature>") if signature else text
+
+
+async def _pinned(ctx: ServiceContext, db: Database, order_no: str, kind: str, mapping: Any,
+                  version: MappingVersion | None) -> tuple[Any, MappingVersion | None]:
+    """The mapping that transformed the job's earlier attempt, when a reload has since loaded
+    another version (from the archive; after a restart it is gone, and the loaded one is used).
+    A replay starts the job afresh (attempts from 1), so a fixed mapping does reach it."""
+    from dockyard.service.queries import sent_version
+
+    sent = await db.read(lambda c: sent_version(c, order_no, kind))
+    sha = (sent or {}).get("mapping_sha")
+    if not sha or version is None or sha == version.module or sent is None or sent["mapping"] != version.name:
+        return mapping, version
+    earlier = ctx.archive.get(sha)
+    if earlier is None:
+        return mapping, version
+    return earlier, MappingVersion(version.name, str(sent["mapping_version"]), sha, str(sent["bundle"]))
