@@ -123,19 +123,36 @@ def swap(target: Path, new_bundle: Path) -> str:
     return f"{target} now holds the new bundle; the previous one is kept at {previous}"
 
 
+def _is_serve(pid: int) -> bool:
+    """Whether `pid` runs `dockyard … serve` (a pid reused by another program is never signalled)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"serve" in argv and any(b"dockyard" in a for a in argv)
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _serve_processes(rows: list[tuple[Any, ...]]) -> list[tuple[str, int]]:
-    """(owner, pid) of the live service processes of this host: heartbeat fresh, and a command
-    line that is `dockyard … serve` (a pid reused by another program is never signalled)."""
-    out = []
-    for owner, host, pid, _beat in rows:
-        if host != socket.gethostname():
-            continue
-        try:
-            argv = Path(f"/proc/{int(pid)}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"serve" in argv and any(b"dockyard" in a for a in argv):
-            out.append((str(owner), int(pid)))
+    """(owner, pid) of the live service processes of this host (heartbeat fresh, a `dockyard …
+    serve` command line)."""
+    return [(str(owner), int(pid)) for owner, host, pid, _beat in rows
+            if host == socket.gethostname() and _is_serve(int(pid))]
+
+
+def _targets(nodes: list[tuple[str, int]]) -> set[int]:
+    """Whom to signal: a worker of `workers: N` through its parent (which reloads its own context,
+    from which a restarted worker is forked, and passes the signal on); a single process itself."""
+    out: set[int] = set()
+    for _owner, pid in nodes:
+        parent = _parent(pid)
+        out.add(parent if parent is not None and parent > 1 and _is_serve(parent) else pid)
     return out
 
 
@@ -194,7 +211,7 @@ def _signal_and_wait(config: Any, wait: float) -> None:
             click.echo("no running `dockyard serve` process of this host in the store: nothing signalled "
                        "(it loads the new bundle when it starts)")
             return
-        for _owner, pid in nodes:
+        for pid in sorted(_targets(nodes)):
             os.kill(pid, signal.SIGHUP)
         owners = {owner: pid for owner, pid in nodes}
         deadline = time.monotonic() + wait

@@ -143,3 +143,74 @@ def test_reload_guarded_by_diff_with_orders_flowing(env: Any, bundles: dict[str,
             assert refused[0][0] == 1
 
     asyncio.run(main())
+
+
+def test_sighup_reaches_every_worker_of_a_real_serve(tmp_path: Path, bundle_dir: Path,
+                                                     bundles: dict[str, Path]) -> None:
+    """`dockyard serve` with `workers: 2` in a child process: `dockyard reload` signals the workers'
+    parent, which reloads its own context and passes SIGHUP on; each worker answers in the journal."""
+    from e2e import ServiceProcess
+
+    from dockyard.demo import DemoPlan, free_port
+    from dockyard.service.db import Database
+    from dockyard.simulate import Feedback, Simulator, SimWarehouse
+
+    async def main() -> None:
+        work = tmp_path / "work"
+        plan = DemoPlan(work, MAPPINGS, warehouses=("qimen-std",), workers=2)
+        port = free_port()
+        spec = plan.sim_spec(f"http://127.0.0.1:{port}")
+        sim = Simulator([SimWarehouse(w["name"], w["kind"], w["secret"], w["callback_base"], Faults(), w["context"])
+                         for w in spec["warehouses"]], feedback=Feedback(enabled=False),
+                        upstream_secret=spec["upstream_secret"])
+        plan.sim_base = await sim.start()
+        work.mkdir(parents=True)
+        (work / "bundle").symlink_to(bundle_dir)
+        config = plan.write(port)
+        config.write_text(config.read_text("utf-8").replace(f"- {bundle_dir.resolve()}\n", f"- {work / 'bundle'}\n"),
+                          "utf-8")
+        service = ServiceProcess(config, port, tmp_path / "service.log")
+        try:
+            await service.start(timeout=60)
+            import aiohttp
+
+            async with aiohttp.ClientSession() as session:
+                async def send(order: dict[str, Any]) -> None:
+                    async with session.post(f"{service.url}/orders", json=order) as resp:
+                        assert resp.status == 202, await resp.text()
+
+                async def delivered(no: str) -> None:
+                    for _ in range(400):
+                        async with session.get(f"{service.url}/orders/{no}") as resp:
+                            if (await resp.json())["delivery"] == "delivered":
+                                return
+                        await asyncio.sleep(0.05)
+                    raise AssertionError(f"{no} not delivered:\n{service.log_text()[-3000:]}")
+
+                first = numbered(100)
+                await send(first)
+                await delivered(first["order_no"])
+                out = await asyncio.to_thread(_cli, "reload", "--config", str(config), "--bundle",
+                                              str(bundles["compatible"]))
+                assert out.exit_code == 0, out.output + service.log_text()[-3000:]
+                answers = [line for line in out.output.splitlines() if line.startswith("pid ")]
+                assert len(answers) == 2 and all(" reloaded, " in a for a in answers), out.output
+                assert f"{NAME}: 1.0.0 (" in out.output and "→ 1.1.0 (" in out.output
+                later = [numbered(n) for n in range(101, 111)]
+                for order in later:
+                    await send(order)
+                for order in later:
+                    await delivered(order["order_no"])
+            db = Database(plan.store or f"sqlite:///{work / 'state.db'}", readers=1, register=False)
+            try:
+                before = db.read_sync(lambda c: queries.sent_version(c, first["order_no"]))
+                after = [db.read_sync(lambda c, n=o["order_no"]: queries.sent_version(c, n)) for o in later]
+            finally:
+                db.close()
+            assert before is not None and before["mapping_version"] == "1.0.0"
+            assert {a["mapping_version"] for a in after if a} == {"1.1.0"} and all(after)
+        finally:
+            service.stop()
+            await sim.stop()
+
+    asyncio.run(main())
