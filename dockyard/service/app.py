@@ -56,7 +56,7 @@ class Service:
     def __init__(self, ctx: ServiceContext, *, db: Database | None = None) -> None:
         self.ctx = ctx
         self.config = ctx.config
-        self.db = db or Database(self.config.store)
+        self.db = db or Database(self.config.store, readers=self.config.readers)
         self.checker = OrderChecker(ctx.router, ctx.config.limits)
         self.metrics = Metrics(self.config)
         self.deliverer = Deliverer(ctx, self.db, owner=self.db.owner, metrics=self.metrics)

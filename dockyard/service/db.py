@@ -165,6 +165,7 @@ class Tx:
         self.orders, self.woken = mark[1], mark[2]
 
     def flush(self) -> None:
+        from dockyard.service.counters import tally, upsert
         from dockyard.service.store import apply_order_changes, write_journal
 
         if self.orders:
@@ -172,6 +173,7 @@ class Tx:
             self.orders = {}
         if self.journal_rows:
             write_journal(self, self.journal_rows)
+            upsert(self, tally(self.journal_rows, self.now))  # the dashboard's counters, same commit
             self.journal_rows = []
         if self.woken and self.dialect == "postgres":
             for key in sorted(self.woken):

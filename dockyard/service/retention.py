@@ -194,7 +194,8 @@ def _drop(part: partitions.Partition, conn: Any) -> int:
 
 
 def maintain_once(db: Database, config: RetentionConfig, stop: Callable[[], bool]) -> list[ClassReport]:
-    """One maintenance run: the journal's partitions ahead (PostgreSQL), then the purge."""
+    """One maintenance run: the journal's partitions ahead (PostgreSQL), the dashboard's counters
+    past an hour, then the purge."""
     if db.dialect == "postgres":
         parts = db.read_sync(partitions.listing)
         today = db.read_sync(lambda c: c.now)
@@ -205,7 +206,28 @@ def maintain_once(db: Database, config: RetentionConfig, stop: Callable[[], bool
         if not covered:  # DDL only when something is missing: it locks the journal for a moment
             db.claim_sync(lambda c: (c.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'"),
                                      partitions.ensure(c, c.now)))
+    _drop_old_counters(db, stop)
     return purge(db, config, stop=stop) if config.any else []
+
+
+def _drop_old_counters(db: Database, stop: Callable[[], bool]) -> None:
+    """The dashboard's counters older than counters.KEEP_US, five minutes of buckets per write
+    (by the primary key, bucket first) so that the writer is never held long."""
+    from dockyard.service.counters import KEEP_US
+
+    oldest = db.read_sync(lambda c: c.execute("SELECT MIN(bucket) FROM dy_counters")[0][0])
+    if oldest is None:
+        return
+    cutoff = db.read_sync(lambda c: c.now) - KEEP_US
+    step = 300 * 1_000_000
+    for edge in range(int(oldest) + step, cutoff + step, step):
+        if stop():
+            return
+        db.write_sync(functools.partial(_delete_counters, min(edge, cutoff)))
+
+
+def _delete_counters(before: int, conn: Any) -> None:
+    conn.execute("DELETE FROM dy_counters WHERE bucket < ?", (before,))
 
 
 async def maintain(db: Database, config: RetentionConfig, stopping: asyncio.Event) -> None:

@@ -12,6 +12,10 @@ Why the job table looks the way it does:
   index holds only what a claim may take, in the order it takes it.
 - `dy_limits` holds what every node must agree on about a warehouse: its circuit, its rate-limit
   bucket and a `Retry-After` pause. Claims lock that one row, so the limits hold across nodes.
+- `dy_counters` holds what the dashboard shows, counted as the journal is written (counters.py):
+  per 5-second bucket, warehouse and kind (orders received, delivered, failed; attempts by
+  outcome class; retries; exchange times in histogram buckets). The overview reads a window of it
+  by its primary key, so its cost does not grow with the history.
 - `dy_nodes` is the list of live service processes (heartbeats in the database's clock).
 
 - `dy_journal` is split by time on PostgreSQL: declarative range partitions of `at`, one per UTC
@@ -97,6 +101,14 @@ CREATE TABLE IF NOT EXISTS dy_quarantine (
 );
 CREATE INDEX IF NOT EXISTS dy_quarantine_at ON dy_quarantine (received_at);
 {journal};
+CREATE TABLE IF NOT EXISTS dy_counters (
+    bucket BIGINT NOT NULL,
+    warehouse TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    n BIGINT NOT NULL,
+    sum_us BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (bucket, warehouse, kind)
+);
 CREATE TABLE IF NOT EXISTS dy_nodes (
     owner TEXT PRIMARY KEY,
     host TEXT NOT NULL,

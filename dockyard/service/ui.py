@@ -32,9 +32,11 @@ from aiohttp import web
 
 from dockyard.service import queries, store, triage
 from dockyard.service.context import load_order
+from dockyard.service.counters import percentile_from_buckets
 from dockyard.service.db import Conn, now_us
 from dockyard.service.delivery import UPSTREAM
 from dockyard.service.guards import bearer
+from dockyard.service.metrics import read_backlog
 from dockyard.service.report import percentile_ms
 
 __all__ = ["add_ui_routes"]
@@ -86,6 +88,7 @@ class _Dashboard:
         self.service = service
         self.stopping = asyncio.Event()
         self.cached: tuple[float, dict[str, Any]] | None = None
+        self.computing = asyncio.Lock()
 
     # -- auth and answers -------------------------------------------------------------------
     def _role(self, request: web.Request) -> str | None:
@@ -173,13 +176,22 @@ class _Dashboard:
         return gate if not isinstance(gate, str) else self._json(await self.overview_data())
 
     async def overview_data(self) -> dict[str, Any]:
+        """One overview per CACHE_S for every open page and API caller: the first caller computes
+        it, the others wait for that one instead of each taking a reader."""
         clock = time.monotonic()
         if self.cached is not None and clock - self.cached[0] < CACHE_S:
             return self.cached[1]
+        async with self.computing:
+            if self.cached is not None and time.monotonic() - self.cached[0] < CACHE_S:
+                return self.cached[1]
+            return await self._compute_overview(clock)
+
+    async def _compute_overview(self, clock: float) -> dict[str, Any]:
         now = now_us()
         data: dict[str, Any] = await self._read(lambda c: overview(c, now))
         deliverer = self.service.deliverer
         data["circuits"] = {n: b.state for n, b in deliverer.breakers.items()}
+        data["time_zone"] = self.service.config.time_zone
         data["inflight"] = {n: deliverer.inflight.get(n, 0) for n in deliverer.breakers}
         for name in self.service.config.warehouses:
             data["warehouses"].setdefault(name, _empty_series(data["buckets"]))
@@ -406,38 +418,75 @@ class _Dashboard:
 
 # -- the questions asked of the store -------------------------------------------------------
 def overview(conn: Conn, now: int) -> dict[str, Any]:
-    """Throughput per warehouse in BUCKET_S buckets over the last WINDOW_S seconds, success rate,
-    ingest → accepted latency (the last LATENCY_SAMPLES creates), and the store's queue counts.
-    Counted in SQL with the (step, at) index: a busy journal is not carried over to Python."""
+    """The last WINDOW_S seconds per warehouse, in BUCKET_S buckets, from the counters the service
+    keeps as it works (counters.py; read by primary key, bucket first): orders received, delivered
+    and failed; exchanges by outcome class, retries, error rate and exchange time p50/p99; plus the
+    backlog and the age of its oldest due job (through the claim's partial index), pauses and open
+    circuits (one row per warehouse), and ingest → accepted over the window (the window's accepted
+    creates, each joined to its order by primary key). Nothing here reads history."""
     buckets, width = WINDOW_S // BUCKET_S, BUCKET_S * 1_000_000
     end = (now // width + 1) * width
     start = end - WINDOW_S * 1_000_000
     series: dict[str, dict[str, Any]] = {}
-    kinds = {"received": "received", "committed": "delivered", "dead-lettered": "failed"}
-    # start and width are integers computed here, so they can be part of the statement
-    rows = conn.execute(f"SELECT warehouse, step, (at - {int(start)}) / {int(width)}, COUNT(*) FROM dy_journal "
-                        "WHERE step IN ('received', 'committed', 'dead-lettered') AND at >= ? "
-                        "AND (step <> 'received' OR outcome = 'ok') AND warehouse <> ? GROUP BY 1, 2, 3",
-                        (start, UPSTREAM))
-    for warehouse, step, bucket, n in rows:
-        if not warehouse:
-            continue
+    latency: dict[str, Counter[str]] = defaultdict(Counter)
+    for bucket, warehouse, kind, n in conn.execute(
+            "SELECT bucket, warehouse, kind, n FROM dy_counters WHERE bucket >= ? AND bucket < ?", (start, end)):
         s = series.setdefault(warehouse, _empty_series(buckets))
-        kind = kinds[step]
-        s[kind][min(buckets - 1, max(0, int(bucket)))] += int(n)
-        s["total"][kind] += int(n)
-    latency = [int(r[0]) / 1000 for r in conn.execute(
-        "SELECT c.at - (SELECT MAX(r.at) FROM dy_journal r WHERE r.order_no = c.order_no AND r.step = 'received' "
-        "AND r.outcome = 'ok' AND r.at <= c.at) FROM dy_journal c WHERE c.step = 'committed' AND c.flow = 'create' "
-        "AND c.at >= ? ORDER BY c.at DESC LIMIT ?", (start, LATENCY_SAMPLES)) if r[0] is not None]
+        i, n = min(buckets - 1, max(0, (int(bucket) - start) // width)), int(n)
+        if kind in ("received", "delivered", "failed"):
+            s[kind][i] += n
+            s["total"][kind] += n
+        elif kind.startswith("a:"):
+            s["attempts"][kind[2:]] = s["attempts"].get(kind[2:], 0) + n
+            s["attempt_series"].setdefault(kind[2:], [0] * buckets)[i] += n
+        elif kind == "retry":
+            s["retries"][i] += n
+            s["retries_total"] += n
+        elif kind.startswith("l:"):
+            latency[warehouse][kind[2:]] += n
+    minute = max(0, buckets - 60 // BUCKET_S)
+    for warehouse, s in series.items():
+        tried = sum(s["attempts"].values())
+        s["error_rate"] = round(1 - s["attempts"].get("2xx", 0) / tried, 4) if tried else None
+        s["exchange_ms"] = {"count": sum(latency[warehouse].values()),
+                            "p50": _ms(percentile_from_buckets(latency[warehouse], 50)),
+                            "p99": _ms(percentile_from_buckets(latency[warehouse], 99))}
+        s["orders_per_s"] = round(sum(s["delivered"][minute:]) / 60, 1)
+    for warehouse, (depth, age) in read_backlog(conn, now).items():
+        entry = series.setdefault(warehouse, _empty_series(buckets))
+        entry["backlog"], entry["oldest_due_s"] = depth, round(age, 1)
+    for warehouse, paused_until, reason, opened_until in conn.execute(
+            "SELECT warehouse, paused_until, pause_reason, opened_until FROM dy_limits"):
+        entry = series.setdefault(warehouse, _empty_series(buckets))
+        if int(paused_until or 0) > now:
+            entry["paused"] = {"for_s": round((int(paused_until) - now) / 1e6, 1), "reason": reason}
+        if int(opened_until or 0) > now:
+            entry["circuit_open_s"] = round((int(opened_until) - now) / 1e6, 1)
+    series.pop(UPSTREAM, None)
+    accepted = [int(r[0]) / 1000 for r in conn.execute(
+        "SELECT c.at - o.created_at FROM dy_journal c JOIN dy_orders o ON o.order_no = c.order_no "
+        "WHERE c.step = 'committed' AND c.flow = 'create' AND c.at >= ? ORDER BY c.at DESC LIMIT ?",
+        (start, LATENCY_SAMPLES))]
     delivered = sum(s["total"]["delivered"] for s in series.values())
     failed = sum(s["total"]["failed"] for s in series.values())
+    tried = sum(sum(s["attempts"].values()) for s in series.values())
+    ok = sum(s["attempts"].get("2xx", 0) for s in series.values())
     counts = queries.job_counts(conn)
     return {"at": queries._iso(now), "window_s": WINDOW_S, "bucket_s": BUCKET_S, "buckets": buckets,
             "start": queries._iso(start), "warehouses": series,
             "success_rate": round(delivered / (delivered + failed), 4) if delivered + failed else None,
-            "latency_ms": {"count": len(latency), "p50": percentile_ms(latency, 50), "p99": percentile_ms(latency, 99)},
+            "attempts": tried, "attempt_success_rate": round(ok / tried, 4) if tried else None,
+            "retries": sum(s["retries_total"] for s in series.values()),
+            "latency_ms": {"count": len(accepted), "p50": _ms(percentile_ms(accepted, 50)),
+                           "p99": _ms(percentile_ms(accepted, 99))},
             "outbox_depth": counts["outbox"], "dlq_size": counts["dead"], "in_doubt": counts["in_doubt"]}
+
+
+def _ms(value: float | None) -> float | None:
+    """Milliseconds as a person reads them: 0.42, 8.3, 67, 67273 — never 67272.521."""
+    if value is None:
+        return None
+    return round(value, 2) if value < 1 else round(value, 1) if value < 100 else float(round(value))
 
 
 def search(conn: Conn, q: str) -> list[dict[str, Any]]:
@@ -521,7 +570,10 @@ def _same_origin(request: web.Request) -> bool:
 
 def _empty_series(buckets: int) -> dict[str, Any]:
     return {"received": [0] * buckets, "delivered": [0] * buckets, "failed": [0] * buckets,
-            "total": {"received": 0, "delivered": 0, "failed": 0}}
+            "total": {"received": 0, "delivered": 0, "failed": 0}, "attempts": {}, "attempt_series": {},
+            "retries": [0] * buckets, "retries_total": 0, "error_rate": None,
+            "exchange_ms": {"count": 0, "p50": None, "p99": None}, "orders_per_s": 0.0, "backlog": 0,
+            "oldest_due_s": 0.0}
 
 
 def _text(value: Any) -> str | None:

@@ -197,3 +197,21 @@ def test_maintenance_makes_the_days_ahead_that_are_missing(pg_url: str) -> None:
         assert set(days) <= {p.name for p in db.read_sync(partitions.listing)}
     finally:
         db.close()
+
+
+def test_maintenance_drops_the_dashboards_old_counters(store_url: str) -> None:
+    from dockyard.service.counters import BUCKET_US, KEEP_US
+    from dockyard.service.retention import maintain_once
+
+    db = Database(store_url, readers=1)
+    try:
+        now = db.read_sync(lambda c: c.now)
+        now -= now % BUCKET_US
+        ages = [now - KEEP_US - 3 * 3600 * 1_000_000, now - KEEP_US - BUCKET_US, now - KEEP_US + BUCKET_US, now]
+        db.write_sync(lambda c: c.executemany("INSERT INTO dy_counters (bucket, warehouse, kind, n) "
+                                              "VALUES (?, ?, ?, ?)", [(b, "wh1", "received", 1) for b in ages]))
+        maintain_once(db, RetentionConfig(), lambda: False)
+        left = db.read_sync(lambda c: [r[0] for r in c.execute("SELECT bucket FROM dy_counters ORDER BY bucket")])
+        assert left == ages[2:]
+    finally:
+        db.close()
