@@ -3,7 +3,6 @@
 "use strict";
 
 const SVGNS = "http://www.w3.org/2000/svg";
-const COLORS = {received: "#3b7dd8", delivered: "#2f9e44", failed: "#d9480f"};
 let role = "read";
 let source = null;
 
@@ -33,49 +32,112 @@ async function api(path, options) {
 function fmt(v, unit) { return v === null || v === undefined ? "–" : v + (unit || ""); }
 
 // -- overview ---------------------------------------------------------------------------------
+// A time in the deployment's zone (config time_zone), with UTC on hover.
+function when(iso, zone) {
+  if (!iso) return el("span", {}, "–");
+  const t = new Date(iso);
+  let shown = iso;
+  try {
+    shown = new Intl.DateTimeFormat("sv-SE", {timeZone: zone || "UTC", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit"}).format(t) + " " + (zone || "UTC");
+  } catch (e) { /* an unknown zone: show UTC */ }
+  return el("time", {datetime: iso, title: t.toISOString().replace(".000", "") + " UTC"}, shown);
+}
+
+function pct(v) { return v === null || v === undefined ? "–" : (100 * v).toFixed(1) + " %"; }
+
+const SERIES = [["received", "received", "#3b7dd8"], ["delivered", "delivered", "#2f9e44"], ["failed", "dead-lettered", "#d9480f"],
+  ["errors", "5xx / timeout / reset", "#c2255c"], ["retries", "retries", "#f08c00"]];
+
+function errorsOf(s) {
+  const n = s.received.length;
+  const out = new Array(n).fill(0);
+  for (const [cls, arr] of Object.entries(s.attempt_series || {})) {
+    if (cls === "2xx" || cls === "4xx") continue;
+    arr.forEach((v, i) => { out[i] += v; });
+  }
+  return out;
+}
+
 function drawOverview(d) {
-  document.getElementById("m-success").textContent = d.success_rate === null ? "–" : (100 * d.success_rate).toFixed(1) + " %";
+  const win = Math.round(d.window_s / 60) + " min";
+  document.getElementById("m-success").textContent = pct(d.success_rate);
+  document.getElementById("m-success-label").textContent = `Orders delivered of those settled (last ${win})`;
+  document.getElementById("m-attempts").textContent = pct(d.attempt_success_rate);
+  document.getElementById("m-attempts-label").textContent = `Attempts answered 2xx, retries counted (last ${win}: ${d.attempts} attempts, ${d.retries} retries)`;
   document.getElementById("m-latency").textContent = fmt(d.latency_ms.p50, " ms") + " / " + fmt(d.latency_ms.p99, " ms");
   document.getElementById("m-outbox").textContent = d.outbox_depth;
   document.getElementById("m-dlq").textContent = d.dlq_size;
   document.getElementById("m-doubt").textContent = d.in_doubt;
   document.getElementById("m-window").textContent = Math.round(d.window_s / 60);
-  document.getElementById("m-at").textContent = d.at;
+  document.getElementById("m-at").replaceChildren(when(d.at, d.time_zone));
   const box = document.getElementById("charts");
-  for (const name of Object.keys(d.warehouses).sort()) {
+  const names = Object.keys(d.warehouses).sort();
+  // one y-scale for every warehouse, so that their charts compare at a glance
+  let max = 1;
+  for (const name of names) {
+    const s = d.warehouses[name];
+    max = Math.max(max, ...s.received, ...s.delivered, ...s.failed, ...s.retries, ...errorsOf(s));
+  }
+  for (const name of names) {
     const s = d.warehouses[name];
     let chart = box.querySelector(`[data-warehouse="${CSS.escape(name)}"]`);
     if (!chart) {
       chart = el("div", {class: "chart", "data-warehouse": name});
-      chart.append(el("h3", {}, name, el("span", {class: "circ"})));
-      const plot = svg("svg", {width: 420, height: 140, viewBox: "0 0 420 140", role: "img", "aria-label": "throughput " + name});
-      plot.append(svg("line", {x1: 30, y1: 120, x2: 420, y2: 120, stroke: "#ccd"}));
-      const top = svg("text", {x: 0, y: 14, "font-size": 11, fill: "#667", class: "ymax"});
-      plot.append(top);
-      const left = svg("text", {x: 30, y: 136, "font-size": 11, fill: "#667"}); left.textContent = "-" + Math.round(d.window_s / 60) + " min";
+      chart.append(el("h3", {}, name, el("span", {class: "circ"}), el("span", {class: "rate"})));
+      const plot = svg("svg", {width: 420, height: 150, viewBox: "0 0 420 150", role: "img", "aria-label": "throughput " + name});
+      for (const frac of [0, 0.5, 1]) {
+        plot.append(svg("line", {x1: 34, y1: 120 - 100 * frac, x2: 420, y2: 120 - 100 * frac, stroke: frac ? "#eef0f4" : "#ccd", class: "grid"}));
+        const label = svg("text", {x: 0, y: 124 - 100 * frac, "font-size": 10, fill: "#667", class: "tick", "data-frac": frac});
+        plot.append(label);
+      }
+      const left = svg("text", {x: 34, y: 136, "font-size": 11, fill: "#667"}); left.textContent = "-" + win;
       const right = svg("text", {x: 395, y: 136, "font-size": 11, fill: "#667"}); right.textContent = "now";
       plot.append(left, right);
-      for (const kind of Object.keys(COLORS)) {
-        plot.append(svg("polyline", {class: "line-" + kind, fill: "none", stroke: COLORS[kind], "stroke-width": 2}));
+      for (const [kind, , color] of SERIES) {
+        plot.append(svg("polyline", {class: "line-" + kind, fill: "none", stroke: color, "stroke-width": 2}));
       }
-      chart.append(plot, el("div", {class: "totals muted"}));
+      plot.append(svg("g", {class: "tips"}));
+      chart.append(plot, el("div", {class: "totals muted"}), el("div", {class: "health"}));
       box.append(chart);
     }
     const circuit = (d.circuits || {})[name] || "n/a";
     const circ = chart.querySelector(".circ");
-    circ.textContent = "circuit " + circuit + " · in flight " + ((d.inflight || {})[name] || 0);
+    circ.textContent = "circuit " + circuit + " · in flight " + ((d.inflight || {})[name] || 0) +
+      (s.paused ? ` · paused ${s.paused.for_s} s (${s.paused.reason})` : "");
     circ.className = "circ " + circuit.replace(/[^a-z_-]/g, "");
-    const max = Math.max(1, ...s.received, ...s.delivered, ...s.failed);
-    chart.querySelector(".ymax").textContent = max + "/" + d.bucket_s + "s";
+    chart.querySelector(".rate").textContent = `${s.orders_per_s} orders/s`;
+    for (const tick of chart.querySelectorAll(".tick")) tick.textContent = String(Math.round(max * Number(tick.dataset.frac)));
     const n = s.received.length;
-    for (const kind of Object.keys(COLORS)) {
-      const pts = s[kind].map((v, i) => `${(30 + i * 390 / Math.max(1, n - 1)).toFixed(1)},${(120 - v * 100 / max).toFixed(1)}`);
-      chart.querySelector(".line-" + kind).setAttribute("points", pts.join(" "));
+    const x = (i) => 34 + i * 386 / Math.max(1, n - 1);
+    const values = {received: s.received, delivered: s.delivered, failed: s.failed, errors: errorsOf(s), retries: s.retries};
+    for (const [kind] of SERIES) {
+      chart.querySelector(".line-" + kind).setAttribute("points", values[kind].map((v, i) => `${x(i).toFixed(1)},${(120 - v * 100 / max).toFixed(1)}`).join(" "));
+    }
+    const tips = chart.querySelector(".tips");
+    tips.replaceChildren();
+    const start = Date.parse(d.start);
+    for (let i = 0; i < n; i++) {
+      const r = svg("rect", {x: (x(i) - 386 / n / 2).toFixed(1), y: 20, width: (386 / n).toFixed(1), height: 100, fill: "transparent"});
+      const title = svg("title", {});
+      const at = new Date(start + i * d.bucket_s * 1000).toISOString().slice(11, 19);
+      title.textContent = `${at} UTC, per ${d.bucket_s} s: ` + SERIES.map(([kind, label]) => `${label} ${values[kind][i]}`).join(", ");
+      r.append(title);
+      tips.append(r);
     }
     const t = s.total;
     const totals = chart.querySelector(".totals");
-    totals.textContent = `received ${t.received} · delivered ${t.delivered} · failed ${t.failed}`;
+    totals.textContent = `per ${d.bucket_s} s · received ${t.received} · delivered ${t.delivered} · failed ${t.failed} · retries ${s.retries_total}`;
     totals.dataset.received = t.received; totals.dataset.delivered = t.delivered; totals.dataset.failed = t.failed;
+    totals.dataset.retries = s.retries_total; totals.dataset.errors = values.errors.reduce((a, b) => a + b, 0);
+    const a = s.attempts || {};
+    const classes = ["2xx", "4xx", "5xx", "timeout", "reset"].concat(Object.keys(a).filter((k) => !["2xx", "4xx", "5xx", "timeout", "reset"].includes(k)));
+    const health = chart.querySelector(".health");
+    health.replaceChildren(
+      el("span", {class: "kv error-rate"}, "error rate ", el("b", {}, pct(s.error_rate))),
+      el("span", {class: "kv"}, "exchange p50 / p99 ", el("b", {}, fmt(s.exchange_ms.p50, " ms") + " / " + fmt(s.exchange_ms.p99, " ms"))),
+      el("span", {class: "kv backlog", "data-age": s.oldest_due_s}, "backlog ", el("b", {}, String(s.backlog)), " · oldest due ", el("b", {}, s.oldest_due_s + " s")),
+      el("span", {class: "kv attempts"}, "attempts ", ...classes.map((k) => el("span", {class: "cls cls-" + k}, `${k} ${a[k] || 0} `))));
   }
   box.dataset.updates = String(Number(box.dataset.updates || 0) + 1);
 }
