@@ -8,10 +8,10 @@ commit), per 5-second bucket, warehouse and kind:
 - `retry` — attempts scheduled again;
 - `l:<ms>` — exchange times in histogram buckets (upper bounds in ms), for p50/p99.
 
-Why in the store and not in each process's memory: every node and worker adds to the same rows,
-so any of them answers for all; and why per bucket: the overview reads the last five minutes by
-the primary key (bucket first) — a few hundred rows whatever the history. Buckets older than
-KEEP_US are deleted by the hourly maintenance.
+Why in the store and not in each process's memory: every node and worker writes its own rows of
+the same table, so any of them answers for all (the overview adds them up); and why per bucket:
+the overview reads the last five minutes by the primary key (bucket first) — a few hundred rows
+whatever the history. Buckets older than KEEP_US are deleted by the hourly maintenance.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ UPSTREAM = "_upstream"
 _ATTEMPTS = ("committed", "retry", "in-doubt", "dead-lettered", "cancel-refused")
 _EXCHANGE_ERRORS = ("timeout", "reset", "refused", "not_sent", "no_answer")
 _THROUGHPUT = {"committed": "delivered", "dead-lettered": "failed"}
-_UPSERT = ("INSERT INTO dy_counters (bucket, warehouse, kind, n, sum_us) VALUES (?, ?, ?, ?, ?) "
-           "ON CONFLICT (bucket, warehouse, kind) DO UPDATE SET n = dy_counters.n + excluded.n, "
+_UPSERT = ("INSERT INTO dy_counters (bucket, warehouse, kind, node, n, sum_us) VALUES (?, ?, ?, ?, ?, ?) "
+           "ON CONFLICT (bucket, warehouse, kind, node) DO UPDATE SET n = dy_counters.n + excluded.n, "
            "sum_us = dy_counters.sum_us + excluded.sum_us")
 
 
@@ -77,10 +77,11 @@ def tally(rows: Iterable[tuple[Any, ...]], now: int) -> dict[tuple[int, str, str
     return out
 
 
-def upsert(conn: Any, counts: Mapping[tuple[int, str, str], list[int]]) -> None:
-    """Add the counts, in key order (two nodes' writers then lock shared rows in the same order)."""
+def upsert(conn: Any, counts: Mapping[tuple[int, str, str], list[int]], node: str = "") -> None:
+    """Add the counts to the writing process's own rows (`node`): no other process's writer ever
+    waits for them. The overview sums the nodes."""
     if counts:
-        conn.executemany(_UPSERT, [(b, w, k, n, us) for (b, w, k), (n, us) in sorted(counts.items())])
+        conn.executemany(_UPSERT, [(b, w, k, node, n, us) for (b, w, k), (n, us) in sorted(counts.items())])
 
 
 def percentile_from_buckets(buckets: Mapping[str, int], q: float) -> float | None:

@@ -114,8 +114,9 @@ class Tx:
     """One write transaction as the writer's operations see it: the connection, its time, and
     what is applied once at the end of the group (journal rows, order changes, wake-ups)."""
 
-    def __init__(self, raw: _Connection, now: int) -> None:
+    def __init__(self, raw: _Connection, now: int, owner: str = "") -> None:
         self.raw = raw
+        self.owner = owner  # the process writing (its own rows of the dashboard's counters)
         self.dialect = raw.dialect
         self.now = now
         self.journal_rows: list[tuple[Any, ...]] = []
@@ -173,7 +174,7 @@ class Tx:
             self.orders = {}
         if self.journal_rows:
             write_journal(self, self.journal_rows)
-            upsert(self, tally(self.journal_rows, self.now))  # the dashboard's counters, same commit
+            upsert(self, tally(self.journal_rows, self.now), self.owner)  # the dashboard's counters, same commit
             self.journal_rows = []
         if self.woken and self.dialect == "postgres":
             for key in sorted(self.woken):
@@ -637,7 +638,7 @@ class Database:
         """The whole group in one transaction, batch operations together. Any failure that is not
         the connection's or contention raises _CarefulNeeded: the group is then run item by item."""
         conn.begin()
-        tx = Tx(conn, conn.clock())
+        tx = Tx(conn, conn.clock(), self.owner)
         values: list[Any] = [None] * len(batch)
         try:
             for run in _phases(batch):
@@ -664,7 +665,7 @@ class Database:
     def _run_careful(self, conn: _Connection, batch: list[_Item]) -> list[tuple[BaseException | None, Any]]:
         """Each item in its own savepoint: only the failing ones fail."""
         conn.begin()
-        tx = Tx(conn, conn.clock())
+        tx = Tx(conn, conn.clock(), self.owner)
         results: list[tuple[BaseException | None, Any]] = []
         for op, _ in batch:
             mark = tx.mark()

@@ -13,11 +13,11 @@ Why the job table looks the way it does:
 - `dy_limits` holds what every node must agree on about a warehouse: its circuit, its rate-limit
   bucket and a `Retry-After` pause. Claims lock that one row, so the limits hold across nodes.
 - `dy_counters` holds what the dashboard shows, counted as the journal is written (counters.py):
-  per 5-second bucket, warehouse and kind (orders received, delivered, failed; attempts by
-  outcome class; retries; exchange times in histogram buckets). The overview reads a window of it
-  by its primary key, so its cost does not grow with the history.
+  per 5-second bucket, warehouse, kind (orders received, delivered, failed; attempts by outcome
+  class; retries; exchange times in histogram buckets) and writing process: each process adds to
+  its own rows, so that two nodes' group commits never wait for each other's row locks. The
+  overview reads a window of it by its primary key, so its cost does not grow with the history.
 - `dy_nodes` is the list of live service processes (heartbeats in the database's clock).
-
 - `dy_journal` is split by time on PostgreSQL: declarative range partitions of `at`, one per UTC
   day (`dy_journal_pYYYYMMDD`), made a few days ahead, plus a default partition that catches
   anything outside them and keeps, past retention, the rows of orders that are not final (see
@@ -105,9 +105,10 @@ CREATE TABLE IF NOT EXISTS dy_counters (
     bucket BIGINT NOT NULL,
     warehouse TEXT NOT NULL,
     kind TEXT NOT NULL,
+    node TEXT NOT NULL DEFAULT '',
     n BIGINT NOT NULL,
     sum_us BIGINT NOT NULL DEFAULT 0,
-    PRIMARY KEY (bucket, warehouse, kind)
+    PRIMARY KEY (bucket, warehouse, kind, node)
 );
 CREATE TABLE IF NOT EXISTS dy_nodes (
     owner TEXT PRIMARY KEY,

@@ -430,7 +430,8 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
     series: dict[str, dict[str, Any]] = {}
     latency: dict[str, Counter[str]] = defaultdict(Counter)
     for bucket, warehouse, kind, n in conn.execute(
-            "SELECT bucket, warehouse, kind, n FROM dy_counters WHERE bucket >= ? AND bucket < ?", (start, end)):
+            "SELECT bucket, warehouse, kind, SUM(n) FROM dy_counters WHERE bucket >= ? AND bucket < ? "
+            "GROUP BY bucket, warehouse, kind", (start, end)):
         s = series.setdefault(warehouse, _empty_series(buckets))
         i, n = min(buckets - 1, max(0, (int(bucket) - start) // width)), int(n)
         if kind in ("received", "delivered", "failed"):
