@@ -173,7 +173,9 @@ def reload(config_path: str, store: str | None, new_bundle: Path | None, target:
     a breaking change is refused unless --force. Orders keep flowing during the switch; jobs
     already transformed keep the version that transformed them for their retries."""
     config = _config(config_path, store)
-    if new_bundle is not None and not no_switch:
+    if new_bundle is not None and no_switch:
+        raise click.UsageError("--no-switch signals only: it takes no --bundle")
+    if new_bundle is not None:
         if target is None:
             if len(config.bundles) != 1:
                 raise click.UsageError("the config names several bundles: say which one with --replace")
