@@ -362,6 +362,21 @@ def serve_child(argv: list[str]) -> int:
                   "stages": [[t, s, v[0] / 1e9, v[1]] for (t, s), v in list(_TOTALS.items())]}
         Path(args.report).write_text(json.dumps(report), encoding="utf-8")
 
+    # DOCKYARD_BENCH_CPROFILE=FILE: the event loop's thread under cProfile, written at SIGUSR1 (slows
+    # the service down; for finding hot functions, never for the figures)
+    profile_to = os.environ.get("DOCKYARD_BENCH_CPROFILE")
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        plain_dump = dump
+
+        def dump(*_: Any) -> None:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
+            plain_dump()
+
     signal.signal(signal.SIGUSR1, dump)
 
     def ready(url: str) -> None:
@@ -560,6 +575,11 @@ def fresh_postgres(url: str, name: str = "dockyard_e2e_bench") -> str:
     target = urlunsplit(urlsplit(url)._replace(path="/" + name))
     with contextlib.suppress(psycopg.Error), psycopg.connect(target, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    if os.environ.get("DOCKYARD_BENCH_PG_LOG"):
+        # every statement of this database with its duration in the server's log (where the server
+        # has no pg_stat_statements): for finding the costly statements, never for the figures
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {name} SET log_min_duration_statement = 0")
     return target
 
 

@@ -21,7 +21,7 @@ from dockyard.dsl.diagnostics import Diagnostic, Severity
 from dockyard.dsl.functions import REGISTRY, Function, TypeProblem
 from dockyard.dsl.spans import Span
 from dockyard.dsl.spec import LetDef, OutEach, OutField, OutJson, OutList, OutNode, OutObject, OutValue, Spec
-from dockyard.dsl.spec_parser import did_you_mean
+from dockyard.dsl.spec_parser import NO_NULL_HINT, NULL_WORDS, did_you_mean
 from dockyard.dsl.types import (
     ANY,
     BOOL,
@@ -35,14 +35,17 @@ from dockyard.dsl.types import (
     type_from_schema,
 )
 
-__all__ = ["Binding", "CheckResult", "Lineage", "check_expression", "check_spec"]
+__all__ = ["Binding", "CheckResult", "Lineage", "check_expression", "check_spec", "has_when"]
 
 _XML_NAME = re.compile(r"^[A-Za-z_][\w.\-]*(:[A-Za-z_][\w.\-]*)?$")
 
 
 @dataclass
 class Lineage:
-    """Where a value comes from: source paths (with [] for list elements), lets, tables, …"""
+    """Where a value comes from: source paths (with [] for list elements), lets, tables, …
+
+    `lets` holds the named values it reads, shown as `$NAME`: the `let` values, and `position`
+    for a value built from `$position` (it comes from no source path, yet it is an input)."""
 
     paths: set[str] = field(default_factory=set)
     lets: set[str] = field(default_factory=set)
@@ -159,8 +162,13 @@ class _Checker:
                 if isinstance(v, Decimal):
                     return DECIMAL
                 return STRING
+            case ast.Omit():
+                return ANY.optional()  # missing on purpose; `if`/`??` take the other side's type
             case ast.Name(name=name):
                 t = self.source_type.field(name)
+                if t is None and name in NULL_WORDS:
+                    self.error(node.span, "the language has no null", "no-null", hint=NO_NULL_HINT)
+                    return ANY.optional()
                 if t is None:
                     self.unknown_field(node.span, name, self.source_type, "the source document")
                     return ANY.optional()
@@ -244,6 +252,7 @@ class _Checker:
                 self.error(node.span, "$position is only defined inside a $each list", "unknown-variable")
                 return INT
             self.result.bindings[id(node)] = self.position_stack[-1]
+            lin.lets.add("position")  # so that --explain credits a value built from it to $position
             return INT
         b = scope.find(node.name)
         if b is None:
@@ -526,10 +535,13 @@ class _Checker:
         match node:
             case OutValue(broken=True):
                 return ANY.optional()
-            case OutValue(expr=e):
+            case OutValue(expr=e, when=when):
                 lin = Lineage()
                 t = self.expr(e, scope, lin)
                 self.result.lineage[id(node)] = lin
+                if when is not None:  # like an object's $when: decides presence, not the value
+                    self.expect_bool(when, self.expr(when, scope, Lineage()))
+                    t = t.optional()
                 if t.kind is Kind.LIST and fmt == "form":
                     self.error(e.span, f"{where}: a form field cannot hold a list", "target-shape",
                                hint="serialize it with to_json(…) or $json")
@@ -561,10 +573,19 @@ class _Checker:
             fields[f.key] = self.node(f.value, scope, path, "json" if fmt == "form" and not top else fmt)
             if f.optional:
                 fields[f.key] = fields[f.key].optional()
-            elif isinstance(f.value, OutObject) and f.value.when is not None:
+            elif has_when(f.value):
                 self.warning(f.span, f"{path} is required, but its $when can leave it out, and then the order fails",
                              "required-when", hint=f"mark it optional: {f.key}?:")
+            else:
+                self.required_omit(f, path)
         return object_of(fields, maybe=node.when is not None, open=False)
+
+    def required_omit(self, f: OutField, path: str) -> None:
+        """`omit` can only leave a field out; on a required field it would fail every such order."""
+        omit = _omit_tail(f.value.expr) if isinstance(f.value, OutValue) else None
+        if omit is not None:
+            self.error(omit.span, f"omit leaves {path} out, but {path} is required", "required-omit",
+                       hint=f'mark it optional: {f.key}?:, or refuse the order with fail("…")')
 
     def xml_key(self, f: OutField, path: str) -> None:
         key = f.key[1:] if f.key.startswith("@") else f.key
@@ -602,6 +623,23 @@ class _Checker:
         finally:
             self.position_stack.pop()
         return list_of(et.required())
+
+
+def has_when(node: OutNode) -> bool:
+    """Whether a `$when` can leave the node out (an object's or a `$value`'s)."""
+    return isinstance(node, OutObject | OutValue) and node.when is not None
+
+
+def _omit_tail(node: ast.Expr) -> ast.Omit | None:
+    """An `omit` that can be the value of the whole expression (a branch of `if`, a `??` default)."""
+    match node:
+        case ast.Omit():
+            return node
+        case ast.If(then=then, else_=other):
+            return _omit_tail(then) or _omit_tail(other)
+        case ast.Binary(op="??", right=right):
+            return _omit_tail(right)
+    return None
 
 
 def _source_path(node: ast.Expr, result: CheckResult) -> str | None:
@@ -689,6 +727,8 @@ def _check_request(ch: _Checker, spec: Spec, outer: _Scope) -> None:
     for section, obj in sections.items():
         for f in obj.fields:
             t = ch.node(f.value, scope, f"request.{section}.{f.key}", "json")
+            if not f.optional:
+                ch.required_omit(f, f"request.{section}.{f.key}")
             if not isinstance(f.value, OutValue) or t.kind in (Kind.LIST, Kind.OBJECT):
                 ch.error(f.span, f"request.{section}.{f.key} must be a single value (text, number or boolean)",
                          "request-field", hint="serialize structures with to_json(…)")
@@ -820,7 +860,7 @@ class _TargetSchemaCheck:
                 else:
                     self.ch.warning(f.span, f"{path!r} is not in the target schema", "target-schema", hint=hint)
                 continue
-            if f.key in required and (f.optional or (isinstance(f.value, OutObject) and f.value.when is not None)):
+            if f.key in required and (f.optional or has_when(f.value)):
                 self.ch.error(f.span, f"{path!r} may be left out, but the target schema requires it", "target-schema")
             self.value(f.value, sub, path, f.span)
         for name in sorted(required - set(written)):

@@ -127,6 +127,8 @@ class _Gen:
         match node:
             case ast.Literal(value=v):
                 return self.const(v) if isinstance(v, Decimal) else literal(v)
+            case ast.Omit():
+                return "None"  # missing on purpose: left out like any missing value
             case ast.Name() | ast.Field() | ast.Index():
                 return self.read(node)
             case ast.Var():
@@ -415,10 +417,18 @@ class _TreeWriter:
         """Code for a node's value. Statements it needs go to the emitter first; a value that
         needs none is written inline where it is used, on a line mapped to its field."""
         match node:
-            case OutValue(expr=e, cdata=cdata):
+            case OutValue(expr=e, cdata=cdata, when=when):
                 t = self.gen.type_of(e)
                 index = self.em.register(e.span, path)
                 code = self.gen.expr(e)
+                if when is not None:
+                    # The condition runs first: a false one leaves the value out without computing it.
+                    t = t.optional()
+                    present, absent = code, "None"
+                    if self.gen.coverage:
+                        n = self.gen.branch_point("$when", when.span, "true / false")
+                        present, absent = f"(_COV.branch({n}, 1) and {code})", f"(_COV.branch({n}, 0) and None)"
+                    code = f"({present} if {self.gen.cond(when)} else {absent})"
                 if self.gen.coverage:
                     self.gen.value_fields.append((index, not required))
                     code = f"_COV.value({index}, {code})"

@@ -127,8 +127,8 @@ def _join(path: str, key: str) -> str:
 
 
 def _may_be_absent(f: OutField) -> bool:
-    """Whether a field can be left out of a document: `name?:`, `$optional`, or a `$when` object."""
-    return f.optional or (isinstance(f.value, OutObject) and f.value.when is not None)
+    """Whether a field can be left out of a document: `name?:`, `$optional`, or a `$when`."""
+    return f.optional or (isinstance(f.value, OutObject | OutValue) and f.value.when is not None)
 
 
 def _expr_key(value: object) -> object:

@@ -2,11 +2,11 @@
 report rule coverage.
 
 A test file names a spec and lists cases: an input (inline, a file, or raw text read by the spec's
-source format), config values and wire settings, a fixed clock, test secrets, and what to expect: the document
-(exact or a subset), the full request, or an error. Each spec runs in its instrumented variant,
-so that after the run every spec shows which output fields were produced, which branches of each
-conditional were taken, which table entries were used, and which optional fields were seen both
-present and absent.
+source format), config values and wire settings, a fixed clock, test secrets, and what to expect:
+the document (exact or a subset), keys that must be absent, the rendered text, the full request, or
+an error. Each spec runs in its instrumented variant, so that after the run every spec shows which
+output fields were produced, which branches of each conditional were taken, which table entries
+were used, and which optional fields were seen both present and absent.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -109,8 +110,126 @@ def _show(value: Any) -> list[str]:
 
 
 def _diff(expected: Any, actual: Any) -> str:
-    lines = difflib.unified_diff(_show(expected), _show(actual), "expected", "actual", lineterm="", n=2)
+    return _line_diff(_show(expected), _show(actual))
+
+
+def _line_diff(expected: list[str], actual: list[str]) -> str:
+    lines = difflib.unified_diff(expected, actual, "expected", "actual", lineterm="", n=2)
     return "\n".join(f"      {line}" for line in lines)
+
+
+def _pretty(text: str, fmt: str) -> list[str]:
+    """A rendered document one element, field or parameter a line, so that a diff of a long
+    document points at what differs. Text that does not parse stays as it is."""
+    if fmt == "xml":
+        from lxml import etree
+
+        parser = etree.XMLParser(remove_blank_text=True, resolve_entities=False, no_network=True, load_dtd=False)
+        try:
+            root = etree.fromstring(text.encode("utf-8"), parser)
+        except (etree.XMLSyntaxError, ValueError):
+            return text.splitlines()
+        declaration = [text[: text.index("?>") + 2]] if text.startswith("<?xml") and "?>" in text else []
+        return declaration + etree.tostring(root, encoding="unicode", pretty_print=True).splitlines()
+    if fmt == "json":
+        try:
+            value = json.loads(text, parse_float=_Number, parse_int=_Number, parse_constant=_Number)
+        except ValueError:
+            return text.splitlines()
+        return _json_text(value, 0).splitlines()
+    if fmt == "form" and "\n" not in text:
+        return text.split("&")
+    return text.splitlines()
+
+
+class _Number(str):
+    """A JSON number's text as written: `1` and `"1"`, or `1.50` and `1.5`, must not look alike."""
+
+
+def _json_text(value: Any, depth: int) -> str:
+    """JSON indented by two, with numbers exactly as they were written."""
+    if isinstance(value, _Number):
+        return str(value)
+    pad, end = "  " * (depth + 1), "  " * depth
+    if isinstance(value, dict) and value:
+        items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: {_json_text(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{end}}}"
+    if isinstance(value, list) and value:
+        return "[\n" + ",\n".join(f"{pad}{_json_text(v, depth + 1)}" for v in value) + f"\n{end}]"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _rendered_diff(expected: str, actual: str, fmt: str) -> str:
+    """A line diff of the pretty-printed documents; when they differ only in layout (spaces,
+    quoting, a declaration), a diff of the texts themselves and where they first differ."""
+    wanted, got = _pretty(expected, fmt), _pretty(actual, fmt)
+    if wanted != got:
+        return _line_diff(wanted, got)
+    wanted, got = expected.splitlines(), actual.splitlines()
+    if wanted != got and (len(wanted) > 1 or len(got) > 1):
+        return "      (they differ only in layout)\n" + _line_diff(wanted, got)
+    at = next((i for i, (a, b) in enumerate(zip(expected, actual, strict=False)) if a != b),
+              min(len(expected), len(actual)))
+    start = max(0, at - 30)
+    return (f"      they differ only in layout, first at character {at + 1}:\n"
+            f"      expected: …{expected[start : at + 30]!r}…\n"
+            f"      actual:   …{actual[start : at + 30]!r}…")
+
+
+_PATH = re.compile(r"[^.\[\]]+(?:\.[^.\[\]]+|\[\d*\])*")
+_PATH_STEP = re.compile(r"\[(\d*)\]|([^.\[\]]+)")
+
+
+def _path_steps(path: str) -> list[str | int]:
+    """`orderLines[].remark` → ['orderLines', '[]', 'remark']; `items[0]` → ['items', 0]."""
+    if not _PATH.fullmatch(path) or path.endswith("[]"):
+        raise _CaseError(f"absent: {path!r} is not a path like deliveryOrder.remark, orderLines[].remark or "
+                         "orderLines[0]")
+    return [key if key else int(index) if index else "[]" for index, key in _PATH_STEP.findall(path)]
+
+
+def _absent(document: Any, path: str) -> list[str]:
+    """Problems with `path` being absent. Every step before the last must be there (so a typo
+    cannot pass unnoticed); `[]` means every element of a list."""
+    steps = _path_steps(path)
+    problems: list[str] = []
+
+    def walk(value: Any, rest: list[str | int], where: str) -> None:
+        step, rest = rest[0], rest[1:]
+        if step == "[]":
+            if not isinstance(value, list):
+                problems.append(f"absent {path}: {where or 'the document'} is not a list")
+                return
+            for i, element in enumerate(value):
+                if rest:
+                    walk(element, rest, f"{where}[{i}]")
+            return
+        if isinstance(step, int):
+            if not isinstance(value, list):
+                problems.append(f"absent {path}: {where or 'the document'} is not a list")
+            elif not rest and step < len(value):
+                problems.append(f"expected {where}[{step}] to be absent, found "
+                                f"{json.dumps(value[step], ensure_ascii=False, default=str)}")
+            elif rest and step >= len(value):
+                problems.append(f"absent {path}: {where} has no element {step} (to check that it is absent, "
+                                f"list {where}[{step}] itself)")
+            elif rest:
+                walk(value[step], rest, f"{where}[{step}]")
+            return
+        here = f"{where}.{step}" if where else step
+        if not isinstance(value, dict):
+            problems.append(f"absent {path}: {where or 'the document'} is not an object")
+        elif not rest and step in value:
+            problems.append(f"expected {here} to be absent, found "
+                            f"{json.dumps(value[step], ensure_ascii=False, default=str)}")
+        elif rest and step not in value:
+            problems.append(f"absent {path}: the document has no {here} (to check that it is absent, "
+                            f"list {here} itself)")
+        elif rest:
+            walk(value[step], rest, here)
+
+    walk(document, list(steps), "")
+    return problems
 
 
 # --- running ----------------------------------------------------------------------------------------
@@ -162,7 +281,7 @@ def _run_case(mapping: CompiledMapping, defaults: Mapping[str, Any], case: Mappi
 
     expect = case.get("expect")
     if not isinstance(expect, Mapping) or not expect:
-        raise _CaseError("a case needs expect: document, document_subset, rendered, request or error")
+        raise _CaseError("a case needs expect: document, document_subset, absent, rendered, request or error")
     context = {**(defaults.get("context") or {}), **(case.get("context") or {})}
     context = {**mapping.meta.get("examples", {}), **context}
     clock = _clock(case.get("now", defaults.get("now")))
@@ -197,6 +316,12 @@ def _run_case(mapping: CompiledMapping, defaults: Mapping[str, Any], case: Mappi
         shown = _project(actual, wanted)
         if not _is_subset(wanted, actual):
             problems.append("document differs (subset):\n" + _diff(wanted, shown))
+    if "absent" in expect:
+        paths = expect["absent"]
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise _CaseError("absent: must be a list of paths, such as [deliveryOrder.remark]")
+        for path in paths:
+            problems.extend(_absent(actual, path))
     if "request" in expect and prepared is not None:
         problems.extend(_check_request(expect["request"], prepared, secrets))
     if "rendered" in expect:
@@ -205,7 +330,8 @@ def _run_case(mapping: CompiledMapping, defaults: Mapping[str, Any], case: Mappi
         target = mapping.target
         text = serialize(produced, target).decode(target.xml.encoding if target.xml else "utf-8")
         if text != str(expect["rendered"]):
-            problems.append("rendered document differs:\n" + _diff([str(expect["rendered"])], [text]))
+            problems.append("rendered document differs:\n" + _rendered_diff(str(expect["rendered"]), text,
+                                                                             target.format))
     return "\n".join(problems)
 
 

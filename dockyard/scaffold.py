@@ -180,7 +180,7 @@ def _example_test(spec: Path, folder: Path) -> str:
     return (f"# A mapping test to start from, written by `dockyard init`: {spec.name} on the example order,\n"
             "# with the document it gave then. Edit the spec and `dockyard test mappings/` shows what changed;\n"
             "# then update this expectation, or add cases (input, context, now, secrets; expect document,\n"
-            "# document_subset, request or error: see docs/integrations-contract.md).\n"
+            "# document_subset, absent, rendered, request or error: see docs/integrations-contract.md).\n"
             + yaml.safe_dump(body, allow_unicode=True, sort_keys=False, width=100))
 
 

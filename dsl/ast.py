@@ -24,6 +24,7 @@ __all__ = [
     "Literal",
     "Name",
     "ObjectLit",
+    "Omit",
     "Unary",
     "Var",
     "children",
@@ -40,6 +41,14 @@ BINARY_OPS = ("??", "or", "and", "==", "!=", "<", "<=", ">", ">=", "+", "-", "*"
 @dataclass(frozen=True, slots=True)
 class Literal:
     value: LiteralValue
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Omit:
+    """`omit`: a value that is missing on purpose. An optional field whose value is `omit` is left
+    out, and a list drops it, exactly as for any missing value; the language has no null."""
+
     span: Span
 
 
@@ -130,7 +139,7 @@ class ObjectLit:
     span: Span
 
 
-Expr = Literal | Name | Var | Field | Index | Lambda | Call | Unary | Binary | If | ListLit | ObjectLit
+Expr = Literal | Omit | Name | Var | Field | Index | Lambda | Call | Unary | Binary | If | ListLit | ObjectLit
 
 
 def children(node: Expr) -> Iterator[Expr]:

@@ -224,7 +224,7 @@ A path reads the source document (the order):
 | `buyer.nick` | a field of an object |
 | `items[0].sku` | an element of a list (0-based; `items[-1]` is the last; out of range is missing) |
 | `` `shop-code` `` | a field whose name is not a plain name (letters, digits and `_`, not starting \
-    with a digit) or is a keyword such as `if` |
+    with a digit) or is a keyword such as `if` or `omit` |
 | `extend_props["x-flag"]` | an object field named by a text |
 
 Every path is checked against the source schema when the spec compiles: `buyer.nik` is an error
@@ -261,9 +261,18 @@ that is not `required`, or whose type includes `"null"`), and tracks it through 
 
 - **Optional fields.** `name?: expression` (or `$optional: true`, below) leaves the field out
   when its value is missing.
-- **Never null.** A missing value is never written as `null`. Optional fields are left out, and
-  missing elements of lists (fixed sequences, `$each` elements, `map` results) are dropped. To
-  send an empty text instead, say so: `remark ?? ""`.
+- **Leaving a value out on purpose.** `omit` is a value that is missing on purpose. In an optional
+  field it leaves the field out, so "leave `remark` out when it is empty" is
+  `remark?: if remark == "" then omit else remark` (a missing remark is left out too: it is
+  missing already). `$when: CONDITION` beside `$value:` says the same in the long form (see
+  [Leaving a field out on a condition](#leaving-a-field-out-on-a-condition)). Lists drop it like
+  any missing element: `map(items, $i => if $i.qty > 0 then $i.sku else omit)` gives the SKUs of
+  the lines with a quantity. In a required field `omit` is a compile error: it could only fail
+  the order, which `fail("…")` says plainly.
+- **Never null.** The language has no `null`: a value is there or it is missing, and a missing
+  value is never written as `null`. Optional fields are left out, and missing elements of lists
+  (fixed sequences, `$each` elements, `map` results) are dropped. `null` in a spec is an error
+  that says so and shows `omit`. To send an empty text instead, say so: `remark ?? ""`.
 
 ## Variables
 
@@ -292,6 +301,8 @@ that place.
 | decimal | `12.50`, `0.005` | an exact `Decimal` that keeps its digits (`12.50` stays `12.50`); \
     write `0.5`, not `.5`; no exponents |
 | boolean | `true`, `false` | |
+| nothing | `omit` | missing on purpose: an optional field with this value is left out, a list \
+    drops it; there is no `null` |
 | list | `[1, 2, 3]`, `["a", sku]` | elements of one type (whole numbers and decimals mix) |
 | object | `{sku: $i.sku, "odd key": 1}` | keys are names, backtick names or texts |
 
@@ -381,7 +392,7 @@ output:
     buyerMessage?: buyer_message     # optional: left out when missing
 ```
 
-### `$value`, `$optional`, `$cdata`
+### `$value`, `$optional`, `$cdata`, `$when`
 
 The long form of a field, for the settings that do not fit on one line:
 
@@ -393,6 +404,24 @@ remark:
   $value: remark ?? ""
   $cdata: true                       # xml: <remark><![CDATA[…]]></remark>
 ```
+
+### Leaving a field out on a condition
+
+Two ways say "leave this field out when …", for a single value as for an object. Both need an
+optional key (`?`):
+
+```yaml
+remark?: if trim(remark) == "" then omit else remark    # omit: an expression's way
+buyerMessage?:
+  $value: buyer_message
+  $when: present(buyer_message) and buyer_message != "" # $when: the long form's way
+```
+
+`$when` is checked first: when it is false (or missing) the field is left out and its `$value` is
+not computed, so `$value: decimal(weight)` with `$when: weight != "n/a"` never reads `"n/a"` as a
+number. `nonblank(remark)` is a third way for the common case of text that is empty or only
+whitespace. A required field with `$when` is a warning (a false condition fails the order), and
+`omit` in a required field an error.
 
 ### `$each`: lists
 
@@ -411,8 +440,21 @@ orderLines:
 
 `$each` and `$emit` are required; `$as`, `$where` and `$let` are optional. `$where` is evaluated
 before `$let`, so it cannot use the `$let` names. `$emit` can be any node: an object, an
-expression (a list of values, without the missing ones) or another `$each`. `$position` always
-refers to the innermost `$each`.
+expression (a list of values, without the missing ones and the `omit`s) or another `$each`.
+`$position` always refers to the innermost `$each`.
+
+A `$each` with no elements (an empty or missing list, or every element dropped by `$where`) is
+an empty list: `[]` in JSON, and in XML **nothing at all** — no `<orderLines/>`, since a list
+is written as repeated elements and there are none. Where an XML warehouse wants the empty
+wrapper element, put the list inside it: `orderLines:` with `orderLine:` and the `$each` below
+it gives `<orderLines/>`. `$when` cannot stand beside `$each`: `$where` leaves out single
+elements, and a list that must be left out as a whole is written as a value (a block scalar,
+since an object literal holds `: `):
+
+```yaml
+lines?: |
+  if count(items) > 0 then map(items, $i => {sku: $i.sku}) else omit
+```
 
 ### `$when`: a conditional object
 
@@ -425,7 +467,7 @@ invoice?:                            # must be optional: when the condition is f
 
 When the condition is false (or missing) the whole object is left out. Its key must end in `?`:
 on a required field a false condition fails the order as a missing value. `$when` is not allowed
-directly under `output:`.
+directly under `output:`. Beside `$value:` it does the same for a single value (above).
 
 ### `$json`: a JSON text inside the document
 
@@ -499,7 +541,9 @@ gives, with `pretty: true` and for an order without a remark:
 - A key `"@name"` is an attribute of the element that holds it; `"#text"` is the element's own
   text, for an element that also has attributes. Quote both in YAML: `@` cannot start a plain
   key and `#` starts a comment.
-- A list becomes repeated elements named by its key.
+- A list becomes repeated elements named by its key; an empty list writes no element at all
+  (see [`$each`](#each-lists)). An empty object writes `<name/>`, an empty text
+  `<name></name>`, and a field left out (missing, `omit`, a false `$when`) writes nothing.
 - `prefix:name` puts an element or attribute in the namespace declared for `prefix` under
   `target.namespaces`; the prefix `""` is the default namespace of elements. Attributes without
   a prefix are in no namespace.
@@ -561,9 +605,18 @@ under `context:` and read as `$ctx.NAME`:
 
 ```yaml
 context:
-  owner_code: {type: string, description: The owner code ACME assigned to us.}
+  owner_code: {type: string, description: The owner code ACME assigned to us., example: ACME-OWNER-01}
   monthly_account: {type: string, required: false}
 ```
+
+| key | meaning |
+| --- | --- |
+| `type` | `string` (the default), `int`, `decimal` or `bool` |
+| `required` | `true` (the default): the mapping refuses to run without it |
+| `description` | free text: what the value is, and where a warehouse finds it |
+| `example` | a value (text, whole number or boolean) that `dockyard dry-run` and `dockyard test` use \
+    when no config gives one, so that a spec can be tried before any warehouse is configured; \
+    dry-run says which it used. The service never uses it: a warehouse's config must give the value. |
 
 The caller passes them when the mapping runs (`mapping.transform(order, context={…})`). A
 required context value that is not given, or a value of the wrong type, is an error before the
@@ -647,10 +700,13 @@ a warehouse response means); `target.schema` may name them too.
 A `*.test.yaml` file beside a spec lists cases: an input (`input`, `input_file` or raw
 `input_text`), config values, a warehouse's `wire:` settings, a fixed clock (`now`), test secrets
 (values start with `TEST-ONLY-`) and what to expect: the `document` (exact), a `document_subset`,
-the `request`, or an `error`. `dockyard test PATH...` runs them, prints a readable diff for each
-failure, and reports **rule coverage** per spec: output fields produced, both branches of each conditional (`if`, `??`,
-`$where`, `$when`), every table entry (and the default) used, optional fields seen both present and
-absent. `--min-coverage N` fails below N percent. See `docs/integrations-contract.md`.
+keys that must be `absent` (`absent: [deliveryOrder.remark, "orderLines[].gift"]`, where `[]` is
+every element), the `rendered` text, the `request`, or an `error`. `dockyard test PATH...` runs
+them, prints a readable diff for each failure (a `rendered` mismatch as a line diff of both
+documents pretty-printed), and reports **rule coverage** per spec: output fields produced, both
+branches of each conditional (`if`, `??`, `$where`, `$when`), every table entry (and the default)
+used, optional fields seen both present and absent. `--min-coverage N` fails below N percent. See
+`docs/integrations-contract.md`.
 
 ## What the compiler checks
 
@@ -682,6 +738,8 @@ It checks, in this order:
    one expression does not hide the others.
 4. **Meaning** (once the spec is well-formed):
    - unknown source paths, with *did you mean* (and the hint to quote a constant such as `JYCK`);
+   - `null`, which the language does not have (the hint shows `omit`), and `omit` in a required
+     field;
    - unknown variables, functions and tables, with *did you mean*;
    - the number of arguments (the hint shows the signature) and the type of each;
    - arguments that must be constants (patterns, time zones, rounding modes, decimal places) and

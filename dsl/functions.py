@@ -496,7 +496,8 @@ _register(Function(
     "map", (_LIST, Param("f", (A,), "the value for each element", lambda_=True)), _map_returns, _emit_map,
     "The value of `f` for each element, in order. Elements whose value is missing are left out.", "lists",
     (Example("map(items, $i => $i.sku)", ["A", "B"], {"items": [{"sku": "A"}, {"sku": "B"}]}),
-     Example("map([1, 2], $n => {n: $n})", [{"n": 1}, {"n": 2}]))))
+     Example("map([1, 2], $n => {n: $n})", [{"n": 1}, {"n": 2}]),
+     Example("map([1, 2, 3], $n => if $n == 2 then omit else $n * 10)", [10, 30]))))
 _register(Function(
     "filter", (_LIST, Param("keep", (B,), "true for the elements to keep", lambda_=True)),
     lambda types, _l: list_of(types[0].item or ANY), _emit_filter,
@@ -654,7 +655,8 @@ _register(Function(
     lambda c: f"({c.args[0]} is not None)",
     "True when the value is there (not absent and not null).", "presence",
     (Example("present(invoice)", True, {"invoice": {"title": "个人"}}),
-     Example("present(invoice)", False, {"invoice": None}))))
+     Example("present(invoice)", False, {"invoice": None}),
+     Example("present(omit)", False))))
 _register(Function(
     "parse_json", (Param("text", (S,), "JSON text"),), fixed(ANY.optional()),
     lambda c: f"{c.helper('parse_json')}({c.args[0]})",

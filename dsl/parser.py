@@ -115,6 +115,8 @@ class _Builder:
                 return ast.Literal(True, span)
             case "false":
                 return ast.Literal(False, span)
+            case "omit":
+                return ast.Omit(span)
             case "paren":
                 return self.build(kids[1])
             case "field":
@@ -197,7 +199,7 @@ def _name_text(tok: Tree[Token] | Token) -> str:
 # How each terminal is named in a message. Lark's own names (RPAR, $END) never reach a user.
 _TOKEN_WORDS = {
     "IF": "'if'", "THEN": "'then'", "ELSE": "'else'", "AND": "'and'", "OR": "'or'", "NOT": "'not'",
-    "TRUE": "'true'", "FALSE": "'false'", "COMP_OP": "a comparison", "COALESCE": "'??'",
+    "TRUE": "'true'", "FALSE": "'false'", "OMIT": "'omit'", "COMP_OP": "a comparison", "COALESCE": "'??'",
     "PLUS": "'+'", "MINUS": "'-'", "MUL_OP": "an operator", "DOT": "'.'", "COMMA": "','",
     "COLON": "':'", "ARROW": "'=>'", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
     "LBRACE": "'{'", "RBRACE": "'}'", "NAME": "a name", "QUOTED_NAME": "a name", "VAR": "a variable",
@@ -206,7 +208,7 @@ _TOKEN_WORDS = {
 # Tokens that may follow a complete value: if one is expected, a value has just ended.
 _OPERATORS = {"AND", "OR", "COMP_OP", "COALESCE", "PLUS", "MINUS", "MUL_OP", "DOT", "LSQB", "THEN", "ELSE"}
 # Tokens that can start a value: if any is expected, the message says "a value".
-_VALUE_START = {"NAME", "QUOTED_NAME", "VAR", "STRING", "DECIMAL", "INT", "TRUE", "FALSE", "LPAR",
+_VALUE_START = {"NAME", "QUOTED_NAME", "VAR", "STRING", "DECIMAL", "INT", "TRUE", "FALSE", "OMIT", "LPAR",
                 "LSQB", "LBRACE", "MINUS", "NOT", "IF"}
 # Characters people type from other languages, with what to write instead.
 _FOREIGN_OPERATORS = {
@@ -309,7 +311,8 @@ def _explain(exc: UnexpectedInput, text: str, src: SourceText, offset: int) -> D
                               "syntax-object-key")
         if expected & _VALUE_START and not (expected - _VALUE_START - {"$END"}):
             return Diagnostic(span, f"expected a value, found {_token_text(tok)}", "syntax-expected-value")
-        value_like = ("NAME", "QUOTED_NAME", "VAR", "STRING", "DECIMAL", "INT", "LPAR", "LBRACE", "TRUE", "FALSE")
+        value_like = ("NAME", "QUOTED_NAME", "VAR", "STRING", "DECIMAL", "INT", "LPAR", "LBRACE", "TRUE", "FALSE",
+                      "OMIT")
         if tok.type in value_like and expected & _OPERATORS:
             return Diagnostic(span, f"an operator is missing before {_token_text(tok)}",
                               "syntax-missing-operator", hint="is an operator or a ',' missing?")

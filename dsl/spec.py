@@ -67,6 +67,7 @@ class OutValue:
     span: Span
     cdata: bool = False
     broken: bool = False  # the expression did not parse (already reported); checked as "any"
+    when: ast.Expr | None = None  # `$when` beside `$value`: the field is left out when this is false
 
 
 @dataclass(frozen=True)

@@ -50,13 +50,25 @@ from dockyard.dsl.types import BOOL, DECIMAL, INT, STRING, Type
 from dockyard.dsl.yaml_nodes import YamlProblem, YMap, YNode, YScalar, YSeq, load_yaml, to_plain
 from dockyard.runtime.target import Target, XmlOptions
 
-__all__ = ["BUILTIN_SCHEMAS", "ParseResult", "did_you_mean", "load_builtin_schema", "parse_spec", "spec_schema"]
+__all__ = ["BUILTIN_SCHEMAS", "NO_NULL_HINT", "NULL_WORDS", "ParseResult", "did_you_mean", "load_builtin_schema",
+           "parse_spec", "spec_schema"]
 
 BUILTIN_SCHEMAS = {"order": "order.schema.json", "status-event": "status-event.schema.json",
                    "outcome": "outcome.schema.json"}
 _EACH_KEYS = ("$each", "$as", "$where", "$let", "$emit")
-_VALUE_KEYS = ("$value", "$optional", "$cdata")
-_DIRECTIVES = (*_EACH_KEYS, *_VALUE_KEYS, "$json", "$when")
+_VALUE_KEYS = ("$value", "$optional", "$cdata", "$when")
+_DIRECTIVES = (*_EACH_KEYS, *_VALUE_KEYS, "$json")
+# How other languages spell "no value". Dockyard has none: a value is there or it is missing, and
+# a missing value is never written; `omit` is the way to ask for that.
+NULL_WORDS = frozenset({"null", "Null", "NULL", "None", "nil", "undefined"})
+NO_NULL_HINT = ('to leave the field out, make it optional and write omit: '
+                'remark?: if remark == "" then omit else remark (or "" to send an empty text)')
+# What to write instead of a directive that cannot stand beside another one.
+_BESIDE_HINTS = {
+    ("$when", "$each"): "$where: CONDITION leaves out single elements; to leave out the whole list, write it "
+                        "as a value in a block scalar: NAME?: | if CONDITION then map(LIST, $x => {…}) else omit",
+    ("$when", "$json"): "put $when beside the fields inside $json, or choose the text with if … then … else omit",
+}
 _CONTEXT_TYPES = {"string": STRING, "int": INT, "decimal": DECIMAL, "bool": BOOL}
 
 
@@ -117,9 +129,12 @@ class _SpecParser:
         """Parse a scalar as an expression; a quoted scalar is a constant text."""
         if node.quoted:
             return ast.Literal(node.value, node.span)
-        if node.is_null and node.value in ("", "~", "null", "Null", "NULL"):
+        if node.is_null and node.value in ("", "~"):
             self.error(node.span, f"{what} has no value", "spec-no-value",
                        hint='write an expression, or a quoted text such as "JYCK"')
+            return None
+        if node.is_null:  # YAML's null, Null, NULL
+            self.error(node.span, f"{what} is null, and the language has no null", "no-null", hint=NO_NULL_HINT)
             return None
         text, offset = node.expression_text(self.source)
         if not text.strip():
@@ -529,10 +544,11 @@ class _SpecParser:
         if "$json" in keys:
             for k, _ in node.items:
                 if k.value != "$json":
-                    self.error(k.span, f"{k.value!r} cannot stand beside '$json'", "spec-directive")
+                    self.error(k.span, f"{k.value!r} cannot stand beside '$json'", "spec-directive",
+                               hint=_BESIDE_HINTS.get((k.value, "$json")))
             inner, _ = self.build_node(node.items[keys.index("$json")][1], what)
             return (OutJson(inner, node.span) if inner is not None else None), False
-        return self.build_object(node), False
+        return self.build_object(node, what=what), False
 
     def build_object(self, node: YMap, top: bool = False, what: str = "output") -> OutObject | None:
         fields = []
@@ -566,7 +582,7 @@ class _SpecParser:
 
     def build_value(self, node: YMap, what: str) -> tuple[OutNode | None, bool]:
         optional = cdata = False
-        expr = None
+        expr = when = None
         for key, value in node.items:
             if key.value not in _VALUE_KEYS:
                 self.error(key.span, f"{key.value!r} cannot stand beside '$value'", "spec-directive",
@@ -577,19 +593,22 @@ class _SpecParser:
                 continue
             if key.value == "$value":
                 expr = self.expr(scalar, what)
+            elif key.value == "$when":
+                when = self.expr(scalar, "$when")
             elif scalar.tag.endswith(":bool") and scalar.style is None:
                 flag = to_plain(scalar) is True
                 optional, cdata = (flag, cdata) if key.value == "$optional" else (optional, flag)
             else:
                 self.error(scalar.span, f"{key.value} must be true or false", "spec-bad-type")
-        return (OutValue(expr, node.span, cdata) if expr is not None else None), optional
+        return (OutValue(expr, node.span, cdata, when=when) if expr is not None else None), optional
 
     def build_each(self, node: YMap, what: str) -> OutEach | None:
         parts: dict[str, tuple[YScalar, YNode]] = {}
         for key, value in node.items:
             if key.value not in _EACH_KEYS:
                 self.error(key.span, f"{key.value!r} cannot stand beside '$each'", "spec-directive",
-                           hint=did_you_mean(key.value, _EACH_KEYS) or f"allowed: {', '.join(_EACH_KEYS)}")
+                           hint=_BESIDE_HINTS.get((key.value, "$each")) or did_you_mean(key.value, _EACH_KEYS)
+                           or f"allowed: {', '.join(_EACH_KEYS)}")
                 continue
             parts[key.value] = (key, value)
         if "$each" not in parts or "$emit" not in parts:

@@ -141,8 +141,19 @@ def datetime_parser(pattern: str, zone_name: str) -> Callable[[str], datetime]:
     fmt = "".join(_TOKENS[text] if directive else text.replace("%", "%%") for directive, text in parts)
     fmt = fmt.replace("%:z", "%z")  # strptime's %z also reads +08:00 and Z
     tz = zone(zone_name)
+    fast = _fixed_width(parts)
 
     def parse(text: str) -> datetime:
+        if fast is not None and type(text) is str:
+            m = fast.fullmatch(text)
+            if m is not None:  # what strptime would read, read directly (10-20x cheaper)
+                g = m.groupdict()
+                try:
+                    return datetime(int(g["yyyy"]), int(g["MM"]), int(g["dd"]), int(g.get("HH") or 0),
+                                    int(g.get("mm") or 0), int(g.get("ss") or 0), int(g.get("SSS") or 0) * 1000,
+                                    tzinfo=tz)
+                except ValueError:
+                    raise ValueError(f"date-time {text!r} does not match the pattern {pattern!r}") from None
         try:
             value = datetime.strptime(text, fmt)
         except (TypeError, ValueError):
@@ -150,3 +161,28 @@ def datetime_parser(pattern: str, zone_name: str) -> Callable[[str], datetime]:
         return value if value.tzinfo is not None else value.replace(tzinfo=tz)
 
     return parse
+
+
+_WIDTHS = {"yyyy": 4, "MM": 2, "dd": 2, "HH": 2, "mm": 2, "ss": 2, "SSS": 3}
+
+
+def _fixed_width(parts: list[tuple[bool, str]]) -> re.Pattern[str] | None:
+    """For a pattern of numeric fields (a full date, optionally a time) between literals, a strict
+    regex of the zero-padded form: every text it matches, strptime reads to the same value (the
+    fields have their full width in ASCII digits, each literal is exactly itself), so a match may
+    skip strptime. Anything else (one-digit fields, extra spaces, zones, names) goes to strptime."""
+    seen: set[str] = set()
+    regex = []
+    for directive, text in parts:
+        if directive:
+            if text not in _WIDTHS or text in seen:
+                return None
+            seen.add(text)
+            regex.append(f"(?P<{text}>[0-9]{{{_WIDTHS[text]}}})")
+        elif any(c.isdigit() or (c.isspace() and c != " ") for c in text):
+            return None  # strptime reads a run of whitespace for one; a digit would make fields ambiguous
+        else:
+            regex.append(f"(?i:{re.escape(text)})")  # strptime matches literal letters in any case
+    if not {"yyyy", "MM", "dd"} <= seen:
+        return None
+    return re.compile("".join(regex))

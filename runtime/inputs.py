@@ -91,29 +91,81 @@ def _is_array(schema: Mapping[str, Any]) -> bool:
 
 
 def xml_to_document(element: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
-    """The children (and attributes) of `element` as an object, guided by `schema`."""
-    schema = _resolve(schema, root)
-    props = schema.get("properties") if isinstance(schema.get("properties"), Mapping) else {}
-    out: dict[str, Any] = {f"@{_local(k)}": v for k, v in element.attrib.items()}
-    groups: dict[str, list[Any]] = {}
-    for child in element:
-        if not isinstance(child.tag, str):
-            continue
-        groups.setdefault(_local(child.tag), []).append(child)
-    for name, children in groups.items():
-        sub = _resolve(props.get(name, {}), root) if isinstance(props, Mapping) else {}
-        if _is_array(sub) or len(children) > 1:
-            items = _resolve(sub.get("items", {}), root) if isinstance(sub.get("items"), Mapping) else {}
-            out[name] = [_value(c, items, root) for c in children]
+    """The children (and attributes) of `element` as an object, guided by `schema`: a child the
+    schema declares as an array, or one that repeats, is a list; a leaf is its text."""
+    return _read(element, _shape(schema, root))
+
+
+class _Shape:
+    """What reading XML needs of a schema, resolved once per schema object and kept: for each
+    declared child, whether it is a list and the shape of its items. Resolving `$ref`s and looking
+    up properties on every element of every callback cost more than parsing the XML itself."""
+
+    __slots__ = ("_kids", "_props", "_root")
+
+    def __init__(self, schema: Mapping[str, Any], root: Mapping[str, Any]) -> None:
+        schema = _resolve(schema, root)
+        props = schema.get("properties")
+        self._props: Mapping[str, Any] = props if isinstance(props, Mapping) else {}
+        self._root = root
+        self._kids: dict[str, tuple[bool, _Shape]] = {}
+
+    def child(self, name: str) -> tuple[bool, _Shape]:
+        known = self._kids.get(name)
+        if known is not None:
+            return known
+        if name not in self._props:  # undeclared names are not cached: a hostile document has many
+            return _UNDECLARED
+        sub = _resolve(self._props[name], self._root) if isinstance(self._props[name], Mapping) else {}
+        if _is_array(sub):
+            items = sub.get("items")
+            known = (True, _Shape(items if isinstance(items, Mapping) else {}, self._root))
         else:
-            out[name] = _value(children[0], sub, root)
-    text = (element.text or "").strip()
-    if text and (out or len(element)):
-        out["#text"] = element.text
+            known = (False, _Shape(sub, self._root))
+        self._kids[name] = known
+        return known
+
+
+_EMPTY: Mapping[str, Any] = {}
+_UNDECLARED = (False, _Shape(_EMPTY, _EMPTY))
+# Schemas live as long as the mappings that hold them; keyed by identity (a schema is a plain dict).
+_SHAPES: dict[tuple[int, int], tuple[Mapping[str, Any], _Shape]] = {}
+
+
+def _shape(schema: Mapping[str, Any], root: Mapping[str, Any]) -> _Shape:
+    key = (id(schema), id(root))
+    known = _SHAPES.get(key)
+    if known is None or known[0] is not schema:
+        if len(_SHAPES) > 1024:  # schemas made on the fly (tests): never an unbounded cache
+            _SHAPES.clear()
+        known = (schema, _Shape(schema, root))
+        _SHAPES[key] = known
+    return known[1]
+
+
+def _read(element: Any, shape: _Shape) -> dict[str, Any]:
+    attrib = element.attrib
+    out: dict[str, Any] = {f"@{_local(k)}": v for k, v in attrib.items()} if attrib else {}
+    repeated: set[str] | None = None  # undeclared names seen twice: a list from then on
+    for child in element:
+        tag = child.tag
+        if not isinstance(tag, str):
+            continue
+        name = tag.rsplit("}", 1)[-1] if tag[:1] == "{" else tag
+        is_list, sub = shape.child(name)
+        value = _read(child, sub) if (len(child) or child.attrib) else (child.text or "")
+        if is_list:
+            out.setdefault(name, []).append(value)
+        elif name not in out:
+            out[name] = value
+        elif repeated is not None and name in repeated:
+            out[name].append(value)
+        else:
+            out[name] = [out[name], value]
+            if repeated is None:
+                repeated = set()
+            repeated.add(name)
+    text = element.text
+    if text and text.strip() and (out or len(element)):
+        out["#text"] = text
     return out
-
-
-def _value(element: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> Any:
-    if len(element) or element.attrib:
-        return xml_to_document(element, schema, root)
-    return element.text or ""

@@ -213,6 +213,9 @@ def test_dry_run_explain_lists_every_field_with_its_spec_line_and_sources() -> N
     index = int(re.search(r"items\[(\d+)\]\.sku", detail)[1])  # type: ignore[index]
     assert order["items"][index]["sku"] == "SKU-100203-BLK", detail
     assert f'items[{index}].sku = "SKU-100203-BLK"' in detail
+    # A value built from $position is credited to it (it reads no source path).
+    detail = lines[lines.index('orderLines[2].orderLineNo = "3"') + 1]
+    assert detail.endswith("  <- $position"), detail
 
 
 def test_dry_run_explain_json_has_lineage() -> None:

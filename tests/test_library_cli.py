@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.cli import main
-from dockyard.library import LibraryError, integrations, library_root, resolve_order, resolve_path, resolve_spec
+from dockyard.library import LibraryError, examples_root, integrations, library_root, resolve_order, resolve_path, resolve_spec
 from dockyard.sample_orders import generate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +40,11 @@ def test_the_library_lists_every_integration_with_versions_flows_and_signing() -
     result = run("library", "--json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
-    assert Path(data["path"]) == library_root() == (ROOT / "mappings")
+    # From a clone the library is the repository's mappings/; installed (CI installs the wheel), the
+    # package's copy of it: the same files either way.
+    assert Path(data["path"]) == library_root()
+    assert (library_root() / "qimen" / "deliveryorder.create.yaml").read_bytes() == (
+        ROOT / "mappings" / "qimen" / "deliveryorder.create.yaml").read_bytes()
     by_name = {i["name"]: i for i in data["integrations"]}
     assert set(by_name) == {"qimen", "sf", "jd", "cainiao", "reference"}
     # Every spec of the library folders is listed, none twice.
@@ -69,12 +73,13 @@ def test_the_library_lists_every_integration_with_versions_flows_and_signing() -
 
 
 def test_names_resolve_to_the_library_and_mistakes_get_the_closest_names() -> None:
-    path = ROOT / "mappings" / "qimen" / "deliveryorder.create.yaml"
+    path = library_root() / "qimen" / "deliveryorder.create.yaml"  # the clone's or the installed copy
+    assert path.read_bytes() == (ROOT / "mappings" / "qimen" / "deliveryorder.create.yaml").read_bytes()
     assert resolve_spec("qimen/deliveryorder.create") == path
     assert resolve_spec("qimen/deliveryorder.create.yaml") == path
     assert resolve_spec("qimen.deliveryorder.create") == path  # the mapping name
-    assert resolve_path("sf") == ROOT / "mappings" / "sf"
-    assert resolve_order("tmall-basic") == ROOT / "examples" / "orders" / "tmall-basic.json"
+    assert resolve_path("sf") == library_root() / "sf"
+    assert resolve_order("tmall-basic") == examples_root() / "orders" / "tmall-basic.json"
     with pytest.raises(LibraryError, match=r"did you mean 'qimen/deliveryorder.create'"):
         resolve_spec("qimen/deliveryorder.crate")
     with pytest.raises(LibraryError, match=r"the examples: all-lines-zero"):

@@ -79,6 +79,10 @@ class Deliverer:
         self.finishing: Counter[str] = Counter()  # exchange over, outcome not yet committed
         self._pools: dict[str, HttpPool] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Jobs this process claimed and is still working on (until their outcome is committed or
+        # the attempt is abandoned): the recovery loop takes back any other job the store says is
+        # claimed by this process (see store.recover's `holding`).
+        self._holding: set[int] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._slots: dict[str, asyncio.Event] = {}
@@ -153,8 +157,10 @@ class Deliverer:
         that ran out), while this process runs: claimed ones simply, sending ones as in doubt."""
         while not self._stopping:
             await asyncio.sleep(every)
+            holding = frozenset(self._holding)
             try:
-                recovered = await self.db.write(lambda c: store.recover(c, me=self.owner, gone=self.db.owner_gone))
+                recovered = await self.db.write(functools.partial(store.recover, me=self.owner,
+                                                                  gone=self.db.owner_gone, holding=holding))
             except StoreError:
                 continue  # the store is away; the next turn tries again
             if recovered:
@@ -217,6 +223,7 @@ class Deliverer:
                 continue
             for job in outcome.jobs:
                 self.inflight[wh.name] += 1
+                self._holding.add(job.id)
                 task = asyncio.create_task(self._run(wh, job, circuit))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -274,6 +281,7 @@ class Deliverer:
                            order_no=job.order_no, trace_id=job.trace_id, warehouse=wh.name, flow=job.kind,
                            job=job.id, reason=result.reason)
         finally:
+            self._holding.discard(job.id)
             if not released:
                 self._release(wh.name)
 
@@ -620,7 +628,11 @@ class Deliverer:
             if not outcome.jobs:
                 await _wait(wake, await self._idle_for(UPSTREAM, "up", outcome))
                 continue
-            await self._forward(outcome.jobs, up.url, up.retry, secret)
+            self._holding.update(j.id for j in outcome.jobs)
+            try:
+                await self._forward(outcome.jobs, up.url, up.retry, secret)
+            finally:
+                self._holding.difference_update(j.id for j in outcome.jobs)
 
     async def _forward(self, jobs: list[ClaimedJob], url: str, retry: RetryConfig, secret: str | None) -> None:
         body = ("[" + ",".join(j.payload or "null" for j in jobs) + "]").encode("utf-8")

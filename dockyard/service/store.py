@@ -85,9 +85,29 @@ _JOURNAL_SQL = ("INSERT INTO dy_journal (at, order_no, warehouse, flow, step, ou
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
+# On PostgreSQL a group's journal rows go in as one statement over arrays: one statement per row
+# (even pipelined) was the largest single share of the database's work per order.
+_JOURNAL_PG_SQL = ("INSERT INTO dy_journal (at, order_no, warehouse, flow, step, outcome, elapsed_us, detail) "
+                   "SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::text[], ?::text[], "
+                   "?::bigint[], ?::text[])")
+
+
+def _columns(rows: Sequence[Sequence[Any]], *, text: tuple[int, ...]) -> list[list[Any]]:
+    """Rows as one list per column, for `unnest(?::type[], …)`; the `text` columns as text (an
+    array parameter must hold one type: a warehouse's order id may come as a number)."""
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    for i in text:
+        columns[i] = [v if v is None or isinstance(v, str) else str(v) for v in columns[i]]
+    return columns
+
+
 def write_journal(conn: Conn, rows: Iterable[tuple[Any, ...]]) -> None:
     now = conn.now
-    conn.executemany(_JOURNAL_SQL, [(now, *r[1:]) if r[0] is None else r for r in rows])
+    values = [(now, *r[1:]) if r[0] is None else r for r in rows]
+    if conn.dialect == "postgres" and len(values) > 1:
+        conn.execute(_JOURNAL_PG_SQL, _columns(values, text=(1, 2, 3, 4, 5, 7)))
+    else:
+        conn.executemany(_JOURNAL_SQL, values)
 
 
 def journal(conn: Conn, rows: Iterable[JournalRow]) -> None:
@@ -143,7 +163,13 @@ def apply_order_changes(conn: Conn, changes: Mapping[str, Any]) -> None:
                         known.append(w)
                 merged = json.dumps(known, ensure_ascii=False, default=str)
             updates.append((status, change.delivery, change.warehouse_order_id, merged, conn.now, order_no))
-    if updates:
+    if updates and conn.dialect == "postgres" and len(updates) > 1:  # one statement over arrays
+        conn.execute("UPDATE dy_orders o SET status = v.status, delivery = COALESCE(v.delivery, o.delivery), "
+                     "warehouse_order_id = COALESCE(v.woid, o.warehouse_order_id), waybills = v.waybills, "
+                     "updated_at = v.at FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], "
+                     "?::text[]) AS v(status, delivery, woid, waybills, at, order_no) WHERE o.order_no = v.order_no",
+                     _columns(updates, text=(0, 1, 2, 3, 5)))
+    elif updates:
         conn.executemany("UPDATE dy_orders SET status = ?, delivery = COALESCE(?, delivery), "
                          "warehouse_order_id = COALESCE(?, warehouse_order_id), waybills = ?, updated_at = ? "
                          "WHERE order_no = ?", updates)
@@ -169,11 +195,33 @@ _QUEUE_CHAINED_SQL = (
     f"AND p.state IN {_BLOCKING}) THEN 'waiting' ELSE 'ready' END, ?, ?, ?, ?")
 
 
+# PostgreSQL: all of a group's jobs in one statement. A statement does not see its own rows, so a
+# job behind another of the same order and lane in the same batch is marked `behind` here; the
+# first of each is checked against the table. WITH ORDINALITY keeps the ids in queue order.
+_QUEUE_CHAINED_PG_SQL = (
+    "INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, payload, created_at, updated_at) "
+    "SELECT v.lane, v.kind, v.order_no, v.warehouse, CASE WHEN v.behind OR EXISTS (SELECT 1 FROM dy_jobs p "
+    f"WHERE p.order_no = v.order_no AND p.lane = v.lane AND p.state IN {_BLOCKING}) THEN 'waiting' ELSE 'ready' "
+    "END, ?, v.payload, ?, ? FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::boolean[]) "
+    "WITH ORDINALITY AS v(lane, kind, order_no, warehouse, payload, behind, n) ORDER BY v.n")
+
+
 def queue_jobs(conn: Conn, jobs: Sequence[tuple[str, str, str | None, str, str | None]]) -> None:
     """Queue (lane, kind, order_no, warehouse, payload) jobs, each behind its order's open job."""
     now = conn.now
-    conn.executemany(_QUEUE_CHAINED_SQL, [(lane, kind, order_no, warehouse, order_no, lane, now, payload, now, now)
-                                          for lane, kind, order_no, warehouse, payload in jobs])
+    if conn.dialect == "postgres" and len(jobs) > 1:
+        seen: set[tuple[str, str]] = set()
+        behind: list[bool] = []
+        for lane, _, order_no, _, _ in jobs:
+            behind.append(order_no is not None and (order_no, lane) in seen)
+            if order_no is not None:
+                seen.add((order_no, lane))
+        columns = _columns([(lane, kind, order_no, warehouse, payload) for lane, kind, order_no, warehouse, payload
+                            in jobs], text=(0, 1, 2, 3, 4))
+        conn.execute(_QUEUE_CHAINED_PG_SQL, [now, now, now, *columns, behind])
+    else:
+        conn.executemany(_QUEUE_CHAINED_SQL, [(lane, kind, order_no, warehouse, order_no, lane, now, payload, now,
+                                               now) for lane, kind, order_no, warehouse, payload in jobs])
     for _, _, _, warehouse, _ in jobs:
         _wake(conn, warehouse)
 
@@ -188,6 +236,19 @@ def _promote(conn: Conn, ended: Iterable[tuple[str, str]]) -> None:
         where, params = _in(conn, chunk)
         waiting.update((o, lane) for o, lane in conn.execute(
             f"SELECT order_no, lane FROM dy_jobs WHERE order_no {where} AND state = 'waiting'", params))
+    if conn.dialect == "postgres":  # the first waiting job of each pair, in one statement
+        todo = [p for p in pairs if p in waiting]
+        for chunk in _chunks(todo):
+            rows = conn.execute(
+                "UPDATE dy_jobs j SET state = 'ready', next_at = ?, updated_at = ? FROM (SELECT MIN(w.id) AS id "
+                "FROM dy_jobs w JOIN unnest(?::text[], ?::text[]) AS v(order_no, lane) ON w.order_no = v.order_no "
+                "AND w.lane = v.lane WHERE w.state = 'waiting' AND NOT EXISTS (SELECT 1 FROM dy_jobs o "
+                f"WHERE o.order_no = w.order_no AND o.lane = w.lane AND o.state IN {_OPEN}) "
+                "GROUP BY w.order_no, w.lane) AS m WHERE j.id = m.id AND j.state = 'waiting' RETURNING j.warehouse",
+                (conn.now, conn.now, [p[0] for p in chunk], [p[1] for p in chunk]))
+            for (warehouse,) in rows:
+                _wake(conn, warehouse)
+        return
     for order_no, lane in pairs:
         if (order_no, lane) not in waiting:
             continue
@@ -393,7 +454,13 @@ def claim(conn: Conn, lane: str, warehouse: str, limit: int, owner: str, lease_u
                        payload, order_payload, owner, tracking, probe, created)
             for jid, kind, order_no, wh, attempts, request_id, doubt, payload, order_payload, tracking, created
             in rows]
-    if jobs:
+    if jobs and conn.dialect == "postgres" and len(jobs) > 1:  # one statement over arrays
+        conn.execute("UPDATE dy_jobs j SET state = 'claimed', owner = ?, lease_until = ?, attempts = v.attempts, "
+                     "request_id = v.request_id, updated_at = ? FROM unnest(?::bigint[], ?::integer[], ?::text[]) "
+                     "AS v(id, attempts, request_id) WHERE j.id = v.id",
+                     (owner, now + lease_us, now, [j.id for j in jobs], [j.attempts for j in jobs],
+                      [j.request_id for j in jobs]))
+    elif jobs:
         conn.executemany("UPDATE dy_jobs SET state = 'claimed', owner = ?, lease_until = ?, attempts = ?, "
                          "request_id = ?, updated_at = ? WHERE id = ?",
                          [(owner, now + lease_us, j.attempts, j.request_id, now, j.id) for j in jobs])
@@ -488,6 +555,14 @@ _FINISH_SQL = ("UPDATE dy_jobs SET state = ?, next_at = ?, doubt = ?, reason = ?
                "lease_until = NULL, request_id = CASE WHEN ? = 1 THEN NULL ELSE request_id END, updated_at = ? "
                "WHERE id = ? AND owner = ? AND state IN ('claimed', 'sending') RETURNING id")
 
+_FINISH_PG_SQL = (
+    "UPDATE dy_jobs j SET state = v.state, next_at = v.next_at, doubt = v.doubt, reason = v.reason, "
+    "outcome = v.outcome, owner = NULL, lease_until = NULL, request_id = CASE WHEN v.reset = 1 THEN NULL "
+    "ELSE j.request_id END, updated_at = v.at FROM unnest(?::text[], ?::bigint[], ?::integer[], ?::text[], "
+    "?::text[], ?::integer[], ?::bigint[], ?::bigint[], ?::text[]) AS v(state, next_at, doubt, reason, outcome, "
+    "reset, at, id, owner) WHERE j.id = v.id AND j.owner = v.owner AND j.state IN ('claimed', 'sending') "
+    "RETURNING j.id")
+
 
 def finish(conn: Conn, results: Sequence[JobResult], now: int | None = None) -> int:
     """Record what became of claimed jobs; a job whose claim was lost (another process recovered
@@ -503,7 +578,10 @@ def finish(conn: Conn, results: Sequence[JobResult], now: int | None = None) -> 
         buckets.setdefault(values, []).append(r)
     done: set[int] = set()
     singles = [(values, group[0]) for values, group in buckets.items() if len(group) == 1]
-    if singles:
+    if singles and conn.dialect == "postgres" and len(singles) > 1:  # one statement over arrays
+        rows_in = [(*v[:7], r.job_id, v[7]) for v, r in singles]
+        done.update(int(row[0]) for row in conn.execute(_FINISH_PG_SQL, _columns(rows_in, text=(0, 3, 4, 8))))
+    elif singles:
         changed = conn.execute_returning(_FINISH_SQL, [(*v[:7], r.job_id, v[7]) for v, r in singles])
         done.update(r.job_id for (_, r), ok in zip(singles, changed, strict=True) if ok)
     for values, group in buckets.items():
@@ -547,13 +625,23 @@ class FinishOp(BatchOp):
         return [len(op.results) for op in ops]
 
 
-def recover(conn: Conn, now: int | None = None, *, me: str,
-            gone: Callable[[Conn, str], bool]) -> list[tuple[int, str | None, str]]:
+# A job claimed by this process that it does not hold is an orphan only after this long: the claim
+# that took it may have committed a moment before its answer reached the claiming loop.
+ORPHAN_GRACE_US = 15_000_000
+
+
+def recover(conn: Conn, now: int | None = None, *, me: str, gone: Callable[[Conn, str], bool],
+            holding: frozenset[int] | None = None) -> list[tuple[int, str | None, str]]:
     """Jobs that were claimed or on the wire when their worker died. A `claimed` job never left:
     it is simply ready again. A `sending` job may have reached the warehouse: it comes back in
     doubt, to be settled by the warehouse's rule.
 
     A worker is dead when its lease ran out, or when its process is gone (Database.owner_gone).
+    With `holding` (the jobs this process `me` is working on), this process's own orphans come
+    back too: jobs the store has as claimed by it that it does not hold. They happen when the
+    store goes away at the wrong moment: a claim that committed but whose answer was lost with the
+    connection, or an outcome that could not be written. Without this they would count against the
+    warehouse's concurrency, and wait, until their lease ran out (minutes).
     Also makes ready any waiting job left without an open predecessor (see _repair_waiting)."""
     stamp = conn.now
     owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM dy_jobs WHERE state IN ('claimed', 'sending')")]
@@ -563,19 +651,29 @@ def recover(conn: Conn, now: int | None = None, *, me: str,
     for owner in dead:
         rows += conn.execute("SELECT id, order_no, warehouse, lane, owner, state FROM dy_jobs "
                              "WHERE state IN ('claimed', 'sending') AND owner = ? AND lease_until >= ?", (owner, stamp))
+    if holding is not None:
+        seen = {int(r[0]) for r in rows}
+        rows += [r for r in conn.execute("SELECT id, order_no, warehouse, lane, owner, state FROM dy_jobs "
+                                         "WHERE state IN ('claimed', 'sending') AND owner = ? AND lease_until >= ? "
+                                         "AND updated_at < ?", (me, stamp, stamp - ORPHAN_GRACE_US))
+                 if int(r[0]) not in holding and int(r[0]) not in seen]
     _repair_waiting(conn)
     if not rows:
         return []
-    on_wire = "the service stopped while this request may have been on the wire"
-    never_left = "the service stopped before this request was written: it is sent again"
+    def reason(r: tuple[Any, ...]) -> str:
+        who = ("this node lost track of it while the store was away" if r[4] == me
+               else "the service stopped")
+        if r[5] == "sending":
+            return f"{who} while this request may have been on the wire"
+        return f"{who} before this request was written: it is sent again"
+
     conn.executemany(
         "UPDATE dy_jobs SET state = 'ready', doubt = CASE WHEN ? = 1 THEN 1 ELSE doubt END, reason = ?, owner = NULL, "
         "lease_until = NULL, next_at = ?, updated_at = ? WHERE id = ? AND state = ? AND owner = ?",
-        [(int(r[5] == "sending" and r[3] == "wh"), on_wire if r[5] == "sending" else never_left, stamp, stamp,
-          r[0], r[5], r[4]) for r in rows])
+        [(int(r[5] == "sending" and r[3] == "wh"), reason(r), stamp, stamp, r[0], r[5], r[4]) for r in rows])
     journal(conn, [JournalRow(None, r[1], r[2], None, "recovered",
                               "in_doubt" if r[5] == "sending" and r[3] == "wh" else "retry",
-                              detail={"job": r[0], "reason": on_wire if r[5] == "sending" else never_left})
+                              detail={"job": r[0], "reason": reason(r)})
                    for r in rows])
     for r in rows:
         _wake(conn, r[2])
@@ -691,6 +789,27 @@ class EventOutcome:
     reason: str = ""
 
 
+def _insert_events(conn: Conn, rows: list[tuple[Any, ...]]) -> list[bool]:
+    """Insert (warehouse, event_id, order_no, status, document, received_at) rows, each once; for
+    each row, whether it was new. On PostgreSQL in one statement: what it returns are the keys it
+    inserted, and of rows with the same key in one batch the first is the new one."""
+    if conn.dialect != "postgres" or len(rows) <= 1:
+        return conn.execute_returning(
+            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING event_id", rows)
+    new = {(w, e) for w, e in conn.execute(
+        "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
+        "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[]) "
+        "ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING warehouse, event_id",
+        _columns(rows, text=(0, 1, 2, 3, 4)))}
+    out: list[bool] = []
+    for row in rows:
+        key = (row[0], None if row[1] is None else str(row[1]))
+        out.append(key in new)
+        new.discard(key)  # a second row with the key in this batch is its duplicate
+    return out
+
+
 class RecordEventsOp(BatchOp):
     """The status events of one callback: each recorded once (dedupe on warehouse + event id),
     applied to its order and queued for forwarding — but only for an order that was routed to
@@ -740,9 +859,7 @@ class RecordEventsOp(BatchOp):
                 candidates.append((op, rec, document, known[1]))
                 outcomes.append(EventOutcome("pending", known[1]))
             out.append(outcomes)
-        inserted = tx.execute_returning((
-            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING event_id"), fresh_rows)
+        inserted = _insert_events(tx, fresh_rows)
         forwards: list[tuple[str, str, str | None, str, str | None]] = []
         results = iter(inserted)
         settled: dict[int, str] = {}

@@ -37,8 +37,12 @@ SOURCES: dict[Kind, list[str]] = {
     Kind.DATETIME: ["parse_datetime(created_at)", "now()"],
     Kind.BOOL: ["true", "items[0].is_gift", "present(remark)"],
     Kind.LIST: ["items", 'split(order_no, "0")', "[]"],
-    Kind.ANY: ["order_no", "items", "amounts.paid_total", "buyer"],
+    Kind.ANY: ["order_no", "items", "amounts.paid_total", "buyer", "omit"],
 }
+# `omit` (missing on purpose) may stand wherever a value of any kind may be missing.
+for _kind in (Kind.STRING, Kind.DECIMAL, Kind.LIST):
+    SOURCES[_kind].append("omit")
+SOURCES[Kind.STRING].append("(if present(remark) then remark else omit)")
 # Constants for literal parameters: the hostile ones check must refuse or the runtime must take.
 LITERAL_TEXT = ["---", "", " ", "yyyy", "yyyyMMdd", "yyyy-MM-dd HH:mm:ss", "'q'", "''", "%", "%Y%m", "XXX", "Z",
                 "EEE", "SSS", "yyyy'", "HH:mm", "Asia/Shanghai", "UTC", "Nowhere/Zone", "../../etc/passwd", "(",

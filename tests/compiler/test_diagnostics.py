@@ -77,6 +77,9 @@ EXPECTED_CODES: dict[str, tuple[list[str], bool]] = {
     "target-schema": (["target-schema", "target-schema"], False),
     "xml-invalid-element-name": (["target-xml-name"], False),
     "wire-settings": (["request-sign", "unknown-policy", "request-encrypt", "request-encrypt"], False),
+    "no-null": (["no-null", "no-null"], False),
+    "required-omit": (["required-omit"], False),
+    "when-beside-each": (["spec-directive"], False),
     "several-mistakes": (["unused-let", "unknown-path", "unknown-path", "unknown-function", "type-mix",
                           "bad-argument", "arity", "type-mix"], False),
 }
@@ -275,3 +278,34 @@ def test_huge_integer_literal_is_a_diagnostic_not_a_crash() -> None:
 def test_long_sum_is_not_a_crash() -> None:
     report = check_file("long.yaml", SPEC_HEAD + " + ".join(["amounts.paid_total"] * 600) + "\n")
     assert report.diagnostics is not None
+
+
+def test_when_beside_value_is_legal() -> None:
+    """`$when` beside `$value` leaves a single value out on a condition (it used to be refused)."""
+    report = check_file("when.yaml", SPEC_HEAD + 'order_no\n    remark?:\n      $value: remark\n'
+                        '      $when: present(remark) and remark != ""\n')
+    assert report.diagnostics == [], render_all(report.diagnostics, report.sources)
+
+
+def test_a_misspelt_directive_beside_value_names_the_ones_allowed() -> None:
+    report = check_file("when.yaml", SPEC_HEAD + "order_no\n    remark?:\n      $value: remark\n      $wen: true\n")
+    [diag] = report.diagnostics
+    assert (diag.code, diag.message, diag.hint) == ("spec-directive", "'$wen' cannot stand beside '$value'",
+                                                     "did you mean '$when'?")
+    assert (diag.span.line, diag.span.col) == (13, 7)
+
+
+@pytest.mark.parametrize("word", ["null", "None", "nil", "undefined"])
+def test_null_in_an_expression_says_the_language_has_none(word: str) -> None:
+    report = check_file("null.yaml", SPEC_HEAD + f"order_no\n    remark?: remark ?? {word}\n")
+    [diag] = report.diagnostics
+    assert (diag.code, diag.message) == ("no-null", "the language has no null")
+    assert diag.hint is not None and "omit" in diag.hint
+    assert (diag.span.line, diag.span.col, diag.span.width) == (11, 24, len(word))
+
+
+def test_a_source_field_named_null_is_still_a_field(tmp_path: Path) -> None:
+    (tmp_path / "s.json").write_text('{"type": "object", "properties": {"null": {"type": "string"}}}')
+    spec = SPEC_HEAD.replace("schema: order", "schema: s.json\n  key: \"null\"") + "(null)\n"
+    report = check_file(tmp_path / "s.yaml", spec)
+    assert report.ok, render_all(report.diagnostics, report.sources)

@@ -461,3 +461,15 @@ def test_a_mapping_targets_the_status_event_schema(tmp_path: Path) -> None:
         assert doc["waybills"][0]["weight"] == Decimal("1.50")
         # Decimals leave as JSON numbers or text; the schema takes either.
         assert list(validator.iter_errors(json.loads(json.dumps(doc, default=str)))) == []
+
+
+@pytest.mark.parametrize("written", ["buyerNick:\n      $value: buyer.nick\n      $when: buyer.nick != \"\"",
+                                     "buyerNick?: if buyer.nick == \"\" then omit else buyer.nick"])
+def test_a_value_that_can_now_be_left_out_is_breaking(tmp_path: Path, written: str) -> None:
+    """`$when` beside `$value` or an optional field with `omit` can leave a field out, like `?:`."""
+    text = (DIFF / "base.yaml").read_text(encoding="utf-8")
+    assert "    buyerNick: buyer.nick\n" in text
+    edited = tmp_path / "when.yaml"
+    edited.write_text(text.replace("    buyerNick: buyer.nick\n", f"    {written}\n"), encoding="utf-8")
+    found = [(c.breaking, c.kind, c.path, c.detail) for c in diff_files(spec("base.yaml"), edited).changes]
+    assert found == [(True, "now-optional", "deliveryOrder.buyerNick", "was required")]

@@ -44,6 +44,8 @@ def sexp(node: ast.Expr) -> str:
     match node:
         case ast.Literal(value=v):
             return _literal(v)
+        case ast.Omit():
+            return "(omit)"  # apart from a field named omit
         case ast.Name(name=n):
             return _name(n)
         case ast.Var(name=n):
@@ -86,6 +88,13 @@ PARSES = [
     ("true", "true"),
     ("false", "false"),
     ('"JYCK"', '"JYCK"'),
+    # `omit` is a keyword; a field of that name is written `omit` in backticks, or after a '.'
+    ("omit", "(omit)"),
+    ("if remark == \"\" then omit else remark", '(if (== remark "") (omit) remark)'),
+    ("[a, omit]", "(list a (omit))"),
+    ("`omit`", "omit"),
+    ("a.omit", "(. a omit)"),
+    ("omitted", "omitted"),
     ("'JYCK'", '"JYCK"'),
     ("buyer.nick", "(. buyer nick)"),
     ("buyer . nick", "(. buyer nick)"),

@@ -263,6 +263,34 @@ def test_explain_of_header_fields(reference: CompiledMapping) -> None:
     assert found["deliveryOrder.orderType"].sources == ()
 
 
+def test_explain_credits_position(reference: CompiledMapping, tmp_path: Path) -> None:
+    """A value built from $position names it among its inputs, with the other inputs beside it;
+    a let built from it passes the credit on."""
+    _doc, explanations = reference.explain(load_order())
+    line_no = by_path(explanations)["orderLines[1].orderLineNo"]
+    assert (line_no.value, line_no.lets, line_no.sources) == ("2", ("position",), ())
+    spec = tmp_path / "position.yaml"
+    spec.write_text('''dockyard: 1
+name: t.position
+version: "1.0.0"
+source: {schema: order}
+target: {format: json}
+output:
+  lines:
+    $each: items
+    $let:
+      n: $position * 10
+    $emit:
+      ref: order_no + "-" + string($position)
+      seq: $n
+''', encoding="utf-8")
+    _doc, explanations = compile_file(spec).explain(load_order())
+    found = by_path(explanations)
+    assert found["lines[0].ref"].lets == ("position",)
+    assert sources_of(found["lines[0].ref"]) == {"order_no": "TM20231111000123"}
+    assert set(found["lines[3].seq"].lets) == {"n", "position"}
+
+
 def test_explain_names_context_and_clock(form_mapping: CompiledMapping) -> None:
     fixed = datetime(2023, 11, 11, tzinfo=CST)
     _doc, explanations = form_mapping.explain(load_order(), FORM_CTX, fixed)

@@ -81,6 +81,28 @@ def test_a_claimed_job_that_never_left_comes_back_ready_and_a_sending_one_in_dou
         survivor.close()
 
 
+def test_a_live_process_takes_back_its_own_jobs_it_no_longer_holds(db: Database) -> None:
+    """A claim that committed while its answer was lost with the connection, or an outcome that
+    could not be written while the store was away: the store says the job is claimed (or on the
+    wire) by this process, but no task of it holds the job. Recovery takes it back after a grace
+    (a claim's answer may still be on its way to the loop), as it would for a dead process; the
+    jobs it does hold, and fresh ones, it leaves alone."""
+    _ingest(db, "O-1", "O-2", "O-3", "O-4")
+    jobs = {j.order_no: j for j in _claim(db, 3).jobs}
+    assert sorted(jobs) == ["O-1", "O-2", "O-3"]  # type: ignore[type-var]
+    assert db.write_sync(store.MarkSendingOp(jobs["O-2"].id, db.owner)) is True
+    db.write_sync(lambda c: c.execute("UPDATE dy_jobs SET updated_at = updated_at - ?", (store.ORPHAN_GRACE_US + 1,)))
+    [fresh] = _claim(db, 1).jobs  # O-4: claimed just now, not (yet) held
+    holding = frozenset({jobs["O-3"].id})
+    recovered = db.write_sync(lambda c: store.recover(c, me=db.owner, gone=db.owner_gone, holding=holding))
+    assert sorted(r[1] for r in recovered) == ["O-1", "O-2"]  # type: ignore[type-var]
+    rows = dict(db.read_sync(lambda c: c.execute("SELECT order_no, state || ':' || doubt FROM dy_jobs")))
+    assert rows == {"O-1": "ready:0", "O-2": "ready:1", "O-3": "claimed:0", fresh.order_no: "claimed:0"}
+    # without `holding` (another process's sweep, or an old caller) nothing of a live owner moves
+    db.write_sync(lambda c: c.execute("UPDATE dy_jobs SET updated_at = updated_at - ?", (store.ORPHAN_GRACE_US + 1,)))
+    assert db.write_sync(lambda c: store.recover(c, me=db.owner, gone=db.owner_gone)) == []
+
+
 def test_a_cancel_waits_behind_its_create_and_starts_when_it_ends(db: Database) -> None:
     _ingest(db, "C-1")
     [create] = _claim(db).jobs
