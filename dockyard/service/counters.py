@@ -77,11 +77,23 @@ def tally(rows: Iterable[tuple[Any, ...]], now: int) -> dict[tuple[int, str, str
     return out
 
 
+_UPSERT_PG = ("INSERT INTO dy_counters (bucket, warehouse, kind, node, n, sum_us) "
+              "SELECT * FROM unnest(?::bigint[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[]) "
+              "ON CONFLICT (bucket, warehouse, kind, node) DO UPDATE SET n = dy_counters.n + excluded.n, "
+              "sum_us = dy_counters.sum_us + excluded.sum_us")
+
+
 def upsert(conn: Any, counts: Mapping[tuple[int, str, str], list[int]], node: str = "") -> None:
     """Add the counts to the writing process's own rows (`node`): no other process's writer ever
-    waits for them. The overview sums the nodes."""
-    if counts:
-        conn.executemany(_UPSERT, [(b, w, k, node, n, us) for (b, w, k), (n, us) in sorted(counts.items())])
+    waits for them. The overview sums the nodes. On PostgreSQL one statement over arrays (each
+    key appears once: `tally` merged them), as the group's journal rows go in."""
+    rows = [(b, w, k, node, n, us) for (b, w, k), (n, us) in sorted(counts.items())]
+    if not rows:
+        return
+    if conn.dialect == "postgres" and len(rows) > 1:
+        conn.execute(_UPSERT_PG, [list(column) for column in zip(*rows, strict=True)])
+    else:
+        conn.executemany(_UPSERT, rows)
 
 
 def percentile_from_buckets(buckets: Mapping[str, int], q: float) -> float | None:
