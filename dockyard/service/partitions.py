@@ -92,15 +92,23 @@ def ensure(conn: Any, now_us: int, ahead: int = AHEAD_DAYS) -> list[str]:
     partition covers them yet. Returns the names made."""
     parts = listing(conn)
     made: list[str] = []
+    made_default = False
     if not any(p.default for p in parts):
         conn.execute("CREATE TABLE IF NOT EXISTS dy_journal_default PARTITION OF dy_journal DEFAULT")
         made.append("dy_journal_default")
+        made_default = True
     covered = [(p.lo, p.hi) for p in parts if not p.default]
     today = _day_start(now_us)
     for n in range(ahead + 1):
         lo, hi = today + n * DAY_US, today + (n + 1) * DAY_US
         if any((a is None or a < hi) and (b is None or b > lo) for a, b in covered):
             continue  # (part of) this day is in a partition already (the converted v2 journal's)
+        if made_default is False and conn.execute(
+                "SELECT 1 FROM dy_journal_default WHERE at >= ? AND at < ? LIMIT 1", (lo, hi)):
+            # rows of that day went to the default partition already (maintenance did not run in
+            # time): creating the day would fail; the day stays in the default partition, which
+            # the bounded purge handles like SQLite's journal
+            continue
         name = _name(lo)
         # lo and hi are integers computed here, not input: they may be part of the statement
         conn.execute(f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF dy_journal FOR VALUES FROM ({int(lo)}) "

@@ -195,6 +195,12 @@ def test_maintenance_makes_the_days_ahead_that_are_missing(pg_url: str) -> None:
         db.claim_sync(lambda c: c.execute(f"DROP TABLE {days[-1]}"))
         assert maintain_once(db, RetentionConfig(), lambda: False) == []  # no retention: nothing purged
         assert set(days) <= {p.name for p in db.read_sync(partitions.listing)}
+        # a day whose rows already went to the default partition (maintenance late) is left there
+        late = now - now % DAY + (partitions.AHEAD_DAYS + 2) * DAY
+        db.write_sync(lambda c: c.execute("INSERT INTO dy_journal (at, step, outcome) VALUES (?, 'x', 'ok')",
+                                          (late + 5,)))
+        assert db.claim_sync(lambda c: partitions.ensure(c, late, ahead=1)) == [partitions._name(late + DAY)]
+        assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_journal_default")[0][0]) == 1
     finally:
         db.close()
 
