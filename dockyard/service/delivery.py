@@ -346,7 +346,8 @@ class Deliverer:
         # explains what was sent with both, not with today's mapping at the time of viewing.
         clock = datetime.now(UTC)
         mapping, version = self.ctx.mappings[flow.request], self.ctx.versions.get(flow.request)
-        if job.attempts > 1 and job.order_no is not None:  # a retry keeps the version that began the job
+        # a retry keeps the version that began the job (only a reload since start can make them differ)
+        if job.attempts > 1 and job.order_no is not None and len(self.ctx.archive) > len(self.ctx.versions):
             mapping, version = await _pinned(self.ctx, self.db, job.order_no, job.kind, mapping, version)
         try:
             prepared = build_request(mapping, order, context=wh.context, clock=clock,
