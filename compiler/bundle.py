@@ -1,9 +1,12 @@
 """Bundles: a directory of generated modules plus a manifest, written deterministically.
 
 The manifest records the bundle format, the compiler and Python versions, and the sha256 of every
-spec, every file a spec read (tables, schemas) and every module. It holds no timestamps and its
-keys are sorted, so compiling the same specs twice gives identical bytes. Files are written to a
-temporary name and moved into place, so a reader never sees half a bundle file.
+spec, every file a spec read (tables, schemas) and every module. The spec and the files it read
+are kept too, as `sources/<sha256>`: a running bundle can then be compared with its successor
+(`dockyard reload` runs `dockyard diff` on them) even after the specs on disk have moved on. It
+holds no timestamps and its keys are sorted, so compiling the same specs twice gives identical
+bytes. Files are written to a temporary name and moved into place, so a reader never sees half a
+bundle file.
 """
 
 from __future__ import annotations
@@ -91,6 +94,8 @@ def build_bundle(specs: Sequence[str | os.PathLike[str]], out_dir: str | os.Path
         _write(out / module_rel, module_bytes)
         _write(out / schema_rel, schema_bytes)
         inputs = {path: _sha(text.encode("utf-8")) for path, text in sorted(c.spec.files.items())}
+        for path, text in c.spec.files.items():  # the sources, by hash: what `dockyard reload` diffs
+            _write(out / "sources" / inputs[path], text.encode("utf-8"))
         mappings[c.spec.name] = {
             "version": c.spec.version,
             "spec": c.spec.path,

@@ -93,7 +93,9 @@ _LAZY_COMMANDS = {
     "diff": "dockyard.diff_cli:diff",
     "serve": "dockyard.service_cli:serve",
     "trace": "dockyard.service_cli:trace",
-    "dlq": "dockyard.service_cli:dlq",
+    "dlq": "dockyard.triage_cli:dlq",  # triage_cli adds `dlq groups` and `dlq discard` to it
+    "purge": "dockyard.triage_cli:purge",
+    "reload": "dockyard.reload_cli:reload",
     "report": "dockyard.service_cli:report",
     "simulate": "dockyard.simulate_cli:simulate",
     "demo": "dockyard.demo_cli:demo",

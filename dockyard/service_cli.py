@@ -1,4 +1,5 @@
-"""The service's commands: `dockyard serve`, `dockyard trace ORDER_NO` and `dockyard dlq list|show|replay`.
+"""The service's commands: `dockyard serve`, `dockyard trace ORDER_NO` and `dockyard dlq list|show|replay`
+(`dlq groups` and `dlq discard`, and replay of a whole group, are in triage_cli).
 
 trace and dlq read the same state store as the running service (SQLite or PostgreSQL) through its
 config, so an operator needs nothing but the config file; a replay is recorded in the journal
@@ -201,16 +202,32 @@ def dlq_show(job_id: int, config_path: str, store: str | None) -> None:
 
 
 @dlq.command("replay")
-@click.argument("job_ids", type=int, nargs=-1, required=True)
+@click.argument("job_ids", type=int, nargs=-1)
 @click.option("--config", "config_path", default="dockyard.yaml", show_default=True, help=CONFIG_HELP)
 @click.option("--store", default=None, help="state store URL, overriding the config")
 @click.option("--order", "order_file", type=click.Path(exists=True, dir_okay=False),
               help="replace the order's content first (a fixed order, same order_no), then replay")
-def dlq_replay(job_ids: tuple[int, ...], config_path: str, store: str | None, order_file: str | None) -> None:
-    """Send dead or in-doubt jobs again (a running service picks them up within a second)."""
+@click.option("--group", default=None, help="every job of this group (`dockyard dlq groups`)")
+@click.option("--warehouse", default=None, help="every job of this warehouse (with the other filters)")
+@click.option("--state", type=click.Choice(["dead", "in_doubt"]), default=None, help="only dead, or only in doubt")
+@click.option("--match", "text", default=None, help="only jobs whose reason contains this text")
+@click.option("--anyway", is_flag=True, help="also replay jobs a replay cannot help (the mapping refuses them)")
+def dlq_replay(job_ids: tuple[int, ...], config_path: str, store: str | None, order_file: str | None,
+               group: str | None, warehouse: str | None, state: str | None, text: str | None, anyway: bool) -> None:
+    """Send dead or in-doubt jobs again (a running service picks them up within a second): the given
+    job ids, or every job of a selection (--group, --warehouse, --state, --match)."""
     from dockyard.service import store as ops
     from dockyard.service.db import now_us
 
+    if any(v is not None for v in (group, warehouse, state, text)):
+        if job_ids or order_file:
+            raise click.UsageError("give job ids, or a selection (--group, --warehouse, --state, --match), not both")
+        from dockyard.triage_cli import _selection, bulk_replay
+
+        bulk_replay(config_path, store, _selection(group, warehouse, state, text), anyway)
+        return
+    if not job_ids:
+        raise click.UsageError("give job ids, or a selection (--group, --warehouse, --state, --match)")
     config = _config(config_path, store)
     db = _db(config)
     who = f"{getpass.getuser()} (dockyard dlq replay)"

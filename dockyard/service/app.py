@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from dockyard.service import logs, queries, store, tracing
+from dockyard.service import logs, queries, retention, store, tracing
 from dockyard.service.context import ServiceContext, dumps
 from dockyard.service.db import Database, StoreUnavailable, now_us
 from dockyard.service.delivery import UPSTREAM, Deliverer
@@ -56,7 +56,7 @@ class Service:
     def __init__(self, ctx: ServiceContext, *, db: Database | None = None) -> None:
         self.ctx = ctx
         self.config = ctx.config
-        self.db = db or Database(self.config.store)
+        self.db = db or Database(self.config.store, readers=self.config.readers)
         self.checker = OrderChecker(ctx.router, ctx.config.limits)
         self.metrics = Metrics(self.config)
         self.deliverer = Deliverer(ctx, self.db, owner=self.db.owner, metrics=self.metrics)
@@ -106,6 +106,10 @@ class Service:
         recovered = await self.db.write(lambda c: store.recover(c, me=self.db.owner, gone=self.db.owner_gone))
         self.recovered = len(recovered)
         await self.deliverer.start()
+        # the journal's partitions ahead and the retention purge, hourly (retention.py)
+        self._maintenance_stop = asyncio.Event()
+        self._maintenance = asyncio.create_task(retention.maintain(self.db, self.config.retention,
+                                                                   self._maintenance_stop))
         # keepalive_timeout runs from a connection's start (or its last answer) until a request's
         # headers are complete: it is the header timeout too (middleware.py). Lingering (reading
         # and dropping the rest of a body no one read, after the answer) is kept short.
@@ -128,6 +132,10 @@ class Service:
         return self.url
 
     async def stop(self) -> None:
+        maintenance = getattr(self, "_maintenance", None)
+        if maintenance is not None:
+            self._maintenance_stop.set()
+            await maintenance  # a run under way stops at its next batch
         if self.runner is not None:
             await self.runner.cleanup()
         await self.deliverer.stop()
@@ -389,6 +397,21 @@ async def run_forever(service: Service, ready: Callable[[str], None] | None = No
             loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGUSR2, _dump_tasks)
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def reload() -> None:  # SIGHUP: new bundles (and tokens) from the config file, no restart
+        from dockyard.service.reload import ReloadError, reload_service
+
+        async def run() -> None:
+            with contextlib.suppress(ReloadError):  # journaled and logged; the old versions run on
+                await reload_service(service, "SIGHUP")
+
+        task = asyncio.create_task(run())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    with contextlib.suppress(NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     await service.stop()
 

@@ -34,6 +34,7 @@ from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.fieldcrypto import get_cipher
 from dockyard.runtime.signing import get_signer
 from dockyard.runtime.wire import WIRE_KEY, WireError, WireSettings, unused_encryption
+from dockyard.service.retention import RetentionConfig
 
 if TYPE_CHECKING:
     from dockyard.runtime.mapping import CompiledMapping
@@ -200,6 +201,9 @@ class ServiceConfig:
     tokens: Mapping[str, str] = field(default_factory=dict)  # reserved for the dashboard (token -> role)
     ingest: GuardConfig | None = None  # who may POST orders (or serve --allow-open-ingest)
     trusted_proxies: tuple[str, ...] = ()  # CIDRs whose X-Forwarded-For is believed
+    retention: RetentionConfig = field(default_factory=RetentionConfig)  # days kept per table class
+    time_zone: str = "UTC"  # what the dashboard shows times in (UTC on hover)
+    readers: int = 4  # reader threads (and PostgreSQL reader connections) of each service process
 
 
 
@@ -487,6 +491,15 @@ class _Loader:
         dashboard = root.get("dashboard")
         if isinstance(dashboard, YMap):
             self.check_tokens(dashboard.get("tokens"))
+        zone = root.get("time_zone")
+        if isinstance(zone, YScalar) and isinstance(to_plain(zone), str):
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(str(zone.value))
+            except (ZoneInfoNotFoundError, ValueError):
+                self.error(zone.span, f"{zone.value!r} is not a time zone name", "config-time-zone",
+                           hint="an IANA name such as Asia/Shanghai or UTC")
         proxies = root.get("trusted_proxies")
         if isinstance(proxies, YSeq):
             self.check_networks(proxies, "trusted_proxies")
@@ -737,6 +750,9 @@ class _Loader:
             tokens=dict(self.tokens),
             ingest=_guard(doc.get("ingest"), ingest=True),
             trusted_proxies=tuple(doc.get("trusted_proxies", ())),
+            retention=RetentionConfig(**doc.get("retention", {})),
+            time_zone=doc.get("time_zone", ServiceConfig.time_zone),
+            readers=doc.get("readers", ServiceConfig.readers),
         )
 
     def store_url(self, url: str | None) -> str:

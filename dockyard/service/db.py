@@ -47,7 +47,7 @@ from urllib.parse import unquote, urlsplit
 
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.idempotency.base import redact_url, scrub
-from dockyard.service.schema import DDL, MIGRATIONS, SCHEMA_VERSION
+from dockyard.service.schema import MIGRATIONS, SCHEMA_VERSION, ddl
 
 __all__ = ["BatchOp", "Conn", "Database", "StoreError", "StoreUnavailable", "Tx", "now_us"]
 
@@ -114,8 +114,9 @@ class Tx:
     """One write transaction as the writer's operations see it: the connection, its time, and
     what is applied once at the end of the group (journal rows, order changes, wake-ups)."""
 
-    def __init__(self, raw: _Connection, now: int) -> None:
+    def __init__(self, raw: _Connection, now: int, owner: str = "") -> None:
         self.raw = raw
+        self.owner = owner  # the process writing (its own rows of the dashboard's counters)
         self.dialect = raw.dialect
         self.now = now
         self.journal_rows: list[tuple[Any, ...]] = []
@@ -165,6 +166,7 @@ class Tx:
         self.orders, self.woken = mark[1], mark[2]
 
     def flush(self) -> None:
+        from dockyard.service.counters import tally, upsert
         from dockyard.service.store import apply_order_changes, write_journal
 
         if self.orders:
@@ -172,6 +174,7 @@ class Tx:
             self.orders = {}
         if self.journal_rows:
             write_journal(self, self.journal_rows)
+            upsert(self, tally(self.journal_rows, self.now), self.owner)  # the dashboard's counters, same commit
             self.journal_rows = []
         if self.woken and self.dialect == "postgres":
             for key in sorted(self.woken):
@@ -483,7 +486,6 @@ class Database:
         deadlock with them."""
         if self._version(conn) == SCHEMA_VERSION:
             return
-        serial = "INTEGER" if self.dialect == "sqlite" else "BIGSERIAL"
         conn.begin()
         try:
             if self.dialect == "postgres":
@@ -493,12 +495,16 @@ class Database:
                 raise StoreError(f"the state store {self.shown_url} has schema version {version}, newer than "
                                  f"this Dockyard's {SCHEMA_VERSION}: upgrade Dockyard")
             if version < SCHEMA_VERSION:
-                for stmt in DDL.format(serial=serial).split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+                for stmt in ddl(self.dialect):
+                    conn.execute(stmt)
                 for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
                     for stmt in MIGRATIONS.get(step, ()):
                         conn.execute(stmt)
+                if self.dialect == "postgres":  # v3: the journal by day (a v2 one is converted)
+                    from dockyard.service import partitions
+
+                    partitions.convert(conn, conn.clock())
+                    partitions.ensure(conn, conn.clock())
                 conn.execute("DELETE FROM dy_meta WHERE name = 'schema_version'")
                 conn.execute("INSERT INTO dy_meta (name, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.commit()
@@ -632,7 +638,7 @@ class Database:
         """The whole group in one transaction, batch operations together. Any failure that is not
         the connection's or contention raises _CarefulNeeded: the group is then run item by item."""
         conn.begin()
-        tx = Tx(conn, conn.clock())
+        tx = Tx(conn, conn.clock(), self.owner)
         values: list[Any] = [None] * len(batch)
         try:
             for run in _phases(batch):
@@ -659,7 +665,7 @@ class Database:
     def _run_careful(self, conn: _Connection, batch: list[_Item]) -> list[tuple[BaseException | None, Any]]:
         """Each item in its own savepoint: only the failing ones fail."""
         conn.begin()
-        tx = Tx(conn, conn.clock())
+        tx = Tx(conn, conn.clock(), self.owner)
         results: list[tuple[BaseException | None, Any]] = []
         for op, _ in batch:
             mark = tx.mark()

@@ -33,6 +33,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from dockyard.runtime.delivery import NotSent, OutcomeUnknown, retry_status
@@ -40,7 +41,7 @@ from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.request import PreparedRequest, build_request
 from dockyard.service import logs, store, tracing
 from dockyard.service.config import FlowConfig, RetryConfig, WarehouseConfig
-from dockyard.service.context import ServiceContext, load_order, rewrite_url
+from dockyard.service.context import MappingVersion, ServiceContext, load_order, rewrite_url
 from dockyard.service.db import Conn, Database, StoreError, StoreUnavailable, now_us
 from dockyard.service.http_client import HttpAnswer, HttpPool, failure_kind, prepare
 from dockyard.service.metrics import Metrics, outcome_class, retry_reason
@@ -341,8 +342,15 @@ class Deliverer:
         if order is None:
             order = load_order(job.order_payload)
         t0 = time.perf_counter_ns()
+        # One fixed clock per transform, journaled with the mapping's version: the order page
+        # explains what was sent with both, not with today's mapping at the time of viewing.
+        clock = datetime.now(UTC)
+        mapping, version = self.ctx.mappings[flow.request], self.ctx.versions.get(flow.request)
+        # a retry keeps the version that began the job (only a reload since start can make them differ)
+        if job.attempts > 1 and job.order_no is not None and len(self.ctx.archive) > len(self.ctx.versions):
+            mapping, version = await _pinned(self.ctx, self.db, job.order_no, job.kind, mapping, version)
         try:
-            prepared = build_request(self.ctx.mappings[flow.request], order, context=wh.context,
+            prepared = build_request(mapping, order, context=wh.context, clock=clock,
                                      secrets=self.ctx.secrets, request_id=job.request_id, describe=False,
                                      wire=wh.wire)
         except DockyardError as exc:
@@ -353,7 +361,8 @@ class Deliverer:
         self.metrics.stage.labels("transform", wh.name).observe(took)
         attempt.detail.update({"attempt": job.attempts, "mapping": flow.request, "request_id": prepared.request_id,
                                "idempotency_key": prepared.idempotency_key, "rule": rule,
-                               "transform_ms": round(took * 1000, 2)})
+                               "transform_ms": round(took * 1000, 2), "clock": clock.isoformat(timespec="microseconds"),
+                               **(version.as_detail() if version is not None else {})})
         if job.doubt:
             if rule == "query":
                 query = wh.flows.get("query")
@@ -688,3 +697,20 @@ async def _wait(event: asyncio.Event, timeout: float) -> None:
 
 def _mask(text: str, signature: str | None) -> str:
     return text.replace(signature, "<signature>") if signature else text
+
+
+async def _pinned(ctx: ServiceContext, db: Database, order_no: str, kind: str, mapping: Any,
+                  version: MappingVersion | None) -> tuple[Any, MappingVersion | None]:
+    """The mapping that transformed the job's earlier attempt, when a reload has since loaded
+    another version (from the archive; after a restart it is gone, and the loaded one is used).
+    A replay starts the job afresh (attempts from 1), so a fixed mapping does reach it."""
+    from dockyard.service.queries import sent_version
+
+    sent = await db.read(lambda c: sent_version(c, order_no, kind))
+    sha = (sent or {}).get("mapping_sha")
+    if not sha or version is None or sha == version.module or sent is None or sent["mapping"] != version.name:
+        return mapping, version
+    earlier = ctx.archive.get(sha)
+    if earlier is None:
+        return mapping, version
+    return earlier, MappingVersion(version.name, str(sent["mapping_version"]), sha, str(sent["bundle"]))

@@ -10,7 +10,8 @@ from typing import Any
 
 from dockyard.service.db import Conn
 
-__all__ = ["dlq_list", "dlq_show", "format_timeline", "job_counts", "order_status", "summary", "timeline"]
+__all__ = ["dlq_list", "dlq_show", "format_timeline", "job_counts", "order_status", "sent_version", "summary",
+           "timeline"]
 
 
 def _load(text: str | None) -> Any:
@@ -51,7 +52,9 @@ def timeline(conn: Conn, order_no: str) -> list[dict[str, Any]]:
     return out
 
 
-_ATTEMPT_KEYS = ("attempt", "mapping", "request_id", "idempotency_key", "rule", "transform_ms")
+_ATTEMPT_KEYS = ("attempt", "mapping", "mapping_version", "mapping_sha", "bundle", "clock", "request_id",
+                 "idempotency_key", "rule", "transform_ms")
+_VERSION_KEYS = ("mapping", "mapping_version", "mapping_sha", "bundle", "clock")
 
 
 def _expand(step: dict[str, Any]) -> list[dict[str, Any]]:
@@ -80,6 +83,25 @@ def _expand(step: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({**step, "step": "response", "outcome": "unknown", "detail": {"error": detail.get("reason")}})
     out.append({**step, "elapsed_ms": None, "detail": shown or None})
     return out
+
+
+def sent_version(conn: Conn, order_no: str, flow: str = "create") -> dict[str, Any] | None:
+    """Which mapping version turned the order into the bytes last sent for `flow`, and with which
+    clock: from the journal row of the attempt the warehouse accepted, else of the latest attempt.
+    None when the order was never transformed. Rows journaled before versions were recorded carry
+    only the mapping's name (no `mapping_sha`)."""
+    rows = conn.execute("SELECT id, at, step, detail FROM dy_journal WHERE order_no = ? AND flow = ? "
+                        "AND detail IS NOT NULL ORDER BY id DESC LIMIT 200", (order_no, flow))
+    latest: dict[str, Any] | None = None
+    for _id, at, step, text in rows:
+        detail = _load(text)
+        if not isinstance(detail, dict) or "mapping" not in detail:
+            continue
+        found = {k: detail.get(k) for k in _VERSION_KEYS} | {"step": step, "at": _iso(at)}
+        if step == "committed":
+            return found
+        latest = latest or found
+    return latest
 
 
 def format_timeline(order_no: str, steps: list[dict[str, Any]], *, verbose: bool = False) -> str:
@@ -151,8 +173,9 @@ def job_counts(conn: Conn) -> dict[str, int]:
         key = f"outbox_{lane}" if state in ("ready", "waiting", "claimed", "sending") else state
         out[key] = out.get(key, 0) + int(n)
     out["outbox"] = out["outbox_wh"] + out["outbox_up"]
-    out["in_doubt"] = int(conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE lane = 'wh' AND (state = 'held' OR "
-                                       "doubt = 1) AND state NOT IN ('done', 'dead', 'cancelled')")[0][0])
+    # the open states listed (not "not closed"), so that the state index bounds it: no history scan
+    out["in_doubt"] = int(conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE state IN ('ready', 'waiting', 'claimed', "
+                                       "'sending', 'held') AND lane = 'wh' AND (state = 'held' OR doubt = 1)")[0][0])
     return out
 
 

@@ -12,7 +12,19 @@ Why the job table looks the way it does:
   index holds only what a claim may take, in the order it takes it.
 - `dy_limits` holds what every node must agree on about a warehouse: its circuit, its rate-limit
   bucket and a `Retry-After` pause. Claims lock that one row, so the limits hold across nodes.
+- `dy_counters` holds what the dashboard shows, counted as the journal is written (counters.py):
+  per 5-second bucket, warehouse, kind (orders received, delivered, failed; attempts by outcome
+  class; retries; exchange times in histogram buckets) and writing process: each process adds to
+  its own rows, so that two nodes' group commits never wait for each other's row locks. The
+  overview reads a window of it by its primary key, so its cost does not grow with the history.
 - `dy_nodes` is the list of live service processes (heartbeats in the database's clock).
+- `dy_journal` is split by time on PostgreSQL: declarative range partitions of `at`, one per UTC
+  day (`dy_journal_pYYYYMMDD`), made a few days ahead, plus a default partition that catches
+  anything outside them and keeps, past retention, the rows of orders that are not final (see
+  partitions.py and retention.py). A partitioned table's unique keys must hold the partition key,
+  and nothing needs `id` unique on its own, so the journal has no primary key there; ids still come
+  from one sequence and stay in commit order per order. On SQLite it is one table, purged in
+  bounded batches.
 
 Times are integers: microseconds since the epoch, UTC. On PostgreSQL they come from the database's
 clock (see db.py), so that nodes with skewed clocks still agree on leases and due times.
@@ -20,9 +32,9 @@ clock (see db.py), so that nodes with skewed clocks still agree on leases and du
 
 from __future__ import annotations
 
-__all__ = ["DDL", "MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["DDL", "JOURNAL", "JOURNAL_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "ddl"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 OPEN_STATES = ("ready", "claimed", "sending", "held")  # a job in one of these blocks the next of its order
 
@@ -43,6 +55,7 @@ CREATE TABLE IF NOT EXISTS dy_orders (
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS dy_orders_created ON dy_orders (created_at);
 CREATE TABLE IF NOT EXISTS dy_jobs (
     id {serial} PRIMARY KEY,
     lane TEXT NOT NULL,
@@ -77,6 +90,7 @@ CREATE TABLE IF NOT EXISTS dy_events (
     PRIMARY KEY (warehouse, event_id)
 );
 CREATE INDEX IF NOT EXISTS dy_events_order ON dy_events (order_no, received_at);
+CREATE INDEX IF NOT EXISTS dy_events_at ON dy_events (received_at);
 CREATE TABLE IF NOT EXISTS dy_quarantine (
     id {serial} PRIMARY KEY,
     received_at BIGINT NOT NULL,
@@ -86,21 +100,16 @@ CREATE TABLE IF NOT EXISTS dy_quarantine (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dy_quarantine_at ON dy_quarantine (received_at);
-CREATE TABLE IF NOT EXISTS dy_journal (
-    id {serial} PRIMARY KEY,
-    at BIGINT NOT NULL,
-    order_no TEXT,
-    warehouse TEXT,
-    flow TEXT,
-    step TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    elapsed_us BIGINT,
-    detail TEXT
+{journal};
+CREATE TABLE IF NOT EXISTS dy_counters (
+    bucket BIGINT NOT NULL,
+    warehouse TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    node TEXT NOT NULL DEFAULT '',
+    n BIGINT NOT NULL,
+    sum_us BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (bucket, warehouse, kind, node)
 );
-CREATE INDEX IF NOT EXISTS dy_journal_order ON dy_journal (order_no, id);
-CREATE INDEX IF NOT EXISTS dy_journal_warehouse_at ON dy_journal (warehouse, at);
-CREATE INDEX IF NOT EXISTS dy_journal_at ON dy_journal (at);
-CREATE INDEX IF NOT EXISTS dy_journal_step_at ON dy_journal (step, at);
 CREATE TABLE IF NOT EXISTS dy_nodes (
     owner TEXT PRIMARY KEY,
     host TEXT NOT NULL,
@@ -121,6 +130,39 @@ CREATE TABLE IF NOT EXISTS dy_limits (
 )
 """
 
+JOURNAL = """CREATE TABLE IF NOT EXISTS dy_journal (
+    id {id},
+    at BIGINT NOT NULL,
+    order_no TEXT,
+    warehouse TEXT,
+    flow TEXT,
+    step TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    elapsed_us BIGINT,
+    detail TEXT
+){partitioned}"""
+
+JOURNAL_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS dy_journal_order ON dy_journal (order_no, id)",
+    "CREATE INDEX IF NOT EXISTS dy_journal_warehouse_at ON dy_journal (warehouse, at)",
+    "CREATE INDEX IF NOT EXISTS dy_journal_at ON dy_journal (at)",
+    "CREATE INDEX IF NOT EXISTS dy_journal_step_at ON dy_journal (step, at)",
+)
+
+
+def ddl(dialect: str) -> list[str]:
+    """The schema's statements for one dialect (the journal is partitioned on PostgreSQL)."""
+    if dialect == "postgres":
+        journal = JOURNAL.format(id="BIGINT NOT NULL DEFAULT nextval('dy_journal_id_seq')",
+                                 partitioned=" PARTITION BY RANGE (at)")
+        journal = "CREATE SEQUENCE IF NOT EXISTS dy_journal_id_seq;\n" + journal
+        serial = "BIGSERIAL"
+    else:
+        journal, serial = JOURNAL.format(id="INTEGER PRIMARY KEY", partitioned=""), "INTEGER"
+    text = DDL.replace("{journal}", journal + ";\n" + ";\n".join(JOURNAL_INDEXES))
+    return [stmt for stmt in text.format(serial=serial).split(";") if stmt.strip()]
+
+
 # Version n -> the statements that bring a store at version n to n + 1. Each runs in the same
 # transaction as the DDL above (which creates what is new), under the migration lock.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -132,4 +174,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "SELECT 1 FROM dy_jobs p WHERE p.order_no = dy_jobs.order_no AND p.lane = dy_jobs.lane "
         "AND p.id < dy_jobs.id AND p.state IN ('ready', 'sending', 'held'))",
     ),
+    # v3: retention. The purge finds old events and orders by index (created by the DDL above);
+    # on PostgreSQL the journal becomes partitioned by day (partitions.convert, run after these).
+    2: (),
 }

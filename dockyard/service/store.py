@@ -715,6 +715,34 @@ def replay(conn: Conn, job_ids: Sequence[int], now: int | None = None, who: str 
     return out
 
 
+def discard(conn: Conn, job_ids: Sequence[int], who: str, why: str) -> list[tuple[int, str]]:
+    """Give up on dead or held jobs for good, with the operator's reason: the job becomes
+    `cancelled` (so nothing counts it as dead or in doubt any more), an order whose create is
+    discarded is `discarded`, and the next waiting job of the order may go. Idempotent like replay."""
+    out: list[tuple[int, str]] = []
+    ended: list[tuple[str, str]] = []
+    for jid in job_ids:
+        row = conn.execute("SELECT state, order_no, warehouse, kind, lane FROM dy_jobs WHERE id = ?", (jid,))
+        if not row:
+            out.append((jid, "no such job"))
+            continue
+        state, order_no, warehouse, kind, lane = row[0]
+        if state not in ("dead", "held"):
+            out.append((jid, f"not discarded: the job is {state}"))
+            continue
+        conn.execute("UPDATE dy_jobs SET state = 'cancelled', doubt = 0, reason = ?, updated_at = ? WHERE id = ?",
+                     (f"discarded by {who}: {why}", conn.now, jid))
+        if kind == "create" and order_no is not None:
+            _change_order(conn, order_no, delivery="discarded")
+        if order_no is not None:
+            ended.append((order_no, lane))
+        journal(conn, [JournalRow(None, order_no, warehouse, kind, "discarded", "ok",
+                                  detail={"job": jid, "by": who, "was": state, "reason": why})])
+        out.append((jid, "discarded"))
+    _promote(conn, ended)
+    return out
+
+
 def request_cancel(conn: Conn, order_no: str, now: int | None = None,
                    has_cancel_flow: bool = True) -> tuple[str, str]:
     """(status, explanation). The cancel joins the order's queue behind its create, so it can

@@ -22,6 +22,7 @@ import hmac
 import json
 import time
 from collections import Counter, defaultdict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,11 +30,13 @@ from urllib.parse import urlsplit
 import orjson
 from aiohttp import web
 
-from dockyard.service import queries, store
+from dockyard.service import queries, store, triage
 from dockyard.service.context import load_order
+from dockyard.service.counters import percentile_from_buckets
 from dockyard.service.db import Conn, now_us
 from dockyard.service.delivery import UPSTREAM
 from dockyard.service.guards import bearer
+from dockyard.service.metrics import read_backlog
 from dockyard.service.report import percentile_ms
 
 __all__ = ["add_ui_routes"]
@@ -73,6 +76,8 @@ def add_ui_routes(app: web.Application, service: Any) -> None:
     r.add_get("/ui/api/orders/{order_no}", ui.order)
     r.add_get("/ui/api/orders/{order_no}/lineage", ui.lineage)
     r.add_get("/ui/api/dlq", ui.dlq)
+    r.add_get("/ui/api/dlq/groups", ui.dlq_groups)
+    r.add_post("/ui/api/dlq/bulk", ui.bulk)
     r.add_get("/ui/api/dlq/{job_id}", ui.dlq_show)
     r.add_post("/ui/api/dlq/{job_id}/replay", ui.replay)
     r.add_get("/ui/api/errors", ui.errors)
@@ -83,6 +88,7 @@ class _Dashboard:
         self.service = service
         self.stopping = asyncio.Event()
         self.cached: tuple[float, dict[str, Any]] | None = None
+        self.computing = asyncio.Lock()
 
     # -- auth and answers -------------------------------------------------------------------
     def _role(self, request: web.Request) -> str | None:
@@ -170,13 +176,22 @@ class _Dashboard:
         return gate if not isinstance(gate, str) else self._json(await self.overview_data())
 
     async def overview_data(self) -> dict[str, Any]:
+        """One overview per CACHE_S for every open page and API caller: the first caller computes
+        it, the others wait for that one instead of each taking a reader."""
         clock = time.monotonic()
         if self.cached is not None and clock - self.cached[0] < CACHE_S:
             return self.cached[1]
+        async with self.computing:
+            if self.cached is not None and time.monotonic() - self.cached[0] < CACHE_S:
+                return self.cached[1]
+            return await self._compute_overview(clock)
+
+    async def _compute_overview(self, clock: float) -> dict[str, Any]:
         now = now_us()
         data: dict[str, Any] = await self._read(lambda c: overview(c, now))
         deliverer = self.service.deliverer
         data["circuits"] = {n: b.state for n, b in deliverer.breakers.items()}
+        data["time_zone"] = self.service.config.time_zone
         data["inflight"] = {n: deliverer.inflight.get(n, 0) for n in deliverer.breakers}
         for name in self.service.config.warehouses:
             data["warehouses"].setdefault(name, _empty_series(data["buckets"]))
@@ -229,28 +244,64 @@ class _Dashboard:
         status, steps = await self._read(read)
         if status is None and not steps:
             return self._json({"error": f"no order {order_no!r}"}, 404)
+        for job in (status or {}).get("jobs", []):
+            if job["state"] in ("dead", "held"):  # the page shows why, and whether a replay can help
+                job.update(triage.advice(job["reason"]))
         return self._json({"order": status, "timeline": steps})
 
     async def lineage(self, request: web.Request) -> web.StreamResponse:
+        """The lineage of what was sent: the mapping version journaled with the transform, run again
+        with the journaled clock. When that version is no longer loaded, say so rather than explain
+        today's mapping as if it had sent the order; an order not sent yet shows today's version."""
         gate = self._gate(request)
         if not isinstance(gate, str):
             return gate
         order_no = request.match_info["order_no"]
-        rows = await self._read(lambda c: c.execute("SELECT warehouse, payload FROM dy_orders WHERE order_no = ?",
-                                                    (order_no,)))
+
+        def read(conn: Conn) -> tuple[list[tuple[Any, ...]], dict[str, Any] | None]:
+            rows = conn.execute("SELECT warehouse, payload FROM dy_orders WHERE order_no = ?", (order_no,))
+            return rows, queries.sent_version(conn, order_no)
+
+        rows, sent = await self._read(read)
         if not rows:
             return self._json({"error": f"no order {order_no!r}"}, 404)
         warehouse, payload = rows[0]
+        ctx = self.service.ctx
         wh = self.service.config.warehouses.get(warehouse)
         if wh is None or "create" not in wh.flows:
             return self._json({"error": f"warehouse {warehouse!r} has no create flow"}, 404)
-        name = wh.flows["create"].request
+        answer: dict[str, Any] = {"order_no": order_no, "warehouse": warehouse}
+        clock: datetime | None = None
+        if sent is None:
+            name = wh.flows["create"].request
+            mapping = ctx.mappings.get(name)
+            current = ctx.versions.get(name)
+            answer |= {"basis": "preview", "mapping": name,
+                       "note": "not sent yet: what the loaded version would send now",
+                       **(current.as_detail() if current is not None else {})}
+        else:
+            name = str(sent["mapping"])
+            answer |= {"basis": "sent", "mapping": name, **{k: sent[k] for k in
+                       ("mapping_version", "mapping_sha", "bundle", "clock", "step", "at")}}
+            mapping = ctx.archive.get(sent["mapping_sha"]) if sent.get("mapping_sha") else None
+            if mapping is None:
+                why = ("the journal does not say which version sent it (it was sent before versions were recorded)"
+                       if not sent.get("mapping_sha") else
+                       f"version {sent['mapping_version']} (module {sent['mapping_sha']}, bundle {sent['bundle']}) "
+                       f"is no longer loaded")
+                answer |= {"gone": True, "fields": [],
+                           "note": f"the lineage of what was sent cannot be shown: {why}. The request as sent "
+                                   f"is in the timeline."}
+                return self._json(answer)
+            with contextlib.suppress(ValueError, TypeError):
+                clock = datetime.fromisoformat(str(sent["clock"]))
+        if mapping is None:
+            return self._json({**answer, "error": f"mapping {name!r} is not loaded", "fields": []}, 404)
         try:
-            _doc, fields = self.service.ctx.mappings[name].explain(load_order(payload), wh.context)
+            _doc, fields = mapping.explain(load_order(payload), wh.context, clock)
         except Exception as exc:  # a transform error is an answer here, not a crash
-            return self._json({"order_no": order_no, "mapping": name, "error": str(exc), "fields": []}, 422)
-        return self._json({"order_no": order_no, "warehouse": warehouse, "mapping": name,
-                           "fields": [_field(f) for f in fields]})
+            return self._json({**answer, "error": str(exc), "fields": []}, 422)
+        return self._json({**answer, "fields": [_field(f) for f in fields]})
 
     async def dlq(self, request: web.Request) -> web.StreamResponse:
         gate = self._gate(request)
@@ -266,16 +317,82 @@ class _Dashboard:
         found = None if job_id is None else await self._read(lambda c: queries.dlq_show(c, job_id))
         return self._json(found, 200) if found else self._json({"error": "no such job"}, 404)
 
-    async def replay(self, request: web.Request) -> web.StreamResponse:
+    def _operator(self, request: web.Request, what: str) -> str | web.StreamResponse:
+        """The operator's role, or the answer that refuses the action."""
         gate = self._gate(request)
         if not isinstance(gate, str):
             return gate
         if gate != "operator":
-            return self._json({"error": "replay needs the operator role"}, 403)
+            return self._json({"error": f"{what} needs the operator role"}, 403)
         if _by_cookie(request) and request.headers.get("X-Dockyard-UI") != "1":
             # a cookie alone does not make an action: a cross-site form cannot set this header (any
             # other header it may send, an Authorization: Basic … included, changes nothing)
             return self._json({"error": "an action from the browser needs the X-Dockyard-UI header"}, 403)
+        return gate
+
+    async def dlq_groups(self, request: web.Request) -> web.StreamResponse:
+        gate = self._gate(request)
+        if not isinstance(gate, str):
+            return gate
+        q = request.query
+        sel = triage.Selection(warehouse=q.get("warehouse") or None, state=q.get("state") or None,
+                               text=(q.get("match") or "")[:200] or None)
+        found = await self._read(lambda c: triage.groups(c, sel))
+        return self._json({"groups": found, "total": sum(g["count"] for g in found)})
+
+    async def bulk(self, request: web.Request) -> web.StreamResponse:
+        """Replay or discard a group, a filtered selection or the chosen jobs. A discard needs a
+        reason; a replay leaves out the jobs it cannot help unless `anyway` is set."""
+        gate = self._operator(request, "a bulk action")
+        if not isinstance(gate, str):
+            return gate
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._json({"error": "the body must be JSON"}, 400)
+        if not isinstance(body, dict) or body.get("action") not in ("replay", "discard"):
+            return self._json({"error": "action must be replay or discard"}, 400)
+        why = str(body.get("reason") or "").strip()[:500]
+        if body["action"] == "discard" and not why:
+            return self._json({"error": "a discard needs a reason"}, 400)
+        ids = body.get("ids")
+        if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+            return self._json({"error": "ids must be a list of job ids"}, 400)
+        sel = triage.Selection(group=_text(body.get("group")), warehouse=_text(body.get("warehouse")),
+                               state=_text(body.get("state")), text=_text(body.get("match")))
+        if ids is None and sel == triage.Selection():
+            return self._json({"error": "give ids, a group or a filter: a bulk action on everything is refused"}, 400)
+        anyway = body.get("anyway") is True
+        who = f"dashboard:{gate}"
+
+        def write(conn: Conn) -> dict[str, Any]:
+            jobs = triage.select(conn, sel)
+            if ids is not None:
+                wanted = set(ids)
+                jobs = [j for j in jobs if j["id"] in wanted]
+            skipped = [j["id"] for j in jobs if body["action"] == "replay" and not j["replay_helps"] and not anyway]
+            chosen = [j["id"] for j in jobs if j["id"] not in set(skipped)]
+            results = (store.replay(conn, chosen, now_us(), who) if body["action"] == "replay"
+                       else store.discard(conn, chosen, who, why))
+            done = [jid for jid, r in results if r in ("replayed", "discarded")]
+            return {"action": body["action"], "by": who, "done": len(done), "skipped": skipped,
+                    "warehouses": sorted({j["warehouse"] for j in jobs if j["id"] in set(done)}),
+                    "results": results[:100]}
+
+        answer = await self.service.db.write(write)
+        if body["action"] == "replay":
+            for warehouse in answer["warehouses"]:
+                self.service.deliverer.poke(warehouse)
+        if answer["skipped"]:
+            answer["note"] = (f"{len(answer['skipped'])} job(s) not replayed: replay cannot help them (the mapping "
+                              f"refuses or cannot transform the order); fix the order, load a new mapping version, "
+                              f"or discard them")
+        return self._json(answer)
+
+    async def replay(self, request: web.Request) -> web.StreamResponse:
+        gate = self._operator(request, "replay")
+        if not isinstance(gate, str):
+            return gate
         job_id = _int(request.match_info["job_id"])
         if job_id is None:
             return self._json({"error": "no such job"}, 404)
@@ -301,38 +418,76 @@ class _Dashboard:
 
 # -- the questions asked of the store -------------------------------------------------------
 def overview(conn: Conn, now: int) -> dict[str, Any]:
-    """Throughput per warehouse in BUCKET_S buckets over the last WINDOW_S seconds, success rate,
-    ingest → accepted latency (the last LATENCY_SAMPLES creates), and the store's queue counts.
-    Counted in SQL with the (step, at) index: a busy journal is not carried over to Python."""
+    """The last WINDOW_S seconds per warehouse, in BUCKET_S buckets, from the counters the service
+    keeps as it works (counters.py; read by primary key, bucket first): orders received, delivered
+    and failed; exchanges by outcome class, retries, error rate and exchange time p50/p99; plus the
+    backlog and the age of its oldest due job (through the claim's partial index), pauses and open
+    circuits (one row per warehouse), and ingest → accepted over the window (the window's accepted
+    creates, each joined to its order by primary key). Nothing here reads history."""
     buckets, width = WINDOW_S // BUCKET_S, BUCKET_S * 1_000_000
     end = (now // width + 1) * width
     start = end - WINDOW_S * 1_000_000
     series: dict[str, dict[str, Any]] = {}
-    kinds = {"received": "received", "committed": "delivered", "dead-lettered": "failed"}
-    # start and width are integers computed here, so they can be part of the statement
-    rows = conn.execute(f"SELECT warehouse, step, (at - {int(start)}) / {int(width)}, COUNT(*) FROM dy_journal "
-                        "WHERE step IN ('received', 'committed', 'dead-lettered') AND at >= ? "
-                        "AND (step <> 'received' OR outcome = 'ok') AND warehouse <> ? GROUP BY 1, 2, 3",
-                        (start, UPSTREAM))
-    for warehouse, step, bucket, n in rows:
-        if not warehouse:
-            continue
+    latency: dict[str, Counter[str]] = defaultdict(Counter)
+    for bucket, warehouse, kind, n in conn.execute(
+            "SELECT bucket, warehouse, kind, SUM(n) FROM dy_counters WHERE bucket >= ? AND bucket < ? "
+            "GROUP BY bucket, warehouse, kind", (start, end)):
         s = series.setdefault(warehouse, _empty_series(buckets))
-        kind = kinds[step]
-        s[kind][min(buckets - 1, max(0, int(bucket)))] += int(n)
-        s["total"][kind] += int(n)
-    latency = [int(r[0]) / 1000 for r in conn.execute(
-        "SELECT c.at - (SELECT MAX(r.at) FROM dy_journal r WHERE r.order_no = c.order_no AND r.step = 'received' "
-        "AND r.outcome = 'ok' AND r.at <= c.at) FROM dy_journal c WHERE c.step = 'committed' AND c.flow = 'create' "
-        "AND c.at >= ? ORDER BY c.at DESC LIMIT ?", (start, LATENCY_SAMPLES)) if r[0] is not None]
+        i, n = min(buckets - 1, max(0, (int(bucket) - start) // width)), int(n)
+        if kind in ("received", "delivered", "failed"):
+            s[kind][i] += n
+            s["total"][kind] += n
+        elif kind.startswith("a:"):
+            s["attempts"][kind[2:]] = s["attempts"].get(kind[2:], 0) + n
+            s["attempt_series"].setdefault(kind[2:], [0] * buckets)[i] += n
+        elif kind == "retry":
+            s["retries"][i] += n
+            s["retries_total"] += n
+        elif kind.startswith("l:"):
+            latency[warehouse][kind[2:]] += n
+    minute = max(0, buckets - 60 // BUCKET_S)
+    for warehouse, s in series.items():
+        tried = sum(s["attempts"].values())
+        s["error_rate"] = round(1 - s["attempts"].get("2xx", 0) / tried, 4) if tried else None
+        s["exchange_ms"] = {"count": sum(latency[warehouse].values()),
+                            "p50": _ms(percentile_from_buckets(latency[warehouse], 50)),
+                            "p99": _ms(percentile_from_buckets(latency[warehouse], 99))}
+        s["orders_per_s"] = round(sum(s["delivered"][minute:]) / 60, 1)
+    for warehouse, (depth, age) in read_backlog(conn, now).items():
+        entry = series.setdefault(warehouse, _empty_series(buckets))
+        entry["backlog"], entry["oldest_due_s"] = depth, round(age, 1)
+    for warehouse, paused_until, reason, opened_until in conn.execute(
+            "SELECT warehouse, paused_until, pause_reason, opened_until FROM dy_limits"):
+        entry = series.setdefault(warehouse, _empty_series(buckets))
+        if int(paused_until or 0) > now:
+            entry["paused"] = {"for_s": round((int(paused_until) - now) / 1e6, 1), "reason": reason}
+        if int(opened_until or 0) > now:
+            entry["circuit_open_s"] = round((int(opened_until) - now) / 1e6, 1)
+    series.pop(UPSTREAM, None)
+    accepted = [int(r[0]) / 1000 for r in conn.execute(
+        "SELECT c.at - o.created_at FROM dy_journal c JOIN dy_orders o ON o.order_no = c.order_no "
+        "WHERE c.step = 'committed' AND c.flow = 'create' AND c.at >= ? ORDER BY c.at DESC LIMIT ?",
+        (start, LATENCY_SAMPLES))]
     delivered = sum(s["total"]["delivered"] for s in series.values())
     failed = sum(s["total"]["failed"] for s in series.values())
+    tried = sum(sum(s["attempts"].values()) for s in series.values())
+    ok = sum(s["attempts"].get("2xx", 0) for s in series.values())
     counts = queries.job_counts(conn)
     return {"at": queries._iso(now), "window_s": WINDOW_S, "bucket_s": BUCKET_S, "buckets": buckets,
             "start": queries._iso(start), "warehouses": series,
             "success_rate": round(delivered / (delivered + failed), 4) if delivered + failed else None,
-            "latency_ms": {"count": len(latency), "p50": percentile_ms(latency, 50), "p99": percentile_ms(latency, 99)},
+            "attempts": tried, "attempt_success_rate": round(ok / tried, 4) if tried else None,
+            "retries": sum(s["retries_total"] for s in series.values()),
+            "latency_ms": {"count": len(accepted), "p50": _ms(percentile_ms(accepted, 50)),
+                           "p99": _ms(percentile_ms(accepted, 99))},
             "outbox_depth": counts["outbox"], "dlq_size": counts["dead"], "in_doubt": counts["in_doubt"]}
+
+
+def _ms(value: float | None) -> float | None:
+    """Milliseconds as a person reads them: 0.42, 8.3, 67, 67273 — never 67272.521."""
+    if value is None:
+        return None
+    return round(value, 2) if value < 1 else round(value, 1) if value < 100 else float(round(value))
 
 
 def search(conn: Conn, q: str) -> list[dict[str, Any]]:
@@ -416,7 +571,14 @@ def _same_origin(request: web.Request) -> bool:
 
 def _empty_series(buckets: int) -> dict[str, Any]:
     return {"received": [0] * buckets, "delivered": [0] * buckets, "failed": [0] * buckets,
-            "total": {"received": 0, "delivered": 0, "failed": 0}}
+            "total": {"received": 0, "delivered": 0, "failed": 0}, "attempts": {}, "attempt_series": {},
+            "retries": [0] * buckets, "retries_total": 0, "error_rate": None,
+            "exchange_ms": {"count": 0, "p50": None, "p99": None}, "orders_per_s": 0.0, "backlog": 0,
+            "oldest_due_s": 0.0}
+
+
+def _text(value: Any) -> str | None:
+    return str(value)[:200] if isinstance(value, str) and value else None
 
 
 def _int(text: str) -> int | None:

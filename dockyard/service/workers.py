@@ -91,6 +91,7 @@ def serve_workers(ctx: ServiceContext) -> int:
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the worker's loop handles it (a reload)
                 code = _worker(ctx, sock, index, parent)
             finally:
                 os._exit(code)
@@ -108,9 +109,19 @@ def serve_workers(ctx: ServiceContext) -> int:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
 
+    def reload(signum: int, frame: object) -> None:
+        """SIGHUP: every worker reloads; so does the parent's context, from which a worker that has
+        to be started again is forked (else it would come back with the old versions)."""
+        from dockyard.service.reload import prepare_sync
+
+        with contextlib.suppress(Exception):  # refused: the workers journal and log why
+            prepare_sync(ctx)
+        forward(signum, frame)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGUSR2, forward)
+    signal.signal(signal.SIGHUP, reload)
     for index in range(n):
         spawn(index)
     print(f"dockyard serving on http://{config.host}:{port} (store {_shown(config.store)}; {n} workers)",

@@ -175,7 +175,8 @@ def test_overrides_replace_top_level_keys_and_are_checked_like_the_file(folder: 
         ("<overrides>", 1, 1, "config-bad-type", "listen.port must be an integer"),
         ("<overrides>", 1, 1, "config-unknown-key",
          "unknown key 'bogus' in the configuration (expected one of: bundles, dashboard, dockyard, ingest, "
-         "limits, listen, orders, routing, secrets, store, trusted_proxies, upstream, warehouses, workers)"),
+         "limits, listen, orders, readers, retention, routing, secrets, store, time_zone, trusted_proxies, upstream, "
+         "warehouses, workers)"),
     ]
 
 

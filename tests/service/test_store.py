@@ -14,6 +14,7 @@ import pytest
 
 from dockyard.service import store
 from dockyard.service.db import Conn, Database
+from dockyard.service.schema import SCHEMA_VERSION
 from dockyard.service.store import ClaimOutcome, IngestItem, JobResult, WarehouseLimits
 
 
@@ -247,7 +248,7 @@ def test_a_version_1_store_is_migrated_and_its_queues_keep_their_order(store_url
         db = Database(store_url, readers=1)
         try:
             assert db.read_sync(lambda c: c.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")) == [
-                ("2",)]
+                (str(SCHEMA_VERSION),)]
             assert db.read_sync(lambda c: c.execute("SELECT order_no, kind, state FROM dy_jobs ORDER BY id")) == [
                 ("M-1", "create", "ready"), ("M-1", "cancel", "waiting"),
                 ("M-2", "create", "done"), ("M-2", "cancel", "ready")]

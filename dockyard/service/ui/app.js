@@ -3,7 +3,6 @@
 "use strict";
 
 const SVGNS = "http://www.w3.org/2000/svg";
-const COLORS = {received: "#3b7dd8", delivered: "#2f9e44", failed: "#d9480f"};
 let role = "read";
 let source = null;
 
@@ -33,49 +32,112 @@ async function api(path, options) {
 function fmt(v, unit) { return v === null || v === undefined ? "–" : v + (unit || ""); }
 
 // -- overview ---------------------------------------------------------------------------------
+// A time in the deployment's zone (config time_zone), with UTC on hover.
+function when(iso, zone) {
+  if (!iso) return el("span", {}, "–");
+  const t = new Date(iso);
+  let shown = iso;
+  try {
+    shown = new Intl.DateTimeFormat("sv-SE", {timeZone: zone || "UTC", year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit"}).format(t) + " " + (zone || "UTC");
+  } catch (e) { /* an unknown zone: show UTC */ }
+  return el("time", {datetime: iso, title: t.toISOString().replace(".000", "") + " UTC"}, shown);
+}
+
+function pct(v) { return v === null || v === undefined ? "–" : (100 * v).toFixed(1) + " %"; }
+
+const SERIES = [["received", "received", "#3b7dd8"], ["delivered", "delivered", "#2f9e44"], ["failed", "dead-lettered", "#d9480f"],
+  ["errors", "5xx / timeout / reset", "#c2255c"], ["retries", "retries", "#f08c00"]];
+
+function errorsOf(s) {
+  const n = s.received.length;
+  const out = new Array(n).fill(0);
+  for (const [cls, arr] of Object.entries(s.attempt_series || {})) {
+    if (cls === "2xx" || cls === "4xx") continue;
+    arr.forEach((v, i) => { out[i] += v; });
+  }
+  return out;
+}
+
 function drawOverview(d) {
-  document.getElementById("m-success").textContent = d.success_rate === null ? "–" : (100 * d.success_rate).toFixed(1) + " %";
+  const win = Math.round(d.window_s / 60) + " min";
+  document.getElementById("m-success").textContent = pct(d.success_rate);
+  document.getElementById("m-success-label").textContent = `Orders delivered of those settled (last ${win})`;
+  document.getElementById("m-attempts").textContent = pct(d.attempt_success_rate);
+  document.getElementById("m-attempts-label").textContent = `Attempts answered 2xx, retries counted (last ${win}: ${d.attempts} attempts, ${d.retries} retries)`;
   document.getElementById("m-latency").textContent = fmt(d.latency_ms.p50, " ms") + " / " + fmt(d.latency_ms.p99, " ms");
   document.getElementById("m-outbox").textContent = d.outbox_depth;
   document.getElementById("m-dlq").textContent = d.dlq_size;
   document.getElementById("m-doubt").textContent = d.in_doubt;
   document.getElementById("m-window").textContent = Math.round(d.window_s / 60);
-  document.getElementById("m-at").textContent = d.at;
+  document.getElementById("m-at").replaceChildren(when(d.at, d.time_zone));
   const box = document.getElementById("charts");
-  for (const name of Object.keys(d.warehouses).sort()) {
+  const names = Object.keys(d.warehouses).sort();
+  // one y-scale for every warehouse, so that their charts compare at a glance
+  let max = 1;
+  for (const name of names) {
+    const s = d.warehouses[name];
+    max = Math.max(max, ...s.received, ...s.delivered, ...s.failed, ...s.retries, ...errorsOf(s));
+  }
+  for (const name of names) {
     const s = d.warehouses[name];
     let chart = box.querySelector(`[data-warehouse="${CSS.escape(name)}"]`);
     if (!chart) {
       chart = el("div", {class: "chart", "data-warehouse": name});
-      chart.append(el("h3", {}, name, el("span", {class: "circ"})));
-      const plot = svg("svg", {width: 420, height: 140, viewBox: "0 0 420 140", role: "img", "aria-label": "throughput " + name});
-      plot.append(svg("line", {x1: 30, y1: 120, x2: 420, y2: 120, stroke: "#ccd"}));
-      const top = svg("text", {x: 0, y: 14, "font-size": 11, fill: "#667", class: "ymax"});
-      plot.append(top);
-      const left = svg("text", {x: 30, y: 136, "font-size": 11, fill: "#667"}); left.textContent = "-" + Math.round(d.window_s / 60) + " min";
+      chart.append(el("h3", {}, name, el("span", {class: "circ"}), el("span", {class: "rate"})));
+      const plot = svg("svg", {width: 420, height: 150, viewBox: "0 0 420 150", role: "img", "aria-label": "throughput " + name});
+      for (const frac of [0, 0.5, 1]) {
+        plot.append(svg("line", {x1: 34, y1: 120 - 100 * frac, x2: 420, y2: 120 - 100 * frac, stroke: frac ? "#eef0f4" : "#ccd", class: "grid"}));
+        const label = svg("text", {x: 0, y: 124 - 100 * frac, "font-size": 10, fill: "#667", class: "tick", "data-frac": frac});
+        plot.append(label);
+      }
+      const left = svg("text", {x: 34, y: 136, "font-size": 11, fill: "#667"}); left.textContent = "-" + win;
       const right = svg("text", {x: 395, y: 136, "font-size": 11, fill: "#667"}); right.textContent = "now";
       plot.append(left, right);
-      for (const kind of Object.keys(COLORS)) {
-        plot.append(svg("polyline", {class: "line-" + kind, fill: "none", stroke: COLORS[kind], "stroke-width": 2}));
+      for (const [kind, , color] of SERIES) {
+        plot.append(svg("polyline", {class: "line-" + kind, fill: "none", stroke: color, "stroke-width": 2}));
       }
-      chart.append(plot, el("div", {class: "totals muted"}));
+      plot.append(svg("g", {class: "tips"}));
+      chart.append(plot, el("div", {class: "totals muted"}), el("div", {class: "health"}));
       box.append(chart);
     }
     const circuit = (d.circuits || {})[name] || "n/a";
     const circ = chart.querySelector(".circ");
-    circ.textContent = "circuit " + circuit + " · in flight " + ((d.inflight || {})[name] || 0);
+    circ.textContent = "circuit " + circuit + " · in flight " + ((d.inflight || {})[name] || 0) +
+      (s.paused ? ` · paused ${s.paused.for_s} s (${s.paused.reason})` : "");
     circ.className = "circ " + circuit.replace(/[^a-z_-]/g, "");
-    const max = Math.max(1, ...s.received, ...s.delivered, ...s.failed);
-    chart.querySelector(".ymax").textContent = max + "/" + d.bucket_s + "s";
+    chart.querySelector(".rate").textContent = `${s.orders_per_s} orders/s`;
+    for (const tick of chart.querySelectorAll(".tick")) tick.textContent = String(Math.round(max * Number(tick.dataset.frac)));
     const n = s.received.length;
-    for (const kind of Object.keys(COLORS)) {
-      const pts = s[kind].map((v, i) => `${(30 + i * 390 / Math.max(1, n - 1)).toFixed(1)},${(120 - v * 100 / max).toFixed(1)}`);
-      chart.querySelector(".line-" + kind).setAttribute("points", pts.join(" "));
+    const x = (i) => 34 + i * 386 / Math.max(1, n - 1);
+    const values = {received: s.received, delivered: s.delivered, failed: s.failed, errors: errorsOf(s), retries: s.retries};
+    for (const [kind] of SERIES) {
+      chart.querySelector(".line-" + kind).setAttribute("points", values[kind].map((v, i) => `${x(i).toFixed(1)},${(120 - v * 100 / max).toFixed(1)}`).join(" "));
+    }
+    const tips = chart.querySelector(".tips");
+    tips.replaceChildren();
+    const start = Date.parse(d.start);
+    for (let i = 0; i < n; i++) {
+      const r = svg("rect", {x: (x(i) - 386 / n / 2).toFixed(1), y: 20, width: (386 / n).toFixed(1), height: 100, fill: "transparent"});
+      const title = svg("title", {});
+      const at = new Date(start + i * d.bucket_s * 1000).toISOString().slice(11, 19);
+      title.textContent = `${at} UTC, per ${d.bucket_s} s: ` + SERIES.map(([kind, label]) => `${label} ${values[kind][i]}`).join(", ");
+      r.append(title);
+      tips.append(r);
     }
     const t = s.total;
     const totals = chart.querySelector(".totals");
-    totals.textContent = `received ${t.received} · delivered ${t.delivered} · failed ${t.failed}`;
+    totals.textContent = `per ${d.bucket_s} s · received ${t.received} · delivered ${t.delivered} · failed ${t.failed} · retries ${s.retries_total}`;
     totals.dataset.received = t.received; totals.dataset.delivered = t.delivered; totals.dataset.failed = t.failed;
+    totals.dataset.retries = s.retries_total; totals.dataset.errors = values.errors.reduce((a, b) => a + b, 0);
+    const a = s.attempts || {};
+    const classes = ["2xx", "4xx", "5xx", "timeout", "reset"].concat(Object.keys(a).filter((k) => !["2xx", "4xx", "5xx", "timeout", "reset"].includes(k)));
+    const health = chart.querySelector(".health");
+    health.replaceChildren(
+      el("span", {class: "kv error-rate"}, "error rate ", el("b", {}, pct(s.error_rate))),
+      el("span", {class: "kv"}, "exchange p50 / p99 ", el("b", {}, fmt(s.exchange_ms.p50, " ms") + " / " + fmt(s.exchange_ms.p99, " ms"))),
+      el("span", {class: "kv backlog", "data-age": s.oldest_due_s}, "backlog ", el("b", {}, String(s.backlog)), " · oldest due ", el("b", {}, s.oldest_due_s + " s")),
+      el("span", {class: "kv attempts"}, "attempts ", ...classes.map((k) => el("span", {class: "cls cls-" + k}, `${k} ${a[k] || 0} `))));
   }
   box.dataset.updates = String(Number(box.dataset.updates || 0) + 1);
 }
@@ -129,6 +191,7 @@ async function showOrder(orderNo) {
   if (o) {
     summary.append(el("p", {}, `warehouse ${o.warehouse} · status ${o.status} · delivery ${o.delivery} · ` +
       `warehouse order ${o.warehouse_order_id || "–"} · waybills ${(o.waybills || []).map(waybill).join(", ") || "–"}`));
+    for (const j of o.jobs.filter((j) => j.state === "dead" || j.state === "held")) summary.append(failing(j, o.order_no));
     summary.append(details("jobs and events", {jobs: o.jobs, events: o.events}));
   }
   const steps = data.timeline;
@@ -152,7 +215,16 @@ async function showOrder(orderNo) {
 async function showLineage(orderNo) {
   const table = document.getElementById("lineage");
   table.replaceChildren();
+  const note = document.getElementById("lineage-version");
+  note.replaceChildren();
   const {data} = await api("orders/" + encodeURIComponent(orderNo) + "/lineage");
+  if (data.basis === "sent") {
+    note.append(`As sent (${data.step} ${data.at}): ${data.mapping} version ${data.mapping_version || "unknown"}`,
+      data.mapping_sha ? ` (module ${data.mapping_sha}, bundle ${data.bundle})` : "", data.clock ? `, clock ${data.clock}` : "");
+  } else if (data.basis === "preview") {
+    note.append(`Not sent yet: what ${data.mapping} version ${data.mapping_version || "?"} would send now.`);
+  }
+  if (data.gone) { note.append(el("p", {class: "msg gone"}, data.note)); return; }
   if (data.error) { table.append(el("tr", {}, el("td", {}, data.error))); return; }
   table.append(el("tr", {}, el("th", {}, "field (" + data.mapping + ")"), el("th", {}, "value"), el("th", {}, "comes from"), el("th", {}, "spec")));
   for (const f of data.fields) {
@@ -163,21 +235,79 @@ async function showLineage(orderNo) {
   }
 }
 
+// The failing step of an order, shown without a click: its reason, and the replay action when a
+// replay can help (otherwise what to do instead).
+function failing(j, orderNo) {
+  const box = el("div", {class: "failing", "data-job": j.id},
+    el("strong", {}, (j.state === "held" ? "Held in doubt" : "Dead-lettered") + ` (${j.kind}, job ${j.id}): `), j.reason || "no reason recorded");
+  if (j.replay_helps === false) box.append(el("p", {class: "hopeless"}, "Replay cannot help: " + j.why));
+  if (role === "operator") {
+    box.append(el("button", {class: (j.replay_helps === false ? "secondary" : "danger") + " replay", "data-job": j.id,
+      onclick: () => replayJob(j.id, orderNo, j.replay_helps === false)}, j.replay_helps === false ? "Replay anyway" : "Replay"));
+  }
+  return box;
+}
+
 // -- DLQ --------------------------------------------------------------------------------------
+function dlqFilter() {
+  const q = new URLSearchParams();
+  for (const [key, id] of [["warehouse", "dlq-warehouse"], ["state", "dlq-state"], ["match", "dlq-match"]]) {
+    const v = document.getElementById(id).value.trim();
+    if (v) q.set(key, v);
+  }
+  return q;
+}
+
 async function showDlq() {
-  const table = document.getElementById("dlq-list");
+  const table = document.getElementById("dlq-groups");
   table.replaceChildren();
-  const {data} = await api("dlq");
-  table.append(el("tr", {}, ...["job", "state", "lane", "kind", "order", "warehouse", "attempts", "reason", "since", ""].map((h) => el("th", {}, h))));
-  if (!data.jobs.length) table.append(el("tr", {}, el("td", {colspan: 10}, "nothing dead or in doubt")));
-  for (const j of data.jobs) {
-    const replay = role === "operator"
-      ? el("button", {class: "danger replay", "data-job": j.id, onclick: (e) => { e.stopPropagation(); replayJob(j.id, j.order_no); }}, "Replay")
-      : el("span", {class: "muted"}, "operator only");
-    table.append(el("tr", {class: "click dlq-row", "data-job": j.id, onclick: () => showJob(j.id)},
-      el("td", {}, j.id), el("td", {}, j.state), el("td", {}, j.lane), el("td", {}, j.kind),
-      el("td", {}, j.order_no ? el("a", {href: "#order/" + encodeURIComponent(j.order_no)}, j.order_no) : ""),
-      el("td", {}, j.warehouse), el("td", {}, j.attempts), el("td", {}, j.reason || ""), el("td", {}, j.since), el("td", {}, replay)));
+  const q = dlqFilter();
+  const {data} = await api("dlq/groups?" + q.toString());
+  const list = document.getElementById("dlq-warehouses");
+  table.append(el("tr", {}, ...["", "jobs", "warehouse", "state", "reason", "first … last", "e.g.", ""].map((h) => el("th", {}, h))));
+  if (!data.groups.length) table.append(el("tr", {}, el("td", {colspan: 8}, "nothing dead or in doubt matches")));
+  for (const g of data.groups) {
+    if (!list.querySelector(`option[value="${CSS.escape(g.warehouse)}"]`)) list.append(el("option", {value: g.warehouse}));
+    const actions = el("td", {class: "actions"});
+    if (role === "operator") {
+      if (g.replay_helps) actions.append(el("button", {class: "danger bulk-replay", onclick: () => bulk({action: "replay", group: g.group}, `Replay all ${g.count} jobs of this group?`)}, `Replay all ${g.count}`));
+      actions.append(el("button", {class: "bulk-discard", onclick: () => discard({group: g.group}, g.count)}, `Discard all ${g.count}…`));
+    } else actions.append(el("span", {class: "muted"}, "operator only"));
+    const reason = el("td", {}, g.reason);
+    if (!g.replay_helps) reason.append(el("p", {class: "hopeless"}, "Replay cannot help: " + g.why));
+    table.append(el("tr", {class: "dlq-group", "data-group": g.group},
+      el("td", {}, el("input", {type: "checkbox", class: "pick-group", "data-group": g.group, "aria-label": "select the group"})),
+      el("td", {}, g.count), el("td", {}, g.warehouse), el("td", {}, g.state), reason, el("td", {}, `${g.first} … ${g.last}`),
+      el("td", {}, ...g.jobs.map((id, i) => el("a", {href: "#", class: "job-link", onclick: (e) => { e.preventDefault(); showJob(id); }},
+        (g.orders[i] || "job " + id) + " "))), actions));
+  }
+  document.getElementById("dlq-total").textContent = `${data.total} job(s) in ${data.groups.length} group(s)`;
+}
+
+function pickedGroups() {
+  return [...document.querySelectorAll("input.pick-group:checked")].map((c) => c.dataset.group);
+}
+
+async function bulk(body, question) {
+  if (!window.confirm(question + " Each is recorded in the journal with your role.")) return;
+  const {status, data} = await api("dlq/bulk", {method: "POST", headers: {"Content-Type": "application/json", "X-Dockyard-UI": "1"}, body: JSON.stringify(body)});
+  const box = document.getElementById("dlq-detail");
+  box.replaceChildren(el("p", {class: "msg", id: "bulk-result"}, status === 200
+    ? `${data.action}: ${data.done} job(s) (by ${data.by})` + (data.note ? ". " + data.note : "") : (data.error || "failed")));
+  showDlq();
+}
+
+function discard(selection, count) {
+  const why = window.prompt(`Discard ${count} job(s) for good? Say why (recorded in the journal):`);
+  if (why && why.trim()) bulk(Object.assign({action: "discard", reason: why.trim()}, selection), `Discard ${count} job(s)?`);
+}
+
+async function bulkPicked(action) {
+  const groups = pickedGroups();
+  if (!groups.length) { document.getElementById("dlq-detail").replaceChildren(el("p", {class: "msg"}, "select one or more groups first")); return; }
+  for (const group of groups) {
+    if (action === "replay") await bulk({action, group}, `Replay the jobs of group ${group}?`);
+    else discard({group}, "the group's");
   }
 }
 
@@ -194,12 +324,15 @@ async function showJob(id) {
   box.append(el("h4", {}, "History"), hist);
 }
 
-async function replayJob(id, orderNo) {
-  if (!window.confirm(`Replay job ${id}${orderNo ? " (order " + orderNo + ")" : ""}? It is sent to the warehouse again and recorded in the journal.`)) return;
+async function replayJob(id, orderNo, hopeless) {
+  const warn = hopeless ? " A replay cannot help this one: it will fail the same way." : "";
+  if (!window.confirm(`Replay job ${id}${orderNo ? " (order " + orderNo + ")" : ""}? It is sent to the warehouse again and recorded in the journal.${warn}`)) return;
   const {status, data} = await api("dlq/" + id + "/replay", {method: "POST", headers: {"Content-Type": "application/json", "X-Dockyard-UI": "1"}, body: "{}"});
-  const box = document.getElementById("dlq-detail");
-  box.replaceChildren(el("p", {class: "msg", id: "replay-result"}, status === 200 ? `job ${id}: ${data.result} (by ${data.by})` : `job ${id}: ${data.error || data.result}`));
-  showDlq();
+  const text = status === 200 ? `job ${id}: ${data.result} (by ${data.by})` : `job ${id}: ${data.error || data.result}`;
+  const onOrder = location.hash.startsWith("#order/");
+  const box = document.getElementById(onOrder ? "order-summary" : "dlq-detail");
+  if (onOrder) box.prepend(el("p", {class: "msg", id: "replay-result"}, text));
+  else { box.replaceChildren(el("p", {class: "msg", id: "replay-result"}, text)); showDlq(); }
 }
 
 // -- warehouse errors -------------------------------------------------------------------------
@@ -236,6 +369,9 @@ document.addEventListener("DOMContentLoaded", async () => {
     const q = document.getElementById("search-q").value.trim();
     location.hash = "#search/" + encodeURIComponent(q);
   });
+  document.getElementById("dlq-filter").addEventListener("submit", (e) => { e.preventDefault(); showDlq(); });
+  document.getElementById("dlq-replay-picked").addEventListener("click", () => bulkPicked("replay"));
+  document.getElementById("dlq-discard-picked").addEventListener("click", () => bulkPicked("discard"));
   document.getElementById("lineage-filter").addEventListener("input", (e) => {
     const q = e.target.value.toLowerCase();
     for (const tr of document.querySelectorAll("#lineage tr.lineage")) tr.hidden = q && !tr.dataset.field.toLowerCase().includes(q);
