@@ -6,7 +6,7 @@ Routes (each warehouse answers only on the paths of its own kind):
 
     POST /{name}/router/qimen/service          QIMEN (method in the query)
     POST /{name}/std/service                   SF (serviceCode form field)
-    POST /{name}/ecap/v1/orders/create|cancel  JD LOP
+    POST /{name}/ecap/…                        JD LOP (…/orders/create, …/cancel, the order query)
     POST /{name}/gateway/link.do               Cainiao LINK (msg_type form field)
     POST /_upstream/events                     status-event webhook (JSON array)
     GET  /_sim/stats   GET /_sim/received/{name}   GET /_sim/upstream/events   POST /_sim/faults/{name}
@@ -103,7 +103,7 @@ class Simulator:
         app.router.add_post("/_sim/faults/{name}", self._http_faults)
         app.router.add_post("/{name}/router/qimen/service", self._qimen)
         app.router.add_post("/{name}/std/service", self._sf)
-        app.router.add_post("/{name}/ecap/v1/orders/{op}", self._jd)
+        app.router.add_post("/{name}/ecap/{op:.+}", self._jd)
         app.router.add_post("/{name}/gateway/link.do", self._cainiao)
         return app
 
@@ -202,7 +202,7 @@ class Simulator:
         return await self._serve(request, "sf", "std/service")
 
     async def _jd(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "jd", "ecap/v1/orders/" + request.match_info["op"])
+        return await self._serve(request, "jd", "ecap/" + request.match_info["op"])
 
     async def _cainiao(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "cainiao", "gateway/link.do")
