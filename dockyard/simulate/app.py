@@ -215,7 +215,11 @@ class Simulator:
         if fault == "error":  # before anything is read or done: the request is NOT processed
             ws.fault_counts["error"] += 1
             return web.Response(status=503, text="503 Service Temporarily Unavailable\n")
-        answer = HANDLERS[kind](ws, tail, request.query, await request.read())
+        body = await request.read()
+        if fault == "lost":  # read, never processed, never answered: in doubt, and NOT at the warehouse
+            ws.fault_counts["lost"] += 1
+            return await self._lose(request, ws.faults)
+        answer = HANDLERS[kind](ws, tail, request.query, body)
         if answer.new_order is not None:
             self._start_lifecycle(ws, answer.new_order)
         if fault is None:
@@ -240,6 +244,14 @@ class Simulator:
             ws.failed += 1
 
     @staticmethod
+    async def _lose(request: web.Request, faults: Faults) -> web.StreamResponse:
+        """A `lost` request: no answer, the connection dropped after timeout_seconds."""
+        await asyncio.sleep(faults.timeout_seconds)
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=204)  # never written: the connection is gone
+
+    @staticmethod
     async def _misbehave(request: web.Request, fault: str, faults: Faults, answer: Answer) -> web.StreamResponse:
         """The processed request's answer, spoiled by `fault` (see faults.py)."""
         if fault == "garbage":
@@ -260,6 +272,9 @@ class Simulator:
             up.fault_counts["error"] += 1
             return web.Response(status=503, text="503 Service Temporarily Unavailable\n")
         body = await request.read()
+        if fault == "lost":
+            up.fault_counts["lost"] += 1
+            return await self._lose(request, up.faults)
         if up.secret is not None:
             signature = request.headers.get("X-Dockyard-Signature", "")
             if signature.startswith("sha256="):
