@@ -31,7 +31,8 @@ WAREHOUSES: dict[str, dict[str, Any]] = {
     "qimen-std": {
         "kind": "qimen", "config_file": "qimen/warehouses/standard-wms.yaml", "secret": "QIMEN_APP_SECRET",
         "flows": {"create": {"request": "qimen.deliveryorder.create", "response": "qimen.response"},
-                  "cancel": {"request": "qimen.order.cancel", "response": "qimen.response"}},
+                  "cancel": {"request": "qimen.order.cancel", "response": "qimen.response"},
+                  "query": {"request": "qimen.deliveryorder.query", "response": "qimen.query-response"}},
         "callbacks": {
             "deliveryorder.confirm": {"mapping": "qimen.deliveryorder.confirm", "ack": "qimen.ack",
                                       "verify": {"scheme": "qimen-md5", "secret": "QIMEN_APP_SECRET",
@@ -54,7 +55,8 @@ WAREHOUSES: dict[str, dict[str, Any]] = {
     "jd": {
         "kind": "jd", "config_file": "jd/accounts/example.yaml", "secret": "JD_LOP_APP_SECRET",
         "flows": {"create": {"request": "jd.create-order", "response": "jd.response"},
-                  "cancel": {"request": "jd.cancel-order", "response": "jd.response"}},
+                  "cancel": {"request": "jd.cancel-order", "response": "jd.response"},
+                  "query": {"request": "jd.query-order", "response": "jd.query-response"}},
         "callbacks": {},
     },
     "cainiao": {

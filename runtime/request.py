@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.mapping import Clock, CompiledMapping, _as_clock, system_clock
@@ -181,8 +182,10 @@ def build_request(mapping: CompiledMapping, order: Mapping[str, Any], *, context
             name = sign["options"]["header"]
         params_from = sign["params"] or ("form" if section == "form" else "query")
         params = dict(form or {}) if params_from == "form" else dict(query)
-        inp = SignInput(params, sign_body(sign["body"], section, form, query, body_text),
-                        dict(sign["options"]))
+        options = dict(sign["options"])
+        if signer.url_path_option and signer.url_path_option not in options:
+            options[signer.url_path_option] = urlsplit(fill_url(meta["url"], ctx)).path
+        inp = SignInput(params, sign_body(sign["body"], section, form, query, body_text), options)
         secret = secrets.get(sign["secret"])
         signature = signer.sign(inp, secret)
         signed_string = signer.describe(inp) if describe else None

@@ -231,6 +231,10 @@ class Signer(ABC):
     # The options a scheme reads, each with its allowed values (None: any text). None as a whole
     # means "not declared": options are then passed through unchecked (the plugin's choice).
     known_options: Mapping[str, tuple[str, ...] | None] | None = None
+    # An option that, when a spec leaves it out, is the request URL's path (as sent, before any
+    # endpoint rewrite): JD LOP signs the API path, and a spec whose path is a config value
+    # (url: "https://{host}{queryPath}") cannot write it as a constant option.
+    url_path_option: str | None = None
 
     @abstractmethod
     def text(self, inp: SignInput, secret: str) -> str:
@@ -468,6 +472,7 @@ class LopSigner(Signer):
     chosen (docs/signing.md, "JD LOP: what the HMAC variants sign", cites the sources)."""
 
     placement = ("query", "sign")
+    url_path_option = "path"
     # (label in the signed text, parameter it comes from); `method` is the API path and
     # `param_json` the raw JSON body. The order is fixed by the gateway, not sorted.
     FIELDS = (("access_token", "access_token"), ("app_key", "app_key"), ("method", "method"),

@@ -6,7 +6,7 @@ Routes (each warehouse answers only on the paths of its own kind):
 
     POST /{name}/router/qimen/service          QIMEN (method in the query)
     POST /{name}/std/service                   SF (serviceCode form field)
-    POST /{name}/ecap/v1/orders/create|cancel  JD LOP
+    POST /{name}/ecap/…                        JD LOP (…/orders/create, …/cancel, the order query)
     POST /{name}/gateway/link.do               Cainiao LINK (msg_type form field)
     POST /_upstream/events                     status-event webhook (JSON array)
     GET  /_sim/stats   GET /_sim/received/{name}   GET /_sim/upstream/events   POST /_sim/faults/{name}
@@ -103,7 +103,7 @@ class Simulator:
         app.router.add_post("/_sim/faults/{name}", self._http_faults)
         app.router.add_post("/{name}/router/qimen/service", self._qimen)
         app.router.add_post("/{name}/std/service", self._sf)
-        app.router.add_post("/{name}/ecap/v1/orders/{op}", self._jd)
+        app.router.add_post("/{name}/ecap/{op:.+}", self._jd)
         app.router.add_post("/{name}/gateway/link.do", self._cainiao)
         return app
 
@@ -202,7 +202,7 @@ class Simulator:
         return await self._serve(request, "sf", "std/service")
 
     async def _jd(self, request: web.Request) -> web.StreamResponse:
-        return await self._serve(request, "jd", "ecap/v1/orders/" + request.match_info["op"])
+        return await self._serve(request, "jd", "ecap/" + request.match_info["op"])
 
     async def _cainiao(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "cainiao", "gateway/link.do")
@@ -215,7 +215,11 @@ class Simulator:
         if fault == "error":  # before anything is read or done: the request is NOT processed
             ws.fault_counts["error"] += 1
             return web.Response(status=503, text="503 Service Temporarily Unavailable\n")
-        answer = HANDLERS[kind](ws, tail, request.query, await request.read())
+        body = await request.read()
+        if fault == "lost":  # read, never processed, never answered: in doubt, and NOT at the warehouse
+            ws.fault_counts["lost"] += 1
+            return await self._lose(request, ws.faults)
+        answer = HANDLERS[kind](ws, tail, request.query, body)
         if answer.new_order is not None:
             self._start_lifecycle(ws, answer.new_order)
         if fault is None:
@@ -240,6 +244,14 @@ class Simulator:
             ws.failed += 1
 
     @staticmethod
+    async def _lose(request: web.Request, faults: Faults) -> web.StreamResponse:
+        """A `lost` request: no answer, the connection dropped after timeout_seconds."""
+        await asyncio.sleep(faults.timeout_seconds)
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=204)  # never written: the connection is gone
+
+    @staticmethod
     async def _misbehave(request: web.Request, fault: str, faults: Faults, answer: Answer) -> web.StreamResponse:
         """The processed request's answer, spoiled by `fault` (see faults.py)."""
         if fault == "garbage":
@@ -260,6 +272,9 @@ class Simulator:
             up.fault_counts["error"] += 1
             return web.Response(status=503, text="503 Service Temporarily Unavailable\n")
         body = await request.read()
+        if fault == "lost":
+            up.fault_counts["lost"] += 1
+            return await self._lose(request, up.faults)
         if up.secret is not None:
             signature = request.headers.get("X-Dockyard-Signature", "")
             if signature.startswith("sha256="):

@@ -9,7 +9,10 @@ request was processed, which is what a client must get right:
             an honest in-doubt — the order IS there);
 - `slow`    processed, answered normally after `slow_seconds`;
 - `reset`   processed, then the connection is aborted without an answer (in doubt as well);
-- `garbage` processed, HTTP 200 with an HTML page instead of the protocol's answer.
+- `garbage` processed, HTTP 200 with an HTML page instead of the protocol's answer;
+- `lost`    read but NOT processed (it died between a proxy and the warehouse), and no answer: the
+            connection is dropped after `timeout_seconds`. In doubt for the client, but the order
+            is NOT there — what a recovery query must answer "not found" to.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 __all__ = ["FAULT_KINDS", "GARBAGE_PAGE", "Faults", "pick_fault"]
 
-FAULT_KINDS = ("error", "timeout", "slow", "reset", "garbage")
+FAULT_KINDS = ("error", "timeout", "slow", "reset", "garbage", "lost")
 
 GARBAGE_PAGE = (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>"
                 b"<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>")
@@ -38,9 +41,11 @@ class Faults:
     slow_seconds: float = 1.0
     reset_rate: float = 0.0
     garbage_rate: float = 0.0
+    lost_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        rates = (self.error_rate, self.timeout_rate, self.slow_rate, self.reset_rate, self.garbage_rate)
+        rates = (self.error_rate, self.timeout_rate, self.slow_rate, self.reset_rate, self.garbage_rate,
+                 self.lost_rate)
         if any(not 0.0 <= r <= 1.0 for r in rates) or sum(rates) > 1.0 + 1e-9:
             raise ValueError(f"fault rates must each lie in 0..1 and sum to at most 1: {rates}")
         if self.timeout_seconds < 0 or self.slow_seconds < 0:
@@ -48,7 +53,8 @@ class Faults:
 
     @property
     def any(self) -> bool:
-        return (self.error_rate + self.timeout_rate + self.slow_rate + self.reset_rate + self.garbage_rate) > 0
+        return (self.error_rate + self.timeout_rate + self.slow_rate + self.reset_rate + self.garbage_rate
+                + self.lost_rate) > 0
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Faults:
@@ -67,7 +73,7 @@ def pick_fault(faults: Faults, rng: random.Random) -> str | None:
         return None
     r = rng.random()
     for kind, rate in (("error", faults.error_rate), ("timeout", faults.timeout_rate), ("slow", faults.slow_rate),
-                       ("reset", faults.reset_rate), ("garbage", faults.garbage_rate)):
+                       ("reset", faults.reset_rate), ("garbage", faults.garbage_rate), ("lost", faults.lost_rate)):
         if r < rate:
             return kind
         r -= rate

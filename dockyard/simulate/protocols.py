@@ -39,6 +39,7 @@ __all__ = [
     "qimen_callback_query",
     "qimen_confirm_xml",
     "qimen_process_xml",
+    "qimen_query_answer",
     "qimen_receiver",
     "qimen_sign",
     "sf_acked",
@@ -85,6 +86,20 @@ def qimen_answer(ok: bool, code: str, message: str, order_id: str | None = None)
     tail = f"<deliveryOrderId>{escape(order_id)}</deliveryOrderId>" if order_id else ""
     return (f'<?xml version="1.0" encoding="utf-8"?>\n<response><flag>{"success" if ok else "failure"}</flag>'
             f"<code>{escape(code)}</code><message>{escape(message)}</message>{tail}</response>").encode()
+
+
+def qimen_query_answer(*, order_no: str, order_id: str, warehouse_code: str, status: str,
+                       packages: Sequence[tuple[str, str]] = ()) -> bytes:
+    """A success answer to deliveryorder.query (the fields of Taobao's API page of
+    taobao.qimen.deliveryorder.query): the delivery order and, once shipped, its packages as
+    (logisticsCode, expressCode)."""
+    pkgs = "".join(f"<package>{_el('logisticsCode', carrier)}{_el('expressCode', waybill)}</package>"
+                   for carrier, waybill in packages)
+    return ('<?xml version="1.0" encoding="utf-8"?>\n<response><flag>success</flag><code>0</code>'
+            "<message>success</message><deliveryOrder>"
+            f"{_el('deliveryOrderCode', order_no)}{_el('deliveryOrderId', order_id)}"
+            f"{_el('warehouseCode', warehouse_code)}{_el('orderType', 'JYCK')}{_el('status', status)}"
+            f"</deliveryOrder>{f'<packages>{pkgs}</packages>' if pkgs else ''}</response>").encode()
 
 
 def qimen_callback_query(method: str, context: Mapping[str, Any], body: str, secret: str,

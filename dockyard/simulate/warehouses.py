@@ -1,5 +1,5 @@
 """The simulated warehouses' business logic: what each one does with a request that reached it
-(verify, create, repeat, cancel, search) and the counters of what it received.
+(verify, create, repeat, cancel, query) and the counters of what it received.
 
 Parsing is kept to what the logic needs — the order number, the signed fields, and, only when
 callbacks will be pushed, the order lines — because a benchmark drives thousands of requests a
@@ -178,6 +178,15 @@ def _text(value: str) -> str:
 
 _Q_CODE = re.compile(r"<deliveryOrderCode>([^<]*)</deliveryOrderCode>")
 _Q_CANCEL_CODE = re.compile(r"<orderCode>([^<]*)</orderCode>")
+# What a QIMEN WMS reports as a delivery order's status (deliveryorder.query) in each stage.
+_Q_STATUS = {ACCEPTED: "ACCEPT", PICKING: "PICK", PACKED: "PACKAGE", SHIPPED: "DELIVERED", SIGNED: "DELIVERED",
+             CANCELLED: "CANCELED"}
+# JD's public SDKs give the status query's statuses as numbers with a text; these are made up in
+# that shape (the simulator's own, read by nobody but a person looking at the answer).
+_JD_STATUS = {ACCEPTED: (100, "已下单"), PICKING: (200, "已揽收"), PACKED: (200, "已揽收"),
+              SHIPPED: (300, "运输中"), SIGNED: (400, "已签收"), CANCELLED: (-1, "已取消")}
+# The JD order query's path when the warehouse's config names none (query-order.yaml's default).
+JD_QUERY_PATH = "/ecap/v1/orders/status/get"
 _Q_OPERATE_TIME = re.compile(r"<operateTime>[^<]*</operateTime>")
 _Q_LINE = re.compile(r"<orderLine>(.*?)</orderLine>", re.S)
 _Q_LINE_NO = re.compile(r"<orderLineNo>([^<]*)</orderLineNo>")
@@ -218,6 +227,8 @@ def handle_qimen(ws: WarehouseState, tail: str, query: Mapping[str, str], body: 
         if fingerprint == order.fingerprint:  # identical repeat: success with the original id
             return Answer(200, XML, p.qimen_answer(True, "0", "订单重复，已返回原单号", order.warehouse_order_id))
         return Answer(200, XML, p.qimen_answer(False, "0", "单据已存在且内容不一致", order.warehouse_order_id))
+    if method.endswith("deliveryorder.query"):
+        return _qimen_query(ws, text)
     if method.endswith("order.cancel"):
         m = _Q_CANCEL_CODE.search(text)
         if m is None:
@@ -234,6 +245,25 @@ def handle_qimen(ws: WarehouseState, tail: str, query: Mapping[str, str], body: 
         return Answer(200, XML, p.qimen_answer(False, "CANCEL_FAILED", _too_late_text(cancelled.stage)))
     ws.invalid += 1
     return Answer(200, XML, p.qimen_answer(False, "isv.invalid-method", f"不支持的接口: {method}"))
+
+
+def _qimen_query(ws: WarehouseState, text: str) -> Answer:
+    """deliveryorder.query: what this WMS holds under the code asked for (deliveryOrderCode, else
+    the documented orderCode), from what it actually received; an unknown code is 单据不存在."""
+    ws.queries += 1
+    m = _Q_CODE.search(text) or _Q_CANCEL_CODE.search(text)
+    order_no = _text(m.group(1)) if m is not None else ""
+    if not order_no:
+        ws.invalid += 1
+        return Answer(200, XML, p.qimen_answer(False, "400", "orderCode 不能为空"))
+    order = ws.orders.get(order_no)
+    if order is None:
+        return Answer(200, XML, p.qimen_answer(False, "404", f"单据不存在: {order_no}"))
+    shipped = order.stage in (SHIPPED, SIGNED)
+    return Answer(200, XML, p.qimen_query_answer(
+        order_no=order.order_no, order_id=order.warehouse_order_id,
+        warehouse_code=str(ws.spec.context.get("warehouseCode", "")), status=_Q_STATUS[order.stage],
+        packages=[(order.carrier, order.waybill)] if shipped else []))
 
 
 # --- SF Express ---------------------------------------------------------------------------------
@@ -299,7 +329,8 @@ def _sf_found(order: OrderState) -> dict[str, Any]:
 # --- JD LOP -------------------------------------------------------------------------------------
 
 def handle_jd(ws: WarehouseState, tail: str, query: Mapping[str, str], body: bytes) -> Answer:
-    """JD LOP: one path per API, md5-salt sign in the query, JSON array body."""
+    """JD LOP: one path per API, md5-salt sign in the query, JSON array body. The order query answers
+    at the config's `queryPath` (default JD_QUERY_PATH), by our order number (customerOrderId)."""
     text = body.decode("utf-8", "replace")
     if not p.jd_lop_receiver(query, text, ws.spec.secret, "/" + tail):
         ws.bad_signatures += 1
@@ -324,6 +355,17 @@ def handle_jd(ws: WarehouseState, tail: str, query: Mapping[str, str], body: byt
         return Answer(200, JSON, p.jd_answer({
             "code": 0, "msg": "成功", "success": True, "requestId": rid,
             "data": {"waybillCode": order.waybill, "orderCode": order.warehouse_order_id, "needRetry": False}}), order)
+    if "/" + tail == str(ws.spec.context.get("queryPath") or JD_QUERY_PATH):
+        ws.queries += 1
+        found = ws.orders.get(order_no)
+        if found is None:
+            return Answer(200, JSON, p.jd_answer({"code": 1004, "msg": "未查询到订单信息", "success": False,
+                                                  "requestId": rid}))
+        status, desc = _JD_STATUS[found.stage]
+        return Answer(200, JSON, p.jd_answer({
+            "code": 0, "msg": "成功", "success": True, "requestId": rid,
+            "data": {"customerOrderId": found.order_no, "orderCode": found.warehouse_order_id,
+                     "waybillCode": found.waybill, "status": status, "statusDesc": desc}}))
     if tail.endswith("/cancel"):
         result, cancelled = ws.cancel(order_no)
         if result in ("ok", "already"):

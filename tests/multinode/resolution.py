@@ -13,12 +13,15 @@ from __future__ import annotations
 
 # demo warehouse name -> how its in-doubt work resolves itself, or None where it cannot
 IN_DOUBT_RESOLUTION: dict[str, str | None] = {
-    # SF Express: the search-order query flow (sf.search-order), in the library today.
+    # SF Express: the search-order query flow (sf.search-order → sf.search-response).
     "sf": "query",
-    # QIMEN WMS: `deliveryorder.query`, and a repeated deliveryOrderCode is answered with the
-    # recognisable duplicate `单据已存在` (issue 10: being added to the library and the simulator).
+    # QIMEN WMS: the deliveryorder.query flow (qimen.deliveryorder.query → qimen.query-response);
+    # a create sent again after "not found" is answered with the recognisable duplicate `单据已存在`
+    # if it did arrive after all.
     "qimen-std": "query",
-    # JD Logistics LOP: the LOP order query (issue 10: being added to the library and the simulator).
+    # JD Logistics LOP: the LOP order query flow (jd.query-order → jd.query-response) at the
+    # account's queryPath; which LOP query takes our order number is not publicly confirmed
+    # (docs/integrations-contract.md), and a create sent again is answered with JD's duplicate error.
     "jd": "query",
     # Cainiao LINK: no public query for a consign order and no documented duplicate answer
     # (mappings/cainiao/consign-order-notify.yaml): the one integration allowed to hold.

@@ -33,11 +33,13 @@ from dockyard.service.guards import unguarded
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "service" / "dockyard.yaml"
 LIBRARY_SPECS = [
-    *(f"mappings/qimen/{n}.yaml" for n in ("deliveryorder.create", "order.cancel", "response",
-                                            "deliveryorder.confirm", "orderprocess.report", "ack")),
+    *(f"mappings/qimen/{n}.yaml" for n in ("deliveryorder.create", "order.cancel", "deliveryorder.query",
+                                            "response", "query-response", "deliveryorder.confirm",
+                                            "orderprocess.report", "ack")),
     *(f"mappings/sf/{n}.yaml" for n in ("create-order", "cancel-order", "search-order", "response",
                                          "search-response", "route-push", "route-push.ack")),
-    *(f"mappings/jd/{n}.yaml" for n in ("create-order", "cancel-order", "response")),
+    *(f"mappings/jd/{n}.yaml" for n in ("create-order", "cancel-order", "query-order", "response",
+                                         "query-response")),
     *(f"mappings/cainiao/{n}.yaml" for n in ("consign-order-notify", "order-cancel-notify", "response",
                                               "consign-order-confirm", "order-status-upload", "ack")),
 ]
@@ -432,6 +434,12 @@ def test_the_example_config_loads(example: ServiceConfig, library_bundle: Path) 
     assert qimen.callbacks["deliveryorder.confirm"].ack == "qimen.ack"
     assert example.warehouses["sf"].callbacks["route-push"].verify is None
     assert example.warehouses["sf"].flows["query"].request == "sf.search-order"
+    # Every integration with a way to be asked names its recovery query (tests/multinode/resolution.py).
+    assert qimen.flows["query"].request == "qimen.deliveryorder.query"
+    assert qimen.flows["query"].response == "qimen.query-response"
+    assert example.warehouses["jd"].flows["query"].request == "jd.query-order"
+    assert example.warehouses["jd"].context["queryPath"] == "/ecap/v1/orders/status/get"
+    assert "query" not in example.warehouses["cainiao"].flows
     assert set(example.warehouses["cainiao"].callbacks) == {"consign-order-confirm", "order-status-upload"}
     assert example.warehouses["jd"].rate_limit == RateLimitConfig(40.0, 40) and qimen.rate_limit is None
     assert example.routes[-1].default and example.routes[-1].warehouse == "qimen-std"

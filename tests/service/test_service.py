@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dockyard.service import queries, store
 from dockyard.service.db import now_us
 from dockyard.simulate import Faults
@@ -175,15 +177,17 @@ def test_a_refused_order_goes_to_the_dlq_and_replays_once_fixed(env: Any) -> Non
 
 
 def test_an_unknown_outcome_under_skip_is_held_never_resent(env: Any) -> None:
+    # Cainiao LINK offers no query and no documented duplicate answer: its create's rule is `skip`.
     async def main() -> None:
-        async with env(faults={"qimen-std": Faults(timeout_rate=1.0, timeout_seconds=3.0)}, timeout=0.5) as run:
-            order = example()
+        async with env(warehouses=("cainiao",), faults={"cainiao": Faults(timeout_rate=1.0, timeout_seconds=3.0)},
+                       timeout=0.5) as run:
+            order = example("miniapp-whitespace-address")
             await run.post("/orders", order)
             doc = await run.until(order["order_no"], lambda d: d["delivery"] == "in_doubt")
-            assert doc["jobs"][0]["state"] == "held"
+            assert doc["warehouse"] == "cainiao" and doc["jobs"][0]["state"] == "held"
             assert "neither resends nor queries" in doc["jobs"][0]["reason"]
             await asyncio.sleep(1.0)
-            assert run.sim.received("qimen-std") == {order["order_no"]: 1}  # it did arrive, exactly once
+            assert run.sim.received("cainiao") == {order["order_no"]: 1}  # it did arrive, exactly once
             listed = await run.service.db.read(lambda c: queries.dlq_list(c))
             assert [d["state"] for d in listed] == ["in_doubt"]
             summary = (await run.get("/stats"))[1]
@@ -206,6 +210,69 @@ def test_an_unknown_outcome_under_query_asks_the_warehouse(env: Any) -> None:
             assert next(s for s in journal if s["step"] == "resolved")["outcome"] == "delivered"
             assert run.sim.received("sf") == {order["order_no"]: 1}  # found by the query, not created again
             assert doc["jobs"][0]["state"] == "done"
+
+    asyncio.run(main())
+
+
+# The QIMEN and JD creates (rule `query`) and an order of each that routes there; the id each
+# simulated warehouse gives an order starts with its prefix (dockyard/simulate/warehouses.py).
+QUERIED = {"qimen-std": ("tmall-basic", "WMS-DO-"), "jd": ("jd-three-decimal-discount", "ESO")}
+
+
+def _resolved(journal: list[dict[str, Any]]) -> list[str]:
+    return [s["outcome"] for s in journal if s["step"] == "resolved"]
+
+
+def _create_request_ids(journal: list[dict[str, Any]]) -> list[str]:
+    return [s["detail"]["request_id"] for s in journal
+            if s["step"] == "transformed" and s["flow"] == "create" and s.get("detail")]
+
+
+@pytest.mark.parametrize("warehouse", sorted(QUERIED))
+def test_an_unknown_outcome_found_by_the_query_is_delivered_without_a_resend(env: Any, warehouse: str) -> None:
+    name, prefix = QUERIED[warehouse]
+
+    async def main() -> None:
+        # The warehouse processes the create, but its answer comes too late: in doubt, and there.
+        async with env(warehouses=(warehouse,), faults={warehouse: Faults(timeout_rate=1.0, timeout_seconds=2.0)},
+                       timeout=0.5) as run:
+            order = example(name)
+            await run.post("/orders", order)
+            await run.until(order["order_no"], lambda d: str(d["jobs"][0]["reason"]).startswith("in doubt"))
+            assert run.sim.received(warehouse) == {order["order_no"]: 1}
+            run.sim.set_faults(warehouse, Faults())
+            doc = await run.until(order["order_no"], delivered)
+            assert doc["jobs"][0]["state"] == "done" and doc["warehouse"] == warehouse
+            assert str(doc["warehouse_order_id"]).startswith(prefix)  # the original's id, from the query
+            journal = await run.journal(order["order_no"])
+            assert _resolved(journal)[-1] == "delivered"
+            assert run.sim.received(warehouse) == {order["order_no"]: 1}  # found, not created again
+            assert run.sim.stats()["warehouses"][warehouse]["queries"] >= 1
+            assert len(set(_create_request_ids(journal))) == 1  # the create went out once
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("warehouse", sorted(QUERIED))
+def test_an_unknown_outcome_the_query_does_not_find_is_sent_again(env: Any, warehouse: str) -> None:
+    name, prefix = QUERIED[warehouse]
+
+    async def main() -> None:
+        # The create is lost on the way (read, never processed, never answered): in doubt, and NOT there.
+        async with env(warehouses=(warehouse,), faults={warehouse: Faults(lost_rate=1.0, timeout_seconds=2.0)},
+                       timeout=0.5) as run:
+            order = example(name)
+            await run.post("/orders", order)
+            await run.until(order["order_no"], lambda d: str(d["jobs"][0]["reason"]).startswith("in doubt"))
+            assert run.sim.received(warehouse) == {}
+            run.sim.set_faults(warehouse, Faults())
+            doc = await run.until(order["order_no"], delivered)
+            assert doc["jobs"][0]["state"] == "done" and str(doc["warehouse_order_id"]).startswith(prefix)
+            journal = await run.journal(order["order_no"])
+            assert "absent" in _resolved(journal)  # the query: not at the warehouse
+            assert run.sim.received(warehouse) == {order["order_no"]: 1}  # sent again, received once
+            ids = _create_request_ids(journal)
+            assert len(set(ids)) == 2, ids  # the resend went out with a new request id
 
     asyncio.run(main())
 

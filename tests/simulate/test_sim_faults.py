@@ -82,7 +82,34 @@ def test_timeout_and_reset_are_processed_but_unanswered_slow_is_answered_late() 
                 _, answer = await send(session, wire(kit, kit.create, base, order(order_no="T-1")))
                 assert outcome(kit, answer)["result"] == "duplicate"
             faults = sim.stats()["warehouses"]["jd"]["faults"]
-            assert faults == {"error": 0, "timeout": 1, "slow": 1, "reset": 1, "garbage": 0}
+            assert faults == {"error": 0, "timeout": 1, "slow": 1, "reset": 1, "garbage": 0, "lost": 0}
+        finally:
+            await sim.stop()
+
+    run(body)
+
+
+def test_a_lost_request_is_unanswered_and_not_processed() -> None:
+    kit = KITS["jd"]
+    query, response = "jd/query-order.yaml", "jd/query-response.yaml"
+
+    async def body() -> None:
+        sim, base = await _sim(Faults(lost_rate=1.0, timeout_seconds=0.2))
+        try:
+            async with aiohttp.ClientSession() as session:
+                started = time.monotonic()
+                with pytest.raises(aiohttp.ClientError):  # dropped, never answered
+                    await send(session, wire(kit, kit.create, base, order(order_no="L-1")))
+                assert time.monotonic() - started >= 0.2
+                with pytest.raises(asyncio.TimeoutError):  # a client that gives up first: in doubt
+                    await send(session, wire(kit, kit.create, base, order(order_no="L-2")), timeout=0.05)
+                await asyncio.sleep(0.3)
+                assert sim.received("jd") == {}  # in doubt for the client, but nothing is there
+                sim.set_faults("jd", Faults())
+                _, answer = await send(session, wire(kit, query, base, order(order_no="L-1")))
+                assert outcome(kit, answer, response)["result"] == "retryable"  # the query says: not found
+            stats = sim.stats()["warehouses"]["jd"]
+            assert stats["faults"]["lost"] == 2 and stats["creates"] == 0
         finally:
             await sim.stop()
 

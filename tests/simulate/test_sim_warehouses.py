@@ -3,6 +3,7 @@ way our response mappings read: accepted, duplicate, rejected (bad signature, ca
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -162,3 +163,92 @@ def test_the_simulator_shares_no_signing_or_crypto_code_with_the_runtime() -> No
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not name.startswith(("dockyard.runtime", "dockyard.compiler")), f"{path.name} imports {name}"
+
+
+# The recovery query of each warehouse that offers one: (request spec, response spec).
+QUERIES = {"qimen-std": ("qimen/deliveryorder.query.yaml", "qimen/query-response.yaml"),
+           "qimen-acme": ("qimen/deliveryorder.query.yaml", "qimen/query-response.yaml"),
+           "sf": ("sf/search-order.yaml", "sf/search-response.yaml"),
+           "jd": ("jd/query-order.yaml", "jd/query-response.yaml")}
+
+
+@pytest.mark.parametrize("name", sorted(QUERIES))
+def test_the_recovery_query_finds_what_was_received_and_only_that(name: str) -> None:
+    kit = KITS[name]
+    request, response = QUERIES[name]
+
+    async def body(sim: Simulator, base: str, session: aiohttp.ClientSession) -> None:
+        _, answer = await send(session, wire(kit, kit.create, base, order(order_no="SIM-Q-1")))
+        created = outcome(kit, answer)
+        assert created["result"] == "accepted", created
+        _, answer = await send(session, wire(kit, request, base, order(order_no="SIM-Q-1")))
+        found = outcome(kit, answer, response)
+        assert found["result"] == "duplicate" and found["retryable"] is False, found
+        # The original ids: the ones the create's answer carried.
+        assert found.get("warehouse_order_id") == created.get("warehouse_order_id")
+        if created.get("waybills"):
+            assert found["waybills"] == created["waybills"]
+        _, answer = await send(session, wire(kit, request, base, order(order_no="SIM-Q-2")))
+        absent = outcome(kit, answer, response)
+        assert absent["result"] == "retryable" and absent["retryable"] is True, absent
+        stats = sim.stats()["warehouses"][name]
+        # A query is not a create: nothing was received twice, and SIM-Q-2 was never received.
+        assert stats["queries"] == 2 and stats["creates"] == 1 and sim.received(name) == {"SIM-Q-1": 1}
+        assert stats["bad_signatures"] == 0 and stats["invalid"] == 0
+
+    run(lambda: _with_sim([kit], body))
+
+
+@pytest.mark.parametrize("name", ["qimen-std", "jd"])
+def test_a_recovery_query_with_a_wrong_secret_is_refused_and_rejected(name: str) -> None:
+    kit = KITS[name]
+    request, response = QUERIES[name]
+
+    async def body(sim: Simulator, base: str, session: aiohttp.ClientSession) -> None:
+        await send(session, wire(kit, kit.create, base, order(order_no="SIM-Q-3")))
+        _, answer = await send(session, wire(kit, request, base, order(order_no="SIM-Q-3"), secret="wrong"))
+        refused = outcome(kit, answer, response)
+        # Refused, never "not found": a query the warehouse could not trust must not trigger a resend.
+        assert refused["result"] == "rejected", refused
+        stats = sim.stats()["warehouses"][name]
+        assert stats["bad_signatures"] == 1 and stats["queries"] == 0
+
+    run(lambda: _with_sim([kit], body))
+
+
+def test_qimen_query_reports_the_stage_and_once_shipped_the_package() -> None:
+    kit = KITS["qimen-std"]
+    request, response = QUERIES["qimen-std"]
+
+    async def body(sim: Simulator, base: str, session: aiohttp.ClientSession) -> None:
+        await send(session, wire(kit, kit.create, base, order(order_no="SIM-Q-4")))
+        _, answer = await send(session, wire(kit, request, base, order(order_no="SIM-Q-4")))
+        accepted = outcome(kit, answer, response)
+        assert accepted["original"]["status"] == "ACCEPT" and accepted["waybills"] == []
+        assert accepted["original"]["warehouseCode"] == kit.context["warehouseCode"]
+        sim.set_stage("qimen-std", "SIM-Q-4", "shipped")
+        _, answer = await send(session, wire(kit, request, base, order(order_no="SIM-Q-4")))
+        shipped = outcome(kit, answer, response)
+        assert shipped["result"] == "duplicate" and shipped["original"]["status"] == "DELIVERED"
+        [waybill] = shipped["waybills"]
+        assert waybill["carrier_code"] == "SF" and waybill["waybill_no"].startswith("SF")
+
+    run(lambda: _with_sim([kit], body))
+
+
+def test_jd_query_answers_at_the_configured_path_only() -> None:
+    kit = replace(KITS["jd"], context_overrides={"queryPath": "/ecap/v2/orders/query"})
+    request, response = QUERIES["jd"]
+
+    async def body(sim: Simulator, base: str, session: aiohttp.ClientSession) -> None:
+        await send(session, wire(kit, kit.create, base, order(order_no="SIM-Q-5")))
+        w = wire(kit, request, base, order(order_no="SIM-Q-5"))
+        assert "/jd/ecap/v2/orders/query?" in w.url  # sent to, and signed with, the configured path
+        _, answer = await send(session, w)
+        assert outcome(kit, answer, response)["result"] == "duplicate"
+        default = wire(KITS["jd"], request, base, order(order_no="SIM-Q-5"))
+        status, _ = await send(session, default)
+        assert status == 404  # this account's JD has no query at the default path
+        assert sim.stats()["warehouses"]["jd"]["queries"] == 1
+
+    run(lambda: _with_sim([kit], body))
