@@ -55,6 +55,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -711,8 +712,8 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
         admin = fresh_postgres(args.pg_url)
         store = socket_url(admin, args.pg_socket) if nodes else admin
     else:
-        for p in work.glob("state.db*"):
-            p.unlink()
+        for p in work.glob("state.db*"):  # the database, its WAL and its owners' lock folder
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
         store = f"sqlite:///{(work / 'state.db').resolve()}"
     plan.store = store
     out = dict(prep.out, nodes=nodes, rate=rate)
@@ -727,6 +728,9 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
             from netns import Network, pdeathsig
 
             net = stack.enter_context(Network(nodes))
+            # the load generator and the simulator reach the nodes from the bridge's network: the
+            # ingest and unsigned-callback guards must let it in
+            plan.networks = (*plan.networks, str(net.subnet))
             lb = subprocess.Popen([sys.executable, str(MULTINODE / "lb.py"), net.gateway, "0",
                                    *(f"{h.address}:{port}" for h in net.hosts)],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=pdeathsig)
