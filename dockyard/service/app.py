@@ -318,7 +318,7 @@ class Service:
         if reply.outcome == "applied":
             self.deliverer.poke(UPSTREAM)
         # labels come from the config, never from the request (the pair was checked above)
-        self.metrics.observe_callback(warehouse, flow, reply.outcome, time.perf_counter() - started)
+        self.metrics.observe_callback(warehouse, flow, reply.outcome, time.perf_counter() - started, reply.secret)
         return web.Response(body=reply.body, status=reply.status, headers={"Content-Type": reply.content_type})
 
     async def _journal_refused_callback(self, warehouse: str, flow: str, refusal: Refusal, remote: str | None) -> None:

@@ -18,6 +18,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
@@ -99,6 +100,16 @@ class VerifyConfig:
     body: str = "default"  # default | body | none | form.<field> | query.<field>: what is signed as the body
     window: float = 300.0  # seconds: accepted clock skew of the signed timestamp (replay window)
     options: Mapping[str, str] = field(default_factory=dict)  # scheme options, as in a spec's sign block
+    previous: PreviousSecret | None = None  # the secret being rotated out, accepted until a moment
+
+
+@dataclass(frozen=True)
+class PreviousSecret:
+    """The secret a warehouse signed with before a rotation: callbacks signed with it still verify
+    until `until` (the overlap window), after `secret` (the new one) failed."""
+
+    secret: str  # secret NAME
+    until: datetime  # aware (UTC): from this moment on the previous secret is refused
 
 
 @dataclass(frozen=True)
@@ -847,6 +858,7 @@ def _callback(name: str, doc: Mapping[str, Any]) -> CallbackConfig:
             body=verify_doc.get("body", VerifyConfig.body),
             window=float(verify_doc.get("window", VerifyConfig.window)),
             options={k: _option_text(v) for k, v in verify_doc.get("options", {}).items()},
+            previous=_previous(verify_doc.get("previous")),
         )
     decrypt = tuple(
         {"path": d["path"], "scheme": d["scheme"], "key": d["key"],
@@ -855,6 +867,18 @@ def _callback(name: str, doc: Mapping[str, Any]) -> CallbackConfig:
     )
     return CallbackConfig(name=name, mapping=doc["mapping"], ack=doc.get("ack"), verify=verify, decrypt=decrypt,
                           guard=_guard(doc.get("guard"), ingest=False))
+
+
+def _previous(doc: Mapping[str, Any] | None) -> PreviousSecret | None:
+    """verify.previous: {secret, until} where until is an ISO 8601 moment with its offset (the
+    schema requires one), or a datetime when YAML read it as one."""
+    if not doc:
+        return None
+    until = doc["until"]
+    moment = until if isinstance(until, datetime) else datetime.fromisoformat(str(until).replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)  # YAML timestamps without an offset are UTC
+    return PreviousSecret(secret=str(doc["secret"]), until=moment.astimezone(UTC))
 
 
 def _guard(doc: Mapping[str, Any] | None, *, ingest: bool) -> GuardConfig | None:
@@ -960,6 +984,8 @@ def check_against(config: ServiceConfig, mappings: Mapping[str, CompiledMapping]
             if callback.verify is not None:
                 scheme("sign", callback.verify.scheme, f"{who} verify")
                 secret(callback.verify.secret, f"{who} verify")
+                if callback.verify.previous is not None:
+                    secret(callback.verify.previous.secret, f"{who} verify previous")
             if callback.guard is not None and callback.guard.token is not None:
                 secret(callback.guard.token.secret, f"{who} guard token")
             for item in callback.decrypt:

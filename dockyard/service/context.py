@@ -53,6 +53,11 @@ class CachingSecrets(Secrets):
         self._cache[name] = (now, secret)
         return secret
 
+    def clear(self) -> None:
+        """Forget every cached value: the next use reads the providers again (a reload does this,
+        so that a rotated secret takes effect at once, not within `ttl`)."""
+        self._cache.clear()
+
 
 @dataclass(frozen=True)
 class MappingVersion:

@@ -14,6 +14,7 @@ warehouse sends it again and an operator can see it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from typing import Any
 
 from dockyard.runtime.errors import DockyardError, InputError, TransformError
 from dockyard.runtime.fieldcrypto import get_cipher
-from dockyard.runtime.signing import SignatureError
+from dockyard.runtime.signing import ReplayError, SignatureError
 from dockyard.service import logs, store, tracing
 from dockyard.service.config import CallbackConfig, WarehouseConfig
 from dockyard.service.context import ServiceContext
@@ -40,21 +41,43 @@ class CallbackReply:
     body: bytes
     content_type: str
     outcome: str  # applied | duplicate | forged | unreadable | unknown-flow | foreign-order | unknown-order | error
+    secret: str | None = None  # which secret verified it: current | previous (a rotation's overlap) | None
 
 
 def verify(cfg: CallbackConfig, ctx: ServiceContext, query: Mapping[str, str], headers: Mapping[str, str],
-           body: bytes, now: datetime) -> None:
-    """Raise SignatureError (or its ReplayError) unless the callback is signed with the secret."""
+           body: bytes, now: datetime) -> str | None:
+    """Raise SignatureError (or its ReplayError) unless the callback is signed with the secret, or,
+    during a rotation's overlap (verify.previous, until its `until`), with the previous one.
+    Returns which one verified: "current", "previous", or None when nothing is verified. Only that
+    word is ever reported (journal, metrics), never a secret."""
     v = cfg.verify
     if v is None:
-        return
+        return None
     # What the signer reads, by the same rule as when we sign (runtime.request), in replay.py,
     # which also decides the dedupe identity from it.
     signed = signed_input(v, query, headers, body)
     if not signed.signature:
         raise SignatureError(f"{v.scheme}: the callback carries no signature ({signed.where})")
-    secret = ctx.secrets.get(v.secret)
-    signed.signer.verify(signed.inp, signed.signature, secret, now=now, window=timedelta(seconds=v.window))
+    window = timedelta(seconds=v.window)
+    try:
+        signed.signer.verify(signed.inp, signed.signature, ctx.secrets.get(v.secret), now=now, window=window)
+        return "current"
+    except ReplayError:
+        raise  # a stale or missing timestamp fails whatever the secret
+    except SignatureError:
+        if v.previous is None:
+            raise
+    # the current secret did not match: the previous one, which says only whether it matched
+    previous = v.previous
+    try:
+        signed.signer.verify(signed.inp, signed.signature, ctx.secrets.get(previous.secret), now=now, window=window)
+    except SignatureError:
+        raise SignatureError(f"{v.scheme}: the signature matches neither the current nor the previous secret") \
+            from None
+    if now >= previous.until:
+        raise SignatureError(f"{v.scheme}: signed with the previous secret, whose overlap ended at "
+                             f"{previous.until.isoformat()}")
+    return "previous"
 
 
 def _decrypt(document: Any, cfg: CallbackConfig, ctx: ServiceContext) -> None:
@@ -78,7 +101,7 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
                              "unknown-flow")
     moment = now or datetime.now(UTC)
     try:
-        verify(cfg, ctx, query, headers, body, moment)
+        signed_with = verify(cfg, ctx, query, headers, body, moment)
     except SignatureError as exc:
         reason = _shown(ctx.secrets.redact(str(exc)))
         logs.event(logging.WARNING, "callback refused", warehouse=warehouse, flow=flow, reason=reason,
@@ -111,7 +134,8 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
     records = [store.EventRecord(e, dedupe_identity(cfg, mapping, query, headers, body, e, i))
                for i, e in enumerate(_events(event))]
     try:
-        op = store.RecordEventsOp(warehouse, flow, records, forward=forward, received_at=received)
+        op = store.RecordEventsOp(warehouse, flow, records, forward=forward, received_at=received,
+                                  verified_with=signed_with)
         outcomes: list[store.EventOutcome] = await db.write(op)
     except StoreError as exc:  # not recorded: the warehouse must send it again
         logs.event(logging.WARNING, "callback not recorded", warehouse=warehouse, flow=flow, reason=str(exc))
@@ -133,7 +157,7 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
                 "dockyard.status": records[0].event.get("status") if records else None,
                 "dockyard.duplicate": outcome == "duplicate"}, start_us=received):
             pass
-    return _ack_or_error(ctx, cfg, wh, document, 200, "", outcome)
+    return dataclasses.replace(_ack_or_error(ctx, cfg, wh, document, 200, "", outcome), secret=signed_with)
 
 
 def _events(result: dict[str, Any]) -> list[dict[str, Any]]:

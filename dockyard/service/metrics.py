@@ -248,6 +248,10 @@ class Metrics:
         self.callbacks = Counter("dockyard_callbacks", "Warehouse callbacks by outcome (applied, duplicate, "
                                  "forged, unreadable, unknown-flow, error).", ["warehouse", "flow", "outcome"],
                                  registry=r)
+        self.callback_secrets = Counter("dockyard_callback_verified", "Callbacks whose signature verified, by the "
+                                        "secret that verified it: current, or previous (a rotation's overlap "
+                                        "window; once it is 0 for a while the previous secret can go).",
+                                        ["warehouse", "flow", "secret"], registry=r)
         self.callback_seconds = Histogram("dockyard_callback_seconds", "Time to answer a warehouse callback, from "
                                           "the request read to the acknowledgement.", ["warehouse", "flow"],
                                           buckets=_LATENCY, registry=r)
@@ -322,10 +326,14 @@ class Metrics:
         if seconds > 0:
             self.throttled.labels(self._warehouse(warehouse)).inc(seconds)
 
-    def observe_callback(self, warehouse: str, flow: str, outcome: str, seconds: float) -> None:
+    def observe_callback(self, warehouse: str, flow: str, outcome: str, seconds: float,
+                         secret: str | None = None) -> None:
         """A callback was answered. A warehouse or flow that is not configured (the request named
-        it) is counted as unknown/unknown, without its time."""
+        it) is counted as unknown/unknown, without its time. `secret` says which one verified it
+        (current | previous), when one did."""
         known = self._callback_flows
+        if secret in ("current", "previous") and (known is None or (warehouse, flow) in known):
+            self.callback_secrets.labels(warehouse, flow, secret).inc()
         if outcome not in CALLBACK_OUTCOMES:
             outcome = "error"
         if known is not None and (warehouse, flow) not in known:

@@ -1,20 +1,20 @@
 """Loading new bundles into a running service (SIGHUP, or `dockyard reload`), without a restart.
 
-What a reload takes from the config file: its `bundles` and its dashboard `tokens` (so a token
-can be rotated without a restart). Anything else that differs from the running config needs a
-restart, and the reload is refused with the list of those keys, so that a half-applied config is
-never running. The new mappings are loaded and checked against the config (every flow's mapping
-is there, with the context and secrets it needs) before anything changes; then the switch is one
-assignment on the event loop: an attempt under way finishes with the mapping it started with, the
-next one takes the new version, and no order waits or is dropped. The versions that were running
-stay in `ServiceContext.archive`, so that automatic retries of a job already transformed keep the
-version that transformed it (delivery.py) and the order page can explain them.
-
-Whether a new version may break what a warehouse accepts is `dockyard diff`'s question; the
-compiler is not loaded here (the runtime never imports it): `dockyard reload` asks it before it
-signals the service (reload_cli.py).
-
-Every reload, done or refused, is a `reloaded` journal row with the node and what changed.
+What a reload takes from the config file: its `bundles`, its dashboard `tokens` (so a token
+can be rotated without a restart) and its warehouses' callback secrets (`verify.secret` and
+`verify.previous`, so a callback secret can be rotated with an overlap window). Anything else
+that differs from the running config needs a restart, and the reload is refused with the list of
+those keys, so that a half-applied config is never running. The new mappings are loaded and
+checked against the config (every flow's mapping is there, with the context and secrets it
+needs) before anything changes; then the switch is one
+assignment on the event loop: an attempt under way finishes with the mapping it started with,
+the next one takes the new version, and no order waits or is dropped. The versions that were
+running stay in `ServiceContext.archive`, so that automatic retries of a job already transformed
+keep the version that transformed it (delivery.py) and the order page can explain them. Whether
+a new version may break what a warehouse accepts is `dockyard diff`'s question; the compiler is
+not loaded here (the runtime never imports it): `dockyard reload` asks it before it signals the
+service (reload_cli.py). Every reload, done or refused, is a `reloaded` journal row with the
+node and what changed.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from dockyard.runtime.errors import DockyardError
 from dockyard.service import logs, store
-from dockyard.service.config import ServiceConfig, check_against, load_config
+from dockyard.service.config import ServiceConfig, WarehouseConfig, check_against, load_config
 from dockyard.service.context import ServiceContext, load_bundles
 
 __all__ = ["RELOADABLE", "ReloadError", "prepare_sync", "reload_service"]
@@ -45,11 +46,16 @@ def _plan(ctx: ServiceContext, fresh: ServiceConfig) -> tuple[ServiceConfig, dic
     than a reload may change, or the new bundles do not fit the config."""
     running = ctx.config
     restart = [f.name for f in dataclasses.fields(ServiceConfig)
-               if f.name not in RELOADABLE + _NOT_FROM_FILE and getattr(fresh, f.name) != getattr(running, f.name)]
+               if f.name not in RELOADABLE + _NOT_FROM_FILE + ("warehouses",)
+               and getattr(fresh, f.name) != getattr(running, f.name)]
+    if _without_rotation(fresh.warehouses) != _without_rotation(running.warehouses):
+        restart.append("warehouses")
     if restart:
         raise ReloadError(f"the config changed in {', '.join(restart)}: that needs a restart (a reload takes only "
-                          f"{' and '.join(RELOADABLE)}); nothing was changed")
-    config = dataclasses.replace(running, bundles=fresh.bundles, tokens=fresh.tokens)
+                          f"{' and '.join(RELOADABLE)} and callback secrets); nothing was changed")
+    # a warehouse's callback secrets (verify.secret, verify.previous) are the only part of
+    # `warehouses` a reload takes: the rest was compared equal above
+    config = dataclasses.replace(running, bundles=fresh.bundles, tokens=fresh.tokens, warehouses=fresh.warehouses)
     mappings, versions, problems = load_bundles(config.bundles)
     if not problems:
         problems = check_against(config, mappings, ctx.secrets)
@@ -77,9 +83,14 @@ async def reload_service(service: Any, by: str = "SIGHUP") -> dict[str, Any]:
                for name in sorted(set(old) | set(versions)) if _shown(old.get(name)) != _shown(versions.get(name))}
     detail = {"by": by, "owner": service.db.owner, "changed": changed,
               "tokens_changed": dict(config.tokens) != dict(ctx.config.tokens)}
+    before, after = _secrets(ctx.config), _secrets(config)
+    rotated = {k: after[k] for k in after if after[k] != before.get(k)}
+    if rotated:
+        detail["callback_secrets"] = rotated  # secret names and overlap ends: never a value
     ctx.remember()  # the running versions stay explainable (and retries keep them)
     ctx.mappings, ctx.versions, ctx.config = mappings, versions, config
     ctx.remember()
+    _forget_secrets(ctx)
     service.config = config
     await _journal(service, "ok", detail)
     logs.event(logging.WARNING, "reloaded", mappings=len(changed), by=by)
@@ -92,6 +103,34 @@ def prepare_sync(ctx: ServiceContext) -> None:
     ctx.remember()
     ctx.mappings, ctx.versions, ctx.config = mappings, versions, config
     ctx.remember()
+    _forget_secrets(ctx)
+
+
+def _forget_secrets(ctx: ServiceContext) -> None:
+    """A rotated secret (a new file in the secrets folder) takes effect with the reload, not only
+    when the cache's minute is up."""
+    clear = getattr(ctx.secrets, "clear", None)
+    if callable(clear):
+        clear()
+
+
+def _without_rotation(warehouses: Mapping[str, WarehouseConfig]) -> dict[str, WarehouseConfig]:
+    """The warehouses with their callbacks' verification secrets blanked: what must not change in
+    a reload (a secret rotation may change the rest)."""
+    out = {}
+    for name, wh in warehouses.items():
+        callbacks = {cb: dataclasses.replace(c, verify=dataclasses.replace(c.verify, secret="", previous=None))
+                     if c.verify is not None else c for cb, c in wh.callbacks.items()}
+        out[name] = dataclasses.replace(wh, callbacks=callbacks)
+    return out
+
+
+def _secrets(config: ServiceConfig) -> dict[str, Any]:
+    """Which callback secrets a config names (names and overlap ends, never values), for the journal."""
+    return {f"{w.name}/{cb}": {"secret": c.verify.secret,
+                               "previous": c.verify.previous.secret if c.verify.previous else None,
+                               "until": c.verify.previous.until.isoformat() if c.verify.previous else None}
+            for w in config.warehouses.values() for cb, c in w.callbacks.items() if c.verify is not None}
 
 
 def _shown(version: Any) -> str | None:

@@ -819,7 +819,8 @@ class RecordEventsOp(BatchOp):
     phase: ClassVar[int] = 20
 
     def __init__(self, warehouse: str, flow: str, records: Sequence[EventRecord], *, forward: bool,
-                 received_at: int) -> None:
+                 received_at: int, verified_with: str | None = None) -> None:
+        self.verified_with = verified_with  # which secret verified the callback (current | previous), never it
         self.warehouse = warehouse
         self.flow = flow
         self.records = records
@@ -879,7 +880,9 @@ class RecordEventsOp(BatchOp):
                                    max(0, tx.now - op.received_at) if tx.dialect == "sqlite" else None,
                                    detail={"event_id": rec.event_id, "status": status,
                                            "raw_status": rec.event.get("raw_status"),
-                                           "waybills": rec.event.get("waybills")}).values()])
+                                           "waybills": rec.event.get("waybills"),
+                                           **({"verified_with": op.verified_with} if op.verified_with else {})}
+                                   ).values()])
             if op.forward:
                 forwards.append(("up", "forward", order_no, "_upstream", document))
         if forwards:
