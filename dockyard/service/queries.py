@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from dockyard.service import totals
 from dockyard.service.db import Conn
 
 __all__ = ["dlq_list", "dlq_show", "format_timeline", "job_counts", "order_status", "sent_version", "summary",
@@ -146,19 +147,33 @@ def dlq_show(conn: Conn, job_id: int) -> dict[str, Any] | None:
 
 
 def summary(conn: Conn) -> dict[str, Any]:
+    """What `/stats` answers, from the store's running totals (totals.py: one read of a table of a
+    few dozen rows) and the deliveries in doubt (through the state index, open jobs only): nothing
+    here counts the history, whatever its size."""
+    kept = totals.read(conn)
     jobs: dict[str, dict[str, int]] = {}
-    for warehouse, _lane, state, n, attempts in conn.execute(
-            "SELECT warehouse, lane, state, COUNT(*), SUM(attempts) FROM dy_jobs GROUP BY warehouse, lane, state"):
+    outbox = 0
+    for (warehouse, state), (n, attempts) in sorted(kept.get("job", {}).items()):
+        if n == 0:
+            continue
         entry = jobs.setdefault(warehouse, {})
-        entry[state] = entry.get(state, 0) + int(n)
-        entry["attempts"] = entry.get("attempts", 0) + int(attempts or 0)
-    orders = dict(conn.execute("SELECT delivery, COUNT(*) FROM dy_orders GROUP BY delivery"))
-    statuses = dict(conn.execute("SELECT status, COUNT(*) FROM dy_orders GROUP BY status"))
-    events = conn.execute("SELECT COUNT(*) FROM dy_events")[0][0]
-    quarantined = conn.execute("SELECT COUNT(*) FROM dy_quarantine")[0][0]
-    counts = job_counts(conn)
-    return {"jobs": jobs, "in_doubt": counts["in_doubt"], "orders_by_delivery": orders, "orders_by_status": statuses,
-            "events": int(events), "quarantined": int(quarantined), "outbox_depth": counts["outbox"]}
+        entry[state] = entry.get(state, 0) + n
+        entry["attempts"] = entry.get("attempts", 0) + attempts
+        if state in ("ready", "waiting", "claimed", "sending"):
+            outbox += n
+    orders = {k1: n for (k1, _), (n, _) in kept.get("delivery", {}).items() if n}
+    statuses = {k1: n for (k1, _), (n, _) in kept.get("status", {}).items() if n}
+    events = sum(n for n, _ in kept.get("events", {}).values())
+    quarantined = sum(n for n, _ in kept.get("quarantine", {}).values())
+    return {"jobs": jobs, "in_doubt": in_doubt(conn), "orders_by_delivery": orders, "orders_by_status": statuses,
+            "events": events, "quarantined": quarantined, "outbox_depth": outbox}
+
+
+def in_doubt(conn: Conn) -> int:
+    """Deliveries in doubt: held, or waiting to be settled by the warehouse's rule. The open states
+    are listed (not "not closed"), so that the state index bounds it: no history scan."""
+    return int(conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE state IN ('ready', 'waiting', 'claimed', "
+                            "'sending', 'held') AND lane = 'wh' AND (state = 'held' OR doubt = 1)")[0][0])
 
 
 def job_counts(conn: Conn) -> dict[str, int]:
@@ -173,9 +188,7 @@ def job_counts(conn: Conn) -> dict[str, int]:
         key = f"outbox_{lane}" if state in ("ready", "waiting", "claimed", "sending") else state
         out[key] = out.get(key, 0) + int(n)
     out["outbox"] = out["outbox_wh"] + out["outbox_up"]
-    # the open states listed (not "not closed"), so that the state index bounds it: no history scan
-    out["in_doubt"] = int(conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE state IN ('ready', 'waiting', 'claimed', "
-                                       "'sending', 'held') AND lane = 'wh' AND (state = 'held' OR doubt = 1)")[0][0])
+    out["in_doubt"] = in_doubt(conn)
     return out
 
 

@@ -207,6 +207,10 @@ def maintain_once(db: Database, config: RetentionConfig, stop: Callable[[], bool
             db.claim_sync(lambda c: (c.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'"),
                                      partitions.ensure(c, c.now)))
     _drop_old_counters(db, stop)
+    if db.dialect == "postgres":  # the running totals of connections that are gone, into one row each
+        from dockyard.service import totals
+
+        db.write_sync(totals.fold)
     return purge(db, config, stop=stop) if config.any else []
 
 

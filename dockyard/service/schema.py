@@ -17,6 +17,9 @@ Why the job table looks the way it does:
   class; retries; exchange times in histogram buckets) and writing process: each process adds to
   its own rows, so that two nodes' group commits never wait for each other's row locks. The
   overview reads a window of it by its primary key, so its cost does not grow with the history.
+- `dy_totals` holds running totals (jobs per warehouse and state, orders per delivery state and
+  status, events, quarantined bodies), kept by triggers in the same transactions: what `/stats`
+  reads instead of counting the history (totals.py).
 - `dy_nodes` is the list of live service processes (heartbeats in the database's clock).
 - `dy_journal` is split by time on PostgreSQL: declarative range partitions of `at`, one per UTC
   day (`dy_journal_pYYYYMMDD`), made a few days ahead, plus a default partition that catches
@@ -32,9 +35,11 @@ clock (see db.py), so that nodes with skewed clocks still agree on leases and du
 
 from __future__ import annotations
 
+from dockyard.service import totals
+
 __all__ = ["DDL", "JOURNAL", "JOURNAL_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "ddl"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 OPEN_STATES = ("ready", "claimed", "sending", "held")  # a job in one of these blocks the next of its order
 
@@ -160,7 +165,8 @@ def ddl(dialect: str) -> list[str]:
     else:
         journal, serial = JOURNAL.format(id="INTEGER PRIMARY KEY", partitioned=""), "INTEGER"
     text = DDL.replace("{journal}", journal + ";\n" + ";\n".join(JOURNAL_INDEXES))
-    return [stmt for stmt in text.format(serial=serial).split(";") if stmt.strip()]
+    # the totals' triggers hold `;` in their bodies: added whole, after the tables they watch
+    return [stmt for stmt in text.format(serial=serial).split(";") if stmt.strip()] + totals.trigger_ddl(dialect)
 
 
 # Version n -> the statements that bring a store at version n to n + 1. Each runs in the same
@@ -177,4 +183,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # v3: retention. The purge finds old events and orders by index (created by the DDL above);
     # on PostgreSQL the journal becomes partitioned by day (partitions.convert, run after these).
     2: (),
+    # v4: the running totals `/stats` reads (totals.py): the DDL above made the table and its
+    # triggers; what the store already holds is counted once, here.
+    3: totals.BACKFILL,
 }

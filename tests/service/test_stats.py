@@ -1,0 +1,141 @@
+"""`/stats` at bounded cost, on SQLite and PostgreSQL: with a large history every statement it
+runs reads the running totals (a table of a few dozen rows) or an index over open jobs — none
+scans the journal, the jobs, the orders, the events or the quarantine — and its answer is exactly
+what counting those tables says, after inserts, state changes and a purge's deletes alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from test_overview import _Recorder
+
+from dockyard.service import queries, totals
+from dockyard.service.db import Database
+
+HISTORY = ("dy_journal", "dy_jobs", "dy_orders", "dy_events", "dy_quarantine")
+
+
+def _counted(conn: Any) -> dict[str, Any]:
+    """The answer as the old /stats computed it: by counting the tables (the reference)."""
+    jobs: dict[str, dict[str, int]] = {}
+    for warehouse, state, n, attempts in conn.execute(
+            "SELECT warehouse, state, COUNT(*), SUM(attempts) FROM dy_jobs GROUP BY warehouse, state"):
+        entry = jobs.setdefault(warehouse, {})
+        entry[state] = int(n)
+        entry["attempts"] = entry.get("attempts", 0) + int(attempts or 0)
+    return {"jobs": jobs,
+            "orders_by_delivery": {k: int(n) for k, n in conn.execute(
+                "SELECT delivery, COUNT(*) FROM dy_orders GROUP BY delivery")},
+            "orders_by_status": {k: int(n) for k, n in conn.execute(
+                "SELECT status, COUNT(*) FROM dy_orders GROUP BY status")},
+            "events": int(conn.execute("SELECT COUNT(*) FROM dy_events")[0][0]),
+            "quarantined": int(conn.execute("SELECT COUNT(*) FROM dy_quarantine")[0][0]),
+            "outbox_depth": queries.job_counts(conn)["outbox"], "in_doubt": queries.in_doubt(conn)}
+
+
+def test_stats_reads_totals_not_history_and_agrees_with_counting(store_url: str) -> None:
+    db = Database(store_url, readers=1)
+    n = 200_000
+    try:
+        if db.dialect == "postgres":
+            series = f"SELECT g AS n FROM generate_series(1, {n}) g"
+        else:
+            series = f"WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {n}) SELECT n FROM s"
+        old = "(n * 1000)"
+        states = "CASE WHEN n % 50 = 0 THEN 'dead' WHEN n % 70 = 0 THEN 'held' WHEN n % 90 = 0 THEN 'ready' " \
+                 "ELSE 'done' END"
+
+        def fill(conn: Any) -> None:
+            conn.execute(f"INSERT INTO dy_orders (order_no, tracking_id, warehouse, fingerprint, payload, status, "
+                         f"delivery, created_at, updated_at) SELECT 'H-' || n, 't', 'wh' || (n % 4), 'f', '{{}}', "
+                         f"CASE WHEN n % 3 = 0 THEN 'created' ELSE 'shipped' END, "
+                         f"CASE WHEN n % 50 = 0 THEN 'dlq' ELSE 'delivered' END, {old}, {old} FROM ({series}) x")
+            conn.execute(f"INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, attempts, doubt, next_at, "
+                         f"created_at, updated_at) SELECT 'wh', 'create', 'H-' || n, 'wh' || (n % 4), {states}, "
+                         f"1 + n % 3, CASE WHEN n % 90 = 0 AND n % 180 = 0 THEN 1 ELSE 0 END, {old}, {old}, {old} "
+                         f"FROM ({series}) x")
+            conn.execute(f"INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
+                         f"SELECT 'wh' || (n % 4), 'E-' || n, 'H-' || n, 'shipped', '{{}}', {old} FROM ({series}) x")
+            conn.execute(f"INSERT INTO dy_quarantine (received_at, source, reasons, body) "
+                         f"SELECT {old}, 'ingest', '[]', 'x' FROM ({series}) x WHERE n % 100 = 0")
+            for step in ("received", "committed"):
+                conn.execute(f"INSERT INTO dy_journal (at, order_no, warehouse, flow, step, outcome) "
+                             f"SELECT {old}, 'H-' || n, 'wh' || (n % 4), 'create', '{step}', 'ok' FROM ({series}) x")
+
+        db.write_sync(fill)
+        if db.dialect == "postgres":
+            db.claim_sync(lambda c: c.execute("ANALYZE"))
+        assert db.read_sync(queries.summary) == db.read_sync(_counted)
+        recorder: list[_Recorder] = []
+
+        def run(conn: Any) -> dict[str, Any]:
+            rec = _Recorder(conn)
+            recorder.append(rec)
+            return queries.summary(rec)
+
+        answer = db.read_sync(run)
+        assert answer["events"] == n and answer["jobs"]["wh2"]["dead"] > 0 and answer["in_doubt"] > 0
+        explain = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
+        plans = []
+        for sql, params in recorder[0].statements:
+            rows = db.read_sync(lambda c, s=sql, p=params: c.execute(explain + s, p))
+            plans.append((sql, "\n".join(" ".join(str(x) for x in r) for r in rows)))
+        for sql, plan in plans:
+            for table in HISTORY:
+                assert f"SCAN {table}" not in plan and f"Seq Scan on {table}" not in plan, (sql, plan)
+        assert any("dy_totals" in sql for sql, _ in plans)
+
+        # state changes (as claims, deliveries and triage make them), and a purge's deletes
+        def change(conn: Any) -> None:
+            conn.execute("UPDATE dy_jobs SET state = 'claimed', attempts = attempts + 1 WHERE state = 'ready' "
+                         "AND id % 2 = 0")
+            conn.execute("UPDATE dy_jobs SET state = 'done' WHERE state = 'dead' AND id % 3 = 0")
+            conn.execute("UPDATE dy_jobs SET owner = 'x' WHERE id % 7 = 0")  # a change the totals ignore
+            conn.execute("UPDATE dy_orders SET delivery = 'delivered', status = 'shipped' WHERE delivery = 'dlq' "
+                         "AND created_at % 3000 = 0")
+            conn.execute("DELETE FROM dy_jobs WHERE state = 'done' AND id % 5 = 0")
+            conn.execute("DELETE FROM dy_events WHERE received_at < 50000000")
+            conn.execute("DELETE FROM dy_orders WHERE created_at < 20000000")
+            conn.execute("DELETE FROM dy_quarantine WHERE id % 2 = 0")
+
+        db.write_sync(change)
+        assert db.read_sync(queries.summary) == db.read_sync(_counted)
+        if db.dialect == "postgres":
+            # the rows of a connection that is gone fold into shard 0, and the answer stays the same
+            db.write_sync(lambda c: c.execute("UPDATE dy_totals SET shard = 2147483000 WHERE shard = "
+                                              "(SELECT MAX(shard) FROM dy_totals)"))
+            assert db.write_sync(totals.fold) >= 1
+            assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_totals WHERE shard = 2147483000")) \
+                == [(0,)]
+            assert db.read_sync(queries.summary) == db.read_sync(_counted)
+    finally:
+        db.close()
+
+
+def test_a_store_from_before_the_totals_is_counted_at_the_migration(tmp_path: Any) -> None:
+    """A v3 store (no totals) with history: the migration counts it once, then the triggers keep it."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    db = Database(url, readers=1)
+    try:
+        def as_v3(conn: Any) -> None:
+            conn.execute("INSERT INTO dy_orders (order_no, tracking_id, warehouse, fingerprint, payload, status, "
+                         "delivery, created_at, updated_at) VALUES ('A', 't', 'wh', 'f', '{}', 'shipped', "
+                         "'delivered', 1, 1)")
+            conn.execute("INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, attempts, next_at, created_at, "
+                         "updated_at) VALUES ('wh', 'create', 'A', 'wh', 'done', 2, 1, 1, 1)")
+            conn.execute("DELETE FROM dy_totals")
+            for name in ("dy_jobs", "dy_orders", "dy_events", "dy_quarantine"):
+                for suffix in ("ins", "del", "upd"):
+                    conn.execute(f"DROP TRIGGER IF EXISTS {name}_totals_{suffix}")
+            conn.execute("DROP TABLE dy_totals")
+            conn.execute("UPDATE dy_meta SET value = '3' WHERE name = 'schema_version'")
+
+        db.write_sync(as_v3)
+    finally:
+        db.close()
+    db = Database(url, readers=1)
+    try:
+        assert db.read_sync(queries.summary) == db.read_sync(_counted)
+        assert db.read_sync(queries.summary)["jobs"] == {"wh": {"done": 1, "attempts": 2}}
+    finally:
+        db.close()
