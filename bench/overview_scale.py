@@ -10,7 +10,8 @@ after a 503; committed; the dashboard's counters as the service's group commits 
 COMMIT (read from git) when --against is given:
 - the overview (`ui.overview`), wall clock and this process's CPU;
 - an order's page (`queries.order_status` + `queries.timeline`: `GET /orders/{no}`);
-- the store's part of `/metrics` (`queries.job_counts` + `metrics.read_backlog`).
+- the store's part of `/metrics` (`queries.job_counts` + `metrics.read_backlog`);
+- `/stats` (`queries.summary`: the store's running totals, where it counted the tables before).
 and, for this tree alone, p50/p99 over --samples calls of each.
 """
 
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             "overview": lambda c: overview(c, c.now),
             "GET /orders/{no}": lambda c: (queries.order_status(c, "H500000"), queries.timeline(c, "H500000")),
             "/metrics (store)": lambda c: (queries.job_counts(c), read_backlog(c, c.now)),
+            "/stats": queries.summary,
         }
         for name, fn in probes.items():
             samples = [timed(db, fn)[0] * 1000 for _ in range(args.samples)]
@@ -144,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"({args.samples} calls)")
         if args.against:
             ui_old = as_of(args.against, "dockyard/service/ui.py", ("overview",))
-            q_old = as_of(args.against, "dockyard/service/queries.py", ("job_counts",))
+            q_old = as_of(args.against, "dockyard/service/queries.py", ("job_counts", "summary"))
             pairs = {"overview": (ui_old.overview, overview),
-                     "job_counts": (q_old.job_counts, queries.job_counts)}
+                     "job_counts": (q_old.job_counts, queries.job_counts),
+                     "/stats": (q_old.summary, queries.summary)}
             for name, (older, newer) in pairs.items():
                 best = {"old": (float("inf"), float("inf")), "new": (float("inf"), float("inf"))}
                 for _ in range(args.rounds):

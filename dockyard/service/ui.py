@@ -47,7 +47,7 @@ COOKIE = "dockyard_token"
 WINDOW_S = 300  # the overview's throughput window
 BUCKET_S = 5  # one chart point per bucket
 LATENCY_SAMPLES = 5000
-CACHE_S = 0.5  # every open page shares one overview per half second
+CACHE_S = 1.0  # every open page shares one overview per second: the stream pushes one a second
 ERROR_STEPS = ("dead-lettered", "retry", "held", "callback-rejected", "ingest-rejected")
 DISABLED = "dashboard disabled: configure dashboard.tokens"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
@@ -87,7 +87,8 @@ class _Dashboard:
     def __init__(self, service: Any) -> None:
         self.service = service
         self.stopping = asyncio.Event()
-        self.cached: tuple[float, dict[str, Any]] | None = None
+        # (when, the overview, its JSON as sent: encoded and redacted once for every viewer)
+        self.cached: tuple[float, dict[str, Any], str] | None = None
         self.computing = asyncio.Lock()
 
     # -- auth and answers -------------------------------------------------------------------
@@ -173,20 +174,32 @@ class _Dashboard:
 
     async def overview(self, request: web.Request) -> web.StreamResponse:
         gate = self._gate(request)
-        return gate if not isinstance(gate, str) else self._json(await self.overview_data())
+        if isinstance(gate, str):
+            return web.Response(text=await self.overview_text(), content_type="application/json",
+                                headers={"Cache-Control": "no-store"})
+        return gate
 
     async def overview_data(self) -> dict[str, Any]:
         """One overview per CACHE_S for every open page and API caller: the first caller computes
         it, the others wait for that one instead of each taking a reader."""
+        return (await self._overview())[1]
+
+    async def overview_text(self) -> str:
+        """The overview's JSON, as every viewer is sent it: encoded and redacted once per
+        CACHE_S, not once per viewer (ten open pages were ten encodings and ten scans for every
+        secret's value per second, on the event loop that also answers ingest)."""
+        return (await self._overview())[2]
+
+    async def _overview(self) -> tuple[float, dict[str, Any], str]:
         clock = time.monotonic()
         if self.cached is not None and clock - self.cached[0] < CACHE_S:
-            return self.cached[1]
+            return self.cached
         async with self.computing:
             if self.cached is not None and time.monotonic() - self.cached[0] < CACHE_S:
-                return self.cached[1]
+                return self.cached
             return await self._compute_overview(clock)
 
-    async def _compute_overview(self, clock: float) -> dict[str, Any]:
+    async def _compute_overview(self, clock: float) -> tuple[float, dict[str, Any], str]:
         now = now_us()
         data: dict[str, Any] = await self._read(lambda c: overview(c, now))
         deliverer = self.service.deliverer
@@ -195,8 +208,8 @@ class _Dashboard:
         data["inflight"] = {n: deliverer.inflight.get(n, 0) for n in deliverer.breakers}
         for name in self.service.config.warehouses:
             data["warehouses"].setdefault(name, _empty_series(data["buckets"]))
-        self.cached = (clock, data)
-        return data
+        self.cached = (clock, data, self._redact(orjson.dumps(data, default=str).decode("utf-8")))
+        return self.cached
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
         gate = self._gate(request)
@@ -209,8 +222,8 @@ class _Dashboard:
         streams.add(resp)
         try:
             while not self.stopping.is_set():
-                data = self._redact(orjson.dumps(await self.overview_data(), default=str).decode("utf-8"))
-                await resp.write(f"event: overview\ndata: {data}\n\n".encode())
+                text = await self.overview_text()
+                await resp.write(f"event: overview\ndata: {text}\n\n".encode())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), 1.0)
         except (ConnectionResetError, ConnectionError):
