@@ -7,7 +7,7 @@ refused with 401 and journaled, naming the end of the overlap and never a secret
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,12 @@ def test_the_previous_secret_verifies_inside_the_overlap_and_is_refused_after(en
     asyncio.run(main())
 
 
+# the config writes a moment with its offset: fixed offsets, to the minute, are that domain (a
+# zone's local time in a DST gap has no single instant to compare with)
+_OFFSETS = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.timezones()))
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=_OFFSETS))
 def test_until_is_read_as_the_same_moment_in_any_offset(moment: datetime) -> None:
     assert _previous({"secret": "S", "until": moment.isoformat()}).until == moment  # type: ignore[union-attr]
