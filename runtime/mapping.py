@@ -47,6 +47,10 @@ def _context_is_safe(_get: Callable[[], decimal.Context] = decimal.getcontext,
 # A value of exactly one of these classes is accepted at once; a subclass is checked with isinstance.
 _CONTEXT_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "int": (int,), "decimal": (Decimal, int, str),
                                                "bool": (bool,)}
+# The one class per kind that check_context passes through unchanged (a decimal as text or int is converted).
+_EXACT_CONTEXT_CLASS: dict[str, type] = {"string": str, "int": int, "decimal": Decimal, "bool": bool}
+_getcontext = decimal.getcontext
+_INVALID, _BY_ZERO, _OVERFLOW = decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow
 
 
 def system_clock() -> datetime:
@@ -173,6 +177,11 @@ class CompiledMapping:
         self._sourcemap: dict[int, int] = module.__dockyard_sourcemap__
         self._key_path: tuple[str, ...] = tuple(meta["key"])
         self._context: tuple[tuple[str, str, bool], ...] = tuple(meta["context"])
+        # (name, class) per declared context value: a caller's dict holding each of them with
+        # exactly that class is what check_context would hand back unchanged (anything else, a
+        # None, a subclass or a decimal given as text included, goes through check_context).
+        self._context_classes: tuple[tuple[str, type], ...] = tuple(
+            (name, _EXACT_CONTEXT_CLASS[kind]) for name, kind, _ in self._context)
 
     def __repr__(self) -> str:
         return f"<CompiledMapping {self.name} {self.version} from {self.spec_path}>"
@@ -189,13 +198,15 @@ class CompiledMapping:
             problems = schema_problems(self.source_schema, order)
             if problems:
                 raise InputError("the input does not match the source schema", self.business_key(order), problems)
-        ctx = _EMPTY if context is None and not self._context else self.check_context(context)
+        ctx = self._checked_context(context)
         clk = system_clock if clock is None else _as_clock(clock)
         if _trace is not None:
             traced: dict[str, Any] = self.call(self._traced, order, ctx, clk, _trace)
             return traced
-        try:  # `call`, written out: one call less per order
-            if _context_is_safe():
+        try:  # `call`, written out, and `_context_is_safe` too: two calls less per order
+            c = _getcontext()
+            traps = c.traps
+            if c.prec >= 28 and c.Emax >= 999999 and traps[_INVALID] and traps[_BY_ZERO] and traps[_OVERFLOW]:
                 result: dict[str, Any] = self._fn(order, ctx, clk)
                 return result
             with decimal.localcontext(_DECIMAL_CONTEXT):
@@ -213,16 +224,19 @@ class CompiledMapping:
         """`transform` with the context checked and the clock chosen once: the returned callable
         takes only the order, and each call costs the generated function plus the decimal-context
         check and error translation (which stay: they keep money exact and errors spec-located)."""
-        ctx = _EMPTY if context is None and not self._context else self.check_context(context)
+        ctx = self._checked_context(context)
         clk = system_clock if clock is None else _as_clock(clock)
         fn = self._fn
         decimal_context = _DECIMAL_CONTEXT
+        getcontext, invalid, by_zero, overflow = _getcontext, _INVALID, _BY_ZERO, _OVERFLOW
 
         def run(order: Mapping[str, Any]) -> dict[str, Any]:
             if order.__class__ is not dict and not isinstance(order, Mapping):
                 raise InputError(f"the input must be a JSON object, not {type(order).__name__}")
             try:
-                if _context_is_safe():
+                c = getcontext()  # _context_is_safe(), written out with local names
+                traps = c.traps
+                if c.prec >= 28 and c.Emax >= 999999 and traps[invalid] and traps[by_zero] and traps[overflow]:
                     result: dict[str, Any] = fn(order, ctx, clk)
                     return result
                 with decimal.localcontext(decimal_context):
@@ -290,6 +304,18 @@ class CompiledMapping:
         for part in self._key_path:
             value = value.get(part) if isinstance(value, Mapping) else None
         return None if value is None else str(value)
+
+    def _checked_context(self, context: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        """check_context's answer, found without it when the caller's dict holds every declared
+        value with exactly its class (then check_context would return the dict unchanged)."""
+        if context.__class__ is dict:
+            for name, cls in self._context_classes:
+                if context.get(name).__class__ is not cls:
+                    return self.check_context(context)
+            return context
+        if context is None and not self._context:
+            return _EMPTY
+        return self.check_context(context)
 
     def check_context(self, context: Mapping[str, Any] | None) -> Mapping[str, Any]:
         """The context as the generated code reads it: every value the spec declares checked for

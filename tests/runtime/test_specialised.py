@@ -5,8 +5,9 @@ negative zero and huge values; the trace-free function; a bound mapping."""
 from __future__ import annotations
 
 import re
+import types
 from datetime import datetime, timedelta, timezone
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -304,3 +305,74 @@ def _evaluate(text: str, specialise: bool) -> str:
 @given(_exprs())
 def test_constant_folding_gives_what_the_general_code_computes(text: str) -> None:
     assert _evaluate(text, True) == _evaluate(text, False)
+
+
+_CONTEXT_SPEC = """\
+dockyard: 1
+name: t.context
+version: "1.0.0"
+source: {schema: order, key: order_no}
+target: {format: json}
+context:
+  owner: {type: string}
+  count: {type: int, required: false}
+  rate: {type: decimal}
+  flag: {type: bool, required: false}
+output:
+  orderCode: order_no
+  owner: $ctx.owner
+  rate: string($ctx.rate)
+"""
+
+
+class _Str(str):
+    pass
+
+
+_context_values = st.one_of(st.none(), st.text(max_size=3), st.integers(-3, 3), st.booleans(),
+                            st.decimals(allow_nan=False, allow_infinity=False, places=2), st.just(_Str("s")),
+                            st.just(1.5), st.just(["x"]))
+
+
+@pytest.fixture(scope="module")
+def with_context(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    path = tmp_path_factory.mktemp("context") / "context.yaml"
+    path.write_text(_CONTEXT_SPEC, encoding="utf-8")
+    return compile_file(path)
+
+
+def _checked(fn: Any, context: Any) -> Any:
+    try:
+        return ("ok", dict(fn(context)))
+    except (DockyardError, ValueError, TypeError) as exc:  # a bad decimal: to_decimal raises these as they are
+        return ("error", type(exc).__name__, str(exc))
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.dictionaries(st.sampled_from(["owner", "count", "rate", "flag", "other"]), _context_values, max_size=5))
+def test_context_check_fast_path_agrees_with_check_context(with_context: Any, context: dict[str, Any]) -> None:
+    # The fast path hands the caller's dict back only where check_context would hand it back unchanged.
+    fast = _checked(with_context._checked_context, context)
+    assert fast == _checked(with_context.check_context, context)
+    if fast[0] == "ok":
+        order = {"order_no": "T1"}
+        assert with_context.transform(order, context) == with_context.transform(order, dict(fast[1]))
+    for other in (None, types.MappingProxyType(context)):
+        assert _checked(with_context._checked_context, other) == _checked(with_context.check_context, other)
+
+
+def test_transform_and_bind_with_a_thread_context_unsafe_for_money(reference: tuple[Any, Any]) -> None:
+    # The decimal-context check written out in transform() and bind() still enters the money-safe context.
+    fast, _general = reference
+    order = {"order_no": "T1", "created_at": "2023-11-11T00:00:00+08:00", "buyer": {"nick": "n"},
+             "receiver": {k: "x" for k in ("name", "mobile", "province", "city", "district", "address")},
+             "shop_code": "S", "amounts": {"paid_total": "12345678901234567890.125"},
+             "items": [{"sku": "A", "name": "a", "qty": 1, "unit_price": "99999999999999999999.995",
+                        "discount": "0.001", "is_gift": False}]}
+    expected = fast.transform(order)
+    for prec, traps in ((5, True), (28, False)):
+        with localcontext() as c:
+            c.prec = prec
+            c.traps[InvalidOperation] = traps
+            assert fast.transform(order) == expected
+            assert fast.bind()(order) == expected
