@@ -1067,6 +1067,7 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
         "context": tuple((c.name, c.type.kind.value, c.required) for c in spec.context),
         "examples": {c.name: c.example for c in spec.context if c.example is not None},
         "request": _request_meta(spec),
+        "constant": _constant_output(spec),
     }
     target = spec.target
     target_code = "Target(" + literal(target.format)
@@ -1096,6 +1097,24 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
     probe = header.render(**context, source_map="{}")
     offset = probe.splitlines().index("# --- functions ---") + 2
     return header.render(**context, source_map=literal(em.source_map(offset)))
+
+
+def _constant_output(spec: Spec) -> bool:
+    """Whether every document this mapping makes is the same: its output holds only literal
+    values, with no condition, no `$each` and no let (whose evaluation could fail). The runtime
+    then serializes it once (an acknowledgement answered to every callback, for instance)."""
+    def constant(node: OutNode) -> bool:
+        match node:
+            case OutValue(expr=expr, when=when):
+                return when is None and isinstance(expr, ast.Literal)
+            case OutObject(fields=fields, when=when):
+                return when is None and all(constant(f.value) for f in fields)
+            case OutList(items=items):
+                return all(constant(item) for item in items)
+            case OutJson(node=inner):
+                return constant(inner)
+        return False
+    return not spec.lets and constant(spec.output)
 
 
 def _coverage_items(spec: Spec, gen: _Gen) -> dict[str, Any]:

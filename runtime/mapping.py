@@ -173,6 +173,10 @@ class CompiledMapping:
         self._json_plain: Callable[[Any], bool] | None = (
             getattr(module, "json_plain", None) if self.target.format == "json" else None)
         self._filename = module.__file__
+        # A mapping whose every document is the same (the compiler says so: only literals, no
+        # condition, no context) is serialized once, on the first render that succeeds.
+        self._constant = bool(meta.get("constant")) and not meta["context"]
+        self._rendered: bytes | None = None
         self._fields: tuple[tuple[str, int, int, str], ...] = module.__dockyard_fields__
         self._sourcemap: dict[int, int] = module.__dockyard_sourcemap__
         self._key_path: tuple[str, ...] = tuple(meta["key"])
@@ -280,6 +284,16 @@ class CompiledMapping:
     def render(self, order: Mapping[str, Any], context: Mapping[str, Any] | None = None,
                clock: Clock | datetime | None = None, *, validate: bool = False) -> bytes:
         """The serialized document (JSON, XML or form), exactly as it would be sent."""
+        if self._constant and not validate and order.__class__ is dict and (context is None or
+                                                                         context.__class__ is dict):
+            rendered = self._rendered
+            if rendered is None:
+                rendered = self._rendered = self._render(order, context, clock, validate)
+            return rendered
+        return self._render(order, context, clock, validate)
+
+    def _render(self, order: Mapping[str, Any], context: Mapping[str, Any] | None,
+                clock: Clock | datetime | None, validate: bool) -> bytes:
         doc = self.transform(order, context, clock, validate=validate)
         check = self._json_plain
         if check is not None and self.target.wrap is None:  # JSON: straight to the writer

@@ -631,8 +631,7 @@ class Database:
         self.writes += len(batch)
         if not self.ready:
             self.ready, self.unready_reason = True, ""
-        for (_, done), (failure, value) in zip(batch, results, strict=True):
-            done(failure, value)
+        _deliver(batch, results)
 
     def _run_group(self, conn: _Connection, batch: list[_Item]) -> list[tuple[BaseException | None, Any]]:
         """The whole group in one transaction, batch operations together. Any failure that is not
@@ -714,11 +713,7 @@ class Database:
         """Run op in the next group commit; returns after the commit made it durable."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-
-        def done(error: BaseException | None, value: Any) -> None:
-            loop.call_soon_threadsafe(_settle, future, error, value)
-
-        self._submit(op, done)
+        self._submit(op, _Awaited(loop, future))
         return await future
 
     def write_sync(self, op: Callable[[Tx], T] | BatchOp) -> T:
@@ -888,6 +883,38 @@ def _settle(future: asyncio.Future[Any], error: BaseException | None, value: Any
         future.set_exception(error)
     else:
         future.set_result(value)
+
+
+class _Awaited:
+    """The `done` of a write awaited on an event loop: settles its future on that loop."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        self.loop = loop
+        self.future = future
+
+    def __call__(self, error: BaseException | None, value: Any) -> None:
+        self.loop.call_soon_threadsafe(_settle, self.future, error, value)
+
+
+def _settle_all(settled: list[tuple[asyncio.Future[Any], BaseException | None, Any]]) -> None:
+    for future, error, value in settled:
+        _settle(future, error, value)
+
+
+def _deliver(batch: list[_Item], results: list[tuple[BaseException | None, Any]]) -> None:
+    """Hand a committed group's results to their writers: the futures of one event loop in one
+    call_soon_threadsafe (each call wakes the loop through its self-pipe, a system call per write
+    when made one by one), any other `done` (write_sync's) directly."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], BaseException | None, Any]]] = {}
+    for (_, done), (failure, value) in zip(batch, results, strict=True):
+        if done.__class__ is _Awaited:
+            by_loop.setdefault(done.loop, []).append((done.future, failure, value))
+        else:
+            done(failure, value)
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_settle_all, settled)
 
 
 # -- wake-ups ---------------------------------------------------------------------------------

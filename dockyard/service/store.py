@@ -119,10 +119,13 @@ def journal(conn: Conn, rows: Iterable[JournalRow]) -> None:
 
 
 def _in(conn: Conn, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
-    """`IN (…)` for a list of values: one array parameter on PostgreSQL, placeholders on SQLite."""
+    """`IN (…)` for a list of values: one array parameter on PostgreSQL, one JSON array on SQLite.
+    Either way the statement's text is the same whatever the number of values, so it is prepared
+    once and then found in the connection's statement cache (placeholders per value made a new
+    statement, parsed and planned again, for each length)."""
     if conn.dialect == "postgres":
         return "= ANY(?)", (list(values),)
-    return "IN (" + ", ".join("?" for _ in values) + ")", tuple(values)
+    return "IN (SELECT value FROM json_each(?))", (orjson.dumps(list(values)).decode("utf-8"),)
 
 
 def _chunks(values: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
@@ -231,32 +234,32 @@ def _promote(conn: Conn, ended: Iterable[tuple[str, str]]) -> None:
     pairs = sorted(set(ended))
     if not pairs:
         return
+    if conn.dialect == "sqlite":  # one statement: the first waiting job of each pair whose lane is free
+        for chunk in _chunks(pairs):
+            for (warehouse,) in conn.execute(
+                    "UPDATE dy_jobs SET state = 'ready', next_at = ?, updated_at = ? WHERE id IN (SELECT MIN(w.id) "
+                    "FROM dy_jobs w JOIN json_each(?) v ON w.order_no = json_extract(v.value, '$[0]') "
+                    "AND w.lane = json_extract(v.value, '$[1]') "
+                    "WHERE w.state = 'waiting' GROUP BY w.order_no, w.lane) AND NOT EXISTS (SELECT 1 FROM dy_jobs o "
+                    f"WHERE o.order_no = dy_jobs.order_no AND o.lane = dy_jobs.lane AND o.state IN {_OPEN}) "
+                    "RETURNING warehouse", (conn.now, conn.now, orjson.dumps(list(chunk)).decode("utf-8"))):
+                _wake(conn, warehouse)
+        return
+    # PostgreSQL: which pairs have a waiting job at all (most have none), then the first waiting
+    # job of each such pair, in one statement
     waiting: set[tuple[str, str]] = set()
     for chunk in _chunks([p[0] for p in pairs]):
         where, params = _in(conn, chunk)
         waiting.update((o, lane) for o, lane in conn.execute(
             f"SELECT order_no, lane FROM dy_jobs WHERE order_no {where} AND state = 'waiting'", params))
-    if conn.dialect == "postgres":  # the first waiting job of each pair, in one statement
-        todo = [p for p in pairs if p in waiting]
-        for chunk in _chunks(todo):
-            rows = conn.execute(
-                "UPDATE dy_jobs j SET state = 'ready', next_at = ?, updated_at = ? FROM (SELECT MIN(w.id) AS id "
-                "FROM dy_jobs w JOIN unnest(?::text[], ?::text[]) AS v(order_no, lane) ON w.order_no = v.order_no "
-                "AND w.lane = v.lane WHERE w.state = 'waiting' AND NOT EXISTS (SELECT 1 FROM dy_jobs o "
-                f"WHERE o.order_no = w.order_no AND o.lane = w.lane AND o.state IN {_OPEN}) "
-                "GROUP BY w.order_no, w.lane) AS m WHERE j.id = m.id AND j.state = 'waiting' RETURNING j.warehouse",
-                (conn.now, conn.now, [p[0] for p in chunk], [p[1] for p in chunk]))
-            for (warehouse,) in rows:
-                _wake(conn, warehouse)
-        return
-    for order_no, lane in pairs:
-        if (order_no, lane) not in waiting:
-            continue
+    for chunk in _chunks([p for p in pairs if p in waiting]):
         rows = conn.execute(
-            "UPDATE dy_jobs SET state = 'ready', next_at = ?, updated_at = ? WHERE id = (SELECT MIN(w.id) "
-            "FROM dy_jobs w WHERE w.order_no = ? AND w.lane = ? AND w.state = 'waiting') AND NOT EXISTS ("
-            f"SELECT 1 FROM dy_jobs o WHERE o.order_no = ? AND o.lane = ? AND o.state IN {_OPEN}) "
-            "RETURNING warehouse", (conn.now, conn.now, order_no, lane, order_no, lane))
+            "UPDATE dy_jobs j SET state = 'ready', next_at = ?, updated_at = ? FROM (SELECT MIN(w.id) AS id "
+            "FROM dy_jobs w JOIN unnest(?::text[], ?::text[]) AS v(order_no, lane) ON w.order_no = v.order_no "
+            "AND w.lane = v.lane WHERE w.state = 'waiting' AND NOT EXISTS (SELECT 1 FROM dy_jobs o "
+            f"WHERE o.order_no = w.order_no AND o.lane = w.lane AND o.state IN {_OPEN}) "
+            "GROUP BY w.order_no, w.lane) AS m WHERE j.id = m.id AND j.state = 'waiting' RETURNING j.warehouse",
+            (conn.now, conn.now, [p[0] for p in chunk], [p[1] for p in chunk]))
         for (warehouse,) in rows:
             _wake(conn, warehouse)
 
@@ -525,9 +528,22 @@ class MarkSendingOp(BatchOp):
 
     @classmethod
     def run(cls, tx: Tx, ops: Sequence[MarkSendingOp]) -> list[bool]:
-        return tx.execute_returning("UPDATE dy_jobs SET state = 'sending', updated_at = ? WHERE id = ? AND owner = ? "
-                                     "AND state IN ('claimed', 'sending') RETURNING id",
-                                 [(tx.now, op.job_id, op.owner) for op in ops])
+        if tx.dialect != "sqlite" or len(ops) == 1:
+            return tx.execute_returning("UPDATE dy_jobs SET state = 'sending', updated_at = ? WHERE id = ? "
+                                        "AND owner = ? AND state IN ('claimed', 'sending') RETURNING id",
+                                        [(tx.now, op.job_id, op.owner) for op in ops])
+        # SQLite (one writer, no lock order to keep): the group's jobs in one statement per owner
+        by_owner: dict[str, list[int]] = {}
+        for op in ops:
+            by_owner.setdefault(op.owner, []).append(op.job_id)
+        marked: set[tuple[str, int]] = set()
+        for owner, ids in by_owner.items():
+            for chunk in _chunks(sorted(set(ids))):
+                where, params = _in(tx, chunk)
+                marked.update((owner, int(row[0])) for row in tx.execute(
+                    f"UPDATE dy_jobs SET state = 'sending', updated_at = ? WHERE id {where} AND owner = ? "
+                    "AND state IN ('claimed', 'sending') RETURNING id", (tx.now, *params, owner)))
+        return [(op.owner, op.job_id) in marked for op in ops]
 
 
 # -- delivery: the outcome ----------------------------------------------------------------------
@@ -793,15 +809,24 @@ def _insert_events(conn: Conn, rows: list[tuple[Any, ...]]) -> list[bool]:
     """Insert (warehouse, event_id, order_no, status, document, received_at) rows, each once; for
     each row, whether it was new. On PostgreSQL in one statement: what it returns are the keys it
     inserted, and of rows with the same key in one batch the first is the new one."""
-    if conn.dialect != "postgres" or len(rows) <= 1:
+    if len(rows) <= 1:
         return conn.execute_returning(
             "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING event_id", rows)
-    new = {(w, e) for w, e in conn.execute(
-        "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
-        "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[]) "
-        "ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING warehouse, event_id",
-        _columns(rows, text=(0, 1, 2, 3, 4)))}
+    if conn.dialect == "postgres":
+        new = {(w, e) for w, e in conn.execute(
+            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
+            "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[]) "
+            "ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING warehouse, event_id",
+            _columns(rows, text=(0, 1, 2, 3, 4)))}
+    else:  # SQLite: the rows as one JSON array, inserted in its order (`WHERE true`: an upsert's SELECT needs one)
+        new = {(w, e) for w, e in conn.execute(
+            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
+            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
+            "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?) "
+            "WHERE true ORDER BY key ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING warehouse, event_id",
+            (orjson.dumps([[w, None if e is None else str(e), None if o is None else str(o), st, doc, at]
+                           for w, e, o, st, doc, at in rows]).decode("utf-8"),))}
     out: list[bool] = []
     for row in rows:
         key = (row[0], None if row[1] is None else str(row[1]))

@@ -124,9 +124,8 @@ def test_a_store_from_before_the_totals_is_counted_at_the_migration(tmp_path: An
             conn.execute("INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, attempts, next_at, created_at, "
                          "updated_at) VALUES ('wh', 'create', 'A', 'wh', 'done', 2, 1, 1, 1)")
             conn.execute("DELETE FROM dy_totals")
-            for name in ("dy_jobs", "dy_orders", "dy_events", "dy_quarantine"):
-                for suffix in ("ins", "del", "upd"):
-                    conn.execute(f"DROP TRIGGER IF EXISTS {name}_totals_{suffix}")
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+                conn.execute(f"DROP TRIGGER {name}")
             conn.execute("DROP TABLE dy_totals")
             conn.execute("UPDATE dy_meta SET value = '3' WHERE name = 'schema_version'")
 
@@ -137,5 +136,53 @@ def test_a_store_from_before_the_totals_is_counted_at_the_migration(tmp_path: An
     try:
         assert db.read_sync(queries.summary) == db.read_sync(_counted)
         assert db.read_sync(queries.summary)["jobs"] == {"wh": {"done": 1, "attempts": 2}}
+    finally:
+        db.close()
+
+
+def test_a_v4_store_gets_the_v5_triggers_and_its_totals_stay_right(tmp_path: Any) -> None:
+    """v4 counted with one statement per kind and per row in three triggers per table; v5 drops
+    them (by name) for its own. Nothing is counted twice or lost across the change."""
+    url = f"sqlite:///{tmp_path / 'v4.db'}"
+    db = Database(url, readers=1)
+    try:
+        def as_v4(conn: Any) -> None:
+            conn.execute("INSERT INTO dy_orders (order_no, tracking_id, warehouse, fingerprint, payload, status, "
+                         "delivery, created_at, updated_at) VALUES ('A', 't', 'wh', 'f', '{}', 'received', "
+                         "'pending', 1, 1)")
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+                conn.execute(f"DROP TRIGGER {name}")
+            # v4's names, counting something v5 would never write, so that one left behind shows
+            for table in ("dy_jobs", "dy_orders", "dy_events", "dy_quarantine"):
+                for suffix, event in (("ins", "INSERT"), ("del", "DELETE"), ("upd", "UPDATE")):
+                    conn.execute(f"CREATE TRIGGER {table}_totals_{suffix} AFTER {event} ON {table} BEGIN "
+                                 "INSERT INTO dy_totals (kind, k1, k2, shard, n, total) VALUES ('v4', 'left', '', 0, "
+                                 "1, 0) ON CONFLICT (kind, k1, k2, shard) DO UPDATE SET n = dy_totals.n + 1; END")
+            conn.execute("UPDATE dy_meta SET value = '4' WHERE name = 'schema_version'")
+
+        db.write_sync(as_v4)
+    finally:
+        db.close()
+    db = Database(url, readers=1)
+    try:
+        names = {n for (n,) in db.read_sync(lambda c: c.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger'"))}
+        assert names and not any("_totals_" in n for n in names)
+
+        def life(conn: Any) -> None:  # an order's changes of both kinds, a job's states, an event
+            conn.execute("UPDATE dy_orders SET status = 'accepted', delivery = 'delivered' WHERE order_no = 'A'")
+            conn.execute("UPDATE dy_orders SET status = 'shipped' WHERE order_no = 'A'")
+            conn.execute("INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, attempts, next_at, created_at, "
+                         "updated_at) VALUES ('wh', 'create', 'A', 'wh', 'ready', 0, 1, 1, 1)")
+            conn.execute("UPDATE dy_jobs SET state = 'sending', attempts = 1 WHERE order_no = 'A'")
+            conn.execute("UPDATE dy_jobs SET attempts = 2 WHERE order_no = 'A'")  # the state stays: one key
+            conn.execute("UPDATE dy_jobs SET state = 'done' WHERE order_no = 'A'")
+            conn.execute("INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
+                         "VALUES ('wh', 'e1', 'A', 'shipped', '{}', 1)")
+
+        db.write_sync(life)
+        assert db.read_sync(queries.summary) == db.read_sync(_counted)
+        assert db.read_sync(queries.summary)["jobs"] == {"wh": {"done": 1, "attempts": 2}}
+        assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_totals WHERE kind = 'v4'")) == [(0,)]
     finally:
         db.close()

@@ -4,11 +4,13 @@ circuit, rate, Retry-After). Two `Database` objects on one store stand for two n
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -288,3 +290,67 @@ def test_a_node_with_a_skewed_clock_keeps_to_the_databases_time(pg_url: str, mon
             skewed.close()
     finally:
         honest.close()
+
+
+def test_batched_writes_of_one_group_keep_each_writes_own_answer(store_url: str) -> None:
+    """One group commit holding many writes of a kind (what the writer batches into single
+    statements): events with a repeat inside the group and one already stored, mark-sending of
+    jobs of two owners (one lost), and ends that promote each order's next waiting job. Each write
+    gets the answer it would get alone, and the totals stay exact."""
+    from dockyard.service import queries
+
+    db = Database(store_url, readers=1)
+    other = Database(store_url, readers=1)
+    try:
+        _ingest(db, "B-1", "B-2", "B-3")
+        ev = store.EventRecord
+        first = db.write_sync(store.RecordEventsOp("wh1", "confirm", [ev({"order_no": "B-1", "status": "accepted"},
+                                                                          "e0")], forward=True, received_at=0))
+        assert [o.outcome for o in first] == ["applied"]
+
+        async def group() -> list[Any]:
+            ops: list[Any] = [
+                store.RecordEventsOp("wh1", "confirm", [ev({"order_no": "B-1", "status": "accepted"}, "e0"),
+                                                        ev({"order_no": "B-1", "status": "picking"}, "e1")],
+                                     forward=True, received_at=0),
+                store.RecordEventsOp("wh1", "confirm", [ev({"order_no": "B-1", "status": "picking"}, "e1"),
+                                                        ev({"order_no": "B-2", "status": "accepted"}, "e2")],
+                                     forward=True, received_at=0),
+                store.RecordEventsOp("wh1", "confirm", [ev({"order_no": "NOPE", "status": "accepted"}, "e3")],
+                                     forward=True, received_at=0),
+            ]
+            return list(await asyncio.gather(*(db.write(op) for op in ops)))
+
+        outcomes = asyncio.run(group())
+        assert [[o.outcome for o in out] for out in outcomes] == [
+            ["duplicate", "applied"], ["duplicate", "applied"], ["unknown-order"]]
+        assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_events")) == [(3,)]
+        # B-1's three forwards: the first ready, the next two waiting behind it
+        up = db.read_sync(lambda c: c.execute("SELECT order_no, state FROM dy_jobs WHERE lane = 'up' ORDER BY id"))
+        assert up == [("B-1", "ready"), ("B-1", "waiting"), ("B-2", "ready")]
+
+        mine = db.claim_sync(lambda c: store.claim(c, "up", "_upstream", 10, db.owner, 60_000_000, _ids())).jobs
+        assert sorted(j.order_no for j in mine) == ["B-1", "B-2"]  # type: ignore[type-var]
+
+        async def mark() -> list[bool]:
+            ops = [store.MarkSendingOp(j.id, db.owner) for j in mine] + [store.MarkSendingOp(mine[0].id, other.owner)]
+            return list(await asyncio.gather(*(db.write(op) for op in ops)))
+
+        assert asyncio.run(mark()) == [True, True, False]  # a job that is not the owner's is not marked
+
+        async def finish() -> None:
+            await asyncio.gather(*(db.write(store.FinishOp([JobResult(j.id, db.owner, "done", order_no=j.order_no,
+                                                                      lane="up", warehouse="_upstream")]))
+                                   for j in mine))
+
+        asyncio.run(finish())
+        up = db.read_sync(lambda c: c.execute("SELECT order_no, state FROM dy_jobs WHERE lane = 'up' ORDER BY id"))
+        assert up == [("B-1", "done"), ("B-1", "ready"), ("B-2", "done")]  # the next one, and only it
+        counted = db.read_sync(lambda c: c.execute(
+            "SELECT warehouse, state, COUNT(*) FROM dy_jobs GROUP BY warehouse, state ORDER BY 1, 2"))
+        summary = db.read_sync(queries.summary)["jobs"]
+        assert {(w, s): n for w, s, n in counted} == {
+            (w, s): n for w, states in summary.items() for s, n in states.items() if s != "attempts"}
+    finally:
+        other.close()
+        db.close()

@@ -1,0 +1,152 @@
+"""Benchmark: the state store's writes of an order's whole life, in-process, without HTTP.
+
+    python bench/store_writer.py [-n 4000] [--rounds 5] [--store sqlite|postgres]
+                                 [--against-python /path/to/other/venv/bin/python]
+
+What the service's writer thread does per order with feedback on, through the real store
+operations and the real group commit (`Database.write`, many operations in flight so that groups
+form as they do in the service): the order is ingested (IngestOp, batches of 200), its create job
+claimed, marked sending and finished as accepted (claim, MarkSendingOp, FinishOp with the journal
+row of a 200 answer), then four status events arrive one callback at a time (RecordEventsOp with
+forwarding, so each queues an upstream job behind the order's previous one) and the upstream lane
+forwards them (claim, MarkSendingOp, FinishOp done, which promotes the next waiting event).
+
+Figure: CPU µs per order of the process less its main thread (`time.process_time` less
+`time.thread_time` of the thread that drives the coroutines): what the writer and reader threads
+spent, best of the rounds. With --against-python, the same script runs under another interpreter (a venv with another
+checkout of Dockyard installed) in alternate subprocesses, round by round, and the ratio is printed:
+both candidates see the same machine noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+EVENTS = ("accepted", "picking", "shipped", "signed")
+
+
+async def _life(db: Any, store: Any, orders: list[str], warehouse: str) -> None:
+    ids = (uuid.uuid4().hex for _ in itertools.repeat(None))
+
+    async def ingest(chunk: list[str]) -> None:
+        items = [store.IngestItem(no, uuid.uuid4().hex, warehouse, "shop", "tmall", "fp-" + no,
+                                  json.dumps({"order_no": no, "lines": [{"sku": "A", "qty": 1}]}),
+                                  0, "default", False) for no in chunk]
+        await db.write(store.IngestOp(items))
+
+    await asyncio.gather(*(ingest(orders[i:i + 200]) for i in range(0, len(orders), 200)))
+
+    async def run_lane(lane: str, wh: str, finish: Any) -> int:
+        """Claim every ready job of the lane (64 at a time), mark each sending, finish each."""
+        total = 0
+        while True:
+            out = await db.claim(lambda c: store.claim(c, lane, wh, 64, db.owner, 60_000_000, ids))
+            if not out.jobs:
+                return total
+            total += len(out.jobs)
+
+            async def one(job: Any) -> None:
+                await db.write(store.MarkSendingOp(job.id, db.owner))
+                await db.write(store.FinishOp([finish(job)]))
+            await asyncio.gather(*(one(j) for j in out.jobs))
+
+    def delivered(job: Any) -> Any:
+        return store.JobResult(job.id, db.owner, "done", order_no=job.order_no, warehouse=warehouse,
+                               order_status="accepted", delivery="delivered", warehouse_order_id="W" + job.order_no,
+                               rows=[store.JournalRow(None, job.order_no, warehouse, "create", "committed", "ok",
+                                                      12_000, {"http_status": 200, "request_id": job.request_id,
+                                                               "answer": "<response><flag>success</flag></response>"})])
+
+    def forwarded(job: Any) -> Any:
+        return store.JobResult(job.id, db.owner, "done", order_no=job.order_no, lane="up", warehouse="_upstream",
+                               rows=[store.JournalRow(None, job.order_no, "_upstream", "forward", "forwarded", "ok",
+                                                      3_000, {"http_status": 200})])
+
+    await run_lane("wh", warehouse, delivered)
+    for step, status in enumerate(EVENTS):
+        async def callback(no: str, status: str = status, step: int = step) -> None:
+            event = {"order_no": no, "status": status, "raw_status": status.upper(),
+                     "waybills": [{"carrier_code": "SF", "waybill_no": "SF" + no}] if status == "shipped" else None}
+            await db.write(store.RecordEventsOp(warehouse, "confirm", [store.EventRecord(event, f"{no}-{step}")],
+                                                forward=True, received_at=0))
+        await asyncio.gather(*(callback(no) for no in orders))
+        if step % 2:  # forwards lag behind the callbacks: events wait behind their order's previous one
+            await run_lane("up", "_upstream", forwarded)
+    await run_lane("up", "_upstream", forwarded)
+
+
+def child(n: int, store_kind: str, pg_url: str) -> dict[str, Any]:
+    from dockyard.service import store
+    from dockyard.service.db import Database
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if store_kind == "postgres":
+            import psycopg
+
+            name = "dockyard_store_writer_bench"
+            with psycopg.connect(pg_url, autocommit=True) as admin:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+                admin.execute(f"CREATE DATABASE {name}")
+            url = pg_url.rsplit("/", 1)[0] + "/" + name
+        else:
+            url = f"sqlite:///{tmp}/state.db"
+        db = Database(url, readers=1)
+        try:
+            orders = [f"SW{i:07d}" for i in range(n)]
+            c0, t0, main0 = time.process_time(), time.perf_counter(), time.thread_time()
+            asyncio.run(_life(db, store, orders, "qimen"))
+            cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+            cpu -= time.thread_time() - main0  # the driving coroutines' share: the other threads remain
+            left = db.read_sync(lambda c: c.execute("SELECT state, COUNT(*) FROM dy_jobs GROUP BY state"))
+        finally:
+            db.close()
+    if dict(left) != {"done": n * (1 + len(EVENTS))}:
+        raise SystemExit(f"the run did not end with every job done: {left}")
+    return {"cpu_us_per_order": cpu / n * 1e6, "wall_s": wall}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=4000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--against-python", help="another venv's python, run alternately as the baseline")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.n, args.store, args.pg_url)))
+        return 0
+    candidates = [("this tree", sys.executable)]
+    if args.against_python:
+        candidates.insert(0, ("baseline", args.against_python))
+    best: dict[str, float] = {}
+    for r in range(args.rounds):
+        for label, python in candidates:
+            out = subprocess.run([python, str(Path(__file__).resolve()), "--child", "-n", str(args.n), "--store",
+                                  args.store, "--pg-url", args.pg_url], capture_output=True, text=True, check=True,
+                                 cwd=tempfile.gettempdir())
+            res = json.loads(out.stdout.strip().splitlines()[-1])
+            best[label] = min(best.get(label, float("inf")), res["cpu_us_per_order"])
+            print(f"round {r + 1} {label:9s} {res['cpu_us_per_order']:8.0f} µs CPU/order ({res['wall_s']:.1f} s)",
+                  flush=True)
+    print(f"\n{args.n} orders x {1 + len(EVENTS)} jobs, {len(EVENTS)} events each, store {args.store}; best of "
+          f"{args.rounds}:")
+    for label, _ in candidates:
+        ratio = f"  {best[label] / best['baseline']:.2f}x the baseline" if "baseline" in best else ""
+        print(f"  {label:9s} {best[label]:8.0f} µs CPU/order{ratio}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
