@@ -360,7 +360,8 @@ def serve_child(argv: list[str]) -> int:
 
     def dump(*_: Any) -> None:
         report = {"threads": {str(t.native_id): t.name for t in threading.enumerate()},
-                  "stages": [[t, s, v[0] / 1e9, v[1]] for (t, s), v in list(_TOTALS.items())]}
+                  "stages": [[t, s, v[0] / 1e9, v[1]] for (t, s), v in list(_TOTALS.items())],
+                  "store": {"groups": service.db.groups, "writes": service.db.writes}}
         Path(args.report).write_text(json.dumps(report), encoding="utf-8")
 
     # DOCKYARD_BENCH_CPROFILE=FILE: the event loop's thread under cProfile, written at SIGUSR1 (slows
@@ -859,6 +860,7 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
         "events_per_s": j["events"][0] / max(1e-9, (j["events"][2] - j["events"][1]) / 1e6) if j["events"][0] else 0,
         "forwarded": j["forwarded"][0],
         "cpu_us_per_order": cpu,
+        "store": report.get("store"),  # group commits and the writes they held (single node)
         "profile": {"on": args.profile and not nodes and args.workers == 1, "stages": report["stages"],
                     "threads_cpu": dict(per_thread)},
     })
@@ -919,6 +921,11 @@ def show(r: dict[str, Any]) -> None:
         print(f"  {k:40} {v:8.0f}")
     rt = r["sim_roundtrip_cpu_us"]
     print(f"  (baseline round trip, per request: simulator {rt['simulator']:.0f}, client {rt['client']:.0f})")
+    st = r.get("store")
+    if st and st.get("groups"):
+        groups, writes = st["groups"], st["writes"]
+        print(f"store: {groups:,} group commits holding {writes:,} writes ({writes / groups:.1f} per commit, "
+              f"{groups / n:.1f} commits and {writes / n:.1f} writes per order; whole process life)")
     prof = r["profile"]
     if prof["on"]:
         threads = {"MainThread": "main (event loop)", "dockyard-writer": "writer"}

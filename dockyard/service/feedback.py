@@ -30,7 +30,7 @@ from dockyard.service.config import CallbackConfig, WarehouseConfig
 from dockyard.service.context import ServiceContext
 from dockyard.service.db import Database, StoreError, now_us
 from dockyard.service.ingest import storable_text
-from dockyard.service.replay import dedupe_identity, signed_input
+from dockyard.service.replay import SignedInput, dedupe_identity, signed_input
 
 __all__ = ["CallbackReply", "handle_callback"]
 
@@ -45,14 +45,15 @@ class CallbackReply:
 
 
 def verify(cfg: CallbackConfig, ctx: ServiceContext, query: Mapping[str, str], headers: Mapping[str, str],
-           body: bytes, now: datetime) -> str | None:
+           body: bytes, now: datetime) -> tuple[str | None, SignedInput | None]:
     """Raise SignatureError (or its ReplayError) unless the callback is signed with the secret, or,
     during a rotation's overlap (verify.previous, until its `until`), with the previous one.
-    Returns which one verified: "current", "previous", or None when nothing is verified. Only that
-    word is ever reported (journal, metrics), never a secret."""
+    Returns which one verified: "current", "previous", or None when nothing is verified (only that
+    word is ever reported, in the journal and metrics, never a secret), and what the scheme read
+    (for the dedupe identity, which rests on the same signed content)."""
     v = cfg.verify
     if v is None:
-        return None
+        return None, None
     # What the signer reads, by the same rule as when we sign (runtime.request), in replay.py,
     # which also decides the dedupe identity from it.
     signed = signed_input(v, query, headers, body)
@@ -61,7 +62,7 @@ def verify(cfg: CallbackConfig, ctx: ServiceContext, query: Mapping[str, str], h
     window = timedelta(seconds=v.window)
     try:
         signed.signer.verify(signed.inp, signed.signature, ctx.secrets.get(v.secret), now=now, window=window)
-        return "current"
+        return "current", signed
     except ReplayError:
         raise  # a stale or missing timestamp fails whatever the secret
     except SignatureError:
@@ -77,7 +78,7 @@ def verify(cfg: CallbackConfig, ctx: ServiceContext, query: Mapping[str, str], h
     if now >= previous.until:
         raise SignatureError(f"{v.scheme}: signed with the previous secret, whose overlap ended at "
                              f"{previous.until.isoformat()}")
-    return "previous"
+    return "previous", signed
 
 
 def _decrypt(document: Any, cfg: CallbackConfig, ctx: ServiceContext) -> None:
@@ -101,7 +102,7 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
                              "unknown-flow")
     moment = now or datetime.now(UTC)
     try:
-        signed_with = verify(cfg, ctx, query, headers, body, moment)
+        signed_with, signed = verify(cfg, ctx, query, headers, body, moment)
     except SignatureError as exc:
         reason = _shown(ctx.secrets.redact(str(exc)))
         logs.event(logging.WARNING, "callback refused", warehouse=warehouse, flow=flow, reason=reason,
@@ -131,7 +132,7 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
                              f"#{qid})", "unreadable")
     # the identity rests on signed content only (replay.py): a field the signature does not cover
     # (Cainiao's msg_id) cannot make a replayed message new
-    records = [store.EventRecord(e, dedupe_identity(cfg, mapping, query, headers, body, e, i))
+    records = [store.EventRecord(e, dedupe_identity(cfg, mapping, query, headers, body, e, i, signed))
                for i, e in enumerate(_events(event))]
     try:
         op = store.RecordEventsOp(warehouse, flow, records, forward=forward, received_at=received,

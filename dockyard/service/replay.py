@@ -125,10 +125,12 @@ def _covers(v: VerifyConfig, query: Mapping[str, str], headers: Mapping[str, str
 
 
 def dedupe_identity(cfg: CallbackConfig, mapping: CompiledMapping, query: Mapping[str, str],
-                    headers: Mapping[str, str], body: bytes, event: Mapping[str, Any], index: int = 0) -> str:
+                    headers: Mapping[str, str], body: bytes, event: Mapping[str, Any], index: int = 0,
+                    signed: SignedInput | None = None) -> str:
     """The identity under which a (verified) callback's event is recorded once; see the module.
     `index`: the event's place in the message, for a mapping that makes several events (a hash
-    of the message alone would make them one)."""
+    of the message alone would make them one). `signed`: what verifying the callback read
+    (signed_input of the same callback), so that it is not read again."""
     event_id = event.get("event_id")
     given = str(event_id) if event_id not in (None, "") else None
     place = f"#{index}" if index else ""
@@ -140,7 +142,8 @@ def dedupe_identity(cfg: CallbackConfig, mapping: CompiledMapping, query: Mappin
     if given is not None and sources and _known(cfg, ("covers", source_format, sources), lambda: _covers(
             v, query, headers, body, source_format, sources, _text(signed_input(v, query, headers, body)))):
         return given
-    signed = signed_input(v, query, headers, body)
+    if signed is None:
+        signed = signed_input(v, query, headers, body)
     text = _text(signed)
     if text is None:  # pragma: no cover - verify() passed, so the scheme could read its input
         return "sha256:" + hashlib.sha256(body).hexdigest() + place
