@@ -636,7 +636,9 @@ class Deliverer:
                 self._holding.difference_update(j.id for j in outcome.jobs)
 
     async def _forward(self, jobs: list[ClaimedJob], url: str, retry: RetryConfig, secret: str | None) -> None:
-        body = ("[" + ",".join(j.payload or "null" for j in jobs) + "]").encode("utf-8")
+        events = {j.id: store.forward_events(j.payload) or ["null"] for j in jobs}
+        body = ("[" + ",".join(e for j in jobs for e in events[j.id]) + "]").encode("utf-8")
+        sent = sum(len(e) for e in events.values())
         headers = [("Content-Type", "application/json")]
         if secret is not None:
             headers.append(("X-Dockyard-Signature", hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()))
@@ -652,11 +654,11 @@ class Deliverer:
             ok, why = False, f"internal error: {type(exc).__name__}"
         results: list[JobResult] = []
         for job in jobs:
-            if ok:
+            if ok:  # a row per event, as `dockyard trace` shows each event's forwarding
                 results.append(JobResult(job.id, job.owner, "done", order_no=job.order_no, lane="up",
                                          warehouse=UPSTREAM, rows=[
                                              JournalRow(None, job.order_no, UPSTREAM, "forward", "forwarded", "ok",
-                                                        detail={"batch": len(jobs)})]))
+                                                        detail={"batch": sent}) for _ in events[job.id]]))
             elif job.attempts >= retry.max_attempts:
                 results.append(JobResult(job.id, job.owner, "dead", reason=f"upstream: out of attempts; last: {why}",
                                          order_no=job.order_no, lane="up", warehouse=UPSTREAM, rows=[
@@ -671,7 +673,7 @@ class Deliverer:
                                                         "retry", detail={"reason": why, "attempt": job.attempts})]))
         await self._commit_many(results)
         for r in results:
-            self.metrics.forwards.labels(r.state).inc()
+            self.metrics.forwards.labels(r.state).inc(len(events[r.job_id]))
 
     async def _commit_many(self, results: list[JobResult]) -> None:
         delay = 0.2

@@ -10,6 +10,7 @@ from typing import Any
 
 from dockyard.service import totals
 from dockyard.service.db import Conn
+from dockyard.service.store import forward_events
 
 __all__ = ["dlq_list", "dlq_show", "format_timeline", "job_counts", "order_status", "sent_version", "summary",
            "timeline"]
@@ -142,8 +143,14 @@ def dlq_show(conn: Conn, job_id: int) -> dict[str, Any] | None:
     r = rows[0]
     return {"id": r[0], "state": r[1], "lane": r[2], "kind": r[3], "order_no": r[4], "warehouse": r[5],
             "attempts": r[6], "reason": r[7], "outcome": _load(r[8]), "request_id": r[9],
-            "event": _load(r[10]), "created_at": _iso(r[11]), "updated_at": _iso(r[12]),
+            "event": _events(r[10]), "created_at": _iso(r[11]), "updated_at": _iso(r[12]),
             "history": timeline(conn, r[4]) if r[4] else []}
+
+
+def _events(payload: str | None) -> Any:
+    """A forward job's event, or its events (a list) when several of the order's joined it."""
+    events = [_load(e) for e in forward_events(payload)]
+    return None if not events else events[0] if len(events) == 1 else events
 
 
 def summary(conn: Conn) -> dict[str, Any]:

@@ -229,6 +229,47 @@ def queue_jobs(conn: Conn, jobs: Sequence[tuple[str, str, str | None, str, str |
         _wake(conn, warehouse)
 
 
+# A forward job's payload is its events' JSON documents, one per line (a compact JSON text never
+# holds a raw line break), forwarded in that order.
+EVENT_SEPARATOR = "\n"
+
+
+def forward_events(payload: str | None) -> list[str]:
+    """The events (JSON texts) a forward job carries."""
+    return payload.split(EVENT_SEPARATOR) if payload else []
+
+
+def queue_forwards(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
+    """Queue (order_no, event JSON) for the upstream webhook, in order. An order's events join the
+    forward job already waiting behind its open one, when there is one, instead of a job each: a
+    job costs five writes on an indexed table (queued, made ready, claimed, sent, ended), and under
+    load an order's next events arrive while its previous one is still out. Several events of one
+    order in one group become one job as well. The events of a job go in one request, in order."""
+    merged: dict[str, list[str]] = {}
+    for order_no, document in forwards:
+        merged.setdefault(order_no, []).append(document)
+    order_nos = sorted(merged)
+    waiting: dict[str, int] = {}
+    for chunk in _chunks(order_nos):
+        where, params = _in(conn, chunk)
+        for order_no, job_id in conn.execute(
+                f"SELECT order_no, MAX(id) FROM dy_jobs WHERE order_no {where} AND lane = 'up' AND state = 'waiting' "
+                "GROUP BY order_no", params):
+            waiting[order_no] = int(job_id)
+    appended: set[str] = set()
+    if waiting:
+        targets = sorted(waiting.items(), key=lambda kv: kv[1])  # rows in id order, as every writer takes them
+        # `state = 'waiting'` again: on PostgreSQL another node may have made it ready since the look
+        done = conn.execute_returning(
+            "UPDATE dy_jobs SET payload = payload || ? || ?, updated_at = ? WHERE id = ? AND state = 'waiting' "
+            "RETURNING id", [(EVENT_SEPARATOR, EVENT_SEPARATOR.join(merged[o]), conn.now, job_id)
+                             for o, job_id in targets])
+        appended = {o for (o, _), ok in zip(targets, done, strict=True) if ok}
+    rest = [("up", "forward", o, "_upstream", EVENT_SEPARATOR.join(merged[o])) for o in order_nos if o not in appended]
+    if rest:
+        queue_jobs(conn, rest)
+
+
 def _promote(conn: Conn, ended: Iterable[tuple[str, str]]) -> None:
     """Make the next waiting job of each (order_no, lane) whose open job ended ready."""
     pairs = sorted(set(ended))
@@ -383,7 +424,7 @@ class ClaimedJob:
     attempts: int  # including this one
     request_id: str
     doubt: bool
-    payload: str | None  # a forward job's event
+    payload: str | None  # a forward job's events (forward_events)
     order_payload: str | None
     owner: str
     trace_id: str | None = None  # the order's tracking id: what logs and spans of this order carry
@@ -886,7 +927,7 @@ class RecordEventsOp(BatchOp):
                 outcomes.append(EventOutcome("pending", known[1]))
             out.append(outcomes)
         inserted = _insert_events(tx, fresh_rows)
-        forwards: list[tuple[str, str, str | None, str, str | None]] = []
+        forwards: list[tuple[str, str]] = []
         results = iter(inserted)
         settled: dict[int, str] = {}
         for op, rec, document, _ in candidates:
@@ -909,9 +950,9 @@ class RecordEventsOp(BatchOp):
                                            **({"verified_with": op.verified_with} if op.verified_with else {})}
                                    ).values()])
             if op.forward:
-                forwards.append(("up", "forward", order_no, "_upstream", document))
+                forwards.append((order_no, document))
         if forwards:
-            queue_jobs(tx, forwards)
+            queue_forwards(tx, forwards)
         for op, outcomes in zip(ops, out, strict=True):
             for i, (rec, o) in enumerate(zip(op.records, outcomes, strict=True)):
                 if o.outcome == "pending":

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from dockyard.service import queries as store_queries
 from dockyard.service import store
 from dockyard.service.db import Conn, Database
 from dockyard.service.schema import SCHEMA_VERSION
@@ -354,3 +355,44 @@ def test_batched_writes_of_one_group_keep_each_writes_own_answer(store_url: str)
     finally:
         other.close()
         db.close()
+
+
+def test_an_orders_events_join_its_waiting_forward_and_go_out_in_order(store_url: str) -> None:
+    """While an order's forward is out, its next events join the one job waiting behind it (not a
+    job each); events of one order in one group are one job; the waiting job carries them in the
+    order they were recorded, and the next order's forwards are untouched."""
+    db = Database(store_url, readers=1)
+    try:
+        _ingest(db, "F-1", "F-2")
+        ev = store.EventRecord
+
+        def record(*events: tuple[str, str, str]) -> None:
+            db.write_sync(store.RecordEventsOp("wh1", "confirm", [ev({"order_no": o, "status": s}, i)
+                                                                   for o, s, i in events],
+                                               forward=True, received_at=0))
+
+        def up() -> list[tuple[str, str, list[str]]]:
+            rows = db.read_sync(lambda c: c.execute(
+                "SELECT order_no, state, payload FROM dy_jobs WHERE lane = 'up' ORDER BY id"))
+            return [(o, s, [json.loads(e)["status"] for e in store.forward_events(p)]) for o, s, p in rows]
+
+        record(("F-1", "accepted", "a"))
+        record(("F-1", "picking", "b"), ("F-2", "accepted", "c"))
+        record(("F-1", "packed", "d"), ("F-1", "shipped", "e"))
+        assert up() == [("F-1", "ready", ["accepted"]), ("F-1", "waiting", ["picking", "packed", "shipped"]),
+                        ("F-2", "ready", ["accepted"])]
+        first = db.claim_sync(lambda c: store.claim(c, "up", "_upstream", 10, db.owner, 60_000_000, _ids())).jobs
+        db.write_sync(store.FinishOp([JobResult(j.id, db.owner, "done", order_no=j.order_no, lane="up",
+                                                warehouse="_upstream") for j in first]))
+        record(("F-1", "signed", "f"))  # its waiting job is ready now (not waiting): a job of its own
+        assert up()[1:] == [("F-1", "ready", ["picking", "packed", "shipped"]), ("F-2", "done", ["accepted"]),
+                            ("F-1", "waiting", ["signed"])]
+        detail = db.read_sync(lambda c: store_queries.dlq_show(c, up_ids(db)[1]))
+        assert detail is not None and [e["status"] for e in detail["event"]] == ["picking", "packed", "shipped"]
+    finally:
+        db.close()
+
+
+def up_ids(db: Database) -> list[int]:
+    rows = db.read_sync(lambda c: c.execute("SELECT id FROM dy_jobs WHERE lane = 'up' ORDER BY id"))
+    return [int(r[0]) for r in rows]
