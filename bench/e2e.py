@@ -860,7 +860,7 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
         "events_per_s": j["events"][0] / max(1e-9, (j["events"][2] - j["events"][1]) / 1e6) if j["events"][0] else 0,
         "forwarded": j["forwarded"][0],
         "cpu_us_per_order": cpu,
-        "store": report.get("store"),  # group commits and the writes they held (single node)
+        "commits": report.get("store"),  # group commits and the writes they held (single node)
         "profile": {"on": args.profile and not nodes and args.workers == 1, "stages": report["stages"],
                     "threads_cpu": dict(per_thread)},
     })
@@ -921,7 +921,7 @@ def show(r: dict[str, Any]) -> None:
         print(f"  {k:40} {v:8.0f}")
     rt = r["sim_roundtrip_cpu_us"]
     print(f"  (baseline round trip, per request: simulator {rt['simulator']:.0f}, client {rt['client']:.0f})")
-    st = r.get("store")
+    st = r.get("commits")
     if st and st.get("groups"):
         groups, writes = st["groups"], st["writes"]
         print(f"store: {groups:,} group commits holding {writes:,} writes ({writes / groups:.1f} per commit, "
