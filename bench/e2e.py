@@ -341,6 +341,25 @@ def instrument() -> None:
         patch(conn, "begin", "store: BEGIN")
 
 
+async def _probe_lag(lags: list[float], every: float = 0.01) -> None:
+    """How late a 10 ms timer fires: what any ready handler waits for its turn on the event loop."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every
+        await asyncio.sleep(every)
+        lags.append(max(0.0, loop.time() - due))
+        if len(lags) > 200_000:
+            del lags[:100_000]
+
+
+def _lag_summary(lags: list[float]) -> dict[str, float]:
+    busy = sorted(lags)
+    if not busy:
+        return {}
+    return {f"p{q}": busy[min(len(busy) - 1, int(q / 100 * len(busy)))] * 1000 for q in (50, 99)} | {
+        "max": busy[-1] * 1000}
+
+
 def serve_child(argv: list[str]) -> int:
     """The service process: what `dockyard serve --config` does, plus (with --profile) the stage
     profiler. SIGUSR1 ends the measured interval: thread names and stage totals go to --report."""
@@ -353,6 +372,7 @@ def serve_child(argv: list[str]) -> int:
     from dockyard.service.config import load_config
     from dockyard.service.context import ServiceContext
 
+    lags: list[float] = []
     if args.profile:
         instrument()
     service = Service(ServiceContext.build(load_config(args.config)))
@@ -361,7 +381,8 @@ def serve_child(argv: list[str]) -> int:
     def dump(*_: Any) -> None:
         report = {"threads": {str(t.native_id): t.name for t in threading.enumerate()},
                   "stages": [[t, s, v[0] / 1e9, v[1]] for (t, s), v in list(_TOTALS.items())],
-                  "store": {"groups": service.db.groups, "writes": service.db.writes}}
+                  "store": {"groups": service.db.groups, "writes": service.db.writes},
+                  "loop_lag_ms": _lag_summary(lags)}
         Path(args.report).write_text(json.dumps(report), encoding="utf-8")
 
     # DOCKYARD_BENCH_CPROFILE=FILE: the event loop's thread under cProfile, written at SIGUSR1 (slows
@@ -382,6 +403,8 @@ def serve_child(argv: list[str]) -> int:
     signal.signal(signal.SIGUSR1, dump)
 
     def ready(url: str) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop's lag, sampled every 10 ms
+            asyncio.get_running_loop().create_task(_probe_lag(lags))
         sys.stdout.write(url + "\n")
         sys.stdout.flush()
 
@@ -861,6 +884,7 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
         "forwarded": j["forwarded"][0],
         "cpu_us_per_order": cpu,
         "commits": report.get("store"),  # group commits and the writes they held (single node)
+        "loop_lag_ms": report.get("loop_lag_ms"),
         "profile": {"on": args.profile and not nodes and args.workers == 1, "stages": report["stages"],
                     "threads_cpu": dict(per_thread)},
     })
@@ -921,6 +945,10 @@ def show(r: dict[str, Any]) -> None:
         print(f"  {k:40} {v:8.0f}")
     rt = r["sim_roundtrip_cpu_us"]
     print(f"  (baseline round trip, per request: simulator {rt['simulator']:.0f}, client {rt['client']:.0f})")
+    lag = r.get("loop_lag_ms")
+    if lag:
+        print(f"event loop lag (a 10 ms timer, whole process life): p50 {lag['p50']:.1f} ms, p99 {lag['p99']:.1f} ms, "
+              f"max {lag['max']:.1f} ms")
     st = r.get("commits")
     if st and st.get("groups"):
         groups, writes = st["groups"], st["writes"]
