@@ -396,3 +396,35 @@ def test_an_orders_events_join_its_waiting_forward_and_go_out_in_order(store_url
 def up_ids(db: Database) -> list[int]:
     rows = db.read_sync(lambda c: c.execute("SELECT id FROM dy_jobs WHERE lane = 'up' ORDER BY id"))
     return [int(r[0]) for r in rows]
+
+
+def test_sqlite_wal_is_checkpointed_off_the_writers_path(tmp_path: Path) -> None:
+    """The writer's COMMITs never checkpoint (a checkpoint copies pages and syncs the database: a
+    stall of the group that happens to cross SQLite's mark); a thread of the store's own does it.
+    Shown by the database file alone, without its WAL: once the checkpointer has run, it holds
+    what was committed."""
+    import shutil
+    import sqlite3
+    import time
+
+    path = tmp_path / "state.db"
+    db = Database(f"sqlite:///{path}", readers=1)
+    try:
+        assert db._writer_conn.raw.execute("PRAGMA wal_autocheckpoint").fetchone() == (0,)  # type: ignore[union-attr]
+        _ingest(db, *(f"W-{i}" for i in range(50)))
+        checkpointer = db._checkpointer
+        assert checkpointer is not None
+        seen = checkpointer.runs
+        deadline = time.monotonic() + 10
+        while checkpointer.runs < seen + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert checkpointer.runs >= seen + 2
+        shutil.copy(path, tmp_path / "alone.db")  # the main file only: no -wal beside it
+        copy = sqlite3.connect(tmp_path / "alone.db")
+        try:
+            assert copy.execute("SELECT COUNT(*) FROM dy_orders").fetchone() == (50,)
+        finally:
+            copy.close()
+    finally:
+        db.close()
+    assert not checkpointer._thread.is_alive()
