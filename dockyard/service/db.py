@@ -43,7 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.idempotency.base import redact_url, scrub
@@ -881,8 +881,9 @@ class _Checkpointer:
         conn: sqlite3.Connection | None = None
         while not self._stop.wait(self.INTERVAL_S):
             try:
-                if conn is None:
-                    conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=5.0)
+                if conn is None:  # mode=rw: a store that is gone is never made again, empty, by this thread
+                    conn = sqlite3.connect(f"file:{quote(self._path)}?mode=rw", uri=True,
+                                           isolation_level=None, check_same_thread=False, timeout=5.0)
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 self.runs += 1
             except sqlite3.Error as exc:  # a busy or locked store: the next round tries again

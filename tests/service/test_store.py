@@ -428,3 +428,25 @@ def test_sqlite_wal_is_checkpointed_off_the_writers_path(tmp_path: Path) -> None
     finally:
         db.close()
     assert not checkpointer._thread.is_alive()
+
+
+def test_the_checkpointer_never_makes_a_store_that_is_gone(tmp_path: Path) -> None:
+    """A store whose file was removed under a running service is not made again, empty, by the
+    checkpointer's own connection (it opens the file read-write, never create)."""
+    import time
+
+    path = tmp_path / "state.db"
+    db = Database(f"sqlite:///{path}", readers=1)
+    checkpointer = db._checkpointer
+    assert checkpointer is not None
+    try:
+        checkpointer._stop.set()  # stop it before its first connection, then start a fresh one
+        checkpointer._thread.join(timeout=5)
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        fresh = type(checkpointer)(str(path))
+        time.sleep(fresh.INTERVAL_S * 3)
+        fresh.stop()
+        assert not path.exists() and fresh.runs == 0
+    finally:
+        db.close()
