@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -94,9 +95,25 @@ class SqliteStore(IdempotencyStore):
         self._url = f"sqlite:///{self.path}"
         self._pool: Pool[sqlite3.Connection] = Pool(self._connect, sqlite3.Connection.close, max_idle=max_idle)
         with self._guard("opening"), self._pool.connection() as conn:
-            # WAL is a property of the file: set once here, it holds for every later connection.
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(_SCHEMA)
+            self._prepare(conn)
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        """WAL mode and the schema. WAL is a property of the file: set once here, it holds for every
+        later connection. Turning it on needs the file to itself, and SQLite answers "database is
+        locked" at once, without its busy timeout, while another connection is opening the same
+        fresh file: so that step is tried again, with a short growing pause, until the timeout."""
+        deadline = time.monotonic() + self.timeout
+        pause = 0.005
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.1)
+        conn.executescript(_SCHEMA)
 
     @classmethod
     def from_url(cls, url: str) -> Self:
