@@ -140,7 +140,8 @@ def dedupe_identity(cfg: CallbackConfig, mapping: CompiledMapping, query: Mappin
     source_format = str(mapping.meta.get("source_format", "json"))
     sources = event_id_sources(mapping)
     if given is not None and sources and _known(cfg, ("covers", source_format, sources), lambda: _covers(
-            v, query, headers, body, source_format, sources, _text(signed_input(v, query, headers, body)))):
+            v, query, headers, body, source_format, sources,
+            _text(signed if signed is not None else signed_input(v, query, headers, body)))):
         return given
     if signed is None:
         signed = signed_input(v, query, headers, body)

@@ -125,7 +125,12 @@ def _in(conn: Conn, values: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
     statement, parsed and planned again, for each length)."""
     if conn.dialect == "postgres":
         return "= ANY(?)", (list(values),)
-    return "IN (SELECT value FROM json_each(?))", (orjson.dumps(list(values)).decode("utf-8"),)
+    return "IN (SELECT value FROM json_each(?))", (_json_array(values),)
+
+
+def _json_array(values: Iterable[Any]) -> str:
+    """A list as one SQLite parameter, read back by `json_each(?)` (rows by `json_extract`)."""
+    return orjson.dumps(list(values)).decode("utf-8")
 
 
 def _chunks(values: Sequence[Any], size: int = 500) -> Iterable[Sequence[Any]]:
@@ -283,7 +288,7 @@ def _promote(conn: Conn, ended: Iterable[tuple[str, str]]) -> None:
                     "AND w.lane = json_extract(v.value, '$[1]') "
                     "WHERE w.state = 'waiting' GROUP BY w.order_no, w.lane) AND NOT EXISTS (SELECT 1 FROM dy_jobs o "
                     f"WHERE o.order_no = dy_jobs.order_no AND o.lane = dy_jobs.lane AND o.state IN {_OPEN}) "
-                    "RETURNING warehouse", (conn.now, conn.now, orjson.dumps(list(chunk)).decode("utf-8"))):
+                    "RETURNING warehouse", (conn.now, conn.now, _json_array(chunk))):
                 _wake(conn, warehouse)
         return
     # PostgreSQL: which pairs have a waiting job at all (most have none), then the first waiting
@@ -866,8 +871,8 @@ def _insert_events(conn: Conn, rows: list[tuple[Any, ...]]) -> list[bool]:
             "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
             "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?) "
             "WHERE true ORDER BY key ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING warehouse, event_id",
-            (orjson.dumps([[w, None if e is None else str(e), None if o is None else str(o), st, doc, at]
-                           for w, e, o, st, doc, at in rows]).decode("utf-8"),))}
+            (_json_array([w, None if e is None else str(e), None if o is None else str(o), st, doc, at]
+                         for w, e, o, st, doc, at in rows),))}
     out: list[bool] = []
     for row in rows:
         key = (row[0], None if row[1] is None else str(row[1]))

@@ -112,26 +112,36 @@ def test_stats_reads_totals_not_history_and_agrees_with_counting(store_url: str)
         db.close()
 
 
+def _older_store(url: str, version: int, status: str, delivery: str, then: Any) -> None:
+    """A store made by this Dockyard, turned into one of an older schema: an order (with `status`
+    and `delivery`), every trigger dropped, `then(conn)` for what that version had instead, and the
+    version's number."""
+    db = Database(url, readers=1)
+    try:
+        def downgrade(conn: Any) -> None:
+            conn.execute("INSERT INTO dy_orders (order_no, tracking_id, warehouse, fingerprint, payload, status, "
+                         "delivery, created_at, updated_at) VALUES ('A', 't', 'wh', 'f', '{}', ?, ?, 1, 1)",
+                         (status, delivery))
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+                conn.execute(f"DROP TRIGGER {name}")
+            then(conn)
+            conn.execute("UPDATE dy_meta SET value = ? WHERE name = 'schema_version'", (str(version),))
+
+        db.write_sync(downgrade)
+    finally:
+        db.close()
+
+
 def test_a_store_from_before_the_totals_is_counted_at_the_migration(tmp_path: Any) -> None:
     """A v3 store (no totals) with history: the migration counts it once, then the triggers keep it."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    db = Database(url, readers=1)
-    try:
-        def as_v3(conn: Any) -> None:
-            conn.execute("INSERT INTO dy_orders (order_no, tracking_id, warehouse, fingerprint, payload, status, "
-                         "delivery, created_at, updated_at) VALUES ('A', 't', 'wh', 'f', '{}', 'shipped', "
-                         "'delivered', 1, 1)")
-            conn.execute("INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, attempts, next_at, created_at, "
-                         "updated_at) VALUES ('wh', 'create', 'A', 'wh', 'done', 2, 1, 1, 1)")
-            conn.execute("DELETE FROM dy_totals")
-            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
-                conn.execute(f"DROP TRIGGER {name}")
-            conn.execute("DROP TABLE dy_totals")
-            conn.execute("UPDATE dy_meta SET value = '3' WHERE name = 'schema_version'")
 
-        db.write_sync(as_v3)
-    finally:
-        db.close()
+    def v3(conn: Any) -> None:
+        conn.execute("INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, attempts, next_at, created_at, "
+                     "updated_at) VALUES ('wh', 'create', 'A', 'wh', 'done', 2, 1, 1, 1)")
+        conn.execute("DROP TABLE dy_totals")
+
+    _older_store(url, 3, "shipped", "delivered", v3)
     db = Database(url, readers=1)
     try:
         assert db.read_sync(queries.summary) == db.read_sync(_counted)
@@ -144,25 +154,15 @@ def test_a_v4_store_gets_the_v5_triggers_and_its_totals_stay_right(tmp_path: Any
     """v4 counted with one statement per kind and per row in three triggers per table; v5 drops
     them (by name) for its own. Nothing is counted twice or lost across the change."""
     url = f"sqlite:///{tmp_path / 'v4.db'}"
-    db = Database(url, readers=1)
-    try:
-        def as_v4(conn: Any) -> None:
-            conn.execute("INSERT INTO dy_orders (order_no, tracking_id, warehouse, fingerprint, payload, status, "
-                         "delivery, created_at, updated_at) VALUES ('A', 't', 'wh', 'f', '{}', 'received', "
-                         "'pending', 1, 1)")
-            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
-                conn.execute(f"DROP TRIGGER {name}")
-            # v4's names, counting something v5 would never write, so that one left behind shows
-            for table in ("dy_jobs", "dy_orders", "dy_events", "dy_quarantine"):
-                for suffix, event in (("ins", "INSERT"), ("del", "DELETE"), ("upd", "UPDATE")):
-                    conn.execute(f"CREATE TRIGGER {table}_totals_{suffix} AFTER {event} ON {table} BEGIN "
-                                 "INSERT INTO dy_totals (kind, k1, k2, shard, n, total) VALUES ('v4', 'left', '', 0, "
-                                 "1, 0) ON CONFLICT (kind, k1, k2, shard) DO UPDATE SET n = dy_totals.n + 1; END")
-            conn.execute("UPDATE dy_meta SET value = '4' WHERE name = 'schema_version'")
 
-        db.write_sync(as_v4)
-    finally:
-        db.close()
+    def v4(conn: Any) -> None:  # v4's names, counting something v5 never writes, so that one left behind shows
+        for table in ("dy_jobs", "dy_orders", "dy_events", "dy_quarantine"):
+            for suffix, event in (("ins", "INSERT"), ("del", "DELETE"), ("upd", "UPDATE")):
+                conn.execute(f"CREATE TRIGGER {table}_totals_{suffix} AFTER {event} ON {table} BEGIN "
+                             "INSERT INTO dy_totals (kind, k1, k2, shard, n, total) VALUES ('v4', 'left', '', 0, "
+                             "1, 0) ON CONFLICT (kind, k1, k2, shard) DO UPDATE SET n = dy_totals.n + 1; END")
+
+    _older_store(url, 4, "received", "pending", v4)
     db = Database(url, readers=1)
     try:
         names = {n for (n,) in db.read_sync(lambda c: c.execute(
