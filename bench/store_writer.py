@@ -13,9 +13,11 @@ forwards them (claim, MarkSendingOp, FinishOp done, which promotes the next wait
 
 Figure: CPU µs per order of the process less its main thread (`time.process_time` less
 `time.thread_time` of the thread that drives the coroutines): what the writer and reader threads
-spent, best of the rounds. With --against-python, the same script runs under another interpreter (a venv with another
-checkout of Dockyard installed) in alternate subprocesses, round by round, and the ratio is printed:
-both candidates see the same machine noise.
+spent, best of the rounds. On PostgreSQL also the server's: the CPU of the backends serving the
+benchmark's database (from /proc, the same machine), read when the run starts and when it ends
+(the store's connections live for the whole run). With --against-python, the same script runs
+under another interpreter (a venv with another checkout of Dockyard installed) in alternate
+subprocesses, round by round, and the ratio is printed: both candidates see the same machine noise.
 """
 
 from __future__ import annotations
@@ -85,6 +87,20 @@ async def _life(db: Any, store: Any, orders: list[str], warehouse: str) -> None:
     await run_lane("up", "_upstream", forwarded)
 
 
+def _backend_cpu(admin: Any, name: str) -> dict[int, float]:
+    """CPU seconds so far of each backend serving database `name` (utime + stime from /proc)."""
+    import os
+
+    out: dict[int, float] = {}
+    for (pid,) in admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (name,)).fetchall():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def child(n: int, store_kind: str, pg_url: str) -> dict[str, Any]:
     from dockyard.service import store
     from dockyard.service.db import Database
@@ -101,18 +117,29 @@ def child(n: int, store_kind: str, pg_url: str) -> dict[str, Any]:
         else:
             url = f"sqlite:///{tmp}/state.db"
         db = Database(url, readers=1)
+        admin = None
         try:
             orders = [f"SW{i:07d}" for i in range(n)]
+            if store_kind == "postgres":
+                admin = psycopg.connect(pg_url, autocommit=True)
+                pg0 = _backend_cpu(admin, name)
             c0, t0, main0 = time.process_time(), time.perf_counter(), time.thread_time()
             asyncio.run(_life(db, store, orders, "qimen"))
             cpu, wall = time.process_time() - c0, time.perf_counter() - t0
             cpu -= time.thread_time() - main0  # the driving coroutines' share: the other threads remain
+            server = None
+            if admin is not None:
+                pg1 = _backend_cpu(admin, name)
+                server = sum(t - pg0.get(pid, 0.0) for pid, t in pg1.items())
             left = db.read_sync(lambda c: c.execute("SELECT state, COUNT(*) FROM dy_jobs GROUP BY state"))
         finally:
             db.close()
+            if admin is not None:
+                admin.close()
     if dict(left) != {"done": n * (1 + len(EVENTS))}:
         raise SystemExit(f"the run did not end with every job done: {left}")
-    return {"cpu_us_per_order": cpu / n * 1e6, "wall_s": wall}
+    return {"cpu_us_per_order": cpu / n * 1e6, "wall_s": wall,
+            "server_us_per_order": None if server is None else server / n * 1e6}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.against_python:
         candidates.insert(0, ("baseline", args.against_python))
     best: dict[str, float] = {}
+    best_server: dict[str, float] = {}
     for r in range(args.rounds):
         for label, python in candidates:
             out = subprocess.run([python, str(Path(__file__).resolve()), "--child", "-n", str(args.n), "--store",
@@ -138,13 +166,21 @@ def main(argv: list[str] | None = None) -> int:
                                  cwd=tempfile.gettempdir())
             res = json.loads(out.stdout.strip().splitlines()[-1])
             best[label] = min(best.get(label, float("inf")), res["cpu_us_per_order"])
-            print(f"round {r + 1} {label:9s} {res['cpu_us_per_order']:8.0f} µs CPU/order ({res['wall_s']:.1f} s)",
-                  flush=True)
+            server = res.get("server_us_per_order")
+            if server is not None:
+                best_server[label] = min(best_server.get(label, float("inf")), server)
+            shown = "" if server is None else f", PostgreSQL {server:6.0f} µs CPU/order"
+            print(f"round {r + 1} {label:9s} {res['cpu_us_per_order']:8.0f} µs CPU/order{shown} "
+                  f"({res['wall_s']:.1f} s)", flush=True)
     print(f"\n{args.n} orders x {1 + len(EVENTS)} jobs, {len(EVENTS)} events each, store {args.store}; best of "
           f"{args.rounds}:")
     for label, _ in candidates:
         ratio = f"  {best[label] / best['baseline']:.2f}x the baseline" if "baseline" in best else ""
         print(f"  {label:9s} {best[label]:8.0f} µs CPU/order{ratio}")
+        if label in best_server:
+            ratio = (f"  {best_server[label] / best_server['baseline']:.2f}x the baseline"
+                     if "baseline" in best_server else "")
+            print(f"  {'':9s} {best_server[label]:8.0f} µs PostgreSQL CPU/order{ratio}")
     return 0
 
 

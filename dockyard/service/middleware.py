@@ -71,6 +71,8 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 async def receive_body(request: web.Request, timeout: float) -> bytes:
     """The request's body, or 408 when it does not arrive within `timeout` seconds (413 past the
     size limit, as aiohttp says)."""
+    if request.content.is_eof():  # all of it arrived with the headers (most callbacks): nothing to wait for
+        return await request.read()
     try:
         # asyncio.timeout, not wait_for: the body is read in the handler's own task (read in
         # another task, aiohttp loses connections that are still sending)

@@ -348,12 +348,7 @@ def ingest(conn: Conn, items: Sequence[IngestItem], now: int | None = None) -> l
     content is a duplicate; other content under the same number is a conflict (quarantined) or,
     with an update flow, an update."""
     stamp = conn.now
-    inserted = conn.execute_returning((
-        "INSERT INTO dy_orders (order_no, tracking_id, warehouse, shop_code, channel, fingerprint, payload, "
-        "status, delivery, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'received', 'pending', ?, ?) "
-        "ON CONFLICT (order_no) DO NOTHING RETURNING tracking_id"),
-        [(it.order_no, it.tracking_id, it.warehouse, it.shop_code, it.channel, it.fingerprint, it.payload,
-          stamp, stamp) for it in items])
+    inserted = _insert_orders(conn, items, stamp)
     results: list[IngestResult] = []
     rows: list[JournalRow] = []
     jobs: list[tuple[Any, ...]] = []
@@ -386,10 +381,44 @@ def ingest(conn: Conn, items: Sequence[IngestItem], now: int | None = None) -> l
                          "VALUES (?, ?, ?, ?, ?)",
                          (stamp, "order", it.order_no, json.dumps([why], ensure_ascii=False), it.payload))
             results.append(IngestResult("conflict", tracking, why))
-    if jobs:
+    if jobs and conn.dialect == "postgres" and len(jobs) > 1:  # one statement, not a round trip per job
+        conn.execute(_QUEUE_PG_SQL, _columns(jobs, text=(0, 1, 2, 3, 4, 6)))
+    elif jobs:
         conn.executemany(_QUEUE_SQL, jobs)
     journal(conn, rows)
     return results
+
+
+_INSERT_ORDER_SQL = (
+    "INSERT INTO dy_orders (order_no, tracking_id, warehouse, shop_code, channel, fingerprint, payload, "
+    "status, delivery, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'received', 'pending', ?, ?) "
+    "ON CONFLICT (order_no) DO NOTHING RETURNING tracking_id")
+_INSERT_ORDERS_PG_SQL = (
+    "INSERT INTO dy_orders (order_no, tracking_id, warehouse, shop_code, channel, fingerprint, payload, "
+    "status, delivery, created_at, updated_at) SELECT v.order_no, v.tracking_id, v.warehouse, v.shop_code, "
+    "v.channel, v.fingerprint, v.payload, 'received', 'pending', ?, ? FROM unnest(?::text[], ?::text[], ?::text[], "
+    "?::text[], ?::text[], ?::text[], ?::text[]) WITH ORDINALITY AS v(order_no, tracking_id, warehouse, shop_code, "
+    "channel, fingerprint, payload, n) ORDER BY v.n ON CONFLICT (order_no) DO NOTHING RETURNING tracking_id")
+_QUEUE_PG_SQL = (
+    "INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, payload, created_at, updated_at) "
+    "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::text[], "
+    "?::bigint[], ?::bigint[])")
+
+
+def _insert_orders(conn: Conn, items: Sequence[IngestItem], stamp: int) -> list[bool]:
+    """Insert the orders that are new; for each item, whether it was. On PostgreSQL a group's
+    orders go in one statement, in order-number order: two nodes inserting overlapping numbers
+    then take the unique index's locks in the same order and cannot deadlock. An item is known
+    by its tracking id (fresh per item), so of two items with one number in a batch only the one
+    inserted counts as new."""
+    rows = [(it.order_no, it.tracking_id, it.warehouse, it.shop_code, it.channel, it.fingerprint, it.payload)
+            for it in items]
+    if conn.dialect != "postgres" or len(rows) <= 1:
+        return conn.execute_returning(_INSERT_ORDER_SQL, [(*row, stamp, stamp) for row in rows])
+    ordered = sorted(rows, key=lambda row: row[0])
+    new = {row[0] for row in conn.execute(_INSERT_ORDERS_PG_SQL,
+                                          [stamp, stamp, *_columns(ordered, text=(0, 1, 2, 3, 4, 5, 6))])}
+    return [it.tracking_id in new for it in items]
 
 
 class IngestOp(BatchOp):
@@ -574,11 +603,13 @@ class MarkSendingOp(BatchOp):
 
     @classmethod
     def run(cls, tx: Tx, ops: Sequence[MarkSendingOp]) -> list[bool]:
-        if tx.dialect != "sqlite" or len(ops) == 1:
+        if len(ops) == 1:
             return tx.execute_returning("UPDATE dy_jobs SET state = 'sending', updated_at = ? WHERE id = ? "
                                         "AND owner = ? AND state IN ('claimed', 'sending') RETURNING id",
                                         [(tx.now, op.job_id, op.owner) for op in ops])
-        # SQLite (one writer, no lock order to keep): the group's jobs in one statement per owner
+        # The group's jobs in one statement per owner (a node's jobs all have its owner), ids in
+        # ascending order as finish() keeps them. On PostgreSQL no other node updates these rows
+        # while they are this owner's, short of a lease recovery, which the owner check turns away.
         by_owner: dict[str, list[int]] = {}
         for op in ops:
             by_owner.setdefault(op.owner, []).append(op.job_id)

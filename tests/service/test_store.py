@@ -357,6 +357,36 @@ def test_batched_writes_of_one_group_keep_each_writes_own_answer(store_url: str)
         db.close()
 
 
+def test_a_groups_orders_are_recorded_as_one_by_one(db: Database) -> None:
+    """The orders of one group go in as one statement on PostgreSQL (sorted by number, so nodes
+    take the unique index's locks in one order): each still gets the answer it would get alone,
+    in the order it came, repeats inside the group included, and only new orders get a job."""
+    _ingest(db, "G-0")
+
+    def item(no: str, fp: str) -> IngestItem:
+        return IngestItem(no, uuid.uuid4().hex, "wh1", None, None, fp, json.dumps({"order_no": no}), 0, "default",
+                          False)
+
+    batch = [item("G-9", "fp-9"), item("G-3", "fp-3"), item("G-9", "fp-9"), item("G-3", "other"),
+             item("G-0", "fp-G-0"), item("G-5", "fp-5")]
+
+    async def group() -> list[list[store.IngestResult]]:
+        return list(await asyncio.gather(db.write(store.IngestOp(batch[:3])), db.write(store.IngestOp(batch[3:]))))
+
+    results = [r for op in asyncio.run(group()) for r in op]
+    assert [r.status for r in results] == ["accepted", "accepted", "duplicate", "conflict", "duplicate", "accepted"]
+    # an accepted order answers with its own tracking id; a repeat with the first one's
+    assert [results[i].tracking_id for i in (0, 1, 5)] == [batch[i].tracking_id for i in (0, 1, 5)]
+    assert results[2].tracking_id == batch[0].tracking_id and results[3].tracking_id == batch[1].tracking_id
+    stored = dict(db.read_sync(lambda c: c.execute("SELECT order_no, tracking_id FROM dy_orders")))
+    assert stored["G-9"] == batch[0].tracking_id and stored["G-3"] == batch[1].tracking_id
+    jobs = db.read_sync(lambda c: c.execute(
+        "SELECT order_no, kind, state FROM dy_jobs ORDER BY order_no"))
+    assert jobs == [("G-0", "create", "ready"), ("G-3", "create", "ready"), ("G-5", "create", "ready"),
+                    ("G-9", "create", "ready")]
+    assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_quarantine")) == [(1,)]
+
+
 def test_an_orders_events_join_its_waiting_forward_and_go_out_in_order(store_url: str) -> None:
     """While an order's forward is out, its next events join the one job waiting behind it (not a
     job each); events of one order in one group are one job; the waiting job carries them in the
