@@ -265,10 +265,18 @@ def queue_forwards(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
     if waiting:
         targets = sorted(waiting.items(), key=lambda kv: kv[1])  # rows in id order, as every writer takes them
         # `state = 'waiting'` again: on PostgreSQL another node may have made it ready since the look
-        done = conn.execute_returning(
-            "UPDATE dy_jobs SET payload = payload || ? || ?, updated_at = ? WHERE id = ? AND state = 'waiting' "
-            "RETURNING id", [(EVENT_SEPARATOR, EVENT_SEPARATOR.join(merged[o]), conn.now, job_id)
-                             for o, job_id in targets])
+        if conn.dialect == "postgres" and len(targets) > 1:  # one statement, not a round trip per job
+            changed = {int(row[0]) for row in conn.execute(
+                "UPDATE dy_jobs j SET payload = j.payload || ? || v.more, updated_at = ? FROM unnest(?::bigint[], "
+                "?::text[]) AS v(id, more) WHERE j.id = v.id AND j.state = 'waiting' RETURNING j.id",
+                (EVENT_SEPARATOR, conn.now, [job_id for _, job_id in targets],
+                 [EVENT_SEPARATOR.join(merged[o]) for o, _ in targets]))}
+            done = [job_id in changed for _, job_id in targets]
+        else:
+            done = conn.execute_returning(
+                "UPDATE dy_jobs SET payload = payload || ? || ?, updated_at = ? WHERE id = ? AND state = 'waiting' "
+                "RETURNING id", [(EVENT_SEPARATOR, EVENT_SEPARATOR.join(merged[o]), conn.now, job_id)
+                                 for o, job_id in targets])
         appended = {o for (o, _), ok in zip(targets, done, strict=True) if ok}
     rest = [("up", "forward", o, "_upstream", EVENT_SEPARATOR.join(merged[o])) for o in order_nos if o not in appended]
     if rest:

@@ -428,6 +428,27 @@ def up_ids(db: Database) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+def test_events_of_several_orders_join_each_orders_own_waiting_forward(db: Database) -> None:
+    """One callback's events for several orders whose forwards wait (one statement on PostgreSQL):
+    each order's events join that order's waiting job and no other."""
+    _ingest(db, "H-1", "H-2", "H-3")
+    ev = store.EventRecord
+
+    def record(*events: tuple[str, str]) -> None:
+        db.write_sync(store.RecordEventsOp("wh1", "confirm", [ev({"order_no": o, "status": st}, o + st)
+                                                               for o, st in events], forward=True, received_at=0))
+
+    record(("H-1", "accepted"), ("H-2", "accepted"), ("H-3", "accepted"))
+    record(("H-2", "picking"), ("H-1", "picking"))
+    record(("H-1", "packed"), ("H-2", "shipped"), ("H-3", "picking"))
+    rows = db.read_sync(lambda c: c.execute("SELECT order_no, state, payload FROM dy_jobs WHERE lane = 'up' "
+                                            "ORDER BY id"))
+    assert [(o, st, [json.loads(e)["status"] for e in store.forward_events(p)]) for o, st, p in rows] == [
+        ("H-1", "ready", ["accepted"]), ("H-2", "ready", ["accepted"]), ("H-3", "ready", ["accepted"]),
+        ("H-1", "waiting", ["picking", "packed"]), ("H-2", "waiting", ["picking", "shipped"]),
+        ("H-3", "waiting", ["picking"])]
+
+
 def test_sqlite_wal_is_checkpointed_off_the_writers_path(tmp_path: Path) -> None:
     """The writer's COMMITs never checkpoint (a checkpoint copies pages and syncs the database: a
     stall of the group that happens to cross SQLite's mark); a thread of the store's own does it.
