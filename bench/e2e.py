@@ -375,7 +375,14 @@ def serve_child(argv: list[str]) -> int:
     lags: list[float] = []
     if args.profile:
         instrument()
-    service = Service(ServiceContext.build(load_config(args.config)))
+    from dockyard.service.logs import setup_logging
+
+    ctx = ServiceContext.build(load_config(args.config))
+    # as `dockyard serve` logs (JSON at info), into service.log beside the config: the run pays for
+    # its logging, and the benchmark's own output stays readable
+    log_file = (Path(args.config).parent / "service.log").open("a", encoding="utf-8")
+    setup_logging(ctx.secrets, level="info", fmt="json", stream=log_file)
+    service = Service(ctx)
     install_uvloop()
 
     def dump(*_: Any) -> None:
