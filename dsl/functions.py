@@ -12,6 +12,7 @@ code only through `CallSite.const`, which writes them with `repr()`.
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -658,9 +659,19 @@ _register(Function(
     "Refuses the input: the mapping stops with an error naming the spec location, the field, the order "
     "and this message. Use it in a branch: `if count($lines) > 0 then … else fail(\"every line has qty 0\")`.",
     "presence", (Example('if true then "sent" else fail("never reached")', "sent"),)))
+def _present(c: CallSite) -> str:
+    # A constant argument (a literal, or a call folded to one, such as `concat()` → '') is decided
+    # here: `'' is not None` is what Python warns about ("is not" with a literal), and a warning
+    # is an error where warnings are errors.
+    try:
+        value = ast.literal_eval(c.args[0])
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return f"({c.args[0]} is not None)"
+    return repr(value is not None)
+
+
 _register(Function(
-    "present", (Param("value", (A,), "any value", handles_missing=True),), fixed(BOOL),
-    lambda c: f"({c.args[0]} is not None)",
+    "present", (Param("value", (A,), "any value", handles_missing=True),), fixed(BOOL), _present,
     "True when the value is there (not absent and not null).", "presence",
     (Example("present(invoice)", True, {"invoice": {"title": "个人"}}),
      Example("present(invoice)", False, {"invoice": None}),

@@ -37,7 +37,9 @@ SOURCES: dict[Kind, list[str]] = {
     Kind.DATETIME: ["parse_datetime(created_at)", "now()"],
     Kind.BOOL: ["true", "items[0].is_gift", "present(remark)"],
     Kind.LIST: ["items", 'split(order_no, "0")', "[]"],
-    Kind.ANY: ["order_no", "items", "amounts.paid_total", "buyer", "omit"],
+    # constants too, written or folded (`concat()` is ''): generated code must not compare a
+    # literal with `is`, which Python warns about
+    Kind.ANY: ["order_no", "items", "amounts.paid_total", "buyer", "omit", '""', "7", "1.50", "true", "concat()"],
 }
 # `omit` (missing on purpose) may stand wherever a value of any kind may be missing.
 for _kind in (Kind.STRING, Kind.DECIMAL, Kind.LIST):
