@@ -692,8 +692,10 @@ request:
 a single `<package>` is still a list; attributes are `@name`, text beside them `#text`; no entity
 expansion) or `form` (a urlencoded body; a field that carries JSON text is read with
 `parse_json(field)`). Malformed input is an error that says what is wrong, never a crash. The
-built-in schemas are `order`, `status-event` (the output of every inbound flow) and `outcome` (what
-a warehouse response means); `target.schema` may name them too.
+built-in schemas are `order`, `status-event` (the output of an inbound flow: one event),
+`status-events` (`{"events": [status-event, …]}`: a message that reports several things, such as
+an SF route push's routes) and `outcome` (what a warehouse response means); `target.schema` may
+name them too.
 
 ## Mapping tests and rule coverage
 

@@ -56,7 +56,7 @@ __all__ = ["BUILTIN_SCHEMAS", "NO_NULL_HINT", "NULL_WORDS", "ParseResult", "did_
            "parse_spec", "spec_schema"]
 
 BUILTIN_SCHEMAS = {"order": "order.schema.json", "status-event": "status-event.schema.json",
-                   "outcome": "outcome.schema.json"}
+                   "status-events": "status-events.schema.json", "outcome": "outcome.schema.json"}
 _EACH_KEYS = ("$each", "$as", "$where", "$let", "$emit")
 _VALUE_KEYS = ("$value", "$optional", "$cdata", "$when")
 _DIRECTIVES = (*_EACH_KEYS, *_VALUE_KEYS, "$json")
@@ -83,6 +83,14 @@ def spec_schema() -> dict[str, Any]:
 def load_builtin_schema(name: str) -> dict[str, Any]:
     text = resources.files("dockyard.dsl").joinpath(f"schemas/{BUILTIN_SCHEMAS[name]}").read_text(encoding="utf-8")
     result: dict[str, Any] = json.loads(text)
+    if name == "status-events":
+        # one definition of an event: status-event's, with its own $defs beside it (its $refs are
+        # to #/$defs/…), never a copy that could drift
+        event = load_builtin_schema("status-event")
+        defs = event.pop("$defs", {})
+        for key in ("$schema", "$id"):
+            event.pop(key, None)
+        result["$defs"] = {**defs, "status-event": event}
     return result
 
 

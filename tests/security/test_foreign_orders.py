@@ -60,3 +60,51 @@ def test_a_callback_for_another_warehouses_order_or_none_is_refused(tmp_path: Pa
             await env.alive()
 
     asyncio.run(main())
+
+
+def test_a_push_of_many_routes_is_an_event_per_route_each_for_its_own_order(tmp_path: Path, store_url: str,
+                                                                            bundle_dir: Path) -> None:
+    """SF pushes many routes at once, often of several orders: every route is recorded and
+    forwarded as an event of its own (none is acknowledged and lost), a route for another
+    warehouse's order in the same push is refused on its own, and a push sent again changes
+    nothing but its one new route."""
+    async def main() -> None:
+        async with service(tmp_path, store_url, bundle_dir, warehouses=("qimen-std", "sf")) as env:
+            first, second = await env.placed("douyin-trimmed-money"), await env.placed("hostile-remark")
+            foreign = await env.placed("tmall-basic")  # routed to qimen-std
+
+            def route(order_no: str, route_id: str, op: str) -> dict[str, str]:
+                return {"mailno": "SF" + route_id, "orderid": order_no, "acceptTime": "2023-11-11 18:32:05",
+                        "opCode": op, "id": route_id}
+
+            async def push(*routes: dict[str, str]) -> tuple[int, bytes]:
+                status, answer, _ = await env.request("POST", "/callbacks/sf/route-push",
+                                                      body=json.dumps({"Body": {"WaybillRoute": list(routes)}}),
+                                                      headers={"Content-Type": "application/json"})
+                no_internals(answer)
+                return status, answer
+
+            routes = [route(first, "R1", "50"), route(second, "R2", "50"), route(foreign, "R3", "80"),
+                      route(first, "R4", "30")]
+            status, answer = await push(*routes)
+            assert status == 200 and b'"return_code":"0000"' in answer
+            assert sorted((e[1], e[2], e[3]) for e in await env.events()) == [
+                ("R1", first, "shipped"), ("R2", second, "shipped"), ("R4", first, "in_transit")]
+            refused = await env.rows("SELECT outcome FROM dy_journal WHERE step = 'feedback' AND order_no = ?",
+                                     (foreign,))
+            assert refused == [("foreign-order",)]
+            status, _ = await push(*routes, route(second, "R5", "80"))  # SF sends it again, with one more
+            assert status == 200
+            assert sorted(e[1] for e in await env.events()) == ["R1", "R2", "R4", "R5"]
+            seen: list[dict[str, object]] = []
+            for _ in range(100):
+                seen = await env.upstream_after(0.05)
+                if len(seen) >= 4:
+                    break
+            assert sorted(str(e["event_id"]) for e in seen) == ["R1", "R2", "R4", "R5"]
+            statuses = dict(await env.rows("SELECT order_no, status FROM dy_orders WHERE order_no IN (?, ?)",
+                                           (first, second)))
+            assert statuses == {first: "in_transit", second: "signed"}
+            await env.alive()
+
+    asyncio.run(main())

@@ -50,10 +50,14 @@ def verify_signature(kind: str, secret_name: str, secret: str, push: Received) -
 
 
 def status_event(kind: str, push: Received, context: dict[str, Any]) -> dict[str, Any]:
+    """The push's one event (an SF push from the simulator carries one route: its `events` hold one)."""
     m = mapping(INBOUND[(kind, push.flow)])
-    event: dict[str, Any] = m.transform(m.parse_input(push.body), context, validate=True)
-    jsonschema.validate(event, STATUS_EVENT)
-    return event
+    result: dict[str, Any] = m.transform(m.parse_input(push.body), context, validate=True)
+    if "events" in result:  # status-events
+        assert len(result["events"]) == 1, result
+        [result] = result["events"]
+    jsonschema.validate(result, STATUS_EVENT)
+    return result
 
 
 async def _run(names: list[str], feedback: Feedback, refuse_first: int = 0,
