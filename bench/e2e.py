@@ -749,7 +749,8 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
     plan.store = store
     out = dict(prep.out, nodes=nodes, rate=rate)
     port = free_port()
-    feedback = {"step_delay": args.step_delay} if args.feedback else {"enabled": False}
+    feedback = ({"step_delay": args.step_delay, "route_batch": args.route_batch} if args.feedback
+                else {"enabled": False})
     report_path = work / "service-report.json"
     report_path.unlink(missing_ok=True)
     with contextlib.ExitStack() as stack:
@@ -1035,6 +1036,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the folder of that server's unix socket (how nodes in namespaces reach it)")
     ap.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--step-delay", type=float, default=0.05, help="simulator feedback: seconds between steps")
+    ap.add_argument("--route-batch", type=int, default=1,
+                    help="simulator feedback: SF routes (of any orders) per route push at most, as SF batches "
+                         "its pushes (1: a push per route)")
     ap.add_argument("--batch", type=int, default=200, help="orders per POST /orders/batch")
     ap.add_argument("--parallel", type=int, default=4, help="batch requests in flight")
     ap.add_argument("--concurrency", type=int, default=64, help="requests in flight per warehouse (service config)")

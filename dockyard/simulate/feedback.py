@@ -16,6 +16,11 @@ that push to be acknowledged or given up, so one order's callbacks arrive in ord
 answer is not the warehouse's success acknowledgement is retried with exponential backoff, up to
 `max_push_attempts` attempts in all; `duplicate_push_rate` re-sends an acknowledged push once,
 same event id and bytes, to exercise the service's dedupe.
+
+SF pushes routes in batches (its route push carries a list, of one waybill or of many): with
+`route_batch` above 1 the SF routes of all orders are gathered for up to `route_linger` seconds
+and pushed together, at most `route_batch` to a push; each order's lifecycle still waits for
+the push that carried its route, so its routes arrive in order.
 """
 
 from __future__ import annotations
@@ -58,13 +63,17 @@ class Feedback:
     retry_delay: float = 0.05
     max_retry_delay: float = 2.0
     push_timeout: float = 5.0
+    route_batch: int = 1  # SF: routes (of any orders) in one push at most; 1 pushes each alone
+    route_linger: float = 0.02  # SF: how long a route waits for others to share its push
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.duplicate_push_rate <= 1.0:
             raise ValueError("duplicate_push_rate must lie in 0..1")
         if self.max_push_attempts < 1:
             raise ValueError("max_push_attempts must be at least 1")
-        if min(self.step_delay, self.retry_delay, self.max_retry_delay, self.push_timeout) < 0:
+        if self.route_batch < 1:
+            raise ValueError("route_batch must be at least 1")
+        if min(self.step_delay, self.retry_delay, self.max_retry_delay, self.push_timeout, self.route_linger) < 0:
             raise ValueError("delays and timeouts must not be negative")
 
 
@@ -110,11 +119,7 @@ def build_push(ws: WarehouseState, order: OrderState, code: str) -> Push | None:
         query = p.qimen_callback_query(method, ctx, xml, spec.secret)
         return Push(method, query, "text/xml;charset=utf-8", xml.encode("utf-8"), p.qimen_acked)
     if spec.kind == "sf":
-        route = {"id": str(next(_SF_ROUTE_IDS)), "mailno": order.waybill, "orderid": order.order_no,
-                 "acceptTime": now, "acceptAddress": "杭州市", "remark": _SF_REMARK.get(code, ""), "opCode": code,
-                 "reasonCode": "", "reasonName": ""}
-        query, body = p.sf_route_push(route, spec.secret, str(int(time.time() * 1000)))
-        return Push("route-push", query, "application/json;charset=utf-8", body, p.sf_acked)
+        return sf_push(ws, [sf_route(order, code, now)])
     if spec.kind == "cainiao":
         message: dict[str, object] = {
             "orderCode": order.order_no, "erpOrderCode": order.order_no, "orderType": 201,
@@ -140,6 +145,29 @@ def build_push(ws: WarehouseState, order: OrderState, code: str) -> Push | None:
     return None
 
 
+def sf_route(order: OrderState, code: str, now: str | None = None) -> dict[str, str]:
+    """One SF route: step `code` of `order`."""
+    return {"id": str(next(_SF_ROUTE_IDS)), "mailno": order.waybill, "orderid": order.order_no,
+            "acceptTime": now or p.shanghai_time(), "acceptAddress": "杭州市", "remark": _SF_REMARK.get(code, ""),
+            "opCode": code, "reasonCode": "", "reasonName": ""}
+
+
+def sf_push(ws: WarehouseState, routes: list[dict[str, str]]) -> Push:
+    """One signed SF route push carrying `routes`."""
+    query, body = p.sf_route_push(routes, ws.spec.secret, str(int(time.time() * 1000)))
+    return Push("route-push", query, "application/json;charset=utf-8", body, p.sf_acked)
+
+
+class _Routes:
+    """SF routes waiting to share a push: each with the future its lifecycle awaits."""
+
+    __slots__ = ("timer", "waiting")
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[dict[str, str], asyncio.Future[bool]]] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+
 class Pusher:
     """Runs order lifecycles and delivers their callbacks over one shared client session."""
 
@@ -148,6 +176,8 @@ class Pusher:
         self.session = session
         self.rng = rng
         self.timeout = aiohttp.ClientTimeout(total=feedback.push_timeout)
+        self._routes: dict[str, _Routes] = {}
+        self._flushing: set[asyncio.Task[None]] = set()
 
     async def lifecycle(self, ws: WarehouseState, order: OrderState) -> None:
         base = ws.spec.callback_base
@@ -156,9 +186,46 @@ class Pusher:
             if order.stage == CANCELLED:  # a cancel that got in before picking ends the story
                 return
             order.stage = stage
+            if base and ws.spec.kind == "sf" and self.feedback.route_batch > 1:
+                await self._route(ws, base, sf_route(order, code))
+                continue
             push = build_push(ws, order, code) if base else None
             if push is not None and base is not None:
                 await self.deliver(ws, base, push)
+
+    async def _route(self, ws: WarehouseState, base: str, route: dict[str, str]) -> bool:
+        """Push `route` together with the other orders' routes gathered meanwhile; whether the push
+        that carried it was acknowledged."""
+        batch = self._routes.setdefault(ws.spec.name, _Routes())
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        batch.waiting.append((route, done))
+        if len(batch.waiting) >= self.feedback.route_batch:
+            self._flush(ws, base)
+        elif batch.timer is None:
+            batch.timer = asyncio.get_running_loop().call_later(self.feedback.route_linger, self._flush, ws, base)
+        return await done
+
+    def _flush(self, ws: WarehouseState, base: str) -> None:
+        batch = self._routes.get(ws.spec.name)
+        if batch is None or not batch.waiting:
+            return
+        if batch.timer is not None:
+            batch.timer.cancel()
+            batch.timer = None
+        taken, batch.waiting = batch.waiting, []
+        task = asyncio.get_running_loop().create_task(self._send_routes(ws, base, taken))
+        self._flushing.add(task)  # held until done: a task nobody references may be collected
+        task.add_done_callback(self._flushing.discard)
+
+    async def _send_routes(self, ws: WarehouseState, base: str,
+                           taken: list[tuple[dict[str, str], asyncio.Future[bool]]]) -> None:
+        ok = False
+        try:
+            ok = await self.deliver(ws, base, sf_push(ws, [route for route, _ in taken]))
+        finally:  # every lifecycle that waits hears how it went, even when the push failed inside
+            for _, done in taken:
+                if not done.done():
+                    done.set_result(ok)
 
     async def deliver(self, ws: WarehouseState, base: str, push: Push) -> bool:
         """Push until acknowledged or `max_push_attempts` are spent; counts on `ws`."""

@@ -195,14 +195,17 @@ def sf_answer(inner: Mapping[str, Any] | None, *, api_code: str = "A1000", api_m
                   "apiResultData": data})
 
 
-def sf_route_push(route: Mapping[str, Any], secret: str, timestamp: str) -> tuple[dict[str, str], bytes]:
-    """A route push with one route, {"Body":{"WaybillRoute":[route]}}, and its signed query.
+def sf_route_push(route: Mapping[str, Any] | Sequence[Mapping[str, Any]], secret: str,
+                  timestamp: str) -> tuple[dict[str, str], bytes]:
+    """A route push, {"Body":{"WaybillRoute":[route, …]}} (one route, or a list: SF pushes several
+    routes at once, of one waybill or of many), and its signed query.
 
     SF's notes give no signature for pushes; the simulator signs them like SF's requests, over
     the JSON body as msgData: query `timestamp` (epoch milliseconds) and `msgDigest`. A receiver
     that does not verify pushes can ignore the query; one that does verifies scheme sf-msgdigest
     with parameters from the query and the raw body as msgData."""
-    body = _json({"Body": {"WaybillRoute": [route]}})
+    routes = [route] if isinstance(route, Mapping) else list(route)
+    body = _json({"Body": {"WaybillRoute": routes}})
     return {"timestamp": timestamp, "msgDigest": sf_sign(body.decode(), timestamp, secret)}, body
 
 

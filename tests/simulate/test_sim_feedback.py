@@ -154,3 +154,45 @@ def test_no_pushes_without_a_callback_base_or_with_feedback_disabled() -> None:
 
     stats = run(body)
     assert stats["warehouses"]["qimen-std"]["callbacks"]["pushed"] == 0
+
+
+def _routes(receiver: Any) -> list[list[dict[str, Any]]]:
+    """Each SF push's routes, as our inbound mapping reads them (its events), in arrival order."""
+    kit, out = KITS["sf"], []
+    for push in receiver.received:
+        if push.warehouse != "sf":
+            continue
+        verify_signature(kit.kind, kit.secret_name, kit.secret, push)
+        m = mapping(INBOUND[("sf", push.flow)])
+        result = m.transform(m.parse_input(push.body), kit.context, validate=True)
+        for event in result["events"]:
+            jsonschema.validate(event, STATUS_EVENT)
+        out.append(result["events"])
+    return out
+
+
+def test_sf_routes_of_many_orders_share_pushes_and_each_orders_arrive_in_order() -> None:
+    """With route_batch, SF pushes carry routes of several orders (as SF's own pushes do): every
+    route arrives once, no push holds more than the batch, and each order's routes are in the
+    order of its steps (a lifecycle waits for the push that carried its route)."""
+    feedback = Feedback(step_delay=0.01, route_batch=4, route_linger=0.05)
+    sim, receiver, _ = run(lambda: _run(["sf"], feedback, orders=6))
+    pushes = _routes(receiver)
+    assert max(len(p) for p in pushes) <= 4 and any(len(p) > 1 for p in pushes)
+    events = [e for p in pushes for e in p]
+    by_order: dict[str, list[str]] = {}
+    for e in events:
+        by_order.setdefault(e["order_no"], []).append(e["status"])
+    assert by_order == {f"FB-{i}": EXPECTED["sf"] for i in range(6)}
+    assert len({e["event_id"] for e in events}) == len(events) == 6 * len(EXPECTED["sf"])
+    callbacks = sim.stats()["warehouses"]["sf"]["callbacks"]
+    assert callbacks["pushed"] == callbacks["acked"] == len(pushes) and callbacks["failed"] == 0
+
+
+def test_a_refused_batch_is_pushed_again_whole() -> None:
+    feedback = Feedback(step_delay=0.01, retry_delay=0.01, route_batch=3, route_linger=0.05)
+    _sim, receiver, _ = run(lambda: _run(["sf"], feedback, refuse_first=1, orders=3))
+    bodies = [r.body for r in receiver.received if r.warehouse == "sf"]
+    assert len(bodies) == 2 * len(set(bodies))  # each push refused once, then sent again, same bytes
+    events = [e for p in _routes(receiver) for e in p]
+    assert len({e["event_id"] for e in events}) == 3 * len(EXPECTED["sf"])
