@@ -5,7 +5,8 @@ variable (`secret_env`) that holds its secret.
     seed: 1
     upstream_secret_env: UPSTREAM_HMAC_SECRET      # optional: verify X-Dockyard-Signature
     upstream_faults: {error_rate: 0.01}            # optional
-    feedback: {enabled: true, step_delay: 0.05, duplicate_push_rate: 0.0, max_push_attempts: 5}
+    feedback: {enabled: true, step_delay: 0.05, duplicate_push_rate: 0.0, max_push_attempts: 5,
+               route_batch: 1}                  # route_batch: SF routes (of any orders) per push
     warehouses:                                    # a list, or a mapping keyed by name
       - name: qimen-std
         kind: qimen                                # qimen | sf | jd | cainiao
