@@ -75,6 +75,7 @@ class Binding:
     lineage: Lineage = field(default_factory=Lineage)
     used: bool = False
     span: Span | None = None
+    omit: ast.Omit | None = None  # a let whose value can be `omit` (a branch of it, a `??` default)
 
 
 @dataclass
@@ -513,6 +514,8 @@ class _Checker:
             t = self.expr(let.expr, scope, lin)
             b = self.bind("let", let.name, t, let.span, _source_path(let.expr, self.result))
             b.lineage = lin
+            tail = _omit_tail(let.expr, self.result)
+            b.omit = tail[0] if tail is not None else None
             scope.names[let.name] = b
             self.result.let_bindings[id(let)] = b
             bound.append(b)
@@ -580,10 +583,16 @@ class _Checker:
 
     def required_omit(self, f: OutField, path: str) -> None:
         """`omit` can only leave a field out; on a required field it would fail every such order."""
-        omit = _omit_tail(f.value.expr) if isinstance(f.value, OutValue) else None
-        if omit is not None:
-            self.error(omit.span, f"omit leaves {path} out, but {path} is required", "required-omit",
-                       hint=f'mark it optional: {f.key}?:, or refuse the order with fail("…")')
+        tail = _omit_tail(f.value.expr, self.result) if isinstance(f.value, OutValue) else None
+        if tail is None:
+            return
+        omit, through = tail
+        hint = f'mark it optional: {f.key}?:, or refuse the order with fail("…")'
+        if through is None:
+            self.error(omit.span, f"omit leaves {path} out, but {path} is required", "required-omit", hint=hint)
+        else:  # the omit is in a let: point at the use here, and say where the omit is
+            self.error(through.span, f"${through.name} can be omit (line {omit.span.line}), which leaves {path} "
+                                     f"out, but {path} is required", "required-omit", hint=hint)
 
     def xml_key(self, f: OutField, path: str) -> None:
         key = f.key[1:] if f.key.startswith("@") else f.key
@@ -628,15 +637,19 @@ def has_when(node: OutNode) -> bool:
     return isinstance(node, OutObject | OutValue) and node.when is not None
 
 
-def _omit_tail(node: ast.Expr) -> ast.Omit | None:
-    """An `omit` that can be the value of the whole expression (a branch of `if`, a `??` default)."""
+def _omit_tail(node: ast.Expr, result: CheckResult) -> tuple[ast.Omit, ast.Var | None] | None:
+    """An `omit` that can be the value of the whole expression (a branch of `if`, a `??` default,
+    or a `$let` whose value can be one), with the variable it came through, if any."""
     match node:
         case ast.Omit():
-            return node
+            return node, None
         case ast.If(then=then, else_=other):
-            return _omit_tail(then) or _omit_tail(other)
+            return _omit_tail(then, result) or _omit_tail(other, result)
         case ast.Binary(op="??", right=right):
-            return _omit_tail(right)
+            return _omit_tail(right, result)
+        case ast.Var():
+            b = result.bindings.get(id(node))
+            return (b.omit, node) if b is not None and b.kind == "let" and b.omit is not None else None
     return None
 
 

@@ -79,6 +79,7 @@ EXPECTED_CODES: dict[str, tuple[list[str], bool]] = {
     "wire-settings": (["request-sign", "unknown-policy", "request-encrypt", "request-encrypt"], False),
     "no-null": (["no-null", "no-null"], False),
     "required-omit": (["required-omit"], False),
+    "required-omit-via-let": (["required-omit", "required-omit"], False),
     "when-beside-each": (["spec-directive"], False),
     "several-mistakes": (["unused-let", "unknown-path", "unknown-path", "unknown-function", "type-mix",
                           "bad-argument", "arity", "type-mix"], False),
