@@ -618,9 +618,18 @@ class Deliverer:
         assert up is not None
         wake = self.wake[UPSTREAM]
         lease = int((up.timeout + 120) * 1_000_000)
-        secret = self.ctx.secrets.get(up.secret).reveal() if up.secret else None
         while not self._stopping:
             wake.clear()
+            # read per batch (the secrets cache makes it cheap), so that a rotated value signs the
+            # next batch after a reload, not only after a restart; nothing is claimed without it
+            up = self.ctx.config.upstream or up
+            try:
+                secret = self.ctx.secrets.get(up.secret).reveal() if up.secret else None
+            except DockyardError as exc:
+                log.error("the upstream webhook's secret cannot be read; forwarding waits: %s",
+                          self.ctx.secrets.redact(str(exc)))
+                await _wait(wake, 5.0)
+                continue
             try:
                 outcome = await self.db.claim(self._claimer("up", UPSTREAM, up.batch, lease, None))
             except StoreError:

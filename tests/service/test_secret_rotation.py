@@ -92,6 +92,56 @@ def test_the_previous_secret_verifies_inside_the_overlap_and_is_refused_after(en
     asyncio.run(main())
 
 
+def test_a_rotated_upstream_secret_signs_the_next_forward_after_a_reload(env: Any) -> None:
+    """The upstream webhook's HMAC secret is rotated like the others (a new value in the secrets
+    folder, then a reload): the next events are signed with the new value, none with the old."""
+    async def main() -> None:
+        async with env() as run:
+            order = example()
+            await run.post("/orders", order)
+            await run.until(order["order_no"], lambda d: d["delivery"] == "delivered")
+
+            async def forwarded(n: int) -> None:
+                for _ in range(200):
+                    if len(run.sim.upstream_events()) >= n:
+                        return
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"{len(run.sim.upstream_events())} events forwarded, not {n}: "
+                                     f"{run.sim.stats()['upstream']}")
+
+            status, _ = await _post_qimen(run, _confirm(order["order_no"], "OBC-1"))
+            assert status == 200
+            await forwarded(1)
+            name = run.service.ctx.config.upstream.secret
+            new = "TEST-ONLY-upstream-" + "cd" * 12
+            secrets_dir = Path(str(run.service.ctx.config.secrets_dir))
+            (secrets_dir / (name + ".new")).write_text(new, encoding="utf-8")
+            (secrets_dir / (name + ".new")).replace(secrets_dir / name)
+            run.sim._upstream.secret = new  # the middle-platform takes the new value at the same moment
+            await reload_service(run.service, by="test")
+            status, _ = await _post_qimen(run, _confirm(order["order_no"], "OBC-2"))
+            assert status == 200
+            await forwarded(2)
+            assert run.sim.stats()["upstream"]["bad_signatures"] == 0
+            assert [e["event_id"] for e in run.sim.upstream_events()] == ["OBC-1", "OBC-2"]
+
+            # a secret that cannot be read holds forwarding back (nothing sent unsigned or lost),
+            # and it goes on once the secret is back
+            (secrets_dir / name).unlink()
+            run.service.ctx.secrets.clear()
+            status, _ = await _post_qimen(run, _confirm(order["order_no"], "OBC-3"))
+            assert status == 200
+            await asyncio.sleep(1.0)
+            assert len(run.sim.upstream_events()) == 2
+            (secrets_dir / name).write_text(new, encoding="utf-8")
+            run.service.ctx.secrets.clear()
+            run.service.deliverer.poke("_upstream")
+            await forwarded(3)
+            assert run.sim.stats()["upstream"]["bad_signatures"] == 0
+
+    asyncio.run(main())
+
+
 # the config writes a moment with its offset: fixed offsets, to the minute, are that domain (a
 # zone's local time in a DST gap has no single instant to compare with)
 _OFFSETS = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
