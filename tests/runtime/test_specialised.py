@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import types
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any
@@ -376,3 +376,79 @@ def test_transform_and_bind_with_a_thread_context_unsafe_for_money(reference: tu
             c.traps[InvalidOperation] = traps
             assert fast.transform(order) == expected
             assert fast.bind()(order) == expected
+
+
+# --- transform() as one call: the generated transform_entry against CompiledMapping.transform ---
+
+def _outcome_of(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """A result, or everything a caller can see of the error: class, text, fields, cause."""
+    try:
+        return ("ok", fn(*args, **kwargs))
+    except Exception as exc:
+        cause = exc.__cause__
+        return ("error", type(exc).__name__, str(exc), getattr(exc, "location", None), getattr(exc, "field", None),
+                type(cause).__name__ if cause is not None else None, exc.__suppress_context__)
+
+
+def _general_transform(mapping: Any) -> Any:
+    from dockyard.runtime.mapping import CompiledMapping
+
+    return lambda *args, **kwargs: CompiledMapping.transform(mapping, *args, **kwargs)
+
+
+def test_transform_is_the_generated_entry(reference: tuple[Any, Any], with_context: Any) -> None:
+    from dockyard.runtime.mapping import CompiledMapping
+
+    fast, general = reference
+    for mapping in (fast, with_context):
+        assert "transform" in vars(mapping) and mapping.transform.__module__ == mapping.module.__name__
+    assert "transform" not in vars(general)  # a module without specialised code: the method itself
+    assert general.transform.__func__ is CompiledMapping.transform
+
+
+_orders = st.fixed_dictionaries({"order_no": st.one_of(st.just("T1"), st.none(), st.integers(0, 3))})
+_order_shapes = st.sampled_from(["dict", "proxy", "list"])
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.one_of(st.none(), st.dictionaries(st.sampled_from(["owner", "count", "rate", "flag", "other"]),
+                                            _context_values, max_size=5)),
+       _orders, _order_shapes, st.sampled_from([None, "fixed", "naive"]), st.booleans(),
+       st.sampled_from([(28, True), (5, True), (28, False), (40, True)]))
+def test_transform_entry_agrees_with_the_general_method(with_context: Any, context: dict[str, Any] | None,
+                                                        order: dict[str, Any], shape: str, clock: str | None,
+                                                        validate: bool, decimal: tuple[int, bool]) -> None:
+    wrapped: Any = {"dict": order, "proxy": types.MappingProxyType(order), "list": [order]}[shape]
+    when = {None: None, "fixed": datetime(2023, 11, 11, tzinfo=UTC), "naive": datetime(2023, 11, 11)}[clock]
+    general = _general_transform(with_context)
+    with localcontext() as c:
+        c.prec, c.traps[InvalidOperation] = decimal
+        for args in ((wrapped,), (wrapped, context), (wrapped, context, when)):
+            assert _outcome_of(with_context.transform, *args) == _outcome_of(general, *args)
+        assert (_outcome_of(with_context.transform, wrapped, context=context, clock=when, validate=validate)
+                == _outcome_of(general, wrapped, context=context, clock=when, validate=validate))
+
+
+_faulty = st.fixed_dictionaries({
+    "order_no": st.one_of(st.just("T1"), st.none()), "shop_code": st.sampled_from(["TM-FLAG-001", "X", None]),
+    "created_at": st.sampled_from(["2023-11-11T00:01:23+08:00", "2023-11-11T00:01:23Z", "bad", None]),
+    "buyer": st.one_of(st.just({"nick": "n"}), st.just({"nick": None}), st.none()),
+    "receiver": st.one_of(st.just({"name": "a", "mobile": "1", "province": "p", "city": "c", "district": "d",
+                                   "address": " x "}), st.just({"name": "a"}), st.none()),
+    "amounts": st.fixed_dictionaries({"paid_total": st.one_of(st.sampled_from(["1.005", "x", "-0.004"]), _raw)}),
+    "items": st.lists(st.fixed_dictionaries({
+        "sku": st.sampled_from(["A", None]), "name": st.just("i"), "qty": st.one_of(st.integers(-1, 3), _raw),
+        "unit_price": st.sampled_from(["1.005", "x", "2"]), "discount": st.sampled_from(["0", None]),
+        "is_gift": st.booleans()}), max_size=3),
+})
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(_faulty)
+def test_transform_entry_fails_exactly_as_the_general_method(reference: tuple[Any, Any],
+                                                             order: dict[str, Any]) -> None:
+    # The same statements run in both: every error is the same, spec location, field and cause included.
+    fast, _general = reference
+    clock = datetime(2023, 11, 11, tzinfo=timezone(timedelta(hours=8)))
+    assert _outcome_of(fast.transform, order, clock=clock) == _outcome_of(_general_transform(fast), order, clock=clock)
+    assert _outcome_of(fast.transform, order) == _outcome_of(_general_transform(fast), order)
