@@ -13,7 +13,8 @@ each field is settled now rather than at run time.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -82,6 +83,14 @@ class _Gen:
     fused_calls: dict[int, str] = field(default_factory=dict)  # id of a sum computed in a fused loop → local
     branches: list[tuple[str, int, int, str]] = field(default_factory=list)  # (kind, line, col, text)
     value_fields: list[tuple[int, bool]] = field(default_factory=list)  # (field index, optional)
+    # Input values read once (see `cached`): per region of the function being written (its body, a
+    # loop's body, a `$when` block), read path → the local holding it; None: every read is written
+    # out (general code, coverage). `head`: the code being generated runs unconditionally, before
+    # anything generated after it, at the statement being written (only there a read is bound).
+    reads: list[dict[tuple[str, ...], str]] | None = None
+    head: bool = False
+    bound: list[tuple[str, str, str]] = field(default_factory=list)  # (binding code, plain code, local)
+    reused: set[str] = field(default_factory=set)
 
     def branch_point(self, kind: str, span: Any, text: str) -> int:
         self.branches.append((kind, span.line, span.col, text))
@@ -128,11 +137,106 @@ class _Gen:
 
     def expr(self, node: ast.Expr) -> str:
         """A Python expression computing `node`; None stands for *missing*."""
-        if self.specialise and isinstance(node, ast.Unary | ast.Binary | ast.If) and _constant(node):
-            folded = self.fold(node)
-            if folded is not None:
-                return folded
-        return self.general_expr(node)
+        head = self.head
+        if head and not self.keeps_head(node):
+            self.head = False  # its parts may run conditionally or in another order: no read is bound there
+        try:
+            if self.specialise and isinstance(node, ast.Unary | ast.Binary | ast.If) and _constant(node):
+                folded = self.fold(node)
+                if folded is not None:
+                    return folded
+            return self.general_expr(node)
+        finally:
+            self.head = head
+
+    # -- input values read once -----------------------------------------------------------
+    def keeps_head(self, node: ast.Expr) -> bool:
+        """Whether every part of `node` runs unconditionally, in the order it is generated: a path
+        read, `not x`, an equality, an ordering of values that cannot be missing."""
+        match node:
+            case ast.Name() | ast.Field() | ast.Var() | ast.Literal() | ast.Unary(op="not"):
+                return True
+            case ast.Binary(op="==" | "!="):
+                return True
+            case ast.Binary(op="<" | "<=" | ">" | ">=", left=left, right=right):
+                return not self.type_of(left).maybe and not self.type_of(right).maybe
+        return False
+
+    def read_key(self, node: ast.Expr) -> tuple[str, ...] | None:
+        """A path read's identity within a function: its root (the input, a let or a loop's element)
+        and its field names."""
+        match node:
+            case ast.Name(name=name):
+                return ("", name)
+            case ast.Var(name=name) if name != "ctx":
+                b = self.checked.bindings.get(id(node))
+                return (self.local(b),) if b is not None and b.kind in ("let", "loop", "lambda") else None
+            case ast.Field(obj=obj, name=name):
+                key = self.read_key(obj)
+                return None if key is None else (*key, name)
+        return None
+
+    def known(self, node: ast.Expr) -> str | None:
+        """The local holding `node`'s value, read before in this region or an enclosing one."""
+        key = self.read_key(node) if self.reads is not None else None
+        if self.reads is None or key is None:
+            return None
+        for region in reversed(self.reads):
+            name = region.get(key)
+            if name is not None:
+                self.reused.add(name)
+                return name
+        return None
+
+    @contextmanager
+    def statement(self) -> Iterator[None]:
+        """Code generated inside runs at the head of the statement being written."""
+        head, self.head = self.head, True
+        try:
+            yield
+        finally:
+            self.head = head
+
+    @contextmanager
+    def region(self) -> Iterator[None]:
+        """A loop's body or a conditional block: what is read inside is forgotten after it."""
+        if self.reads is not None:
+            self.reads.append({})
+        try:
+            yield
+        finally:
+            if self.reads is not None:
+                self.reads.pop()
+
+    def cached(self, node: ast.Expr, code: str) -> str:
+        """`code`, a subscript reading `node` from a value that cannot be missing, read once per
+        region: a read made earlier in this region or an enclosing one is reused; else, at the head
+        of a statement, the value is bound to a local where it is read, by an assignment expression
+        on the same line (so that a failure is still reported at that field). Bindings that are never
+        reused are taken out again when the function is written (`unbind_unused`)."""
+        known = self.known(node)
+        if known is not None:
+            return known
+        key = self.read_key(node) if self.reads is not None and self.head else None
+        if self.reads is None or key is None:
+            return code
+        name = self.names.new("read")
+        self.reads[-1][key] = name
+        binding = f"({name} := {code})"
+        self.bound.append((binding, code, name))
+        return binding
+
+    def unbind_unused(self, lines: list[str], start: int) -> None:
+        """Ends a function: bindings never reused become plain reads again (latest first: a later
+        binding's code holds the earlier ones as they were written)."""
+        for binding, code, name in reversed(self.bound):
+            if name not in self.reused:
+                for i in range(start, len(lines)):
+                    if binding in lines[i]:
+                        lines[i] = lines[i].replace(binding, code)
+        self.bound, self.reused = [], set()
+        if self.reads is not None:
+            self.reads = [{}]
 
     def fold(self, node: ast.Expr) -> str | None:
         """Constant folding: an expression of literals only is computed now, by running the very
@@ -253,10 +357,16 @@ class _Gen:
     def _read(self, node: ast.Expr) -> str:
         match node:
             case ast.Name(name=name):
-                return f"_src[{literal(name)}]" if not self.type_of(node).maybe else f"_src.get({literal(name)})"
+                if self.type_of(node).maybe:
+                    return f"_src.get({literal(name)})"
+                return self.cached(node, f"_src[{literal(name)}]")
             case ast.Field(obj=ast.Var(name="ctx"), name=name):
                 return f"_ctx[{literal(name)}]" if not self.type_of(node).maybe else f"_ctx.get({literal(name)})"
             case ast.Field(obj=obj, name=name):
+                ot = self.type_of(obj)
+                if ot.kind is Kind.OBJECT and not ot.maybe and not self.type_of(node).maybe:
+                    known = self.known(node)
+                    return known if known is not None else self.cached(node, self.member(obj, literal(name), False))
                 return self.member(obj, literal(name), self.type_of(node).maybe)
             case ast.Index(obj=obj, index=index):
                 ot = self.type_of(obj)
@@ -503,7 +613,7 @@ class _TreeWriter:
             if fusion is not None:
                 self.fused(fusion, where)
                 continue
-            with self.em.field(let.span, f"{where}${let.name}"):
+            with self.em.field(let.span, f"{where}${let.name}"), self.gen.statement():
                 self.em.line(f"{self.gen.local(b)} = {self.gen.expr(let.expr)}")
 
     def fused(self, fusion: _Fusion, where: str) -> None:
@@ -533,15 +643,20 @@ class _TreeWriter:
             self.em.line(f"{position} = 0")
             self.em.line(f"for {item} in {items}:")
             self.em.depth += 1
-            self.em.line(f"if not {gen.cond(fusion.keep.body)}:")
+            region = gen.region()
+            region.__enter__()
+            with gen.statement():
+                self.em.line(f"if not {gen.cond(fusion.keep.body)}:")
             self.em.line("    continue")
             for call, total in totals:
                 lam = call.args[1]
                 assert isinstance(lam, ast.Lambda)
                 param = REGISTRY["sum"].param_at(1)
                 assert param is not None
-                self.em.line(f"{total} += {gen.convert(lam.body, param.kinds)}")
+                with gen.statement():
+                    self.em.line(f"{total} += {gen.convert(lam.body, param.kinds)}")
         self.each_body(each, fusion.path, out, position, item)
+        region.__exit__(None, None, None)
         self.em.depth -= 1
         self.fused_each[id(each)] = out
 
@@ -552,7 +667,14 @@ class _TreeWriter:
             case OutValue(expr=e, cdata=cdata, when=when):
                 t = self.gen.type_of(e)
                 index = self.em.register(e.span, path)
-                code = self.gen.expr(e)
+                # A value written as its own statement right away (below) is at a statement's head.
+                raw = isinstance(e, ast.Name | ast.Field | ast.Index | ast.Var) and not t.decimal_source
+                own_statement = when is None and ((required and (t.maybe or raw)) or (not required and t.maybe))
+                if own_statement:
+                    with self.gen.statement():
+                        code = self.gen.expr(e)
+                else:
+                    code = self.gen.expr(e)
                 if when is not None:
                     # The condition runs first: a false one leaves the value out without computing it.
                     t = t.optional()
@@ -568,7 +690,6 @@ class _TreeWriter:
                     code = self.gen.guard([(code, t.maybe)], lambda a: f"{self.gen.helper('CData')}({a[0]})")
                 # A value read straight from the input may still be null in an input that breaks
                 # its schema; a required field never lets that through.
-                raw = isinstance(e, ast.Name | ast.Field | ast.Index | ast.Var) and not t.decimal_source
                 if required and (t.maybe or raw):
                     tmp = self.gen.names.new("value")
                     self.em.comment(index)
@@ -613,10 +734,10 @@ class _TreeWriter:
     def object(self, node: OutObject, path: str) -> _Value:
         if node.when is not None:
             obj = self.gen.names.new("object")
-            with self.em.field(node.when.span, f"{path} $when"):
+            with self.em.field(node.when.span, f"{path} $when"), self.gen.statement():
                 self.em.line(f"{obj} = None")
                 header = f"if {self.gen.cond(node.when)}:"
-            with self.em.block(header):
+            with self.em.block(header), self.gen.region():
                 if self.gen.coverage:
                     n = self.gen.branch_point("$when", node.when.span, "true / false")
                     self.em.line(f"_COV.branch({n}, 1)")
@@ -693,7 +814,7 @@ class _TreeWriter:
             self.em.line(f"{out} = []")
             self.em.line(f"{position} = 0")
             header = f"for {index}, {item} in enumerate({source}):" if self.trace else f"for {item} in {source}:"
-        with self.em.block(header):
+        with self.em.block(header), gen.region():
             if self.trace:
                 self.each_body(node, path, out, position, item, (loop_id, index))
             else:
@@ -705,7 +826,7 @@ class _TreeWriter:
         """The statements for one element of a $each: $where, position, lineage, lets, the value."""
         gen = self.gen
         if node.where is not None:
-            with self.em.field(node.where.span, f"{path}[] $where"):
+            with self.em.field(node.where.span, f"{path}[] $where"), gen.statement():
                 self.em.line(f"if not {gen.cond(node.where)}:")
                 if gen.coverage:
                     n = gen.branch_point("$where", node.where.span, "kept / dropped")
@@ -876,6 +997,8 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
     gen = _Gen(checked, tables={t.name: t for t in spec.tables}, coverage=coverage, specialise=specialise)
     if coverage:
         gen.helper("CoverageRecorder")
+    if specialise and not coverage:
+        gen.reads = [{}]  # each input value read once per function where it can be (see _Gen.cached)
     em = Emitter()
     writer = _TreeWriter(gen, em, spec)
     if _loop_paths(spec, gen) and not coverage:
@@ -883,8 +1006,10 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         # by this variant; `transform` below skips the per-element check. (Coverage mode keeps one
         # function, so that every branch point is counted once.)
         with em.block("def transform_traced(_src, _ctx, _clock, _trace):"):
+            start = len(em.lines)
             writer.lets(spec.lets, "")
             em.line(f"return {writer.fields(spec.output, '')}")
+            gen.unbind_unused(em.lines, start)
         em.line()
         em.line()
         writer.trace = False
@@ -894,6 +1019,7 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         body_start = len(em.lines)
         writer.lets(spec.lets, "")
         em.line(f"return {writer.fields(spec.output, '')}")
+        gen.unbind_unused(em.lines, body_start)
         body_end = len(em.lines)
     if specialise and not coverage:
         _entry(spec, gen, em, body_start, body_end)
@@ -920,6 +1046,7 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         # Request fields see the same lets, plus $body (the serialized document) and $request_id.
         with em.block("def request_fields(_src, _ctx, _clock, _body, _request_id):"):
             em.line('"""The computed query parameters, headers, form fields and idempotency key."""')
+            start = len(em.lines)
             writer.lets(spec.lets, "")
             parts = [f"'query': {writer.fields(req.query, 'request.query')}",
                      f"'headers': {writer.fields(req.headers, 'request.headers')}"]
@@ -935,6 +1062,7 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
                     em.line(f"    raise {gen.helper('MissingValue')}({index})")
             parts.append(f"'key': {key}")
             em.line("return {" + ", ".join(parts) + "}")
+            gen.unbind_unused(em.lines, start)
     return _render(spec, gen, em)
 
 
