@@ -213,7 +213,7 @@ class _Gen:
         region: a read made earlier in this region or an enclosing one is reused; else, at the head
         of a statement, the value is bound to a local where it is read, by an assignment expression
         on the same line (so that a failure is still reported at that field). Bindings that are never
-        reused are taken out again when the function is written (`unbind_unused`)."""
+        reused are taken out again when the function is written (`settle_reads`)."""
         known = self.known(node)
         if known is not None:
             return known
@@ -222,18 +222,22 @@ class _Gen:
             return code
         name = self.names.new("read")
         self.reads[-1][key] = name
-        binding = f"({name} := {code})"
-        self.bound.append((binding, code, name))
-        return binding
+        # A mark, settled when the function is written: `(name := code)` if the value is read again,
+        # else `code`. Its control characters can be nowhere else in generated code (repr() escapes
+        # them in literals, comment_safe() in comments), so no user text is ever taken for one.
+        mark = f"\x01{name}\x02{code}\x03"
+        self.bound.append((mark, code, name))
+        return mark
 
-    def unbind_unused(self, lines: list[str], start: int) -> None:
-        """Ends a function: bindings never reused become plain reads again (latest first: a later
-        binding's code holds the earlier ones as they were written)."""
-        for binding, code, name in reversed(self.bound):
-            if name not in self.reused:
-                for i in range(start, len(lines)):
-                    if binding in lines[i]:
-                        lines[i] = lines[i].replace(binding, code)
+    def settle_reads(self, lines: list[str], start: int) -> None:
+        """Ends a function: each mark of `cached` becomes a binding where the value is read again,
+        a plain read where it is not (latest first: a later mark holds the earlier ones as they
+        were written)."""
+        for mark, code, name in reversed(self.bound):
+            text = f"({name} := {code})" if name in self.reused else code
+            for i in range(start, len(lines)):
+                if mark in lines[i]:
+                    lines[i] = lines[i].replace(mark, text)
         self.bound, self.reused = [], set()
         if self.reads is not None:
             self.reads = [{}]
@@ -627,36 +631,36 @@ class _TreeWriter:
             gen.locals[gen.checked.lambda_bindings[id(lam)].uid] = item
         gen.locals[gen.checked.loop_bindings[id(each)].uid] = item
         totals = []
-        with self.em.field(fusion.let.span, f"{where}${fusion.let.name}"):
-            items = gen.expr(fusion.source)
-            if gen.type_of(fusion.source).maybe:
-                items = f"({items} or ())"
-            for call in fusion.sums:
-                total = gen.names.new("value")
-                start = gen.const(Decimal(0)) if gen.type_of(call).kind is Kind.DECIMAL else "0"
-                self.em.line(f"{total} = {start}")
-                gen.fused_calls[id(call)] = total
-                totals.append((call, total))
-            out = gen.names.new("list")
-            position = gen.local(gen.checked.bindings[id(each)])
-            self.em.line(f"{out} = []")
-            self.em.line(f"{position} = 0")
-            self.em.line(f"for {item} in {items}:")
-            self.em.depth += 1
-            region = gen.region()
-            region.__enter__()
-            with gen.statement():
-                self.em.line(f"if not {gen.cond(fusion.keep.body)}:")
-            self.em.line("    continue")
-            for call, total in totals:
-                lam = call.args[1]
-                assert isinstance(lam, ast.Lambda)
-                param = REGISTRY["sum"].param_at(1)
-                assert param is not None
+        # The loop's body is a region of its own (values read there once per element); what the
+        # loop's header reads is never bound (no statement's head there).
+        with gen.region():
+            with self.em.field(fusion.let.span, f"{where}${fusion.let.name}"):
+                items = gen.expr(fusion.source)
+                if gen.type_of(fusion.source).maybe:
+                    items = f"({items} or ())"
+                for call in fusion.sums:
+                    total = gen.names.new("value")
+                    start = gen.const(Decimal(0)) if gen.type_of(call).kind is Kind.DECIMAL else "0"
+                    self.em.line(f"{total} = {start}")
+                    gen.fused_calls[id(call)] = total
+                    totals.append((call, total))
+                out = gen.names.new("list")
+                position = gen.local(gen.checked.bindings[id(each)])
+                self.em.line(f"{out} = []")
+                self.em.line(f"{position} = 0")
+                self.em.line(f"for {item} in {items}:")
+                self.em.depth += 1
                 with gen.statement():
-                    self.em.line(f"{total} += {gen.convert(lam.body, param.kinds)}")
-        self.each_body(each, fusion.path, out, position, item)
-        region.__exit__(None, None, None)
+                    self.em.line(f"if not {gen.cond(fusion.keep.body)}:")
+                self.em.line("    continue")
+                for call, total in totals:
+                    lam = call.args[1]
+                    assert isinstance(lam, ast.Lambda)
+                    param = REGISTRY["sum"].param_at(1)
+                    assert param is not None
+                    with gen.statement():
+                        self.em.line(f"{total} += {gen.convert(lam.body, param.kinds)}")
+            self.each_body(each, fusion.path, out, position, item)
         self.em.depth -= 1
         self.fused_each[id(each)] = out
 
@@ -1009,7 +1013,7 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
             start = len(em.lines)
             writer.lets(spec.lets, "")
             em.line(f"return {writer.fields(spec.output, '')}")
-            gen.unbind_unused(em.lines, start)
+            gen.settle_reads(em.lines, start)
         em.line()
         em.line()
         writer.trace = False
@@ -1019,7 +1023,7 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         body_start = len(em.lines)
         writer.lets(spec.lets, "")
         em.line(f"return {writer.fields(spec.output, '')}")
-        gen.unbind_unused(em.lines, body_start)
+        gen.settle_reads(em.lines, body_start)
         body_end = len(em.lines)
     if specialise and not coverage:
         _entry(spec, gen, em, body_start, body_end)
@@ -1062,7 +1066,7 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
                     em.line(f"    raise {gen.helper('MissingValue')}({index})")
             parts.append(f"'key': {key}")
             em.line("return {" + ", ".join(parts) + "}")
-            gen.unbind_unused(em.lines, start)
+            gen.settle_reads(em.lines, start)
     return _render(spec, gen, em)
 
 
@@ -1280,6 +1284,8 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
     # The shell is rendered twice: first to learn where the body starts, then with the source map.
     fields = tuple((f, line, col, path) for f, line, col, path in em.fields)
     body = "\n".join(em.lines)
+    if "\x01" in body:  # every function settles its reads (_Gen.settle_reads)
+        raise AssertionError("a read of the input was left unsettled")
     context = dict(
         spec_path=comment_safe(spec.path), name=comment_safe(spec.name), version=comment_safe(spec.version),
         compiler=COMPILER_VERSION, imports=sorted(gen.imports), meta=literal(meta), target=target_code,

@@ -547,3 +547,29 @@ def _fused_order(got: Any, expected: Any) -> bool:
     may name another (spec-located) one first, as in the reference mapping's test."""
     return (got[0] == expected[0] == "error" and got[1] == expected[1]
             and got[2].split("\n")[1:] == expected[2].split("\n")[1:])
+
+
+def test_a_literal_that_looks_like_a_bound_read_is_left_as_it_is(tmp_path: Path) -> None:
+    # A user literal holding the very text of the module's binding (repr() writes it verbatim: it has
+    # no double quote) is data: only the compiler's own marks are settled into bindings.
+    spec = tmp_path / "lit.yaml"
+    fields = "  a: receiver.name\n  b: receiver.city\n"
+    spec.write_text(_CONTEXT_SPEC.replace("rate: string($ctx.rate)\n", "rate: string($ctx.rate)\n" + fields),
+                    encoding="utf-8")
+    found = re.search(r"\(_r\d+ := _src\['receiver'\]\)", compile_file(spec).source)
+    assert found is not None
+    text = f"{found.group(0)}['name'] {found.group(0)[1:4]}"
+    spec.write_text(_CONTEXT_SPEC.replace("rate: string($ctx.rate)\n", f'rate: string($ctx.rate)\n  text: "{text}"\n'
+                                          + fields), encoding="utf-8")
+    mapping = compile_file(spec)
+    assert repr(text) in mapping.source and repr(text).startswith('"')
+    doc = mapping.transform({"order_no": "T1", "receiver": {"name": "n", "city": "c"}},
+                            {"owner": "o", "rate": Decimal("1.5")})
+    assert (doc["text"], doc["a"], doc["b"]) == (text, "n", "c")
+    # Read once only: the same name's mark becomes a plain read, and the literal still stays as it is.
+    spec.write_text(_CONTEXT_SPEC.replace("rate: string($ctx.rate)\n", f'rate: string($ctx.rate)\n  text: "{text}"\n'
+                                          "  a: receiver.name\n"), encoding="utf-8")
+    mapping = compile_file(spec)
+    assert ":= _src['receiver'])['name']\n" not in mapping.source
+    assert mapping.transform({"order_no": "T1", "receiver": {"name": "n"}}, {"owner": "o", "rate": Decimal(1)})[
+        "text"] == text
