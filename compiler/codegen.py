@@ -13,7 +13,8 @@ each field is settled now rather than at run time.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -82,6 +83,14 @@ class _Gen:
     fused_calls: dict[int, str] = field(default_factory=dict)  # id of a sum computed in a fused loop → local
     branches: list[tuple[str, int, int, str]] = field(default_factory=list)  # (kind, line, col, text)
     value_fields: list[tuple[int, bool]] = field(default_factory=list)  # (field index, optional)
+    # Input values read once (see `cached`): per region of the function being written (its body, a
+    # loop's body, a `$when` block), read path → the local holding it; None: every read is written
+    # out (general code, coverage). `head`: the code being generated runs unconditionally, before
+    # anything generated after it, at the statement being written (only there a read is bound).
+    reads: list[dict[tuple[str, ...], str]] | None = None
+    head: bool = False
+    bound: list[tuple[str, str, str]] = field(default_factory=list)  # (binding code, plain code, local)
+    reused: set[str] = field(default_factory=set)
 
     def branch_point(self, kind: str, span: Any, text: str) -> int:
         self.branches.append((kind, span.line, span.col, text))
@@ -128,11 +137,110 @@ class _Gen:
 
     def expr(self, node: ast.Expr) -> str:
         """A Python expression computing `node`; None stands for *missing*."""
-        if self.specialise and isinstance(node, ast.Unary | ast.Binary | ast.If) and _constant(node):
-            folded = self.fold(node)
-            if folded is not None:
-                return folded
-        return self.general_expr(node)
+        head = self.head
+        if head and not self.keeps_head(node):
+            self.head = False  # its parts may run conditionally or in another order: no read is bound there
+        try:
+            if self.specialise and isinstance(node, ast.Unary | ast.Binary | ast.If) and _constant(node):
+                folded = self.fold(node)
+                if folded is not None:
+                    return folded
+            return self.general_expr(node)
+        finally:
+            self.head = head
+
+    # -- input values read once -----------------------------------------------------------
+    def keeps_head(self, node: ast.Expr) -> bool:
+        """Whether every part of `node` runs unconditionally, in the order it is generated: a path
+        read, `not x`, an equality, an ordering of values that cannot be missing."""
+        match node:
+            case ast.Name() | ast.Field() | ast.Var() | ast.Literal() | ast.Unary(op="not"):
+                return True
+            case ast.Binary(op="==" | "!="):
+                return True
+            case ast.Binary(op="<" | "<=" | ">" | ">=", left=left, right=right):
+                return not self.type_of(left).maybe and not self.type_of(right).maybe
+        return False
+
+    def read_key(self, node: ast.Expr) -> tuple[str, ...] | None:
+        """A path read's identity within a function: its root (the input, a let or a loop's element)
+        and its field names."""
+        match node:
+            case ast.Name(name=name):
+                return ("", name)
+            case ast.Var(name=name) if name != "ctx":
+                b = self.checked.bindings.get(id(node))
+                return (self.local(b),) if b is not None and b.kind in ("let", "loop", "lambda") else None
+            case ast.Field(obj=obj, name=name):
+                key = self.read_key(obj)
+                return None if key is None else (*key, name)
+        return None
+
+    def known(self, node: ast.Expr) -> str | None:
+        """The local holding `node`'s value, read before in this region or an enclosing one."""
+        key = self.read_key(node) if self.reads is not None else None
+        if self.reads is None or key is None:
+            return None
+        for region in reversed(self.reads):
+            name = region.get(key)
+            if name is not None:
+                self.reused.add(name)
+                return name
+        return None
+
+    @contextmanager
+    def statement(self) -> Iterator[None]:
+        """Code generated inside runs at the head of the statement being written."""
+        head, self.head = self.head, True
+        try:
+            yield
+        finally:
+            self.head = head
+
+    @contextmanager
+    def region(self) -> Iterator[None]:
+        """A loop's body or a conditional block: what is read inside is forgotten after it."""
+        if self.reads is not None:
+            self.reads.append({})
+        try:
+            yield
+        finally:
+            if self.reads is not None:
+                self.reads.pop()
+
+    def cached(self, node: ast.Expr, code: str) -> str:
+        """`code`, a subscript reading `node` from a value that cannot be missing, read once per
+        region: a read made earlier in this region or an enclosing one is reused; else, at the head
+        of a statement, the value is bound to a local where it is read, by an assignment expression
+        on the same line (so that a failure is still reported at that field). Bindings that are never
+        reused are taken out again when the function is written (`settle_reads`)."""
+        known = self.known(node)
+        if known is not None:
+            return known
+        key = self.read_key(node) if self.reads is not None and self.head else None
+        if self.reads is None or key is None:
+            return code
+        name = self.names.new("read")
+        self.reads[-1][key] = name
+        # A mark, settled when the function is written: `(name := code)` if the value is read again,
+        # else `code`. Its control characters can be nowhere else in generated code (repr() escapes
+        # them in literals, comment_safe() in comments), so no user text is ever taken for one.
+        mark = f"\x01{name}\x02{code}\x03"
+        self.bound.append((mark, code, name))
+        return mark
+
+    def settle_reads(self, lines: list[str], start: int) -> None:
+        """Ends a function: each mark of `cached` becomes a binding where the value is read again,
+        a plain read where it is not (latest first: a later mark holds the earlier ones as they
+        were written)."""
+        for mark, code, name in reversed(self.bound):
+            text = f"({name} := {code})" if name in self.reused else code
+            for i in range(start, len(lines)):
+                if mark in lines[i]:
+                    lines[i] = lines[i].replace(mark, text)
+        self.bound, self.reused = [], set()
+        if self.reads is not None:
+            self.reads = [{}]
 
     def fold(self, node: ast.Expr) -> str | None:
         """Constant folding: an expression of literals only is computed now, by running the very
@@ -253,10 +361,16 @@ class _Gen:
     def _read(self, node: ast.Expr) -> str:
         match node:
             case ast.Name(name=name):
-                return f"_src[{literal(name)}]" if not self.type_of(node).maybe else f"_src.get({literal(name)})"
+                if self.type_of(node).maybe:
+                    return f"_src.get({literal(name)})"
+                return self.cached(node, f"_src[{literal(name)}]")
             case ast.Field(obj=ast.Var(name="ctx"), name=name):
                 return f"_ctx[{literal(name)}]" if not self.type_of(node).maybe else f"_ctx.get({literal(name)})"
             case ast.Field(obj=obj, name=name):
+                ot = self.type_of(obj)
+                if ot.kind is Kind.OBJECT and not ot.maybe and not self.type_of(node).maybe:
+                    known = self.known(node)
+                    return known if known is not None else self.cached(node, self.member(obj, literal(name), False))
                 return self.member(obj, literal(name), self.type_of(node).maybe)
             case ast.Index(obj=obj, index=index):
                 ot = self.type_of(obj)
@@ -503,7 +617,7 @@ class _TreeWriter:
             if fusion is not None:
                 self.fused(fusion, where)
                 continue
-            with self.em.field(let.span, f"{where}${let.name}"):
+            with self.em.field(let.span, f"{where}${let.name}"), self.gen.statement():
                 self.em.line(f"{self.gen.local(b)} = {self.gen.expr(let.expr)}")
 
     def fused(self, fusion: _Fusion, where: str) -> None:
@@ -517,31 +631,36 @@ class _TreeWriter:
             gen.locals[gen.checked.lambda_bindings[id(lam)].uid] = item
         gen.locals[gen.checked.loop_bindings[id(each)].uid] = item
         totals = []
-        with self.em.field(fusion.let.span, f"{where}${fusion.let.name}"):
-            items = gen.expr(fusion.source)
-            if gen.type_of(fusion.source).maybe:
-                items = f"({items} or ())"
-            for call in fusion.sums:
-                total = gen.names.new("value")
-                start = gen.const(Decimal(0)) if gen.type_of(call).kind is Kind.DECIMAL else "0"
-                self.em.line(f"{total} = {start}")
-                gen.fused_calls[id(call)] = total
-                totals.append((call, total))
-            out = gen.names.new("list")
-            position = gen.local(gen.checked.bindings[id(each)])
-            self.em.line(f"{out} = []")
-            self.em.line(f"{position} = 0")
-            self.em.line(f"for {item} in {items}:")
-            self.em.depth += 1
-            self.em.line(f"if not {gen.cond(fusion.keep.body)}:")
-            self.em.line("    continue")
-            for call, total in totals:
-                lam = call.args[1]
-                assert isinstance(lam, ast.Lambda)
-                param = REGISTRY["sum"].param_at(1)
-                assert param is not None
-                self.em.line(f"{total} += {gen.convert(lam.body, param.kinds)}")
-        self.each_body(each, fusion.path, out, position, item)
+        # The loop's body is a region of its own (values read there once per element); what the
+        # loop's header reads is never bound (no statement's head there).
+        with gen.region():
+            with self.em.field(fusion.let.span, f"{where}${fusion.let.name}"):
+                items = gen.expr(fusion.source)
+                if gen.type_of(fusion.source).maybe:
+                    items = f"({items} or ())"
+                for call in fusion.sums:
+                    total = gen.names.new("value")
+                    start = gen.const(Decimal(0)) if gen.type_of(call).kind is Kind.DECIMAL else "0"
+                    self.em.line(f"{total} = {start}")
+                    gen.fused_calls[id(call)] = total
+                    totals.append((call, total))
+                out = gen.names.new("list")
+                position = gen.local(gen.checked.bindings[id(each)])
+                self.em.line(f"{out} = []")
+                self.em.line(f"{position} = 0")
+                self.em.line(f"for {item} in {items}:")
+                self.em.depth += 1
+                with gen.statement():
+                    self.em.line(f"if not {gen.cond(fusion.keep.body)}:")
+                self.em.line("    continue")
+                for call, total in totals:
+                    lam = call.args[1]
+                    assert isinstance(lam, ast.Lambda)
+                    param = REGISTRY["sum"].param_at(1)
+                    assert param is not None
+                    with gen.statement():
+                        self.em.line(f"{total} += {gen.convert(lam.body, param.kinds)}")
+            self.each_body(each, fusion.path, out, position, item)
         self.em.depth -= 1
         self.fused_each[id(each)] = out
 
@@ -552,7 +671,14 @@ class _TreeWriter:
             case OutValue(expr=e, cdata=cdata, when=when):
                 t = self.gen.type_of(e)
                 index = self.em.register(e.span, path)
-                code = self.gen.expr(e)
+                # A value written as its own statement right away (below) is at a statement's head.
+                raw = isinstance(e, ast.Name | ast.Field | ast.Index | ast.Var) and not t.decimal_source
+                own_statement = when is None and ((required and (t.maybe or raw)) or (not required and t.maybe))
+                if own_statement:
+                    with self.gen.statement():
+                        code = self.gen.expr(e)
+                else:
+                    code = self.gen.expr(e)
                 if when is not None:
                     # The condition runs first: a false one leaves the value out without computing it.
                     t = t.optional()
@@ -568,7 +694,6 @@ class _TreeWriter:
                     code = self.gen.guard([(code, t.maybe)], lambda a: f"{self.gen.helper('CData')}({a[0]})")
                 # A value read straight from the input may still be null in an input that breaks
                 # its schema; a required field never lets that through.
-                raw = isinstance(e, ast.Name | ast.Field | ast.Index | ast.Var) and not t.decimal_source
                 if required and (t.maybe or raw):
                     tmp = self.gen.names.new("value")
                     self.em.comment(index)
@@ -613,10 +738,10 @@ class _TreeWriter:
     def object(self, node: OutObject, path: str) -> _Value:
         if node.when is not None:
             obj = self.gen.names.new("object")
-            with self.em.field(node.when.span, f"{path} $when"):
+            with self.em.field(node.when.span, f"{path} $when"), self.gen.statement():
                 self.em.line(f"{obj} = None")
                 header = f"if {self.gen.cond(node.when)}:"
-            with self.em.block(header):
+            with self.em.block(header), self.gen.region():
                 if self.gen.coverage:
                     n = self.gen.branch_point("$when", node.when.span, "true / false")
                     self.em.line(f"_COV.branch({n}, 1)")
@@ -693,7 +818,7 @@ class _TreeWriter:
             self.em.line(f"{out} = []")
             self.em.line(f"{position} = 0")
             header = f"for {index}, {item} in enumerate({source}):" if self.trace else f"for {item} in {source}:"
-        with self.em.block(header):
+        with self.em.block(header), gen.region():
             if self.trace:
                 self.each_body(node, path, out, position, item, (loop_id, index))
             else:
@@ -705,7 +830,7 @@ class _TreeWriter:
         """The statements for one element of a $each: $where, position, lineage, lets, the value."""
         gen = self.gen
         if node.where is not None:
-            with self.em.field(node.where.span, f"{path}[] $where"):
+            with self.em.field(node.where.span, f"{path}[] $where"), gen.statement():
                 self.em.line(f"if not {gen.cond(node.where)}:")
                 if gen.coverage:
                     n = gen.branch_point("$where", node.where.span, "kept / dropped")
@@ -876,6 +1001,8 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
     gen = _Gen(checked, tables={t.name: t for t in spec.tables}, coverage=coverage, specialise=specialise)
     if coverage:
         gen.helper("CoverageRecorder")
+    if specialise and not coverage:
+        gen.reads = [{}]  # each input value read once per function where it can be (see _Gen.cached)
     em = Emitter()
     writer = _TreeWriter(gen, em, spec)
     if _loop_paths(spec, gen) and not coverage:
@@ -883,16 +1010,23 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         # by this variant; `transform` below skips the per-element check. (Coverage mode keeps one
         # function, so that every branch point is counted once.)
         with em.block("def transform_traced(_src, _ctx, _clock, _trace):"):
+            start = len(em.lines)
             writer.lets(spec.lets, "")
             em.line(f"return {writer.fields(spec.output, '')}")
+            gen.settle_reads(em.lines, start)
         em.line()
         em.line()
         writer.trace = False
         if specialise:
             writer.fusions = _fusions(spec, gen)
     with em.block("def transform(_src, _ctx, _clock, _trace=None):"):
+        body_start = len(em.lines)
         writer.lets(spec.lets, "")
         em.line(f"return {writer.fields(spec.output, '')}")
+        gen.settle_reads(em.lines, body_start)
+        body_end = len(em.lines)
+    if specialise and not coverage:
+        _entry(spec, gen, em, body_start, body_end)
     # Fused code belongs to transform alone: request_fields computes its lets in the general way.
     writer.fusions, writer.fused_each, gen.fused_calls = {}, {}, {}
     if spec.target.format == "json":
@@ -916,6 +1050,7 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         # Request fields see the same lets, plus $body (the serialized document) and $request_id.
         with em.block("def request_fields(_src, _ctx, _clock, _body, _request_id):"):
             em.line('"""The computed query parameters, headers, form fields and idempotency key."""')
+            start = len(em.lines)
             writer.lets(spec.lets, "")
             parts = [f"'query': {writer.fields(req.query, 'request.query')}",
                      f"'headers': {writer.fields(req.headers, 'request.headers')}"]
@@ -931,7 +1066,69 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
                     em.line(f"    raise {gen.helper('MissingValue')}({index})")
             parts.append(f"'key': {key}")
             em.line("return {" + ", ".join(parts) + "}")
+            gen.settle_reads(em.lines, start)
     return _render(spec, gen, em)
+
+
+# The one class per context kind that the runtime's check_context hands back unchanged.
+_CONTEXT_CLASS = {"string": "str", "int": "int", "decimal": "Decimal", "bool": "bool"}
+
+
+def _entry(spec: Spec, gen: _Gen, em: Emitter, body_start: int, body_end: int) -> None:
+    """`transform_entry`: a factory of the mapping's `transform()` as one call. The runtime's
+    CompiledMapping.transform checks the order's class, the context and the thread's decimal
+    context, then calls the generated `transform`: about 0.5 µs per order in calls and loops. Here
+    the same checks are written out for this mapping's context values, and the statements of the
+    trace-free `transform` follow them in the same function. Whatever the checks do not accept
+    (another class of order or context value, a clock, validate, explain's trace, an unsafe
+    decimal context) goes to `_general`, the runtime's method, which does it step by step; errors
+    are translated by the same method the runtime's uses, so they read exactly the same."""
+    body = em.lines[body_start:body_end]
+    reads_ctx = any("_ctx" in text for text in body)
+    checks = ["order.__class__ is not dict", "clock is not None", "validate", "_trace is not None"]
+    if spec.context or reads_ctx:
+        checks.append("context.__class__ is not dict")
+    else:
+        checks.append("(context is not None and context.__class__ is not dict)")
+    for c in spec.context:
+        cls = _CONTEXT_CLASS[c.type.kind.value]
+        if cls == "Decimal":
+            gen.helper("Decimal")
+        checks.append(f"context.get({literal(c.name)}).__class__ is not {cls}")
+    general = "return _general(order, context, clock, validate=validate, _trace=_trace)"
+    em.line()
+    em.line()
+    with em.block("def transform_entry(_general, _translate, _refused, _system_clock, _getcontext, _invalid, "
+                  "_by_zero, _overflow):"):
+        em.line('"""This mapping\'s transform() as one call (the runtime passes its general method and its'
+                ' helpers)."""')
+        em.line()
+        with em.block("def transform(order, context=None, clock=None, *, validate=False, _trace=None):"):
+            em.line(f"if ({checks[0]}")
+            for check in checks[1:]:
+                em.line(f"        or {check}" + ("):" if check is checks[-1] else ""))
+            em.line(f"    {general}")
+            em.line("# The thread's decimal context computes money as the runtime's own would (else: general).")
+            em.line("_c = _getcontext()")
+            em.line("_traps = _c.traps")
+            em.line("if not (_c.prec >= 28 and _c.Emax >= 999999 and _traps[_invalid] and _traps[_by_zero]"
+                    " and _traps[_overflow]):")
+            em.line(f"    {general}")
+            em.line("_src = order")
+            if reads_ctx:
+                em.line("_ctx = context")
+            if any("_clock" in text for text in body):
+                em.line("_clock = _system_clock")
+            with em.block("try:"):
+                em.repeat(body_start, body_end)
+            em.line(f"except {gen.helper('MissingValue')} as _exc:")
+            em.line("    raise _translate(_exc, order) from None")
+            em.line("except _refused:")
+            em.line("    raise")
+            em.line("except Exception as _exc:")
+            em.line("    raise _translate(_exc, order) from _exc")
+        em.line()
+        em.line("return transform")
 
 
 def _constant(node: ast.Expr) -> bool:
@@ -1087,6 +1284,8 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
     # The shell is rendered twice: first to learn where the body starts, then with the source map.
     fields = tuple((f, line, col, path) for f, line, col, path in em.fields)
     body = "\n".join(em.lines)
+    if "\x01" in body:  # every function settles its reads (_Gen.settle_reads)
+        raise AssertionError("a read of the input was left unsettled")
     context = dict(
         spec_path=comment_safe(spec.path), name=comment_safe(spec.name), version=comment_safe(spec.version),
         compiler=COMPILER_VERSION, imports=sorted(gen.imports), meta=literal(meta), target=target_code,

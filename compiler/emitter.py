@@ -37,6 +37,17 @@ class Emitter:
             self.line_field[len(self.lines)] = field
         self.lines.append(("    " * self.depth + text) if text else "")
 
+    def repeat(self, start: int, end: int) -> None:
+        """Write lines[start:end] again at the current depth (they were written at depth 1), each
+        mapped to the field it was mapped to: the same statements in a second function."""
+        indent = "    " * (self.depth - 1)
+        for i in range(start, end):
+            field = self.line_field.get(i)
+            if field is not None:
+                self.line_field[len(self.lines)] = field
+            text = self.lines[i]
+            self.lines.append(indent + text if text else "")
+
     def register(self, span: Span, path: str) -> int:
         """Add a field to the table without writing anything; returns its index. A field written
         again (a module's second variant of a function) keeps its first index."""

@@ -15,7 +15,7 @@ class Names:
 
     PREFIXES: ClassVar[dict[str, str]] = {
         "value": "_v", "temp": "_t", "object": "_o", "list": "_e", "item": "_i", "index": "_j",
-        "position": "_p", "let": "_l", "lambda": "_a", "const": "_C", "table": "_T",
+        "position": "_p", "let": "_l", "lambda": "_a", "const": "_C", "table": "_T", "read": "_r",
     }
 
     def __init__(self) -> None:

@@ -186,6 +186,17 @@ class CompiledMapping:
         # None, a subclass or a decimal given as text included, goes through check_context).
         self._context_classes: tuple[tuple[str, type], ...] = tuple(
             (name, _EXACT_CONTEXT_CLASS[kind]) for name, kind, _ in self._context)
+        # The compiler's `transform()` in one call (modules of this compiler): it checks what this
+        # method checks, for this mapping's context values, and hands anything else to this method.
+        # As an attribute of the instance it is what `mapping.transform(...)` finds first.
+        entry = getattr(module, "transform_entry", None)
+        if entry is not None and type(self).transform is CompiledMapping.transform:
+            fast = entry(
+                _general=types.MethodType(CompiledMapping.transform, self), _translate=self._translate,
+                _refused=DockyardError, _system_clock=system_clock, _getcontext=_getcontext,
+                _invalid=_INVALID, _by_zero=_BY_ZERO, _overflow=_OVERFLOW)
+            fast.__doc__ = CompiledMapping.transform.__doc__  # help(mapping.transform) reads as before
+            vars(self)["transform"] = fast
 
     def __repr__(self) -> str:
         return f"<CompiledMapping {self.name} {self.version} from {self.spec_path}>"

@@ -280,12 +280,16 @@ def test_the_same_specs_give_the_same_bytes_from_any_working_directory(tmp_path:
 
 def _as_format_1_0(source: str) -> str:
     """A module as the 1.0 compiler wrote it: one `transform` that records explain's lineage
-    itself, no trace-free variant, no `json_plain`."""
+    itself, no trace-free variant, no `transform_entry`, no `json_plain`."""
     tree_lines = source.splitlines(keepends=True)
     text = "".join(tree_lines)
     start = text.index("def transform(_src, _ctx, _clock, _trace=None):")
     end = text.index("\n\n\n", start) + 3
     text = text[:start] + text[end:]  # drop the trace-free transform
+    if "def transform_entry(" in text:
+        start = text.index("def transform_entry(")
+        end = text.index("\n\n\n", start) + 3
+        text = text[:start] + text[end:]
     if "def json_plain(" in text:
         start = text.index("def json_plain(")
         end = text.index("\n\n\n", start) + 3
@@ -302,7 +306,7 @@ def test_a_bundle_of_the_1_0_compiler_still_loads_runs_and_explains(bundle: Path
     entry = manifest["mappings"]["reference.deliveryorder"]
     module = bundle / entry["module"]
     old = _as_format_1_0(module.read_text("utf-8"))
-    assert "transform_traced" not in old and "json_plain" not in old
+    assert "transform_traced" not in old and "json_plain" not in old and "transform_entry" not in old
     module.write_text(old, "utf-8")
     entry["module_sha256"] = hashlib.sha256(old.encode("utf-8")).hexdigest()
     write_manifest(bundle, manifest)
