@@ -19,7 +19,9 @@ pushed every second) and polls /ui/api/overview once a second. Reported per sett
 and p99 of the best round (lowest p99), every round's p99, the viewers' overview answers, and the
 ratio of the p99s; and the service's CPU per second of each phase (its event loop's thread and the
 others, from /proc), median over the rounds: what the viewers cost the service, a figure that the
-machine's other load disturbs much less than a latency percentile.
+machine's other load disturbs much less than a latency percentile. Then (--idle-rounds) phases
+without ingest, 0 and N viewers in turn, over the window the rounds filled: the service's CPU per
+second that the pages alone cost.
 """
 
 from __future__ import annotations
@@ -99,7 +101,10 @@ def cpu(pid: int) -> tuple[float, float]:
     return loop, sum(threads.values()) - loop
 
 
-def phase(url: str, bodies: list[bytes], rate: float, viewers: int, inflight: int, pid: int) -> dict[str, Any]:
+def phase(url: str, bodies: list[bytes], rate: float, viewers: int, inflight: int, pid: int,
+          idle: float = 0.0) -> dict[str, Any]:
+    """One phase: `bodies` sent open loop with `viewers` pages open; or, with `idle` seconds, no
+    ingest at all (what the pages alone cost the service)."""
     ctx = multiprocessing.get_context("spawn")
     stop, counts = ctx.Event(), ctx.Array("l", 3)
     proc = None
@@ -109,7 +114,11 @@ def phase(url: str, bodies: list[bytes], rate: float, viewers: int, inflight: in
         time.sleep(3.0)  # the pages are open and streaming before the first order
     try:
         (loop0, rest0), wall0 = cpu(pid), time.perf_counter()
-        sent = asyncio.run(e2e.open_loop([url], bodies, rate, inflight))
+        if idle:
+            time.sleep(idle)
+            sent: dict[str, Any] = {"latencies": [0.0], "counts": {}}
+        else:
+            sent = asyncio.run(e2e.open_loop([url], bodies, rate, inflight))
         (loop1, rest1), wall = cpu(pid), time.perf_counter() - wall0
     finally:
         stop.set()
@@ -135,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mappings", type=Path, default=e2e.REPO / "mappings")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--idle-rounds", type=int, default=3,
+                    help="after the rounds: phases without ingest, 0 and N viewers in turn, the service's CPU")
+    ap.add_argument("--idle-seconds", type=float, default=10.0)
     args = ap.parse_args(argv)
 
     import orjson
@@ -177,6 +189,18 @@ def main(argv: list[str] | None = None) -> int:
                       f"({res['n']} orders, {res['counts']}; overview polls {res['polls']}, stream events "
                       f"{res['events']}, viewer errors {res['viewer_errors']}); service CPU ms/s: event loop "
                       f"{res['loop_ms_s']:.0f}, other threads {res['rest_ms_s']:.0f}", file=sys.stderr)
+        # The viewers alone: no ingest, the five-minute window as the rounds filled it (what the
+        # overview reads), the service settled; its CPU per second with 0 and with N pages open.
+        idle: dict[int, list[dict[str, Any]]] = {0: [], args.viewers: []}
+        if args.idle_rounds:
+            time.sleep(10.0)
+        for r in range(args.idle_rounds):
+            for viewers in ((0, args.viewers) if r % 2 == 0 else (args.viewers, 0)):
+                res = phase(url, [], args.rate, viewers, args.inflight, child.pid, idle=args.idle_seconds)
+                idle[viewers].append(res)
+                print(f"idle round {r + 1} viewers {viewers:2d}: service CPU ms/s: event loop {res['loop_ms_s']:.1f}, "
+                      f"other threads {res['rest_ms_s']:.1f} (overview polls {res['polls']}, stream events "
+                      f"{res['events']})", file=sys.stderr)
     finally:
         if child is not None:
             e2e._stop(child)
@@ -203,6 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {v} | {loop:.0f} | {rest:.0f} | {loop + rest:.0f} | {every} |")
     print(f"service CPU with {args.viewers} viewers - without: {med[args.viewers] - med[0]:+.0f} ms/s "
           f"(median of rounds)")
+    if args.idle_rounds:
+        print(f"\nno ingest, {args.idle_seconds:g} s phases, the window as the rounds left it; median of "
+              f"{args.idle_rounds} rounds")
+        print("| viewers | service CPU ms/s: event loop | other threads (store) | total | every round |")
+        print("| ---: | ---: | ---: | ---: | --- |")
+        for v, rs in idle.items():
+            loop, rest = (statistics.median(x[k] for x in rs) for k in ("loop_ms_s", "rest_ms_s"))
+            med[v] = loop + rest
+            every = ", ".join(f"{x['loop_ms_s'] + x['rest_ms_s']:.1f}" for x in rs)
+            print(f"| {v} | {loop:.1f} | {rest:.1f} | {loop + rest:.1f} | {every} |")
+        print(f"idle: service CPU with {args.viewers} viewers - without: {med[args.viewers] - med[0]:+.1f} ms/s")
     return 0
 
 
