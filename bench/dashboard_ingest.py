@@ -192,8 +192,13 @@ def main(argv: list[str] | None = None) -> int:
         # The viewers alone: no ingest, the five-minute window as the rounds filled it (what the
         # overview reads), the service settled; its CPU per second with 0 and with N pages open.
         idle: dict[int, list[dict[str, Any]]] = {0: [], args.viewers: []}
-        if args.idle_rounds:
-            time.sleep(10.0)
+        if args.idle_rounds:  # settled: the deliveries and callbacks of the rounds are done
+            deadline, busy = time.monotonic() + 300, float("inf")
+            while busy > 60 and time.monotonic() < deadline:
+                before = sum(cpu(child.pid))
+                time.sleep(2.0)
+                busy = (sum(cpu(child.pid)) - before) * 500  # ms of CPU per second
+            print(f"settled: service CPU {busy:.0f} ms/s without ingest or viewers", file=sys.stderr)
         for r in range(args.idle_rounds):
             for viewers in ((0, args.viewers) if r % 2 == 0 else (args.viewers, 0)):
                 res = phase(url, [], args.rate, viewers, args.inflight, child.pid, idle=args.idle_seconds)
