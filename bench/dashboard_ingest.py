@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -210,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         if child is not None:
             e2e._stop(child)
         sim.stop()
+        if args.workdir is None:  # a store of some hundred MB, a bundle and test-only secrets
+            shutil.rmtree(work, ignore_errors=True)
     best = {v: min(rs, key=lambda x: x["p99"]) for v, rs in results.items()}
     print(f"\n{args.store}, {args.rate:g} orders/s open loop, {args.seconds:g} s per phase, best of {args.rounds} "
           f"(lowest p99), interleaved")

@@ -202,6 +202,7 @@ class DeliveryRun:
                 self.child.kill()
         if self.sim is not None:
             self.sim.stop()
+        shutil.rmtree(self.work, ignore_errors=True)  # the bundle, the config and its test-only secrets
         return answer
 
 
