@@ -13,11 +13,25 @@ COMMIT (read from git) when --against is given:
 - the store's part of `/metrics` (`queries.job_counts` + `metrics.read_backlog`);
 - `/stats` (`queries.summary`: the store's running totals, where it counted the tables before).
 and, for this tree alone, p50/p99 over --samples calls of each.
+
+`--delivery-rate R` (issue 12: the goals hold "with a delivery run going on"): the same, while a
+delivery run goes on against the same store — the service (bench/e2e.py's `--serve-child`: what
+`dockyard serve` does) in front of the simulated warehouses (with their callbacks), fed R new orders
+a second, open loop, by a load generator in a process of its own (one `POST /orders` per order at
+fixed arrival times). The 2,000 ready jobs are then due tomorrow (their orders do not exist; the
+service must not claim them, the overview still counts them). While it runs, besides the store
+reads above (in this process, beside the service), the service's own answers over HTTP:
+`GET /ui/api/overview` every 1.05 s (so that each one computes the overview afresh: the worst
+case of its one-per-second cache), `GET /metrics` and `GET /orders/{no}` (a history order) every
+0.2 s; p50/p99 of each, ingest's p50/p99 and the orders delivered meanwhile.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import multiprocessing
+import os
 import shutil
 import subprocess
 import sys
@@ -34,9 +48,11 @@ from dockyard.service.metrics import read_backlog
 from dockyard.service.ui import overview
 
 WAREHOUSES = ("qimen-std", "sf", "jd", "cainiao")
+HERE = Path(__file__).resolve().parent
+TOKEN = "bench-only-overview-token-0123456789"
 
 
-def fill(db: Database, n: int, w: int, now: int) -> None:
+def fill(db: Database, n: int, w: int, now: int, later: bool = False) -> None:
     if db.dialect == "postgres":
         series = "SELECT g AS n FROM generate_series(1, {k}) g"
     else:
@@ -74,12 +90,149 @@ def fill(db: Database, n: int, w: int, now: int) -> None:
                       [(r[1], r[2], r[0], r[0]) for r in rows if r[4] == "received"])
         c.executemany("INSERT INTO dy_journal (at, order_no, warehouse, flow, step, outcome, elapsed_us, detail) "
                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        upsert(c, tally(rows, now))
+        counts = tally(rows, now)
+        for r in rows:  # ingest → accepted, counted as each acceptance commits (as the service counts it)
+            if r[4] == "committed":
+                for key, (k, us) in tally([], r[0], [(r[2], r[0] - 600_000)]).items():
+                    entry = counts.setdefault(key, [0, 0])
+                    entry[0], entry[1] = entry[0] + k, entry[1] + us
+        upsert(c, counts)
+        # With a delivery run going on, the ready backlog is due tomorrow: the service must not
+        # claim these jobs (their orders do not exist); the overview still counts them.
+        due = now + 86_400_000_000 if later else now
         c.executemany("INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, created_at, updated_at) "
                       "VALUES ('wh', 'create', ?, ?, 'ready', ?, ?, ?)",
-                      [(f"R{i}", WAREHOUSES[i % 4], now - i * 1000, now, now) for i in range(2000)])
+                      [(f"R{i}", WAREHOUSES[i % 4], due - i * 1000, now, now) for i in range(2000)])
 
     db.write_sync(window)
+
+
+# -- a delivery run against the same store (--delivery-rate) -----------------------------------------
+def _drive(url: str, rate: float, seed: int, stop: Any, ready: Any, out: Any) -> None:
+    """The load generator's process: new orders at `rate` a second, open loop (order i due at i/rate
+    s, latency from its due time), until `stop` is set; puts [latencies in ms, answers by status]."""
+    import aiohttp
+    import orjson
+
+    from dockyard.sample_orders import OrderFactory
+
+    factory = OrderFactory(seed)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        latencies: list[float] = []
+        statuses: dict[str, int] = {}
+        tasks: set[asyncio.Task[None]] = set()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256),
+                                         timeout=aiohttp.ClientTimeout(total=120)) as session:
+            async def one(body: bytes, due: float) -> None:
+                try:
+                    async with session.post(f"{url}/orders", data=body,
+                                            headers={"Content-Type": "application/json"}) as resp:
+                        await resp.read()
+                        key = str(resp.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    key = type(exc).__name__
+                latencies.append((loop.time() - due) * 1000)
+                statuses[key] = statuses.get(key, 0) + 1
+
+            ready.set()
+            start, i = loop.time(), 0
+            while not stop.is_set():
+                due = start + i / rate
+                body = orjson.dumps(factory.order(i + 1))
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                task = asyncio.create_task(one(body, due))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                i += 1
+            if tasks:
+                await asyncio.gather(*tasks)
+        out.put([latencies, statuses])
+
+    asyncio.run(main())
+
+
+class DeliveryRun:
+    """The service, the simulated warehouses and the load generator, on the store at `store`."""
+
+    def __init__(self, store: str, rate: float, work: Path) -> None:
+        self.store, self.rate, self.work = store, rate, work
+        self.url = ""
+        self.child: subprocess.Popen[str] | None = None
+        self.sim: Any = None
+        self.load: Any = None
+        ctx = multiprocessing.get_context("spawn")
+        self.ctx, self.stop, self.ready, self.out = ctx, ctx.Event(), ctx.Event(), ctx.Queue()
+
+    def start(self) -> None:
+        from dockyard.demo import DemoPlan, SimProcess, build_demo_bundle, free_port
+
+        plan = DemoPlan(self.work, HERE.parent / "mappings", store=self.store, dashboard_token=TOKEN)
+        build_demo_bundle(HERE.parent / "mappings", plan.bundle)
+        port = free_port()
+        self.sim = SimProcess(plan.sim_spec(f"http://127.0.0.1:{port}"), {"step_delay": 0.05})
+        plan.sim_base = self.sim.base
+        config = plan.write(port)
+        self.child = subprocess.Popen([sys.executable, str(HERE / "e2e.py"), "--serve-child", str(config),
+                                       "--report", str(self.work / "report.json")], stdout=subprocess.PIPE,
+                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        assert self.child.stdout is not None
+        self.url = self.child.stdout.readline().strip()
+        if not self.url.startswith("http"):
+            raise RuntimeError("the service did not start")
+        self.load = self.ctx.Process(target=_drive, args=(self.url, self.rate, 11, self.stop, self.ready, self.out),
+                                     daemon=True)
+        self.load.start()
+        self.ready.wait(60)
+        time.sleep(5.0)  # the run is under way (deliveries, callbacks) before the first sample
+
+    def finish(self) -> tuple[list[float], dict[str, int]]:
+        self.stop.set()
+        answer: tuple[list[float], dict[str, int]] = ([], {})
+        if self.load is not None:
+            latencies, statuses = self.out.get(timeout=180)
+            answer = (latencies, statuses)
+            self.load.join(10)
+        if self.child is not None:
+            self.child.terminate()
+            try:
+                self.child.wait(60)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
+        if self.sim is not None:
+            self.sim.stop()
+        shutil.rmtree(self.work, ignore_errors=True)  # the bundle, the config and its test-only secrets
+        return answer
+
+
+async def http_samples(url: str, samples: int, order_no: str) -> dict[str, list[float]]:
+    """The service's answers, timed here: the overview every 1.05 s (each one computed afresh), an
+    order's page and /metrics every 0.2 s, until the overview has `samples`."""
+    import aiohttp
+
+    out: dict[str, list[float]] = {"GET /ui/api/overview": [], "GET /orders/{no}": [], "GET /metrics": []}
+    paths = {"GET /ui/api/overview": "/ui/api/overview", "GET /orders/{no}": f"/orders/{order_no}",
+             "GET /metrics": "/metrics"}
+    done = asyncio.Event()
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"},
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
+        async def sample(name: str, every: float) -> None:
+            loop = asyncio.get_running_loop()
+            while not done.is_set():
+                t0 = loop.time()
+                async with session.get(url + paths[name]) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise RuntimeError(f"{name}: HTTP {resp.status}")
+                out[name].append((loop.time() - t0) * 1000)
+                if name == "GET /ui/api/overview" and len(out[name]) >= samples:
+                    done.set()
+                await asyncio.sleep(max(0.0, every - (loop.time() - t0)))
+
+        await asyncio.gather(sample("GET /ui/api/overview", 1.05), sample("GET /orders/{no}", 0.2),
+                             sample("GET /metrics", 0.2))
+    return out
 
 
 def as_of(commit: str, path: str, names: tuple[str, ...]) -> types.ModuleType:
@@ -113,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--against", metavar="COMMIT")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--delivery-rate", type=float, default=0.0, metavar="R",
+                    help="sample while the service delivers R new orders a second against the same store")
     args = ap.parse_args(argv)
     if args.store == "postgres":
         import psycopg
@@ -124,19 +279,29 @@ def main(argv: list[str] | None = None) -> int:
     else:
         url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='dockyard-overview-')) / 'state.db'}"
     db = Database(url, readers=1)
+    run: DeliveryRun | None = None
     try:
         now = db.read_sync(lambda c: c.now)
         t0 = time.perf_counter()
-        fill(db, args.n, args.w, now)
+        fill(db, args.n, args.w, now, later=args.delivery_rate > 0)
         if db.dialect == "postgres":
             db.claim_sync(lambda c: c.execute("ANALYZE"))
         filled = time.perf_counter() - t0
         journal = db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_journal")[0][0])
         print(f"{args.store}: {args.n:,} orders of history, {args.w:,} in the window, {journal:,} journal rows "
               f"(written in {filled:.0f} s)")
+        if args.delivery_rate > 0:
+            run = DeliveryRun(url, args.delivery_rate, Path(tempfile.mkdtemp(prefix="dockyard-overview-run-")))
+            run.start()
+            since = db.read_sync(lambda c: c.now)
+            print(f"  a delivery run is going on: the service at {run.url}, {args.delivery_rate:g} new orders/s")
+            for name, values in asyncio.run(http_samples(run.url, args.samples, f"H{max(1, args.n // 2)}")).items():
+                print(f"  service, {name:<22} p50 {pct(values, 50):8.1f} ms   p99 {pct(values, 99):8.1f} ms "
+                      f"({len(values)} requests)")
+        probe = f"H{max(1, args.n // 2)}"  # a history order
         probes: dict[str, Any] = {
             "overview": lambda c: overview(c, c.now),
-            "GET /orders/{no}": lambda c: (queries.order_status(c, "H500000"), queries.timeline(c, "H500000")),
+            "GET /orders/{no}": lambda c: (queries.order_status(c, probe), queries.timeline(c, probe)),
             "/metrics (store)": lambda c: (queries.job_counts(c), read_backlog(c, c.now)),
             "/stats": queries.summary,
         }
@@ -160,7 +325,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name}: as of {args.against} {ow * 1000:.1f} ms (CPU {oc * 1000:.1f} ms); this tree "
                       f"{nw * 1000:.1f} ms (CPU {nc * 1000:.1f} ms); CPU ratio {nc / oc if oc else float('nan'):.3f} "
                       f"(best of {args.rounds}, interleaved)")
+        if run is not None:
+            delivered = db.read_sync(lambda c: c.execute(
+                "SELECT COUNT(*) FROM dy_journal WHERE step = 'committed' AND flow = 'create' AND at >= ?",
+                (since,))[0][0])
+            took = (db.read_sync(lambda c: c.now) - since) / 1e6
+            latencies, statuses = run.finish()
+            run = None
+            print(f"  the delivery run meanwhile: {delivered:,} orders delivered in {took:.0f} s "
+                  f"({delivered / took:.0f}/s); ingest p50 {pct(latencies, 50):.1f} ms, "
+                  f"p99 {pct(latencies, 99):.1f} ms over {len(latencies):,} orders, answers {statuses}")
     finally:
+        if run is not None:
+            run.finish()
         db.close()
         if args.store == "sqlite":
             shutil.rmtree(Path(url[len("sqlite:///"):]).parent, ignore_errors=True)

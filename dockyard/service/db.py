@@ -120,6 +120,7 @@ class Tx:
         self.dialect = raw.dialect
         self.now = now
         self.journal_rows: list[tuple[Any, ...]] = []
+        self.accepted: list[tuple[str, int]] = []  # (warehouse, order's ingest time) per accepted create
         self.orders: dict[str, _OrderChange] = {}
         self.woken: set[str] = set()
 
@@ -135,6 +136,11 @@ class Tx:
     def journal(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Append journal rows (JournalRow.values() tuples); written in one statement at the end."""
         self.journal_rows.extend(rows)
+
+    def count_accepted(self, warehouse: str, ingested_at: int) -> None:
+        """Count an accepted create in the dashboard's ingest → accepted histogram (counters.py),
+        as of this transaction's commit."""
+        self.accepted.append((warehouse, ingested_at))
 
     def wake(self, lane_key: str) -> None:
         """Tell every node (this one included) that `lane_key` (a warehouse, or the upstream lane)
@@ -156,14 +162,16 @@ class Tx:
         if waybills:
             change.waybills = [*(change.waybills or []), *waybills]
 
-    def mark(self) -> tuple[int, dict[str, _OrderChange], set[str]]:
-        return len(self.journal_rows), {k: _OrderChange(list(v.status), v.delivery, v.warehouse_order_id,
-                                                        None if v.waybills is None else list(v.waybills))
-                                        for k, v in self.orders.items()}, set(self.woken)
+    def mark(self) -> tuple[int, int, dict[str, _OrderChange], set[str]]:
+        return len(self.journal_rows), len(self.accepted), {
+            k: _OrderChange(list(v.status), v.delivery, v.warehouse_order_id,
+                            None if v.waybills is None else list(v.waybills))
+            for k, v in self.orders.items()}, set(self.woken)
 
-    def restore(self, mark: tuple[int, dict[str, _OrderChange], set[str]]) -> None:
+    def restore(self, mark: tuple[int, int, dict[str, _OrderChange], set[str]]) -> None:
         del self.journal_rows[mark[0]:]
-        self.orders, self.woken = mark[1], mark[2]
+        del self.accepted[mark[1]:]
+        self.orders, self.woken = mark[2], mark[3]
 
     def flush(self) -> None:
         from dockyard.service.counters import tally, upsert
@@ -174,8 +182,9 @@ class Tx:
             self.orders = {}
         if self.journal_rows:
             write_journal(self, self.journal_rows)
-            upsert(self, tally(self.journal_rows, self.now), self.owner)  # the dashboard's counters, same commit
-            self.journal_rows = []
+        if self.journal_rows or self.accepted:  # the dashboard's counters, in the same commit
+            upsert(self, tally(self.journal_rows, self.now, self.accepted), self.owner)
+            self.journal_rows, self.accepted = [], []
         if self.woken and self.dialect == "postgres":
             for key in sorted(self.woken):
                 self.execute("SELECT pg_notify(?, ?)", (_NOTIFY_CHANNEL, key))

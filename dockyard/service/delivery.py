@@ -518,10 +518,12 @@ class Deliverer:
         self._observe(attempt, step, state, doubt)
         rows = [JournalRow(None, job.order_no, attempt.warehouse, job.kind, step, outcome_word, attempt.elapsed_us,
                            detail=detail), *(extra_rows or [])]
+        accepted = step == "committed" and job.kind == "create" and job.created_at
         return JobResult(job.id, job.owner, state, delay_us=delay_us, doubt=doubt, reason=reason, outcome=outcome,
                          reset_request_id=reset_request_id, order_no=job.order_no, lane=job.lane,
                          warehouse=attempt.warehouse, order_status=order_status, delivery=delivery,
-                         warehouse_order_id=warehouse_order_id, waybills=waybills, rows=rows)
+                         warehouse_order_id=warehouse_order_id, waybills=waybills, rows=rows,
+                         ingested_at=job.created_at if accepted else None)
 
     def _observe(self, attempt: _Attempt, step: str, state: str, doubt: bool) -> None:
         """The attempt's metrics: one exchange by its outcome class, a retry by its reason, and for

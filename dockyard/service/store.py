@@ -650,6 +650,7 @@ class JobResult:
     warehouse_order_id: str | None = None
     waybills: list[dict[str, Any]] | None = None
     rows: list[JournalRow] = field(default_factory=list)
+    ingested_at: int | None = None  # an accepted create: its order's ingest time (the dashboard's ingest → accepted)
 
 
 _FINISH_SQL = ("UPDATE dy_jobs SET state = ?, next_at = ?, doubt = ?, reason = ?, outcome = ?, owner = NULL, "
@@ -699,6 +700,8 @@ def finish(conn: Conn, results: Sequence[JobResult], now: int | None = None) -> 
                                    detail={"job": r.job_id, "note": "another worker recovered this job"}))
             continue
         rows += r.rows
+        if r.ingested_at is not None and r.warehouse and isinstance(conn, Tx):
+            conn.count_accepted(r.warehouse, r.ingested_at)
         if r.state == "ready" and r.warehouse:
             _wake(conn, r.warehouse)
         elif r.state in ("done", "dead", "cancelled") and r.order_no is not None:

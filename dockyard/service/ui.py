@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import json
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,6 @@ from dockyard.service.db import Conn, now_us
 from dockyard.service.delivery import UPSTREAM
 from dockyard.service.guards import bearer
 from dockyard.service.metrics import read_backlog
-from dockyard.service.report import percentile_ms
 
 __all__ = ["add_ui_routes"]
 
@@ -46,7 +47,6 @@ STATIC = {"app.js": "text/javascript", "app.css": "text/css"}
 COOKIE = "dockyard_token"
 WINDOW_S = 300  # the overview's throughput window
 BUCKET_S = 5  # one chart point per bucket
-LATENCY_SAMPLES = 5000
 CACHE_S = 1.0  # every open page shares one overview per second: the stream pushes one a second
 ERROR_STEPS = ("dead-lettered", "retry", "held", "callback-rejected", "ingest-rejected")
 DISABLED = "dashboard disabled: configure dashboard.tokens"
@@ -54,12 +54,14 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'se
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 LOGIN_CSP = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
 STREAMS = web.AppKey("dockyard_ui_streams", set)
+DASHBOARD: web.AppKey[_Dashboard] = web.AppKey("dockyard_ui")
 ROLE = "dockyard_ui_role"
 
 
 def add_ui_routes(app: web.Application, service: Any) -> None:
     """Register the dashboard's routes on the service's application."""
     ui = _Dashboard(service)
+    app[DASHBOARD] = ui
     app[STREAMS] = set()
     app.on_shutdown.append(ui.shutdown)
     r = app.router
@@ -87,9 +89,9 @@ class _Dashboard:
     def __init__(self, service: Any) -> None:
         self.service = service
         self.stopping = asyncio.Event()
-        # (when, the overview, its JSON as sent: encoded and redacted once for every viewer)
-        self.cached: tuple[float, dict[str, Any], str] | None = None
+        self.cached: _Shared | None = None  # the overview as every viewer is sent it, made once per CACHE_S
         self.computing = asyncio.Lock()
+        self.computed = 0  # overviews computed since start (the tests count them)
 
     # -- auth and answers -------------------------------------------------------------------
     def _role(self, request: web.Request) -> str | None:
@@ -174,32 +176,37 @@ class _Dashboard:
 
     async def overview(self, request: web.Request) -> web.StreamResponse:
         gate = self._gate(request)
-        if isinstance(gate, str):
-            return web.Response(text=await self.overview_text(), content_type="application/json",
-                                headers={"Cache-Control": "no-store"})
-        return gate
+        if not isinstance(gate, str):
+            return gate
+        shared = await self._overview()
+        # The overview holds counts, never an order's data: a client may keep it and ask again with
+        # If-None-Match (`no-cache`: always revalidated; `private`: never kept by a proxy). What
+        # is sent is the one encoded, redacted bytes object of this interval, not a copy per poll.
+        headers = {"Cache-Control": "private, no-cache", "ETag": shared.etag}
+        asked = _etags(request.headers.get("If-None-Match", ""))
+        if shared.etag in asked or "*" in asked:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=shared.body, content_type="application/json", headers=headers)
 
     async def overview_data(self) -> dict[str, Any]:
         """One overview per CACHE_S for every open page and API caller: the first caller computes
         it, the others wait for that one instead of each taking a reader."""
-        return (await self._overview())[1]
+        return (await self._overview()).data
 
-    async def overview_text(self) -> str:
-        """The overview's JSON, as every viewer is sent it: encoded and redacted once per
-        CACHE_S, not once per viewer (ten open pages were ten encodings and ten scans for every
-        secret's value per second, on the event loop that also answers ingest)."""
-        return (await self._overview())[2]
-
-    async def _overview(self) -> tuple[float, dict[str, Any], str]:
+    async def _overview(self) -> _Shared:
+        """The overview of this interval, computed by the first caller after it ends while the
+        others wait for that one: one reader, one encoding and one redaction per CACHE_S however
+        many pages are open (ten pages were ten encodings and ten scans for every secret's value
+        per second, on the event loop that also answers ingest)."""
         clock = time.monotonic()
-        if self.cached is not None and clock - self.cached[0] < CACHE_S:
+        if self.cached is not None and clock - self.cached.clock < CACHE_S:
             return self.cached
         async with self.computing:
-            if self.cached is not None and time.monotonic() - self.cached[0] < CACHE_S:
+            if self.cached is not None and time.monotonic() - self.cached.clock < CACHE_S:
                 return self.cached
             return await self._compute_overview(clock)
 
-    async def _compute_overview(self, clock: float) -> tuple[float, dict[str, Any], str]:
+    async def _compute_overview(self, clock: float) -> _Shared:
         now = now_us()
         data: dict[str, Any] = await self._read(lambda c: overview(c, now))
         deliverer = self.service.deliverer
@@ -208,7 +215,13 @@ class _Dashboard:
         data["inflight"] = {n: deliverer.inflight.get(n, 0) for n in deliverer.breakers}
         for name in self.service.config.warehouses:
             data["warehouses"].setdefault(name, _empty_series(data["buckets"]))
-        self.cached = (clock, data, self._redact(orjson.dumps(data, default=str).decode("utf-8")))
+        body = self._redact(orjson.dumps(data, default=str).decode("utf-8")).encode("utf-8")
+        # The ETag leaves out the time of computing ("at"): on a quiet service the overview stays
+        # the same for seconds, and a client asking again is told so (304) without a body.
+        same = self._redact(orjson.dumps({k: v for k, v in data.items() if k != "at"}, default=str).decode("utf-8"))
+        etag = '"' + hashlib.blake2b(same.encode("utf-8"), digest_size=12).hexdigest() + '"'
+        self.cached = _Shared(clock, data, body, etag, b"event: overview\ndata: " + body + b"\n\n")
+        self.computed += 1
         return self.cached
 
     async def stream(self, request: web.Request) -> web.StreamResponse:
@@ -222,8 +235,8 @@ class _Dashboard:
         streams.add(resp)
         try:
             while not self.stopping.is_set():
-                text = await self.overview_text()
-                await resp.write(f"event: overview\ndata: {text}\n\n".encode())
+                shared = await self._overview()
+                await resp.write(shared.event)  # the interval's one event, the same bytes for every stream
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), 1.0)
         except (ConnectionResetError, ConnectionError):
@@ -435,13 +448,15 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
     keeps as it works (counters.py; read by primary key, bucket first): orders received, delivered
     and failed; exchanges by outcome class, retries, error rate and exchange time p50/p99; plus the
     backlog and the age of its oldest due job (through the claim's partial index), pauses and open
-    circuits (one row per warehouse), and ingest → accepted over the window (the window's accepted
-    creates, each joined to its order by primary key). Nothing here reads history."""
+    circuits (one row per warehouse), and ingest → accepted over the window (the counters'
+    histogram of it, kept as each acceptance is committed). Nothing here reads history, and nothing
+    reads row by row what the window's traffic wrote: the cost follows warehouses × buckets."""
     buckets, width = WINDOW_S // BUCKET_S, BUCKET_S * 1_000_000
     end = (now // width + 1) * width
     start = end - WINDOW_S * 1_000_000
     series: dict[str, dict[str, Any]] = {}
     latency: dict[str, Counter[str]] = defaultdict(Counter)
+    accepted: Counter[str] = Counter()  # ingest → accepted, all warehouses: {upper bound in ms: creates}
     for bucket, warehouse, kind, n in conn.execute(
             "SELECT bucket, warehouse, kind, SUM(n) FROM dy_counters WHERE bucket >= ? AND bucket < ? "
             "GROUP BY bucket, warehouse, kind", (start, end)):
@@ -458,6 +473,8 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
             s["retries_total"] += n
         elif kind.startswith("l:"):
             latency[warehouse][kind[2:]] += n
+        elif kind.startswith("i:") and warehouse != UPSTREAM:
+            accepted[kind[2:]] += n
     minute = max(0, buckets - 60 // BUCKET_S)
     for warehouse, s in series.items():
         tried = sum(s["attempts"].values())
@@ -477,10 +494,6 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
         if int(opened_until or 0) > now:
             entry["circuit_open_s"] = round((int(opened_until) - now) / 1e6, 1)
     series.pop(UPSTREAM, None)
-    accepted = [int(r[0]) / 1000 for r in conn.execute(
-        "SELECT c.at - o.created_at FROM dy_journal c JOIN dy_orders o ON o.order_no = c.order_no "
-        "WHERE c.step = 'committed' AND c.flow = 'create' AND c.at >= ? ORDER BY c.at DESC LIMIT ?",
-        (start, LATENCY_SAMPLES))]
     delivered = sum(s["total"]["delivered"] for s in series.values())
     failed = sum(s["total"]["failed"] for s in series.values())
     tried = sum(sum(s["attempts"].values()) for s in series.values())
@@ -491,8 +504,8 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
             "success_rate": round(delivered / (delivered + failed), 4) if delivered + failed else None,
             "attempts": tried, "attempt_success_rate": round(ok / tried, 4) if tried else None,
             "retries": sum(s["retries_total"] for s in series.values()),
-            "latency_ms": {"count": len(accepted), "p50": _ms(percentile_ms(accepted, 50)),
-                           "p99": _ms(percentile_ms(accepted, 99))},
+            "latency_ms": {"count": sum(accepted.values()), "p50": _ms(percentile_from_buckets(accepted, 50)),
+                           "p99": _ms(percentile_from_buckets(accepted, 99))},
             "outbox_depth": counts["outbox"], "dlq_size": counts["dead"], "in_doubt": counts["in_doubt"]}
 
 
@@ -543,6 +556,23 @@ def errors(conn: Conn, since: int) -> list[dict[str, Any]]:
 
 
 # -- helpers --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Shared:
+    """The overview of one interval as every viewer gets it."""
+
+    clock: float  # time.monotonic() when it was asked for
+    data: dict[str, Any]
+    body: bytes  # its JSON, redacted: the body of every poll
+    etag: str  # of everything but the time of computing
+    event: bytes  # the server-sent event that carries `body`: what every stream writes
+
+
+def _etags(header: str) -> set[str]:
+    """The entity tags of an If-None-Match header (weak ones compared as strong: the body is the
+    same bytes whenever the tag is)."""
+    return {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}
+
+
 def _match(tokens: Any, given: str) -> str | None:
     """The role of `given`, comparing against every configured token in constant time."""
     role: str | None = None

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
+from collections import Counter
 from typing import Any
 
+import pytest
 from test_service import example
-from test_ui import READ, TOKENS, fetch
+from test_ui import READ, TOKENS, bearer, fetch
 
-from dockyard.service import queries
+from dockyard.service import queries, ui
+from dockyard.service.counters import ACCEPTED_MS, BUCKET_US, UPSTREAM, percentile_from_buckets, tally
 from dockyard.service.db import Database
-from dockyard.service.ui import overview
+from dockyard.service.ui import DASHBOARD, _ms, overview
 from dockyard.simulate import Faults
 
 FAST_RETRY = {"max_attempts": 20, "base_delay": 0.02, "max_delay": 0.05, "jitter": 0}
@@ -45,6 +49,16 @@ def test_a_retry_storm_shows_on_the_overview(env: Any) -> None:
             assert ov["attempt_success_rate"] == round(40 / tried, 4) < ov["success_rate"] == 1.0
             assert wh["exchange_ms"]["count"] == tried and 0 < wh["exchange_ms"]["p50"] <= wh["exchange_ms"]["p99"]
             assert ov["latency_ms"]["count"] == 40 and ov["latency_ms"]["p50"] > 0
+            # ingest → accepted comes from the counters, kept as each acceptance commits: the same
+            # histogram as the journal's committed rows against their orders' ingest time
+            since = await run.service.db.read(lambda c: [int(r[0]) for r in c.execute(
+                "SELECT c.at - o.created_at FROM dy_journal c JOIN dy_orders o ON o.order_no = c.order_no "
+                "WHERE c.step = 'committed' AND c.flow = 'create'")])
+            kept = dict(await run.service.db.read(lambda c: c.execute(
+                "SELECT kind, SUM(n) FROM dy_counters WHERE kind LIKE 'i:%' GROUP BY kind")))
+            assert {k: int(n) for k, n in kept.items()} == Counter(
+                "i:" + str(next((b for b in ACCEPTED_MS if us / 1000 <= b), "inf")) for us in since)
+            assert ov["latency_ms"]["p50"] == _ms(percentile_from_buckets({k[2:]: int(n) for k, n in kept.items()}, 50))
             assert wh["backlog"] == 0 and ov["time_zone"] == "UTC"
 
     asyncio.run(main())
@@ -114,3 +128,81 @@ def test_no_statement_of_the_overview_scans_history(store_url: str) -> None:
         assert counted["in_doubt"] == 0 and counted["outbox"] == 0
     finally:
         db.close()
+
+
+def test_ingest_to_accepted_is_counted_in_the_commits_bucket() -> None:
+    now = 7 * BUCKET_US + 1234
+    counted = tally([], now, [("sf", now - 40_000), ("sf", now - 41_000), ("jd", now - 2_000_000),
+                              (UPSTREAM, now - 5), ("sf", now + 10)])
+    bucket = 7 * BUCKET_US
+    assert counted == {(bucket, "sf", "i:50"): [2, 81_000], (bucket, "jd", "i:2000"): [1, 2_000_000],
+                       (bucket, "sf", "i:1"): [1, 0]}  # a clock step back counts as no time, never as negative
+
+
+def test_viewers_share_one_overview_per_interval(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten polls and three streams at once: one computation (one reader), and every one of them is
+    sent the same bytes. (CACHE_S is made long, so that the interval cannot end during the test.)"""
+    monkeypatch.setattr(ui, "CACHE_S", 3600.0)
+
+    async def main() -> None:
+        async with env(overrides=TOKENS) as run:
+            await run.post("/orders", example())
+            dashboard = run.service.runner.app[DASHBOARD]
+            before = dashboard.computed
+
+            async def poll() -> bytes:
+                async with run.session.get(run.url + "/ui/api/overview", headers=bearer(READ)) as resp:
+                    assert resp.status == 200
+                    return await resp.read()
+
+            async def stream() -> bytes:
+                async with run.session.get(run.url + "/ui/api/stream", headers=bearer(READ)) as resp:
+                    async for line in resp.content:
+                        if line.startswith(b"data: "):
+                            return line[6:].rstrip(b"\n")
+                raise AssertionError("the stream ended without an event")
+
+            bodies = await asyncio.gather(*(poll() for _ in range(10)), *(stream() for _ in range(3)))
+            assert dashboard.computed - before == 1
+            assert len(set(bodies)) == 1 and json.loads(bodies[0])["warehouses"]["qimen-std"]["total"]["received"] == 1
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_poll_is_answered_304_while_the_overview_is_unchanged(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ui, "CACHE_S", 3600.0)
+
+    async def get(run: Any, tag: str | None = None, token: str = READ) -> tuple[int, str, bytes]:
+        headers = bearer(token) | ({"If-None-Match": tag} if tag else {})
+        async with run.session.get(run.url + "/ui/api/overview", headers=headers) as resp:
+            return resp.status, resp.headers.get("ETag", ""), await resp.read()
+
+    async def main() -> None:
+        async with env(overrides=TOKENS) as run:
+            status, tag, body = await get(run)
+            assert status == 200 and tag.startswith('"') and json.loads(body)["warehouses"]
+            assert await get(run, tag) == (304, tag, b"")
+            assert await get(run, f'"x", W/{tag}') == (304, tag, b"")
+            assert (await get(run, '"something else"'))[0] == 200
+            assert (await get(run, tag, token="not-a-token"))[0] == 401  # a tag is no way around the token
+
+            order = example()
+            await run.post("/orders", order)
+            await run.until(order["order_no"], lambda d: d["delivery"] == "delivered")
+            monkeypatch.setattr(ui, "CACHE_S", 0.0)  # the next poll computes the overview again
+            status, changed, body = await get(run, tag)
+            assert status == 200 and changed != tag
+            assert json.loads(body)["warehouses"]["qimen-std"]["total"]["received"] == 1
+
+            # what changes every second on a quiet service (the time of computing) is not in the tag
+            calls = iter(range(1000))
+
+            def quiet(conn: Any, now: int) -> dict[str, Any]:
+                return {"at": f"t{next(calls)}", "buckets": 1, "warehouses": {}}
+
+            monkeypatch.setattr(ui, "overview", quiet)
+            first, second = await get(run), await get(run)
+            assert first[0] == second[0] == 200 and first[2] != second[2] and first[1] == second[1]
+            assert await get(run, first[1]) == (304, first[1], b"")
+
+    asyncio.run(asyncio.wait_for(main(), 60))

@@ -30,7 +30,19 @@ def _counted(conn: Any) -> dict[str, Any]:
                 "SELECT status, COUNT(*) FROM dy_orders GROUP BY status")},
             "events": int(conn.execute("SELECT COUNT(*) FROM dy_events")[0][0]),
             "quarantined": int(conn.execute("SELECT COUNT(*) FROM dy_quarantine")[0][0]),
-            "outbox_depth": queries.job_counts(conn)["outbox"], "in_doubt": queries.in_doubt(conn)}
+            "outbox_depth": _counted_jobs(conn)["outbox"], "in_doubt": queries.in_doubt(conn)}
+
+
+def _counted_jobs(conn: Any) -> dict[str, int]:
+    """`job_counts` as it was computed before the totals: by counting the jobs (the reference)."""
+    out = {"outbox_wh": 0, "outbox_up": 0, "dead": 0, "held": 0}
+    for lane, state, n in conn.execute("SELECT lane, state, COUNT(*) FROM dy_jobs WHERE state IN ('ready', "
+                                       "'waiting', 'claimed', 'sending', 'dead', 'held') GROUP BY lane, state"):
+        key = f"outbox_{lane}" if state in ("ready", "waiting", "claimed", "sending") else state
+        out[key] += int(n)
+    out["outbox"] = out["outbox_wh"] + out["outbox_up"]
+    out["in_doubt"] = queries.in_doubt(conn)
+    return out
 
 
 def test_stats_reads_totals_not_history_and_agrees_with_counting(store_url: str) -> None:
@@ -61,16 +73,24 @@ def test_stats_reads_totals_not_history_and_agrees_with_counting(store_url: str)
             for step in ("received", "committed"):
                 conn.execute(f"INSERT INTO dy_journal (at, order_no, warehouse, flow, step, outcome) "
                              f"SELECT {old}, 'H-' || n, 'wh' || (n % 4), 'create', '{step}', 'ok' FROM ({series}) x")
+            # the upstream lane's jobs (status events to forward), in its own outbox
+            conn.execute(f"INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, created_at, "
+                         f"updated_at) SELECT 'up', 'forward', 'H-' || n, '_upstream', CASE n % 4 WHEN 0 THEN "
+                         f"'ready' WHEN 1 THEN 'waiting' WHEN 2 THEN 'dead' ELSE 'done' END, {old}, {old}, {old} "
+                         f"FROM ({series}) x WHERE n % 13 = 0")
 
         db.write_sync(fill)
         if db.dialect == "postgres":
             db.claim_sync(lambda c: c.execute("ANALYZE"))
         assert db.read_sync(queries.summary) == db.read_sync(_counted)
+        counted = db.read_sync(queries.job_counts)
+        assert counted == db.read_sync(_counted_jobs) and counted["outbox_up"] > 0 and counted["outbox_wh"] > 0
         recorder: list[_Recorder] = []
 
         def run(conn: Any) -> dict[str, Any]:
             rec = _Recorder(conn)
             recorder.append(rec)
+            queries.job_counts(rec)  # what /metrics and the overview read of the jobs: the totals too
             return queries.summary(rec)
 
         answer = db.read_sync(run)
@@ -100,6 +120,7 @@ def test_stats_reads_totals_not_history_and_agrees_with_counting(store_url: str)
 
         db.write_sync(change)
         assert db.read_sync(queries.summary) == db.read_sync(_counted)
+        assert db.read_sync(queries.job_counts) == db.read_sync(_counted_jobs)
         if db.dialect == "postgres":
             # the rows of a connection that is gone fold into shard 0, and the answer stays the same
             db.write_sync(lambda c: c.execute("UPDATE dy_totals SET shard = 2147483000 WHERE shard = "
