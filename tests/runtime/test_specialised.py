@@ -232,12 +232,16 @@ let:
 """
 
 
+def _fast_and_general(tmp_path_factory: pytest.TempPathFactory, name: str, spec: str) -> tuple[Any, Any]:
+    """A spec compiled as it ships and as the general code (no specialisation) would run it."""
+    path = tmp_path_factory.mktemp(name) / f"{name}.yaml"
+    path.write_text(spec, encoding="utf-8")
+    return compile_file(path), _general_module(path)
+
+
 @pytest.fixture(scope="module")
 def fused(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    path = tmp_path_factory.mktemp("fused") / "fused.yaml"
-    path.write_text(_FUSED_SPEC, encoding="utf-8")
-    fast = compile_file(path)
-    return fast, _general_module(path)
+    return _fast_and_general(tmp_path_factory, "fused", _FUSED_SPEC)
 
 
 _items = st.lists(st.fixed_dictionaries({
@@ -500,9 +504,7 @@ let:
 
 @pytest.fixture(scope="module")
 def reads(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    path = tmp_path_factory.mktemp("reads") / "reads.yaml"
-    path.write_text(_READS_SPEC, encoding="utf-8")
-    return compile_file(path), _general_module(path)
+    return _fast_and_general(tmp_path_factory, "reads", _READS_SPEC)
 
 
 def test_the_reads_spec_reads_once(reads: tuple[Any, Any]) -> None:
