@@ -738,10 +738,11 @@ class _TreeWriter:
     def object(self, node: OutObject, path: str) -> _Value:
         if node.when is not None:
             obj = self.gen.names.new("object")
-            with self.em.field(node.when.span, f"{path} $when"), self.gen.statement():
+            with self.em.field(node.when.span, f"{path} $when") as when, self.gen.statement():
                 self.em.line(f"{obj} = None")
                 header = f"if {self.gen.cond(node.when)}:"
-            with self.em.block(header), self.gen.region():
+            # the condition's line belongs to the $when: a read in it that fails is reported there
+            with self.em.block(header, at=when), self.gen.region():
                 if self.gen.coverage:
                     n = self.gen.branch_point("$when", node.when.span, "true / false")
                     self.em.line(f"_COV.branch({n}, 1)")
@@ -809,7 +810,7 @@ class _TreeWriter:
         position = gen.local(pos)
         index = gen.names.new("index")
         st = gen.type_of(node.source)
-        with self.em.field(node.source.span, f"{path}[] $each"):
+        with self.em.field(node.source.span, f"{path}[] $each") as each:
             source = gen.expr(node.source)
             if st.kind is Kind.ANY:
                 source = f"{gen.helper('as_list')}({source})"
@@ -818,7 +819,8 @@ class _TreeWriter:
             self.em.line(f"{out} = []")
             self.em.line(f"{position} = 0")
             header = f"for {index}, {item} in enumerate({source}):" if self.trace else f"for {item} in {source}:"
-        with self.em.block(header), gen.region():
+        # the loop's line reads its list: a failure there is reported at the $each
+        with self.em.block(header, at=each), gen.region():
             if self.trace:
                 self.each_body(node, path, out, position, item, (loop_id, index))
             else:

@@ -64,8 +64,10 @@ class Emitter:
         self.line(f"# {comment_safe(file)}:{line}:{col} {comment_safe(path)}", at=index)
 
     @contextmanager
-    def block(self, header: str) -> Iterator[None]:
-        self.line(header)
+    def block(self, header: str, at: int | None = None) -> Iterator[None]:
+        """An indented block under `header`; the header line mapped to field `at` (or the current
+        field), as a condition that reads the input can fail there."""
+        self.line(header, at=at)
         self.depth += 1
         try:
             yield

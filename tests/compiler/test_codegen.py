@@ -374,3 +374,54 @@ def test_fail_refuses_the_input_with_its_reason(tmp_path: Path) -> None:
     err = info.value
     assert "every line has qty 0" in err.message and err.field == "n" and err.location is not None
     assert err.location.endswith(":9:6") and err.key == "TM20231102001907"
+
+
+_CONDITIONAL_READS = """\
+dockyard: 1
+name: t.conditional-reads
+version: "1.0.0"
+source: {schema: order, key: order_no}
+target: {format: json}
+output:
+  code: order_no
+  extra?:
+    $when: receiver.city == "x"
+    city: receiver.city
+  lines:
+    $each: items
+    $as: line
+    $where: $line.qty > 0
+    $emit:
+      sku: $line.sku
+"""
+
+
+def _reading_lines(mapping: Any) -> list[tuple[int, str]]:
+    """The module's lines inside its functions that read the input (`_src`), but the def lines."""
+    out = []
+    for number, text in enumerate(mapping.source.splitlines(), start=1):
+        code = text.strip()
+        if "_src" in code and not code.startswith(("def ", "#", "_src = ")):
+            out.append((number, code))
+    return out
+
+
+_LIBRARY_SPECS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "mappings").rglob("*.yaml")
+                        if not p.name.endswith(".test.yaml") and "schemas" not in p.parts
+                        and "warehouses" not in p.parts and "accounts" not in p.parts)
+
+
+@pytest.mark.parametrize("spec", [*_LIBRARY_SPECS, "conditional-reads"])
+def test_every_line_that_reads_the_input_points_at_the_spec(spec: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read that fails (an input that breaks its schema) is reported at a spec line: every
+    generated line that reads the input is in the source map, the conditions of `$when` blocks
+    and the lines of `$each` loops included."""
+    monkeypatch.chdir(ROOT)
+    if spec == "conditional-reads":
+        path = tmp_path / "conditional-reads.yaml"
+        path.write_text(_CONDITIONAL_READS, encoding="utf-8")
+        spec = str(path)
+    mapping = compile_file(spec)
+    unmapped = [(n, code) for n, code in _reading_lines(mapping) if n not in mapping._sourcemap]
+    assert unmapped == []
