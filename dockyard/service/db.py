@@ -56,6 +56,10 @@ log = logging.getLogger("dockyard.store")
 
 HEARTBEAT_S = 1.0  # how often a node says it is alive (dy_nodes)
 GONE_AFTER_US = 4_000_000  # a node whose session lock is free and whose heartbeat is this old is gone
+# SQLite: the size the WAL file is cut back to once a checkpoint has copied all of it and the
+# writer starts it again (SQLite reuses the file and never shrinks it otherwise: a burst, or
+# readers that held the checkpoint back, left it at hundreds of MB for the life of the store).
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 RECONNECT_GRACE_S = 3.0  # how long writes wait, from the start of an outage, for the store to come back
 _NOTIFY_CHANNEL = "dockyard_jobs"
 _PG_NOW = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
@@ -443,6 +447,7 @@ class Database:
         self._checkpointer: _Checkpointer | None = None
         if self.dialect == "sqlite":
             self._writer_conn.raw.execute("PRAGMA wal_autocheckpoint=0")
+            self._writer_conn.raw.execute(f"PRAGMA journal_size_limit={int(WAL_SIZE_LIMIT)}")
             self._checkpointer = _Checkpointer(_sqlite_path(url))
         self._thread = threading.Thread(target=self._run_writer, name="dockyard-writer", daemon=True)
         self._thread.start()

@@ -489,6 +489,39 @@ def test_sqlite_wal_is_checkpointed_off_the_writers_path(tmp_path: Path) -> None
     assert not checkpointer._thread.is_alive()
 
 
+def test_sqlite_wal_file_is_cut_back_after_a_burst(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst grows the WAL file; once the checkpointer has copied it all, the writer's next
+    transaction starts the WAL again and cuts the file back to the limit (SQLite otherwise keeps
+    the file at its largest for the life of the store)."""
+    from dockyard.service import db as db_module
+
+    limit = 256 * 1024
+    monkeypatch.setattr(db_module, "WAL_SIZE_LIMIT", limit)
+    path = tmp_path / "state.db"
+    wal = tmp_path / "state.db-wal"
+    db = Database(f"sqlite:///{path}", readers=1)
+    try:
+        for start in range(0, 2_000, 500):
+            _ingest(db, *(f"B-{i}" for i in range(start, start + 500)))
+        grown = wal.stat().st_size
+        assert grown > 4 * limit
+        checkpointer = db._checkpointer
+        assert checkpointer is not None
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            seen = checkpointer.runs
+            while checkpointer.runs < seen + 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            _ingest(db, f"A-{seen}")  # the next write starts the WAL again, once all of it was copied
+            if wal.stat().st_size <= limit:
+                break
+        assert wal.stat().st_size <= limit < grown
+        assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_orders WHERE order_no LIKE 'B-%'")) == [
+            (2_000,)]
+    finally:
+        db.close()
+
+
 def test_the_checkpointer_never_makes_a_store_that_is_gone(tmp_path: Path) -> None:
     """A store whose file was removed under a running service is not made again, empty, by the
     checkpointer's own connection (it opens the file read-write, never create)."""
