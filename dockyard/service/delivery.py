@@ -624,7 +624,6 @@ class Deliverer:
             wake.clear()
             # read per batch (the secrets cache makes it cheap), so that a rotated value signs the
             # next batch after a reload, not only after a restart; nothing is claimed without it
-            up = self.ctx.config.upstream or up
             try:
                 secret = self.ctx.secrets.get(up.secret).reveal() if up.secret else None
             except DockyardError as exc:

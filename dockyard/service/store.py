@@ -101,13 +101,19 @@ def _columns(rows: Sequence[Sequence[Any]], *, text: tuple[int, ...]) -> list[li
     return columns
 
 
+def _insert_many(conn: Conn, sql: str, pg_sql: str, rows: Sequence[Sequence[Any]], text: tuple[int, ...]) -> None:
+    """Insert rows: on PostgreSQL, several in one statement over arrays (`pg_sql`, its `text`
+    columns as text, see _columns), not a round trip per row; else `sql` once per row."""
+    if conn.dialect == "postgres" and len(rows) > 1:
+        conn.execute(pg_sql, _columns(rows, text=text))
+    elif rows:
+        conn.executemany(sql, rows)
+
+
 def write_journal(conn: Conn, rows: Iterable[tuple[Any, ...]]) -> None:
     now = conn.now
     values = [(now, *r[1:]) if r[0] is None else r for r in rows]
-    if conn.dialect == "postgres" and len(values) > 1:
-        conn.execute(_JOURNAL_PG_SQL, _columns(values, text=(1, 2, 3, 4, 5, 7)))
-    else:
-        conn.executemany(_JOURNAL_SQL, values)
+    _insert_many(conn, _JOURNAL_SQL, _JOURNAL_PG_SQL, values, text=(1, 2, 3, 4, 5, 7))
 
 
 def journal(conn: Conn, rows: Iterable[JournalRow]) -> None:
@@ -389,10 +395,7 @@ def ingest(conn: Conn, items: Sequence[IngestItem], now: int | None = None) -> l
                          "VALUES (?, ?, ?, ?, ?)",
                          (stamp, "order", it.order_no, json.dumps([why], ensure_ascii=False), it.payload))
             results.append(IngestResult("conflict", tracking, why))
-    if jobs and conn.dialect == "postgres" and len(jobs) > 1:  # one statement, not a round trip per job
-        conn.execute(_QUEUE_PG_SQL, _columns(jobs, text=(0, 1, 2, 3, 4, 6)))
-    elif jobs:
-        conn.executemany(_QUEUE_SQL, jobs)
+    _insert_many(conn, _QUEUE_SQL, _QUEUE_PG_SQL, jobs, text=(0, 1, 2, 3, 4, 6))
     journal(conn, rows)
     return results
 
