@@ -21,6 +21,7 @@ without a guard, and ingest without one (each can be allowed explicitly, with a 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,6 +48,10 @@ def _networks(texts: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(t, strict=False) for t in texts)
 
 
+# Peers and forwarded addresses repeat (keep-alive connections of a few warehouses and proxies):
+# parsing one with ipaddress costs more than the rest of a guard's check. Bounded, so that a
+# client sending a new X-Forwarded-For each time only evicts.
+@functools.lru_cache(maxsize=4096)
 def _address(text: str | None) -> Address | None:
     if not text:
         return None
@@ -64,11 +69,12 @@ def _address(text: str | None) -> Address | None:
     return address
 
 
-def _within(address: Address, networks: Sequence[Network]) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _within(address: Address, networks: tuple[Network, ...]) -> bool:
     return any(address.version == n.version and address in n for n in networks)
 
 
-def client_address(peer: str | None, forwarded_for: str | None, proxies: Sequence[Network]) -> Address | None:
+def client_address(peer: str | None, forwarded_for: str | None, proxies: tuple[Network, ...]) -> Address | None:
     """The client's address: the peer's, unless the peer is a trusted proxy; then the last
     X-Forwarded-For address that is not a trusted proxy. None when it cannot be known (no peer,
     or a trusted proxy forwarded an unreadable address)."""

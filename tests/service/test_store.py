@@ -267,6 +267,37 @@ def test_a_version_1_store_is_migrated_and_its_queues_keep_their_order(store_url
             db.close()
 
 
+def _indexes(db: Database) -> set[str]:
+    if db.dialect == "sqlite":
+        return {r[0] for r in db.read_sync(lambda c: c.execute("SELECT name FROM sqlite_master WHERE type = 'index'"))}
+    return {r[0] for r in db.read_sync(lambda c: c.execute("SELECT indexname FROM pg_indexes"))}
+
+
+def test_a_version_5_store_loses_the_journals_warehouse_index_and_keeps_its_rows(store_url: str) -> None:
+    """v6 drops dy_journal (warehouse, at), which no query reads and every journal row paid for.
+    A v5 store (the index there, version 5) is migrated once; its journal is kept."""
+    db = Database(store_url, readers=1)
+    try:
+        _ingest(db, "V-1")
+        db.write_sync(lambda c: c.execute("CREATE INDEX dy_journal_warehouse_at ON dy_journal (warehouse, at)"))
+        db.write_sync(lambda c: c.execute("UPDATE dy_meta SET value = '5' WHERE name = 'schema_version'"))
+        before = db.read_sync(lambda c: c.execute("SELECT order_no, step FROM dy_journal ORDER BY id"))
+        assert before and "dy_journal_warehouse_at" in _indexes(db)
+    finally:
+        db.close()
+    for _ in range(2):
+        db = Database(store_url, readers=1)
+        try:
+            assert db.read_sync(lambda c: c.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")) == [
+                (str(SCHEMA_VERSION),)]
+            found = _indexes(db)
+            assert not any("warehouse_at" in name for name in found), found
+            assert {"dy_journal_order", "dy_journal_at", "dy_journal_step_at"} <= found
+            assert db.read_sync(lambda c: c.execute("SELECT order_no, step FROM dy_journal ORDER BY id")) == before
+        finally:
+            db.close()
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     from e2e import fresh_postgres_database

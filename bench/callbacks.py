@@ -1,0 +1,193 @@
+"""Benchmark: what one warehouse callback costs the service, through its real HTTP path.
+
+    python bench/callbacks.py [-n 1500] [--rounds 5] [--against-python /path/to/other/venv/bin/python]
+
+The service of `bench/e2e.py` (the demo plan: QIMEN, SF, JD and Cainiao warehouses, the library's
+mappings, SQLite) serves in this process, without its deliverer: `n` orders are stored first
+(spread over the warehouses as routing spreads them), then a client process pushes every
+callback of every order's life, as the simulator signs them (QIMEN process reports and the
+delivery confirm, SF route pushes, Cainiao status uploads and the consign confirm; JD pushes
+none), 32 orders at a time, each order's callbacks in turn. Every callback is verified, mapped,
+recorded with its forward job and acknowledged; none is forwarded (no deliverer runs), so what is
+measured is the callback path alone.
+
+Figure: CPU µs per callback of the service's event loop thread (`time.thread_time` around the
+client's run: HTTP parsing, guard, verification, reading, mapping, the ack) and of its other
+threads (the writer's group commits), best of the rounds. The client's CPU is its own process's
+and is not counted. With --against-python, the same script runs under another interpreter (a
+venv with another checkout of Dockyard installed), round by round in alternate subprocesses, and
+the ratio is printed: both candidates see the same machine noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+MAPPINGS = HERE.parent / "mappings"
+
+
+def _pushes(plan: Any, orders: list[tuple[str, str]]) -> list[list[dict[str, str]]]:
+    """Per order, its callbacks as the simulator would push them: [{path, query, type, body}]."""
+    from dockyard.simulate.feedback import STEPS, build_push
+    from dockyard.simulate.warehouses import OrderState, SimWarehouse, WarehouseState
+
+    spec = plan.sim_spec("http://127.0.0.1:9")
+    states = {w["name"]: WarehouseState(SimWarehouse(w["name"], w["kind"], w["secret"], w["callback_base"],
+                                                     context=w["context"]), i)
+              for i, w in enumerate(spec["warehouses"])}
+    out: list[list[dict[str, str]]] = []
+    for i, (order_no, warehouse) in enumerate(orders):
+        ws = states[warehouse]
+        order = OrderState(order_no, f"WO{i:08d}", f"SF{7000000000 + i}", "SF", None, [("1", "SKU-1", 1)])
+        pushes = []
+        for _stage, code in STEPS[ws.spec.kind]:
+            push = build_push(ws, order, code)
+            if push is None:
+                continue
+            pushes.append({"path": f"/callbacks/{warehouse}/{push.flow}", "query": push.query or {},
+                           "type": push.content_type, "body": base64.b64encode(push.body).decode("ascii")})
+        if pushes:
+            out.append(pushes)
+    return out
+
+
+def client_child(argv: list[str]) -> int:
+    """Post every order's callbacks (from the JSON file argv[1]) to argv[0], 32 orders at a time."""
+    import aiohttp
+
+    base, path = argv
+    work: list[list[dict[str, str]]] = json.loads(Path(path).read_text())
+    statuses: dict[int, int] = {}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
+            queue = list(reversed(work))
+
+            async def worker() -> None:
+                while queue:
+                    for push in queue.pop():
+                        async with session.post(base + push["path"], params=push["query"],
+                                                data=base64.b64decode(push["body"]),
+                                                headers={"Content-Type": push["type"]}) as resp:
+                            await resp.read()
+                            statuses[resp.status] = statuses.get(resp.status, 0) + 1
+
+            await asyncio.gather(*(worker() for _ in range(32)))
+
+    asyncio.run(main())
+    sys.stdout.write(json.dumps(statuses) + "\n")
+    return 0
+
+
+def _thread_cpu() -> float:
+    return time.thread_time()
+
+
+def one_round(n: int) -> dict[str, Any]:
+    """Serve, store n orders, let the client push their callbacks; CPU per callback."""
+    from aiohttp import web
+
+    from dockyard.demo import DemoPlan, build_demo_bundle, free_port
+    from dockyard.service import store
+    from dockyard.service.app import Service
+    from dockyard.service.config import load_config
+    from dockyard.service.context import ServiceContext
+
+    work = Path(tempfile.mkdtemp(prefix="dockyard-cb-"))
+    plan = DemoPlan(work, MAPPINGS, store=f"sqlite:///{(work / 'state.db').resolve()}")
+    build_demo_bundle(MAPPINGS, plan.bundle)
+    port = free_port()
+    plan.sim_base = "http://127.0.0.1:9"  # no deliverer runs: nothing is ever sent there
+    ctx = ServiceContext.build(load_config(plan.write(port)))
+    pushing = [w for w in ctx.config.warehouses.values() if w.callbacks]
+    orders = [(f"CB{i:08d}", pushing[i % len(pushing)].name) for i in range(n)]
+    pushes = _pushes(plan, orders)
+    total = sum(len(p) for p in pushes)
+    (work / "pushes.json").write_text(json.dumps(pushes))
+
+    async def main() -> dict[str, Any]:
+        service = Service(ctx)
+        items = [store.IngestItem(no, f"t{no}", wh, "shop", "tmall", "fp-" + no,
+                                  json.dumps({"order_no": no}), 0, "default", False) for no, wh in orders]
+        for i in range(0, len(items), 200):
+            await service.db.write(store.IngestOp(items[i:i + 200]))
+        runner = web.AppRunner(service.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        loop0, all0 = _thread_cpu(), time.process_time()
+        client = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--client-child", f"http://127.0.0.1:{port}", str(work / "pushes.json"),
+            stdout=subprocess.PIPE)
+        out, _ = await client.communicate()
+        # the writer may still be finishing the last group: wait for its answers to be in the store
+        loop1, all1 = _thread_cpu(), time.process_time()
+        recorded = await service.db.read(lambda c: c.execute("SELECT COUNT(*) FROM dy_events")[0][0])
+        await runner.cleanup()
+        service.db.close()
+        return {"statuses": json.loads(out), "recorded": int(recorded),
+                "loop_us": (loop1 - loop0) / total * 1e6, "other_us": ((all1 - all0) - (loop1 - loop0)) / total * 1e6}
+
+    from dockyard.service.app import install_uvloop
+
+    install_uvloop()
+    result = asyncio.run(main())
+    result.update(callbacks=total, orders=n)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--client-child":
+        return client_child(argv[1:])
+    if argv and argv[0] == "--round-child":
+        sys.stdout.write(json.dumps(one_round(int(argv[1]))) + "\n")
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=1500, help="orders (each pushes 4-5 callbacks, JD none)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--against-python", help="another venv's python, run alternately as the baseline")
+    args = ap.parse_args(argv)
+    candidates = {"this tree": sys.executable}
+    if args.against_python:
+        candidates = {"baseline": args.against_python, "this tree": sys.executable}
+    best: dict[str, dict[str, Any]] = {}
+    for r in range(args.rounds):
+        for name, python in candidates.items():
+            run = subprocess.run([python, __file__, "--round-child", str(args.n)], capture_output=True, text=True,
+                                 check=False, timeout=600)
+            if run.returncode != 0:
+                sys.stderr.write(run.stderr)
+                return 1
+            res = json.loads(run.stdout.strip().splitlines()[-1])
+            ok = res["statuses"].get("200", 0)
+            print(f"round {r + 1} {name:10} {res['callbacks']} callbacks ({ok} answered 200, {res['recorded']} "
+                  f"recorded): loop {res['loop_us']:.0f} + other threads {res['other_us']:.0f} µs CPU/callback",
+                  file=sys.stderr)
+            if ok != res["callbacks"] or res["recorded"] < res["callbacks"]:
+                print(f"  not every callback was applied: {res['statuses']}", file=sys.stderr)
+                return 1
+            total = res["loop_us"] + res["other_us"]
+            if name not in best or total < best[name]["loop_us"] + best[name]["other_us"]:
+                best[name] = res
+    print(f"{args.n} orders' callbacks, best of {args.rounds} (µs CPU per callback: loop + other threads = total):")
+    for name, res in best.items():
+        print(f"  {name:10} {res['loop_us']:6.0f} + {res['other_us']:5.0f} = {res['loop_us'] + res['other_us']:6.0f}")
+    if len(best) == 2:
+        b, t = best["baseline"], best["this tree"]
+        print(f"  ratio      loop {t['loop_us'] / b['loop_us']:.2f}x, other {t['other_us'] / b['other_us']:.2f}x, "
+              f"total {(t['loop_us'] + t['other_us']) / (b['loop_us'] + b['other_us']):.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
