@@ -19,7 +19,7 @@ from dockyard.dsl.diagnostics import Diagnostic, Severity
 from dockyard.dsl.functions import REGISTRY, Function, TypeProblem
 from dockyard.dsl.spans import Span
 from dockyard.dsl.spec import LetDef, OutEach, OutField, OutJson, OutList, OutNode, OutObject, OutValue, Spec
-from dockyard.dsl.spec_parser import NO_NULL_HINT, NULL_WORDS, did_you_mean
+from dockyard.dsl.spec_parser import NO_NULL_HINT, NULL_WORDS, did_you_mean, key_text
 from dockyard.dsl.types import (
     ANY,
     BOOL,
@@ -818,14 +818,27 @@ def _output_has_path(node: OutObject, path: str) -> bool:
 
 
 def _check_key_path(ch: _Checker, spec: Spec, source_type: Type) -> None:
+    if not spec.key_path:  # not a path: the spec parser said so
+        return
     t: Type | None = source_type
     for part in spec.key_path:
-        t = t.field(part) if t is not None else None
+        if t is None:
+            break
+        if isinstance(part, int):
+            t = (t.item or ANY).optional() if t.kind is Kind.LIST else ANY.optional() if t.kind is Kind.ANY else None
+        else:
+            t = t.field(part)
+    key = key_text(spec.key_path)
+    where = spec.spans.get("source.key", spec.source_schema_span)
     if t is None:
-        key = ".".join(spec.key_path)
-        ch.error(spec.spans.get("source.key", spec.source_schema_span),
-                 f"the business key {key!r} is not in the source schema",
+        ch.error(where, f"the business key {key!r} is not in the source schema",
                  "unknown-path", hint="set source.key to the path of the order number")
+    elif t.kind in (Kind.LIST, Kind.OBJECT):
+        # Errors name the key's value: a whole list or object there would be unreadable, and would
+        # carry the message's contents (addresses, names) into every error and log line.
+        ch.error(where, f"the business key {key!r} is {'a list' if t.kind is Kind.LIST else 'an object'}, "
+                 "not a single value", "key-not-a-value",
+                 hint="point source.key at one text or number field, e.g. Body.WaybillRoute[0].mailno")
 
 
 def check_expression(expr: ast.Expr, source_schema: Mapping[str, Any] | None = None,

@@ -148,7 +148,7 @@ output:                         # the document sent to the warehouse
 | `description` | no | Free text. |
 | `source.schema` | yes | `order` (the built-in canonical order schema) or the path of a JSON Schema \
     file, relative to the spec. Every path in the spec is checked against it. |
-| `source.key` | no | The dotted path of the business key that runtime errors name (default `order_no`). |
+| `source.key` | no | The path of the business key that runtime errors name (default `order_no`): field names joined by dots, with `[n]` for a list's n-th element (`Body.WaybillRoute[0].mailno`). It must reach one text or number value, never a list or object, so that no error carries a whole message. |
 | `target.format` | yes | `json`, `xml` or `form`. |
 | `target.root` | xml | The root element. Required for `xml`. |
 | `target.declaration` | no | xml: write `<?xml …?>` first (default `true`). |
@@ -750,7 +750,7 @@ It checks, in this order:
    - the target: objects or lists in a form, invalid XML names;
    - the target schema (`target.schema`): fields it does not know, fields it requires that are
      missing or may be left out, values of the wrong type, constants that do not fit;
-   - the business key path (`source.key`).
+   - the business key path (`source.key`): it must be in the source schema and reach a single value.
 5. **Warnings** do not stop compilation: unused `let` values, a `??` whose left side is never
    missing, fields an open target schema does not list.
 """

@@ -179,7 +179,7 @@ class Spec:
     source_schema_name: str
     source_schema: Mapping[str, Any]
     source_schema_span: Span
-    key_path: tuple[str, ...]
+    key_path: tuple[str | int, ...]  # field names, and list indexes (Body.WaybillRoute[0].mailno)
     target: Target
     target_schema: Mapping[str, Any] | None
     target_schema_span: Span | None

@@ -291,7 +291,14 @@ class _SpecParser:
         assert isinstance(schema_node, YScalar)
         source_schema = self.load_schema(schema_node, builtin=True)
         key_node = source.get("key")
-        key_path = tuple(str(to_plain(key_node)).split(".")) if key_node is not None else ("order_no",)
+        key_path: tuple[str | int, ...] = ("order_no",)
+        if key_node is not None:
+            parsed = parse_key_path(str(to_plain(key_node)))
+            if parsed is None:
+                self.error(key_node.span, f"source.key {str(to_plain(key_node))[:80]!r} is not a path",
+                           "spec-bad-value", hint="field names joined by dots, with [n] for the n-th element of a "
+                           "list: Body.WaybillRoute[0].mailno")
+            key_path = parsed or ()  # () when not a path: reported here, the checks say nothing more of it
         spans = {"source.schema": schema_node.span, "source.key": key_node.span if key_node else schema_node.span}
         source_format = str(to_plain(source.get("format"))) if source.get("format") is not None else "json"  # type: ignore[arg-type]
         root_node = source.get("root")
@@ -725,3 +732,24 @@ def _seconds(text: str) -> int:
 
 def _scalar_text(node: YNode) -> str:
     return node.value if isinstance(node, YScalar) else ""
+
+
+_KEY_PART = re.compile(r"([^.\[\]\s]+)((?:\[[0-9]{1,4}\])*)")
+
+
+def parse_key_path(text: str) -> tuple[str | int, ...] | None:
+    """`source.key` as path parts: field names, and the indexes of `[n]` (the n-th element of a
+    list); None when it is not such a path."""
+    parts: list[str | int] = []
+    for part in text.split("."):
+        found = _KEY_PART.fullmatch(part)
+        if found is None:
+            return None
+        parts.append(found.group(1))
+        parts.extend(int(i) for i in re.findall(r"\[([0-9]+)\]", found.group(2)))
+    return tuple(parts)
+
+
+def key_text(path: tuple[str | int, ...]) -> str:
+    """A key path as the spec writes it."""
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(path))

@@ -179,7 +179,7 @@ class CompiledMapping:
         self._rendered: bytes | None = None
         self._fields: tuple[tuple[str, int, int, str], ...] = module.__dockyard_fields__
         self._sourcemap: dict[int, int] = module.__dockyard_sourcemap__
-        self._key_path: tuple[str, ...] = tuple(meta["key"])
+        self._key_path: tuple[str | int, ...] = tuple(meta["key"])
         self._context: tuple[tuple[str, str, bool], ...] = tuple(meta["context"])
         # (name, class) per declared context value: a caller's dict holding each of them with
         # exactly that class is what check_context would hand back unchanged (anything else, a
@@ -325,10 +325,18 @@ class CompiledMapping:
                            root=self.meta.get("source_root"))
 
     def business_key(self, order: Any) -> str | None:
+        """The value at the spec's `source.key`, as errors name it; None when the input has no
+        single value there (missing, or a list or object: never a dump of the message)."""
         value = order
         for part in self._key_path:
-            value = value.get(part) if isinstance(value, Mapping) else None
-        return None if value is None else str(value)
+            if isinstance(part, int):
+                value = value[part] if isinstance(value, list) and part < len(value) else None
+            else:
+                value = value.get(part) if isinstance(value, Mapping) else None
+        if value is None or isinstance(value, Mapping | list | tuple):
+            return None
+        text = str(value)
+        return text if len(text) <= 200 else text[:199] + "…"
 
     def _checked_context(self, context: Mapping[str, Any] | None) -> Mapping[str, Any]:
         """check_context's answer, found without it when the caller's dict holds every declared

@@ -81,6 +81,8 @@ EXPECTED_CODES: dict[str, tuple[list[str], bool]] = {
     "required-omit": (["required-omit"], False),
     "required-omit-via-let": (["required-omit", "required-omit"], False),
     "when-beside-each": (["spec-directive"], False),
+    "key-not-a-value": (["key-not-a-value"], False),
+    "bad-key-path": (["spec-bad-value"], False),
     "several-mistakes": (["unused-let", "unknown-path", "unknown-path", "unknown-function", "type-mix",
                           "bad-argument", "arity", "type-mix"], False),
 }

@@ -355,3 +355,29 @@ def test_every_error_type_pickles(err: Exception) -> None:
 def test_errors_survive_deepcopy() -> None:
     err = TransformError("boom", location="a.yaml:1:2", field="x", key="K")
     assert str(copy.deepcopy(err)) == str(err)
+
+
+# --------------------------------------------------------------------------------------------------
+# the business key errors name
+
+
+def _route_push() -> CompiledMapping:
+    return compile_file(ROOT / "mappings" / "sf" / "route-push.yaml")
+
+
+def test_a_key_through_a_list_names_its_first_element_and_never_the_whole_list() -> None:
+    """SF's route push has no single order number: its key is the first route's waybill
+    (`Body.WaybillRoute[0].mailno`). A key that reaches a list or object names nothing rather than
+    dump the message (addresses, names) into every error and log line."""
+    mapping = _route_push()
+    route = {"id": "r1", "mailno": "SF1000000000001", "orderid": "A-1", "acceptTime": "not a time", "opCode": "50",
+             "acceptAddress": "浙江省杭州市西湖区某某路 1 号"}
+    push = {"Body": {"WaybillRoute": [route, dict(route, id="r2", mailno="SF2")]}}
+    with pytest.raises(TransformError) as info:
+        mapping.transform(push, {"warehouseCode": "SF"})
+    assert info.value.key == "SF1000000000001"
+    assert "浙江省" not in str(info.value)
+    assert mapping.business_key({"Body": {"WaybillRoute": []}}) is None
+    assert mapping.business_key({"Body": {"WaybillRoute": {"0": route}}}) is None
+    assert mapping.business_key({"Body": {"WaybillRoute": [{"mailno": ["SF1", "SF2"]}]}}) is None
+    assert mapping.business_key({"Body": {"WaybillRoute": [{"mailno": "x" * 5000}]}}) == "x" * 199 + "…"
