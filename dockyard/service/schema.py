@@ -191,7 +191,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     4: (),
     # v6: the journal's (warehouse, at) index goes: no query reads the journal by warehouse first
     # (per-warehouse figures come from dy_counters, windows from the `at` and `(step, at)`
-    # indexes), and keeping it cost 10-15% of the writer's CPU (bench/store_writer.py). On
-    # PostgreSQL, dropping the partitioned index drops each partition's.
+    # indexes); each journal row paid for a fifth B-tree entry (about 2% of the writer's CPU on
+    # SQLite in bench/store_writer.py). On PostgreSQL, dropping the partitioned index drops each
+    # partition's.
     5: ("DROP INDEX IF EXISTS dy_journal_warehouse_at",),
 }
