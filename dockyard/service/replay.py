@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from dockyard.runtime.errors import DockyardError
+from dockyard.runtime.errors import DockyardError, InputError
+from dockyard.runtime.inputs import read_form
 from dockyard.runtime.mapping import CompiledMapping
 from dockyard.runtime.request import sign_body
 from dockyard.runtime.signing import MASK, Signer, SignInput, get_signer
@@ -45,7 +46,13 @@ __all__ = ["SignedInput", "dedupe_identity", "event_id_sources", "signed_input"]
 
 
 def form_fields(body: bytes) -> dict[str, str]:
-    """A form body's fields (the first value of a repeated one wins for the signature too)."""
+    """A form body's fields (the first value of a repeated one wins for the signature too). A body
+    the strict reader takes gives the same fields either way, and its reading is kept for the
+    mapping (runtime.inputs.read_form); anything else is read leniently, as before."""
+    try:
+        return read_form(body)
+    except InputError:
+        pass
     try:
         return dict(reversed(parse_qsl(body.decode("utf-8"), keep_blank_values=True)))
     except UnicodeDecodeError:
