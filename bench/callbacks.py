@@ -103,9 +103,14 @@ def one_round(n: int) -> dict[str, Any]:
     from dockyard.service.config import load_config
     from dockyard.service.context import ServiceContext
 
+    import dockyard
+
+    # the candidate's own library (a baseline venv's checkout compiles its own specs)
+    own = Path(dockyard.__file__).resolve().parent.parent / "mappings"
+    mappings = own if own.is_dir() else MAPPINGS
     work = Path(tempfile.mkdtemp(prefix="dockyard-cb-"))
-    plan = DemoPlan(work, MAPPINGS, store=f"sqlite:///{(work / 'state.db').resolve()}")
-    build_demo_bundle(MAPPINGS, plan.bundle)
+    plan = DemoPlan(work, mappings, store=f"sqlite:///{(work / 'state.db').resolve()}")
+    build_demo_bundle(mappings, plan.bundle)
     port = free_port()
     plan.sim_base = "http://127.0.0.1:9"  # no deliverer runs: nothing is ever sent there
     ctx = ServiceContext.build(load_config(plan.write(port)))
