@@ -1,7 +1,7 @@
 """Benchmark: the state store's writes of an order's whole life, in-process, without HTTP.
 
     python bench/store_writer.py [-n 4000] [--rounds 5] [--store sqlite|postgres]
-                                 [--against-python /path/to/other/venv/bin/python]
+                                 [--against-python /path/to/other/venv/bin/python | --forward-cost]
 
 What the service's writer thread does per order with feedback on, through the real store
 operations and the real group commit (`Database.write`, many operations in flight so that groups
@@ -18,6 +18,8 @@ benchmark's database (from /proc, the same machine), read when the run starts an
 (the store's connections live for the whole run). With --against-python, the same script runs
 under another interpreter (a venv with another checkout of Dockyard installed) in alternate
 subprocesses, round by round, and the ratio is printed: both candidates see the same machine noise.
+With --forward-cost, this tree runs alternately as it is and with the events recorded but not
+forwarded (no forward jobs, no upstream lane): the difference is what forwarding costs the store.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any
 EVENTS = ("accepted", "picking", "shipped", "signed")
 
 
-async def _life(db: Any, store: Any, orders: list[str], warehouse: str) -> None:
+async def _life(db: Any, store: Any, orders: list[str], warehouse: str, forward: bool = True) -> None:
     ids = (uuid.uuid4().hex for _ in itertools.repeat(None))
 
     async def ingest(chunk: list[str]) -> None:
@@ -80,11 +82,12 @@ async def _life(db: Any, store: Any, orders: list[str], warehouse: str) -> None:
             event = {"order_no": no, "status": status, "raw_status": status.upper(),
                      "waybills": [{"carrier_code": "SF", "waybill_no": "SF" + no}] if status == "shipped" else None}
             await db.write(store.RecordEventsOp(warehouse, "confirm", [store.EventRecord(event, f"{no}-{step}")],
-                                                forward=True, received_at=0))
+                                                forward=forward, received_at=0))
         await asyncio.gather(*(callback(no) for no in orders))
-        if step % 2:  # forwards lag behind the callbacks: events wait behind their order's previous one
+        if step % 2 and forward:  # forwards lag behind the callbacks: events wait behind their order's previous one
             await run_lane("up", "_upstream", forwarded)
-    await run_lane("up", "_upstream", forwarded)
+    if forward:
+        await run_lane("up", "_upstream", forwarded)
 
 
 def _backend_cpu(admin: Any, name: str) -> dict[int, float]:
@@ -101,7 +104,7 @@ def _backend_cpu(admin: Any, name: str) -> dict[int, float]:
     return out
 
 
-def child(n: int, store_kind: str, pg_url: str) -> dict[str, Any]:
+def child(n: int, store_kind: str, pg_url: str, forward: bool = True) -> dict[str, Any]:
     from dockyard.service import store
     from dockyard.service.db import Database
 
@@ -124,7 +127,7 @@ def child(n: int, store_kind: str, pg_url: str) -> dict[str, Any]:
                 admin = psycopg.connect(pg_url, autocommit=True)
                 pg0 = _backend_cpu(admin, name)
             c0, t0, main0 = time.process_time(), time.perf_counter(), time.thread_time()
-            asyncio.run(_life(db, store, orders, "qimen"))
+            asyncio.run(_life(db, store, orders, "qimen", forward))
             cpu, wall = time.process_time() - c0, time.perf_counter() - t0
             cpu -= time.thread_time() - main0  # the driving coroutines' share: the other threads remain
             server = None
@@ -136,7 +139,7 @@ def child(n: int, store_kind: str, pg_url: str) -> dict[str, Any]:
             db.close()
             if admin is not None:
                 admin.close()
-    if dict(left) != {"done": n * (1 + len(EVENTS))}:
+    if dict(left) != {"done": n * (1 + (len(EVENTS) if forward else 0))}:
         raise SystemExit(f"the run did not end with every job done: {left}")
     return {"cpu_us_per_order": cpu / n * 1e6, "wall_s": wall,
             "server_us_per_order": None if server is None else server / n * 1e6}
@@ -149,20 +152,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--against-python", help="another venv's python, run alternately as the baseline")
+    ap.add_argument("--forward-cost", action="store_true",
+                    help="this tree twice, alternately: events forwarded upstream (jobs) and recorded only")
+    ap.add_argument("--no-forward", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.n, args.store, args.pg_url)))
+        print(json.dumps(child(args.n, args.store, args.pg_url, not args.no_forward)))
         return 0
-    candidates = [("this tree", sys.executable)]
+    candidates: list[tuple[str, str, list[str]]] = [("this tree", sys.executable, [])]
     if args.against_python:
-        candidates.insert(0, ("baseline", args.against_python))
+        candidates.insert(0, ("baseline", args.against_python, []))
+    if args.forward_cost:  # the baseline is the full life; "this tree" records events without forwarding
+        candidates = [("baseline", sys.executable, []), ("no forward", sys.executable, ["--no-forward"])]
     best: dict[str, float] = {}
     best_server: dict[str, float] = {}
     for r in range(args.rounds):
-        for label, python in candidates:
+        for label, python, extra in candidates:
             out = subprocess.run([python, str(Path(__file__).resolve()), "--child", "-n", str(args.n), "--store",
-                                  args.store, "--pg-url", args.pg_url], capture_output=True, text=True, check=True,
+                                  args.store, "--pg-url", args.pg_url, *extra],
+                                 capture_output=True, text=True, check=True,
                                  cwd=tempfile.gettempdir())
             res = json.loads(out.stdout.strip().splitlines()[-1])
             best[label] = min(best.get(label, float("inf")), res["cpu_us_per_order"])
@@ -174,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"({res['wall_s']:.1f} s)", flush=True)
     print(f"\n{args.n} orders x {1 + len(EVENTS)} jobs, {len(EVENTS)} events each, store {args.store}; best of "
           f"{args.rounds}:")
-    for label, _ in candidates:
+    for label, _, _ in candidates:
         ratio = f"  {best[label] / best['baseline']:.2f}x the baseline" if "baseline" in best else ""
         print(f"  {label:9s} {best[label]:8.0f} µs CPU/order{ratio}")
         if label in best_server:
