@@ -33,6 +33,7 @@ import orjson
 from aiohttp import web
 
 from dockyard.service import logs, queries, retention, store, tracing
+from dockyard.service.config import ServiceConfig
 from dockyard.service.context import ServiceContext, dumps
 from dockyard.service.db import Database, StoreUnavailable, now_us
 from dockyard.service.delivery import UPSTREAM, Deliverer
@@ -62,11 +63,17 @@ class Service:
         self.deliverer = Deliverer(ctx, self.db, owner=self.db.owner, metrics=self.metrics)
         self.runner: web.AppRunner | None = None
         self.url = ""
-        proxies = [ipaddress.ip_network(p, strict=False) for p in self.config.trusted_proxies]
-        self.ingest_guard = (Guard(self.config.ingest, ctx.secrets, proxies)
-                             if self.config.ingest is not None else None)
-        self.callback_guards = {(w.name, name): Guard(cb.guard, ctx.secrets, proxies)
-                                for w in self.config.warehouses.values() for name, cb in w.callbacks.items()
+        self.ingest_guard: Guard | None = None
+        self.callback_guards: dict[tuple[str, str], Guard] = {}
+        self.set_guards(self.config)
+
+    def set_guards(self, config: ServiceConfig) -> None:
+        """The guards of `config` (at start, and when a reload changes them): each replaced whole,
+        in one assignment on the event loop, so a request is checked by the old guards or the new."""
+        proxies = tuple(ipaddress.ip_network(p, strict=False) for p in config.trusted_proxies)
+        self.ingest_guard = Guard(config.ingest, self.ctx.secrets, proxies) if config.ingest is not None else None
+        self.callback_guards = {(w.name, name): Guard(cb.guard, self.ctx.secrets, proxies)
+                                for w in config.warehouses.values() for name, cb in w.callbacks.items()
                                 if cb.guard is not None}
 
     # -- lifecycle --------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 """Loading new bundles into a running service (SIGHUP, or `dockyard reload`), without a restart.
 
 What a reload takes from the config file: its `bundles`, its dashboard `tokens` (so a token
-can be rotated without a restart) and its warehouses' callback secrets (`verify.secret` and
-`verify.previous`, so a callback secret can be rotated with an overlap window). Anything else
+can be rotated without a restart), its warehouses' callback secrets (`verify.secret` and
+`verify.previous`, so a callback secret can be rotated with an overlap window) and the guards:
+`ingest`, `trusted_proxies` and each callback's `guard` (so a warehouse's new callback address
+can be let in on a busy night). A reload never leaves an endpoint unguarded that was guarded:
+that needs a restart, where `serve` asks for its explicit allowance. Anything else
 that differs from the running config needs a restart, and the reload is refused with the list of
 those keys, so that a half-applied config is never running. The new mappings are loaded and
 checked against the config (every flow's mapping is there, with the context and secrets it
@@ -29,10 +32,11 @@ from dockyard.runtime.errors import DockyardError
 from dockyard.service import logs, store
 from dockyard.service.config import ServiceConfig, WarehouseConfig, check_against, load_config
 from dockyard.service.context import ServiceContext, load_bundles
+from dockyard.service.guards import unguarded
 
 __all__ = ["RELOADABLE", "ReloadError", "prepare_sync", "reload_service"]
 
-RELOADABLE = ("bundles", "tokens")
+RELOADABLE = ("bundles", "tokens", "ingest", "trusted_proxies")
 # set from the command line, not the file: a difference here is not a change of the file
 _NOT_FROM_FILE = ("path", "store", "host", "port")
 
@@ -52,10 +56,16 @@ def _plan(ctx: ServiceContext, fresh: ServiceConfig) -> tuple[ServiceConfig, dic
         restart.append("warehouses")
     if restart:
         raise ReloadError(f"the config changed in {', '.join(restart)}: that needs a restart (a reload takes only "
-                          f"{' and '.join(RELOADABLE)} and callback secrets); nothing was changed")
+                          f"{', '.join(RELOADABLE)}, callback secrets and callback guards); nothing was changed")
+    (new_flows, new_ingest), (old_flows, old_ingest) = unguarded(fresh), unguarded(running)
+    opened = [f for f in new_flows + new_ingest if f not in old_flows + old_ingest]
+    if opened:
+        raise ReloadError(f"the new config leaves {', '.join(opened)} without a guard: that needs a restart "
+                          "(serve's explicit allowance); nothing was changed")
     # a warehouse's callback secrets (verify.secret, verify.previous) are the only part of
     # `warehouses` a reload takes: the rest was compared equal above
-    config = dataclasses.replace(running, bundles=fresh.bundles, tokens=fresh.tokens, warehouses=fresh.warehouses)
+    config = dataclasses.replace(running, bundles=fresh.bundles, tokens=fresh.tokens, warehouses=fresh.warehouses,
+                                 ingest=fresh.ingest, trusted_proxies=fresh.trusted_proxies)
     mappings, versions, problems = load_bundles(config.bundles)
     if not problems:
         problems = check_against(config, mappings, ctx.secrets)
@@ -83,6 +93,9 @@ async def reload_service(service: Any, by: str = "SIGHUP") -> dict[str, Any]:
                for name in sorted(set(old) | set(versions)) if _shown(old.get(name)) != _shown(versions.get(name))}
     detail = {"by": by, "owner": service.db.owner, "changed": changed,
               "tokens_changed": dict(config.tokens) != dict(ctx.config.tokens)}
+    guards_changed = _guards(config) != _guards(ctx.config)
+    if guards_changed:
+        detail["guards_changed"] = True  # which, not how: a guard's token is a secret's name, still
     before, after = _secrets(ctx.config), _secrets(config)
     rotated = {k: after[k] for k in after if after[k] != before.get(k)}
     if rotated:
@@ -92,6 +105,8 @@ async def reload_service(service: Any, by: str = "SIGHUP") -> dict[str, Any]:
     ctx.remember()
     _forget_secrets(ctx)
     service.config = config
+    if guards_changed:
+        service.set_guards(config)
     await _journal(service, "ok", detail)
     logs.event(logging.WARNING, "reloaded", mappings=len(changed), by=by)
     return detail
@@ -115,14 +130,21 @@ def _forget_secrets(ctx: ServiceContext) -> None:
 
 
 def _without_rotation(warehouses: Mapping[str, WarehouseConfig]) -> dict[str, WarehouseConfig]:
-    """The warehouses with their callbacks' verification secrets blanked: what must not change in
-    a reload (a secret rotation may change the rest)."""
+    """The warehouses with their callbacks' verification secrets and guards blanked: what must not
+    change in a reload (a secret rotation or a guard may change the rest)."""
     out = {}
     for name, wh in warehouses.items():
-        callbacks = {cb: dataclasses.replace(c, verify=dataclasses.replace(c.verify, secret="", previous=None))
-                     if c.verify is not None else c for cb, c in wh.callbacks.items()}
+        callbacks = {}
+        for cb, c in wh.callbacks.items():
+            verify = dataclasses.replace(c.verify, secret="", previous=None) if c.verify is not None else None
+            callbacks[cb] = dataclasses.replace(c, guard=None, verify=verify)
         out[name] = dataclasses.replace(wh, callbacks=callbacks)
     return out
+
+
+def _guards(config: ServiceConfig) -> tuple[Any, ...]:
+    return (config.ingest, config.trusted_proxies,
+            {(w.name, cb): c.guard for w in config.warehouses.values() for cb, c in w.callbacks.items()})
 
 
 def _secrets(config: ServiceConfig) -> dict[str, Any]:

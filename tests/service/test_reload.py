@@ -134,8 +134,8 @@ def test_reload_guarded_by_diff_with_orders_flowing(env: Any, bundles: dict[str,
 
             # a change that needs a restart is refused as a whole and journaled
             with open(config, "a", encoding="utf-8") as f:
-                f.write("trusted_proxies: ['10.0.0.0/8']\n")
-            with pytest.raises(ReloadError, match="trusted_proxies"):
+                f.write("readers: 7\n")
+            with pytest.raises(ReloadError, match="readers"):
                 await reload_service(run.service, "test")
             assert run.service.ctx.versions[NAME].version == "1.1.0"
             refused = await run.service.db.read(lambda c: c.execute(
@@ -212,5 +212,54 @@ def test_sighup_reaches_every_worker_of_a_real_serve(tmp_path: Path, bundle_dir:
         finally:
             service.stop()
             await sim.stop()
+
+    asyncio.run(main())
+
+
+def test_a_reload_changes_the_guards_and_never_leaves_an_endpoint_unguarded(env: Any) -> None:
+    """A warehouse's callbacks come from a new address on a busy night: the guard's networks are
+    changed by a reload, no restart. A reload that would leave an unsigned callback flow (or
+    ingest) without a guard is refused, and the running guards stay."""
+    import yaml
+
+    push = (b'{"Body": {"WaybillRoute": [{"id": "g1", "mailno": "SF1", "orderid": "NO-SUCH-ORDER", '
+            b'"acceptTime": "2023-11-11 09:00:00", "opCode": "50"}]}}')
+
+    async def main() -> None:
+        async with env(warehouses=("qimen-std", "sf")) as run:
+            path = Path(run.plan.config_path)
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+            guard = config["warehouses"]["sf"]["callbacks"]["route-push"]["guard"]
+
+            async def reload_with(networks: list[str] | None, ingest: list[str] | None = None) -> dict[str, Any]:
+                if networks is None:
+                    config["warehouses"]["sf"]["callbacks"]["route-push"].pop("guard", None)
+                else:
+                    config["warehouses"]["sf"]["callbacks"]["route-push"]["guard"] = {**guard, "networks": networks}
+                if ingest is not None:
+                    config["ingest"] = {**config["ingest"], "networks": ingest}
+                path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+                return await reload_service(run.service, "test")
+
+            async def pushed() -> int:
+                status, _ = await run.post("/callbacks/sf/route-push", raw=push,
+                                           headers={"Content-Type": "application/json"})
+                return status
+
+            assert await pushed() == 409  # let in; the order is not ours
+            detail = await reload_with(["192.0.2.0/24"])  # SF's new address, not ours
+            assert detail.get("guards_changed") is True and detail["changed"] == {}
+            assert await pushed() == 403
+            detail = await reload_with(["192.0.2.0/24", "127.0.0.0/8", "::1/128"])
+            assert await pushed() == 409
+
+            await reload_with(["127.0.0.0/8", "::1/128"], ingest=["192.0.2.0/24"])  # ingest's guard too
+            status, _ = await run.post("/orders", numbered(900))
+            assert status == 403
+
+            with pytest.raises(ReloadError, match="sf/route-push without a guard"):
+                await reload_with(None)
+            assert await pushed() == 409  # the running guard (and config) stayed
+            assert run.service.config.warehouses["sf"].callbacks["route-push"].guard is not None
 
     asyncio.run(main())
