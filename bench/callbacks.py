@@ -97,13 +97,12 @@ def one_round(n: int) -> dict[str, Any]:
     """Serve, store n orders, let the client push their callbacks; CPU per callback."""
     from aiohttp import web
 
+    import dockyard
     from dockyard.demo import DemoPlan, build_demo_bundle, free_port
     from dockyard.service import store
     from dockyard.service.app import Service
     from dockyard.service.config import load_config
     from dockyard.service.context import ServiceContext
-
-    import dockyard
 
     # the candidate's own library (a baseline venv's checkout compiles its own specs)
     own = Path(dockyard.__file__).resolve().parent.parent / "mappings"

@@ -148,7 +148,10 @@ output:                         # the document sent to the warehouse
 | `description` | no | Free text. |
 | `source.schema` | yes | `order` (the built-in canonical order schema) or the path of a JSON Schema \
     file, relative to the spec. Every path in the spec is checked against it. |
-| `source.key` | no | The path of the business key that runtime errors name (default `order_no`): field names joined by dots, with `[n]` for a list's n-th element (`Body.WaybillRoute[0].mailno`). It must reach one text or number value, never a list or object, so that no error carries a whole message. |
+| `source.key` | no | The path of the business key that runtime errors name (default `order_no`): \
+    field names joined by dots, with `[n]` for a list's n-th element (`Body.WaybillRoute[0].mailno`). \
+    It must reach one text or number value, never a list or object, so that no error carries a \
+    whole message. |
 | `target.format` | yes | `json`, `xml` or `form`. |
 | `target.root` | xml | The root element. Required for `xml`. |
 | `target.declaration` | no | xml: write `<?xml …?>` first (default `true`). |
