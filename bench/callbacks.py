@@ -1,6 +1,7 @@
 """Benchmark: what one warehouse callback costs the service, through its real HTTP path.
 
     python bench/callbacks.py [-n 1500] [--rounds 5] [--against-python /path/to/other/venv/bin/python]
+    python bench/callbacks.py -n 2000 --rounds 3 --switch-ab 0.001    # the GIL switch interval, A/B in one run
 
 The service of `bench/e2e.py` (the demo plan: QIMEN, SF, JD and Cainiao warehouses, the library's
 mappings, SQLite) serves in this process, without its deliverer: `n` orders are stored first
@@ -93,8 +94,78 @@ def _thread_cpu() -> float:
     return time.thread_time()
 
 
-def one_round(n: int) -> dict[str, Any]:
-    """Serve, store n orders, let the client push their callbacks; CPU per callback."""
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class _SwitchAB:
+    """Alternates the interpreter's GIL switch interval between two values every `period` s while
+    the callbacks run, and files what happens under each: how late a 5 ms timer fires on the event
+    loop, how long a store write takes from submit to answer (what a request waits for), how long
+    the writer's group commits take, and the CPU (whole process) per write. One run, interleaved in
+    time, so that the machine's noise falls on both alike."""
+
+    def __init__(self, values: tuple[float, float], period: float = 0.25) -> None:
+        self.values, self.period = values, period
+        self.current = 0
+        self.lags: dict[int, list[float]] = {0: [], 1: []}
+        self.writes: dict[int, list[float]] = {0: [], 1: []}
+        self.groups: dict[int, list[float]] = {0: [], 1: []}
+        self.cpu: dict[int, float] = {0: 0.0, 1: 0.0}
+        self.done = False
+
+    def wrap(self, db: Any) -> None:
+        write, commit_group = db.write, db._commit_group
+
+        async def timed_write(op: Any) -> Any:
+            side, t0 = self.current, time.perf_counter()
+            try:
+                return await write(op)
+            finally:
+                if side == self.current:
+                    self.writes[side].append((time.perf_counter() - t0) * 1e3)
+
+        def timed_group(batch: Any) -> None:
+            side, t0 = self.current, time.perf_counter()
+            try:
+                commit_group(batch)
+            finally:
+                if side == self.current:
+                    self.groups[side].append((time.perf_counter() - t0) * 1e3)
+
+        db.write, db._commit_group = timed_write, timed_group
+
+    async def alternate(self) -> None:
+        while not self.done:
+            sys.setswitchinterval(self.values[self.current])
+            cpu0 = time.process_time()
+            await asyncio.sleep(self.period)
+            self.cpu[self.current] += time.process_time() - cpu0
+            self.current = 1 - self.current
+
+    async def probe(self) -> None:
+        while not self.done:
+            side, t0 = self.current, time.perf_counter()
+            await asyncio.sleep(0.005)
+            if side == self.current:
+                self.lags[side].append((time.perf_counter() - t0 - 0.005) * 1e3)
+
+    def report(self) -> dict[str, Any]:
+        out = {}
+        for side, value in enumerate(self.values):
+            w = self.writes[side]
+            out[f"{value:g}"] = {
+                "lag_p50_ms": _pct(self.lags[side], 0.5), "lag_p99_ms": _pct(self.lags[side], 0.99),
+                "write_p50_ms": _pct(w, 0.5), "write_p99_ms": _pct(w, 0.99), "writes": len(w),
+                "group_p50_ms": _pct(self.groups[side], 0.5), "group_p99_ms": _pct(self.groups[side], 0.99),
+                "cpu_us_per_write": self.cpu[side] / max(1, len(w)) * 1e6}
+        return out
+
+
+def one_round(n: int, switch: float | None = None) -> dict[str, Any]:
+    """Serve, store n orders, let the client push their callbacks; CPU per callback (and, with
+    `switch`, the switch-interval comparison of _SwitchAB)."""
     from aiohttp import web
 
     import dockyard
@@ -128,18 +199,27 @@ def one_round(n: int) -> dict[str, Any]:
         runner = web.AppRunner(service.app(), access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
+        ab = _SwitchAB((sys.getswitchinterval(), switch)) if switch else None
+        tasks = []
+        if ab is not None:
+            ab.wrap(service.db)
+            tasks = [asyncio.create_task(ab.alternate()), asyncio.create_task(ab.probe())]
         loop0, all0 = _thread_cpu(), time.process_time()
         client = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--client-child", f"http://127.0.0.1:{port}", str(work / "pushes.json"),
             stdout=subprocess.PIPE)
         out, _ = await client.communicate()
+        if ab is not None:
+            ab.done = True
+            await asyncio.gather(*tasks)
         # the writer may still be finishing the last group: wait for its answers to be in the store
         loop1, all1 = _thread_cpu(), time.process_time()
         recorded = await service.db.read(lambda c: c.execute("SELECT COUNT(*) FROM dy_events")[0][0])
         await runner.cleanup()
         service.db.close()
         return {"statuses": json.loads(out), "recorded": int(recorded),
-                "loop_us": (loop1 - loop0) / total * 1e6, "other_us": ((all1 - all0) - (loop1 - loop0)) / total * 1e6}
+                "loop_us": (loop1 - loop0) / total * 1e6, "other_us": ((all1 - all0) - (loop1 - loop0)) / total * 1e6,
+                **({"switch": ab.report()} if ab is not None else {})}
 
     from dockyard.service.app import install_uvloop
 
@@ -154,13 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--client-child":
         return client_child(argv[1:])
     if argv and argv[0] == "--round-child":
-        sys.stdout.write(json.dumps(one_round(int(argv[1]))) + "\n")
+        switch = float(argv[2]) if len(argv) > 2 else None
+        sys.stdout.write(json.dumps(one_round(int(argv[1]), switch)) + "\n")
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=1500, help="orders (each pushes 4-5 callbacks, JD none)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--against-python", help="another venv's python, run alternately as the baseline")
+    ap.add_argument("--switch-ab", type=float, metavar="S",
+                    help="this tree only: alternate the GIL switch interval between Python's and S seconds "
+                         "during each round, and compare loop lag, store-write latency and group commits")
     args = ap.parse_args(argv)
+    if args.switch_ab:
+        return _switch_rounds(args.n, args.rounds, args.switch_ab)
     candidates = {"this tree": sys.executable}
     if args.against_python:
         candidates = {"baseline": args.against_python, "this tree": sys.executable}
@@ -190,6 +276,21 @@ def main(argv: list[str] | None = None) -> int:
         b, t = best["baseline"], best["this tree"]
         print(f"  ratio      loop {t['loop_us'] / b['loop_us']:.2f}x, other {t['other_us'] / b['other_us']:.2f}x, "
               f"total {(t['loop_us'] + t['other_us']) / (b['loop_us'] + b['other_us']):.2f}x")
+    return 0
+
+
+def _switch_rounds(n: int, rounds: int, value: float) -> int:
+    keys = ("lag_p50_ms", "lag_p99_ms", "write_p50_ms", "write_p99_ms", "group_p50_ms", "group_p99_ms",
+            "cpu_us_per_write")
+    print(f"{'round':5} {'interval':>8} " + " ".join(f"{k:>16}" for k in keys))
+    for r in range(rounds):
+        run = subprocess.run([sys.executable, __file__, "--round-child", str(n), str(value)], capture_output=True,
+                             text=True, check=False, timeout=600)
+        if run.returncode != 0:
+            sys.stderr.write(run.stderr)
+            return 1
+        for interval, figures in json.loads(run.stdout.strip().splitlines()[-1])["switch"].items():
+            print(f"{r + 1:5} {interval:>8} " + " ".join(f"{figures[k]:16.1f}" for k in keys))
     return 0
 
 
