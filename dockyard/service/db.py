@@ -60,6 +60,14 @@ GONE_AFTER_US = 4_000_000  # a node whose session lock is free and whose heartbe
 # writer starts it again (SQLite reuses the file and never shrinks it otherwise: a burst, or
 # readers that held the checkpoint back, left it at hundreds of MB for the life of the store).
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+# Under a steady write load the checkpointer's PASSIVE checkpoints never catch up with the last
+# commit (a new one lands while they copy), so the WAL is never started again and grows for as
+# long as the load lasts (700 MB in two minutes of ingest). Past the limit, the writer itself, between
+# two groups, finishes the checkpoint and restarts the WAL: the checkpointer has copied nearly
+# everything by then, so the writer copies the last few commits' pages, then waits for the readers
+# that began before the copy to finish (readers that begin after it read the database file and
+# are not waited for), at most this long: then it tries again a second later.
+WAL_RESTART_WAIT_MS = 100
 RECONNECT_GRACE_S = 3.0  # how long writes wait, from the start of an outage, for the store to come back
 _NOTIFY_CHANNEL = "dockyard_jobs"
 _PG_NOW = "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
@@ -449,6 +457,9 @@ class Database:
             self._writer_conn.raw.execute("PRAGMA wal_autocheckpoint=0")
             self._writer_conn.raw.execute(f"PRAGMA journal_size_limit={int(WAL_SIZE_LIMIT)}")
             self._checkpointer = _Checkpointer(_sqlite_path(url))
+        self._wal_path = _sqlite_path(url) + "-wal" if self.dialect == "sqlite" else ""
+        self._wal_checked_at = 0.0
+        self.wal_restarts = 0
         self._thread = threading.Thread(target=self._run_writer, name="dockyard-writer", daemon=True)
         self._thread.start()
         self._listener: _Listener | None = None
@@ -575,12 +586,42 @@ class Database:
                     break
                 batch.append(item)
             self._commit_group(batch)
+            if self._wal_path:
+                self._restart_wal_if_large()
             if time.monotonic() - self._last_beat >= HEARTBEAT_S:
                 self._idle()
             if stop:
                 break
         with contextlib.suppress(Exception):
             self._writer_conn.close()
+
+    def _restart_wal_if_large(self) -> None:
+        """SQLite, between groups, at most once a second: a WAL past WAL_SIZE_LIMIT is checkpointed
+        whole and started again (RESTART), so the next commit writes from its beginning and cuts
+        the file back to the limit (journal_size_limit)."""
+        now = time.monotonic()
+        if now - self._wal_checked_at < 1.0:
+            return
+        self._wal_checked_at = now
+        try:
+            if Path(self._wal_path).stat().st_size <= WAL_SIZE_LIMIT:
+                return
+        except OSError:
+            return
+        conn = self._writer_conn
+        if not isinstance(conn, _SqliteConn):
+            return
+        raw = conn.raw
+        try:
+            raw.execute(f"PRAGMA busy_timeout={WAL_RESTART_WAIT_MS}")
+            busy = raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]
+            if not busy:
+                self.wal_restarts += 1
+        except sqlite3.Error as exc:  # another checkpoint under way, a busy store: a second later
+            log.debug("WAL restart skipped: %s", exc)
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                raw.execute("PRAGMA busy_timeout=30000")
 
     def _idle(self) -> None:
         """Between groups: beat, and on a lost connection try to come back (readiness)."""
@@ -877,12 +918,16 @@ class Database:
 
 
 class _Checkpointer:
-    """Checkpoints a SQLite store's WAL from a connection and thread of its own, twice a second
-    (PASSIVE: it copies what no reader still needs and never waits for, or blocks, the writer or
-    the readers). The writer's connection has automatic checkpoints off. Should this thread stop,
-    the WAL only grows until the store is closed (the last connection to close checkpoints it)."""
+    """Checkpoints a SQLite store's WAL from a connection and thread of its own, twice a second,
+    and ten times a second while the WAL is past a quarter of WAL_SIZE_LIMIT (PASSIVE: it copies
+    what no reader still needs and never waits for, or blocks, the writer or the readers). Keeping
+    up under load is what keeps the writer's own restart of a large WAL short (Database
+    ._restart_wal_if_large): it then copies only the last few commits. The writer's connection has
+    automatic checkpoints off. Should this thread stop, the WAL only grows until the writer's
+    restart takes it back."""
 
     INTERVAL_S = 0.5
+    BUSY_INTERVAL_S = 0.1
 
     def __init__(self, path: str) -> None:
         self._path = path
@@ -893,7 +938,15 @@ class _Checkpointer:
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
-        while not self._stop.wait(self.INTERVAL_S):
+        last = time.monotonic()
+        while not self._stop.wait(self.BUSY_INTERVAL_S):
+            if time.monotonic() - last < self.INTERVAL_S:
+                try:
+                    if Path(self._path + "-wal").stat().st_size <= WAL_SIZE_LIMIT // 4:
+                        continue
+                except OSError:
+                    continue
+            last = time.monotonic()
             try:
                 if conn is None:  # mode=rw: a store that is gone is never made again, empty, by this thread
                     conn = sqlite3.connect(f"file:{quote(self._path)}?mode=rw", uri=True,

@@ -553,6 +553,53 @@ def test_sqlite_wal_file_is_cut_back_after_a_burst(tmp_path: Path, monkeypatch: 
         db.close()
 
 
+def test_sqlite_wal_stays_bounded_under_steady_writes_and_readers(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writes that never pause, and a reader that never stops (a dashboard): the checkpointer's
+    PASSIVE checkpoints never catch up with the last commit, so before the writer restarted a
+    large WAL itself the file only grew for as long as the load lasted. Now it is cut back while
+    the writes go on, and nothing written is lost."""
+    import threading
+
+    from dockyard.service import db as db_module
+
+    limit = 1024 * 1024
+    monkeypatch.setattr(db_module, "WAL_SIZE_LIMIT", limit)
+    wal = tmp_path / "state.db-wal"
+    db = Database(f"sqlite:///{tmp_path / 'state.db'}", readers=2)
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_orders WHERE created_at > 0"))
+
+    def cut_back(sizes: list[int]) -> bool:
+        """The file shrank (a restart cut it back) after it had grown past the limit."""
+        return any(sizes[i - 1] > limit and sizes[i] < sizes[i - 1] // 2 for i in range(1, len(sizes)))
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    try:
+        sizes: list[int] = []
+        written = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (cut_back(sizes) and written >= 4_000):
+            _ingest(db, *(f"S-{i}" for i in range(written, written + 50)))
+            written += 50
+            sizes.append(wal.stat().st_size)
+        # without the writer's restart the file never shrinks while writes go on (SQLite reuses it)
+        assert cut_back(sizes), sizes
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        db.close()
+    db = Database(f"sqlite:///{tmp_path / 'state.db'}", readers=1)
+    try:
+        assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_orders")) == [(written,)]
+    finally:
+        db.close()
+
+
 def test_the_checkpointer_never_makes_a_store_that_is_gone(tmp_path: Path) -> None:
     """A store whose file was removed under a running service is not made again, empty, by the
     checkpointer's own connection (it opens the file read-write, never create)."""
