@@ -63,6 +63,9 @@ RANK = {"received": 0, "delivered": 1, "accepted": 2, "picking": 3, "packed": 4,
 FINAL = ("cancelled", "rejected")
 _OPEN = "('" + "', '".join(OPEN_STATES) + "')"
 _BLOCKING = "('" + "', '".join((*OPEN_STATES, "waiting")) + "')"
+# A forward job that later events of its order may join: not yet taken (a claimed job may be on the
+# wire, a retried one has used some of its attempts).
+_JOINABLE = "(state = 'waiting' OR (state = 'ready' AND attempts = 0))"
 
 
 @dataclass(frozen=True)
@@ -251,11 +254,13 @@ def forward_events(payload: str | None) -> list[str]:
 
 
 def queue_forwards(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
-    """Queue (order_no, event JSON) for the upstream webhook, in order. An order's events join the
-    forward job already waiting behind its open one, when there is one, instead of a job each: a
-    job costs five writes on an indexed table (queued, made ready, claimed, sent, ended), and under
-    load an order's next events arrive while its previous one is still out. Several events of one
-    order in one group become one job as well. The events of a job go in one request, in order."""
+    """Queue (order_no, event JSON) for the upstream webhook, in order. An order's events join its
+    last forward job that has not left yet, when there is one, instead of a job each: the one
+    waiting behind its open job, or its ready job that was never tried (not claimed, so not on the
+    wire; not a retry, so every event it carries gets all its attempts). A job costs five writes on
+    an indexed table (queued, made ready, claimed, sent, ended), and under load an order's next
+    events arrive while its previous one is still out or not yet taken. Several events of one order
+    in one group become one job as well. The events of a job go in one request, in order."""
     merged: dict[str, list[str]] = {}
     for order_no, document in forwards:
         merged.setdefault(order_no, []).append(document)
@@ -264,23 +269,24 @@ def queue_forwards(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
     for chunk in _chunks(order_nos):
         where, params = _in(conn, chunk)
         for order_no, job_id in conn.execute(
-                f"SELECT order_no, MAX(id) FROM dy_jobs WHERE order_no {where} AND lane = 'up' AND state = 'waiting' "
+                f"SELECT order_no, MAX(id) FROM dy_jobs WHERE order_no {where} AND lane = 'up' AND {_JOINABLE} "
                 "GROUP BY order_no", params):
             waiting[order_no] = int(job_id)
     appended: set[str] = set()
     if waiting:
         targets = sorted(waiting.items(), key=lambda kv: kv[1])  # rows in id order, as every writer takes them
-        # `state = 'waiting'` again: on PostgreSQL another node may have made it ready since the look
+        # joinable again: on PostgreSQL another node may have claimed it (or promoted it) since the look
         if conn.dialect == "postgres" and len(targets) > 1:  # one statement, not a round trip per job
             changed = {int(row[0]) for row in conn.execute(
                 "UPDATE dy_jobs j SET payload = j.payload || ? || v.more, updated_at = ? FROM unnest(?::bigint[], "
-                "?::text[]) AS v(id, more) WHERE j.id = v.id AND j.state = 'waiting' RETURNING j.id",
+                "?::text[]) AS v(id, more) WHERE j.id = v.id AND (j.state = 'waiting' OR (j.state = 'ready' AND "
+                "j.attempts = 0)) RETURNING j.id",
                 (EVENT_SEPARATOR, conn.now, [job_id for _, job_id in targets],
                  [EVENT_SEPARATOR.join(merged[o]) for o, _ in targets]))}
             done = [job_id in changed for _, job_id in targets]
         else:
             done = conn.execute_returning(
-                "UPDATE dy_jobs SET payload = payload || ? || ?, updated_at = ? WHERE id = ? AND state = 'waiting' "
+                f"UPDATE dy_jobs SET payload = payload || ? || ?, updated_at = ? WHERE id = ? AND {_JOINABLE} "
                 "RETURNING id", [(EVENT_SEPARATOR, EVENT_SEPARATOR.join(merged[o]), conn.now, job_id)
                                  for o, job_id in targets])
         appended = {o for (o, _), ok in zip(targets, done, strict=True) if ok}

@@ -347,6 +347,8 @@ def test_batched_writes_of_one_group_keep_each_writes_own_answer(store_url: str)
         first = db.write_sync(store.RecordEventsOp("wh1", "confirm", [ev({"order_no": "B-1", "status": "accepted"},
                                                                           "e0")], forward=True, received_at=0))
         assert [o.outcome for o in first] == ["applied"]
+        # its forward is taken (claimed), so B-1's next events wait behind it rather than join it
+        early = db.claim_sync(lambda c: store.claim(c, "up", "_upstream", 10, db.owner, 60_000_000, _ids())).jobs
 
         async def group() -> list[Any]:
             ops: list[Any] = [
@@ -365,11 +367,12 @@ def test_batched_writes_of_one_group_keep_each_writes_own_answer(store_url: str)
         assert [[o.outcome for o in out] for out in outcomes] == [
             ["duplicate", "applied"], ["duplicate", "applied"], ["unknown-order"]]
         assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_events")) == [(3,)]
-        # B-1's three forwards: the first ready, the next two waiting behind it
+        # B-1's forwards: the first taken, the next one waiting behind it
         up = db.read_sync(lambda c: c.execute("SELECT order_no, state FROM dy_jobs WHERE lane = 'up' ORDER BY id"))
-        assert up == [("B-1", "ready"), ("B-1", "waiting"), ("B-2", "ready")]
+        assert up == [("B-1", "claimed"), ("B-1", "waiting"), ("B-2", "ready")]
 
-        mine = db.claim_sync(lambda c: store.claim(c, "up", "_upstream", 10, db.owner, 60_000_000, _ids())).jobs
+        mine = early + db.claim_sync(lambda c: store.claim(c, "up", "_upstream", 10, db.owner, 60_000_000,
+                                                           _ids())).jobs
         assert sorted(j.order_no for j in mine) == ["B-1", "B-2"]  # type: ignore[type-var]
 
         async def mark() -> list[bool]:
@@ -426,10 +429,12 @@ def test_a_groups_orders_are_recorded_as_one_by_one(db: Database) -> None:
     assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_quarantine")) == [(1,)]
 
 
-def test_an_orders_events_join_its_waiting_forward_and_go_out_in_order(store_url: str) -> None:
-    """While an order's forward is out, its next events join the one job waiting behind it (not a
-    job each); events of one order in one group are one job; the waiting job carries them in the
-    order they were recorded, and the next order's forwards are untouched."""
+def test_an_orders_events_join_its_forward_that_has_not_left_and_go_out_in_order(store_url: str) -> None:
+    """An order's next events join its forward job that has not left yet (not a job each): its
+    ready job while no one has taken it, else the one waiting behind the job that is out. Events of
+    one order in one group are one job; a job carries them in the order they were recorded; a
+    claimed job (maybe on the wire) and a retried one (its attempts partly used) are never joined;
+    the next order's forwards are untouched."""
     db = Database(store_url, readers=1)
     try:
         _ingest(db, "F-1", "F-2")
@@ -445,19 +450,33 @@ def test_an_orders_events_join_its_waiting_forward_and_go_out_in_order(store_url
                 "SELECT order_no, state, payload FROM dy_jobs WHERE lane = 'up' ORDER BY id"))
             return [(o, s, [json.loads(e)["status"] for e in store.forward_events(p)]) for o, s, p in rows]
 
+        def claim() -> list[Any]:
+            return db.claim_sync(lambda c: store.claim(c, "up", "_upstream", 10, db.owner, 60_000_000, _ids())).jobs
+
         record(("F-1", "accepted", "a"))
-        record(("F-1", "picking", "b"), ("F-2", "accepted", "c"))
-        record(("F-1", "packed", "d"), ("F-1", "shipped", "e"))
-        assert up() == [("F-1", "ready", ["accepted"]), ("F-1", "waiting", ["picking", "packed", "shipped"]),
-                        ("F-2", "ready", ["accepted"])]
-        first = db.claim_sync(lambda c: store.claim(c, "up", "_upstream", 10, db.owner, 60_000_000, _ids())).jobs
-        db.write_sync(store.FinishOp([JobResult(j.id, db.owner, "done", order_no=j.order_no, lane="up",
-                                                warehouse="_upstream") for j in first]))
-        record(("F-1", "signed", "f"))  # its waiting job is ready now (not waiting): a job of its own
-        assert up()[1:] == [("F-1", "ready", ["picking", "packed", "shipped"]), ("F-2", "done", ["accepted"]),
-                            ("F-1", "waiting", ["signed"])]
-        detail = db.read_sync(lambda c: store_queries.dlq_show(c, up_ids(db)[1]))
-        assert detail is not None and [e["status"] for e in detail["event"]] == ["picking", "packed", "shipped"]
+        record(("F-1", "picking", "b"), ("F-2", "accepted", "c"))  # F-1's ready job has not left: joined
+        assert up() == [("F-1", "ready", ["accepted", "picking"]), ("F-2", "ready", ["accepted"])]
+        first = claim()
+        assert sorted(str(j.order_no) for j in first) == ["F-1", "F-2"]
+        record(("F-1", "packed", "d"), ("F-1", "shipped", "e"))  # F-1's job is out: one job waits behind it
+        record(("F-1", "delivered", "g"))  # and joins it
+        assert up() == [("F-1", "claimed", ["accepted", "picking"]), ("F-2", "claimed", ["accepted"]),
+                        ("F-1", "waiting", ["packed", "shipped", "delivered"])]
+        # F-1's first job fails (retried later); F-2's is done
+        db.write_sync(store.FinishOp([
+            JobResult(first[0].id if first[0].order_no == "F-1" else first[1].id, db.owner, "ready",
+                      delay_us=60_000_000, reason="upstream: HTTP 503", order_no="F-1", lane="up",
+                      warehouse="_upstream"),
+            JobResult(first[1].id if first[0].order_no == "F-1" else first[0].id, db.owner, "done",
+                      order_no="F-2", lane="up", warehouse="_upstream")]))
+        record(("F-2", "picking", "h"))  # F-2 has no job left open: a new ready one
+        record(("F-1", "signed", "f"))  # F-1's retried job is not joined; its waiting one is
+        assert up() == [("F-1", "ready", ["accepted", "picking"]), ("F-2", "done", ["accepted"]),
+                        ("F-1", "waiting", ["packed", "shipped", "delivered", "signed"]),
+                        ("F-2", "ready", ["picking"])]
+        detail = db.read_sync(lambda c: store_queries.dlq_show(c, up_ids(db)[2]))
+        assert detail is not None and [e["status"] for e in detail["event"]] == [
+            "packed", "shipped", "delivered", "signed"]
     finally:
         db.close()
 
@@ -467,9 +486,9 @@ def up_ids(db: Database) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def test_events_of_several_orders_join_each_orders_own_waiting_forward(db: Database) -> None:
-    """One callback's events for several orders whose forwards wait (one statement on PostgreSQL):
-    each order's events join that order's waiting job and no other."""
+def test_events_of_several_orders_join_each_orders_own_forward(db: Database) -> None:
+    """One callback's events for several orders whose forwards have not left (one statement on
+    PostgreSQL): each order's events join that order's job and no other, ready or waiting."""
     _ingest(db, "H-1", "H-2", "H-3")
     ev = store.EventRecord
 
@@ -477,15 +496,20 @@ def test_events_of_several_orders_join_each_orders_own_waiting_forward(db: Datab
         db.write_sync(store.RecordEventsOp("wh1", "confirm", [ev({"order_no": o, "status": st}, o + st)
                                                                for o, st in events], forward=True, received_at=0))
 
+    def up() -> list[tuple[str, str, list[str]]]:
+        rows = db.read_sync(lambda c: c.execute("SELECT order_no, state, payload FROM dy_jobs WHERE lane = 'up' "
+                                                "ORDER BY id"))
+        return [(o, st, [json.loads(e)["status"] for e in store.forward_events(p)]) for o, st, p in rows]
+
     record(("H-1", "accepted"), ("H-2", "accepted"), ("H-3", "accepted"))
-    record(("H-2", "picking"), ("H-1", "picking"))
-    record(("H-1", "packed"), ("H-2", "shipped"), ("H-3", "picking"))
-    rows = db.read_sync(lambda c: c.execute("SELECT order_no, state, payload FROM dy_jobs WHERE lane = 'up' "
-                                            "ORDER BY id"))
-    assert [(o, st, [json.loads(e)["status"] for e in store.forward_events(p)]) for o, st, p in rows] == [
-        ("H-1", "ready", ["accepted"]), ("H-2", "ready", ["accepted"]), ("H-3", "ready", ["accepted"]),
-        ("H-1", "waiting", ["picking", "packed"]), ("H-2", "waiting", ["picking", "shipped"]),
-        ("H-3", "waiting", ["picking"])]
+    record(("H-2", "picking"), ("H-1", "picking"))  # their ready jobs, not taken yet
+    assert up() == [("H-1", "ready", ["accepted", "picking"]), ("H-2", "ready", ["accepted", "picking"]),
+                    ("H-3", "ready", ["accepted"])]
+    assert len(db.claim_sync(lambda c: store.claim(c, "up", "_upstream", 10, db.owner, 60_000_000, _ids())).jobs) == 3
+    record(("H-1", "packed"), ("H-2", "shipped"), ("H-3", "picking"))  # behind the claimed ones
+    record(("H-3", "packed"), ("H-2", "signed"))
+    assert up()[3:] == [("H-1", "waiting", ["packed"]), ("H-2", "waiting", ["shipped", "signed"]),
+                        ("H-3", "waiting", ["picking", "packed"])]
 
 
 def test_sqlite_wal_is_checkpointed_off_the_writers_path(tmp_path: Path) -> None:
