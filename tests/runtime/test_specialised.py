@@ -366,7 +366,7 @@ def test_context_check_fast_path_agrees_with_check_context(with_context: Any, co
 
 
 def test_transform_and_bind_with_a_thread_context_unsafe_for_money(reference: tuple[Any, Any]) -> None:
-    # The decimal-context check written out in transform() and bind() still enters the money-safe context.
+    # Money is computed in MONEY whatever the thread's context: transform() and bind() give the same document.
     fast, _general = reference
     order = {"order_no": "T1", "created_at": "2023-11-11T00:00:00+08:00", "buyer": {"nick": "n"},
              "receiver": {k: "x" for k in ("name", "mobile", "province", "city", "district", "address")},
