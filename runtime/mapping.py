@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from dockyard.runtime.api import MissingValue
 from dockyard.runtime.errors import ContextError, DockyardError, InputError, TransformError
 from dockyard.runtime.functions import MONEY
-from dockyard.runtime.serialize import serialize, to_json_bytes
+from dockyard.runtime.serialize import _json_default, serialize, to_json_bytes
 from dockyard.runtime.target import Target
 
 if TYPE_CHECKING:
@@ -204,6 +204,10 @@ class CompiledMapping:
                 _refused=DockyardError, _system_clock=system_clock, **helpers)
             fast.__doc__ = CompiledMapping.transform.__doc__  # help(mapping.transform) reads as before
             vars(self)["transform"] = fast
+        # A JSON mapping's render() as one call around transform() and orjson (see _json_render).
+        if (self._json_plain is not None and self.target.wrap is None and not self._constant
+                and type(self).render is CompiledMapping.render and type(self)._render is CompiledMapping._render):
+            vars(self)["render"] = self._json_render()
 
     def __repr__(self) -> str:
         return f"<CompiledMapping {self.name} {self.version} from {self.spec_path}>"
@@ -329,6 +333,37 @@ class CompiledMapping:
                 rendered = self._rendered = self._render(order, context, clock, validate)
             return rendered
         return self._render(order, context, clock, validate)
+
+    def _json_render(self) -> Callable[..., bytes]:
+        """`render` for a JSON target without a wrap: what `_render` does, without its calls in
+        between (the method, `to_json_bytes` and its keyword): the instance's `transform`, the
+        module's `json_plain`, then orjson with the writer's hook. A document that json_plain
+        does not vouch for, or that orjson refuses, goes to `to_json_bytes` as before, which
+        checks it and names the path of the problem; so bytes and errors are the same."""
+        transform = self.transform  # the generated entry, when the module has one
+        check = self._json_plain
+        assert check is not None
+        dumps: Callable[..., bytes] | None = None
+        option = 0
+
+        def render(order: Mapping[str, Any], context: Mapping[str, Any] | None = None,
+                   clock: Clock | datetime | None = None, *, validate: bool = False) -> bytes:
+            nonlocal dumps, option
+            doc = transform(order, context, clock, validate=validate)
+            if check(doc) is not True:
+                return to_json_bytes(doc)
+            if dumps is None:  # orjson is imported on first use (see runtime.serialize)
+                from dockyard.runtime.serialize import _orjson
+
+                oj = _orjson()
+                dumps, option = oj.dumps, oj.OPT_PASSTHROUGH_DATETIME
+            try:
+                return dumps(doc, default=_json_default, option=option)
+            except TypeError:  # orjson's JSONEncodeError: the writer names what it cannot write
+                return to_json_bytes(doc, plain=True)
+
+        render.__doc__ = CompiledMapping.render.__doc__
+        return render
 
     def _render(self, order: Mapping[str, Any], context: Mapping[str, Any] | None,
                 clock: Clock | datetime | None, validate: bool) -> bytes:

@@ -192,6 +192,18 @@ def test_json_render_trusts_the_compiler_only_where_it_may(reference: tuple[Any,
         order["receiver"]["name"] = value
     else:
         order["items"][0][where] = value
+    # The instance's render (one call around transform and orjson) and the method, which goes
+    # through _render and to_json_bytes: the same bytes or the same error, refusals included.
+    from dockyard.runtime.mapping import CompiledMapping
+
+    assert "render" in vars(fast)
+    def outcome(fn: Any) -> Any:
+        try:
+            return fn(order)
+        except Exception as exc:
+            return ("error", type(exc).__name__, str(exc), type(exc.__cause__).__name__)
+
+    assert outcome(fast.render) == outcome(lambda o: CompiledMapping.render(fast, o))
     try:
         doc = fast.transform(order)
     except (DockyardError, ArithmeticError):
