@@ -376,7 +376,7 @@ Money is never a binary floating-point number in Dockyard.
   division by zero or an overflow is an error for that order, naming the field. So a mapping gives
   the same document whatever `decimal.getcontext()` the program that calls `transform()` has set
   (its precision, rounding mode and traps play no part): `+`, `-`, `*`, `/`, `%`, unary `-`, `sum`,
-  `abs`, `round`, `format_decimal` and comparisons of decimals all compute there.
+  `abs`, `round`, `format_decimal`, `min`, `max` and comparisons of decimals all compute there.
 - Rounding happens where you ask for it: `round(x, 2)` and `format_decimal(x, 2)` round
   **HALF_UP** (四舍五入) unless another mode is named: {rounding_modes}.
   `round(286.655, 2)` is `286.66`; `round(128.705, 2, "HALF_EVEN")` is `128.70`.

@@ -493,12 +493,14 @@ def _sum_returns(types: Sequence[Type], _lits: Sequence[Any]) -> Type:
 
 def _emit_minmax(name: str) -> Callable[[CallSite], str]:
     def emit(c: CallSite) -> str:
+        # Decimals are compared in MONEY (money_min/money_max), never by the thread's context.
+        fn = c.helper(f"money_{name}") if c.result.kind is Kind.DECIMAL else name
         lam = c.lambdas[1] if len(c.lambdas) > 1 else None
         if lam is None:
-            return _over(c, lambda it: f"{name}([_x for _x in {it} if _x is not None], default=None)")
+            return _over(c, lambda it: f"{fn}([_x for _x in {it} if _x is not None], default=None)")
         var, body, _ = lam
         tmp = c.temp()
-        return _over(c, lambda it: f"{name}([{tmp} for {var} in {it} if ({tmp} := {body}) is not None], default=None)")
+        return _over(c, lambda it: f"{fn}([{tmp} for {var} in {it} if ({tmp} := {body}) is not None], default=None)")
     return emit
 
 

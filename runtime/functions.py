@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow
+from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow, localcontext
 from functools import partial, reduce
 from typing import Any
 
@@ -36,6 +36,8 @@ __all__ = [
     "money_add",
     "money_compare",
     "money_div",
+    "money_max",
+    "money_min",
     "money_minus",
     "money_mul",
     "money_order",
@@ -69,6 +71,21 @@ money_compare = MONEY.compare  # for == and != (a quiet NaN is unequal, a signal
 money_order = MONEY.compare_signal  # for < <= > >= (any NaN is an error, as `<` is in MONEY)
 # sum(items, start) of decimals: start + each item in turn, in MONEY.
 money_sum = partial(reduce, money_add)
+
+
+
+def money_min(items: list[Any], default: Any = None) -> Any:
+    """min() of decimals as MONEY compares them: a NaN among two or more is an error, whatever
+    the thread's traps say (Python's `<` consults the thread's context)."""
+    with localcontext(MONEY):
+        return min(items, default=default)
+
+
+def money_max(items: list[Any], default: Any = None) -> Any:
+    """max() of decimals as MONEY compares them (see money_min)."""
+    with localcontext(MONEY):
+        return max(items, default=default)
+
 
 _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 

@@ -49,6 +49,8 @@ output:
   lineTotal: sum($lines, $l => $l.unit_price * $l.qty - $l.discount)
   allTotal: sum(items, $i => $i.unit_price)
   qty: sum($lines, $l => $l.qty)
+  highest: max(items, $i => $i.unit_price) ?? 0
+  lowest: min(map(items, $i => $i.discount)) ?? 0
   lines:
     $each: $lines
     $as: line
