@@ -12,7 +12,6 @@ each field is settled now rather than at run time.
 
 from __future__ import annotations
 
-import decimal
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -244,19 +243,16 @@ class _Gen:
 
     def fold(self, node: ast.Expr) -> str | None:
         """Constant folding: an expression of literals only is computed now, by running the very
-        code that would run later, and written as its value. Only an exact result is folded (a
-        context that traps rounding), so the value is the one any money-safe context would give;
-        anything that fails (a division by zero, …) is left to fail at run time, at its spec line."""
+        code that would run later, and written as its value. Decimal arithmetic in that code runs
+        in the runtime's MONEY context, whatever the thread's, so the value is the one every call
+        would compute; anything that fails (a division by zero, …) is left to fail at run time, at
+        its spec line."""
         code = self.general_expr(node)
         namespace: dict[str, Any] = {name: getattr(runtime_api, name) for name in runtime_api.__all__}
-        exact = decimal.Context(prec=28, rounding=decimal.ROUND_HALF_EVEN,
-                                traps=[decimal.Inexact, decimal.Rounded, decimal.InvalidOperation,
-                                       decimal.DivisionByZero, decimal.Overflow])
         try:
-            with decimal.localcontext(exact):
-                for name, const_code, _ in self.const_defs:
-                    namespace[name] = eval(compile(const_code, "<const>", "eval"), namespace)  # noqa: S307 - our literals
-                value = eval(compile(code, "<fold>", "eval"), namespace)  # noqa: S307 - generated from literals only
+            for name, const_code, _ in self.const_defs:
+                namespace[name] = eval(compile(const_code, "<const>", "eval"), namespace)  # noqa: S307 - our literals
+            value = eval(compile(code, "<fold>", "eval"), namespace)  # noqa: S307 - generated from literals only
         except Exception:
             return None
         if isinstance(value, Decimal):
@@ -280,7 +276,10 @@ class _Gen:
             case ast.Unary(operand=operand):
                 ot = self.type_of(operand)
                 code = self.number(operand)
-                return self.guard([(code, ot.maybe)], lambda a: f"(-{a[0]})")
+                if self.type_of(node).kind is Kind.INT:
+                    return self.guard([(code, ot.maybe)], lambda a: f"(-{a[0]})")
+                # A decimal is negated in MONEY (as every decimal operation: see money_ops).
+                return self.guard([(code, ot.maybe)], lambda a: f"{self.helper('money_minus')}({a[0]})")
             case ast.Binary():
                 return self.binary(node)
             case ast.If(cond=c, then=a, else_=b):
@@ -349,11 +348,14 @@ class _Gen:
         if t.decimal_source:
             # Decimals arrive as JSON strings or numbers; floats go through repr(), never binary.
             tmp = self.names.new("temp")
-            conv = (f"({self.helper('Decimal')}({tmp}) if ({tmp} := {code}).__class__ is str "
+            # Text is read in the runtime's money context (MONEY), whatever the thread's: text that
+            # is not a number is an error there, never a NaN.
+            money = self.helper("MONEY")
+            conv = (f"({self.helper('Decimal')}({tmp}, {money}) if ({tmp} := {code}).__class__ is str "
                     f"else {self.helper('to_decimal')}({tmp}))")
             if t.maybe:
                 tmp2 = self.names.new("temp")
-                return (f"(None if ({tmp2} := {code}) is None else {self.helper('Decimal')}({tmp2}) "
+                return (f"(None if ({tmp2} := {code}) is None else {self.helper('Decimal')}({tmp2}, {money}) "
                         f"if {tmp2}.__class__ is str else {self.helper('to_decimal')}({tmp2}))")
             return conv
         return code
@@ -427,25 +429,49 @@ class _Gen:
             return f"({value} if ({tmp} := {left}) is not None else {default})"
         if op in ("and", "or"):
             return f"({self.cond(node.left)} {op} {self.cond(node.right)})"
+        # Two numbers of which one is a decimal are compared in MONEY: a comparison is exact, but
+        # a NaN (a caller's Decimal object, or the text "NaN") makes Python's operators consult the
+        # thread's context (an error or false, by its traps). money_compare / money_order give
+        # -1, 0 or 1, or raise in MONEY where the operator would raise there.
+        # (An int side only when it is a literal: an int read from an input that breaks its schema
+        # may be text or a float, which Python's operators compare and MONEY refuses.)
+        money = all(t.kind is Kind.DECIMAL or (t.kind is Kind.INT and isinstance(n, ast.Literal))
+                    for t, n in ((lt, node.left), (rt, node.right))) and Kind.DECIMAL in (lt.kind, rt.kind)
         if op in ("==", "!="):
-            return f"({self.expr(node.left)} {op} {self.expr(node.right)})"
+            left, right = self.expr(node.left), self.expr(node.right)
+            if not money:
+                return f"({left} {op} {right})"
+            cmp = self.helper("money_compare")
+            if not lt.maybe and not rt.maybe:
+                return f"({cmp}({left}, {right}) {op} 0)"
+            # Missing equals missing only; both sides are computed first, left then right (`&`).
+            a, b = self.names.new("temp"), self.names.new("temp")
+            same = "is" if op == "==" else "is not"
+            return (f"({cmp}({a}, {b}) {op} 0 if (({a} := {left}) is not None) & (({b} := {right}) is not None)"
+                    f" else {a} {same} {b})")
         if op in ("<", "<=", ">", ">="):
             left, right = self.expr(node.left), self.expr(node.right)
+            order = self.helper("money_order") if money else None
             if not lt.maybe and not rt.maybe:
-                return f"({left} {op} {right})"
+                return f"({order}({left}, {right}) {op} 0)" if order else f"({left} {op} {right})"
             # Ordering a missing value is false (Python would raise on None < 1).
             bindings, names = self.bind([(left, lt.maybe), (right, rt.maybe)])
             present = " and ".join(b + " is not None" for b in bindings)
+            if order:
+                return f"({present} and {order}({names[0]}, {names[1]}) {op} 0)"
             return f"({present} and {names[0]} {op} {names[1]})"
         result = self.type_of(node)
         if result.kind is Kind.STRING:
             return self.guard([(self.expr(node.left), lt.maybe), (self.expr(node.right), rt.maybe)],
                               lambda a: f"({a[0]} + {a[1]})")
         left, right = self.number(node.left), self.number(node.right)
-        if op == "/" and lt.kind is Kind.INT and rt.kind is Kind.INT:
-            left = f"{self.helper('Decimal')}({left})"
-        return self.guard([(left, lt.maybe or lt.kind is Kind.ANY), (right, rt.maybe or rt.kind is Kind.ANY)],
-                          lambda a: f"({a[0]} {op} {a[1]})")
+        parts = [(left, lt.maybe or lt.kind is Kind.ANY), (right, rt.maybe or rt.kind is Kind.ANY)]
+        if result.kind is Kind.INT:
+            return self.guard(parts, lambda a: f"({a[0]} {op} {a[1]})")
+        # Decimal arithmetic runs in MONEY, the runtime's own context, never the thread's (an int
+        # operand is converted exactly; `/` of two ints is a decimal too).
+        fn = self.helper(_MONEY_OPS[op])
+        return self.guard(parts, lambda a: f"{fn}({a[0]}, {a[1]})")
 
     def call(self, node: ast.Call) -> str:
         fused = self.fused_calls.get(id(node))
@@ -559,8 +585,9 @@ class _Gen:
         body = self.convert(each.body, param.kinds)
         if node.func == "map":
             return f"[{body} for {var} in {items} if {cond}]"
-        start = self.const(Decimal(0)) if self.type_of(node).kind is Kind.DECIMAL else "0"
-        return f"sum([{body} for {var} in {items} if {cond}], {start})"
+        if self.type_of(node).kind is Kind.DECIMAL:
+            return f"{self.helper('money_sum')}([{body} for {var} in {items} if {cond}], {self.const(Decimal(0))})"
+        return f"sum([{body} for {var} in {items} if {cond}], 0)"
 
     def convert(self, node: ast.Expr, kinds: tuple[Kind, ...]) -> str:
         """An argument in the kind a parameter wants: unknown types are checked at run time,
@@ -659,7 +686,11 @@ class _TreeWriter:
                     param = REGISTRY["sum"].param_at(1)
                     assert param is not None
                     with gen.statement():
-                        self.em.line(f"{total} += {gen.convert(lam.body, param.kinds)}")
+                        if gen.type_of(call).kind is Kind.DECIMAL:  # added in MONEY
+                            self.em.line(f"{total} = {gen.helper('money_add')}({total}, "
+                                         f"{gen.convert(lam.body, param.kinds)})")
+                        else:
+                            self.em.line(f"{total} += {gen.convert(lam.body, param.kinds)}")
             self.each_body(each, fusion.path, out, position, item)
         self.em.depth -= 1
         self.fused_each[id(each)] = out
@@ -1072,18 +1103,22 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
     return _render(spec, gen, em)
 
 
+# Decimal operators → the runtime's functions computing them in MONEY.
+_MONEY_OPS = {"+": "money_add", "-": "money_sub", "*": "money_mul", "/": "money_div", "%": "money_rem"}
+
 # The one class per context kind that the runtime's check_context hands back unchanged.
 _CONTEXT_CLASS = {"string": "str", "int": "int", "decimal": "Decimal", "bool": "bool"}
 
 
 def _entry(spec: Spec, gen: _Gen, em: Emitter, body_start: int, body_end: int) -> None:
     """`transform_entry`: a factory of the mapping's `transform()` as one call. The runtime's
-    CompiledMapping.transform checks the order's class, the context and the thread's decimal
-    context, then calls the generated `transform`: about 0.5 µs per order in calls and loops. Here
-    the same checks are written out for this mapping's context values, and the statements of the
-    trace-free `transform` follow them in the same function. Whatever the checks do not accept
-    (another class of order or context value, a clock, validate, explain's trace, an unsafe
-    decimal context) goes to `_general`, the runtime's method, which does it step by step; errors
+    CompiledMapping.transform checks the order's class and the context, then calls the generated
+    `transform`: about 0.5 µs per order in calls and loops. Here the same checks are written out
+    for this mapping's context values, and the statements of the trace-free `transform` follow them
+    in the same function. (Money needs no check of the thread's decimal context: generated code
+    computes it in the runtime's MONEY context.) Whatever the checks do not accept (another class
+    of order or context value, a clock, validate, explain's trace) goes to `_general`, the
+    runtime's method, which does it step by step; errors
     are translated by the same method the runtime's uses, so they read exactly the same."""
     body = em.lines[body_start:body_end]
     reads_ctx = any("_ctx" in text for text in body)
@@ -1100,8 +1135,7 @@ def _entry(spec: Spec, gen: _Gen, em: Emitter, body_start: int, body_end: int) -
     general = "return _general(order, context, clock, validate=validate, _trace=_trace)"
     em.line()
     em.line()
-    with em.block("def transform_entry(_general, _translate, _refused, _system_clock, _getcontext, _invalid, "
-                  "_by_zero, _overflow):"):
+    with em.block("def transform_entry(_general, _translate, _refused, _system_clock):"):
         em.line('"""This mapping\'s transform() as one call (the runtime passes its general method and its'
                 ' helpers)."""')
         em.line()
@@ -1109,12 +1143,6 @@ def _entry(spec: Spec, gen: _Gen, em: Emitter, body_start: int, body_end: int) -
             em.line(f"if ({checks[0]}")
             for check in checks[1:]:
                 em.line(f"        or {check}" + ("):" if check is checks[-1] else ""))
-            em.line(f"    {general}")
-            em.line("# The thread's decimal context computes money as the runtime's own would (else: general).")
-            em.line("_c = _getcontext()")
-            em.line("_traps = _c.traps")
-            em.line("if not (_c.prec >= 28 and _c.Emax >= 999999 and _traps[_invalid] and _traps[_by_zero]"
-                    " and _traps[_overflow]):")
             em.line(f"    {general}")
             em.line("_src = order")
             if reads_ctx:
@@ -1267,6 +1295,9 @@ def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
         "examples": {c.name: c.example for c in spec.context if c.example is not None},
         "request": _request_meta(spec),
         "constant": _constant_output(spec),
+        # Decimal arithmetic is written against the runtime's MONEY context (older modules compute
+        # in the thread's context, which the runtime then makes safe around each call).
+        "money": "fixed",
     }
     target = spec.target
     target_code = "Target(" + literal(target.format)

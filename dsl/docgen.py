@@ -372,6 +372,14 @@ Money is never a binary floating-point number in Dockyard.
   `0.1000000000000000055511151231257827…`).
 - Arithmetic is exact (34 significant digits) and never rounds on its own:
   `299.00 - 12.345` is `286.655`.
+- Money is computed in the runtime's own decimal context, never the calling program's: 34
+  significant digits (a result with more is rounded HALF_EVEN to 34; `1 / 3` is
+  `0.3333333333333333333333333333333333`), exponents from -999999 to 999999, and an invalid
+  operation (a number that is not one, a result too long for the places asked of `round`), a
+  division by zero or an overflow is an error for that order, naming the field. So a mapping gives
+  the same document whatever `decimal.getcontext()` the program that calls `transform()` has set
+  (its precision, rounding mode and traps play no part): `+`, `-`, `*`, `/`, `%`, unary `-`, `sum`,
+  `abs`, `round`, `format_decimal`, `min`, `max` and comparisons of decimals all compute there.
 - Rounding happens where you ask for it: `round(x, 2)` and `format_decimal(x, 2)` round
   **HALF_UP** (四舍五入) unless another mode is named: {rounding_modes}.
   `round(286.655, 2)` is `286.66`; `round(128.705, 2, "HALF_EVEN")` is `128.70`.

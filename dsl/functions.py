@@ -381,7 +381,7 @@ _register(Function(
      Param("places", (Z,), "decimal places", literal=True),
      Param("mode", (S,), "rounding mode, default HALF_UP", literal=True, optional=True, choices=ROUNDING_MODES)),
     fixed(DECIMAL),
-    lambda c: f"{c.args[0]}.quantize({_quantum(c, c.literals[1])}, {_rounding(c, 2)})",
+    lambda c: f"{c.args[0]}.quantize({_quantum(c, c.literals[1])}, {_rounding(c, 2)}, {c.helper('MONEY')})",
     "Rounds to `places` decimals. HALF_UP (四舍五入) unless another mode is named.", "numbers",
     (Example("round(286.655, 2)", Decimal("286.66")), Example('round(128.705, 2, "HALF_EVEN")', Decimal("128.70")),
      Example("round(2.5, 0)", Decimal("3"))), check_literal=_round_literals))
@@ -390,8 +390,12 @@ def _emit_format_decimal(c: CallSite) -> str:
     pays for it (`copy_abs`, the same value as the `+ Decimal(0)` this used to add to every
     number: places are 0 to 12, so the exponent of a rounded value is never above 0)."""
     tmp = c.temp()
-    rounded = f"{c.args[0]}.quantize({_quantum(c, c.literals[1])}, {_rounding(c, 2)})"
-    return f"str({tmp} if ({tmp} := {rounded}) else {tmp}.copy_abs())"
+    rounded = f"{c.args[0]}.quantize({_quantum(c, c.literals[1])}, {_rounding(c, 2)}, {c.helper('MONEY')})"
+    # str() writes a value whose adjusted exponent is below -6 in exponent form ("0E-7", "1.000E-9"):
+    # with up to 6 places a rounded value never is; beyond, format(…, "f") writes the digits.
+    if int(c.literals[1]) <= 6:
+        return f"str({tmp} if ({tmp} := {rounded}) else {tmp}.copy_abs())"
+    return f'format({tmp} if ({tmp} := {rounded}) else {tmp}.copy_abs(), "f")'
 
 
 _register(Function(
@@ -405,7 +409,8 @@ _register(Function(
     (Example('format_decimal(decimal("128.5"), 2)', "128.50"), Example("format_decimal(99, 2)", "99.00"),
      Example("format_decimal(-0.001, 2)", "0.00")), check_literal=_round_literals))
 _register(Function(
-    "abs", (Param("x", NUM, "the number"),), same_as(0), lambda c: f"abs({c.args[0]})",
+    "abs", (Param("x", NUM, "the number"),), same_as(0),
+    lambda c: f"abs({c.args[0]})" if c.result.kind is not Kind.DECIMAL else f"{c.helper('money_abs')}({c.args[0]})",
     "The absolute value.", "numbers", (Example("abs(-1.5)", Decimal("1.5")),)))
 
 # --- lists -----------------------------------------------------------------------------------
@@ -446,16 +451,20 @@ def _emit_filter(c: CallSite) -> str:
 
 
 def _emit_sum(c: CallSite) -> str:
-    # The start value keeps an int sum an int and a decimal sum a Decimal, even for an empty list.
-    start = c.const(Decimal(0)) if c.result.kind is Kind.DECIMAL else "0"
+    # The start value keeps an int sum an int and a decimal sum a Decimal, even for an empty list;
+    # a decimal sum adds in the runtime's money context (money_sum), never the thread's.
+    if c.result.kind is Kind.DECIMAL:
+        add, start = c.helper("money_sum"), c.const(Decimal(0))
+    else:
+        add, start = "sum", "0"
     lam = c.lambdas[1] if len(c.lambdas) > 1 else None
     if lam is None:
-        return _over(c, lambda it: f"sum([_x for _x in {it} if _x is not None], {start})")
+        return _over(c, lambda it: f"{add}([_x for _x in {it} if _x is not None], {start})")
     var, body, maybe = lam
     if maybe:
         tmp = c.temp()
-        return _over(c, lambda it: f"sum([{tmp} for {var} in {it} if ({tmp} := {body}) is not None], {start})")
-    return _over(c, lambda it: f"sum([{body} for {var} in {it}], {start})")
+        return _over(c, lambda it: f"{add}([{tmp} for {var} in {it} if ({tmp} := {body}) is not None], {start})")
+    return _over(c, lambda it: f"{add}([{body} for {var} in {it}], {start})")
 
 
 def _emit_count(c: CallSite) -> str:
@@ -484,12 +493,14 @@ def _sum_returns(types: Sequence[Type], _lits: Sequence[Any]) -> Type:
 
 def _emit_minmax(name: str) -> Callable[[CallSite], str]:
     def emit(c: CallSite) -> str:
+        # Decimals are compared in MONEY (money_min/money_max), never by the thread's context.
+        fn = c.helper(f"money_{name}") if c.result.kind is Kind.DECIMAL else name
         lam = c.lambdas[1] if len(c.lambdas) > 1 else None
         if lam is None:
-            return _over(c, lambda it: f"{name}([_x for _x in {it} if _x is not None], default=None)")
+            return _over(c, lambda it: f"{fn}([_x for _x in {it} if _x is not None], default=None)")
         var, body, _ = lam
         tmp = c.temp()
-        return _over(c, lambda it: f"{name}([{tmp} for {var} in {it} if ({tmp} := {body}) is not None], default=None)")
+        return _over(c, lambda it: f"{fn}([{tmp} for {var} in {it} if ({tmp} := {body}) is not None], default=None)")
     return emit
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal, DivisionByZero, InvalidOperation, Overflow, localcontext
+from functools import partial, reduce
 from typing import Any
 
 __all__ = [
+    "MONEY",
     "as_bool",
     "as_datetime",
     "as_int",
@@ -30,6 +32,18 @@ __all__ = [
     "get_item",
     "last",
     "mask",
+    "money_abs",
+    "money_add",
+    "money_compare",
+    "money_div",
+    "money_max",
+    "money_min",
+    "money_minus",
+    "money_mul",
+    "money_order",
+    "money_rem",
+    "money_sub",
+    "money_sum",
     "parse_json",
     "regex_extract",
     "split",
@@ -37,6 +51,41 @@ __all__ = [
     "to_int",
     "to_string",
 ]
+
+# All money arithmetic, in generated code and here, computes in this one context, never in the
+# calling thread's: 34 significant digits (decimal128), results rounded HALF_EVEN only beyond that
+# (rounding to places is always explicit: round/format_decimal name their mode), and an invalid
+# operation, a division by zero or an overflow is an error. So a mapping's result does not depend on
+# `decimal.getcontext()`. Generated code calls its methods (`MONEY.add(a, b)`, `x.quantize(q, r,
+# MONEY)`, `Decimal(text, MONEY)`); nothing may change it (its flags are never read).
+MONEY = Context(prec=34, rounding=ROUND_HALF_EVEN, Emax=999999, Emin=-999999, capitals=1, clamp=0,
+                flags=[], traps=[InvalidOperation, DivisionByZero, Overflow])
+money_add = MONEY.add
+money_sub = MONEY.subtract
+money_mul = MONEY.multiply
+money_div = MONEY.divide
+money_rem = MONEY.remainder
+money_minus = MONEY.minus
+money_abs = MONEY.abs
+money_compare = MONEY.compare  # for == and != (a quiet NaN is unequal, a signalling one an error)
+money_order = MONEY.compare_signal  # for < <= > >= (any NaN is an error, as `<` is in MONEY)
+# sum(items, start) of decimals: start + each item in turn, in MONEY.
+money_sum = partial(reduce, money_add)
+
+
+
+def money_min(items: list[Any], default: Any = None) -> Any:
+    """min() of decimals as MONEY compares them: a NaN among two or more is an error, whatever
+    the thread's traps say (Python's `<` consults the thread's context)."""
+    with localcontext(MONEY):
+        return min(items, default=default)
+
+
+def money_max(items: list[Any], default: Any = None) -> Any:
+    """max() of decimals as MONEY compares them (see money_min)."""
+    with localcontext(MONEY):
+        return max(items, default=default)
+
 
 _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
@@ -77,7 +126,7 @@ def to_decimal(value: Any) -> Decimal:
         if not _DECIMAL_TEXT.fullmatch(text):
             raise ValueError(f"not a decimal number: {value!r}")
         try:
-            return Decimal(text)
+            return Decimal(text, MONEY)
         except InvalidOperation:  # pragma: no cover - the pattern admits only valid numbers
             raise ValueError(f"not a decimal number: {value!r}") from None
     raise TypeError(f"expected a number, got {type(value).__name__}")
@@ -89,7 +138,7 @@ def to_int(value: Any) -> int:
     if isinstance(value, int):
         return value
     d = to_decimal(value)
-    if d != d.to_integral_value():
+    if d != d.to_integral_value(context=MONEY):
         raise ValueError(f"not a whole number: {value!r} (round it first)")
     return int(d)
 

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dockyard.runtime.api import MissingValue
 from dockyard.runtime.errors import ContextError, DockyardError, InputError, TransformError
-from dockyard.runtime.serialize import serialize, to_json_bytes
+from dockyard.runtime.functions import MONEY
+from dockyard.runtime.serialize import _json_default, serialize, to_json_bytes
 from dockyard.runtime.target import Target
 
 if TYPE_CHECKING:
@@ -26,9 +27,11 @@ __all__ = ["Clock", "CompiledMapping", "FieldExplanation", "load_module", "schem
 
 Clock = Callable[[], datetime]
 
-# Money arithmetic must not depend on whatever decimal context the host thread has set.
-_DECIMAL_CONTEXT = decimal.Context(prec=34, rounding=decimal.ROUND_HALF_EVEN,
-                                   traps=[decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow])
+# Money arithmetic must not depend on whatever decimal context the host thread has set. Modules of
+# this compiler compute it in MONEY themselves (meta "money": "fixed"); for a module of an older
+# compiler, which uses Python's operators, the runtime enters a copy of it around each call when
+# the thread's context is not safe for money.
+_DECIMAL_CONTEXT = MONEY.copy()
 _EMPTY: Mapping[str, Any] = types.MappingProxyType({})
 
 
@@ -165,6 +168,8 @@ class CompiledMapping:
         self.spec_path: str = meta["spec"]
         self.target: Target = module.TARGET
         self._fn = module.transform
+        # Whether the generated code computes money in MONEY itself (no decimal-context check needed).
+        self._money_fixed = meta.get("money") == "fixed"
         # Modules of this compiler record explain's lineage in `transform_traced` only; a module
         # of the 1.0 bundle format has one `transform` that does both.
         self._traced = getattr(module, "transform_traced", module.transform)
@@ -191,12 +196,18 @@ class CompiledMapping:
         # As an attribute of the instance it is what `mapping.transform(...)` finds first.
         entry = getattr(module, "transform_entry", None)
         if entry is not None and type(self).transform is CompiledMapping.transform:
+            # (An entry of an older compiler also checks the thread's decimal context: it takes the helpers.)
+            helpers: dict[str, Any] = {} if self._money_fixed else {
+                "_getcontext": _getcontext, "_invalid": _INVALID, "_by_zero": _BY_ZERO, "_overflow": _OVERFLOW}
             fast = entry(
                 _general=types.MethodType(CompiledMapping.transform, self), _translate=self._translate,
-                _refused=DockyardError, _system_clock=system_clock, _getcontext=_getcontext,
-                _invalid=_INVALID, _by_zero=_BY_ZERO, _overflow=_OVERFLOW)
+                _refused=DockyardError, _system_clock=system_clock, **helpers)
             fast.__doc__ = CompiledMapping.transform.__doc__  # help(mapping.transform) reads as before
             vars(self)["transform"] = fast
+        # A JSON mapping's render() as one call around transform() and orjson (see _json_render).
+        if (self._json_plain is not None and self.target.wrap is None and not self._constant
+                and type(self).render is CompiledMapping.render and type(self)._render is CompiledMapping._render):
+            vars(self)["render"] = self._json_render()
 
     def __repr__(self) -> str:
         return f"<CompiledMapping {self.name} {self.version} from {self.spec_path}>"
@@ -219,10 +230,13 @@ class CompiledMapping:
             traced: dict[str, Any] = self.call(self._traced, order, ctx, clk, _trace)
             return traced
         try:  # `call`, written out, and `_context_is_safe` too: two calls less per order
+            if self._money_fixed:
+                result: dict[str, Any] = self._fn(order, ctx, clk)
+                return result
             c = _getcontext()
             traps = c.traps
             if c.prec >= 28 and c.Emax >= 999999 and traps[_INVALID] and traps[_BY_ZERO] and traps[_OVERFLOW]:
-                result: dict[str, Any] = self._fn(order, ctx, clk)
+                result = self._fn(order, ctx, clk)
                 return result
             with decimal.localcontext(_DECIMAL_CONTEXT):
                 result = self._fn(order, ctx, clk)
@@ -237,13 +251,30 @@ class CompiledMapping:
     def bind(self, context: Mapping[str, Any] | None = None, clock: Clock | datetime | None = None
              ) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
         """`transform` with the context checked and the clock chosen once: the returned callable
-        takes only the order, and each call costs the generated function plus the decimal-context
-        check and error translation (which stay: they keep money exact and errors spec-located)."""
+        takes only the order, and each call costs the generated function plus error translation
+        (which stays: it keeps errors spec-located), and for a module of an older compiler the
+        decimal-context check."""
         ctx = self._checked_context(context)
         clk = system_clock if clock is None else _as_clock(clock)
         fn = self._fn
         decimal_context = _DECIMAL_CONTEXT
         getcontext, invalid, by_zero, overflow = _getcontext, _INVALID, _BY_ZERO, _OVERFLOW
+
+        if self._money_fixed:
+            def run_fixed(order: Mapping[str, Any]) -> dict[str, Any]:
+                if order.__class__ is not dict and not isinstance(order, Mapping):
+                    raise InputError(f"the input must be a JSON object, not {type(order).__name__}")
+                try:
+                    result: dict[str, Any] = fn(order, ctx, clk)
+                    return result
+                except MissingValue as exc:  # translated exactly as `call` does
+                    raise self._translate(exc, order) from None
+                except DockyardError:
+                    raise
+                except Exception as exc:
+                    raise self._locate(exc, order) from exc
+
+            return run_fixed
 
         def run(order: Mapping[str, Any]) -> dict[str, Any]:
             if order.__class__ is not dict and not isinstance(order, Mapping):
@@ -270,7 +301,7 @@ class CompiledMapping:
         """Run a function of the generated module on `order`; every failure inside it becomes a
         TransformError naming the spec location, the field and the business key."""
         try:
-            if _context_is_safe():
+            if self._money_fixed or _context_is_safe():
                 return fn(order, *args)
             with decimal.localcontext(_DECIMAL_CONTEXT):
                 return fn(order, *args)
@@ -302,6 +333,37 @@ class CompiledMapping:
                 rendered = self._rendered = self._render(order, context, clock, validate)
             return rendered
         return self._render(order, context, clock, validate)
+
+    def _json_render(self) -> Callable[..., bytes]:
+        """`render` for a JSON target without a wrap: what `_render` does, without its calls in
+        between (the method, `to_json_bytes` and its keyword): the instance's `transform`, the
+        module's `json_plain`, then orjson with the writer's hook. A document that json_plain
+        does not vouch for, or that orjson refuses, goes to `to_json_bytes` as before, which
+        checks it and names the path of the problem; so bytes and errors are the same."""
+        transform = self.transform  # the generated entry, when the module has one
+        check = self._json_plain
+        assert check is not None
+        dumps: Callable[..., bytes] | None = None
+        option = 0
+
+        def render(order: Mapping[str, Any], context: Mapping[str, Any] | None = None,
+                   clock: Clock | datetime | None = None, *, validate: bool = False) -> bytes:
+            nonlocal dumps, option
+            doc = transform(order, context, clock, validate=validate)
+            if check(doc) is not True:
+                return to_json_bytes(doc)
+            if dumps is None:  # orjson is imported on first use (see runtime.serialize)
+                from dockyard.runtime.serialize import _orjson
+
+                oj = _orjson()
+                dumps, option = oj.dumps, oj.OPT_PASSTHROUGH_DATETIME
+            try:
+                return dumps(doc, default=_json_default, option=option)
+            except TypeError:  # orjson's JSONEncodeError: the writer names what it cannot write
+                return to_json_bytes(doc, plain=True)
+
+        render.__doc__ = CompiledMapping.render.__doc__
+        return render
 
     def _render(self, order: Mapping[str, Any], context: Mapping[str, Any] | None,
                 clock: Clock | datetime | None, validate: bool) -> bytes:

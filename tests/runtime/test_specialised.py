@@ -192,6 +192,18 @@ def test_json_render_trusts_the_compiler_only_where_it_may(reference: tuple[Any,
         order["receiver"]["name"] = value
     else:
         order["items"][0][where] = value
+    # The instance's render (one call around transform and orjson) and the method, which goes
+    # through _render and to_json_bytes: the same bytes or the same error, refusals included.
+    from dockyard.runtime.mapping import CompiledMapping
+
+    assert "render" in vars(fast)
+    def outcome(fn: Any) -> Any:
+        try:
+            return fn(order)
+        except Exception as exc:
+            return ("error", type(exc).__name__, str(exc), type(exc.__cause__).__name__)
+
+    assert outcome(fast.render) == outcome(lambda o: CompiledMapping.render(fast, o))
     try:
         doc = fast.transform(order)
     except (DockyardError, ArithmeticError):
@@ -366,7 +378,7 @@ def test_context_check_fast_path_agrees_with_check_context(with_context: Any, co
 
 
 def test_transform_and_bind_with_a_thread_context_unsafe_for_money(reference: tuple[Any, Any]) -> None:
-    # The decimal-context check written out in transform() and bind() still enters the money-safe context.
+    # Money is computed in MONEY whatever the thread's context: transform() and bind() give the same document.
     fast, _general = reference
     order = {"order_no": "T1", "created_at": "2023-11-11T00:00:00+08:00", "buyer": {"nick": "n"},
              "receiver": {k: "x" for k in ("name", "mobile", "province", "city", "district", "address")},
