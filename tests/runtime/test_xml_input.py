@@ -31,7 +31,8 @@ def _direct(element: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) ->
         sub = _resolve(props.get(name, {}), root)
         kind = sub.get("type")
         if kind == "array" or len(children) > 1:
-            items = _resolve(sub.get("items", {}), root) if kind == "array" else {}
+            # a name declared once but given several times: each is still read by its declaration
+            items = _resolve(sub.get("items", {}), root) if kind == "array" else sub
             out[name] = [_leaf(c, items, root) for c in children]
         else:
             out[name] = _leaf(children[0], sub, root)
@@ -88,3 +89,13 @@ def test_a_declared_array_is_a_list_even_of_one_and_an_undeclared_repeat_becomes
     doc = parse_input(b"<r><lines><line><q>1</q></line></lines><w>1</w><w>2</w><w>3</w><n a='1'>t</n></r>",
                       "xml", schema)
     assert doc == {"lines": {"line": [{"q": "1"}]}, "w": ["1", "2", "3"], "n": {"@a": "1", "#text": "t"}}
+
+
+def test_a_declared_object_given_twice_is_read_by_its_declaration_each_time() -> None:
+    """Found by the property test above: a name declared as an object (here through a `$ref`)
+    that repeats becomes a list, and each of its elements is still read by the declaration (its
+    own declared array stays a list), exactly as when it is given once."""
+    schema = {"$defs": {"node": {"type": "object", "properties": {"a": {"type": "array", "items": {}}}}},
+              "type": "object", "properties": {"a": {"$ref": "#/$defs/node"}}}
+    assert parse_input(b"<r><a/><a><a/></a></r>", "xml", schema) == {"a": ["", {"a": [""]}]}
+    assert parse_input(b"<r><a><a/></a></r>", "xml", schema) == {"a": {"a": [""]}}
