@@ -135,13 +135,17 @@ def child(n: int, store_kind: str, pg_url: str, forward: bool = True) -> dict[st
                 pg1 = _backend_cpu(admin, name)
                 server = sum(t - pg0.get(pid, 0.0) for pid, t in pg1.items())
             left = db.read_sync(lambda c: c.execute("SELECT state, COUNT(*) FROM dy_jobs GROUP BY state"))
+            payloads = db.read_sync(lambda c: c.execute("SELECT payload FROM dy_jobs WHERE lane = 'up'"))
         finally:
             db.close()
             if admin is not None:
                 admin.close()
-    if dict(left) != {"done": n * (1 + (len(EVENTS) if forward else 0))}:
-        raise SystemExit(f"the run did not end with every job done: {left}")
-    return {"cpu_us_per_order": cpu / n * 1e6, "wall_s": wall,
+    # every job done; every event forwarded once (an order's events may share a job: store.queue_forwards)
+    forwarded = sum(len(store.forward_events(p)) for (p,) in payloads)
+    if set(dict(left)) != {"done"} or forwarded != (n * len(EVENTS) if forward else 0):
+        raise SystemExit(f"the run did not end with every job done and every event forwarded: {left}, "
+                         f"{forwarded} events forwarded")
+    return {"cpu_us_per_order": cpu / n * 1e6, "wall_s": wall, "jobs_per_order": sum(k for _, k in left) / n,
             "server_us_per_order": None if server is None else server / n * 1e6}
 
 
