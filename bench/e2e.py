@@ -437,6 +437,15 @@ def _stack(frame: Any) -> list[str]:
     return out[::-1]
 
 
+def _schedstat(thread: threading.Thread) -> dict[str, float]:
+    """A thread's time on a core and waiting in the run queue for one, s (Linux schedstat): the
+    second is what the machine's other load made it wait."""
+    with contextlib.suppress(OSError, ValueError):
+        on_cpu, waiting, _ = Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text().split()
+        return {"on_cpu_s": int(on_cpu) / 1e9, "run_queue_s": int(waiting) / 1e9, "at": time.monotonic()}
+    return {}
+
+
 def _lag_summary(lags: list[float]) -> dict[str, float]:
     busy = sorted(lags)
     if not busy:
@@ -478,7 +487,7 @@ def serve_child(argv: list[str]) -> int:
         report: dict[str, Any] = {"threads": {str(t.native_id): t.name for t in threading.enumerate()},
                   "stages": [[t, s, v[0] / 1e9, v[1]] for (t, s), v in list(_TOTALS.items())],
                   "store": {"groups": service.db.groups, "writes": service.db.writes},
-                  "loop_lag_ms": _lag_summary(lags)}
+                  "loop_lag_ms": _lag_summary(lags), "loop_schedstat": _schedstat(threading.main_thread())}
         if stalls is not None:
             report["stalls"] = stalls.report()
         Path(args.report).write_text(json.dumps(report), encoding="utf-8")

@@ -361,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                                   py, first=k * 1_000_000)
                 run.start()
                 since = db.read_sync(lambda c: c.now)
+                before = run.report().get("loop_schedstat", {})
                 tree = _tree(py)
                 print(f"  run {k + 1}/{len(runs)} (round {r + 1}), service of {tree}: a delivery run is going on "
                       f"at {run.url}, {args.delivery_rate:g} new orders/s")
@@ -372,6 +373,14 @@ def main(argv: list[str] | None = None) -> int:
                 report = run.report()
                 lag = report.get("loop_lag_ms", {})
                 figures[py].setdefault("event loop lag", []).append(lag.get("p99", 0.0))
+                after = report.get("loop_schedstat", {})
+                if before and after:  # how long the loop's thread waited for a core (the machine's load)
+                    took = after["at"] - before["at"]
+                    waited = (after["run_queue_s"] - before["run_queue_s"]) / took * 1000
+                    figures[py].setdefault("loop's run-queue wait", []).append(waited)
+                    busy = (after["on_cpu_s"] - before["on_cpu_s"]) / took * 1000
+                    print(f"    service, the event loop's thread: on a core {busy:.0f} ms/s, waiting for one "
+                          f"{waited:.0f} ms/s")
                 print(f"    service, event loop lag (a 10 ms timer, late by): p50 {lag.get('p50', 0):.1f} ms, "
                       f"p99 {lag.get('p99', 0):.1f} ms, max {lag.get('max', 0):.1f} ms")
                 if report.get("stalls"):  # DOCKYARD_BENCH_STALLS=MS (bench/e2e.py): what held the loop
