@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -403,6 +404,11 @@ async def run_forever(service: Service, ready: Callable[[str], None] | None = No
     import signal
 
     url = await service.start(sock=sock)
+    # Everything loaded so far (the bundles' compiled mappings, the libraries, the config) lives as
+    # long as the process: out of the collector's sight, so that a full collection walks only
+    # what the service made since. A full collection walked all of it too, on the event loop
+    # (35 ms with the demo's four warehouses; every request in flight waited through it).
+    gc.freeze()
     if ready is not None:
         ready(url)
     stop = asyncio.Event()
