@@ -316,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-w", type=int, default=10_000, help="orders in the five-minute window")
     ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--pg-database", default="dockyard_overview_bench",
+                    help="the database made afresh for the run (dropped first: never name one in use)")
     ap.add_argument("--against", metavar="COMMIT")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--samples", type=int, default=50)
@@ -331,9 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         import psycopg
 
         with psycopg.connect(args.pg_url, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS dockyard_overview_bench WITH (FORCE)")
-            conn.execute("CREATE DATABASE dockyard_overview_bench")
-        url = args.pg_url.rsplit("/", 1)[0] + "/dockyard_overview_bench"
+            conn.execute(f'DROP DATABASE IF EXISTS "{args.pg_database}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{args.pg_database}"')
+        url = args.pg_url.rsplit("/", 1)[0] + "/" + args.pg_database
     else:
         url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='dockyard-overview-')) / 'state.db'}"
     db = Database(url, readers=1)
