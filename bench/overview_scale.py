@@ -275,7 +275,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def _finish(run: DeliveryRun, db: Database, since: int) -> None:
+def _finish(run: DeliveryRun, db: Database, since: int) -> float:
+    """End the run; its ingest p99 (ms)."""
     delivered = db.read_sync(lambda c: c.execute(
         "SELECT COUNT(*) FROM dy_journal WHERE step = 'committed' AND flow = 'create' AND at >= ?",
         (since,))[0][0])
@@ -284,6 +285,7 @@ def _finish(run: DeliveryRun, db: Database, since: int) -> None:
     print(f"    the delivery run meanwhile: {delivered:,} orders delivered in {took:.0f} s "
           f"({delivered / took:.0f}/s); ingest p50 {pct(latencies, 50):.1f} ms, "
           f"p99 {pct(latencies, 99):.1f} ms over {len(latencies):,} orders, answers {statuses}")
+    return pct(latencies, 99) if latencies else 0.0
 
 
 def _tree(python: str) -> str:
@@ -393,10 +395,10 @@ def main(argv: list[str] | None = None) -> int:
                     for n, stack in stalls["top"][:25]:
                         print(f"      {n:5d}  {stack}")
                 if k < len(runs) - 1:
-                    _finish(run, db, since)
+                    figures[py].setdefault("ingest (load generator)", []).append(_finish(run, db, since))
                     run = None
-            if len(runs) > 1:
-                _compare(figures, pythons)
+                else:
+                    last = figures[py]
         probe = f"H{max(1, args.n // 2)}"  # a history order
         probes: dict[str, Any] = {
             "overview": lambda c: overview(c, c.now),
@@ -425,8 +427,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{nw * 1000:.1f} ms (CPU {nc * 1000:.1f} ms); CPU ratio {nc / oc if oc else float('nan'):.3f} "
                       f"(best of {args.rounds}, interleaved)")
         if run is not None:
-            _finish(run, db, since)
+            last.setdefault("ingest (load generator)", []).append(_finish(run, db, since))
             run = None
+            if len(runs) > 1:
+                _compare(figures, pythons)
     finally:
         if run is not None:
             run.finish()
