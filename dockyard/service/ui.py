@@ -391,6 +391,7 @@ class _Dashboard:
         q = request.query
         sel = triage.Selection(warehouse=q.get("warehouse") or None, state=q.get("state") or None,
                                text=(q.get("match") or "")[:200] or None)
+
         def read(conn: Conn) -> dict[str, Any]:
             found = triage.groups(conn, sel)
             return {"groups": found, "total": sum(g["count"] for g in found)}
