@@ -352,6 +352,100 @@ async def _probe_lag(lags: list[float], every: float = 0.01) -> None:
             del lags[:100_000]
 
 
+class _Stalls:
+    """DOCKYARD_BENCH_STALLS=MS: what the event loop's thread is doing whenever the loop has not
+    ticked for MS milliseconds (a long synchronous stretch, or a wait for the GIL). A task ticks
+    every 2 ms; a watcher thread looks every 2 ms and, while the loop is late, samples the main
+    thread's stack (and, when the main thread is in no Python frame of ours, which other thread
+    runs Python). Each sample stands for ~2 ms of stall; the report ranks stacks by samples, and
+    counts the stalls by length. For finding causes, never for the figures."""
+
+    def __init__(self, threshold_ms: float) -> None:
+        self.threshold = threshold_ms / 1000
+        self.beat = time.monotonic()
+        self.samples: dict[str, int] = {}
+        self.lengths: list[float] = []  # every stall's length, s
+        self.main = threading.get_ident()
+
+    async def tick(self) -> None:
+        while True:
+            self.beat = time.monotonic()
+            await asyncio.sleep(0.002)
+
+    def watch(self) -> None:
+        last_beat, longest = self.beat, 0.0
+        while True:
+            time.sleep(0.002)
+            beat = self.beat
+            if beat != last_beat:
+                if longest > 0:
+                    self.lengths.append(longest)
+                last_beat, longest = beat, 0.0
+            late = time.monotonic() - beat
+            if late < self.threshold:
+                continue
+            longest = late
+            frames = sys._current_frames()
+            stack = _stack(frames.get(self.main))
+            if stack and stack[-1].startswith("runners.py:run:"):  # no Python code: the loop's C code, or a GIL wait
+                others = []
+                for t in threading.enumerate():
+                    theirs = _stack(frames.get(t.ident or 0))
+                    if t.ident in (self.main, threading.get_ident()) or not theirs or any(
+                            w in theirs[-1] for w in _WAITING):
+                        continue
+                    others.append(f"{t.name}:" + ";".join(theirs[-3:]))
+                stack = [*stack, "|others: " + " || ".join(sorted(others))]
+            key = ";".join(stack[-14:])
+            self.samples[key] = self.samples.get(key, 0) + 1
+
+    def gc_timer(self) -> None:
+        """The garbage collector's pauses, by generation (gc.callbacks)."""
+        import gc
+
+        self.gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        started = [0.0]
+
+        def timed(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                self.gc[info["generation"]].append(time.perf_counter() - started[0])
+        gc.callbacks.append(timed)
+
+    def report(self) -> dict[str, Any]:
+        ranked = sorted(self.samples.items(), key=lambda kv: -kv[1])[:60]
+        lengths = sorted(self.lengths)
+        gcs = {f"gen{g}": {"n": len(v), "total_ms": round(sum(v) * 1000, 1),
+                           "max_ms": round(max(v, default=0) * 1000, 1), "over_5ms": sum(1 for x in v if x > 0.005)}
+               for g, v in getattr(self, "gc", {}).items()}
+        return {"gc": gcs, "threshold_ms": self.threshold * 1000, "stalls": len(lengths),
+                "by_length_ms": {f">={b}": sum(1 for x in lengths if x * 1000 >= b) for b in (10, 20, 50, 100)},
+                "top": [[n, k] for k, n in ranked]}
+
+
+_WAITING = ("threading.py:wait:", "queue.py:get:", "threading.py:_wait_for_tstate_lock", "selectors.py:select:",
+            "e2e.py:watch:")
+
+
+def _stack(frame: Any) -> list[str]:
+    out: list[str] = []
+    while frame is not None:
+        code = frame.f_code
+        out.append(f"{code.co_filename.rsplit('/', 1)[-1]}:{code.co_name}:{frame.f_lineno}")
+        frame = frame.f_back
+    return out[::-1]
+
+
+def _schedstat(thread: threading.Thread) -> dict[str, float]:
+    """A thread's time on a core and waiting in the run queue for one, s (Linux schedstat): the
+    second is what the machine's other load made it wait."""
+    with contextlib.suppress(OSError, ValueError):
+        on_cpu, waiting, _ = Path(f"/proc/self/task/{thread.native_id}/schedstat").read_text().split()
+        return {"on_cpu_s": int(on_cpu) / 1e9, "run_queue_s": int(waiting) / 1e9, "at": time.monotonic()}
+    return {}
+
+
 def _lag_summary(lags: list[float]) -> dict[str, float]:
     busy = sorted(lags)
     if not busy:
@@ -385,11 +479,17 @@ def serve_child(argv: list[str]) -> int:
     service = Service(ctx)
     install_uvloop()
 
+    if os.environ.get("DOCKYARD_BENCH_SWITCH_INTERVAL"):  # an experiment: the GIL's switch interval, s
+        sys.setswitchinterval(float(os.environ["DOCKYARD_BENCH_SWITCH_INTERVAL"]))
+    stalls = _Stalls(float(os.environ["DOCKYARD_BENCH_STALLS"])) if os.environ.get("DOCKYARD_BENCH_STALLS") else None
+
     def dump(*_: Any) -> None:
-        report = {"threads": {str(t.native_id): t.name for t in threading.enumerate()},
+        report: dict[str, Any] = {"threads": {str(t.native_id): t.name for t in threading.enumerate()},
                   "stages": [[t, s, v[0] / 1e9, v[1]] for (t, s), v in list(_TOTALS.items())],
                   "store": {"groups": service.db.groups, "writes": service.db.writes},
-                  "loop_lag_ms": _lag_summary(lags)}
+                  "loop_lag_ms": _lag_summary(lags), "loop_schedstat": _schedstat(threading.main_thread())}
+        if stalls is not None:
+            report["stalls"] = stalls.report()
         Path(args.report).write_text(json.dumps(report), encoding="utf-8")
 
     # DOCKYARD_BENCH_CPROFILE=FILE: the event loop's thread under cProfile, written at SIGUSR1 (slows
@@ -412,6 +512,10 @@ def serve_child(argv: list[str]) -> int:
     def ready(url: str) -> None:
         with contextlib.suppress(RuntimeError):  # the event loop's lag, sampled every 10 ms
             asyncio.get_running_loop().create_task(_probe_lag(lags))
+            if stalls is not None:
+                asyncio.get_running_loop().create_task(stalls.tick())
+                threading.Thread(target=stalls.watch, daemon=True, name="bench-stalls").start()
+                stalls.gc_timer()
         sys.stdout.write(url + "\n")
         sys.stdout.flush()
 

@@ -30,9 +30,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import multiprocessing
 import os
 import shutil
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,7 +112,7 @@ def fill(db: Database, n: int, w: int, now: int, later: bool = False) -> None:
 
 
 # -- a delivery run against the same store (--delivery-rate) -----------------------------------------
-def _drive(url: str, rate: float, seed: int, stop: Any, ready: Any, out: Any) -> None:
+def _drive(url: str, rate: float, seed: int, first: int, stop: Any, ready: Any, out: Any) -> None:
     """The load generator's process: new orders at `rate` a second, open loop (order i due at i/rate
     s, latency from its due time), until `stop` is set; puts [latencies in ms, answers by status]."""
     import aiohttp
@@ -140,7 +144,7 @@ def _drive(url: str, rate: float, seed: int, stop: Any, ready: Any, out: Any) ->
             start, i = loop.time(), 0
             while not stop.is_set():
                 due = start + i / rate
-                body = orjson.dumps(factory.order(i + 1))
+                body = orjson.dumps(factory.order(first + i + 1))
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 task = asyncio.create_task(one(body, due))
                 tasks.add(task)
@@ -156,8 +160,8 @@ def _drive(url: str, rate: float, seed: int, stop: Any, ready: Any, out: Any) ->
 class DeliveryRun:
     """The service, the simulated warehouses and the load generator, on the store at `store`."""
 
-    def __init__(self, store: str, rate: float, work: Path) -> None:
-        self.store, self.rate, self.work = store, rate, work
+    def __init__(self, store: str, rate: float, work: Path, python: str = sys.executable, first: int = 0) -> None:
+        self.store, self.rate, self.work, self.python, self.first = store, rate, work, python, first
         self.url = ""
         self.child: subprocess.Popen[str] | None = None
         self.sim: Any = None
@@ -174,18 +178,32 @@ class DeliveryRun:
         self.sim = SimProcess(plan.sim_spec(f"http://127.0.0.1:{port}"), {"step_delay": 0.05})
         plan.sim_base = self.sim.base
         config = plan.write(port)
-        self.child = subprocess.Popen([sys.executable, str(HERE / "e2e.py"), "--serve-child", str(config),
+        self.child = subprocess.Popen([self.python, str(HERE / "e2e.py"), "--serve-child", str(config),
                                        "--report", str(self.work / "report.json")], stdout=subprocess.PIPE,
                                       text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assert self.child.stdout is not None
         self.url = self.child.stdout.readline().strip()
         if not self.url.startswith("http"):
             raise RuntimeError("the service did not start")
-        self.load = self.ctx.Process(target=_drive, args=(self.url, self.rate, 11, self.stop, self.ready, self.out),
+        self.load = self.ctx.Process(target=_drive, args=(self.url, self.rate, 11, self.first, self.stop, self.ready,
+                                                                   self.out),
                                      daemon=True)
         self.load.start()
         self.ready.wait(60)
         time.sleep(5.0)  # the run is under way (deliveries, callbacks) before the first sample
+
+    def report(self) -> dict[str, Any]:
+        """The service's report so far (bench/e2e.py's serve child writes it at SIGUSR1): its event
+        loop's lag since start, and the stalls when DOCKYARD_BENCH_STALLS is set."""
+        assert self.child is not None
+        path = self.work / "report.json"
+        path.unlink(missing_ok=True)
+        self.child.send_signal(signal.SIGUSR1)
+        for _ in range(100):
+            with contextlib.suppress(OSError, ValueError):
+                return dict(json.loads(path.read_text(encoding="utf-8")))
+            time.sleep(0.1)
+        return {}
 
     def finish(self) -> tuple[list[float], dict[str, int]]:
         self.stop.set()
@@ -257,25 +275,69 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
+def _finish(run: DeliveryRun, db: Database, since: int) -> float:
+    """End the run; its ingest p99 (ms)."""
+    delivered = db.read_sync(lambda c: c.execute(
+        "SELECT COUNT(*) FROM dy_journal WHERE step = 'committed' AND flow = 'create' AND at >= ?",
+        (since,))[0][0])
+    took = (db.read_sync(lambda c: c.now) - since) / 1e6
+    latencies, statuses = run.finish()
+    print(f"    the delivery run meanwhile: {delivered:,} orders delivered in {took:.0f} s "
+          f"({delivered / took:.0f}/s); ingest p50 {pct(latencies, 50):.1f} ms, "
+          f"p99 {pct(latencies, 99):.1f} ms over {len(latencies):,} orders, answers {statuses}")
+    return pct(latencies, 99) if latencies else 0.0
+
+
+def _tree(python: str) -> str:
+    """The tree a venv's python serves from (the folder that holds its venv), or the path itself."""
+    parts = Path(python).parts
+    return str(Path(*parts[:parts.index(".venv")])) if ".venv" in parts else python
+
+
+def _compare(figures: dict[str, dict[str, list[float]]], pythons: list[str]) -> None:
+    """Per tree, every run's p99 and their median; with two trees, the median of the paired
+    differences (run k of one against run k of the other, neighbours in time)."""
+    print("\n  p99 of every run (ms), median; the trees' runs interleaved")
+    names = list(figures[pythons[0]])
+    for name in names:
+        for py in pythons:
+            values = figures[py].get(name, [])
+            print(f"    {name:<22} {_tree(py):<20} {', '.join(f'{v:.1f}' for v in values)}   "
+                  f"median {statistics.median(values):.1f}")
+        if len(pythons) == 2:
+            a, b = figures[pythons[0]].get(name, []), figures[pythons[1]].get(name, [])
+            diffs = [y - x for x, y in zip(a, b, strict=False)]
+            if diffs:
+                print(f"    {name:<22} {'second - first':<20} median of paired differences "
+                      f"{statistics.median(diffs):+.1f} ms ({sum(d < 0 for d in diffs)} of {len(diffs)} lower)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("-n", type=int, default=1_000_000, help="orders of history")
     ap.add_argument("-w", type=int, default=10_000, help="orders in the five-minute window")
     ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    ap.add_argument("--pg-database", default="dockyard_overview_bench",
+                    help="the database made afresh for the run (dropped first: never name one in use)")
     ap.add_argument("--against", metavar="COMMIT")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--delivery-rate", type=float, default=0.0, metavar="R",
                     help="sample while the service delivers R new orders a second against the same store")
+    ap.add_argument("--service-python", action="append", metavar="PYTHON",
+                    help="with --delivery-rate: serve with this interpreter (a tree's venv, e.g. /tmp/base/.venv/"
+                         "bin/python); given twice, the two trees' services in turn on the same store")
+    ap.add_argument("--service-rounds", type=int, default=1,
+                    help="with --delivery-rate: delivery runs per service, interleaved (a new service each)")
     args = ap.parse_args(argv)
     if args.store == "postgres":
         import psycopg
 
         with psycopg.connect(args.pg_url, autocommit=True) as conn:
-            conn.execute("DROP DATABASE IF EXISTS dockyard_overview_bench WITH (FORCE)")
-            conn.execute("CREATE DATABASE dockyard_overview_bench")
-        url = args.pg_url.rsplit("/", 1)[0] + "/dockyard_overview_bench"
+            conn.execute(f'DROP DATABASE IF EXISTS "{args.pg_database}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{args.pg_database}"')
+        url = args.pg_url.rsplit("/", 1)[0] + "/" + args.pg_database
     else:
         url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='dockyard-overview-')) / 'state.db'}"
     db = Database(url, readers=1)
@@ -291,13 +353,52 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.store}: {args.n:,} orders of history, {args.w:,} in the window, {journal:,} journal rows "
               f"(written in {filled:.0f} s)")
         if args.delivery_rate > 0:
-            run = DeliveryRun(url, args.delivery_rate, Path(tempfile.mkdtemp(prefix="dockyard-overview-run-")))
-            run.start()
-            since = db.read_sync(lambda c: c.now)
-            print(f"  a delivery run is going on: the service at {run.url}, {args.delivery_rate:g} new orders/s")
-            for name, values in asyncio.run(http_samples(run.url, args.samples, f"H{max(1, args.n // 2)}")).items():
-                print(f"  service, {name:<22} p50 {pct(values, 50):8.1f} ms   p99 {pct(values, 99):8.1f} ms "
-                      f"({len(values)} requests)")
+            # --service-python: the service of each tree in turn on this store (each run a new service
+            # process with fresh orders), the order flipping every round; the last run goes on while
+            # the store reads below are timed.
+            pythons = args.service_python or [sys.executable]
+            runs = [(r, py) for r in range(args.service_rounds)
+                    for py in (pythons if r % 2 == 0 else pythons[::-1])]
+            figures: dict[str, dict[str, list[float]]] = {py: {} for py in pythons}
+            for k, (r, py) in enumerate(runs):
+                run = DeliveryRun(url, args.delivery_rate, Path(tempfile.mkdtemp(prefix="dockyard-overview-run-")),
+                                  py, first=k * 1_000_000)
+                run.start()
+                since = db.read_sync(lambda c: c.now)
+                before = run.report().get("loop_schedstat", {})
+                tree = _tree(py)
+                print(f"  run {k + 1}/{len(runs)} (round {r + 1}), service of {tree}: a delivery run is going on "
+                      f"at {run.url}, {args.delivery_rate:g} new orders/s")
+                for name, values in asyncio.run(http_samples(run.url, args.samples,
+                                                             f"H{max(1, args.n // 2)}")).items():
+                    print(f"    service, {name:<22} p50 {pct(values, 50):8.1f} ms   p99 {pct(values, 99):8.1f} ms "
+                          f"({len(values)} requests)")
+                    figures[py].setdefault(name, []).append(pct(values, 99))
+                report = run.report()
+                lag = report.get("loop_lag_ms", {})
+                figures[py].setdefault("event loop lag", []).append(lag.get("p99", 0.0))
+                after = report.get("loop_schedstat", {})
+                if before and after:  # how long the loop's thread waited for a core (the machine's load)
+                    took = after["at"] - before["at"]
+                    waited = (after["run_queue_s"] - before["run_queue_s"]) / took * 1000
+                    figures[py].setdefault("loop's run-queue wait", []).append(waited)
+                    busy = (after["on_cpu_s"] - before["on_cpu_s"]) / took * 1000
+                    print(f"    service, the event loop's thread: on a core {busy:.0f} ms/s, waiting for one "
+                          f"{waited:.0f} ms/s")
+                print(f"    service, event loop lag (a 10 ms timer, late by): p50 {lag.get('p50', 0):.1f} ms, "
+                      f"p99 {lag.get('p99', 0):.1f} ms, max {lag.get('max', 0):.1f} ms")
+                if report.get("stalls"):  # DOCKYARD_BENCH_STALLS=MS (bench/e2e.py): what held the loop
+                    stalls = report["stalls"]
+                    print(f"    stalls of the event loop over {stalls['threshold_ms']:g} ms: {stalls['stalls']} "
+                          f"{stalls['by_length_ms']}; garbage collections {stalls.get('gc')}; the main thread's "
+                          f"stack, by samples of ~2 ms:")
+                    for n, stack in stalls["top"][:25]:
+                        print(f"      {n:5d}  {stack}")
+                if k < len(runs) - 1:
+                    figures[py].setdefault("ingest (load generator)", []).append(_finish(run, db, since))
+                    run = None
+                else:
+                    last = figures[py]
         probe = f"H{max(1, args.n // 2)}"  # a history order
         probes: dict[str, Any] = {
             "overview": lambda c: overview(c, c.now),
@@ -326,15 +427,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{nw * 1000:.1f} ms (CPU {nc * 1000:.1f} ms); CPU ratio {nc / oc if oc else float('nan'):.3f} "
                       f"(best of {args.rounds}, interleaved)")
         if run is not None:
-            delivered = db.read_sync(lambda c: c.execute(
-                "SELECT COUNT(*) FROM dy_journal WHERE step = 'committed' AND flow = 'create' AND at >= ?",
-                (since,))[0][0])
-            took = (db.read_sync(lambda c: c.now) - since) / 1e6
-            latencies, statuses = run.finish()
+            last.setdefault("ingest (load generator)", []).append(_finish(run, db, since))
             run = None
-            print(f"  the delivery run meanwhile: {delivered:,} orders delivered in {took:.0f} s "
-                  f"({delivered / took:.0f}/s); ingest p50 {pct(latencies, 50):.1f} ms, "
-                  f"p99 {pct(latencies, 99):.1f} ms over {len(latencies):,} orders, answers {statuses}")
+            if len(runs) > 1:
+                _compare(figures, pythons)
     finally:
         if run is not None:
             run.finish()

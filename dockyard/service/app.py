@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import logging
 import os
@@ -277,10 +278,15 @@ class Service:
         if refusal is not None:
             return _refusal(refusal)
         order_no = request.match_info["order_no"]
-        found = await self.db.read(lambda c: queries.order_status(c, order_no))
-        if found is None:
+
+        def read(conn: Any) -> bytes | None:  # read and encoded in the reader thread: the loop only sends it
+            found = queries.order_status(conn, order_no)
+            return None if found is None else orjson.dumps(found, default=str)
+
+        body = await self.db.read(read)
+        if body is None:
             return _json({"error": f"no order {order_no!r}"}, 404)
-        return _json(found)
+        return web.Response(body=body, content_type="application/json")
 
     async def post_cancel(self, request: web.Request) -> web.Response:
         refusal = require_token(self.config, self.ctx.secrets, request.headers, operator=True)
@@ -354,16 +360,26 @@ class Service:
         refusal = require_token(self.config, self.ctx.secrets, request.headers)
         if refusal is not None:
             return _refusal(refusal)
-        counts, backlog = await self.db.read(lambda c: (queries.job_counts(c), read_backlog(c, now_us())))
-        self.metrics.refresh(counts, {n: b.state for n, b in self.deliverer.breakers.items()},
-                             dict(self.deliverer.inflight), backlog)
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        breakers = {n: b.state for n, b in self.deliverer.breakers.items()}
+        inflight = dict(self.deliverer.inflight)
+
+        def scrape(conn: Any) -> bytes:
+            # The text is made in the reader thread, with the store's figures it has just read: a
+            # few milliseconds of pure Python per scrape (every series of every warehouse and flow,
+            # and with workers the other processes' files) that the event loop, which answers
+            # ingest and callbacks, no longer waits through. prometheus_client's values are
+            # thread-safe; what the loop knows (circuits, requests in flight) was copied above.
+            self.metrics.refresh(queries.job_counts(conn), breakers, inflight, read_backlog(conn, now_us()))
+            return self.metrics.render()
+
+        return web.Response(body=await self.db.read(scrape), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def stats(self, request: web.Request) -> web.Response:
         refusal = require_token(self.config, self.ctx.secrets, request.headers)
         if refusal is not None:
             return _refusal(refusal)
-        return _json(await self.db.read(queries.summary))
+        return web.Response(body=await self.db.read(lambda c: orjson.dumps(queries.summary(c), default=str)),
+                            content_type="application/json")
 
 
 def _unavailable(exc: StoreUnavailable) -> web.Response:
@@ -395,6 +411,11 @@ async def run_forever(service: Service, ready: Callable[[str], None] | None = No
     import signal
 
     url = await service.start(sock=sock)
+    # Everything loaded so far (the bundles' compiled mappings, the libraries, the config) lives as
+    # long as the process: out of the collector's sight, so that a full collection walks only
+    # what the service made since. A full collection walked all of it too, on the event loop
+    # (35 ms with the demo's four warehouses; every request in flight waited through it).
+    gc.freeze()
     if ready is not None:
         ready(url)
     stop = asyncio.Event()

@@ -111,9 +111,29 @@ class _Dashboard:
         return web.Response(status=401, text="a dashboard token is needed", headers={"WWW-Authenticate": "Bearer"})
 
     def _json(self, data: Any, status: int = 200) -> web.Response:
-        text = self._redact(orjson.dumps(data, default=str).decode("utf-8"))
-        return web.Response(text=text, status=status, content_type="application/json",
+        return self._answer(self._encode(data), status)
+
+    def _encode(self, data: Any) -> bytes:
+        """`data` as the JSON a viewer is sent: encoded and redacted (safe in any thread)."""
+        return self._redact(orjson.dumps(data, default=str).decode("utf-8")).encode("utf-8")
+
+    @staticmethod
+    def _answer(body: bytes, status: int = 200) -> web.Response:
+        return web.Response(body=body, status=status, content_type="application/json",
                             headers={"Cache-Control": "no-store"})
+
+    async def _read_json(self, fn: Any, missing: str | None = None) -> web.Response:
+        """What `fn` reads, encoded and redacted in the reader thread that read it, so the event
+        loop (which also answers ingest and callbacks) only sends the bytes: an order's timeline
+        holds every attempt's request and answer, and scanning it for every secret's value is
+        the longest part of the answer. With `missing`, a None from `fn` is that 404."""
+        def read(conn: Conn) -> tuple[bytes, int]:
+            data = fn(conn)
+            if data is None and missing is not None:
+                return self._encode({"error": missing}), 404
+            return self._encode(data), 200
+
+        return self._answer(*await self._read(read))
 
     def _redact(self, text: str) -> str:
         redacted: str = self.service.ctx.secrets.redact(text)
@@ -208,19 +228,26 @@ class _Dashboard:
 
     async def _compute_overview(self, clock: float) -> _Shared:
         now = now_us()
-        data: dict[str, Any] = await self._read(lambda c: overview(c, now))
         deliverer = self.service.deliverer
-        data["circuits"] = {n: b.state for n, b in deliverer.breakers.items()}
-        data["time_zone"] = self.service.config.time_zone
-        data["inflight"] = {n: deliverer.inflight.get(n, 0) for n in deliverer.breakers}
-        for name in self.service.config.warehouses:
-            data["warehouses"].setdefault(name, _empty_series(data["buckets"]))
-        body = self._redact(orjson.dumps(data, default=str).decode("utf-8")).encode("utf-8")
-        # The ETag leaves out the time of computing ("at"): on a quiet service the overview stays
-        # the same for seconds, and a client asking again is told so (304) without a body.
-        same = self._redact(orjson.dumps({k: v for k, v in data.items() if k != "at"}, default=str).decode("utf-8"))
-        etag = '"' + hashlib.blake2b(same.encode("utf-8"), digest_size=12).hexdigest() + '"'
-        self.cached = _Shared(clock, data, body, etag, b"event: overview\ndata: " + body + b"\n\n")
+        # what the event loop knows, copied here; the rest is read, encoded and redacted in the reader
+        known = {"circuits": {n: b.state for n, b in deliverer.breakers.items()},
+                 "time_zone": self.service.config.time_zone,
+                 "inflight": {n: deliverer.inflight.get(n, 0) for n in deliverer.breakers}}
+        names = list(self.service.config.warehouses)
+
+        def compute(conn: Conn) -> _Shared:
+            data: dict[str, Any] = overview(conn, now) | known
+            for name in names:
+                data["warehouses"].setdefault(name, _empty_series(data["buckets"]))
+            body = self._encode(data)
+            # The ETag leaves out the time of computing ("at", the first key, a time with no comma
+            # in it): on a quiet service the overview stays the same for seconds, and a client
+            # asking again is told so (304) without a body.
+            same = body[body.index(b","):]
+            etag = '"' + hashlib.blake2b(same, digest_size=12).hexdigest() + '"'
+            return _Shared(clock, data, body, etag, b"event: overview\ndata: " + body + b"\n\n")
+
+        self.cached = await self._read(compute)
         self.computed += 1
         return self.cached
 
@@ -256,7 +283,7 @@ class _Dashboard:
         q = request.query.get("q", "").strip()[:200]
         if not q:
             return self._json({"query": q, "results": []})
-        return self._json({"query": q, "results": await self._read(lambda c: search(c, q))})
+        return await self._read_json(lambda c: {"query": q, "results": search(c, q)})
 
     async def order(self, request: web.Request) -> web.StreamResponse:
         gate = self._gate(request)
@@ -264,16 +291,16 @@ class _Dashboard:
             return gate
         order_no = request.match_info["order_no"]
 
-        def read(conn: Conn) -> tuple[Any, Any]:
-            return queries.order_status(conn, order_no), queries.timeline(conn, order_no)
+        def read(conn: Conn) -> dict[str, Any] | None:
+            status, steps = queries.order_status(conn, order_no), queries.timeline(conn, order_no)
+            if status is None and not steps:
+                return None
+            for job in (status or {}).get("jobs", []):
+                if job["state"] in ("dead", "held"):  # the page shows why, and whether a replay can help
+                    job.update(triage.advice(job["reason"]))
+            return {"order": status, "timeline": steps}
 
-        status, steps = await self._read(read)
-        if status is None and not steps:
-            return self._json({"error": f"no order {order_no!r}"}, 404)
-        for job in (status or {}).get("jobs", []):
-            if job["state"] in ("dead", "held"):  # the page shows why, and whether a replay can help
-                job.update(triage.advice(job["reason"]))
-        return self._json({"order": status, "timeline": steps})
+        return await self._read_json(read, missing=f"no order {order_no!r}")
 
     async def lineage(self, request: web.Request) -> web.StreamResponse:
         """The lineage of what was sent: the mapping version journaled with the transform, run again
@@ -333,15 +360,16 @@ class _Dashboard:
         gate = self._gate(request)
         if not isinstance(gate, str):
             return gate
-        return self._json({"jobs": await self._read(lambda c: queries.dlq_list(c))})
+        return await self._read_json(lambda c: {"jobs": queries.dlq_list(c)})
 
     async def dlq_show(self, request: web.Request) -> web.StreamResponse:
         gate = self._gate(request)
         if not isinstance(gate, str):
             return gate
         job_id = _int(request.match_info["job_id"])
-        found = None if job_id is None else await self._read(lambda c: queries.dlq_show(c, job_id))
-        return self._json(found, 200) if found else self._json({"error": "no such job"}, 404)
+        if job_id is None:
+            return self._json({"error": "no such job"}, 404)
+        return await self._read_json(lambda c: queries.dlq_show(c, job_id), missing="no such job")
 
     def _operator(self, request: web.Request, what: str) -> str | web.StreamResponse:
         """The operator's role, or the answer that refuses the action."""
@@ -363,8 +391,12 @@ class _Dashboard:
         q = request.query
         sel = triage.Selection(warehouse=q.get("warehouse") or None, state=q.get("state") or None,
                                text=(q.get("match") or "")[:200] or None)
-        found = await self._read(lambda c: triage.groups(c, sel))
-        return self._json({"groups": found, "total": sum(g["count"] for g in found)})
+
+        def read(conn: Conn) -> dict[str, Any]:
+            found = triage.groups(conn, sel)
+            return {"groups": found, "total": sum(g["count"] for g in found)}
+
+        return await self._read_json(read)
 
     async def bulk(self, request: web.Request) -> web.StreamResponse:
         """Replay or discard a group, a filtered selection or the chosen jobs. A discard needs a
@@ -439,7 +471,7 @@ class _Dashboard:
         if not isinstance(gate, str):
             return gate
         since = now_us() - 3600 * 1_000_000
-        return self._json({"since": queries._iso(since), "groups": await self._read(lambda c: errors(c, since))})
+        return await self._read_json(lambda c: {"since": queries._iso(since), "groups": errors(c, since)})
 
 
 # -- the questions asked of the store -------------------------------------------------------
@@ -460,7 +492,7 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
     for bucket, warehouse, kind, n in conn.execute(
             "SELECT bucket, warehouse, kind, SUM(n) FROM dy_counters WHERE bucket >= ? AND bucket < ? "
             "GROUP BY bucket, warehouse, kind", (start, end)):
-        s = series.setdefault(warehouse, _empty_series(buckets))
+        s = series.get(warehouse) or series.setdefault(warehouse, _empty_series(buckets))  # made once each
         i, n = min(buckets - 1, max(0, (int(bucket) - start) // width)), int(n)
         if kind in ("received", "delivered", "failed"):
             s[kind][i] += n
@@ -484,11 +516,11 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
                             "p99": _ms(percentile_from_buckets(latency[warehouse], 99))}
         s["orders_per_s"] = round(sum(s["delivered"][minute:]) / 60, 1)
     for warehouse, (depth, age) in read_backlog(conn, now).items():
-        entry = series.setdefault(warehouse, _empty_series(buckets))
+        entry = series.get(warehouse) or series.setdefault(warehouse, _empty_series(buckets))
         entry["backlog"], entry["oldest_due_s"] = depth, round(age, 1)
     for warehouse, paused_until, reason, opened_until in conn.execute(
             "SELECT warehouse, paused_until, pause_reason, opened_until FROM dy_limits"):
-        entry = series.setdefault(warehouse, _empty_series(buckets))
+        entry = series.get(warehouse) or series.setdefault(warehouse, _empty_series(buckets))
         if int(paused_until or 0) > now:
             entry["paused"] = {"for_s": round((int(paused_until) - now) / 1e6, 1), "reason": reason}
         if int(opened_until or 0) > now:

@@ -363,3 +363,49 @@ def test_trace_shows_the_whole_chain(env: Any) -> None:
             assert "TEST-ONLY" not in json.dumps(journal)
 
     asyncio.run(main())
+
+
+def test_serving_freezes_what_start_loaded_out_of_the_collectors_sight(tmp_path: Path, store_url: str,
+                                                                        bundle_dir: Path) -> None:
+    """`serve` (run_forever) puts everything loaded at start — the bundles' mappings, libraries, the
+    config — in the collector's permanent generation, so that a full collection (which runs on the
+    event loop) walks only what the service made since; it serves as before, and stops on SIGTERM."""
+    import gc
+    import os
+    import signal
+
+    import aiohttp
+
+    from dockyard.demo import DemoPlan, free_port
+    from dockyard.service.app import Service, run_forever
+    from dockyard.service.config import load_config
+    from dockyard.service.context import ServiceContext
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "bundle").symlink_to(bundle_dir)
+    port = free_port()
+    plan = DemoPlan(work, ROOT / "mappings", store=store_url)
+    plan.sim_base = "http://127.0.0.1:9"  # no warehouse is called: no order is sent
+    config = load_config(plan.write(port))
+    service = Service(ServiceContext.build(config))
+    seen: dict[str, Any] = {}
+
+    async def check(url: str) -> None:
+        seen["frozen"] = gc.get_freeze_count()
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as resp:
+            seen["health"] = resp.status
+        os.kill(os.getpid(), signal.SIGTERM)  # run_forever's handler stops the service
+
+    async def main() -> None:
+        tasks: list[asyncio.Task[None]] = []
+        await run_forever(service, lambda url: tasks.append(asyncio.get_running_loop().create_task(check(url))))
+        await asyncio.gather(*tasks)
+
+    gc.unfreeze()
+    try:
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        gc.unfreeze()  # the rest of the test run collects as before
+    assert seen["health"] == 200
+    assert seen["frozen"] > 10_000  # the service's modules, mappings and config, at least

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any
 
 import aiohttp
+import pytest
 from test_service import example
 
-from dockyard.service import queries
+from dockyard.service import queries, ui
+from dockyard.service.metrics import Metrics
 from dockyard.simulate import Feedback
 
 READ = "test-only-ui-read-token-0123456789"
@@ -202,3 +205,46 @@ def test_the_event_stream_pushes_the_overview_every_second(env: Any) -> None:
             kept.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_answers_are_encoded_and_redacted_off_the_event_loop(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The event loop answers ingest and callbacks: the dashboard's answers (an order's timeline
+    holds every request and answer, scanned for every secret's value) are encoded and redacted in
+    the reader thread that read them, /metrics' text is made there too, and so is GET /orders/{no}'s
+    JSON. The answers are the same as ever, 404s included."""
+    threads: dict[str, set[int]] = {}
+
+    def where(name: str, plain: Any) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            threads.setdefault(name, set()).add(threading.get_ident())
+            return plain(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(ui._Dashboard, "_encode", where("dashboard", ui._Dashboard._encode))
+    monkeypatch.setattr(Metrics, "render", where("metrics", Metrics.render))
+    monkeypatch.setattr(queries, "order_status", where("order", queries.order_status))
+
+    async def main() -> None:
+        async with env(overrides=TOKENS) as run:
+            order = example()
+            await run.post("/orders", order)
+            await run.until(order["order_no"], lambda d: d["delivery"] == "delivered")
+            loop = threading.get_ident()  # the service runs on this test's event loop
+            threads.clear()
+            no = order["order_no"]
+            for path in ("/ui/api/overview", f"/ui/api/orders/{no}", f"/ui/api/search?q={no}", "/ui/api/dlq",
+                         "/ui/api/dlq/groups", "/ui/api/errors", "/metrics", f"/orders/{no}"):
+                status, body = await fetch(run, path, READ)
+                assert status == 200, (path, body)
+                assert all(value not in json.dumps(body) for value in run.plan.secret_values.values())
+            status, body = await fetch(run, f"/orders/{no}", READ)
+            assert body["order_no"] == no and body["delivery"] == "delivered" and body["jobs"]
+            status, body = await fetch(run, f"/ui/api/orders/{no}", READ)
+            assert body["order"]["order_no"] == no and body["timeline"]
+            for path, error in (("/ui/api/orders/nope", "no order 'nope'"), ("/ui/api/dlq/12345", "no such job"),
+                                ("/orders/nope", "no order 'nope'")):
+                assert await fetch(run, path, READ) == (404, {"error": error})
+            assert set(threads) == {"dashboard", "metrics", "order"}
+            assert all(loop not in idents for idents in threads.values()), threads
+
+    asyncio.run(asyncio.wait_for(main(), 60))
