@@ -63,9 +63,12 @@ RANK = {"received": 0, "delivered": 1, "accepted": 2, "picking": 3, "packed": 4,
 FINAL = ("cancelled", "rejected")
 _OPEN = "('" + "', '".join(OPEN_STATES) + "')"
 _BLOCKING = "('" + "', '".join((*OPEN_STATES, "waiting")) + "')"
-# A forward job that later events of its order may join: not yet taken (a claimed job may be on the
-# wire, a retried one has used some of its attempts).
-_JOINABLE = "(state = 'waiting' OR (state = 'ready' AND attempts = 0))"
+
+
+def _joinable(alias: str = "") -> str:
+    """A forward job that later events of its order may join: not yet taken (a claimed job may be
+    on the wire, a retried one has used some of its attempts). `alias`: the table's, as "j."."""
+    return f"({alias}state = 'waiting' OR ({alias}state = 'ready' AND {alias}attempts = 0))"
 
 
 @dataclass(frozen=True)
@@ -269,7 +272,7 @@ def queue_forwards(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
     for chunk in _chunks(order_nos):
         where, params = _in(conn, chunk)
         for order_no, job_id in conn.execute(
-                f"SELECT order_no, MAX(id) FROM dy_jobs WHERE order_no {where} AND lane = 'up' AND {_JOINABLE} "
+                f"SELECT order_no, MAX(id) FROM dy_jobs WHERE order_no {where} AND lane = 'up' AND {_joinable()} "
                 "GROUP BY order_no", params):
             waiting[order_no] = int(job_id)
     appended: set[str] = set()
@@ -279,14 +282,13 @@ def queue_forwards(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
         if conn.dialect == "postgres" and len(targets) > 1:  # one statement, not a round trip per job
             changed = {int(row[0]) for row in conn.execute(
                 "UPDATE dy_jobs j SET payload = j.payload || ? || v.more, updated_at = ? FROM unnest(?::bigint[], "
-                "?::text[]) AS v(id, more) WHERE j.id = v.id AND (j.state = 'waiting' OR (j.state = 'ready' AND "
-                "j.attempts = 0)) RETURNING j.id",
+                f"?::text[]) AS v(id, more) WHERE j.id = v.id AND {_joinable('j.')} RETURNING j.id",
                 (EVENT_SEPARATOR, conn.now, [job_id for _, job_id in targets],
                  [EVENT_SEPARATOR.join(merged[o]) for o, _ in targets]))}
             done = [job_id in changed for _, job_id in targets]
         else:
             done = conn.execute_returning(
-                f"UPDATE dy_jobs SET payload = payload || ? || ?, updated_at = ? WHERE id = ? AND {_JOINABLE} "
+                f"UPDATE dy_jobs SET payload = payload || ? || ?, updated_at = ? WHERE id = ? AND {_joinable()} "
                 "RETURNING id", [(EVENT_SEPARATOR, EVENT_SEPARATOR.join(merged[o]), conn.now, job_id)
                                  for o, job_id in targets])
         appended = {o for (o, _), ok in zip(targets, done, strict=True) if ok}
