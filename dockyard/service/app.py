@@ -51,7 +51,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data, default=str), status=status, content_type="application/json")
+    return _encoded(orjson.dumps(data, default=str), status)
+
+
+def _encoded(body: bytes, status: int = 200) -> web.Response:
+    """A JSON answer already encoded (in a reader thread, off the event loop)."""
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 class Service:
@@ -286,7 +291,7 @@ class Service:
         body = await self.db.read(read)
         if body is None:
             return _json({"error": f"no order {order_no!r}"}, 404)
-        return web.Response(body=body, content_type="application/json")
+        return _encoded(body)
 
     async def post_cancel(self, request: web.Request) -> web.Response:
         refusal = require_token(self.config, self.ctx.secrets, request.headers, operator=True)
@@ -378,8 +383,7 @@ class Service:
         refusal = require_token(self.config, self.ctx.secrets, request.headers)
         if refusal is not None:
             return _refusal(refusal)
-        return web.Response(body=await self.db.read(lambda c: orjson.dumps(queries.summary(c), default=str)),
-                            content_type="application/json")
+        return _encoded(await self.db.read(lambda c: orjson.dumps(queries.summary(c), default=str)))
 
 
 def _unavailable(exc: StoreUnavailable) -> web.Response:
