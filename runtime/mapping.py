@@ -256,38 +256,21 @@ class CompiledMapping:
         decimal-context check."""
         ctx = self._checked_context(context)
         clk = system_clock if clock is None else _as_clock(clock)
-        fn = self._fn
-        decimal_context = _DECIMAL_CONTEXT
-        getcontext, invalid, by_zero, overflow = _getcontext, _INVALID, _BY_ZERO, _OVERFLOW
+        fn: Callable[..., dict[str, Any]] = self._fn
+        if not self._money_fixed:  # an older compiler's module: money in the runtime's context, as `call` does
+            generated = fn
 
-        if self._money_fixed:
-            def run_fixed(order: Mapping[str, Any]) -> dict[str, Any]:
-                if order.__class__ is not dict and not isinstance(order, Mapping):
-                    raise InputError(f"the input must be a JSON object, not {type(order).__name__}")
-                try:
-                    result: dict[str, Any] = fn(order, ctx, clk)
-                    return result
-                except MissingValue as exc:  # translated exactly as `call` does
-                    raise self._translate(exc, order) from None
-                except DockyardError:
-                    raise
-                except Exception as exc:
-                    raise self._locate(exc, order) from exc
-
-            return run_fixed
+            def fn(order: Mapping[str, Any], ctx: Mapping[str, Any], clk: Clock) -> dict[str, Any]:
+                if _context_is_safe():
+                    return generated(order, ctx, clk)
+                with decimal.localcontext(_DECIMAL_CONTEXT):
+                    return generated(order, ctx, clk)
 
         def run(order: Mapping[str, Any]) -> dict[str, Any]:
             if order.__class__ is not dict and not isinstance(order, Mapping):
                 raise InputError(f"the input must be a JSON object, not {type(order).__name__}")
             try:
-                c = getcontext()  # _context_is_safe(), written out with local names
-                traps = c.traps
-                if c.prec >= 28 and c.Emax >= 999999 and traps[invalid] and traps[by_zero] and traps[overflow]:
-                    result: dict[str, Any] = fn(order, ctx, clk)
-                    return result
-                with decimal.localcontext(decimal_context):
-                    result = fn(order, ctx, clk)
-                    return result
+                return fn(order, ctx, clk)
             except MissingValue as exc:  # translated exactly as `call` does
                 raise self._translate(exc, order) from None
             except DockyardError:
