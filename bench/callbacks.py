@@ -94,11 +94,6 @@ def _thread_cpu() -> float:
     return time.thread_time()
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
 class _SwitchAB:
     """Alternates the interpreter's GIL switch interval between two values every `period` s while
     the callbacks run, and files what happens under each: how late a 5 ms timer fires on the event
@@ -152,13 +147,15 @@ class _SwitchAB:
                 self.lags[side].append((time.perf_counter() - t0 - 0.005) * 1e3)
 
     def report(self) -> dict[str, Any]:
+        from dockyard.demo import percentile as pct  # nearest rank, NaN when empty, as e2e.py reports
+
         out = {}
         for side, value in enumerate(self.values):
             w = self.writes[side]
             out[f"{value:g}"] = {
-                "lag_p50_ms": _pct(self.lags[side], 0.5), "lag_p99_ms": _pct(self.lags[side], 0.99),
-                "write_p50_ms": _pct(w, 0.5), "write_p99_ms": _pct(w, 0.99), "writes": len(w),
-                "group_p50_ms": _pct(self.groups[side], 0.5), "group_p99_ms": _pct(self.groups[side], 0.99),
+                "lag_p50_ms": pct(self.lags[side], 50), "lag_p99_ms": pct(self.lags[side], 99),
+                "write_p50_ms": pct(w, 50), "write_p99_ms": pct(w, 99), "writes": len(w),
+                "group_p50_ms": pct(self.groups[side], 50), "group_p99_ms": pct(self.groups[side], 99),
                 "cpu_us_per_write": self.cpu[side] / max(1, len(w)) * 1e6}
         return out
 
