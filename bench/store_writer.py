@@ -8,8 +8,10 @@ operations and the real group commit (`Database.write`, many operations in fligh
 form as they do in the service): the order is ingested (IngestOp, batches of 200), its create job
 claimed, marked sending and finished as accepted (claim, MarkSendingOp, FinishOp with the journal
 row of a 200 answer), then four status events arrive one callback at a time (RecordEventsOp with
-forwarding, so each queues an upstream job behind the order's previous one) and the upstream lane
-forwards them (claim, MarkSendingOp, FinishOp done, which promotes the next waiting event).
+forwarding) and are forwarded upstream as the tree under test does it: from the upstream outbox
+(schema v7 on: forward_log.lease once, then read_batch of 100 and FinishForwardsOp, one batch at a
+time as the service's loop does), or, in an older tree, as upstream jobs (each queued behind the
+order's previous one; claim, MarkSendingOp, FinishOp done, which promotes the next waiting event).
 
 Figure: CPU µs per order of the process less its main thread (`time.process_time` less
 `time.thread_time` of the thread that drives the coroutines): what the writer and reader threads
@@ -76,6 +78,26 @@ async def _life(db: Any, store: Any, orders: list[str], warehouse: str, forward:
                                rows=[store.JournalRow(None, job.order_no, "_upstream", "forward", "forwarded", "ok",
                                                       3_000, {"http_status": 200})])
 
+    try:
+        from dockyard.service import forward_log
+    except ImportError:  # a tree before the upstream outbox: forward jobs
+        forward_log = None
+
+    async def run_outbox() -> None:
+        """Forward the upstream outbox as the service's loop does: one batch of 100 at a time."""
+        parts = sorted(await db.claim(lambda c: forward_log.lease(c, db.owner, 60_000_000, lambda _c, _o: False)))
+        while True:
+            batch, _ = await db.read(lambda c: forward_log.read_batch(c, parts, 100))
+            if not batch:
+                return
+            await db.write(forward_log.FinishForwardsOp(batch, None))
+
+    async def forward_all() -> None:
+        if forward_log is not None:
+            await run_outbox()
+        else:
+            await run_lane("up", "_upstream", forwarded)
+
     await run_lane("wh", warehouse, delivered)
     for step, status in enumerate(EVENTS):
         async def callback(no: str, status: str = status, step: int = step) -> None:
@@ -85,9 +107,9 @@ async def _life(db: Any, store: Any, orders: list[str], warehouse: str, forward:
                                                 forward=forward, received_at=0))
         await asyncio.gather(*(callback(no) for no in orders))
         if step % 2 and forward:  # forwards lag behind the callbacks: events wait behind their order's previous one
-            await run_lane("up", "_upstream", forwarded)
+            await forward_all()
     if forward:
-        await run_lane("up", "_upstream", forwarded)
+        await forward_all()
 
 
 def _backend_cpu(admin: Any, name: str) -> dict[int, float]:
@@ -136,13 +158,18 @@ def child(n: int, store_kind: str, pg_url: str, forward: bool = True) -> dict[st
                 server = sum(t - pg0.get(pid, 0.0) for pid, t in pg1.items())
             left = db.read_sync(lambda c: c.execute("SELECT state, COUNT(*) FROM dy_jobs GROUP BY state"))
             payloads = db.read_sync(lambda c: c.execute("SELECT payload FROM dy_jobs WHERE lane = 'up'"))
+            # the upstream outbox (schema v7 on): one `forwarded` journal row per event it sent, none left
+            outbox = db.read_sync(lambda c: c.execute(
+                "SELECT (SELECT COUNT(*) FROM dy_journal WHERE step = 'forwarded' AND warehouse = '_upstream'), "
+                "(SELECT COUNT(*) FROM dy_forwards)") if int(c.execute(
+                "SELECT value FROM dy_meta WHERE name = 'schema_version'")[0][0]) >= 7 else [(0, 0)])
         finally:
             db.close()
             if admin is not None:
                 admin.close()
     # every job done; every event forwarded once (an order's events may share a job: store.queue_forwards)
-    forwarded = sum(len(store.forward_events(p)) for (p,) in payloads)
-    if set(dict(left)) != {"done"} or forwarded != (n * len(EVENTS) if forward else 0):
+    forwarded = sum(len(store.forward_events(p)) for (p,) in payloads) + int(outbox[0][0])
+    if set(dict(left)) != {"done"} or int(outbox[0][1]) or forwarded != (n * len(EVENTS) if forward else 0):
         raise SystemExit(f"the run did not end with every job done and every event forwarded: {left}, "
                          f"{forwarded} events forwarded")
     return {"cpu_us_per_order": cpu / n * 1e6, "wall_s": wall, "jobs_per_order": sum(k for _, k in left) / n,

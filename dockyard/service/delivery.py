@@ -15,8 +15,10 @@ answer is in doubt, and in-doubt work follows the warehouse's duplicate rule: `q
 warehouse (its `query` flow), `resend` sends again with the same request id (the warehouse answers
 a recognisable duplicate), and only `skip` — no way to ask — holds the job for a person.
 
-A separate loop forwards recorded status events to the upstream webhook in batches, with the
-same retry and dead-letter handling.
+A separate loop forwards recorded status events to the upstream webhook in batches, from the
+upstream outbox (forward_log.py: this node's partitions, oldest first, one batch in flight), with
+the same retry and dead-letter handling. Forward jobs (queued before schema v7, or dead ones an
+operator replays) go through the job loop of the upstream lane, as before.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from typing import Any
 from dockyard.runtime.delivery import NotSent, OutcomeUnknown, retry_status
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.request import PreparedRequest, build_request
-from dockyard.service import logs, store, tracing
+from dockyard.service import forward_log, logs, store, tracing
 from dockyard.service.config import FlowConfig, RetryConfig, WarehouseConfig
 from dockyard.service.context import MappingVersion, ServiceContext, load_order, rewrite_url
 from dockyard.service.db import Conn, Database, StoreError, StoreUnavailable, now_us
@@ -50,8 +52,9 @@ from dockyard.service.store import ClaimedJob, ClaimOutcome, JobResult, JournalR
 
 __all__ = ["Deliverer", "HttpAnswer"]
 
-UPSTREAM = "_upstream"
+UPSTREAM = store.UPSTREAM
 EXCERPT = 2000
+LEASE_RENEW_S = 1.0  # how often the upstream outbox's loop renews (and rebalances) its partitions' leases
 log = logging.getLogger("dockyard.delivery")
 
 
@@ -107,7 +110,9 @@ class Deliverer:
         if up is not None:
             self._pools[UPSTREAM] = HttpPool(limit=4, connect_timeout=min(3.0, up.timeout), timeout=up.timeout)
             self.wake[UPSTREAM] = asyncio.Event()
+            self.wake[store.FORWARD_LOG_KEY] = asyncio.Event()
             self._loops.append(self._supervise("forward-upstream", self._upstream_loop))
+            self._loops.append(self._supervise("forward-outbox", self._forward_log_loop))
         self.db.listen(self._woken)
 
     def _supervise(self, name: str, body: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
@@ -133,6 +138,9 @@ class Deliverer:
         for loop in self._loops:
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
+        if self.ctx.config.upstream is not None:  # hand the upstream outbox's partitions over at once
+            with contextlib.suppress(Exception):
+                await self.db.claim(functools.partial(forward_log.release, me=self.owner))
         if self._tasks:  # let attempts on the wire finish and record their outcome
             await asyncio.wait(self._tasks, timeout=30)
         for pool in self._pools.values():
@@ -622,13 +630,8 @@ class Deliverer:
         lease = int((up.timeout + 120) * 1_000_000)
         while not self._stopping:
             wake.clear()
-            # read per batch (the secrets cache makes it cheap), so that a rotated value signs the
-            # next batch after a reload, not only after a restart; nothing is claimed without it
-            try:
-                secret = self.ctx.secrets.get(up.secret).reveal() if up.secret else None
-            except DockyardError as exc:
-                log.error("the upstream webhook's secret cannot be read; forwarding waits: %s",
-                          self.ctx.secrets.redact(str(exc)))
+            readable, secret = self._upstream_secret(up.secret)  # nothing is claimed without it
+            if not readable:
                 await _wait(wake, 5.0)
                 continue
             try:
@@ -645,23 +648,38 @@ class Deliverer:
             finally:
                 self._holding.difference_update(j.id for j in outcome.jobs)
 
+    async def _post_upstream(self, url: str, body: bytes, secret: str | None) -> tuple[bool, str]:
+        """POST a batch of events (a JSON array) to the upstream webhook: (taken, why not)."""
+        headers = [("Content-Type", "application/json")]
+        if secret is not None:
+            headers.append(("X-Dockyard-Signature", hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()))
+        try:
+            answer = await self._pools[UPSTREAM].request(prepare("POST", url, headers, body))
+            ok = 200 <= answer.status < 300
+            return ok, "" if ok else f"HTTP {answer.status}"
+        except (NotSent, OutcomeUnknown) as exc:
+            return False, str(exc)
+        except Exception as exc:  # a bug must not strand the batch: it is retried like a failure
+            log.exception("forwarding to the upstream webhook failed inside the service")
+            return False, f"internal error: {type(exc).__name__}"
+
+    def _upstream_secret(self, name: str | None) -> tuple[bool, str | None]:
+        """The upstream webhook's signing secret, read per batch (the secrets cache makes it cheap)
+        so that a rotated value signs the next batch after a reload: (readable, value)."""
+        if not name:
+            return True, None
+        try:
+            return True, str(self.ctx.secrets.get(name).reveal())
+        except DockyardError as exc:
+            log.error("the upstream webhook's secret cannot be read; forwarding waits: %s",
+                      self.ctx.secrets.redact(str(exc)))
+            return False, None
+
     async def _forward(self, jobs: list[ClaimedJob], url: str, retry: RetryConfig, secret: str | None) -> None:
         events = {j.id: store.forward_events(j.payload) or ["null"] for j in jobs}
         body = ("[" + ",".join(e for j in jobs for e in events[j.id]) + "]").encode("utf-8")
         sent = sum(len(e) for e in events.values())
-        headers = [("Content-Type", "application/json")]
-        if secret is not None:
-            headers.append(("X-Dockyard-Signature", hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()))
-        pool = self._pools[UPSTREAM]
-        try:
-            answer = await pool.request(prepare("POST", url, headers, body))
-            ok = 200 <= answer.status < 300
-            why = "" if ok else f"HTTP {answer.status}"
-        except (NotSent, OutcomeUnknown) as exc:
-            ok, why = False, str(exc)
-        except Exception as exc:  # a bug must not strand the batch: it is retried like a failure
-            log.exception("forwarding to the upstream webhook failed inside the service")
-            ok, why = False, f"internal error: {type(exc).__name__}"
+        ok, why = await self._post_upstream(url, body, secret)
         results: list[JobResult] = []
         for job in jobs:
             if ok:  # a row per event, as `dockyard trace` shows each event's forwarding
@@ -684,6 +702,76 @@ class Deliverer:
         await self._commit_many(results)
         for r in results:
             self.metrics.forwards.labels(r.state).inc(len(events[r.job_id]))
+
+    async def _forward_log_loop(self) -> None:
+        """Forward the upstream outbox (forward_log.py): lease this node's share of its partitions
+        (renewed every LEASE_RENEW_S), send their oldest events in one batch, commit what became of
+        it, and again. A batch goes only while its leases are surely held: the database's lease
+        runs `lease_us` from the renewal, this process stops trusting it 5 s earlier."""
+        up = self.ctx.config.upstream
+        assert up is not None
+        wake = self.wake[store.FORWARD_LOG_KEY]
+        lease_us = int((up.timeout + 15) * 1_000_000)
+        parts: dict[int, str | None] = {}  # held partition -> why its last batch failed (None: it went)
+        renew_at = trusted_until = 0.0  # monotonic
+        lease = functools.partial(forward_log.lease, me=self.owner, lease_us=lease_us, gone=self.db.owner_gone)
+        while not self._stopping:
+            wake.clear()
+            if time.monotonic() >= renew_at:
+                started = time.monotonic()
+                try:
+                    parts = await self.db.claim(lease)
+                except StoreError:
+                    parts, trusted_until = {}, 0.0
+                    await _wait(wake, 0.5)
+                    continue
+                renew_at, trusted_until = started + LEASE_RENEW_S, started + lease_us / 1e6 - 5.0
+            readable, secret = self._upstream_secret(up.secret)
+            if not readable:
+                await _wait(wake, 5.0)
+                continue
+            try:
+                batch, due_in = await self.db.read(functools.partial(forward_log.read_batch, parts=sorted(parts),
+                                                                     limit=up.batch))
+            except StoreError:
+                await _wait(wake, 0.5)
+                continue
+            if not batch:
+                until_renewal = max(0.0, renew_at - time.monotonic())
+                await _wait(wake, until_renewal if due_in is None else min(until_renewal, due_in / 1e6))
+                continue
+            if time.monotonic() >= trusted_until:
+                renew_at = 0.0
+                continue
+            await self._forward_batch(batch, parts, up.url, up.retry, secret)
+
+    async def _forward_batch(self, batch: list[forward_log.LogEvent], parts: dict[int, str | None], url: str,
+                             retry: RetryConfig, secret: str | None) -> None:
+        body = ("[" + ",".join(e.document for e in batch) + "]").encode("utf-8")
+        ok, why = await self._post_upstream(url, body, secret)
+        touched = sorted({e.part for e in batch})
+        failed = None
+        if not ok:
+            delay = backoff_seconds(retry, max(e.attempts for e in batch) + 1)
+            failed = forward_log.FailedBatch(why, int(delay * 1_000_000), retry.max_attempts)
+        op = forward_log.FinishForwardsOp(batch, failed, clear=[p for p in touched if parts.get(p)])
+        delay_s = 0.2
+        while True:
+            try:
+                await self.db.write(op)
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
+        for p in touched:
+            parts[p] = None if ok else why
+        if ok:
+            self.metrics.forwards.labels("done").inc(len(batch))
+        else:
+            dead = sum(1 for e in batch if e.attempts + 1 >= retry.max_attempts)
+            self.metrics.forwards.labels("ready").inc(len(batch) - dead)
+            if dead:
+                self.metrics.forwards.labels("dead").inc(dead)
 
     async def _commit_many(self, results: list[JobResult]) -> None:
         delay = 0.2

@@ -10,6 +10,7 @@ from typing import Any
 
 from dockyard.service import totals
 from dockyard.service.db import Conn
+from dockyard.service.forward_log import depth as forward_depth
 from dockyard.service.metrics import UPSTREAM
 from dockyard.service.store import forward_events
 
@@ -156,8 +157,9 @@ def _events(payload: str | None) -> Any:
 
 def summary(conn: Conn) -> dict[str, Any]:
     """What `/stats` answers, from the store's running totals (totals.py: one read of a table of a
-    few dozen rows) and the deliveries in doubt (through the state index, open jobs only): nothing
-    here counts the history, whatever its size."""
+    few dozen rows), the deliveries in doubt (through the state index, open jobs only) and the
+    events waiting in the upstream outbox (a bounded count of a table that holds only those):
+    nothing here counts the history, whatever its size. `outbox_depth` counts both outboxes."""
     kept = totals.read(conn)
     jobs: dict[str, dict[str, int]] = {}
     outbox = 0
@@ -173,8 +175,10 @@ def summary(conn: Conn) -> dict[str, Any]:
     statuses = {k1: n for (k1, _), (n, _) in kept.get("status", {}).items() if n}
     events = sum(n for n, _ in kept.get("events", {}).values())
     quarantined = sum(n for n, _ in kept.get("quarantine", {}).values())
+    forwarding = forward_depth(conn)  # events in the upstream outbox (forward_log.py), up to its DEPTH_CAP
     return {"jobs": jobs, "in_doubt": in_doubt(conn), "orders_by_delivery": orders, "orders_by_status": statuses,
-            "events": events, "quarantined": quarantined, "outbox_depth": outbox}
+            "events": events, "quarantined": quarantined, "upstream_outbox": forwarding,
+            "outbox_depth": outbox + forwarding}
 
 
 def in_doubt(conn: Conn) -> int:
@@ -191,13 +195,15 @@ def job_counts(conn: Conn) -> dict[str, int]:
     warehouse's rule). From the store's running totals (totals.py, per warehouse and state; the
     upstream lane's jobs are the `_upstream` warehouse's, a name no warehouse can have) rather
     than by counting jobs: after a bad night the dead letters are tens of thousands of index
-    entries, and every scrape and every second's overview counted them again."""
+    entries, and every scrape and every second's overview counted them again. The upstream lane's
+    outbox also counts the events waiting in the upstream outbox, up to forward_log.DEPTH_CAP."""
     out = {"outbox_wh": 0, "outbox_up": 0, "dead": 0, "held": 0}
     for (warehouse, state), (n, _) in totals.read(conn).get("job", {}).items():
         if state in ("ready", "waiting", "claimed", "sending"):
             out["outbox_up" if warehouse == UPSTREAM else "outbox_wh"] += n
         elif state in ("dead", "held"):
             out[state] += n
+    out["outbox_up"] += forward_depth(conn)  # the upstream outbox's events (forward_log.py), not jobs
     out["outbox"] = out["outbox_wh"] + out["outbox_up"]
     out["in_doubt"] = in_doubt(conn)
     return out

@@ -21,6 +21,15 @@ Why the job table looks the way it does:
   status, events, quarantined bodies), kept by triggers in the same transactions: what `/stats`
   reads instead of counting the history (totals.py).
 - `dy_nodes` is the list of live service processes (heartbeats in the database's clock).
+- `dy_forwards` is the upstream outbox: one row per recorded event to forward, appended in the
+  callback's commit and deleted when the upstream webhook took it. An event was a forward job of
+  its order (five writes on `dy_jobs` and its five indexes); a row here is one insert and one
+  delete on a narrow table. Orders are hashed to FORWARD_PARTS partitions (`part`), and each
+  partition is forwarded by one node at a time in `id` order, which keeps an order's events in
+  order across nodes (forward_log.py). `dy_forward_parts` holds each partition's lease (owner,
+  in the database's clock) and its back-off after a failed batch. A batch that runs out of
+  attempts becomes dead forward jobs in `dy_jobs`, one per order, which the DLQ shows and
+  replays as before.
 - `dy_journal` is split by time on PostgreSQL: declarative range partitions of `at`, one per UTC
   day (`dy_journal_pYYYYMMDD`), made a few days ahead, plus a default partition that catches
   anything outside them and keeps, past retention, the rows of orders that are not final (see
@@ -37,9 +46,13 @@ from __future__ import annotations
 
 from dockyard.service import totals
 
-__all__ = ["DDL", "JOURNAL", "JOURNAL_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "ddl"]
+__all__ = ["DDL", "FORWARD_PARTS", "JOURNAL", "JOURNAL_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "ddl"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
+
+# Partitions of the upstream outbox (dy_forwards): how many nodes can forward at once. Fixed: an
+# order's partition must not change while its events wait (forward_log.part_of).
+FORWARD_PARTS = 16
 
 OPEN_STATES = ("ready", "claimed", "sending", "held")  # a job in one of these blocks the next of its order
 
@@ -122,6 +135,21 @@ CREATE TABLE IF NOT EXISTS dy_nodes (
     started_at BIGINT NOT NULL,
     heartbeat_at BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS dy_forwards (
+    id {serial} PRIMARY KEY,
+    part INTEGER NOT NULL,
+    order_no TEXT NOT NULL,
+    document TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dy_forward_parts (
+    part INTEGER PRIMARY KEY,
+    owner TEXT,
+    lease_until BIGINT NOT NULL DEFAULT 0,
+    next_at BIGINT NOT NULL DEFAULT 0,
+    reason TEXT
+);
 CREATE TABLE IF NOT EXISTS dy_limits (
     warehouse TEXT PRIMARY KEY,
     tokens DOUBLE PRECISION,
@@ -165,7 +193,13 @@ def ddl(dialect: str) -> list[str]:
         journal, serial = JOURNAL.format(id="INTEGER PRIMARY KEY", partitioned=""), "INTEGER"
     text = DDL.replace("{journal}", journal + ";\n" + ";\n".join(JOURNAL_INDEXES))
     # the totals' triggers hold `;` in their bodies: added whole, after the tables they watch
-    return [stmt for stmt in text.format(serial=serial).split(";") if stmt.strip()] + totals.trigger_ddl(dialect)
+    return ([stmt for stmt in text.format(serial=serial).split(";") if stmt.strip()] + [FORWARD_PARTS_ROWS]
+            + totals.trigger_ddl(dialect))
+
+
+# Every partition of the upstream outbox has its row from the start: a lease only updates rows.
+FORWARD_PARTS_ROWS = ("INSERT INTO dy_forward_parts (part) VALUES " + ", ".join(
+    f"({part})" for part in range(FORWARD_PARTS)) + " ON CONFLICT (part) DO NOTHING")
 
 
 # Version n -> the statements that bring a store at version n to n + 1. Each runs in the same
@@ -195,4 +229,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # SQLite in bench/store_writer.py). On PostgreSQL, dropping the partitioned index drops each
     # partition's.
     5: ("DROP INDEX IF EXISTS dy_journal_warehouse_at",),
+    # v7: the upstream outbox (dy_forwards, dy_forward_parts and its partitions' rows, made by the
+    # DDL above). Forward jobs already queued stay jobs and are forwarded as before; an order
+    # with one open keeps its later events behind it (store.queue_forwards).
+    6: (),
 }

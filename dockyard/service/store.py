@@ -20,6 +20,7 @@ callback event.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -27,9 +28,11 @@ from typing import Any, ClassVar
 import orjson
 
 from dockyard.service.db import BatchOp, Conn, Tx
-from dockyard.service.schema import OPEN_STATES
+from dockyard.service.schema import FORWARD_PARTS, OPEN_STATES
 
 __all__ = [
+    "FORWARD_LOG_KEY",
+    "UPSTREAM",
     "ClaimOutcome",
     "ClaimedJob",
     "EventOutcome",
@@ -47,7 +50,9 @@ __all__ = [
     "claim",
     "ingest",
     "journal",
+    "part_of",
     "quarantine",
+    "queue_forwards",
     "recover",
     "replay",
     "request_cancel",
@@ -256,14 +261,64 @@ def forward_events(payload: str | None) -> list[str]:
     return payload.split(EVENT_SEPARATOR) if payload else []
 
 
+# The upstream lane's name in `dy_jobs.warehouse` (no warehouse can have it), and the wake-up key of
+# the loop that forwards the upstream outbox (forward_log.py).
+UPSTREAM = "_upstream"
+FORWARD_LOG_KEY = "_upstream_log"
+_OPEN_UP = "('ready', 'waiting', 'claimed', 'sending', 'held')"  # a forward job in one is open
+
+
+def part_of(order_no: str) -> int:
+    """The upstream outbox partition of an order's events: CRC-32 of its number, the same in every
+    process (unlike hash()) and every version (a change would split an order's waiting events)."""
+    return zlib.crc32(order_no.encode("utf-8")) % FORWARD_PARTS
+
+
 def queue_forwards(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
-    """Queue (order_no, event JSON) for the upstream webhook, in order. An order's events join its
-    last forward job that has not left yet, when there is one, instead of a job each: the one
-    waiting behind its open job, or its ready job that was never tried (not claimed, so not on the
-    wire; not a retry, so every event it carries gets all its attempts). A job costs five writes on
-    an indexed table (queued, made ready, claimed, sent, ended), and under load an order's next
-    events arrive while its previous one is still out or not yet taken. Several events of one order
-    in one group become one job as well. The events of a job go in one request, in order."""
+    """Queue (order_no, event JSON) for the upstream webhook, in order: appended to the upstream
+    outbox (dy_forwards, see forward_log.py), one insert per event.
+
+    An order that still has an open forward *job* (queued before schema v7, or a dead one an
+    operator replayed) keeps its later events behind that job, so that they are not overtaken:
+    they join the job while it is untaken, or queue a job behind it. Whether any forward job is
+    open at all is read from the running totals (one small indexed read per group), so the common
+    case costs no lookup per order."""
+    legacy: set[str] = set()
+    if _open_forward_jobs(conn):
+        order_nos = sorted({order_no for order_no, _ in forwards})
+        for chunk in _chunks(order_nos):
+            where, params = _in(conn, chunk)
+            legacy.update(row[0] for row in conn.execute(
+                f"SELECT DISTINCT order_no FROM dy_jobs WHERE order_no {where} AND lane = 'up' AND state IN "
+                f"{_OPEN_UP}", params))
+    if legacy:
+        _queue_forward_jobs(conn, [f for f in forwards if f[0] in legacy])
+        forwards = [f for f in forwards if f[0] not in legacy]
+    if not forwards:
+        return
+    now = conn.now
+    rows = [(part_of(order_no), order_no, document, now) for order_no, document in forwards]
+    if conn.dialect == "postgres" and len(rows) > 1:  # one statement over arrays, in the given order
+        conn.execute("INSERT INTO dy_forwards (part, order_no, document, created_at) SELECT v.p, v.o, v.d, v.c "
+                     "FROM unnest(?::integer[], ?::text[], ?::text[], ?::bigint[]) WITH ORDINALITY AS v(p, o, d, c, n) "
+                     "ORDER BY v.n", _columns(rows, text=(1, 2)))
+    else:
+        conn.executemany("INSERT INTO dy_forwards (part, order_no, document, created_at) VALUES (?, ?, ?, ?)", rows)
+    _wake(conn, FORWARD_LOG_KEY)
+
+
+def _open_forward_jobs(conn: Conn) -> bool:
+    """Whether any forward job is open (from dy_totals: a read of a few rows by primary key)."""
+    found = conn.execute("SELECT COALESCE(SUM(n), 0) FROM dy_totals WHERE kind = 'job' AND k1 = ? AND k2 IN "
+                         f"{_OPEN_UP}", (UPSTREAM,))
+    return bool(found and int(found[0][0]) > 0)
+
+
+def _queue_forward_jobs(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
+    """Events of orders with an open forward job: each order's events join its last forward job
+    that has not left yet (waiting behind the open one, or ready and never tried: not claimed, so
+    not on the wire; not a retry, so every event it carries gets all its attempts), else a new
+    job queued behind the open one. The events of a job go in one request, in order."""
     merged: dict[str, list[str]] = {}
     for order_no, document in forwards:
         merged.setdefault(order_no, []).append(document)
@@ -292,7 +347,7 @@ def queue_forwards(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
                 "RETURNING id", [(EVENT_SEPARATOR, EVENT_SEPARATOR.join(merged[o]), conn.now, job_id)
                                  for o, job_id in targets])
         appended = {o for (o, _), ok in zip(targets, done, strict=True) if ok}
-    rest = [("up", "forward", o, "_upstream", EVENT_SEPARATOR.join(merged[o])) for o in order_nos if o not in appended]
+    rest = [("up", "forward", o, UPSTREAM, EVENT_SEPARATOR.join(merged[o])) for o in order_nos if o not in appended]
     if rest:
         queue_jobs(conn, rest)
 

@@ -30,7 +30,12 @@ def _counted(conn: Any) -> dict[str, Any]:
                 "SELECT status, COUNT(*) FROM dy_orders GROUP BY status")},
             "events": int(conn.execute("SELECT COUNT(*) FROM dy_events")[0][0]),
             "quarantined": int(conn.execute("SELECT COUNT(*) FROM dy_quarantine")[0][0]),
+            "upstream_outbox": _outbox_events(conn),
             "outbox_depth": _counted_jobs(conn)["outbox"], "in_doubt": queries.in_doubt(conn)}
+
+
+def _outbox_events(conn: Any) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM dy_forwards")[0][0])
 
 
 def _counted_jobs(conn: Any) -> dict[str, int]:
@@ -40,6 +45,7 @@ def _counted_jobs(conn: Any) -> dict[str, int]:
                                        "'waiting', 'claimed', 'sending', 'dead', 'held') GROUP BY lane, state"):
         key = f"outbox_{lane}" if state in ("ready", "waiting", "claimed", "sending") else state
         out[key] += int(n)
+    out["outbox_up"] += _outbox_events(conn)
     out["outbox"] = out["outbox_wh"] + out["outbox_up"]
     out["in_doubt"] = queries.in_doubt(conn)
     return out
@@ -78,6 +84,9 @@ def test_stats_reads_totals_not_history_and_agrees_with_counting(store_url: str)
                          f"updated_at) SELECT 'up', 'forward', 'H-' || n, '_upstream', CASE n % 4 WHEN 0 THEN "
                          f"'ready' WHEN 1 THEN 'waiting' WHEN 2 THEN 'dead' ELSE 'done' END, {old}, {old}, {old} "
                          f"FROM ({series}) x WHERE n % 13 = 0")
+            # and the events waiting in the upstream outbox (schema v7 on): what /stats adds to it
+            conn.execute(f"INSERT INTO dy_forwards (part, order_no, document, created_at) SELECT n % 16, 'H-' || n, "
+                         f"'{{}}', {old} FROM ({series}) x WHERE n % 17 = 0")
 
         db.write_sync(fill)
         if db.dialect == "postgres":
@@ -95,6 +104,7 @@ def test_stats_reads_totals_not_history_and_agrees_with_counting(store_url: str)
 
         answer = db.read_sync(run)
         assert answer["events"] == n and answer["jobs"]["wh2"]["dead"] > 0 and answer["in_doubt"] > 0
+        assert answer["upstream_outbox"] == n // 17
         explain = "EXPLAIN QUERY PLAN " if db.dialect == "sqlite" else "EXPLAIN "
         plans = []
         for sql, params in recorder[0].statements:

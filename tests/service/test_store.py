@@ -18,7 +18,7 @@ import pytest
 from dockyard.service import queries as store_queries
 from dockyard.service import store
 from dockyard.service.db import Conn, Database
-from dockyard.service.schema import SCHEMA_VERSION
+from dockyard.service.schema import FORWARD_PARTS, SCHEMA_VERSION
 from dockyard.service.store import ClaimOutcome, IngestItem, JobResult, WarehouseLimits
 
 
@@ -298,6 +298,41 @@ def test_a_version_5_store_loses_the_journals_warehouse_index_and_keeps_its_rows
             db.close()
 
 
+def test_a_version_6_store_gets_the_upstream_outbox_and_keeps_its_forward_jobs(store_url: str) -> None:
+    """v7 adds the upstream outbox (dy_forwards and its partitions). A v6 store is migrated once:
+    its forward jobs stay jobs, and an order that has one keeps its next events behind it, while
+    other orders' events go to the outbox."""
+    db = Database(store_url, readers=1)
+    try:
+        _ingest(db, "U-1", "U-2")
+        _legacy_forwards(db, ("U-1", "accepted"))
+        db.write_sync(lambda c: c.execute("DROP TABLE dy_forwards"))
+        db.write_sync(lambda c: c.execute("DROP TABLE dy_forward_parts"))
+        db.write_sync(lambda c: c.execute("UPDATE dy_meta SET value = '6' WHERE name = 'schema_version'"))
+    finally:
+        db.close()
+    for _ in range(2):
+        db = Database(store_url, readers=1)
+        try:
+            assert db.read_sync(lambda c: c.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")) == [
+                (str(SCHEMA_VERSION),)]
+            assert db.read_sync(lambda c: c.execute("SELECT COUNT(*), MIN(part), MAX(part) FROM dy_forward_parts")) == [
+                (FORWARD_PARTS, 0, FORWARD_PARTS - 1)]
+        finally:
+            db.close()
+    db = Database(store_url, readers=1)
+    try:
+        db.write_sync(store.RecordEventsOp("wh1", "confirm", [
+            store.EventRecord({"order_no": "U-1", "status": "picking"}, "u1"),
+            store.EventRecord({"order_no": "U-2", "status": "accepted"}, "u2")], forward=True, received_at=0))
+        up = db.read_sync(lambda c: c.execute("SELECT order_no, state, payload FROM dy_jobs WHERE lane = 'up'"))
+        assert [(o, st, [json.loads(e)["status"] for e in store.forward_events(p)]) for o, st, p in up] == [
+            ("U-1", "ready", ["accepted", "picking"])]
+        assert _outbox(db) == [("U-2", "accepted")]
+    finally:
+        db.close()
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     from e2e import fresh_postgres_database
@@ -345,9 +380,10 @@ def test_batched_writes_of_one_group_keep_each_writes_own_answer(store_url: str)
         _ingest(db, "B-1", "B-2", "B-3")
         ev = store.EventRecord
         first = db.write_sync(store.RecordEventsOp("wh1", "confirm", [ev({"order_no": "B-1", "status": "accepted"},
-                                                                          "e0")], forward=True, received_at=0))
+                                                                          "e0")], forward=False, received_at=0))
         assert [o.outcome for o in first] == ["applied"]
-        # its forward is taken (claimed), so B-1's next events wait behind it rather than join it
+        _legacy_forwards(db, ("B-1", "accepted"))
+        # its forward job is taken (claimed), so B-1's next events wait behind it rather than join it
         early = db.claim_sync(lambda c: store.claim(c, "up", "_upstream", 10, db.owner, 60_000_000, _ids())).jobs
 
         async def group() -> list[Any]:
@@ -367,19 +403,20 @@ def test_batched_writes_of_one_group_keep_each_writes_own_answer(store_url: str)
         assert [[o.outcome for o in out] for out in outcomes] == [
             ["duplicate", "applied"], ["duplicate", "applied"], ["unknown-order"]]
         assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_events")) == [(3,)]
-        # B-1's forwards: the first taken, the next one waiting behind it
+        # B-1's forwards: the first taken, the next one waiting behind it; B-2's in the outbox
         up = db.read_sync(lambda c: c.execute("SELECT order_no, state FROM dy_jobs WHERE lane = 'up' ORDER BY id"))
-        assert up == [("B-1", "claimed"), ("B-1", "waiting"), ("B-2", "ready")]
+        assert up == [("B-1", "claimed"), ("B-1", "waiting")]
+        assert _outbox(db) == [("B-2", "accepted")]
 
         mine = early + db.claim_sync(lambda c: store.claim(c, "up", "_upstream", 10, db.owner, 60_000_000,
                                                            _ids())).jobs
-        assert sorted(j.order_no for j in mine) == ["B-1", "B-2"]  # type: ignore[type-var]
+        assert [j.order_no for j in mine] == ["B-1"]  # the waiting one is not due
 
         async def mark() -> list[bool]:
             ops = [store.MarkSendingOp(j.id, db.owner) for j in mine] + [store.MarkSendingOp(mine[0].id, other.owner)]
             return list(await asyncio.gather(*(db.write(op) for op in ops)))
 
-        assert asyncio.run(mark()) == [True, True, False]  # a job that is not the owner's is not marked
+        assert asyncio.run(mark()) == [True, False]  # a job that is not the owner's is not marked
 
         async def finish() -> None:
             await asyncio.gather(*(db.write(store.FinishOp([JobResult(j.id, db.owner, "done", order_no=j.order_no,
@@ -388,7 +425,7 @@ def test_batched_writes_of_one_group_keep_each_writes_own_answer(store_url: str)
 
         asyncio.run(finish())
         up = db.read_sync(lambda c: c.execute("SELECT order_no, state FROM dy_jobs WHERE lane = 'up' ORDER BY id"))
-        assert up == [("B-1", "done"), ("B-1", "ready"), ("B-2", "done")]  # the next one, and only it
+        assert up == [("B-1", "done"), ("B-1", "ready")]  # the next one
         counted = db.read_sync(lambda c: c.execute(
             "SELECT warehouse, state, COUNT(*) FROM dy_jobs GROUP BY warehouse, state ORDER BY 1, 2"))
         summary = db.read_sync(queries.summary)["jobs"]
@@ -429,12 +466,13 @@ def test_a_groups_orders_are_recorded_as_one_by_one(db: Database) -> None:
     assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_quarantine")) == [(1,)]
 
 
-def test_an_orders_events_join_its_forward_that_has_not_left_and_go_out_in_order(store_url: str) -> None:
-    """An order's next events join its forward job that has not left yet (not a job each): its
-    ready job while no one has taken it, else the one waiting behind the job that is out. Events of
-    one order in one group are one job; a job carries them in the order they were recorded; a
-    claimed job (maybe on the wire) and a retried one (its attempts partly used) are never joined;
-    the next order's forwards are untouched."""
+def test_an_orders_events_join_its_open_forward_job_and_go_out_in_order(store_url: str) -> None:
+    """An order with an open forward job (queued before schema v7, or replayed) keeps its next
+    events behind it: they join its job that has not left yet (not a job each) — its ready job
+    while no one has taken it, else the one waiting behind the job that is out. Events of one order
+    in one group are one job; a job carries them in the order they were recorded; a claimed job
+    (maybe on the wire) and a retried one (its attempts partly used) are never joined; the next
+    order's forwards are untouched, and once an order has no open job its events go to the outbox."""
     db = Database(store_url, readers=1)
     try:
         _ingest(db, "F-1", "F-2")
@@ -453,8 +491,8 @@ def test_an_orders_events_join_its_forward_that_has_not_left_and_go_out_in_order
         def claim() -> list[Any]:
             return db.claim_sync(lambda c: store.claim(c, "up", "_upstream", 10, db.owner, 60_000_000, _ids())).jobs
 
-        record(("F-1", "accepted", "a"))
-        record(("F-1", "picking", "b"), ("F-2", "accepted", "c"))  # F-1's ready job has not left: joined
+        _legacy_forwards(db, ("F-1", "accepted"), ("F-2", "accepted"))
+        record(("F-1", "picking", "b"))  # F-1's ready job has not left: joined
         assert up() == [("F-1", "ready", ["accepted", "picking"]), ("F-2", "ready", ["accepted"])]
         first = claim()
         assert sorted(str(j.order_no) for j in first) == ["F-1", "F-2"]
@@ -469,16 +507,28 @@ def test_an_orders_events_join_its_forward_that_has_not_left_and_go_out_in_order
                       warehouse="_upstream"),
             JobResult(first[1].id if first[0].order_no == "F-1" else first[0].id, db.owner, "done",
                       order_no="F-2", lane="up", warehouse="_upstream")]))
-        record(("F-2", "picking", "h"))  # F-2 has no job left open: a new ready one
+        record(("F-2", "picking", "h"))  # F-2 has no job left open: to the outbox
         record(("F-1", "signed", "f"))  # F-1's retried job is not joined; its waiting one is
         assert up() == [("F-1", "ready", ["accepted", "picking"]), ("F-2", "done", ["accepted"]),
-                        ("F-1", "waiting", ["packed", "shipped", "delivered", "signed"]),
-                        ("F-2", "ready", ["picking"])]
+                        ("F-1", "waiting", ["packed", "shipped", "delivered", "signed"])]
+        assert _outbox(db) == [("F-2", "picking")]
         detail = db.read_sync(lambda c: store_queries.dlq_show(c, up_ids(db)[2]))
         assert detail is not None and [e["status"] for e in detail["event"]] == [
             "packed", "shipped", "delivered", "signed"]
     finally:
         db.close()
+
+
+def _legacy_forwards(db: Database, *events: tuple[str, str]) -> None:
+    """Forward jobs as a store before schema v7 queued them (one per order, its events in order)."""
+    db.write_sync(lambda c: store.queue_jobs(c, [("up", "forward", o, "_upstream", json.dumps(
+        {"order_no": o, "status": st})) for o, st in events]))
+
+
+def _outbox(db: Database) -> list[tuple[str, str]]:
+    """The upstream outbox's events, oldest first: (order_no, status)."""
+    rows = db.read_sync(lambda c: c.execute("SELECT order_no, document FROM dy_forwards ORDER BY id"))
+    return [(o, json.loads(d)["status"]) for o, d in rows]
 
 
 def up_ids(db: Database) -> list[int]:
@@ -487,10 +537,11 @@ def up_ids(db: Database) -> list[int]:
 
 
 def test_events_of_several_orders_join_each_orders_own_forward(db: Database) -> None:
-    """One callback's events for several orders whose forwards have not left (one statement on
+    """One callback's events for several orders whose forward jobs have not left (one statement on
     PostgreSQL): each order's events join that order's job and no other, ready or waiting."""
     _ingest(db, "H-1", "H-2", "H-3")
     ev = store.EventRecord
+    _legacy_forwards(db, ("H-1", "accepted"), ("H-2", "accepted"), ("H-3", "accepted"))
 
     def record(*events: tuple[str, str]) -> None:
         db.write_sync(store.RecordEventsOp("wh1", "confirm", [ev({"order_no": o, "status": st}, o + st)
@@ -501,7 +552,6 @@ def test_events_of_several_orders_join_each_orders_own_forward(db: Database) -> 
                                                 "ORDER BY id"))
         return [(o, st, [json.loads(e)["status"] for e in store.forward_events(p)]) for o, st, p in rows]
 
-    record(("H-1", "accepted"), ("H-2", "accepted"), ("H-3", "accepted"))
     record(("H-2", "picking"), ("H-1", "picking"))  # their ready jobs, not taken yet
     assert up() == [("H-1", "ready", ["accepted", "picking"]), ("H-2", "ready", ["accepted", "picking"]),
                     ("H-3", "ready", ["accepted"])]
