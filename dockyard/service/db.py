@@ -33,6 +33,7 @@ import fcntl
 import logging
 import os
 import queue
+import re
 import socket
 import sqlite3
 import threading
@@ -291,7 +292,7 @@ class _PostgresConn:
     def _q(sql: str) -> str:
         text = _PG_SQL.get(sql)
         if text is None:
-            text = _PG_SQL[sql] = sql.replace("%", "%%").replace("?", "%s")
+            text = _PG_SQL[sql] = _ARRAY_PARAM.sub("%b", sql.replace("%", "%%")).replace("?", "%s")
         return text
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -338,6 +339,12 @@ class _PostgresConn:
 
 _Connection = _SqliteConn | _PostgresConn
 _PG_SQL: dict[str, str] = {}  # SQL written with `?` -> psycopg's `%s` form, made once per statement
+# An array parameter (`?::text[]`, `?::bigint[]`, … — the group commit's `unnest` statements) goes
+# in binary (`%b`): psycopg writes a text array in Python, escaping every element that holds a quote,
+# a comma or a space through a regular expression — every JSON document, journal detail and order
+# — which was a quarter of the writer's CPU on PostgreSQL (29 µs against 1.6 µs per row of a
+# document and a number, measured with psycopg 3.3). Binary elements are sent as they are.
+_ARRAY_PARAM = re.compile(r"\?(?=::[a-z ]+\[\])")
 
 
 def _sqlite_path(url: str) -> str:
