@@ -36,7 +36,7 @@ from dockyard.service.store import EVENT_SEPARATOR, UPSTREAM, JournalRow, journa
 from dockyard.service.store import _chunks as chunks
 from dockyard.service.store import _in as in_list
 
-__all__ = ["DEPTH_CAP", "FailedBatch", "FinishForwardsOp", "LogEvent", "depth", "lease", "oldest_at",
+__all__ = ["DEPTH_CAP", "FailedBatch", "FinishForwardsOp", "LogEvent", "depth", "lease",
            "read_batch", "release"]
 
 DEPTH_CAP = 100_000  # `depth` counts at most this many rows (a bounded read on every scrape)
@@ -124,12 +124,6 @@ def depth(conn: Conn) -> int:
     """Events waiting in the log, counted up to DEPTH_CAP (an upstream outage may leave millions:
     a scrape must not count them all)."""
     return int(conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM dy_forwards LIMIT ?) t", (DEPTH_CAP,))[0][0])
-
-
-def oldest_at(conn: Conn) -> int | None:
-    """When the oldest waiting event was recorded (the first row by `id`), or None."""
-    found = conn.execute("SELECT created_at FROM dy_forwards ORDER BY id LIMIT 1")
-    return int(found[0][0]) if found else None
 
 
 @dataclass(frozen=True)

@@ -259,7 +259,8 @@ class Metrics:
                                 "result (done, ready = to be sent again, dead).", ["result"], registry=r)
         # -- from the store, at scrape time
         store: Literal["livemostrecent"] = "livemostrecent"  # read from the store at scrape time: the latest wins
-        self.outbox = Gauge("dockyard_outbox_depth", "Jobs waiting or being sent, from the store.", ["lane"],
+        self.outbox = Gauge("dockyard_outbox_depth", "Jobs waiting or being sent, from the store; for lane up, also "
+                            "the status events waiting in the upstream outbox (counted up to 100000).", ["lane"],
                             registry=r, multiprocess_mode=store)
         self.dlq = Gauge("dockyard_dead_letters", "Jobs in the dead-letter queue, from the store.", registry=r,
                          multiprocess_mode=store)
