@@ -706,8 +706,10 @@ class Deliverer:
     async def _forward_log_loop(self) -> None:
         """Forward the upstream outbox (forward_log.py): lease this node's share of its partitions
         (renewed every LEASE_RENEW_S), send their oldest events in one batch, commit what became of
-        it, and again. A batch goes only while its leases are surely held: the database's lease
-        runs `lease_us` from the renewal, this process stops trusting it 5 s earlier."""
+        it, and again. A batch goes only while its leases surely hold until its answer is in: the
+        database's lease runs `lease_us` from the renewal, and a batch starts at most `lease_us`
+        less the webhook's timeout and a second after it (otherwise another node could take the
+        partitions and send the same events while this one still waits for its answer)."""
         up = self.ctx.config.upstream
         assert up is not None
         wake = self.wake[store.FORWARD_LOG_KEY]
@@ -725,7 +727,7 @@ class Deliverer:
                     parts, trusted_until = {}, 0.0
                     await _wait(wake, 0.5)
                     continue
-                renew_at, trusted_until = started + LEASE_RENEW_S, started + lease_us / 1e6 - 5.0
+                renew_at, trusted_until = started + LEASE_RENEW_S, started + lease_us / 1e6 - up.timeout - 1.0
             readable, secret = self._upstream_secret(up.secret)
             if not readable:
                 await _wait(wake, 5.0)
