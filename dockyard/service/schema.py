@@ -193,8 +193,16 @@ def ddl(dialect: str) -> list[str]:
         journal, serial = JOURNAL.format(id="INTEGER PRIMARY KEY", partitioned=""), "INTEGER"
     text = DDL.replace("{journal}", journal + ";\n" + ";\n".join(JOURNAL_INDEXES))
     # the totals' triggers hold `;` in their bodies: added whole, after the tables they watch
+    tuning = [FORWARD_VACUUM] if dialect == "postgres" else []
     return ([stmt for stmt in text.format(serial=serial).split(";") if stmt.strip()] + [FORWARD_PARTS_ROWS]
-            + totals.trigger_ddl(dialect))
+            + tuning + totals.trigger_ddl(dialect))
+
+
+# The upstream outbox is a queue (a row lives seconds): vacuumed by a fixed number of dead rows,
+# not a share of a table that is nearly empty, so the dead rows its oldest-first read walks past
+# stay few (docs/operations.md, Autovacuum).
+FORWARD_VACUUM = ("ALTER TABLE dy_forwards SET (autovacuum_vacuum_scale_factor = 0, "
+                  "autovacuum_vacuum_threshold = 20000, autovacuum_vacuum_cost_limit = 2000)")
 
 
 # Every partition of the upstream outbox has its row from the start: a lease only updates rows.

@@ -318,6 +318,10 @@ def test_a_version_6_store_gets_the_upstream_outbox_and_keeps_its_forward_jobs(s
                 (str(SCHEMA_VERSION),)]
             assert db.read_sync(lambda c: c.execute("SELECT COUNT(*), MIN(part), MAX(part) FROM dy_forward_parts")) == [
                 (FORWARD_PARTS, 0, FORWARD_PARTS - 1)]
+            if db.dialect == "postgres":  # a queue table, vacuumed by a fixed number of dead rows
+                options = db.read_sync(lambda c: c.execute(
+                    "SELECT reloptions FROM pg_class WHERE relname = 'dy_forwards'"))[0][0]
+                assert "autovacuum_vacuum_threshold=20000" in options, options
         finally:
             db.close()
     db = Database(store_url, readers=1)
