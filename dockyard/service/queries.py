@@ -15,12 +15,19 @@ from dockyard.service.db import Conn
 from dockyard.service.metrics import UPSTREAM
 from dockyard.service.store import forward_events
 
-__all__ = ["dlq_list", "dlq_show", "format_timeline", "job_counts", "order_status", "sent_version", "summary",
-           "timeline"]
+__all__ = ["dlq_list", "dlq_show", "format_timeline", "job_counts", "order_status", "sent_version", "storable_key",
+           "summary", "timeline"]
 
 
 def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def storable_key(text: str) -> bool:
+    """Whether any row could have `text` as its key. PostgreSQL's text cannot hold a NUL (psycopg
+    refuses to send one, which was a 500 for `GET /orders/a%00b`) and neither store holds a lone
+    surrogate: a look-up by such a key finds nothing, without asking the store."""
+    return "\x00" not in text and (text.isascii() or not any("\ud800" <= ch <= "\udfff" for ch in text))
 
 
 # An order's page in one statement: the order, its jobs (by id) and its callbacks' events (by time

@@ -171,3 +171,29 @@ def test_a_postgresql_reader_cannot_write_and_its_clock_is_the_databases(pg_url:
     finally:
         with contextlib.suppress(Exception):
             db.close()
+
+
+def test_an_order_number_no_store_can_hold_is_a_404_not_a_500(env: Any) -> None:
+    """`/orders/a%00b` reaches the handler with a NUL in the number, which PostgreSQL's text cannot
+    hold (psycopg refuses to send it): the order page, cancel, and the dashboard's order page and
+    lineage answer that there is no such order, on both stores."""
+    import asyncio
+
+    import aiohttp
+    from yarl import URL
+
+    token = "test-only-order-page-token-0123456789"
+
+    async def main() -> None:
+        async with env(overrides={"dashboard": {"tokens": {token: "operator"}}}) as run:
+            headers = {"Authorization": f"Bearer {token}"}
+            for method, path in (("GET", "/orders/a%00b"), ("POST", "/orders/a%00b/cancel"),
+                                 ("GET", "/ui/api/orders/a%00b"), ("GET", "/ui/api/orders/a%00b/lineage"),
+                                 ("GET", "/orders/%00"), ("GET", "/orders/%ED%A0%80")):
+                async with run.session.request(method, URL(run.url + path, encoded=True), headers=headers,
+                                               timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                    body = await resp.json()
+                    assert resp.status == 404, (path, resp.status, body)
+                    assert "no order" in json.dumps(body), (path, body)
+
+    asyncio.run(main())
