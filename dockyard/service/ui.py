@@ -281,7 +281,7 @@ class _Dashboard:
         if not isinstance(gate, str):
             return gate
         q = request.query.get("q", "").strip()[:200]
-        if not q:
+        if not q or not queries.storable_key(q):  # (no stored text holds a NUL: nothing to find)
             return self._json({"query": q, "results": []})
         return await self._read_json(lambda c: {"query": q, "results": search(c, q)})
 

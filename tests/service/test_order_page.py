@@ -176,7 +176,7 @@ def test_a_postgresql_reader_cannot_write_and_its_clock_is_the_databases(pg_url:
 def test_an_order_number_no_store_can_hold_is_a_404_not_a_500(env: Any) -> None:
     """`/orders/a%00b` reaches the handler with a NUL in the number, which PostgreSQL's text cannot
     hold (psycopg refuses to send it): the order page, cancel, and the dashboard's order page and
-    lineage answer that there is no such order, on both stores."""
+    lineage answer that there is no such order, on both stores; the dashboard's search finds nothing."""
     import asyncio
 
     import aiohttp
@@ -195,5 +195,8 @@ def test_an_order_number_no_store_can_hold_is_a_404_not_a_500(env: Any) -> None:
                     body = await resp.json()
                     assert resp.status == 404, (path, resp.status, body)
                     assert "no order" in json.dumps(body), (path, body)
+            async with run.session.get(URL(run.url + "/ui/api/search?q=a%00b", encoded=True), headers=headers,
+                                       timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                assert resp.status == 200 and (await resp.json()) == {"query": "a\x00b", "results": []}
 
     asyncio.run(main())
