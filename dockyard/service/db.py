@@ -86,8 +86,9 @@ def now_us() -> int:
 
 
 class Conn(Protocol):
-    """What store operations see: one connection inside the current transaction. `now` is the
-    transaction's time in microseconds (the database's clock on PostgreSQL)."""
+    """What store operations see: one connection inside the current transaction (a read on
+    PostgreSQL: in autocommit). `now` is the transaction's time in microseconds (the database's
+    clock on PostgreSQL; for a read, read from the server when first asked for)."""
 
     dialect: str
     now: int
