@@ -14,6 +14,7 @@ process's CPU per call.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -69,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             conn.execute(f'DROP DATABASE IF EXISTS "{args.pg_database}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{args.pg_database}"')
         url = args.pg_url.rsplit("/", 1)[0] + "/" + args.pg_database
+        folder: Path | None = None
     else:
-        url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='dockyard-order-page-')) / 'state.db'}"
+        folder = Path(tempfile.mkdtemp(prefix="dockyard-order-page-"))
+        url = f"sqlite:///{folder / 'state.db'}"
     old_db = as_of(args.against, "dockyard/service/db.py")
     old_q = as_of(args.against, "dockyard/service/queries.py")
     trees = {args.against: (old_db.Database(url, readers=1), old_q.order_status),
@@ -115,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for tree_db, _ in trees.values():
             tree_db.close()
+        if folder is not None:  # a million orders' SQLite store: not left in /tmp
+            shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 
