@@ -283,6 +283,8 @@ class Service:
         if refusal is not None:
             return _refusal(refusal)
         order_no = request.match_info["order_no"]
+        if not queries.storable_key(order_no):
+            return _json({"error": f"no order {order_no!r}"}, 404)
 
         def read(conn: Any) -> bytes | None:  # read and encoded in the reader thread: the loop only sends it
             found = queries.order_status(conn, order_no)
@@ -298,6 +300,8 @@ class Service:
         if refusal is not None:
             return _refusal(refusal)
         order_no = request.match_info["order_no"]
+        if not queries.storable_key(order_no):
+            return _json({"order_no": order_no, "status": "unknown", "detail": f"no order {order_no!r}"}, 404)
 
         def write(conn: Any) -> tuple[str, str, str | None]:
             row = conn.execute("SELECT warehouse FROM dy_orders WHERE order_no = ?", (order_no,))

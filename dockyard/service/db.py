@@ -87,8 +87,9 @@ def now_us() -> int:
 
 
 class Conn(Protocol):
-    """What store operations see: one connection inside the current transaction. `now` is the
-    transaction's time in microseconds (the database's clock on PostgreSQL)."""
+    """What store operations see: one connection inside the current transaction (a read on
+    PostgreSQL: in autocommit). `now` is the transaction's time in microseconds (the database's
+    clock on PostgreSQL; for a read, read from the server when first asked for)."""
 
     dialect: str
     now: int
@@ -248,9 +249,6 @@ class _SqliteConn:
             self._ungate()
             raise
 
-    def begin_read(self) -> None:
-        """Readers need no transaction: autocommit reads see the last committed state."""
-
     def _ungate(self) -> None:
         if self._gated:
             self._gated = False
@@ -277,12 +275,24 @@ class _SqliteConn:
 
 class _PostgresConn:
     dialect = "postgres"
-    now = 0
 
     def __init__(self, url: str, raw: Any = None) -> None:
         import psycopg
 
         self.raw = raw if raw is not None else psycopg.connect(url, autocommit=True, connect_timeout=5)
+        self._now: int | None = None
+
+    @property
+    def now(self) -> int:
+        """The database's clock, read when first asked for: a read that never asks (an order's page)
+        does not pay a round trip for it."""
+        if self._now is None:
+            self._now = self.clock()
+        return self._now
+
+    @now.setter
+    def now(self, value: int) -> None:
+        self._now = value
 
     @property
     def broken(self) -> bool:
@@ -321,10 +331,8 @@ class _PostgresConn:
         return int(row[0])
 
     def begin(self) -> None:
-        self.raw.execute("BEGIN")
-
-    def begin_read(self) -> None:
-        self.raw.execute("BEGIN READ ONLY")
+        # READ WRITE said out loud: the pool's sessions (readers and claims) are read-only by default
+        self.raw.execute("BEGIN READ WRITE")
 
     def commit(self) -> None:
         self.raw.execute("COMMIT")
@@ -345,6 +353,13 @@ _PG_SQL: dict[str, str] = {}  # SQL written with `?` -> psycopg's `%s` form, mad
 # — which was a quarter of the writer's CPU on PostgreSQL (29 µs against 1.6 µs per row of a
 # document and a number, measured with psycopg 3.3). Binary elements are sent as they are.
 _ARRAY_PARAM = re.compile(r"\?(?=::[a-z ]+\[\])")
+
+
+def _read_only(raw: Any) -> None:
+    """A pooled PostgreSQL session (readers and claims) is read-only unless a transaction says READ
+    WRITE (claims do, see _PostgresConn.begin): a reader, which runs in autocommit, cannot write by
+    mistake. Once per connection, when the pool makes it."""
+    raw.execute("SET default_transaction_read_only = on")
 
 
 def _sqlite_path(url: str) -> str:
@@ -443,7 +458,7 @@ class Database:
             from psycopg_pool import ConnectionPool
 
             self._pool = ConnectionPool(url, min_size=1, max_size=max(1, readers) + 2, open=True, timeout=5.0,
-                                        kwargs={"autocommit": True, "connect_timeout": 5},
+                                        kwargs={"autocommit": True, "connect_timeout": 5}, configure=_read_only,
                                         name="dockyard", reconnect_timeout=3600.0)
         # PostgreSQL claims run on connections of their own, in threads of their own (two: one per
         # core is plenty for statements that take a millisecond).
@@ -818,8 +833,8 @@ class Database:
         return conn
 
     def _in_transaction(self, fn: Callable[[Conn], T], *, write: bool) -> T:
-        """fn in a transaction of its own (a read-only one unless `write`); one retry on a fresh
-        connection when the one it got turns out to be gone."""
+        """fn in a transaction of its own if `write`, else in autocommit on a read-only session;
+        one retry on a fresh connection when the one it got turns out to be gone."""
         if self._pool is None:
             conn = self._thread_conn()
             conn.now = now_us()
@@ -853,21 +868,22 @@ class Database:
 
     @staticmethod
     def _run_in(conn: _Connection, fn: Callable[[Conn], T], *, write: bool) -> T:
-        if write:
-            conn.begin()
-        else:
-            conn.begin_read()
+        if not write:
+            # A read on PostgreSQL runs in autocommit, each statement a read-only transaction of its
+            # own (the pool's sessions default to read-only, see _read_only). It sees what it saw in
+            # the BEGIN READ ONLY … ROLLBACK this was: at READ COMMITTED every statement takes its own
+            # snapshot either way. The clock is read only if fn asks for conn.now. A read of one
+            # statement (an order's page) is one round trip where it was four (BEGIN, the clock, ROLLBACK).
+            return fn(conn)
+        conn.begin()
         try:
             conn.now = conn.clock()
             value = fn(conn)
-            if write:
-                conn.commit()
+            conn.commit()
         except BaseException:
             with contextlib.suppress(Exception):
                 conn.rollback()
             raise
-        if not write:
-            conn.rollback()  # ends the read-only transaction
         return value
 
     def read_sync(self, fn: Callable[[Conn], T]) -> T:

@@ -8,37 +8,70 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from dockyard.service import totals
 from dockyard.service.db import Conn
 from dockyard.service.forward_log import depth as forward_depth
 from dockyard.service.metrics import UPSTREAM
 from dockyard.service.store import forward_events
 
-__all__ = ["dlq_list", "dlq_show", "format_timeline", "job_counts", "order_status", "sent_version", "summary",
-           "timeline"]
+__all__ = ["dlq_list", "dlq_show", "format_timeline", "job_counts", "order_status", "sent_version", "storable_key",
+           "summary", "timeline"]
 
 
 def _load(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+def storable_key(text: str) -> bool:
+    """Whether any row could have `text` as its key. PostgreSQL's text cannot hold a NUL (psycopg
+    refuses to send one, which was a 500 for `GET /orders/a%00b`) and neither store holds a lone
+    surrogate: a look-up by such a key finds nothing, without asking the store."""
+    return "\x00" not in text and (text.isascii() or not any("\ud800" <= ch <= "\udfff" for ch in text))
+
+
+# An order's page in one statement: the order, its jobs (by id) and its callbacks' events (by time
+# received), the two lists as JSON arrays built by the database. On PostgreSQL one round trip where
+# three SELECTs were three: the reader lets go of the GIL at each one while it waits for the server,
+# and during a delivery run it gets it back only when a busy thread's switch interval runs out (5 ms).
+# On SQLite, where a step takes microseconds, it saves less: about a sixth of the read's CPU.
+# SQLite before 3.44 has no ORDER BY inside an aggregate: its lists are aggregated over an ordered
+# subquery, which SQLite does not flatten into an aggregate (so the order holds).
+_ORDER_COLUMNS = ("o.order_no, o.tracking_id, o.warehouse, o.status, o.delivery, o.warehouse_order_id, o.waybills, "
+                  "o.created_at, o.updated_at")
+_ORDER_SQL = {
+    "postgres": f"SELECT {_ORDER_COLUMNS}, "
+                "(SELECT json_agg(json_build_array(j.id, j.lane, j.kind, j.state, j.attempts, j.reason, j.outcome) "
+                "ORDER BY j.id)::text FROM dy_jobs j WHERE j.order_no = o.order_no), "
+                "(SELECT json_agg(json_build_array(e.event_id, e.status, e.received_at) ORDER BY e.received_at)::text "
+                "FROM dy_events e WHERE e.order_no = o.order_no) "
+                "FROM dy_orders o WHERE o.order_no = ?",
+    "sqlite": f"SELECT {_ORDER_COLUMNS}, "
+              "(SELECT json_group_array(json_array(id, lane, kind, state, attempts, reason, outcome)) FROM "
+              "(SELECT id, lane, kind, state, attempts, reason, outcome FROM dy_jobs WHERE order_no = ?1 "
+              "ORDER BY id)), "
+              "(SELECT json_group_array(json_array(event_id, status, received_at)) FROM "
+              "(SELECT event_id, status, received_at FROM dy_events WHERE order_no = ?1 ORDER BY received_at)) "
+              "FROM dy_orders o WHERE o.order_no = ?1",
+}
+
+
 def order_status(conn: Conn, order_no: str) -> dict[str, Any] | None:
-    rows = conn.execute("SELECT order_no, tracking_id, warehouse, status, delivery, warehouse_order_id, waybills, "
-                        "created_at, updated_at FROM dy_orders WHERE order_no = ?", (order_no,))
+    """What `GET /orders/{no}` answers (and the dashboard's order page shows): the order, its jobs
+    and its events; None for an order the store does not hold."""
+    rows = conn.execute(_ORDER_SQL[conn.dialect], (order_no,))
     if not rows:
         return None
-    no, tracking, warehouse, status, delivery, wh_id, waybills, created, updated = rows[0]
-    jobs = conn.execute("SELECT id, lane, kind, state, attempts, reason, outcome FROM dy_jobs WHERE order_no = ? "
-                        "ORDER BY id", (order_no,))
-    events = conn.execute("SELECT event_id, status, received_at FROM dy_events WHERE order_no = ? "
-                          "ORDER BY received_at", (order_no,))
+    no, tracking, warehouse, status, delivery, wh_id, waybills, created, updated, jobs, events = rows[0]
     return {
         "order_no": no, "tracking_id": tracking, "warehouse": warehouse, "status": status, "delivery": delivery,
         "warehouse_order_id": wh_id, "waybills": _load(waybills) or [],
         "created_at": _iso(created), "updated_at": _iso(updated),
         "jobs": [{"id": j[0], "lane": j[1], "kind": j[2], "state": j[3], "attempts": j[4], "reason": j[5],
-                  "outcome": _load(j[6])} for j in jobs],
-        "events": [{"event_id": e[0], "status": e[1], "received_at": _iso(e[2])} for e in events],
+                  "outcome": _load(j[6])} for j in (orjson.loads(jobs) if jobs else ())],
+        "events": [{"event_id": e[0], "status": e[1], "received_at": _iso(e[2])}
+                   for e in (orjson.loads(events) if events else ())],
     }
 
 

@@ -281,7 +281,7 @@ class _Dashboard:
         if not isinstance(gate, str):
             return gate
         q = request.query.get("q", "").strip()[:200]
-        if not q:
+        if not q or not queries.storable_key(q):  # (no stored text holds a NUL: nothing to find)
             return self._json({"query": q, "results": []})
         return await self._read_json(lambda c: {"query": q, "results": search(c, q)})
 
@@ -290,6 +290,8 @@ class _Dashboard:
         if not isinstance(gate, str):
             return gate
         order_no = request.match_info["order_no"]
+        if not queries.storable_key(order_no):
+            return self._json({"error": f"no order {order_no!r}"}, 404)
 
         def read(conn: Conn) -> dict[str, Any] | None:
             status, steps = queries.order_status(conn, order_no), queries.timeline(conn, order_no)
@@ -310,6 +312,8 @@ class _Dashboard:
         if not isinstance(gate, str):
             return gate
         order_no = request.match_info["order_no"]
+        if not queries.storable_key(order_no):
+            return self._json({"error": f"no order {order_no!r}"}, 404)
 
         def read(conn: Conn) -> tuple[list[tuple[Any, ...]], dict[str, Any] | None]:
             rows = conn.execute("SELECT warehouse, payload FROM dy_orders WHERE order_no = ?", (order_no,))
