@@ -80,6 +80,7 @@ class _Gen:
     # Specialised code for common shapes (tests turn it off to compare with the general code).
     specialise: bool = True
     fused_calls: dict[int, str] = field(default_factory=dict)  # id of a sum computed in a fused loop → local
+    general_calls: set[int] = field(default_factory=set)  # ids of calls being written as general code
     branches: list[tuple[str, int, int, str]] = field(default_factory=list)  # (kind, line, col, text)
     value_fields: list[tuple[int, bool]] = field(default_factory=list)  # (field index, optional)
     # Input values read once (see `cached`): per region of the function being written (its body, a
@@ -558,11 +559,41 @@ class _Gen:
             text = self.convert(inner, (Kind.STRING,))
             fmt = self.const_call("iso_formatter", pattern, zone_name)
             return self.guard([(text, self.type_of(inner).maybe)], lambda a: f"{fmt}({a[0]})")
+        if (node.func == "format_decimal" and isinstance(args[0], ast.Name | ast.Field)
+                and self.type_of(args[0]).decimal_source and id(node) not in self.general_calls):
+            fast = self.money_text(node)
+            if fast is not None:
+                return fast
         if (node.func in ("map", "sum") and len(args) == 2 and isinstance(args[1], ast.Lambda)
                 and isinstance(args[0], ast.Call) and args[0].func == "filter" and len(args[0].args) == 2
                 and isinstance(args[0].args[1], ast.Lambda)):
             return self.fused(node, args[0].args[0], args[0].args[1], args[1])
         return None
+
+    def money_text(self, node: ast.Call) -> str | None:
+        """format_decimal(x, places) of a decimal read from the input, when the input's text is
+        already what it would write ("59.90" for 2 places): the text itself, without a Decimal.
+        That holds for the plain form of a non-negative number with exactly `places` decimals,
+        ASCII digits only, no leading zero, at most 34 digits (exact in MONEY, so rounding it to
+        its own places changes nothing; not a zero to be made positive; str() and format "f" write
+        its digits back). The test: the length, the point where `places` puts it, nothing but
+        ASCII digits around that one point, and no leading zero. Anything else (not a str, a sign,
+        an exponent, spaces, other places, "007.50", non-ASCII digits) goes on to the general
+        code, which reads the value again (the same read: the same value) and converts, rounds and
+        fails exactly as without this; the text is read first here as it is there."""
+        places = ast.literal_value(node.args[1])
+        if not isinstance(places, int) or isinstance(places, bool) or not 1 <= places <= 12:
+            return None
+        t = self.names.new("temp")
+        text = self._read(node.args[0])
+        self.general_calls.add(id(node))
+        try:
+            general = self.call(node)
+        finally:
+            self.general_calls.discard(id(node))
+        test = (f"({t} := {text}).__class__ is str and {places + 1} < len({t}) < 36 and {t}[{-places - 1}] == '.'"
+                f" and {t}.strip('0123456789') == '.' and ({t}[0] != '0' or {t}[1] == '.')")
+        return f"({t} if {test} else {general})"
 
     def fused(self, node: ast.Call, source: ast.Expr, keep: ast.Lambda, each: ast.Lambda) -> str | None:
         """map/sum over a filter as one comprehension, as a person would write it: the filter's
