@@ -1,7 +1,8 @@
 """Money specialisations agree with the general code they stand in for, errors included: a money text
-written back as it is (`format_decimal` of a text already in its form). Inputs are chosen to break
-it: every number of places, signs, exponents, spaces, leading zeros, non-ASCII digits, 30 to 40
-digits, NaN and Infinity, numbers that are not text, str subclasses."""
+written back as it is (`format_decimal` of a text already in its form) and values of a `$each`
+memoised by their input texts. Inputs are chosen to break them: every number of places, signs,
+exponents, spaces, leading zeros, non-ASCII digits, 30 to 40 digits, NaN and Infinity, numbers
+that are not text, str subclasses that claim to equal anything; values repeat, so the memo is hit."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.compiler.api import compile_file
+from dockyard.runtime import functions
 from dockyard.runtime.errors import DockyardError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +47,8 @@ output:
 
 
 class _Claims(str):
-    """A str subclass equal to every text, hashing as "1.00": only an exact str is a money text."""
+    """A str subclass equal to every text, hashing as "1.00": only an exact str is a money text,
+    and a memo keyed by equality would take it for a text it has stored."""
 
     def __eq__(self, other: object) -> bool:
         return True
@@ -113,23 +116,75 @@ def test_money_specialisations_agree_with_the_general_code(money: tuple[Any, Any
     pick = st.sampled_from(pool)
     orders = [_order(data.draw(pick), data.draw(st.one_of(st.none(), pick)),
                      data.draw(st.lists(st.tuples(pick, pick), max_size=4))) for _ in range(3)]
-    for order in orders + orders:
+    for order in orders + orders:  # the second time round, the memo has what the first stored
         expected = _outcome(general.transform, order)
         assert _outcome(fast.transform, order) == expected
         assert _outcome(fast.bind(), order) == expected
         assert _outcome(lambda o: fast.explain(o)[0], order) == expected
 
 
-def test_the_specialisations_are_in_the_module(money: tuple[Any, Any]) -> None:
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(st.tuples(_texts, _texts), min_size=1, max_size=12))
+def test_a_full_memo_is_emptied_and_still_agrees(money: tuple[Any, Any], lines: list[tuple[str, str]]) -> None:
+    fast, general = money
+    memos = [v for v in vars(fast.module).values() if isinstance(v, functions.Memo)]
+    assert len(memos) == 5
+    for memo in memos:  # what earlier examples stored
+        memo.clear()
+        memo.size = 0
+    limit = functions.MEMO_LIMIT
+    functions.MEMO_LIMIT = 3
+    try:
+        for order in [_order("1.00", None, lines[:i + 1]) for i in range(len(lines))]:
+            assert _outcome(fast.transform, order) == _outcome(general.transform, order)
+        assert all(m.size <= 3 for m in memos)
+    finally:
+        functions.MEMO_LIMIT = limit
+
+
+def test_the_specialisations_are_in_the_trace_free_function(money: tuple[Any, Any]) -> None:
     fast, general = money
     body = fast.source.split("def transform(")[1].split("\ndef ")[0]
     traced = fast.source.split("def transform_traced(")[1].split("\ndef ")[0]
-    # The money text test for each format_decimal of a read: seven of the header, one of a line.
-    assert body.count(".strip('0123456789') == '.'") == 8 and traced.count(".strip('0123456789')") == 8
+    # Five values of a line memoised (sku is a plain read), each with a memo of its own.
+    assert body.count("memo_put(") == 5 and fast.source.count("= Memo()") == 5
+    assert "memo_put(" not in traced and "memo_put(" not in general.source
+    # The money text test for each format_decimal of a read: seven of the header, one of a line
+    # (in the general code of its memo).
+    assert body.count(".strip('0123456789') == '.'") == 8
     assert ".strip('0123456789')" not in general.source
 
 
-def test_the_reference_mapping_writes_its_total_as_read() -> None:
+def test_a_str_subclass_is_never_served_from_the_memo(money: tuple[Any, Any]) -> None:
+    fast, general = money
+    fast.transform(_order("1.00", None, [("1.00", "0.10")]))
+    for price in [_Claims("1.00"), _Claims("x"), _Claims(" 2.5")]:
+        order = _order("1.00", None, [(price, "0.10")])
+        assert _outcome(fast.transform, order) == _outcome(general.transform, order)
+
+
+def test_a_failing_text_fails_every_time_and_is_not_stored(money: tuple[Any, Any]) -> None:
+    fast, general = money
+    order = _order("1.00", None, [("x1", "0.10"), ("1.00", "0.10")])
+    first = _outcome(fast.transform, order)
+    assert first.startswith("error ") and "orderLines" not in first
+    assert first == _outcome(fast.transform, order) == _outcome(general.transform, order)
+    missing = {"order_no": "T1", "amounts": {"paid_total": "1.00"}, "items": [{"sku": "S", "unit_price": "x"}]}
+    assert _outcome(fast.transform, missing) == _outcome(general.transform, missing)
+
+
+def test_memo_put_stores_only_exact_texts_and_nests_by_read() -> None:
+    memo = functions.Memo()
+    assert functions.memo_put(memo, "0.90", "1.00", "0.10") == "0.90"
+    assert memo == {"1.00": {"0.10": "0.90"}} and memo.size == 1
+    assert functions.memo_put(memo, "9", "1.00", _Claims("0.10")) == "9"
+    assert functions.memo_put(memo, "9", 1, "0.10") == "9"
+    assert memo == {"1.00": {"0.10": "0.90"}} and memo.size == 1
+    functions.memo_put(memo, "0.80", "1.00", "0.20")
+    assert memo == {"1.00": {"0.10": "0.90", "0.20": "0.80"}} and memo.size == 2
+
+
+def test_the_reference_mapping_memoises_line_prices_and_writes_its_total_as_read() -> None:
     fast = compile_file(ROOT / "mappings" / "reference" / "deliveryorder.yaml")
     body = fast.source.split("def transform(")[1].split("\ndef ")[0]
-    assert body.count(".strip('0123456789') == '.'") == 1
+    assert body.count("memo_put(") == 1 and ".strip('0123456789') == '.'" in body
