@@ -1218,7 +1218,7 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         with em.block("def json_plain(_doc, _ok=JSON_SCALARS):"):
             em.line('"""True when the document holds no None and no float (else the writer checks it all)."""')
             body: list[str] = []
-            _json_lines(spec.output, "_doc", body, [0])
+            _json_lines(spec.output, "_doc", body, [0], gen=gen)
             for text in body:
                 em.line(text)
             em.line("return True")
@@ -1378,15 +1378,25 @@ def _json_check(node: OutNode, code: str, depth: int = 0) -> str | None:
             return "False"
 
 
-def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], indent: str = "") -> None:
+# The class a value of each kind has when its input keeps to the schema: json_plain compares with
+# it first (one `is`), and looks the class up in JSON_SCALARS only when it is another.
+_EXPECTED_CLASS = {Kind.STRING: "str", Kind.INT: "int", Kind.BOOL: "bool"}
+
+
+def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], indent: str = "",
+                gen: _Gen | None = None) -> None:
     """Statements of `json_plain` for the value at `code`: `return False` at the first value read
     from the input that is not of a class the JSON writer takes as it is. Objects are bound to
     locals once; an optional leaf is read with `.get(key, "")` (absent is fine)."""
     if _json_check(node, code) is None:
         return
     match node:
-        case OutValue():
-            out.append(f"{indent}if {code}.__class__ not in _ok:")
+        case OutValue(expr=e):
+            expected = _EXPECTED_CLASS.get(gen.type_of(e).kind) if gen is not None else None
+            if expected is None:
+                out.append(f"{indent}if {code}.__class__ not in _ok:")
+            else:
+                out.append(f"{indent}if (_c := {code}.__class__) is not {expected} and _c not in _ok:")
             out.append(f"{indent}    return False")
         case OutObject(fields=fields):
             for f in fields:
@@ -1396,22 +1406,22 @@ def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], in
                 may_be_absent = f.optional or (isinstance(f.value, OutObject) and f.value.when is not None)
                 if isinstance(f.value, OutValue):
                     leaf = f"{code}.get({key}, '')" if may_be_absent else f"{code}[{key}]"
-                    _json_lines(f.value, leaf, out, counter, indent)
+                    _json_lines(f.value, leaf, out, counter, indent, gen)
                     continue
                 counter[0] += 1
                 local = f"_j{counter[0]}"
                 if may_be_absent:
                     out.append(f"{indent}if {key} in {code}:")
                     out.append(f"{indent}    {local} = {code}[{key}]")
-                    _json_lines(f.value, local, out, counter, indent + "    ")
+                    _json_lines(f.value, local, out, counter, indent + "    ", gen)
                 else:
                     out.append(f"{indent}{local} = {code}[{key}]")
-                    _json_lines(f.value, local, out, counter, indent)
+                    _json_lines(f.value, local, out, counter, indent, gen)
         case OutEach(emit=emit):
             counter[0] += 1
             local = f"_j{counter[0]}"
             out.append(f"{indent}for {local} in {code}:")
-            _json_lines(emit, local, out, counter, indent + "    ")
+            _json_lines(emit, local, out, counter, indent + "    ", gen)
         case OutList() | OutJson():
             out.append(f"{indent}return False")  # positions are not fixed: the writer looks at it all
 
