@@ -74,8 +74,10 @@ money_order = MONEY.compare_signal  # for < <= > >= (any NaN is an error, as `<`
 # sum(items, start) of decimals: start + each item in turn, in MONEY.
 money_sum = partial(reduce, money_add)
 
-# The most values one memoised field keeps (each a few short texts: about 1 MB at most).
+# The most values one memoised field keeps (each a few short texts: about 1 MB at most), and the
+# misses after which a full memo is emptied to fill again with what comes next.
 MEMO_LIMIT = 4096
+MEMO_REFRESH = 65536
 
 
 class Memo(dict[str, Any]):
@@ -83,25 +85,35 @@ class Memo(dict[str, Any]):
     texts they were computed from (nested: one level per text, in the order the general code
     reads them). Only exact `str` keys are ever stored, and only values whose computation ended
     without an error, so a lookup that finds one gives what the general code would give; a text
-    that fails is never stored and fails again each time, exactly as before. When it holds
-    MEMO_LIMIT values it is emptied and fills again."""
+    that fails is never stored and fails again each time, exactly as before.
 
-    __slots__ = ("size",)
+    It fills with the first MEMO_LIMIT values computed, then stores nothing more, so that where
+    values rarely repeat a miss costs little more than the lookup (a full memo keeps the values
+    that came first, the frequent ones for the most part); after MEMO_REFRESH misses it is emptied
+    and fills again, so that it follows prices that change."""
+
+    __slots__ = ("misses", "size")
 
     def __init__(self) -> None:
         super().__init__()
         self.size = 0
+        self.misses = 0
 
 
 def memo_put(memo: Memo, value: Any, *keys: Any) -> Any:
     """Stores `value`, just computed by the general code from the texts `keys`, and returns it.
-    Nothing is stored for a key that is not exactly a `str` (a number, a str subclass)."""
+    Nothing is stored for a key that is not exactly a `str` (a number, a str subclass), nor while
+    the memo is full."""
+    if memo.size >= MEMO_LIMIT:
+        misses = memo.misses + 1
+        if misses < MEMO_REFRESH:
+            memo.misses = misses
+            return value
+        memo.clear()
+        memo.size = memo.misses = 0
     for key in keys:
         if key.__class__ is not str:
             return value
-    if memo.size >= MEMO_LIMIT:
-        memo.clear()
-        memo.size = 0
     level: dict[str, Any] = memo
     for key in keys[:-1]:
         inner = level.get(key)

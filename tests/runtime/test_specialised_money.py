@@ -125,21 +125,21 @@ def test_money_specialisations_agree_with_the_general_code(money: tuple[Any, Any
 
 @settings(max_examples=200, deadline=None, database=None)
 @given(st.lists(st.tuples(_texts, _texts), min_size=1, max_size=12))
-def test_a_full_memo_is_emptied_and_still_agrees(money: tuple[Any, Any], lines: list[tuple[str, str]]) -> None:
+def test_a_full_memo_still_agrees_and_fills_again(money: tuple[Any, Any], lines: list[tuple[str, str]]) -> None:
     fast, general = money
     memos = [v for v in vars(fast.module).values() if isinstance(v, functions.Memo)]
     assert len(memos) == 5
     for memo in memos:  # what earlier examples stored
         memo.clear()
-        memo.size = 0
-    limit = functions.MEMO_LIMIT
-    functions.MEMO_LIMIT = 3
+        memo.size = memo.misses = 0
+    limit, refresh = functions.MEMO_LIMIT, functions.MEMO_REFRESH
+    functions.MEMO_LIMIT, functions.MEMO_REFRESH = 3, 4
     try:
         for order in [_order("1.00", None, lines[:i + 1]) for i in range(len(lines))]:
             assert _outcome(fast.transform, order) == _outcome(general.transform, order)
-        assert all(m.size <= 3 for m in memos)
+        assert all(m.size <= 3 and m.misses < 4 for m in memos)
     finally:
-        functions.MEMO_LIMIT = limit
+        functions.MEMO_LIMIT, functions.MEMO_REFRESH = limit, refresh
 
 
 def test_the_specialisations_are_in_the_trace_free_function(money: tuple[Any, Any]) -> None:
@@ -171,6 +171,17 @@ def test_a_failing_text_fails_every_time_and_is_not_stored(money: tuple[Any, Any
     assert first == _outcome(fast.transform, order) == _outcome(general.transform, order)
     missing = {"order_no": "T1", "amounts": {"paid_total": "1.00"}, "items": [{"sku": "S", "unit_price": "x"}]}
     assert _outcome(fast.transform, missing) == _outcome(general.transform, missing)
+
+
+def test_a_full_memo_stores_nothing_until_it_is_emptied(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(functions, "MEMO_LIMIT", 2)
+    monkeypatch.setattr(functions, "MEMO_REFRESH", 3)
+    memo = functions.Memo()
+    for text in ["1", "2", "3", "4"]:
+        assert functions.memo_put(memo, text + "!", text) == text + "!"
+    assert memo == {"1": "1!", "2": "2!"} and memo.misses == 2  # full: 3 and 4 were not stored
+    functions.memo_put(memo, "5!", "5")  # the third miss since it was full: emptied, then stored
+    assert memo == {"5": "5!"} and memo.size == 1 and memo.misses == 0
 
 
 def test_memo_put_stores_only_exact_texts_and_nests_by_read() -> None:
