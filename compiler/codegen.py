@@ -1215,10 +1215,23 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         em.line()
         em.line()
         # The classes are bound as a default: a local read, not a global one, per value.
-        with em.block("def json_plain(_doc, _ok=JSON_SCALARS):"):
+        body: list[str] = []
+        _json_lines(spec.output, "_doc", body, [0], gen=gen)
+        fast: list[str] = []
+        _json_lines(spec.output, "_doc", fast, [0], gen=gen, fast=True)
+        if fast != body:
+            # Each value compared with the one class its type gives, and the set lookup only when a
+            # value has another (rare: an input that breaks its schema).
+            with em.block("def json_plain(_doc, _ok=JSON_SCALARS):"):
+                em.line('"""True when the document holds no None and no float (else the writer checks it all):'
+                        ' each value of the class its type gives, or else as _json_scalars finds."""')
+                for text in fast:
+                    em.line(text)
+                em.line("return True")
+            em.line()
+            em.line()
+        with em.block(f"def {'_json_scalars' if fast != body else 'json_plain'}(_doc, _ok=JSON_SCALARS):"):
             em.line('"""True when the document holds no None and no float (else the writer checks it all)."""')
-            body: list[str] = []
-            _json_lines(spec.output, "_doc", body, [0], gen=gen)
             for text in body:
                 em.line(text)
             em.line("return True")
@@ -1384,10 +1397,12 @@ _EXPECTED_CLASS = {Kind.STRING: "str", Kind.INT: "int", Kind.BOOL: "bool"}
 
 
 def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], indent: str = "",
-                gen: _Gen | None = None) -> None:
+                gen: _Gen | None = None, fast: bool = False) -> None:
     """Statements of `json_plain` for the value at `code`: `return False` at the first value read
     from the input that is not of a class the JSON writer takes as it is. Objects are bound to
-    locals once; an optional leaf is read with `.get(key, "")` (absent is fine)."""
+    locals once; an optional leaf is read with `.get(key, default)` (absent is fine). `fast`: a value
+    whose type gives one class is only compared with it, and any other class hands the whole
+    document to `_json_scalars` (these statements without `fast`)."""
     if _json_check(node, code) is None:
         return
     match node:
@@ -1395,9 +1410,13 @@ def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], in
             expected = _EXPECTED_CLASS.get(gen.type_of(e).kind) if gen is not None else None
             if expected is None:
                 out.append(f"{indent}if {code}.__class__ not in _ok:")
+                out.append(f"{indent}    return False")
+            elif fast:
+                out.append(f"{indent}if {code}.__class__ is not {expected}:")
+                out.append(f"{indent}    return _json_scalars(_doc)")
             else:
                 out.append(f"{indent}if (_c := {code}.__class__) is not {expected} and _c not in _ok:")
-            out.append(f"{indent}    return False")
+                out.append(f"{indent}    return False")
         case OutObject(fields=fields):
             for f in fields:
                 if _json_check(f.value, "_") is None:
@@ -1405,23 +1424,26 @@ def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], in
                 key = literal(f.key)
                 may_be_absent = f.optional or (isinstance(f.value, OutObject) and f.value.when is not None)
                 if isinstance(f.value, OutValue):
-                    leaf = f"{code}.get({key}, '')" if may_be_absent else f"{code}[{key}]"
-                    _json_lines(f.value, leaf, out, counter, indent, gen)
+                    # absent is fine: the default is of the class the value is compared with
+                    kind = gen.type_of(f.value.expr).kind if gen is not None else None
+                    default = {Kind.INT: "0", Kind.BOOL: "False"}.get(kind, "''") if kind is not None else "''"
+                    leaf = f"{code}.get({key}, {default})" if may_be_absent else f"{code}[{key}]"
+                    _json_lines(f.value, leaf, out, counter, indent, gen, fast)
                     continue
                 counter[0] += 1
                 local = f"_j{counter[0]}"
                 if may_be_absent:
                     out.append(f"{indent}if {key} in {code}:")
                     out.append(f"{indent}    {local} = {code}[{key}]")
-                    _json_lines(f.value, local, out, counter, indent + "    ", gen)
+                    _json_lines(f.value, local, out, counter, indent + "    ", gen, fast)
                 else:
                     out.append(f"{indent}{local} = {code}[{key}]")
-                    _json_lines(f.value, local, out, counter, indent, gen)
+                    _json_lines(f.value, local, out, counter, indent, gen, fast)
         case OutEach(emit=emit):
             counter[0] += 1
             local = f"_j{counter[0]}"
             out.append(f"{indent}for {local} in {code}:")
-            _json_lines(emit, local, out, counter, indent + "    ", gen)
+            _json_lines(emit, local, out, counter, indent + "    ", gen, fast)
         case OutList() | OutJson():
             out.append(f"{indent}return False")  # positions are not fixed: the writer looks at it all
 
