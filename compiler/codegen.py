@@ -81,6 +81,7 @@ class _Gen:
     specialise: bool = True
     fused_calls: dict[int, str] = field(default_factory=dict)  # id of a sum computed in a fused loop → local
     general_calls: set[int] = field(default_factory=set)  # ids of calls being written as general code
+    money_texts: bool = True  # money texts written as they are (not in explain's traced function)
     # Reads whose value is also bound to a local where they are read (id of the read → the local):
     # a memoised value's general code hands its input texts to memo_put that way.
     capture: dict[int, str] = field(default_factory=dict)
@@ -568,7 +569,8 @@ class _Gen:
             fmt = self.const_call("iso_formatter", pattern, zone_name)
             return self.guard([(text, self.type_of(inner).maybe)], lambda a: f"{fmt}({a[0]})")
         if (node.func == "format_decimal" and isinstance(args[0], ast.Name | ast.Field)
-                and self.type_of(args[0]).decimal_source and id(node) not in self.general_calls):
+                and self.type_of(args[0]).decimal_source and id(node) not in self.general_calls
+                and self.money_texts):
             fast = self.money_text(node)
             if fast is not None:
                 return fast
@@ -1191,9 +1193,11 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         # function, so that every branch point is counted once.)
         with em.block("def transform_traced(_src, _ctx, _clock, _trace):"):
             start = len(em.lines)
+            gen.money_texts = False  # explain's function: its speed matters less than the module's size
             writer.lets(spec.lets, "")
             em.line(f"return {writer.fields(spec.output, '')}")
             gen.settle_reads(em.lines, start)
+            gen.money_texts = True
         em.line()
         em.line()
         writer.trace = False
@@ -1215,23 +1219,10 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         em.line()
         em.line()
         # The classes are bound as a default: a local read, not a global one, per value.
-        body: list[str] = []
-        _json_lines(spec.output, "_doc", body, [0], gen=gen)
-        fast: list[str] = []
-        _json_lines(spec.output, "_doc", fast, [0], gen=gen, fast=True)
-        if fast != body:
-            # Each value compared with the one class its type gives, and the set lookup only when a
-            # value has another (rare: an input that breaks its schema).
-            with em.block("def json_plain(_doc, _ok=JSON_SCALARS):"):
-                em.line('"""True when the document holds no None and no float (else the writer checks it all):'
-                        ' each value of the class its type gives, or else as _json_scalars finds."""')
-                for text in fast:
-                    em.line(text)
-                em.line("return True")
-            em.line()
-            em.line()
-        with em.block(f"def {'_json_scalars' if fast != body else 'json_plain'}(_doc, _ok=JSON_SCALARS):"):
+        with em.block("def json_plain(_doc, _ok=JSON_SCALARS):"):
             em.line('"""True when the document holds no None and no float (else the writer checks it all)."""')
+            body: list[str] = []
+            _json_lines(spec.output, "_doc", body, [0], gen=gen)
             for text in body:
                 em.line(text)
             em.line("return True")
@@ -1392,31 +1383,28 @@ def _json_check(node: OutNode, code: str, depth: int = 0) -> str | None:
 
 
 # The class a value of each kind has when its input keeps to the schema: json_plain compares with
-# it first (one `is`), and looks the class up in JSON_SCALARS only when it is another.
+# it (one `is`), and leaves a document with a value of another class to the writer's check.
 _EXPECTED_CLASS = {Kind.STRING: "str", Kind.INT: "int", Kind.BOOL: "bool"}
 
 
 def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], indent: str = "",
-                gen: _Gen | None = None, fast: bool = False) -> None:
+                gen: _Gen | None = None) -> None:
     """Statements of `json_plain` for the value at `code`: `return False` at the first value read
-    from the input that is not of a class the JSON writer takes as it is. Objects are bound to
-    locals once; an optional leaf is read with `.get(key, default)` (absent is fine). `fast`: a value
-    whose type gives one class is only compared with it, and any other class hands the whole
-    document to `_json_scalars` (these statements without `fast`)."""
+    from the input that is not of the class its type gives (string, int, bool), or for other types
+    not of a class the JSON writer takes as it is. Objects are bound to locals once; an optional
+    leaf is read with `.get(key, default)`, a default of that class (absent is fine)."""
     if _json_check(node, code) is None:
         return
     match node:
         case OutValue(expr=e):
+            # A value whose type gives one class must have it: any other (an input that breaks its
+            # schema) leaves the document to the writer's own check, which is the reference anyway.
             expected = _EXPECTED_CLASS.get(gen.type_of(e).kind) if gen is not None else None
             if expected is None:
                 out.append(f"{indent}if {code}.__class__ not in _ok:")
-                out.append(f"{indent}    return False")
-            elif fast:
-                out.append(f"{indent}if {code}.__class__ is not {expected}:")
-                out.append(f"{indent}    return _json_scalars(_doc)")
             else:
-                out.append(f"{indent}if (_c := {code}.__class__) is not {expected} and _c not in _ok:")
-                out.append(f"{indent}    return False")
+                out.append(f"{indent}if {code}.__class__ is not {expected}:")
+            out.append(f"{indent}    return False")
         case OutObject(fields=fields):
             for f in fields:
                 if _json_check(f.value, "_") is None:
@@ -1428,22 +1416,22 @@ def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], in
                     kind = gen.type_of(f.value.expr).kind if gen is not None else None
                     default = {Kind.INT: "0", Kind.BOOL: "False"}.get(kind, "''") if kind is not None else "''"
                     leaf = f"{code}.get({key}, {default})" if may_be_absent else f"{code}[{key}]"
-                    _json_lines(f.value, leaf, out, counter, indent, gen, fast)
+                    _json_lines(f.value, leaf, out, counter, indent, gen)
                     continue
                 counter[0] += 1
                 local = f"_j{counter[0]}"
                 if may_be_absent:
                     out.append(f"{indent}if {key} in {code}:")
                     out.append(f"{indent}    {local} = {code}[{key}]")
-                    _json_lines(f.value, local, out, counter, indent + "    ", gen, fast)
+                    _json_lines(f.value, local, out, counter, indent + "    ", gen)
                 else:
                     out.append(f"{indent}{local} = {code}[{key}]")
-                    _json_lines(f.value, local, out, counter, indent, gen, fast)
+                    _json_lines(f.value, local, out, counter, indent, gen)
         case OutEach(emit=emit):
             counter[0] += 1
             local = f"_j{counter[0]}"
             out.append(f"{indent}for {local} in {code}:")
-            _json_lines(emit, local, out, counter, indent + "    ", gen, fast)
+            _json_lines(emit, local, out, counter, indent + "    ", gen)
         case OutList() | OutJson():
             out.append(f"{indent}return False")  # positions are not fixed: the writer looks at it all
 

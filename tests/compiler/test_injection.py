@@ -263,7 +263,7 @@ def test_hostile_module_has_no_injected_statements(hostile: tuple[Path, list[str
     # The module's shape is fixed: docstring, one import from the runtime API, assignments, and the
     # compiler's own functions: transform() (with transform_traced() for explain when the spec has
     # $each lists, and transform_entry(), the factory of transform() as one call) and, for a JSON
-    # target, json_plain() (with _json_scalars(), the check it falls back on).
+    # target, json_plain().
     for node in tree.body:
         if isinstance(node, ast.Expr):
             assert isinstance(node.value, ast.Constant) and node is tree.body[0]
@@ -276,8 +276,7 @@ def test_hostile_module_has_no_injected_statements(hostile: tuple[Path, list[str
             assert name in MODULE_NAMES or name.startswith(("_C", "_T")), name
         else:
             assert isinstance(node, ast.FunctionDef), ast.dump(node)[:200]
-            assert node.name in ("transform", "transform_traced", "transform_entry", "json_plain",
-                                 "_json_scalars"), node.name
+            assert node.name in ("transform", "transform_traced", "transform_entry", "json_plain"), node.name
     assert sum(isinstance(n, ast.ImportFrom | ast.Import) for n in ast.walk(tree)) == 1
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):

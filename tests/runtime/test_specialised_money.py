@@ -149,6 +149,7 @@ def test_the_specialisations_are_in_the_trace_free_function(money: tuple[Any, An
     # Five values of a line memoised (sku is a plain read), each with a memo of its own.
     assert body.count("memo_put(") == 5 and fast.source.count("= Memo()") == 5
     assert "memo_put(" not in traced and "memo_put(" not in general.source
+    assert ".strip('0123456789')" not in traced  # explain's function keeps the general code
     # The money text test for each format_decimal of a read: seven of the header, one of a line
     # (in the general code of its memo).
     assert body.count(".strip('0123456789') == '.'") == 8
