@@ -80,6 +80,11 @@ class _Gen:
     # Specialised code for common shapes (tests turn it off to compare with the general code).
     specialise: bool = True
     fused_calls: dict[int, str] = field(default_factory=dict)  # id of a sum computed in a fused loop → local
+    general_calls: set[int] = field(default_factory=set)  # ids of calls being written as general code
+    money_texts: bool = True  # money texts written as they are (not in explain's traced function)
+    # Reads whose value is also bound to a local where they are read (id of the read → the local):
+    # a memoised value's general code hands its input texts to memo_put that way.
+    capture: dict[int, str] = field(default_factory=dict)
     branches: list[tuple[str, int, int, str]] = field(default_factory=list)  # (kind, line, col, text)
     value_fields: list[tuple[int, bool]] = field(default_factory=list)  # (field index, optional)
     # Input values read once (see `cached`): per region of the function being written (its body, a
@@ -361,6 +366,11 @@ class _Gen:
         return code
 
     def _read(self, node: ast.Expr) -> str:
+        code = self._plain_read(node)
+        local = self.capture.get(id(node))
+        return code if local is None else f"({local} := {code})"
+
+    def _plain_read(self, node: ast.Expr) -> str:
         match node:
             case ast.Name(name=name):
                 if self.type_of(node).maybe:
@@ -558,11 +568,105 @@ class _Gen:
             text = self.convert(inner, (Kind.STRING,))
             fmt = self.const_call("iso_formatter", pattern, zone_name)
             return self.guard([(text, self.type_of(inner).maybe)], lambda a: f"{fmt}({a[0]})")
+        if (node.func == "format_decimal" and isinstance(args[0], ast.Name | ast.Field)
+                and self.type_of(args[0]).decimal_source and id(node) not in self.general_calls
+                and self.money_texts):
+            fast = self.money_text(node)
+            if fast is not None:
+                return fast
         if (node.func in ("map", "sum") and len(args) == 2 and isinstance(args[1], ast.Lambda)
                 and isinstance(args[0], ast.Call) and args[0].func == "filter" and len(args[0].args) == 2
                 and isinstance(args[0].args[1], ast.Lambda)):
             return self.fused(node, args[0].args[0], args[0].args[1], args[1])
         return None
+
+    def memo(self, comment: str) -> str:
+        """A Memo of its own for one field (never shared: constants of the same code are)."""
+        name = self.names.new("const")
+        self.const_defs.append((name, f"{self.helper('Memo')}()", comment))
+        return name
+
+    def memo_reads(self, e: ast.Expr) -> list[ast.Expr] | None:
+        """The input reads of a value worth memoising by its input texts, in the order its general
+        code reads them; None when it is not one. It is one when it computes with money read as
+        text (arithmetic, round, abs, format_decimal), and every part of it runs unconditionally,
+        left to right, and depends on nothing but those reads: no value that may be missing or is
+        of unknown type (their code branches), no let, position, context or clock, no part made
+        of literals alone (which could fail before the first read), and reads that are paths of
+        strings or decimals from the loop's element or the input, each step never missing. So the
+        general code reads every one of them, in this order, each time it ends without an error,
+        and what it computes between two reads depends only on the reads before."""
+        reads: list[ast.Expr] = []
+        money = False
+
+        def path(n: ast.Expr) -> bool:
+            match n:
+                case ast.Name():
+                    return True
+                case ast.Var():
+                    b = self.checked.bindings.get(id(n))
+                    return b is not None and b.kind == "loop"
+                case ast.Field(obj=obj):
+                    ot = self.type_of(obj)
+                    return ot.kind is Kind.OBJECT and not ot.maybe and path(obj)
+            return False
+
+        def visit(n: ast.Expr) -> bool:
+            nonlocal money
+            t = self.type_of(n)
+            if t.maybe or t.kind is Kind.ANY:
+                return False
+            if isinstance(n, ast.Literal):
+                return True
+            if isinstance(n, ast.Name | ast.Field) and path(n):
+                if not (t.decimal_source or t.kind is Kind.STRING):
+                    return False
+                reads.append(n)
+                return True
+            before = len(reads)
+            match n:
+                case ast.Binary(op=op, left=left, right=right) if op in _MONEY_OPS:
+                    ok = visit(left) and visit(right)
+                    money = money or t.kind is Kind.DECIMAL
+                case ast.Unary(op="-", operand=operand):
+                    ok = visit(operand)
+                case ast.Call(func="format_decimal" | "round" | "abs", args=args):
+                    ok = visit(args[0]) and all(isinstance(a, ast.Literal) for a in args[1:])
+                    money = money or self.type_of(args[0]).kind is Kind.DECIMAL
+                case _:
+                    return False
+            return ok and len(reads) > before
+
+        if not visit(e) or not money or not any(self.type_of(r).decimal_source for r in reads):
+            return None
+        if self.type_of(e).kind not in (Kind.STRING, Kind.DECIMAL):
+            return None
+        return reads if 0 < len({self.read_key(r) for r in reads}) <= 3 else None
+
+    def money_text(self, node: ast.Call) -> str | None:
+        """format_decimal(x, places) of a decimal read from the input, when the input's text is
+        already what it would write ("59.90" for 2 places): the text itself, without a Decimal.
+        That holds for the plain form of a non-negative number with exactly `places` decimals,
+        ASCII digits only, no leading zero, at most 34 digits (exact in MONEY, so rounding it to
+        its own places changes nothing; not a zero to be made positive; str() and format "f" write
+        its digits back). The test: the length, the point where `places` puts it, nothing but
+        ASCII digits around that one point, and no leading zero. Anything else (not a str, a sign,
+        an exponent, spaces, other places, "007.50", non-ASCII digits) goes on to the general
+        code, which reads the value again (the same read: the same value) and converts, rounds and
+        fails exactly as without this; the text is read first here as it is there."""
+        places = ast.literal_value(node.args[1])
+        if not isinstance(places, int) or isinstance(places, bool) or not 1 <= places <= 12:
+            return None
+        t = self.names.new("temp")
+        text = self._read(node.args[0])
+        self.general_calls.add(id(node))
+        try:
+            general = self.call(node)
+        finally:
+            self.general_calls.discard(id(node))
+        test = (f"({t} := {text}).__class__ is str and {places + 1} < len({t}) < 36 and {t}[{-places - 1}] == '.'"
+                f" and {t}.strip('0123456789') == '.' and ({t}[0] != '0' or {t}[1] == '.')")
+        return f"({t} if {test} else {general})"
 
     def fused(self, node: ast.Call, source: ast.Expr, keep: ast.Lambda, each: ast.Lambda) -> str | None:
         """map/sum over a filter as one comprehension, as a person would write it: the filter's
@@ -634,6 +738,7 @@ class _TreeWriter:
         self.trace = True  # write the explain lineage of $each elements
         self.fusions: dict[int, _Fusion] = {}  # lets fused into one loop (the trace-free transform only)
         self.fused_each: dict[int, str] = {}  # id of a fused $each → the local holding its list
+        self.each_depth = 0  # $each bodies being written around the current statement
 
     def lets(self, lets: Sequence[Any], where: str) -> None:
         for let in lets:
@@ -709,7 +814,7 @@ class _TreeWriter:
                     with self.gen.statement():
                         code = self.gen.expr(e)
                 else:
-                    code = self.gen.expr(e)
+                    code = (self.memoised(e, path) if when is None else None) or self.gen.expr(e)
                 if when is not None:
                     # The condition runs first: a false one leaves the value out without computing it.
                     t = t.optional()
@@ -765,6 +870,46 @@ class _TreeWriter:
                 fused = self.fused_each.get(id(node))
                 return _Value(fused if fused is not None else self.each(node, path), False, None, hoisted=True)
         raise AssertionError(node)  # pragma: no cover
+
+    def memoised(self, e: ast.Expr, path: str) -> str | None:
+        """A value of each element of a `$each` computed from money texts (a line's price less its
+        discount, rounded), looked up by those texts in a Memo of its own first: the elements of
+        many documents repeat the same few prices (a catalogue's), and a lookup costs a fraction of
+        two Decimals, a subtraction, a rounding and a str(). Only in the trace-free `transform`.
+        The lookup reads the texts in the general code's order, and goes one level deeper only when
+        the texts read so far are exact `str`s that made a value before (so their conversion
+        cannot fail, and the next read is what the general code would do next, failing just as it
+        would). Anything else (a miss, another class, a text that fails) runs the general code,
+        which reads the texts again into the same locals and hands them and its value to
+        memo_put; an error leaves the memo as it was."""
+        gen = self.gen
+        if self.trace or not self.each_depth or not gen.specialise or gen.coverage or gen.reads is None:
+            return None
+        reads = gen.memo_reads(e)
+        if reads is None:
+            return None
+        keys: dict[tuple[str, ...] | None, str] = {}  # each path read → its local, first read first
+        first: list[ast.Expr] = []
+        for r in reads:
+            if gen.read_key(r) not in keys:
+                keys[gen.read_key(r)] = gen.names.new("temp")
+                first.append(r)
+        found = gen.names.new("temp")
+        memo = gen.memo(f"memo of {comment_safe(path)}")
+        lookups = []
+        level = memo
+        for r in first:
+            key = keys[gen.read_key(r)]
+            lookups.append(f"({key} := {gen._read(r)}).__class__ is str")
+            lookups.append(f"({found} := {level}.get({key})) is not None")
+            level = found
+        gen.capture = {id(r): keys[gen.read_key(r)] for r in reads}
+        try:
+            general = gen.expr(e)
+        finally:
+            gen.capture = {}
+        return (f"({found} if {' and '.join(lookups)} else "
+                f"{gen.helper('memo_put')}({memo}, {general}, {', '.join(keys.values())}))")
 
     def object(self, node: OutObject, path: str) -> _Value:
         if node.when is not None:
@@ -878,7 +1023,11 @@ class _TreeWriter:
             self.em.line("if _trace is not None:")
             self.em.line(f"    _trace.append(({trace[0]}, {position}, {trace[1]}, {item}))")
         self.lets(node.lets, f"{path}[].")
-        v = self.value(node.emit, f"{path}[]", False)
+        self.each_depth += 1
+        try:
+            v = self.value(node.emit, f"{path}[]", False)
+        finally:
+            self.each_depth -= 1
         if not v.hoisted and v.index is not None:
             self.em.comment(v.index)
         if v.maybe:
@@ -1044,9 +1193,11 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         # function, so that every branch point is counted once.)
         with em.block("def transform_traced(_src, _ctx, _clock, _trace):"):
             start = len(em.lines)
+            gen.money_texts = False  # explain's function: its speed matters less than the module's size
             writer.lets(spec.lets, "")
             em.line(f"return {writer.fields(spec.output, '')}")
             gen.settle_reads(em.lines, start)
+            gen.money_texts = True
         em.line()
         em.line()
         writer.trace = False
@@ -1071,7 +1222,7 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         with em.block("def json_plain(_doc, _ok=JSON_SCALARS):"):
             em.line('"""True when the document holds no None and no float (else the writer checks it all)."""')
             body: list[str] = []
-            _json_lines(spec.output, "_doc", body, [0])
+            _json_lines(spec.output, "_doc", body, [0], gen=gen)
             for text in body:
                 em.line(text)
             em.line("return True")
@@ -1231,15 +1382,28 @@ def _json_check(node: OutNode, code: str, depth: int = 0) -> str | None:
             return "False"
 
 
-def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], indent: str = "") -> None:
+# The class a value of each kind has when its input keeps to the schema: json_plain compares with
+# it (one `is`), and leaves a document with a value of another class to the writer's check.
+_EXPECTED_CLASS = {Kind.STRING: "str", Kind.INT: "int", Kind.BOOL: "bool"}
+
+
+def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], indent: str = "",
+                gen: _Gen | None = None) -> None:
     """Statements of `json_plain` for the value at `code`: `return False` at the first value read
-    from the input that is not of a class the JSON writer takes as it is. Objects are bound to
-    locals once; an optional leaf is read with `.get(key, "")` (absent is fine)."""
+    from the input that is not of the class its type gives (string, int, bool), or for other types
+    not of a class the JSON writer takes as it is. Objects are bound to locals once; an optional
+    leaf is read with `.get(key, default)`, a default of that class (absent is fine)."""
     if _json_check(node, code) is None:
         return
     match node:
-        case OutValue():
-            out.append(f"{indent}if {code}.__class__ not in _ok:")
+        case OutValue(expr=e):
+            # A value whose type gives one class must have it: any other (an input that breaks its
+            # schema) leaves the document to the writer's own check, which is the reference anyway.
+            expected = _EXPECTED_CLASS.get(gen.type_of(e).kind) if gen is not None else None
+            if expected is None:
+                out.append(f"{indent}if {code}.__class__ not in _ok:")
+            else:
+                out.append(f"{indent}if {code}.__class__ is not {expected}:")
             out.append(f"{indent}    return False")
         case OutObject(fields=fields):
             for f in fields:
@@ -1248,23 +1412,26 @@ def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], in
                 key = literal(f.key)
                 may_be_absent = f.optional or (isinstance(f.value, OutObject) and f.value.when is not None)
                 if isinstance(f.value, OutValue):
-                    leaf = f"{code}.get({key}, '')" if may_be_absent else f"{code}[{key}]"
-                    _json_lines(f.value, leaf, out, counter, indent)
+                    # absent is fine: the default is of the class the value is compared with
+                    kind = gen.type_of(f.value.expr).kind if gen is not None else None
+                    default = {Kind.INT: "0", Kind.BOOL: "False"}.get(kind, "''") if kind is not None else "''"
+                    leaf = f"{code}.get({key}, {default})" if may_be_absent else f"{code}[{key}]"
+                    _json_lines(f.value, leaf, out, counter, indent, gen)
                     continue
                 counter[0] += 1
                 local = f"_j{counter[0]}"
                 if may_be_absent:
                     out.append(f"{indent}if {key} in {code}:")
                     out.append(f"{indent}    {local} = {code}[{key}]")
-                    _json_lines(f.value, local, out, counter, indent + "    ")
+                    _json_lines(f.value, local, out, counter, indent + "    ", gen)
                 else:
                     out.append(f"{indent}{local} = {code}[{key}]")
-                    _json_lines(f.value, local, out, counter, indent)
+                    _json_lines(f.value, local, out, counter, indent, gen)
         case OutEach(emit=emit):
             counter[0] += 1
             local = f"_j{counter[0]}"
             out.append(f"{indent}for {local} in {code}:")
-            _json_lines(emit, local, out, counter, indent + "    ")
+            _json_lines(emit, local, out, counter, indent + "    ", gen)
         case OutList() | OutJson():
             out.append(f"{indent}return False")  # positions are not fixed: the writer looks at it all
 

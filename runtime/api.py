@@ -31,6 +31,7 @@ from dockyard.runtime.dates import (
 )
 from dockyard.runtime.functions import (
     MONEY,
+    Memo,
     as_bool,
     as_datetime,
     as_int,
@@ -46,6 +47,7 @@ from dockyard.runtime.functions import (
     get_item,
     last,
     mask,
+    memo_put,
     money_abs,
     money_add,
     money_compare,
@@ -81,6 +83,7 @@ __all__ = [
     "CData",
     "CoverageRecorder",
     "Decimal",
+    "Memo",
     "MissingValue",
     "Target",
     "XmlOptions",
@@ -103,6 +106,7 @@ __all__ = [
     "iso_formatter",
     "last",
     "mask",
+    "memo_put",
     "money_abs",
     "money_add",
     "money_compare",

@@ -201,6 +201,8 @@ def _minute_second() -> frozenset[str]:
     """Every valid "mm:ss" (built on first use: loading a bundle should not pay for it)."""
     return frozenset(f"{m:02d}:{s:02d}" for m in range(60) for s in range(60))
 _HOUR = timedelta(hours=1) - timedelta(microseconds=1)
+_WHOLE_HOUR = timedelta(hours=1)
+_ZERO = timedelta(0)
 # The separators the fast path's texts hold at these positions (the date and hour were read by
 # the general path; the minute and second are checked as "mm:ss").
 _ISO_FIXED = {4: "-", 7: "-", 13: ":", 16: ":"}
@@ -257,6 +259,9 @@ def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
     tz = None if zone_name is None else zone(zone_name)
     fast = all(not directive or text in _ISO_SLICES for directive, text in parts)
     hours: dict[str, str] = {}  # date and hour → the offset with which the fast path is exact there
+    # UTC date and hour of a text in Z → "yyyy-MM-ddTHH" of that hour in the zone, when the zone's
+    # offset is a whole number of hours over all of it (so minutes and seconds read the same)
+    utc_hours: dict[str, str] = {}
 
     def general(text: str) -> str:
         value = parse_datetime(text)
@@ -276,6 +281,21 @@ def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
         offset = start.utcoffset()
         return start.astimezone(tz).utcoffset() == offset == (start + _HOUR).astimezone(tz).utcoffset()
 
+    def local_hour(value: datetime) -> str | None:
+        """For a time in UTC: "yyyy-MM-ddTHH" of its hour in the zone, when every instant of that
+        hour has the same offset there and the offset is whole hours; else None."""
+        start = value.replace(minute=0, second=0, microsecond=0)
+        try:
+            local = start if tz is None else start.astimezone(tz)
+            offset = local.utcoffset()
+            if tz is not None and (start + _HOUR).astimezone(tz).utcoffset() != offset:
+                return None
+        except (OverflowError, ValueError):
+            return None
+        if offset is None or offset % _WHOLE_HOUR:
+            return None
+        return f"{local.year:04d}-{local.month:02d}-{local.day:02d}T{local.hour:02d}"
+
     def first_sight(text: str) -> str:
         """The general path; it also learns whether the fast path is exact in this text's hour."""
         value = parse_datetime(text)  # raises for an invalid date, hour or offset
@@ -284,16 +304,28 @@ def iso_formatter(pattern: str, zone_name: str | None) -> Callable[[str], str]:
             if len(hours) >= _CACHE_LIMIT:
                 hours.clear()
             hours[text[:13]] = text[-6:]  # date and hour → the offset found exact there
-        return general_format(value if tz is None else value.astimezone(tz))
+        result = general_format(value if tz is None else value.astimezone(tz))
+        if (text.__class__ is str and len(text) >= 20 and text[10] == "T" and text[-1] == "Z"
+                and value.utcoffset() == _ZERO and (prefix := local_hour(value)) is not None):
+            if len(utc_hours) >= _CACHE_LIMIT:
+                utc_hours.clear()
+            utc_hours[text[:13]] = prefix
+        return result
 
     def format_text(text: str) -> str:
-        if (text.__class__ is str and hours.get(text[:13]) == text[-6:] and text[13] == ":"
-                and text[14:19] in minute_second):
+        if text.__class__ is str and text[13:14] == ":" and text[14:19] in minute_second:
             size = len(text)
-            # Whole seconds, or 1 to 6 digits of a fraction the pattern does not write (truncated).
-            if size == 25 or (26 < size <= 32 and text[19] == "." and (fraction := text[20:-6]).isdigit()
-                              and fraction.isascii()):
-                return template % ((pieces(text),) if single else pieces(text))
+            if hours.get(text[:13]) == text[-6:]:
+                # Whole seconds, or 1 to 6 digits of a fraction the pattern does not write (truncated).
+                if size == 25 or (26 < size <= 32 and text[19] == "." and (fraction := text[20:-6]).isdigit()
+                                  and fraction.isascii()):
+                    return template % ((pieces(text),) if single else pieces(text))
+            # The same in Z: the zone's hour written before the text's own minutes and seconds.
+            elif (text[-1:] == "Z" and (prefix := utc_hours.get(text[:13])) is not None
+                  and (size == 20 or (21 < size <= 27 and text[19] == "." and (fraction := text[20:-1]).isdigit()
+                                      and fraction.isascii()))):
+                local = prefix + text[13:19]
+                return template % ((pieces(local),) if single else pieces(local))
         return first_sight(text)
 
     format_text.general = general  # type: ignore[attr-defined]  # for tests: the path it must agree with

@@ -17,6 +17,7 @@ from typing import Any
 
 __all__ = [
     "MONEY",
+    "Memo",
     "as_bool",
     "as_datetime",
     "as_int",
@@ -32,6 +33,7 @@ __all__ = [
     "get_item",
     "last",
     "mask",
+    "memo_put",
     "money_abs",
     "money_add",
     "money_compare",
@@ -71,6 +73,56 @@ money_compare = MONEY.compare  # for == and != (a quiet NaN is unequal, a signal
 money_order = MONEY.compare_signal  # for < <= > >= (any NaN is an error, as `<` is in MONEY)
 # sum(items, start) of decimals: start + each item in turn, in MONEY.
 money_sum = partial(reduce, money_add)
+
+# The most values one memoised field keeps (each a few short texts: about 1 MB at most), and the
+# misses after which a full memo is emptied to fill again with what comes next.
+MEMO_LIMIT = 4096
+MEMO_REFRESH = 65536
+
+
+class Memo(dict[str, Any]):
+    """The values of one field of a `$each` that the generated code has computed, by the input
+    texts they were computed from (nested: one level per text, in the order the general code
+    reads them). Only exact `str` keys are ever stored, and only values whose computation ended
+    without an error, so a lookup that finds one gives what the general code would give; a text
+    that fails is never stored and fails again each time, exactly as before.
+
+    It fills with the first MEMO_LIMIT values computed, then stores nothing more, so that where
+    values rarely repeat a miss costs little more than the lookup (a full memo keeps the values
+    that came first, the frequent ones for the most part); after MEMO_REFRESH misses it is emptied
+    and fills again, so that it follows prices that change."""
+
+    __slots__ = ("misses", "size")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
+        self.misses = 0
+
+
+def memo_put(memo: Memo, value: Any, *keys: Any) -> Any:
+    """Stores `value`, just computed by the general code from the texts `keys`, and returns it.
+    Nothing is stored for a key that is not exactly a `str` (a number, a str subclass), nor while
+    the memo is full."""
+    if memo.size >= MEMO_LIMIT:
+        misses = memo.misses + 1
+        if misses < MEMO_REFRESH:
+            memo.misses = misses
+            return value
+        memo.clear()
+        memo.size = memo.misses = 0
+    for key in keys:
+        if key.__class__ is not str:
+            return value
+    level: dict[str, Any] = memo
+    for key in keys[:-1]:
+        inner = level.get(key)
+        if inner is None:
+            inner = level[key] = {}
+        level = inner
+    level[keys[-1]] = value
+    memo.size += 1
+    return value
 
 
 
