@@ -22,6 +22,7 @@ from dockyard.demo import DemoPlan, build_demo_bundle, free_port
 from dockyard.service.app import Service
 from dockyard.service.config import load_config
 from dockyard.service.context import ServiceContext
+from dockyard.service.db import Database
 from dockyard.simulate import Faults, Feedback, Simulator, SimWarehouse
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,6 +36,17 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     with fresh_postgres_database() as url:
         yield url
+
+
+@pytest.fixture
+def db(store_url: str) -> Iterator[Database]:
+    """A store on each backend, open for the test (two `Database` objects on one store stand for
+    two nodes: make the second from `store_url`)."""
+    database = Database(store_url, readers=1)
+    try:
+        yield database
+    finally:
+        database.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,9 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
+from test_overview import _Recorder
 
 from dockyard.service import forward_log, queries, store
 from dockyard.service.db import Conn, Database
@@ -23,15 +22,6 @@ from dockyard.service.schema import FORWARD_PARTS
 from dockyard.service.store import IngestItem
 
 LEASE_US = 30_000_000
-
-
-@pytest.fixture
-def db(store_url: str) -> Iterator[Database]:
-    database = Database(store_url, readers=1)
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def _ingest(db: Database, *order_nos: str) -> None:
@@ -207,17 +197,6 @@ def test_a_successful_batch_ends_its_partitions_back_off(db: Database) -> None:
     def reason(c: Conn) -> Any:
         return c.execute("SELECT reason FROM dy_forward_parts WHERE part = ?", (part,))[0][0]
     assert db.read_sync(reason) is None
-
-
-class _Recorder:
-    """A connection that remembers every statement run through it."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn, self.dialect, self.now, self.statements = conn, conn.dialect, conn.now, []
-
-    def execute(self, sql: str, params: Any = ()) -> Any:
-        self.statements.append((sql, tuple(params)))
-        return self.conn.execute(sql, params)
 
 
 def test_a_batch_is_read_through_the_primary_key_under_a_large_backlog_without_statistics(db: Database) -> None:

@@ -20,15 +20,6 @@ from dockyard.service import queries
 from dockyard.service.db import Conn, Database
 
 
-@pytest.fixture
-def db(store_url: str) -> Iterator[Database]:
-    database = Database(store_url, readers=1)
-    try:
-        yield database
-    finally:
-        database.close()
-
-
 def _as_three_selects(conn: Conn, order_no: str) -> dict[str, Any] | None:
     """The order's page as it was read before it became one statement: the reference answer."""
     rows = conn.execute("SELECT order_no, tracking_id, warehouse, status, delivery, warehouse_order_id, waybills, "

@@ -22,15 +22,6 @@ from dockyard.service.schema import FORWARD_PARTS, SCHEMA_VERSION
 from dockyard.service.store import ClaimOutcome, IngestItem, JobResult, WarehouseLimits
 
 
-@pytest.fixture
-def db(store_url: str) -> Iterator[Database]:
-    database = Database(store_url, readers=1)
-    try:
-        yield database
-    finally:
-        database.close()
-
-
 def _ids() -> Iterator[str]:
     return (uuid.uuid4().hex for _ in itertools.repeat(None))
 
