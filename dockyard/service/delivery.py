@@ -44,7 +44,7 @@ from dockyard.runtime.request import PreparedRequest, build_request
 from dockyard.service import forward_log, logs, store, tracing
 from dockyard.service.config import FlowConfig, RetryConfig, WarehouseConfig
 from dockyard.service.context import MappingVersion, ServiceContext, load_order, rewrite_url
-from dockyard.service.db import Conn, Database, StoreError, StoreUnavailable, now_us
+from dockyard.service.db import BatchOp, Conn, Database, StoreError, StoreUnavailable, now_us
 from dockyard.service.http_client import HttpAnswer, HttpPool, failure_kind, prepare
 from dockyard.service.metrics import Metrics, outcome_class, retry_reason
 from dockyard.service.resilience import SharedCircuit, backoff_seconds, retry_after_seconds
@@ -699,7 +699,7 @@ class Deliverer:
                                          warehouse=UPSTREAM, rows=[
                                              JournalRow(None, job.order_no, UPSTREAM, "forward", "forward-failed",
                                                         "retry", detail={"reason": why, "attempt": job.attempts})]))
-        await self._commit_many(results)
+        await self._write_until_stored(store.FinishOp(results))
         for r in results:
             self.metrics.forwards.labels(r.state).inc(len(events[r.job_id]))
 
@@ -757,14 +757,7 @@ class Deliverer:
             delay = backoff_seconds(retry, max(e.attempts for e in batch) + 1)
             failed = forward_log.FailedBatch(why, int(delay * 1_000_000), retry.max_attempts)
         op = forward_log.FinishForwardsOp(batch, failed, clear=[p for p in touched if parts.get(p)])
-        delay_s = 0.2
-        while True:
-            try:
-                await self.db.write(op)
-                break
-            except StoreUnavailable:
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 2.0)
+        await self._write_until_stored(op)
         for p in touched:
             parts[p] = None if ok else why
         if ok:
@@ -775,11 +768,13 @@ class Deliverer:
             if dead:
                 self.metrics.forwards.labels("dead").inc(dead)
 
-    async def _commit_many(self, results: list[JobResult]) -> None:
+    async def _write_until_stored(self, op: BatchOp) -> None:
+        """Write what became of a forwarded batch, waiting out a store that is away (the batch
+        went: its outcome must not be lost)."""
         delay = 0.2
         while True:
             try:
-                await self.db.write(store.FinishOp(results))
+                await self.db.write(op)
                 return
             except StoreUnavailable:
                 await asyncio.sleep(delay)
