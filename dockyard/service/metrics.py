@@ -67,6 +67,7 @@ ATTEMPT_OUTCOMES = ("2xx", "3xx", "4xx", "5xx", "timeout", "reset", "refused", "
 RETRY_REASONS = ("server-error", "rate-limited", "timeout", "reset", "refused", "not-sent", "warehouse-asked",
                  "in-doubt", "other")
 INGEST_ENDPOINTS = ("order", "batch")
+_CHILDREN_KEPT = 4096  # labelled children kept per hot path; beyond that, looked up each time
 # What became of a warehouse callback (feedback.CallbackReply.outcome).
 CALLBACK_OUTCOMES = ("applied", "duplicate", "forged", "unreadable", "unknown-flow", "error")
 UPSTREAM = "_upstream"
@@ -77,7 +78,7 @@ _FAILURES = {"timeout": "timeout", "reset": "reset", "refused": "refused", "not_
 
 def _status(http_status: int | None, error: str | None) -> int | None:
     """The HTTP status, from the argument or from an `http_503`-style error word."""
-    if http_status is None and error and error.startswith("http_") and error[5:].isdigit():
+    if http_status is None and error and error.startswith("http_") and error[5:].isascii() and error[5:].isdigit():
         return int(error[5:])
     return http_status
 
@@ -273,6 +274,12 @@ class Metrics:
                                  multiprocess_mode=store)
         self._warehouses: frozenset[str] | None = None
         self._callback_flows: frozenset[tuple[str, str]] | None = None
+        # The labelled children the hot paths use, looked up once: `labels()` takes a lock and builds
+        # the label tuple on every call (half of what counting a callback cost). The keys are
+        # bounded: configured warehouses and flows (unknown ones are folded before the lookup) and
+        # the fixed outcome lists.
+        self._callback_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._attempt_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         if config is not None:
             self._declare(config)
 
@@ -310,9 +317,16 @@ class Metrics:
     def observe_attempt(self, warehouse: str, flow: str, outcome: str, seconds: float) -> None:
         """One exchange with a warehouse ended: `outcome` from `outcome_class()`, `seconds` the
         exchange's time (the journal row's elapsed_us / 1e6)."""
-        name = self._warehouse(warehouse)
-        self.attempts.labels(name, flow, outcome if outcome in ATTEMPT_OUTCOMES else "error").inc()
-        self.attempt_seconds.labels(name, flow).observe(seconds)
+        key = (warehouse, flow, outcome)
+        children = self._attempt_children.get(key)
+        if children is None:
+            name = self._warehouse(warehouse)
+            children = (self.attempts.labels(name, flow, outcome if outcome in ATTEMPT_OUTCOMES else "error"),
+                        self.attempt_seconds.labels(name, flow))
+            if len(self._attempt_children) < _CHILDREN_KEPT:
+                self._attempt_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_retry(self, warehouse: str, reason: str) -> None:
         """A delivery was scheduled again; `reason` from `retry_reason()`."""
@@ -340,8 +354,14 @@ class Metrics:
         if known is not None and (warehouse, flow) not in known:
             self.callbacks.labels("unknown", "unknown", outcome).inc()
             return
-        self.callbacks.labels(warehouse, flow, outcome).inc()
-        self.callback_seconds.labels(warehouse, flow).observe(seconds)
+        key = (warehouse, flow, outcome)
+        children = self._callback_children.get(key)
+        if children is None:
+            children = (self.callbacks.labels(warehouse, flow, outcome), self.callback_seconds.labels(warehouse, flow))
+            if len(self._callback_children) < _CHILDREN_KEPT:
+                self._callback_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     # -- at scrape time ---------------------------------------------------------------------------
     def refresh(self, store_counts: dict[str, Any], breakers: dict[str, str], inflight: dict[str, int],
