@@ -113,8 +113,8 @@ def retry_after_seconds(value: str | None, *, cap: float = 300.0,
     if not value:
         return 0.0
     text = value.strip()
-    if text.isdigit():
-        return min(cap, float(text))
+    if text.isdigit():  # "²" and "①" are digits to isdigit() but no number to float(): unreadable, so 0
+        return min(cap, float(text)) if text.isascii() else 0.0
     from email.utils import parsedate_to_datetime
 
     try:

@@ -661,7 +661,8 @@ def _text(value: Any) -> str | None:
 
 
 def _int(text: str) -> int | None:
-    return int(text) if text.isdigit() and len(text) < 19 else None
+    # ASCII digits only: str.isdigit() also says yes to "²" and "①", which int() then refuses (a 500)
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 19 else None
 
 
 def _field(f: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.service.config import CircuitConfig, RetryConfig
-from dockyard.service.resilience import Breaker, backoff_seconds
+from dockyard.service.resilience import Breaker, backoff_seconds, retry_after_seconds
 
 
 @settings(database=None, max_examples=300, deadline=None)
@@ -74,3 +74,30 @@ def test_the_breaker_is_open_exactly_after_a_run_of_failures(outcomes: list[bool
             breaker.failure()
             run += 1
         assert (breaker.state == "open") == (run >= threshold)
+
+
+# A warehouse's Retry-After header is its text, whatever it is: any header value gives a wait
+# between 0 and the cap and never an exception (which would fail the attempt's bookkeeping). Unicode
+# digits that are not ASCII ("²", "①", "١") are no delta-seconds: isdigit() says yes to them.
+@settings(database=None, max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=40), st.text("0123456789²³①١٢ \t", max_size=12),
+                 st.integers(0, 10**6).map(str), st.none()))
+def test_any_retry_after_gives_a_wait_within_the_cap(value: str | None) -> None:
+    wait = retry_after_seconds(value, cap=300.0, now=lambda: 1_800_000_000.0)
+    assert 0.0 <= wait <= 300.0
+    text = (value or "").strip()
+    if text.isascii() and text.isdigit():
+        assert wait == min(300.0, float(text))
+    elif text and not text.isascii() and all(c.isdigit() for c in text):
+        assert wait == 0.0
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    now = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+    assert retry_after_seconds("120", now=lambda: now) == 120.0
+    assert retry_after_seconds(" 7 ", now=lambda: now) == 7.0
+    assert retry_after_seconds("100000", cap=300.0, now=lambda: now) == 300.0
+    assert retry_after_seconds("Fri, 15 Jan 2027 08:00:30 GMT", now=lambda: now) == 30.0
+    assert retry_after_seconds("Fri, 15 Jan 2027 07:00:00 GMT", now=lambda: now) == 0.0  # in the past
+    for unreadable in ("²", "①②", "soon", "-5", "1.5", "", None):
+        assert retry_after_seconds(unreadable, now=lambda: now) == 0.0
