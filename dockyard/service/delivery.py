@@ -33,7 +33,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +54,10 @@ __all__ = ["Deliverer", "HttpAnswer"]
 
 UPSTREAM = store.UPSTREAM
 EXCERPT = 2000
+# Answers of the upstream webhook that refuse a batch for what it holds (not for being away, or for
+# our signature): a batch refused so is sent in parts to find the events it refuses (_isolate).
+REFUSED_BATCH = frozenset({400, 404, 409, 413, 422})
+ISOLATE_REFUSED = 3  # events refused alone that one round isolates, at most
 LEASE_RENEW_S = 1.0  # how often the upstream outbox's loop renews (and rebalances) its partitions' leases
 log = logging.getLogger("dockyard.delivery")
 
@@ -648,20 +652,21 @@ class Deliverer:
             finally:
                 self._holding.difference_update(j.id for j in outcome.jobs)
 
-    async def _post_upstream(self, url: str, body: bytes, secret: str | None) -> tuple[bool, str]:
-        """POST a batch of events (a JSON array) to the upstream webhook: (taken, why not)."""
+    async def _post_upstream(self, url: str, body: bytes, secret: str | None) -> tuple[bool, str, int | None]:
+        """POST a batch of events (a JSON array) to the upstream webhook: (taken, why not, the
+        answer's HTTP status or None when there was none)."""
         headers = [("Content-Type", "application/json")]
         if secret is not None:
             headers.append(("X-Dockyard-Signature", hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()))
         try:
             answer = await self._pools[UPSTREAM].request(prepare("POST", url, headers, body))
             ok = 200 <= answer.status < 300
-            return ok, "" if ok else f"HTTP {answer.status}"
+            return ok, "" if ok else f"HTTP {answer.status}", answer.status
         except (NotSent, OutcomeUnknown) as exc:
-            return False, str(exc)
+            return False, str(exc), None
         except Exception as exc:  # a bug must not strand the batch: it is retried like a failure
             log.exception("forwarding to the upstream webhook failed inside the service")
-            return False, f"internal error: {type(exc).__name__}"
+            return False, f"internal error: {type(exc).__name__}", None
 
     def _upstream_secret(self, name: str | None) -> tuple[bool, str | None]:
         """The upstream webhook's signing secret, read per batch (the secrets cache makes it cheap)
@@ -679,7 +684,7 @@ class Deliverer:
         events = {j.id: store.forward_events(j.payload) or ["null"] for j in jobs}
         body = ("[" + ",".join(e for j in jobs for e in events[j.id]) + "]").encode("utf-8")
         sent = sum(len(e) for e in events.values())
-        ok, why = await self._post_upstream(url, body, secret)
+        ok, why, _status = await self._post_upstream(url, body, secret)
         results: list[JobResult] = []
         for job in jobs:
             if ok:  # a row per event, as `dockyard trace` shows each event's forwarding
@@ -745,28 +750,99 @@ class Deliverer:
             if time.monotonic() >= trusted_until:
                 renew_at = 0.0
                 continue
-            await self._forward_batch(batch, parts, up.url, up.retry, secret)
+            await self._forward_batch(batch, parts, up.url, up.retry, secret, trusted_until)
 
     async def _forward_batch(self, batch: list[forward_log.LogEvent], parts: dict[int, str | None], url: str,
-                             retry: RetryConfig, secret: str | None) -> None:
-        body = ("[" + ",".join(e.document for e in batch) + "]").encode("utf-8")
-        ok, why = await self._post_upstream(url, body, secret)
-        touched = sorted({e.part for e in batch})
-        failed = None
-        if not ok:
-            delay = backoff_seconds(retry, max(e.attempts for e in batch) + 1)
-            failed = forward_log.FailedBatch(why, int(delay * 1_000_000), retry.max_attempts)
-        op = forward_log.FinishForwardsOp(batch, failed, clear=[p for p in touched if parts.get(p)])
-        await self._write_until_stored(op)
-        for p in touched:
-            parts[p] = None if ok else why
+                             retry: RetryConfig, secret: str | None, trusted_until: float = float("inf")) -> None:
+        ok, why, status = await self._post_upstream(url, _events_body(batch), secret)
         if ok:
-            self.metrics.forwards.labels("done").inc(len(batch))
+            await self._forwarded(batch, parts)
+        elif status in REFUSED_BATCH and len(batch) > 1:
+            await self._isolate(batch, parts, url, retry, secret, trusted_until)
         else:
-            dead = sum(1 for e in batch if e.attempts + 1 >= retry.max_attempts)
-            self.metrics.forwards.labels("ready").inc(len(batch) - dead)
-            if dead:
-                self.metrics.forwards.labels("dead").inc(dead)
+            await self._forward_failed(batch, parts, retry, why)
+
+    async def _isolate(self, batch: list[forward_log.LogEvent], parts: dict[int, str | None], url: str,
+                       retry: RetryConfig, secret: str | None, trusted_until: float) -> None:
+        """The webhook refused a batch for what it holds (REFUSED_BATCH): find the events it refuses
+        by sending parts of the batch, so that one bad event holds back its own order, not every
+        order that shared its batch (which, out of attempts, would all wait for a person).
+
+        The events are tried in order, a leading part at a time, halving the part on a refusal: a
+        part that goes is done, a single event refused is the culprit. A culprit's order is held
+        for this round (its later events stay in the log, untried, so they are not sent before
+        it); the culprit counts an attempt and backs off its partition like a failed batch, and
+        dead-letters when out of attempts, as before. Bounded: at most ISOLATE_REFUSED culprits and
+        a few requests per halving of the batch per round; past that, what is left backs off with
+        the culprits without counting an attempt (it was not found at fault), and on a failure that
+        is not a refusal (the webhook away) it fails as a batch, as before. Each request starts only while
+        the partitions' leases surely hold until its answer (`trusted_until`); when they may not,
+        what is left stays in the log untouched, for the next round."""
+        sent: list[forward_log.LogEvent] = []
+        refused: list[forward_log.LogEvent] = []
+        held: set[str] = set()  # orders with a culprit: their later events are not tried
+        rest = list(batch)
+        size = max(1, len(rest) // 2)
+        budget = 4 * len(batch).bit_length() + 2 * ISOLATE_REFUSED  # requests this round may make
+        why = ""
+        while rest and budget > 0 and len(refused) < ISOLATE_REFUSED and time.monotonic() < trusted_until:
+            budget -= 1
+            part = rest[:size]
+            ok, answer, status = await self._post_upstream(url, _events_body(part), secret)
+            if ok:
+                sent += part
+                rest = rest[len(part):]
+                size = max(1, min(size * 2, len(rest)))
+            elif status not in REFUSED_BATCH:
+                await self._forwarded(sent, parts, keep_back_off={e.part for e in refused})
+                await self._forward_failed(refused, parts, retry, why)
+                await self._forward_failed([e for e in rest if e.order_no not in held], parts, retry, answer)
+                return
+            elif len(part) > 1:
+                size = max(1, len(part) // 2)
+            else:
+                why = f"{answer} for this event alone"
+                refused.append(part[0])
+                held.add(part[0].order_no)
+                rest = [e for e in rest[1:] if e.order_no not in held]
+                size = max(1, min(size, len(rest)))
+        await self._forwarded(sent, parts, keep_back_off={e.part for e in refused})
+        await self._forward_failed(refused, parts, retry, why)
+        if rest and (budget <= 0 or len(refused) >= ISOLATE_REFUSED):
+            # Past this round's bounds: what is left was not found at fault, so it counts no attempt
+            # (it must not be dead-lettered for its neighbours), but its partitions back off like the
+            # culprits', so that a webhook refusing everything is not asked again at once.
+            await self._forward_failed(rest, parts, retry, f"{why or 'refused'}; more events of the batch not tried "
+                                       "this round", counts=False, attempts=max(e.attempts for e in refused or rest))
+        # else: out of lease time; what is left stays in the log for the next round, untouched
+
+    async def _forwarded(self, events: list[forward_log.LogEvent], parts: dict[int, str | None],
+                         keep_back_off: Collection[int] = ()) -> None:
+        if not events:
+            return
+        touched = sorted({e.part for e in events}.difference(keep_back_off))  # a culprit's partition backs off
+        await self._write_until_stored(forward_log.FinishForwardsOp(events, None,
+                                                                    clear=[p for p in touched if parts.get(p)]))
+        for p in touched:
+            parts[p] = None
+        self.metrics.forwards.labels("done").inc(len(events))
+
+    async def _forward_failed(self, events: list[forward_log.LogEvent], parts: dict[int, str | None],
+                              retry: RetryConfig, why: str, *, counts: bool = True,
+                              attempts: int | None = None) -> None:
+        if not events:
+            return
+        delay = backoff_seconds(retry, (max(e.attempts for e in events) if attempts is None else attempts) + 1)
+        failed = forward_log.FailedBatch(why, int(delay * 1_000_000), retry.max_attempts, counts)
+        await self._write_until_stored(forward_log.FinishForwardsOp(events, failed))
+        for p in {e.part for e in events}:
+            parts[p] = why
+        if not counts:
+            return
+        dead = sum(1 for e in events if e.attempts + 1 >= retry.max_attempts)
+        self.metrics.forwards.labels("ready").inc(len(events) - dead)
+        if dead:
+            self.metrics.forwards.labels("dead").inc(dead)
 
     async def _write_until_stored(self, op: BatchOp) -> None:
         """Write what became of a forwarded batch, waiting out a store that is away (the batch
@@ -779,6 +855,10 @@ class Deliverer:
             except StoreUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+
+def _events_body(events: list[forward_log.LogEvent]) -> bytes:
+    return ("[" + ",".join(e.document for e in events) + "]").encode("utf-8")
 
 
 class _NotOurs(Exception):

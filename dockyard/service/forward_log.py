@@ -131,6 +131,9 @@ class FailedBatch:
     why: str
     delay_us: int  # how long its partitions back off
     max_attempts: int  # a row that has made this many attempts is dead-lettered
+    # False: the rows were not what failed (they were left over when a refused batch's culprits were
+    # being isolated), so their partitions back off but they count no attempt and are not journaled
+    counts: bool = True
 
 
 class FinishForwardsOp(BatchOp):
@@ -170,6 +173,9 @@ def _finish(conn: Tx, op: FinishForwardsOp) -> int:
         journal(conn, rows)
         return len(removed)
     failed = op.failed
+    if not failed.counts:
+        _back_off(conn, events, failed)
+        return 0
     dead = [e for e in events if e.attempts + 1 >= failed.max_attempts]
     retried = [e for e in events if e.attempts + 1 < failed.max_attempts]
     for chunk in chunks([e.id for e in retried]):
@@ -181,11 +187,15 @@ def _finish(conn: Tx, op: FinishForwardsOp) -> int:
              for order_no, attempt in attempt_of.items()]
     if dead:
         rows += _dead_letter(conn, dead, failed)
+    _back_off(conn, events, failed)
+    journal(conn, rows)
+    return 0
+
+
+def _back_off(conn: Tx, events: Sequence[LogEvent], failed: FailedBatch) -> None:
     where, params = in_list(conn, sorted({e.part for e in events}))
     conn.execute(f"UPDATE dy_forward_parts SET next_at = ?, reason = ? WHERE part {where}",
                  (conn.now + failed.delay_us, failed.why, *params))
-    journal(conn, rows)
-    return 0
 
 
 def _dead_letter(conn: Tx, dead: Sequence[LogEvent], failed: FailedBatch) -> list[JournalRow]:

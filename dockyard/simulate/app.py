@@ -46,8 +46,11 @@ class _Upstream:
         self.events: list[dict[str, Any]] = []
         self.by_order: dict[str, int] = {}
         self.by_event: dict[tuple[str, str], int] = {}
-        self.posts = self.bad_signatures = self.invalid = 0
+        self.posts = self.bad_signatures = self.invalid = self.refused = 0
         self.fault_counts = dict.fromkeys(FAULT_KINDS, 0)
+        # Orders the middle platform does not take events for (it answers 422 to a batch holding
+        # one, taking none of the batch), as a platform refuses an order it never issued.
+        self.refuse_orders: frozenset[str] = frozenset()
 
     def record(self, events: list[dict[str, Any]]) -> None:
         self.posts += 1
@@ -63,7 +66,7 @@ class _Upstream:
     def stats(self) -> dict[str, Any]:
         return {"posts": self.posts, "events": len(self.events), "unique_events": len(self.by_event),
                 "orders": len(self.by_order), "bad_signatures": self.bad_signatures, "invalid": self.invalid,
-                "faults": dict(self.fault_counts)}
+                "refused": self.refused, "faults": dict(self.fault_counts)}
 
 
 class Simulator:
@@ -161,6 +164,10 @@ class Simulator:
 
     def upstream_events(self) -> list[dict[str, Any]]:
         return list(self._upstream.events)
+
+    def refuse_upstream(self, order_nos: Iterable[str]) -> None:
+        """From now on the webhook refuses (422) every batch holding an event of these orders."""
+        self._upstream.refuse_orders = frozenset(order_nos)
 
     def upstream_received(self) -> dict[str, int]:
         """order_no → status events the webhook received for it."""
@@ -289,6 +296,10 @@ class Simulator:
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
             up.invalid += 1
             return _json_response({"ok": False, "error": "expected a JSON array of status-event objects"}, 400)
+        unknown = sorted({str(e.get("order_no")) for e in events} & up.refuse_orders)
+        if unknown:
+            up.refused += 1
+            return _json_response({"ok": False, "error": f"unknown order {unknown[0]}"}, 422)
         up.record(events)
         answer = Answer(200, "application/json", orjson.dumps({"ok": True, "received": len(events)}))
         if fault is None:

@@ -11,8 +11,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
+
 from test_service import example
 
+from dockyard.service import store
 from dockyard.simulate import Feedback
 from dockyard.simulate.protocols import cainiao_callback, qimen_callback_query, qimen_confirm_xml
 
@@ -259,5 +262,62 @@ def test_upstream_failures_are_retried_until_every_event_is_forwarded(env: Any) 
             forwarded = await run.service.db.read(lambda c: c.execute(
                 "SELECT COUNT(*) FROM dy_journal WHERE step = 'forwarded'"))
             assert forwarded[0][0] == 60  # journaled once per event, however often it went
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("bad", [["TMRF0005"], ["TMRF0001", "TMRF0003", "TMRF0005", "TMRF0007", "TMRF0009"]])
+def test_an_event_the_webhook_refuses_holds_back_its_own_order_only(env: Any, bad: list[str]) -> None:
+    """The webhook answers 422 to any batch holding an event of an order it does not take. The
+    refused batches are sent in parts until those orders' events are found: every other order's
+    events arrive, each order's in order, and only the refused orders end in the DLQ (their events
+    in order), where a batch refused as a whole used to take every order that shared it there.
+    With more refused orders than one round isolates (5 > ISOLATE_REFUSED), the rest of a batch
+    backs off without counting attempts, so no good order is dead-lettered for its neighbours."""
+    async def main() -> None:
+        async with env(retry={"max_attempts": 3, "base_delay": 0.05, "max_delay": 0.2, "jitter": 0.0}) as run:
+            orders = []
+            for i in range(12):
+                order = example()
+                order["order_no"] = f"TMRF{i:04d}"
+                orders.append(order)
+            await run.post("/orders/batch", orders)
+            for order in orders:
+                await run.until(order["order_no"], lambda d: d["delivery"] == "delivered")
+            run.sim.refuse_upstream(bad)
+            # every event recorded in one commit, so that the forwarding loop reads them as one batch
+            sent: dict[str, list[str]] = {}
+            records = []
+            for k in range(2):
+                for order in orders:
+                    event_id = f"OBC-{order['order_no']}-{k}"
+                    records.append(store.EventRecord({"order_no": order["order_no"], "status": "DELIVERED",
+                                                      "event_id": event_id}, event_id))
+                    sent.setdefault(order["order_no"], []).append(event_id)
+            await run.service.db.write(store.RecordEventsOp("qimen-std", "deliveryorder.confirm", records,
+                                                            forward=True, received_at=0))
+            good = {o: ids for o, ids in sent.items() if o not in bad}
+            for _ in range(600):
+                left = await run.service.db.read(lambda c: c.execute("SELECT COUNT(*) FROM dy_forwards"))
+                if left[0][0] == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert left[0][0] == 0
+            arrived: dict[str, list[str]] = {}
+            for e in run.sim.upstream_events():  # in the order the webhook took them
+                seen = arrived.setdefault(e["order_no"], [])
+                if e["event_id"] not in seen:
+                    seen.append(e["event_id"])
+            assert arrived == good  # every other order's events, in order; none of the refused one's
+            dead = await run.service.db.read(lambda c: c.execute(
+                "SELECT order_no, payload FROM dy_jobs WHERE lane = 'up' AND state = 'dead' ORDER BY id"))
+            assert {row[0] for row in dead} == set(bad)  # the refused orders wait for a person, no other
+            for order_no in bad:  # each one's events in order (a later one held while the first was tried)
+                assert [json.loads(x)["event_id"] for o, payload in dead if o == order_no
+                        for x in payload.split(store.EVENT_SEPARATOR)] == sent[order_no]
+            failed = await run.service.db.read(lambda c: c.execute(
+                "SELECT DISTINCT order_no FROM dy_journal WHERE step = 'forward-failed' ORDER BY order_no"))
+            assert [row[0] for row in failed] == bad
+            assert run.sim.stats()["upstream"]["refused"] > 0
 
     asyncio.run(main())

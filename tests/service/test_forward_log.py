@@ -186,6 +186,27 @@ def test_a_failed_batch_backs_off_and_out_of_attempts_is_one_dead_job_per_order(
         lambda c: c.execute("SELECT order_no, document FROM dy_forwards"))] == [("D-2", "picking")]
 
 
+def test_rows_left_over_by_an_isolation_back_off_without_counting_an_attempt(db: Database) -> None:
+    """A refused batch's rows that were not found at fault (FailedBatch(counts=False)): their
+    partitions back off, but they keep their attempts, are never dead-lettered however often this
+    happens, and journal nothing."""
+    _ingest(db, "L-1")
+    _record(db, ("L-1", "accepted"))
+    held = _lease(db)
+    batch, _ = _read(db, held)
+    left_over = FailedBatch("HTTP 422 for this event alone; more events of the batch not tried this round",
+                            60_000_000, max_attempts=1, counts=False)
+    for _ in range(3):
+        db.write_sync(FinishForwardsOp(batch, left_over))
+        again, due_in = _read(db, held)
+        assert again == [] and due_in is not None and due_in > 50_000_000  # backed off
+        db.write_sync(lambda c: c.execute("UPDATE dy_forward_parts SET next_at = 0"))
+    again, _ = _read(db, held)
+    assert [(e.id, e.attempts) for e in again] == [(e.id, 0) for e in batch]
+    assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_jobs WHERE lane = 'up'"))[0][0] == 0
+    assert _journal(db, "forward-failed") == [] and _journal(db, "dead-lettered") == []
+
+
 def test_a_successful_batch_ends_its_partitions_back_off(db: Database) -> None:
     _ingest(db, "C-1")
     _record(db, ("C-1", "accepted"))
