@@ -30,7 +30,10 @@ import httptools
 
 from dockyard.runtime.delivery import NotSent, OutcomeUnknown, origin
 
-__all__ = ["ConnectionReset", "HttpAnswer", "HttpPool", "NoAnswer", "Prepared", "Refused", "failure_kind"]
+# NotSent and OutcomeUnknown are what every failure of this client is (runtime.delivery defines them for
+# all transports); exported here so that a user of the client alone needs nothing else.
+__all__ = ["ConnectionReset", "HttpAnswer", "HttpPool", "NoAnswer", "NotSent", "OutcomeUnknown", "Prepared", "Refused",
+           "failure_kind", "prepare"]
 
 
 class NoAnswer(OutcomeUnknown):

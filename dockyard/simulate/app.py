@@ -19,10 +19,10 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 
+from dockyard.service.http_client import HttpPool
 from dockyard.simulate.faults import FAULT_KINDS, GARBAGE_PAGE, Faults, pick_fault
 from dockyard.simulate.feedback import Feedback, Pusher
 from dockyard.simulate.protocols import upstream_receiver
@@ -91,7 +91,7 @@ class Simulator:
         self._upstream = _Upstream(upstream_secret, upstream_faults or Faults())
         self._tasks: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: HttpPool | None = None
         self._pusher: Pusher | None = None
         self.base_url: str | None = None
 
@@ -123,8 +123,9 @@ class Simulator:
         self._runner = runner
         bound = runner.addresses[0]
         self.base_url = f"http://{host}:{bound[1]}"
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256))
-        self._pusher = Pusher(self.feedback, self._session, self._rng)
+        self._pool = HttpPool(limit=256, connect_timeout=self.feedback.push_timeout,
+                              timeout=self.feedback.push_timeout)
+        self._pusher = Pusher(self.feedback, self._pool, self._rng)
         return self.base_url
 
     async def drain(self, timeout: float = 30.0) -> None:
@@ -145,9 +146,9 @@ class Simulator:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -34,8 +34,7 @@ from itertools import count
 from typing import NamedTuple
 from urllib.parse import urlencode
 
-import aiohttp
-
+from dockyard.service.http_client import HttpPool, NotSent, OutcomeUnknown, prepare
 from dockyard.simulate import protocols as p
 from dockyard.simulate.warehouses import (
     ACCEPTED,
@@ -169,13 +168,17 @@ class _Routes:
 
 
 class Pusher:
-    """Runs order lifecycles and delivers their callbacks over one shared client session."""
+    """Runs order lifecycles and delivers their callbacks over one pool of keep-alive connections.
 
-    def __init__(self, feedback: Feedback, session: aiohttp.ClientSession, rng: random.Random) -> None:
+    The pool is the service's own lean HTTP client (dockyard.service.http_client), not aiohttp's:
+    the simulated warehouses push 3-5 callbacks per order, and aiohttp's client request cost more
+    CPU than the service spent taking the callback, so on a 2-core machine the rig, not the service,
+    capped what bench/e2e.py could measure (issue 10)."""
+
+    def __init__(self, feedback: Feedback, pool: HttpPool, rng: random.Random) -> None:
         self.feedback = feedback
-        self.session = session
+        self.pool = pool
         self.rng = rng
-        self.timeout = aiohttp.ClientTimeout(total=feedback.push_timeout)
         self._routes: dict[str, _Routes] = {}
         self._flushing: set[asyncio.Task[None]] = set()
 
@@ -251,8 +254,7 @@ class Pusher:
 
     async def _post(self, url: str, push: Push) -> bool:
         try:
-            async with self.session.post(url, data=push.body, headers={"Content-Type": push.content_type},
-                                         timeout=self.timeout) as resp:
-                return push.acked(resp.status, await resp.read())
-        except (aiohttp.ClientError, TimeoutError, OSError):
+            answer = await self.pool.request(prepare("POST", url, [("Content-Type", push.content_type)], push.body))
+        except (NotSent, OutcomeUnknown, OSError):
             return False
+        return push.acked(answer.status, answer.body)

@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
-
 from test_service import example
 
 from dockyard.service import store

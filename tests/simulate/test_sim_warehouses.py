@@ -153,6 +153,10 @@ def test_a_path_of_another_kind_or_an_unknown_warehouse_is_404() -> None:
 
 
 def test_the_simulator_shares_no_signing_or_crypto_code_with_the_runtime() -> None:
+    """The simulated warehouses sign, verify, encrypt and parse with code of their own, so that
+    the service is tested against an independent implementation. The one thing they share is the
+    HTTP client their callback pushes go out with (the service's lean keep-alive client): it is
+    only the transport, and the other end of those exchanges, the service's server, is aiohttp's."""
     import ast
 
     from simkit import ROOT
@@ -163,6 +167,8 @@ def test_the_simulator_shares_no_signing_or_crypto_code_with_the_runtime() -> No
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert not name.startswith(("dockyard.runtime", "dockyard.compiler")), f"{path.name} imports {name}"
+                assert not name.startswith("dockyard.service") or name == "dockyard.service.http_client", \
+                    f"{path.name} imports {name}"
 
 
 # The recovery query of each warehouse that offers one: (request spec, response spec).
