@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from seckit import example, no_internals, service
+from seckit import Env, example, no_internals, service
 
 # Raw (already percent-encoded) pieces of a URL: what a client can put on the wire.
 HOSTILE = ["%00", "a%00b", "%ED%A0%80", "%FF%FE", "%C3", "%01%1F", "%7F", "99999999999999999999999999",
@@ -48,7 +48,7 @@ def _routes(app: object) -> list[tuple[str, str]]:
     return sorted(set(out))
 
 
-async def _ask(env, method: str, path: str, body: bytes | None = None) -> int:  # type: ignore[no-untyped-def]
+async def _ask(env: Env, method: str, path: str, body: bytes | None = None) -> int:
     headers = {"Authorization": f"Bearer {OPERATOR}"}
     if body is not None:
         headers["Content-Type"] = "application/json"

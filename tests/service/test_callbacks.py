@@ -42,6 +42,29 @@ async def _events(run: Any) -> list[tuple[Any, ...]]:
     return rows
 
 
+async def _delivered(run: Any, prefix: str, n: int) -> list[dict[str, Any]]:
+    """n example orders numbered under `prefix`, sent in one batch and delivered."""
+    orders = []
+    for i in range(n):
+        order = example()
+        order["order_no"] = f"{prefix}{i:04d}"
+        orders.append(order)
+    await run.post("/orders/batch", orders)
+    for order in orders:
+        await run.until(order["order_no"], lambda d: d["delivery"] == "delivered")
+    return orders
+
+
+def _arrived(run: Any) -> dict[str, list[str]]:
+    """Each order's event ids in the order the webhook first took them."""
+    arrived: dict[str, list[str]] = {}
+    for e in run.sim.upstream_events():
+        seen = arrived.setdefault(e["order_no"], [])
+        if e["event_id"] not in seen:
+            seen.append(e["event_id"])
+    return arrived
+
+
 def test_a_signed_confirm_is_applied_once_and_acked_each_time(env: Any) -> None:
     async def main() -> None:
         async with env() as run:
@@ -228,14 +251,7 @@ def test_upstream_failures_are_retried_until_every_event_is_forwarded(env: Any) 
             # 30% of posts fail: with 8 attempts a batch is dead-lettered with odds of 0.3**8 (7e-5);
             # backoff (0.2 s doubling, capped at 5 s, jittered) can take ~20 s for an unlucky batch.
             run.sim.set_faults("_upstream", Faults(error_rate=0.3))
-            orders = []
-            for i in range(20):
-                order = example()
-                order["order_no"] = f"TMUP{i:04d}"
-                orders.append(order)
-            await run.post("/orders/batch", orders)
-            for order in orders:
-                await run.until(order["order_no"], lambda d: d["delivery"] == "delivered")
+            orders = await _delivered(run, "TMUP", 20)
             sent: dict[str, list[str]] = {}
             for k in range(3):  # three events per order, recorded one after another
                 for order in orders:
@@ -249,11 +265,7 @@ def test_upstream_failures_are_retried_until_every_event_is_forwarded(env: Any) 
                 await asyncio.sleep(0.05)
             got = sorted({e["event_id"] for e in run.sim.upstream_events()})
             assert got == sorted(i for ids in sent.values() for i in ids)  # none lost
-            arrived: dict[str, list[str]] = {}
-            for e in run.sim.upstream_events():  # in the order the webhook took them
-                seen = arrived.setdefault(e["order_no"], [])
-                if e["event_id"] not in seen:
-                    seen.append(e["event_id"])
+            arrived = _arrived(run)
             assert arrived == sent
             failed = await run.service.db.read(lambda c: c.execute(
                 "SELECT COUNT(*) FROM dy_journal WHERE step = 'forward-failed'"))
@@ -275,14 +287,7 @@ def test_an_event_the_webhook_refuses_holds_back_its_own_order_only(env: Any, ba
     backs off without counting attempts, so no good order is dead-lettered for its neighbours."""
     async def main() -> None:
         async with env(retry={"max_attempts": 3, "base_delay": 0.05, "max_delay": 0.2, "jitter": 0.0}) as run:
-            orders = []
-            for i in range(12):
-                order = example()
-                order["order_no"] = f"TMRF{i:04d}"
-                orders.append(order)
-            await run.post("/orders/batch", orders)
-            for order in orders:
-                await run.until(order["order_no"], lambda d: d["delivery"] == "delivered")
+            orders = await _delivered(run, "TMRF", 12)
             run.sim.refuse_upstream(bad)
             # every event recorded in one commit, so that the forwarding loop reads them as one batch
             sent: dict[str, list[str]] = {}
@@ -302,11 +307,7 @@ def test_an_event_the_webhook_refuses_holds_back_its_own_order_only(env: Any, ba
                     break
                 await asyncio.sleep(0.05)
             assert left[0][0] == 0
-            arrived: dict[str, list[str]] = {}
-            for e in run.sim.upstream_events():  # in the order the webhook took them
-                seen = arrived.setdefault(e["order_no"], [])
-                if e["event_id"] not in seen:
-                    seen.append(e["event_id"])
+            arrived = _arrived(run)
             assert arrived == good  # every other order's events, in order; none of the refused one's
             dead = await run.service.db.read(lambda c: c.execute(
                 "SELECT order_no, payload FROM dy_jobs WHERE lane = 'up' AND state = 'dead' ORDER BY id"))
