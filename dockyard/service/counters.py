@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from dockyard.service.metrics import outcome_class
+from dockyard.service.metrics import UPSTREAM, outcome_class
 
 __all__ = ["ACCEPTED_MS", "BUCKET_US", "KEEP_US", "LATENCY_MS", "percentile_from_buckets", "tally", "upsert"]
 
@@ -40,7 +40,6 @@ LATENCY_MS = (5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000)
 ACCEPTED_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 1500, 2000, 3000, 5000,
                7000, 10_000, 15_000, 20_000, 30_000, 60_000, 120_000, 300_000, 600_000, 1_800_000, 3_600_000,
                7_200_000)
-UPSTREAM = "_upstream"
 _ATTEMPTS = ("committed", "retry", "in-doubt", "dead-lettered", "cancel-refused")
 _EXCHANGE_ERRORS = ("timeout", "reset", "refused", "not_sent", "no_answer")
 _THROUGHPUT = {"committed": "delivered", "dead-lettered": "failed"}
