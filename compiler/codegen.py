@@ -668,9 +668,9 @@ class _Gen:
                 f" and {t}.strip('0123456789') == '.' and ({t}[0] != '0' or {t}[1] == '.')")
         return f"({t} if {test} else {general})"
 
-    def fused(self, node: ast.Call, source: ast.Expr, keep: ast.Lambda, each: ast.Lambda) -> str | None:
-        """map/sum over a filter as one comprehension, as a person would write it: the filter's
-        list is not built. Both lambdas name the same element, so they share one loop variable."""
+    def fused_parts(self, node: ast.Call, source: ast.Expr, keep: ast.Lambda, each: ast.Lambda
+                    ) -> tuple[str, str, str, str] | None:
+        """map/sum over a filter in one pass: (element variable, list, condition, element's value)."""
         if self.type_of(each.body).maybe:
             return None  # elements whose value is missing are left out: the general code does that
         var = self.local(self.checked.lambda_bindings[id(keep)])
@@ -686,7 +686,15 @@ class _Gen:
         cond = self.cond(keep.body)
         param = REGISTRY[node.func].param_at(1)
         assert param is not None
-        body = self.convert(each.body, param.kinds)
+        return var, items, cond, self.convert(each.body, param.kinds)
+
+    def fused(self, node: ast.Call, source: ast.Expr, keep: ast.Lambda, each: ast.Lambda) -> str | None:
+        """map/sum over a filter as one comprehension, as a person would write it: the filter's
+        list is not built. Both lambdas name the same element, so they share one loop variable."""
+        parts = self.fused_parts(node, source, keep, each)
+        if parts is None:
+            return None
+        var, items, cond, body = parts
         if node.func == "map":
             return f"[{body} for {var} in {items} if {cond}]"
         if self.type_of(node).kind is Kind.DECIMAL:
@@ -728,6 +736,9 @@ class _Value:
     maybe: bool  # may be missing at run time
     index: int | None  # the field it belongs to, for the source map
     hoisted: bool  # already computed into a local by statements (its comment is written)
+    # A list built by a loop statement before the value is used, where the general code has a
+    # comprehension: (list local, element variable, list, condition, element's value).
+    loop: tuple[str, str, str, str, str] | None = None
 
 
 class _TreeWriter:
@@ -739,6 +750,7 @@ class _TreeWriter:
         self.fusions: dict[int, _Fusion] = {}  # lets fused into one loop (the trace-free transform only)
         self.fused_each: dict[int, str] = {}  # id of a fused $each → the local holding its list
         self.each_depth = 0  # $each bodies being written around the current statement
+        self.statement_loops = False  # lists built by loop statements (see loop_value): `transform` only
 
     def lets(self, lets: Sequence[Any], where: str) -> None:
         for let in lets:
@@ -800,9 +812,10 @@ class _TreeWriter:
         self.em.depth -= 1
         self.fused_each[id(each)] = out
 
-    def value(self, node: OutNode, path: str, required: bool) -> _Value:
+    def value(self, node: OutNode, path: str, required: bool, loop_ok: bool = False) -> _Value:
         """Code for a node's value. Statements it needs go to the emitter first; a value that
-        needs none is written inline where it is used, on a line mapped to its field."""
+        needs none is written inline where it is used, on a line mapped to its field. (`loop_ok`:
+        the caller, an object's fields, writes a value's `loop` where the value is computed.)"""
         match node:
             case OutValue(expr=e, cdata=cdata, when=when):
                 t = self.gen.type_of(e)
@@ -810,6 +823,10 @@ class _TreeWriter:
                 # A value written as its own statement right away (below) is at a statement's head.
                 raw = isinstance(e, ast.Name | ast.Field | ast.Index | ast.Var) and not t.decimal_source
                 own_statement = when is None and ((required and (t.maybe or raw)) or (not required and t.maybe))
+                if loop_ok and not own_statement and when is None and not cdata:
+                    looped = self.loop_value(e, index)
+                    if looped is not None:
+                        return looped
                 if own_statement:
                     with self.gen.statement():
                         code = self.gen.expr(e)
@@ -870,6 +887,43 @@ class _TreeWriter:
                 fused = self.fused_each.get(id(node))
                 return _Value(fused if fused is not None else self.each(node, path), False, None, hoisted=True)
         raise AssertionError(node)  # pragma: no cover
+
+    def loop_value(self, e: ast.Expr, index: int) -> _Value | None:
+        """`join(map(filter(list, keep), each), sep)` (a literal separator) as a loop statement that
+        appends each kept element's value to a list, and the join of that list; the general code
+        is a comprehension, which CPython 3.11 runs as a function of its own (made and called per
+        document). The same operations on the same values in the same order (the list read, then per
+        element the condition and the value, then the join), on lines mapped to the same field, so
+        the result and any error are the same; the caller writes the loop where the comprehension
+        would have run (see `display`). Only in the trace-free `transform` of specialised code."""
+        gen = self.gen
+        if not self.statement_loops or not gen.specialise or gen.coverage:
+            return None
+        match e:
+            case ast.Call(func="join", args=[
+                    ast.Call(func="map", args=[ast.Call(func="filter", args=[source, ast.Lambda() as keep]),
+                                               ast.Lambda() as each]) as mapped,
+                    ast.Literal(value=str()) as sep]):
+                parts = gen.fused_parts(mapped, source, keep, each)
+            case _:
+                return None
+        if parts is None:
+            return None
+        param = REGISTRY["join"].param_at(1)
+        assert param is not None
+        out = gen.names.new("list")
+        return _Value(f"{gen.convert(sep, param.kinds)}.join({out})", False, index, hoisted=False,
+                      loop=(out, *parts))
+
+    def write_loop(self, v: _Value) -> None:
+        """The statements of a value's `loop` (see `loop_value`), mapped to its field."""
+        assert v.loop is not None and v.index is not None
+        out, var, items, cond, body = v.loop
+        self.em.comment(v.index)
+        self.em.line(f"{out} = []", at=v.index)
+        self.em.line(f"for {var} in {items}:", at=v.index)
+        self.em.line(f"    if {cond}:", at=v.index)
+        self.em.line(f"        {out}.append({body})", at=v.index)
 
     def memoised(self, e: ast.Expr, path: str) -> str | None:
         """A value of each element of a `$each` computed from money texts (a line's price less its
@@ -939,7 +993,7 @@ class _TreeWriter:
         started = False
         for f in node.fields:
             fpath = f"{path}.{f.key}" if path else f.key
-            v = self.value(f.value, fpath, not f.optional)
+            v = self.value(f.value, fpath, not f.optional, loop_ok=True)
             if not v.maybe and not started:
                 entries.append((literal(f.key), v))
                 continue
@@ -955,7 +1009,9 @@ class _TreeWriter:
                 self.em.line(f"    raise {self.gen.helper('MissingValue')}({index})", at=index)
                 self.em.line(f"{obj}[{literal(f.key)}] = {v.code}", at=index)
             else:
-                if not v.hoisted and v.index is not None:
+                if v.loop is not None:  # each field here is a statement of its own, in spec order
+                    self.write_loop(v)
+                elif not v.hoisted and v.index is not None:
                     self.em.comment(v.index)
                 self.em.line(f"{obj}[{literal(f.key)}] = {v.code}", at=v.index)
         if not started:
@@ -966,10 +1022,24 @@ class _TreeWriter:
         if not entries:
             self.em.line(f"{obj} = {{}}")
             return
+        # A value built by a loop statement is built where the display would have computed it:
+        # after every value before it in the display, which are computed into locals first, in
+        # order (the statements of hoisted values ran before the display in the general code too).
+        for i, (_, v) in enumerate(entries):
+            if v.loop is None:
+                continue
+            for _, before in entries[:i]:
+                if not before.hoisted:
+                    tmp = self.gen.names.new("value")
+                    if before.index is not None and before.loop is None:  # a loop's comment is written
+                        self.em.comment(before.index)
+                    self.em.line(f"{tmp} = {before.code}", at=before.index)
+                    before.code, before.hoisted = tmp, True
+            self.write_loop(v)
         self.em.line(f"{obj} = {{")
         self.em.depth += 1
         for key, v in entries:
-            if not v.hoisted and v.index is not None:
+            if not v.hoisted and v.index is not None and v.loop is None:
                 self.em.comment(v.index)
             self.em.line(f"{key}: {v.code},", at=v.index)
         self.em.depth -= 1
@@ -1205,8 +1275,10 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
             writer.fusions = _fusions(spec, gen)
     with em.block("def transform(_src, _ctx, _clock, _trace=None):"):
         body_start = len(em.lines)
+        writer.statement_loops = specialise and not coverage
         writer.lets(spec.lets, "")
         em.line(f"return {writer.fields(spec.output, '')}")
+        writer.statement_loops = False
         gen.settle_reads(em.lines, body_start)
         body_end = len(em.lines)
     if specialise and not coverage:
