@@ -94,6 +94,8 @@ class _Gen:
     reads: list[dict[tuple[str, ...], str]] | None = None
     head: bool = False
     bound: list[tuple[str, str, str]] = field(default_factory=list)  # (binding code, plain code, local)
+    # Context reads written as marks (in `transform` only): name → {plain code → mark}.
+    ctx_marks: dict[str, dict[str, str]] | None = None
     reused: set[str] = field(default_factory=set)
 
     def branch_point(self, kind: str, span: Any, text: str) -> int:
@@ -377,7 +379,14 @@ class _Gen:
                     return f"_src.get({literal(name)})"
                 return self.cached(node, f"_src[{literal(name)}]")
             case ast.Field(obj=ast.Var(name="ctx"), name=name):
-                return f"_ctx[{literal(name)}]" if not self.type_of(node).maybe else f"_ctx.get({literal(name)})"
+                code = f"_ctx[{literal(name)}]" if not self.type_of(node).maybe else f"_ctx.get({literal(name)})"
+                if self.ctx_marks is None:
+                    return code
+                # A mark, settled by `_entry`: the entry has each declared context value in a local
+                # already (its class checked), `transform` reads it from _ctx. Its control characters
+                # can be nowhere else in generated code (see `cached`).
+                mark = self.ctx_marks.setdefault(name, {})[code] = f"\x04{code}\x05"
+                return mark
             case ast.Field(obj=obj, name=name):
                 ot = self.type_of(obj)
                 if ot.kind is Kind.OBJECT and not ot.maybe and not self.type_of(node).maybe:
@@ -1276,6 +1285,8 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
     with em.block("def transform(_src, _ctx, _clock, _trace=None):"):
         body_start = len(em.lines)
         writer.statement_loops = specialise and not coverage
+        if specialise and not coverage:
+            gen.ctx_marks = {}
         writer.lets(spec.lets, "")
         em.line(f"return {writer.fields(spec.output, '')}")
         writer.statement_loops = False
@@ -1283,6 +1294,8 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         body_end = len(em.lines)
     if specialise and not coverage:
         _entry(spec, gen, em, body_start, body_end)
+    marks, gen.ctx_marks = gen.ctx_marks or {}, None
+    _settle_marks(em.lines, body_start, body_end, {m: code for by_code in marks.values() for code, m in by_code.items()})
     # Fused code belongs to transform alone: request_fields computes its lets in the general way.
     writer.fusions, writer.fused_each, gen.fused_calls = {}, {}, {}
     if spec.target.format == "json":
@@ -1344,17 +1357,28 @@ def _entry(spec: Spec, gen: _Gen, em: Emitter, body_start: int, body_end: int) -
     runtime's method, which does it step by step; errors
     are translated by the same method the runtime's uses, so they read exactly the same."""
     body = em.lines[body_start:body_end]
-    reads_ctx = any("_ctx" in text for text in body)
+    marks = gen.ctx_marks or {}
+    # Each declared context value is read once, in the check of its class, into a local that the
+    # statements below use where `transform` reads _ctx (the same value: the check let it through
+    # only as its exact class, so neither `_ctx[name]` nor `_ctx.get(name)` could differ).
+    settled: dict[str, str] = {}
     checks = ["order.__class__ is not dict", "clock is not None", "validate", "_trace is not None"]
-    if spec.context or reads_ctx:
-        checks.append("context.__class__ is not dict")
-    else:
-        checks.append("(context is not None and context.__class__ is not dict)")
     for c in spec.context:
         cls = _CONTEXT_CLASS[c.type.kind.value]
         if cls == "Decimal":
             gen.helper("Decimal")
-        checks.append(f"context.get({literal(c.name)}).__class__ is not {cls}")
+        read = f"context.get({literal(c.name)})"
+        if c.name in marks:
+            local = gen.names.new("value")
+            read = f"({local} := {read})"
+            settled |= dict.fromkeys(marks[c.name].values(), local)
+        checks.append(f"{read}.__class__ is not {cls}")
+    for by_code in marks.values():  # (a read of a name the spec does not declare: none pass the checker)
+        settled |= {m: code for code, m in by_code.items() if m not in settled}
+    body = [_settled(text, settled) for text in body]
+    reads_ctx = any("_ctx" in text for text in body)
+    checks.insert(4, "context.__class__ is not dict" if spec.context or reads_ctx
+                  else "(context is not None and context.__class__ is not dict)")
     general = "return _general(order, context, clock, validate=validate, _trace=_trace)"
     em.line()
     em.line()
@@ -1373,7 +1397,9 @@ def _entry(spec: Spec, gen: _Gen, em: Emitter, body_start: int, body_end: int) -
             if any("_clock" in text for text in body):
                 em.line("_clock = _system_clock")
             with em.block("try:"):
+                start = len(em.lines)
                 em.repeat(body_start, body_end)
+                _settle_marks(em.lines, start, len(em.lines), settled)
             em.line(f"except {gen.helper('MissingValue')} as _exc:")
             em.line("    raise _translate(_exc, order) from None")
             em.line("except _refused:")
@@ -1382,6 +1408,19 @@ def _entry(spec: Spec, gen: _Gen, em: Emitter, body_start: int, body_end: int) -
             em.line("    raise _translate(_exc, order) from _exc")
         em.line()
         em.line("return transform")
+
+
+def _settled(text: str, marks: dict[str, str]) -> str:
+    if "\x04" in text:
+        for mark, code in marks.items():
+            text = text.replace(mark, code)
+    return text
+
+
+def _settle_marks(lines: list[str], start: int, end: int, marks: dict[str, str]) -> None:
+    """Context marks (see `_Gen.ctx_marks`) in lines[start:end] replaced by their code."""
+    for i in range(start, end):
+        lines[i] = _settled(lines[i], marks)
 
 
 def _constant(node: ast.Expr) -> bool:
