@@ -1294,8 +1294,9 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
         body_end = len(em.lines)
     if specialise and not coverage:
         _entry(spec, gen, em, body_start, body_end)
-    marks, gen.ctx_marks = gen.ctx_marks or {}, None
-    _settle_marks(em.lines, body_start, body_end, {m: code for by_code in marks.values() for code, m in by_code.items()})
+    marks, gen.ctx_marks = gen.ctx_marks or {}, None  # transform itself reads _ctx
+    plain = {m: code for by_code in marks.values() for code, m in by_code.items()}
+    _settle_marks(em.lines, body_start, body_end, plain)
     # Fused code belongs to transform alone: request_fields computes its lets in the general way.
     writer.fusions, writer.fused_each, gen.fused_calls = {}, {}, {}
     if spec.target.format == "json":

@@ -87,7 +87,8 @@ def mappings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Any, A
     path = tmp_path_factory.mktemp("loops") / "loops.yaml"
     path.write_text(_SPEC, encoding="utf-8")
     flat = ROOT / "bench" / "specs" / "flat.yaml"
-    return {"loops": (_compile(path, True), _compile(path, False)), "flat": (_compile(flat, True), _compile(flat, False))}
+    return {"loops": (_compile(path, True), _compile(path, False)),
+            "flat": (_compile(flat, True), _compile(flat, False))}
 
 
 def test_the_loops_are_statements_where_they_may_be(mappings: dict[str, tuple[Any, Any]]) -> None:
@@ -131,7 +132,7 @@ def _outcome(fn: Any, order: dict[str, Any]) -> tuple[Any, ...]:
     READS.clear()
     try:
         result: tuple[Any, ...] = ("ok", repr(fn(order)))
-    except Exception as exc:  # noqa: BLE001 - the generated function's own errors are compared too
+    except Exception as exc:  # the generated function's own errors are compared too
         result = ("error", type(exc).__name__, str(exc), getattr(exc, "location", None), getattr(exc, "field", None),
                   type(exc.__cause__).__name__)
     items = order.get("items")
