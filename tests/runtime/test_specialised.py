@@ -340,6 +340,8 @@ output:
   orderCode: order_no
   owner: $ctx.owner
   rate: string($ctx.rate)
+  count: $ctx.count ?? -1
+  flag?: $ctx.flag
 """
 
 
