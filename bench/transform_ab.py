@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         timed |= {f"reference {who} transform()": r.transform, f"reference {who} function": function(r, None),
                   f"flat {who} transform(order, context)": (lambda m: lambda o: m.transform(o, ctx))(f),
                   f"flat {who} function": function(f, ctx),
+                  f"flat {who} bind(context)": f.bind(ctx),
                   f"json {who} transform()+orjson": json_plain(r), f"json {who} render()": r.render,
                   # CompiledMapping.render, the method: what render() was before the instance's
                   # one-call render (i13f); the same method on main.

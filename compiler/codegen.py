@@ -94,6 +94,8 @@ class _Gen:
     reads: list[dict[tuple[str, ...], str]] | None = None
     head: bool = False
     bound: list[tuple[str, str, str]] = field(default_factory=list)  # (binding code, plain code, local)
+    # Context reads written as marks (in `transform` only): name → {plain code → mark}.
+    ctx_marks: dict[str, dict[str, str]] | None = None
     reused: set[str] = field(default_factory=set)
 
     def branch_point(self, kind: str, span: Any, text: str) -> int:
@@ -377,7 +379,14 @@ class _Gen:
                     return f"_src.get({literal(name)})"
                 return self.cached(node, f"_src[{literal(name)}]")
             case ast.Field(obj=ast.Var(name="ctx"), name=name):
-                return f"_ctx[{literal(name)}]" if not self.type_of(node).maybe else f"_ctx.get({literal(name)})"
+                code = f"_ctx[{literal(name)}]" if not self.type_of(node).maybe else f"_ctx.get({literal(name)})"
+                if self.ctx_marks is None:
+                    return code
+                # A mark, settled by `_entry`: the entry has each declared context value in a local
+                # already (its class checked), `transform` reads it from _ctx. Its control characters
+                # can be nowhere else in generated code (see `cached`).
+                mark = self.ctx_marks.setdefault(name, {})[code] = f"\x04{code}\x05"
+                return mark
             case ast.Field(obj=obj, name=name):
                 ot = self.type_of(obj)
                 if ot.kind is Kind.OBJECT and not ot.maybe and not self.type_of(node).maybe:
@@ -668,9 +677,9 @@ class _Gen:
                 f" and {t}.strip('0123456789') == '.' and ({t}[0] != '0' or {t}[1] == '.')")
         return f"({t} if {test} else {general})"
 
-    def fused(self, node: ast.Call, source: ast.Expr, keep: ast.Lambda, each: ast.Lambda) -> str | None:
-        """map/sum over a filter as one comprehension, as a person would write it: the filter's
-        list is not built. Both lambdas name the same element, so they share one loop variable."""
+    def fused_parts(self, node: ast.Call, source: ast.Expr, keep: ast.Lambda, each: ast.Lambda
+                    ) -> tuple[str, str, str, str] | None:
+        """map/sum over a filter in one pass: (element variable, list, condition, element's value)."""
         if self.type_of(each.body).maybe:
             return None  # elements whose value is missing are left out: the general code does that
         var = self.local(self.checked.lambda_bindings[id(keep)])
@@ -686,7 +695,15 @@ class _Gen:
         cond = self.cond(keep.body)
         param = REGISTRY[node.func].param_at(1)
         assert param is not None
-        body = self.convert(each.body, param.kinds)
+        return var, items, cond, self.convert(each.body, param.kinds)
+
+    def fused(self, node: ast.Call, source: ast.Expr, keep: ast.Lambda, each: ast.Lambda) -> str | None:
+        """map/sum over a filter as one comprehension, as a person would write it: the filter's
+        list is not built. Both lambdas name the same element, so they share one loop variable."""
+        parts = self.fused_parts(node, source, keep, each)
+        if parts is None:
+            return None
+        var, items, cond, body = parts
         if node.func == "map":
             return f"[{body} for {var} in {items} if {cond}]"
         if self.type_of(node).kind is Kind.DECIMAL:
@@ -728,6 +745,9 @@ class _Value:
     maybe: bool  # may be missing at run time
     index: int | None  # the field it belongs to, for the source map
     hoisted: bool  # already computed into a local by statements (its comment is written)
+    # A list built by a loop statement before the value is used, where the general code has a
+    # comprehension: (list local, element variable, list, condition, element's value).
+    loop: tuple[str, str, str, str, str] | None = None
 
 
 class _TreeWriter:
@@ -739,6 +759,7 @@ class _TreeWriter:
         self.fusions: dict[int, _Fusion] = {}  # lets fused into one loop (the trace-free transform only)
         self.fused_each: dict[int, str] = {}  # id of a fused $each → the local holding its list
         self.each_depth = 0  # $each bodies being written around the current statement
+        self.statement_loops = False  # lists built by loop statements (see loop_value): `transform` only
 
     def lets(self, lets: Sequence[Any], where: str) -> None:
         for let in lets:
@@ -800,9 +821,10 @@ class _TreeWriter:
         self.em.depth -= 1
         self.fused_each[id(each)] = out
 
-    def value(self, node: OutNode, path: str, required: bool) -> _Value:
+    def value(self, node: OutNode, path: str, required: bool, loop_ok: bool = False) -> _Value:
         """Code for a node's value. Statements it needs go to the emitter first; a value that
-        needs none is written inline where it is used, on a line mapped to its field."""
+        needs none is written inline where it is used, on a line mapped to its field. (`loop_ok`:
+        the caller, an object's fields, writes a value's `loop` where the value is computed.)"""
         match node:
             case OutValue(expr=e, cdata=cdata, when=when):
                 t = self.gen.type_of(e)
@@ -810,6 +832,10 @@ class _TreeWriter:
                 # A value written as its own statement right away (below) is at a statement's head.
                 raw = isinstance(e, ast.Name | ast.Field | ast.Index | ast.Var) and not t.decimal_source
                 own_statement = when is None and ((required and (t.maybe or raw)) or (not required and t.maybe))
+                if loop_ok and not own_statement and when is None and not cdata:
+                    looped = self.loop_value(e, index)
+                    if looped is not None:
+                        return looped
                 if own_statement:
                     with self.gen.statement():
                         code = self.gen.expr(e)
@@ -870,6 +896,43 @@ class _TreeWriter:
                 fused = self.fused_each.get(id(node))
                 return _Value(fused if fused is not None else self.each(node, path), False, None, hoisted=True)
         raise AssertionError(node)  # pragma: no cover
+
+    def loop_value(self, e: ast.Expr, index: int) -> _Value | None:
+        """`join(map(filter(list, keep), each), sep)` (a literal separator) as a loop statement that
+        appends each kept element's value to a list, and the join of that list; the general code
+        is a comprehension, which CPython 3.11 runs as a function of its own (made and called per
+        document). The same operations on the same values in the same order (the list read, then per
+        element the condition and the value, then the join), on lines mapped to the same field, so
+        the result and any error are the same; the caller writes the loop where the comprehension
+        would have run (see `display`). Only in the trace-free `transform` of specialised code."""
+        gen = self.gen
+        if not self.statement_loops or not gen.specialise or gen.coverage:
+            return None
+        match e:
+            case ast.Call(func="join", args=[
+                    ast.Call(func="map", args=[ast.Call(func="filter", args=[source, ast.Lambda() as keep]),
+                                               ast.Lambda() as each]) as mapped,
+                    ast.Literal(value=str()) as sep]):
+                parts = gen.fused_parts(mapped, source, keep, each)
+            case _:
+                return None
+        if parts is None:
+            return None
+        param = REGISTRY["join"].param_at(1)
+        assert param is not None
+        out = gen.names.new("list")
+        return _Value(f"{gen.convert(sep, param.kinds)}.join({out})", False, index, hoisted=False,
+                      loop=(out, *parts))
+
+    def write_loop(self, v: _Value) -> None:
+        """The statements of a value's `loop` (see `loop_value`), mapped to its field."""
+        assert v.loop is not None and v.index is not None
+        out, var, items, cond, body = v.loop
+        self.em.comment(v.index)
+        self.em.line(f"{out} = []", at=v.index)
+        self.em.line(f"for {var} in {items}:", at=v.index)
+        self.em.line(f"    if {cond}:", at=v.index)
+        self.em.line(f"        {out}.append({body})", at=v.index)
 
     def memoised(self, e: ast.Expr, path: str) -> str | None:
         """A value of each element of a `$each` computed from money texts (a line's price less its
@@ -939,7 +1002,7 @@ class _TreeWriter:
         started = False
         for f in node.fields:
             fpath = f"{path}.{f.key}" if path else f.key
-            v = self.value(f.value, fpath, not f.optional)
+            v = self.value(f.value, fpath, not f.optional, loop_ok=True)
             if not v.maybe and not started:
                 entries.append((literal(f.key), v))
                 continue
@@ -955,7 +1018,9 @@ class _TreeWriter:
                 self.em.line(f"    raise {self.gen.helper('MissingValue')}({index})", at=index)
                 self.em.line(f"{obj}[{literal(f.key)}] = {v.code}", at=index)
             else:
-                if not v.hoisted and v.index is not None:
+                if v.loop is not None:  # each field here is a statement of its own, in spec order
+                    self.write_loop(v)
+                elif not v.hoisted and v.index is not None:
                     self.em.comment(v.index)
                 self.em.line(f"{obj}[{literal(f.key)}] = {v.code}", at=v.index)
         if not started:
@@ -966,10 +1031,24 @@ class _TreeWriter:
         if not entries:
             self.em.line(f"{obj} = {{}}")
             return
+        # A value built by a loop statement is built where the display would have computed it:
+        # after every value before it in the display, which are computed into locals first, in
+        # order (the statements of hoisted values ran before the display in the general code too).
+        for i, (_, v) in enumerate(entries):
+            if v.loop is None:
+                continue
+            for _, before in entries[:i]:
+                if not before.hoisted:
+                    tmp = self.gen.names.new("value")
+                    if before.index is not None and before.loop is None:  # a loop's comment is written
+                        self.em.comment(before.index)
+                    self.em.line(f"{tmp} = {before.code}", at=before.index)
+                    before.code, before.hoisted = tmp, True
+            self.write_loop(v)
         self.em.line(f"{obj} = {{")
         self.em.depth += 1
         for key, v in entries:
-            if not v.hoisted and v.index is not None:
+            if not v.hoisted and v.index is not None and v.loop is None:
                 self.em.comment(v.index)
             self.em.line(f"{key}: {v.code},", at=v.index)
         self.em.depth -= 1
@@ -1205,12 +1284,19 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
             writer.fusions = _fusions(spec, gen)
     with em.block("def transform(_src, _ctx, _clock, _trace=None):"):
         body_start = len(em.lines)
+        writer.statement_loops = specialise and not coverage
+        if specialise and not coverage:
+            gen.ctx_marks = {}
         writer.lets(spec.lets, "")
         em.line(f"return {writer.fields(spec.output, '')}")
+        writer.statement_loops = False
         gen.settle_reads(em.lines, body_start)
         body_end = len(em.lines)
     if specialise and not coverage:
         _entry(spec, gen, em, body_start, body_end)
+    marks, gen.ctx_marks = gen.ctx_marks or {}, None  # transform itself reads _ctx
+    plain = {m: code for by_code in marks.values() for code, m in by_code.items()}
+    _settle_marks(em.lines, body_start, body_end, plain)
     # Fused code belongs to transform alone: request_fields computes its lets in the general way.
     writer.fusions, writer.fused_each, gen.fused_calls = {}, {}, {}
     if spec.target.format == "json":
@@ -1272,17 +1358,28 @@ def _entry(spec: Spec, gen: _Gen, em: Emitter, body_start: int, body_end: int) -
     runtime's method, which does it step by step; errors
     are translated by the same method the runtime's uses, so they read exactly the same."""
     body = em.lines[body_start:body_end]
-    reads_ctx = any("_ctx" in text for text in body)
+    marks = gen.ctx_marks or {}
+    # Each declared context value is read once, in the check of its class, into a local that the
+    # statements below use where `transform` reads _ctx (the same value: the check let it through
+    # only as its exact class, so neither `_ctx[name]` nor `_ctx.get(name)` could differ).
+    settled: dict[str, str] = {}
     checks = ["order.__class__ is not dict", "clock is not None", "validate", "_trace is not None"]
-    if spec.context or reads_ctx:
-        checks.append("context.__class__ is not dict")
-    else:
-        checks.append("(context is not None and context.__class__ is not dict)")
     for c in spec.context:
         cls = _CONTEXT_CLASS[c.type.kind.value]
         if cls == "Decimal":
             gen.helper("Decimal")
-        checks.append(f"context.get({literal(c.name)}).__class__ is not {cls}")
+        read = f"context.get({literal(c.name)})"
+        if c.name in marks:
+            local = gen.names.new("value")
+            read = f"({local} := {read})"
+            settled |= dict.fromkeys(marks[c.name].values(), local)
+        checks.append(f"{read}.__class__ is not {cls}")
+    for by_code in marks.values():  # (a read of a name the spec does not declare: none pass the checker)
+        settled |= {m: code for code, m in by_code.items() if m not in settled}
+    body = [_settled(text, settled) for text in body]
+    reads_ctx = any("_ctx" in text for text in body)
+    checks.insert(4, "context.__class__ is not dict" if spec.context or reads_ctx
+                  else "(context is not None and context.__class__ is not dict)")
     general = "return _general(order, context, clock, validate=validate, _trace=_trace)"
     em.line()
     em.line()
@@ -1301,7 +1398,9 @@ def _entry(spec: Spec, gen: _Gen, em: Emitter, body_start: int, body_end: int) -
             if any("_clock" in text for text in body):
                 em.line("_clock = _system_clock")
             with em.block("try:"):
+                start = len(em.lines)
                 em.repeat(body_start, body_end)
+                _settle_marks(em.lines, start, len(em.lines), settled)
             em.line(f"except {gen.helper('MissingValue')} as _exc:")
             em.line("    raise _translate(_exc, order) from None")
             em.line("except _refused:")
@@ -1310,6 +1409,19 @@ def _entry(spec: Spec, gen: _Gen, em: Emitter, body_start: int, body_end: int) -
             em.line("    raise _translate(_exc, order) from _exc")
         em.line()
         em.line("return transform")
+
+
+def _settled(text: str, marks: dict[str, str]) -> str:
+    if "\x04" in text:
+        for mark, code in marks.items():
+            text = text.replace(mark, code)
+    return text
+
+
+def _settle_marks(lines: list[str], start: int, end: int, marks: dict[str, str]) -> None:
+    """Context marks (see `_Gen.ctx_marks`) in lines[start:end] replaced by their code."""
+    for i in range(start, end):
+        lines[i] = _settled(lines[i], marks)
 
 
 def _constant(node: ast.Expr) -> bool:

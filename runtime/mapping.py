@@ -253,8 +253,12 @@ class CompiledMapping:
         """`transform` with the context checked and the clock chosen once: the returned callable
         takes only the order, and each call costs the generated function plus error translation
         (which stays: it keeps errors spec-located), and for a module of an older compiler the
-        decimal-context check."""
+        decimal-context check. The context is checked here, once, and the values the spec
+        declares are copied: changing the caller's dict afterwards changes nothing here (else a
+        value set to None or to another class later would pass unchecked)."""
         ctx = self._checked_context(context)
+        if ctx is context:  # the caller's own dict, handed back unchanged by the check
+            ctx = {name: value for name, _kind, _required in self._context if (value := ctx.get(name)) is not None}
         clk = system_clock if clock is None else _as_clock(clock)
         fn: Callable[..., dict[str, Any]] = self._fn
         if not self._money_fixed:  # an older compiler's module: money in the runtime's context, as `call` does

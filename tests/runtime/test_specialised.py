@@ -340,6 +340,8 @@ output:
   orderCode: order_no
   owner: $ctx.owner
   rate: string($ctx.rate)
+  count: $ctx.count ?? -1
+  flag?: $ctx.flag
 """
 
 
@@ -377,6 +379,25 @@ def test_context_check_fast_path_agrees_with_check_context(with_context: Any, co
         assert with_context.transform(order, context) == with_context.transform(order, dict(fast[1]))
     for other in (None, types.MappingProxyType(context)):
         assert _checked(with_context._checked_context, other) == _checked(with_context.check_context, other)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.dictionaries(st.sampled_from(["owner", "count", "rate", "flag", "other"]), _context_values, max_size=5),
+       st.dictionaries(st.sampled_from(["owner", "count", "rate", "flag", "other"]), _context_values, max_size=5))
+def test_bind_checks_the_context_once_and_keeps_what_it_checked(with_context: Any, context: dict[str, Any],
+                                                              later: dict[str, Any]) -> None:
+    # What the caller does to its dict after bind() changes nothing: the bound mapping runs on the
+    # values it checked (a None or another class set later would otherwise pass unchecked).
+    order = {"order_no": "T1"}
+    try:
+        bound = with_context.bind(context)
+    except (DockyardError, ValueError, TypeError) as exc:  # as check_context refuses it (see _checked)
+        assert _checked(with_context.check_context, context) == ("error", type(exc).__name__, str(exc))
+        return
+    expected = with_context.transform(order, dict(context))
+    context.clear()
+    context.update(later)
+    assert bound(order) == expected
 
 
 def test_transform_and_bind_with_a_thread_context_unsafe_for_money(reference: tuple[Any, Any]) -> None:
