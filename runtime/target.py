@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import types
 from collections.abc import Mapping
-from typing import Literal, NamedTuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal, NamedTuple
+
+    Format = Literal["json", "xml", "form"]
+else:
+    from dockyard.runtime.records import NamedTuple
 
 __all__ = ["CData", "Target", "XmlOptions"]
-
-Format = Literal["json", "xml", "form"]
 
 
 class CData(str):

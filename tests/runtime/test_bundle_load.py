@@ -113,6 +113,18 @@ def test_bundle_loads_and_runs_without_the_compiler(bundle: Path, tmp_path: Path
             assert report["out"][f"{name}/{order_name}"] == expected, f"{name} on {order_name}"
 
 
+def test_loading_alone_imports_nothing_it_does_not_use(bundle: Path, tmp_path: Path) -> None:
+    """The load path's budget (issue 13: 100 mappings in 50 ms beyond `python -c pass`) has no room
+    for typing (~3.5 ms), dataclasses, inspect or jsonschema: none of them is needed to load."""
+    probe = ("import sys; from dockyard.runtime.bundle import load_bundle; load_bundle(sys.argv[1]); "
+             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in "
+             "('typing', 'dataclasses', 'inspect', 'ast', 'jsonschema', 'lark', 'jinja2', 'yaml'))))")
+    result = subprocess.run([sys.executable, "-c", probe, str(bundle)], cwd=tmp_path, capture_output=True,
+                            check=False, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [], f"loading a bundle imported {result.stdout.split()}"
+
+
 def test_loaded_mappings_equal_compiled_ones(bundle: Path) -> None:
     loaded = load_bundle(bundle)
     assert sorted(loaded) == sorted(SPECS)
