@@ -18,7 +18,7 @@ reused).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import ssl
 import time
 from collections.abc import Sequence
@@ -236,7 +236,11 @@ class HttpPool:
         self.timeout = timeout
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._open = 0
-        self._freed = asyncio.Event()  # set whenever a connection is given back or closed
+        # Callers waiting for a connection, oldest first. A connection given back or closed wakes
+        # one of them, not all: the simulator's pushes can have hundreds waiting, and waking every
+        # one (an Event) to find that one got it made each hand-over cost O(waiters) wake-ups, new
+        # `wait_for` tasks and timers: 36% of the simulator's CPU in a bench/e2e.py run.
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._ssl: ssl.SSLContext | None = None
         self.closed = False
 
@@ -244,42 +248,80 @@ class HttpPool:
         """A live connection to the request's origin (an idle one, or a new one). NotSent on any
         failure: nothing of the request has been written."""
         deadline = time.monotonic() + self.connect_timeout
-        idle = self._idle.get(request.key)
-        while idle:
-            conn = idle.pop()
-            if conn.usable() and time.monotonic() - conn.idle_since < IDLE_S:
-                return conn
-            self._drop(conn)
+        conn = self._idle_conn(request.key)
+        if conn is not None:
+            return conn
+        queued = False
         while self._open >= self.limit:
+            if self._evict_idle():  # an idle connection to another origin gives up its place
+                break
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise NotSent(f"no free connection to {request.shown} within {self.connect_timeout:g}s")
-            self._freed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._freed.wait(), remaining)
-            idle = self._idle.get(request.key)
-            while idle:
-                conn = idle.pop()
-                if conn.usable() and time.monotonic() - conn.idle_since < IDLE_S:
-                    return conn
-                self._drop(conn)
+            waiter = asyncio.get_running_loop().create_future()
+            # A caller woken before and still without a connection keeps its place at the front.
+            (self._waiters.appendleft if queued else self._waiters.append)(waiter)
+            queued = True
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except TimeoutError:
+                pass
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, then cancelled: the wake-up goes to the next caller
+                raise
+            finally:
+                if not waiter.done():
+                    waiter.cancel()  # (skipped by _wake_one)
+            conn = self._idle_conn(request.key)
+            if conn is not None:
+                return conn
         self._open += 1
         scheme, host, port = request.key
         try:
             context = self._ssl_context() if scheme == "https" else None
             loop = asyncio.get_running_loop()
-            _, conn = await asyncio.wait_for(
+            _, made = await asyncio.wait_for(
                 loop.create_connection(_Conn, host, port, ssl=context, server_hostname=host if context else None),
                 max(0.001, deadline - time.monotonic()))
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             self._open -= 1
-            self._freed.set()
+            self._wake_one()
             what = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
             raise Refused(f"cannot connect to {request.shown}: {what}") from None
         except BaseException:
             self._open -= 1
+            self._wake_one()
             raise
-        return conn
+        return made
+
+    def _idle_conn(self, key: tuple[str, str, int]) -> _Conn | None:
+        """An idle connection to `key` that is still good to use (stale ones are closed)."""
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if conn.usable() and time.monotonic() - conn.idle_since < IDLE_S:
+                return conn
+            self._drop(conn)
+        return None
+
+    def _evict_idle(self) -> bool:
+        """At the limit, close the oldest idle connection (to any origin) to make room for a new
+        one: a pool for several origins must not wait on connections nobody is using."""
+        for conns in self._idle.values():
+            if conns:
+                conn = conns.pop(0)
+                conn.close()
+                self._open = max(0, self._open - 1)
+                return True
+        return False
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def exchange(self, conn: _Conn, request: Prepared) -> HttpAnswer:
         """Write the request and read the answer. From the write on, a failure is OutcomeUnknown:
@@ -310,7 +352,7 @@ class HttpPool:
         conn.done_with()
         if reusable and not conn.closed and not self.closed:
             self._idle.setdefault(request.key, []).append(conn)
-            self._freed.set()
+            self._wake_one()
         else:
             conn.close()
             self._drop(conn)
@@ -323,7 +365,7 @@ class HttpPool:
         else:
             conn.done_with()
             self._idle.setdefault(request.key, []).append(conn)
-            self._freed.set()
+            self._wake_one()
 
     async def request(self, request: Prepared) -> HttpAnswer:
         return await self.exchange(await self.connect(request), request)
@@ -331,7 +373,7 @@ class HttpPool:
     def _drop(self, conn: _Conn) -> None:
         conn.close()
         self._open = max(0, self._open - 1)
-        self._freed.set()
+        self._wake_one()
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
