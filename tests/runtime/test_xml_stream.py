@@ -144,7 +144,7 @@ def test_the_text_writer_writes_what_the_trees_write_or_gives_up(doc: dict[str, 
         assert streamed == full
 
 
-@settings(max_examples=1000, deadline=None, database=None)
+@settings(max_examples=500, deadline=None, database=None)
 @given(st.dictionaries(_plain_names, _plain_docs, max_size=5), st.sampled_from(STREAMED))
 def test_plain_documents_are_written_as_text(doc: dict[str, Any], options: XmlOptions) -> None:
     assume(all(_encodable(name, options) for name in _names_in(doc)))  # else an error, from the trees
