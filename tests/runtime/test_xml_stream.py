@@ -39,6 +39,7 @@ OPTIONS = [
     XmlOptions("r", encoding="GBK"),
     XmlOptions("r", encoding="ISO-8859-1"),
     XmlOptions("r", encoding="US-ASCII", declaration=False),
+    XmlOptions("r", encoding="UTF-16"),
     XmlOptions("名", encoding="UTF-8"),
     XmlOptions("r", declaration=False, pretty=True),
     XmlOptions("p:r", encoding="GBK", namespaces={"p": "urn:p", "": "urn:d"}),
