@@ -1,14 +1,23 @@
-"""The XML writer: a mapped document → lxml tree → bytes, driven by `XmlOptions`.
+"""The XML writer: a mapped document → bytes, driven by `XmlOptions`.
 
 Split from serialize.py so that lxml is imported only by a process that writes XML. The rules
 (names, namespaces, CDATA, encodings, illegal characters) are unchanged; see serialize.py for the
 shared scalar rule and the paths named in errors.
+
+Three writers, tried in turn, each giving up (`_Slow`) on anything it does not decide:
+- `_Stream` writes the text of a plain document directly (no namespaces, no pretty printing, no
+  attributes, no CDATA, no `#text`), exactly as lxml would serialize the same tree: the common case
+  of a warehouse request, without building a tree at all;
+- `_FastWriter` builds the lxml tree without tracking paths, names checked once per process;
+- `_XmlWriter` builds it checking every node and names the path of any problem.
 """
 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import re
+from decimal import Decimal
 from typing import Any
 
 from lxml import etree
@@ -183,6 +192,11 @@ class _FastWriter:
         self.full = _XmlWriter(options)  # validates the options and the namespaces once
         self.elements: dict[str, str] = {}
         self.attributes: dict[str, str] = {}
+        # The text writer, for options it serves (a root name it cannot write: None, the trees decide).
+        self.stream: _Stream | None = None
+        if not options.namespaces and not options.pretty:
+            with contextlib.suppress(_Slow):
+                self.stream = _Stream(self, options)
 
     def tag(self, key: Any) -> str:
         known = self.elements.get(key)
@@ -247,6 +261,133 @@ class _FastWriter:
         element.set(qname, self.text(value))
 
 
+def _escape(text: str) -> str:
+    """Element text as libxml2 writes it: `&`, `<`, `>` as entities and a carriage return as a
+    character reference (which a parser would otherwise read as a newline); nothing else, in any
+    encoding this writer serves (lxml's own text, encoded afterwards; see `_finish`)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\r", "&#13;")
+
+
+class _Stream:
+    """The bytes of a plain document, written as text: what lxml would serialize for the tree the
+    other writers build, without building it (the tree and its serialization were most of what a
+    QIMEN request's render() cost against the mapping itself).
+
+    Used only for options without namespaces and without pretty printing, and only for documents
+    whose keys are all element names (no `@attribute`, no `#text`) and whose values are exact dicts,
+    lists, tuples and scalars other than CData; anything else raises `_Slow`, as does text with a
+    character XML 1.0 forbids, so that the tree writers decide and report errors as they always did.
+    An element name is written only after lxml itself made and serialized an element of that name
+    (once per process), so a name is never written that lxml would refuse or spell otherwise."""
+
+    def __init__(self, fast: _FastWriter, options: XmlOptions) -> None:
+        self.fast = fast
+        # key → ("<key>", "</key>", "<key/>")
+        self.tags: dict[str, tuple[str, str, str]] = {}
+        root = self.tag(options.root)
+        declaration = f'<?xml version="1.0" encoding="{options.encoding}"?>\n' if options.declaration else ""
+        self.head = declaration + root[0]
+        self.tail = root[1]
+        self.empty = declaration + root[2]
+        self.codec = fast.full.codec
+        self.utf8 = self.codec == "utf-8"
+
+    def tag(self, key: Any) -> tuple[str, str, str]:
+        """The tags of an element name, checked by the full writer's rules and by lxml itself."""
+        known = self.tags.get(key)
+        if known is not None:
+            return known
+        if key.__class__ is not str or key[:1] in ("", "#", "@"):
+            raise _Slow
+        try:
+            name = self.fast.full.qname(key, "", attribute=False)
+            element = etree.Element(name)
+            spelled = etree.tostring(element, encoding="unicode")
+        except (SerializationError, ValueError):
+            raise _Slow from None
+        if name != key or spelled != f"<{key}/>":
+            raise _Slow  # a namespace, or a spelling of lxml's own: the tree writers decide
+        tags = (f"<{key}>", f"</{key}>", spelled)
+        if len(self.tags) < 4096:  # bounded: documents with keys made from data take the checks again
+            self.tags[key] = tags
+        return tags
+
+    def write(self, mapping: dict[Any, Any]) -> bytes:
+        out = [self.head]
+        self.fill(out, mapping)
+        if len(out) == 1:
+            text = self.empty
+        else:
+            out.append(self.tail)
+            text = "".join(out)
+        if self.utf8:
+            # Lone surrogates were refused with the rest of what XML 1.0 forbids, so this cannot fail.
+            return text.encode("utf-8")
+        # Names were checked to be encodable; what is left unencodable is element text, where a
+        # character reference is the correct spelling (as `_finish` does with lxml's text).
+        return text.encode(self.codec, "xmlcharrefreplace")
+
+    def fill(self, out: list[str], mapping: dict[Any, Any]) -> None:
+        tags = self.tags
+        append = out.append
+        for key, value in mapping.items():
+            tag = tags.get(key)
+            if tag is None:
+                tag = self.tag(key)
+            if value.__class__ is str:  # most of a document: written here rather than in a call
+                if not value.isprintable():  # isprintable() rules out every character XML 1.0 forbids
+                    if _XML_ILLEGAL.search(value):
+                        raise _Slow
+                    value = _escape(value)
+                elif "&" in value or "<" in value or ">" in value:
+                    value = _escape(value)
+                append(f"{tag[0]}{value}{tag[1]}")
+            elif value.__class__ is list or value.__class__ is tuple:
+                for item in value:
+                    self.element(out, tag, item)
+            else:
+                self.element(out, tag, value)
+
+    def element(self, out: list[str], tag: tuple[str, str, str], value: Any) -> None:
+        kind = value.__class__
+        if kind is dict:
+            at = len(out)
+            out.append(tag[0])
+            self.fill(out, value)
+            if len(out) == at + 1:
+                out[at] = tag[2]  # no children: lxml writes an empty element
+            else:
+                out.append(tag[1])
+            return
+        if kind is str:
+            text = value
+        elif kind is int:
+            try:
+                text = int.__repr__(value)
+            except ValueError:  # beyond sys.get_int_max_str_digits(): the full writer says so
+                raise _Slow from None
+        elif kind is Decimal:
+            if not value.is_finite():
+                raise _Slow
+            text = format(value, "f")
+        elif kind is bool:
+            text = "true" if value else "false"
+        elif kind is list or kind is tuple or kind is CData or value is None:
+            raise _Slow  # a list in a list, a CDATA section, a missing value: the tree writers decide
+        else:
+            try:
+                text = scalar_text(value, "")
+            except SerializationError:
+                raise _Slow from None
+        if not text.isprintable():
+            if _XML_ILLEGAL.search(text):
+                raise _Slow
+            text = _escape(text)
+        elif "&" in text or "<" in text or ">" in text:
+            text = _escape(text)
+        out.append(f"{tag[0]}{text}{tag[1]}")
+
+
 _FAST: dict[int, tuple[XmlOptions, _FastWriter]] = {}
 
 
@@ -282,6 +423,14 @@ def to_xml_bytes(doc: dict[str, Any], options: XmlOptions) -> bytes:
     mapping = _require_dict(doc, "an XML document")
     try:
         fast = _fast_writer(options)
+        stream = fast.stream
+        if stream is not None:
+            try:
+                return stream.write(mapping)
+            except (_Slow, RecursionError):
+                # The tree writers decide (a document nested too deep for the text writer's two
+                # frames per level, too, so that depth fails or succeeds as it did without it).
+                pass
         root = fast.full.root(options.root)
         fast.fill(root, mapping)
         return _finish(root, options, fast.full.codec)
