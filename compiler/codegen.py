@@ -719,6 +719,10 @@ class _Gen:
             return code
         if t.kind is Kind.INT and Kind.DECIMAL in kinds:
             return self.guard([(code, t.maybe)], lambda a: f"{self.helper('Decimal')}({a[0]})")
+        if t.kind is Kind.ANY and set(kinds) <= {Kind.INT, Kind.DECIMAL}:
+            # A number of either kind (abs, sum's lambda) goes to a Python operator, which would
+            # check it in its own words: check it here.
+            return self.guard([(code, True)], lambda a: f"{self.helper('as_number')}({a[0]})")
         if t.kind is Kind.ANY and len(kinds) > 1:
             # A parameter of several kinds (string(), length(), decimal(), …) is implemented to take
             # any of them: a value of unknown type goes to it as it is and is checked there.

@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dockyard.dsl.types import ANY, BOOL, DATETIME, DECIMAL, INT, STRING, Kind, Type, list_of
 from dockyard.runtime.dates import DatePatternError, compile_pattern
+from dockyard.runtime.functions import PAD_LIMIT
 
 __all__ = ["REGISTRY", "ROUNDING_MODES", "CallSite", "Example", "Function", "Param", "TypeProblem"]
 
@@ -189,6 +190,24 @@ def _check_pattern(value: Any, arg: int) -> None:
                                "write that text as a quoted constant instead")
 
 
+def _pad_checks(lits: Sequence[Any]) -> None:
+    """A literal pad width is at most PAD_LIMIT (a computed one is checked at run time), and the
+    fill character is one character."""
+    width = lits[1] if len(lits) > 1 else None
+    if isinstance(width, int) and not isinstance(width, bool) and width > PAD_LIMIT:
+        raise TypeProblem(f"a pad width of {width} is more than the limit of {PAD_LIMIT:,} characters", 1)
+    _one_char(2)(lits)
+
+
+def _pad(method: str) -> Callable[[CallSite], str]:
+    def emit(c: CallSite) -> str:
+        width = c.args[1]
+        if not isinstance(c.literals[1], int):  # computed: a width from the input could be huge
+            width = f"{c.helper('pad_width')}({width})"
+        return f"{c.args[0]}.{method}({width}, {c.args[2] if len(c.args) > 2 else repr(' ')})"
+    return emit
+
+
 def _one_char(index: int) -> Callable[[Sequence[Any]], None]:
     """The fill or mask character at `index`, when given, is exactly one character."""
     def check(lits: Sequence[Any]) -> None:
@@ -249,19 +268,20 @@ _register(Function(
     (Param("s", (S,), "the text"), Param("width", (Z,), "the minimum length"),
      Param("char", (S,), "a single fill character, default space", literal=True, optional=True)),
     fixed(STRING),
-    lambda c: f"{c.args[0]}.rjust({c.args[1]}, {c.args[2] if len(c.args) > 2 else repr(' ')})",
-    "Pads on the left up to `width` characters.", "strings",
+    _pad("rjust"),
+    f"Pads on the left up to `width` characters (a width over {PAD_LIMIT:,} is an error).", "strings",
     (Example('pad_left("7", 3, "0")', "007"), Example('pad_left("1234", 3, "0")', "1234")),
-    check_literal=_one_char(2)),
+    check_literal=_pad_checks),
 )
 _register(Function(
     "pad_right",
     (Param("s", (S,), "the text"), Param("width", (Z,), "the minimum length"),
      Param("char", (S,), "a single fill character, default space", literal=True, optional=True)),
     fixed(STRING),
-    lambda c: f"{c.args[0]}.ljust({c.args[1]}, {c.args[2] if len(c.args) > 2 else repr(' ')})",
-    "Pads on the right up to `width` characters.", "strings", (Example('pad_right("ab", 4, ".")', "ab.."),),
-    check_literal=_one_char(2)))
+    _pad("ljust"),
+    f"Pads on the right up to `width` characters (a width over {PAD_LIMIT:,} is an error).", "strings",
+    (Example('pad_right("ab", 4, ".")', "ab.."),),
+    check_literal=_pad_checks))
 _register(Function(
     "replace",
     (Param("s", (S,), "the text"), Param("old", (S,), "the text to find"), Param("new", (S,), "its replacement")),

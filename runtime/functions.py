@@ -24,11 +24,14 @@ else:
 
 __all__ = [
     "MONEY",
+    "PAD_LIMIT",
     "Memo",
+    "WrongKind",
     "as_bool",
     "as_datetime",
     "as_int",
     "as_list",
+    "as_number",
     "as_object",
     "as_str",
     "compact",
@@ -53,6 +56,7 @@ __all__ = [
     "money_rem",
     "money_sub",
     "money_sum",
+    "pad_width",
     "parse_json",
     "regex_extract",
     "split",
@@ -149,6 +153,26 @@ def money_max(items: list[Any], default: Any = None) -> Any:
 _DECIMAL_TEXT = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
 
+class WrongKind(TypeError):
+    """A value known only at run time (read from an input of unknown shape, or made by parse_json)
+    is not of the kind the function it goes to takes: the input's fault, worded for its reader.
+    Still a TypeError, so whatever handled these before still does; but not one of Python's own,
+    which would mean the compiler let through something it should have checked
+    (tests/compiler/test_checked_means_runs.py tells the two apart)."""
+
+
+# The widest pad_left/pad_right: a width computed from the input (a number, a timestamp) must not
+# make a string of gigabytes. No warehouse field comes near it; a wider literal is refused by check.
+PAD_LIMIT = 100_000
+
+
+def pad_width(width: int) -> int:
+    """A pad width computed at run time, refused beyond PAD_LIMIT (a MemoryError otherwise)."""
+    if width > PAD_LIMIT:
+        raise ValueError(f"pad width {width} is more than the limit of {PAD_LIMIT:,} characters")
+    return width
+
+
 class MappingRefused(ValueError):
     """Raised by fail(): the spec itself refuses this input."""
 
@@ -172,7 +196,7 @@ def to_decimal(value: Any) -> Decimal:
     if isinstance(value, Decimal):
         return value
     if isinstance(value, bool):
-        raise TypeError("expected a number, got a boolean")
+        raise WrongKind("expected a number, got a boolean")
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, float):
@@ -188,12 +212,12 @@ def to_decimal(value: Any) -> Decimal:
             return Decimal(text, MONEY)
         except InvalidOperation:  # pragma: no cover - the pattern admits only valid numbers
             raise ValueError(f"not a decimal number: {value!r}") from None
-    raise TypeError(f"expected a number, got {type(value).__name__}")
+    raise WrongKind(f"expected a number, got {type(value).__name__}")
 
 
 def to_int(value: Any) -> int:
     if isinstance(value, bool):
-        raise TypeError("expected a whole number, got a boolean")
+        raise WrongKind("expected a whole number, got a boolean")
     if isinstance(value, int):
         return value
     d = to_decimal(value)
@@ -215,7 +239,7 @@ def to_string(value: Any) -> str:
         return format(to_decimal(value), "f")
     if isinstance(value, datetime):
         return value.isoformat()
-    raise TypeError(f"cannot convert a {type(value).__name__} to text")
+    raise WrongKind(f"cannot convert a {type(value).__name__} to text")
 
 
 def split(text: str, sep: str) -> list[str]:
@@ -283,19 +307,28 @@ def compact_list(items: list[Any]) -> list[Any]:
 def as_str(value: Any) -> str:
     if isinstance(value, str):
         return value
-    raise TypeError(f"expected a text, got {type(value).__name__}")
+    raise WrongKind(f"expected a text, got {type(value).__name__}")
 
 
 def as_int(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise TypeError(f"expected a whole number, got {type(value).__name__}")
+    raise WrongKind(f"expected a whole number, got {type(value).__name__}")
+
+
+def as_number(value: Any) -> Any:
+    """An argument of unknown type where a whole number or a decimal is taken (abs, sum's lambda):
+    checked here rather than by the Python operator it goes to, whose message is Python's."""
+    if value.__class__ is int or value.__class__ is Decimal or (
+            isinstance(value, int | Decimal | float) and not isinstance(value, bool)):
+        return value
+    raise WrongKind(f"expected a number, got {type(value).__name__}")
 
 
 def as_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise TypeError(f"expected true or false, got {type(value).__name__}")
+    raise WrongKind(f"expected true or false, got {type(value).__name__}")
 
 
 def as_list(value: Any) -> list[Any]:
@@ -304,16 +337,16 @@ def as_list(value: Any) -> list[Any]:
         return []
     if isinstance(value, list | tuple):
         return list(value)
-    raise TypeError(f"expected a list, got {type(value).__name__}")
+    raise WrongKind(f"expected a list, got {type(value).__name__}")
 
 
 def as_object(value: Any) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return value
-    raise TypeError(f"expected an object, got {type(value).__name__}")
+    raise WrongKind(f"expected an object, got {type(value).__name__}")
 
 
 def as_datetime(value: Any) -> datetime:
     if isinstance(value, datetime):
         return value
-    raise TypeError(f"expected a date-time, got {type(value).__name__}")
+    raise WrongKind(f"expected a date-time, got {type(value).__name__}")

@@ -15,13 +15,14 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from dockyard.compiler.api import check_file, compile_file
 from dockyard.dsl.functions import REGISTRY, Function
 from dockyard.dsl.types import Kind
 from dockyard.runtime.errors import DockyardError, TransformError
+from dockyard.runtime.functions import WrongKind
 from dockyard.sample_orders import generate
 
 SETTINGS = settings(database=None, max_examples=250, deadline=None,
@@ -53,8 +54,16 @@ LITERAL_TEXT = ["---", "", " ", "yyyy", "yyyyMMdd", "yyyy-MM-dd HH:mm:ss", "'q'"
 LITERAL_INT = ["0", "1", "2", "34", "35", "-1", "100000", "99999999999999999999"]
 FUNCTIONS = sorted(REGISTRY.values(), key=lambda f: f.name)
 # Exceptions that mean the compiler let through what the runtime cannot do: a typed, checked spec
-# on a schema-valid order never meets them.
+# on a schema-valid order never meets them. (A WrongKind, the runtime's own check of a value whose
+# type is known only at run time, e.g. what parse_json made, is the input's fault, worded as such.)
 INTERNAL = (TypeError, AttributeError, NameError, UnboundLocalError, AssertionError, RecursionError, MemoryError)
+
+
+def _spec(expr: str, fmt: str = "json") -> str:
+    target = {"json": "  format: json\n", "xml": "  format: xml\n  root: request\n", "form": "  format: form\n"}[fmt]
+    return (f"dockyard: 1\nname: gen.spec\nversion: \"1.0.0\"\nsource:\n  schema: order\n  key: order_no\n"
+            f"target:\n{target}tables:\n  T:\n    rows: {{a: \"1\", b: \"2\"}}\n    default: \"0\"\n"
+            f"output:\n  f0?: >-\n    {expr}\n")
 
 
 def _quote(text: str) -> str:
@@ -96,16 +105,23 @@ def _call(draw: st.DrawFn, depth: int = 0) -> str:
 @st.composite
 def specs(draw: st.DrawFn) -> str:
     fmt = draw(st.sampled_from(["json", "xml", "form"]))
-    target = {"json": "  format: json\n", "xml": "  format: xml\n  root: request\n", "form": "  format: form\n"}[fmt]
     fields = draw(st.lists(_call(), min_size=1, max_size=3))
-    output = "".join(f"  f{i}?: >-\n    {expr}\n" for i, expr in enumerate(fields))
-    return (f"dockyard: 1\nname: gen.spec\nversion: \"1.0.0\"\nsource:\n  schema: order\n  key: order_no\n"
-            f"target:\n{target}tables:\n  T:\n    rows: {{a: \"1\", b: \"2\"}}\n    default: \"0\"\n"
-            f"output:\n{output}")
+    head, _, _ = _spec("", fmt).rpartition("  f0?")
+    return head + "".join(f"  f{i}?: >-\n    {expr}\n" for i, expr in enumerate(fields))
 
 
 @SETTINGS
 @given(specs())
+# What the generator found (stop 22): values of unknown type (parse_json's) reaching abs() and
+# sum's lambda unchecked (Python's own TypeError), and a pad width computed from the input making a
+# string of terabytes (MemoryError).
+@example(_spec("abs(parse_json(to_json(buyer)))"))
+@example(_spec("abs(parse_json(to_json(order_no)))"))
+@example(_spec("sum(parse_json(to_json(items)), $x => $x.sku)"))
+@example(_spec("substring(parse_json(to_json(items)), 1)"))
+@example(_spec("epoch_millis(parse_json(to_json(order_no)))"))
+@example(_spec('pad_left(order_no, epoch_millis(now()), "x")'))
+@example(_spec('pad_right(order_no, epoch_millis(now()))', "xml"))
 def test_a_spec_check_accepts_compiles_loads_and_runs(text: str) -> None:
     report = check_file("gen.yaml", text)
     if not report.ok:
@@ -116,7 +132,8 @@ def test_a_spec_check_accepts_compiles_loads_and_runs(text: str) -> None:
             mapping.render(order, clock=CLOCK)
         except TransformError as exc:
             cause = exc.__cause__
-            assert not isinstance(cause, INTERNAL), f"{text}\n→ internal error {cause!r} on {order['order_no']}"
+            assert not isinstance(cause, INTERNAL) or isinstance(cause, WrongKind), \
+                f"{text}\n→ internal error {cause!r} on {order['order_no']}"
         except DockyardError:
             pass
 
