@@ -470,7 +470,10 @@ class _Gen:
                     f" else {a} {same} {b})")
         if op in ("<", "<=", ">", ">="):
             left, right = self.expr(node.left), self.expr(node.right)
-            order = self.helper("money_order") if money else None
+            # A side whose type is known only at run time is ordered by any_order, which says in our
+            # words when the two cannot be ordered (Python's operator would say it in its own).
+            order = (self.helper("money_order") if money else
+                     self.helper("any_order") if Kind.ANY in (lt.kind, rt.kind) else None)
             if not lt.maybe and not rt.maybe:
                 return f"({order}({left}, {right}) {op} 0)" if order else f"({left} {op} {right})"
             # Ordering a missing value is false (Python would raise on None < 1).
@@ -481,7 +484,13 @@ class _Gen:
             return f"({present} and {names[0]} {op} {names[1]})"
         result = self.type_of(node)
         if result.kind is Kind.STRING:
-            return self.guard([(self.expr(node.left), lt.maybe), (self.expr(node.right), rt.maybe)],
+            # (a text joined with a value of run-time type: that value is checked to be a text)
+            def text(side: ast.Expr, t: Type) -> str:
+                code = self.expr(side)
+                if t.kind is not Kind.ANY:
+                    return code
+                return self.guard([(code, t.maybe)], lambda a: f"{self.helper('as_str')}({a[0]})")
+            return self.guard([(text(node.left, lt), lt.maybe), (text(node.right, rt), rt.maybe)],
                               lambda a: f"({a[0]} + {a[1]})")
         left, right = self.number(node.left), self.number(node.right)
         parts = [(left, lt.maybe or lt.kind is Kind.ANY), (right, rt.maybe or rt.kind is Kind.ANY)]

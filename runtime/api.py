@@ -32,6 +32,7 @@ from dockyard.runtime.dates import (
 from dockyard.runtime.functions import (
     MONEY,
     Memo,
+    any_order,
     as_bool,
     as_datetime,
     as_int,
@@ -89,6 +90,7 @@ __all__ = [
     "MissingValue",
     "Target",
     "XmlOptions",
+    "any_order",
     "as_bool",
     "as_datetime",
     "as_int",

@@ -27,6 +27,7 @@ __all__ = [
     "PAD_LIMIT",
     "Memo",
     "WrongKind",
+    "any_order",
     "as_bool",
     "as_datetime",
     "as_int",
@@ -323,6 +324,32 @@ def as_number(value: Any) -> Any:
             isinstance(value, int | Decimal | float) and not isinstance(value, bool)):
         return value
     raise WrongKind(f"expected a number, got {type(value).__name__}")
+
+
+def _order_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | Decimal | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a text"
+    if isinstance(value, datetime):
+        return "a date-time"
+    return f"a {type(value).__name__}"
+
+
+def any_order(a: Any, b: Any) -> Any:
+    """What `a < b` and the other orderings compare with 0, where one side's type is known only at
+    run time (a value of parse_json's, an input of unknown shape): numbers with numbers (exactly,
+    in MONEY), texts with texts, date-times with date-times. Anything else is a WrongKind in our
+    words, where Python's operator would raise its own TypeError."""
+    kind = _order_kind(a)
+    if kind != _order_kind(b) or kind not in ("a number", "a text", "a date-time"):
+        raise WrongKind(f"cannot order {_order_kind(a)} and {_order_kind(b)}")
+    if kind == "a number":
+        return MONEY.compare_signal(a if a.__class__ is not float else to_decimal(a),
+                                    b if b.__class__ is not float else to_decimal(b))
+    return (a > b) - (a < b)
 
 
 def as_bool(value: Any) -> bool:

@@ -102,10 +102,21 @@ def _call(draw: st.DrawFn, depth: int = 0) -> str:
     return f"{fn.name}({', '.join(a for a in args if a is not None)})"
 
 
+OPERATORS = ["+", "-", "*", "/", "<", "<=", ">", ">=", "==", "!=", "??", "and", "or"]
+
+
 @st.composite
-def specs(draw: st.DrawFn) -> str:
+def _binary(draw: st.DrawFn) -> str:
+    """An operator between two operands of any kind (calls too): values of run-time type meet
+    Python's operators here, as they meet functions in _call."""
+    operand = st.one_of(_call(1), st.sampled_from([s for kind in SOURCES.values() for s in kind if s != "omit"]))
+    return f"({draw(operand)}) {draw(st.sampled_from(OPERATORS))} ({draw(operand)})"
+
+
+@st.composite
+def specs(draw: st.DrawFn, operators: bool = True) -> str:
     fmt = draw(st.sampled_from(["json", "xml", "form"]))
-    fields = draw(st.lists(_call(), min_size=1, max_size=3))
+    fields = draw(st.lists(st.one_of(_call(), _binary()) if operators else _call(), min_size=1, max_size=3))
     head, _, _ = _spec("", fmt).rpartition("  f0?")
     return head + "".join(f"  f{i}?: >-\n    {expr}\n" for i, expr in enumerate(fields))
 
@@ -122,6 +133,8 @@ def specs(draw: st.DrawFn) -> str:
 @example(_spec("epoch_millis(parse_json(to_json(order_no)))"))
 @example(_spec('pad_left(order_no, epoch_millis(now()), "x")'))
 @example(_spec('pad_right(order_no, epoch_millis(now()))', "xml"))
+@example(_spec("(parse_json(to_json(buyer))) > (1)"))
+@example(_spec('("a") + (parse_json(to_json(buyer)))'))
 def test_a_spec_check_accepts_compiles_loads_and_runs(text: str) -> None:
     report = check_file("gen.yaml", text)
     if not report.ok:
@@ -144,7 +157,7 @@ def test_the_generator_reaches_clean_specs_and_every_function() -> None:
     clean: set[str] = set()
 
     @settings(database=None, max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(specs())
+    @given(specs(operators=False))
     def collect(text: str) -> None:
         if check_file("gen.yaml", text).ok:
             clean.update(name for name in REGISTRY if f"{name}(" in text)
