@@ -349,8 +349,11 @@ lists and objects can only be tested with `==` and `!=`.
 | `list` | a list, usually of one type (`list of string`) | `"type": "array"` with `items` |
 | `object` | named fields | `"type": "object"` with `properties` |
 
-A value whose type the schema does not describe is checked when the mapping runs: a function that
-needs a number converts it, and a value that cannot be converted is an error naming the field.
+A value whose type the schema does not describe (or that `parse_json` made) is checked when the
+mapping runs: a function that needs a number converts it, `<`, `<=`, `>` and `>=` order numbers
+with numbers, texts with texts and date-times with date-times, and `+` with a text needs a text. A
+value that does not fit is an error naming the field and what was wrong, e.g. *expected a number,
+got dict* or *cannot order a dict and a number*.
 
 Type rules:
 
