@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from xmlkit import full, outcome
 
 import dockyard
-from dockyard.runtime.errors import SerializationError
 from dockyard.runtime.target import CData, XmlOptions
-from dockyard.runtime.xml_writer import _fast_writer, _finish, _Slow, _XmlWriter, to_xml_bytes
+from dockyard.runtime.xml_writer import _fast_writer, _finish, _Slow, to_xml_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,15 +97,6 @@ _plain_docs = st.recursive(  # a list holds no list (that has no XML form)
     max_leaves=16)
 
 
-def _full(doc: Any, options: XmlOptions) -> bytes:
-    if not isinstance(doc, dict):
-        raise SerializationError("not a dict")
-    writer = _XmlWriter(options)
-    root = writer.root(options.root)
-    writer.fill(root, doc, "")
-    return _finish(root, options, writer.codec)
-
-
 def _trees(doc: dict[str, Any], options: XmlOptions) -> bytes:
     """What `to_xml_bytes` did before the text writer: the fast tree writer, else the full one."""
     fast = _fast_writer(options)
@@ -114,14 +105,7 @@ def _trees(doc: dict[str, Any], options: XmlOptions) -> bytes:
         fast.fill(root, doc)
         return _finish(root, options, fast.full.codec)
     except _Slow:
-        return _full(doc, options)
-
-
-def _outcome(fn: Any, *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except SerializationError as exc:
-        return f"error {exc}"
+        return full(doc, options)
 
 
 def _streamed(doc: dict[str, Any], options: XmlOptions) -> bytes | None:
@@ -138,11 +122,11 @@ def _streamed(doc: dict[str, Any], options: XmlOptions) -> bytes | None:
 @settings(max_examples=1500, deadline=None, database=None)
 @given(st.dictionaries(_names, _docs, max_size=5), st.sampled_from(OPTIONS))
 def test_the_text_writer_writes_what_the_trees_write_or_gives_up(doc: dict[str, Any], options: XmlOptions) -> None:
-    full = _outcome(_full, doc, options)
-    assert _outcome(to_xml_bytes, doc, options) == full
+    expected = outcome(full, doc, options)
+    assert outcome(to_xml_bytes, doc, options) == expected
     streamed = _streamed(doc, options)
     if streamed is not None:
-        assert streamed == full
+        assert streamed == expected
 
 
 @settings(max_examples=500, deadline=None, database=None)
@@ -151,7 +135,7 @@ def test_plain_documents_are_written_as_text(doc: dict[str, Any], options: XmlOp
     assume(all(_encodable(name, options) for name in _names_in(doc)))  # else an error, from the trees
     streamed = _streamed(doc, options)
     assert streamed is not None, "the text writer gave up on a plain document"
-    assert streamed == _full(doc, options) == to_xml_bytes(doc, options)
+    assert streamed == full(doc, options) == to_xml_bytes(doc, options)
 
 
 def _names_in(value: Any) -> list[str]:
@@ -186,7 +170,7 @@ def test_the_writers_it_leaves_to() -> None:
 def test_edge_documents(doc: dict[str, Any], options: XmlOptions) -> None:
     streamed = _streamed(doc, options)
     assert streamed is not None
-    assert streamed == _full(doc, options) == to_xml_bytes(doc, options)
+    assert streamed == full(doc, options) == to_xml_bytes(doc, options)
 
 
 @pytest.mark.parametrize("doc", [
@@ -197,7 +181,7 @@ def test_edge_documents(doc: dict[str, Any], options: XmlOptions) -> None:
 def test_what_the_text_writer_leaves_to_the_trees(doc: dict[Any, Any]) -> None:
     options = OPTIONS[0]
     assert _streamed(doc, options) is None
-    assert _outcome(to_xml_bytes, doc, options) == _outcome(_full, doc, options)
+    assert outcome(to_xml_bytes, doc, options) == outcome(full, doc, options)
 
 
 def test_a_document_nested_deeper_than_the_text_writer_reaches_fails_or_succeeds_as_before() -> None:
@@ -230,7 +214,7 @@ def test_the_qimen_request_takes_the_text_writer_and_matches(values: dict[str, A
     order["items"] = [dict(order["items"][0], sku=values["sku"] or "s", qty=values["qty"]), *order["items"][1:]]
     clock = dt.datetime(2023, 11, 12, tzinfo=dt.timezone(dt.timedelta(hours=8)))
     doc = mapping.transform(order, ctx, clock)
-    assert _outcome(mapping.render, order, ctx, clock) == _outcome(_full, doc, mapping.target.xml)
+    assert outcome(mapping.render, order, ctx, clock) == outcome(full, doc, mapping.target.xml)
     if all(c.isprintable() or c in "\t\n\r" for v in values.values() if isinstance(v, str) for c in v):
         assert _streamed(doc, mapping.target.xml) is not None
 
