@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import MAPPINGS
+from e2e import MAPPINGS
 from test_service import example
 
 from dockyard.demo import build_demo_bundle
