@@ -190,7 +190,7 @@ class Service:
                             "reasons": list(c.reasons)})
                 continue
             r = next(accepted)
-            self.metrics.orders.labels(c.warehouse, r.status).inc()
+            self.metrics.child(self.metrics.orders, c.warehouse, r.status).inc()
             if tracing.enabled():  # from receipt to the commit that made the order durable
                 with tracing.span("dockyard.ingest", r.tracking_id, {
                         "dockyard.order_no": c.order_no, "dockyard.warehouse": c.warehouse,
