@@ -340,14 +340,15 @@ class Service:
         if path_token is not None and (guard is None or guard.config.token is None
                                        or guard.config.token.where != "path"):
             return web.Response(status=404, text=f"no callback {warehouse}/{flow}/… is configured")
+        peer = _peer(request)  # once: the transport is asked for its peer's address each time
         if guard is not None:
-            refusal = guard.check(_peer(request), request.headers, path_token)
+            refusal = guard.check(peer, request.headers, path_token)
             if refusal is not None:
-                await self._journal_refused_callback(warehouse, flow, refusal, _peer(request))
+                await self._journal_refused_callback(warehouse, flow, refusal, peer)
                 return _refusal(refusal)
         body = await receive_body(request, self.config.limits.body_timeout)
         reply = await handle_callback(self.ctx, self.db, warehouse, flow, request.query, request.headers, body,
-                                      forward=self.config.upstream is not None, remote=_peer(request))
+                                      forward=self.config.upstream is not None, remote=peer)
         if reply.outcome == "applied":
             self.deliverer.poke(UPSTREAM)
         # labels come from the config, never from the request (the pair was checked above)
