@@ -280,7 +280,7 @@ class Metrics:
         # the fixed outcome lists.
         self._callback_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._attempt_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}  # child(): any other series, by its labels
+        self._children: dict[tuple[Any, tuple[object, ...]], Any] = {}  # child(): any other series, by its labels
         if config is not None:
             self._declare(config)
 
@@ -311,7 +311,7 @@ class Metrics:
     def _warehouse(self, name: str) -> str:
         return name if self._warehouses is None or name in self._warehouses else "unknown"
 
-    def child(self, metric: Any, *values: str) -> Any:
+    def child(self, metric: Any, *values: object) -> Any:
         """`metric.labels(*values)`, kept after its first lookup (for the paths that run per order,
         attempt or callback). Callers pass label values from the config or from fixed lists, never
         from a request; past _CHILDREN_KEPT series, the rest are looked up each time."""
