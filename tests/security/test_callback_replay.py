@@ -123,8 +123,8 @@ def test_the_identity_rests_on_signed_content(mappings: dict[str, CompiledMappin
                                                                  {"event_id": "M-3"})):
         for flow_cfg in (c, CallbackConfig(c.name, c.mapping, verify=c.verify)):  # the second: nothing known yet
             read = signed_input(flow_cfg.verify, q, {}, b)
-            plain = dedupe_identity(flow_cfg, m, q, {}, b, event)
-            assert dedupe_identity(flow_cfg, m, q, {}, b, event, 0, read) == plain
+            verified = dedupe_identity(flow_cfg, m, q, {}, b, event, 0, read)  # first, for the fresh config
+            assert verified == dedupe_identity(flow_cfg, m, q, {}, b, event)
             assert dedupe_identity(flow_cfg, m, q, {}, b, event, 2, read).endswith("#2")
     # an unsigned flow: the event id (its guard is what keeps strangers out)
     sf = mappings["sf/route-push"]
