@@ -510,6 +510,11 @@ def serve_child(argv: list[str]) -> int:
     signal.signal(signal.SIGUSR1, dump)
 
     def ready(url: str) -> None:
+        # an experiment: the collector's thresholds, over the ones `serve` set (e.g. Python's 700,10,10)
+        if os.environ.get("DOCKYARD_BENCH_GC_THRESHOLDS"):
+            import gc
+
+            gc.set_threshold(*(int(x) for x in os.environ["DOCKYARD_BENCH_GC_THRESHOLDS"].split(",")))
         with contextlib.suppress(RuntimeError):  # the event loop's lag, sampled every 10 ms
             asyncio.get_running_loop().create_task(_probe_lag(lags))
             if stalls is not None:
