@@ -404,19 +404,22 @@ class _Stalls:
         import gc
 
         self.gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
-        started = [0.0]
+        self.gc_cpu: dict[int, float] = {0: 0.0, 1: 0.0, 2: 0.0}  # the collecting thread's CPU, s
+        started = [0.0, 0.0]
 
         def timed(phase: str, info: dict[str, int]) -> None:
             if phase == "start":
-                started[0] = time.perf_counter()
+                started[0], started[1] = time.perf_counter(), time.thread_time()
             else:
                 self.gc[info["generation"]].append(time.perf_counter() - started[0])
+                self.gc_cpu[info["generation"]] += time.thread_time() - started[1]
         gc.callbacks.append(timed)
 
     def report(self) -> dict[str, Any]:
         ranked = sorted(self.samples.items(), key=lambda kv: -kv[1])[:60]
         lengths = sorted(self.lengths)
         gcs = {f"gen{g}": {"n": len(v), "total_ms": round(sum(v) * 1000, 1),
+                           "cpu_ms": round(getattr(self, "gc_cpu", {}).get(g, 0.0) * 1000, 1),
                            "max_ms": round(max(v, default=0) * 1000, 1), "over_5ms": sum(1 for x in v if x > 0.005)}
                for g, v in getattr(self, "gc", {}).items()}
         return {"gc": gcs, "threshold_ms": self.threshold * 1000, "stalls": len(lengths),
