@@ -54,10 +54,11 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # net of frees: reading a batch of 200 orders, a group commit's results or a burst of callbacks
 # passes it many times over, and each young collection walks what is alive at that moment (the
 # very batch being built), then moves it on to be walked again by the middle generation. With
-# feedback on that was 7-12% of the service's CPU (bench/e2e.py -n 5000: ~1,150 young and ~100
-# middle collections, 0.7-1.6 s). Short-lived objects are freed by their reference counts and never
-# need the collector; what it is for, garbage in cycles, is found all the same once 50,000 objects
-# more are alive than at the last collection (a few MB at most), so memory stays bounded.
+# feedback on that was 230-260 µs of CPU per order, 7-8% of the service's (bench/e2e.py -n 5000:
+# ~1,120 young, ~100 middle and 9 full collections; bench/README.md, stop 22); with these, one
+# collection in the run. Short-lived objects are freed by their reference counts and never need
+# the collector; what it is for, garbage in cycles, is still found once 50,000 objects more are
+# alive than at the last collection (a few MB at most): memory stays bounded (the same peak RSS).
 SERVE_GC_THRESHOLDS = (50_000, 10, 10)
 
 
