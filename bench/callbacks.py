@@ -17,7 +17,9 @@ client's run: HTTP parsing, guard, verification, reading, mapping, the ack) and 
 threads (the writer's group commits), best of the rounds. The client's CPU is its own process's
 and is not counted. With --against-python, the same script runs under another interpreter (a
 venv with another checkout of Dockyard installed), round by round in alternate subprocesses, and
-the ratio is printed: both candidates see the same machine noise.
+the ratio is printed: both candidates see the same machine noise. With --as-serve, each round sets
+up the collector as `serve` does once it is up (gc.freeze, and the tree's SERVE_GC_THRESHOLDS
+where it has them); without it, the process collects with Python's defaults, as before.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -160,6 +163,20 @@ class _SwitchAB:
         return out
 
 
+def _as_serve() -> None:
+    """What `serve` (app.run_forever) does to the collector once the service is up, in the tree
+    under test: everything loaded so far frozen, and the tree's thresholds for serving if it has
+    any (SERVE_GC_THRESHOLDS; Python's own otherwise)."""
+    import gc
+
+    from dockyard.service import app
+
+    gc.freeze()
+    thresholds = getattr(app, "SERVE_GC_THRESHOLDS", None)
+    if thresholds:
+        gc.set_threshold(*thresholds)
+
+
 def one_round(n: int, switch: float | None = None) -> dict[str, Any]:
     """Serve, store n orders, let the client push their callbacks; CPU per callback (and, with
     `switch`, the switch-interval comparison of _SwitchAB)."""
@@ -196,6 +213,8 @@ def one_round(n: int, switch: float | None = None) -> dict[str, Any]:
         runner = web.AppRunner(service.app(), access_log=None, handle_signals=False)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
+        if os.environ.get("DOCKYARD_BENCH_AS_SERVE"):  # --as-serve: the collector as `serve` sets it up
+            _as_serve()
         ab = _SwitchAB((sys.getswitchinterval(), switch)) if switch else None
         tasks = []
         if ab is not None:
@@ -238,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=1500, help="orders (each pushes 4-5 callbacks, JD none)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--against-python", help="another venv's python, run alternately as the baseline")
+    ap.add_argument("--as-serve", action="store_true",
+                    help="set up the collector as `serve` does once it is up (gc.freeze, and the tree's "
+                         "SERVE_GC_THRESHOLDS where it has them); without it, Python's defaults as before")
     ap.add_argument("--switch-ab", type=float, metavar="S",
                     help="this tree only: alternate the GIL switch interval between Python's and S seconds "
                          "during each round, and compare loop lag, store-write latency and group commits")
@@ -250,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     best: dict[str, dict[str, Any]] = {}
     for r in range(args.rounds):
         for name, python in candidates.items():
+            env = {**os.environ, **({"DOCKYARD_BENCH_AS_SERVE": "1"} if args.as_serve else {})}
             run = subprocess.run([python, __file__, "--round-child", str(args.n)], capture_output=True, text=True,
-                                 check=False, timeout=600)
+                                 check=False, timeout=600, env=env)
             if run.returncode != 0:
                 sys.stderr.write(run.stderr)
                 return 1

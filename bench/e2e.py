@@ -404,19 +404,22 @@ class _Stalls:
         import gc
 
         self.gc: dict[int, list[float]] = {0: [], 1: [], 2: []}
-        started = [0.0]
+        self.gc_cpu: dict[int, float] = {0: 0.0, 1: 0.0, 2: 0.0}  # the collecting thread's CPU, s
+        started = [0.0, 0.0]
 
         def timed(phase: str, info: dict[str, int]) -> None:
             if phase == "start":
-                started[0] = time.perf_counter()
+                started[0], started[1] = time.perf_counter(), time.thread_time()
             else:
                 self.gc[info["generation"]].append(time.perf_counter() - started[0])
+                self.gc_cpu[info["generation"]] += time.thread_time() - started[1]
         gc.callbacks.append(timed)
 
     def report(self) -> dict[str, Any]:
         ranked = sorted(self.samples.items(), key=lambda kv: -kv[1])[:60]
         lengths = sorted(self.lengths)
         gcs = {f"gen{g}": {"n": len(v), "total_ms": round(sum(v) * 1000, 1),
+                           "cpu_ms": round(getattr(self, "gc_cpu", {}).get(g, 0.0) * 1000, 1),
                            "max_ms": round(max(v, default=0) * 1000, 1), "over_5ms": sum(1 for x in v if x > 0.005)}
                for g, v in getattr(self, "gc", {}).items()}
         return {"gc": gcs, "threshold_ms": self.threshold * 1000, "stalls": len(lengths),
@@ -510,6 +513,11 @@ def serve_child(argv: list[str]) -> int:
     signal.signal(signal.SIGUSR1, dump)
 
     def ready(url: str) -> None:
+        # an experiment: the collector's thresholds, over the ones `serve` set (e.g. Python's 700,10,10)
+        if os.environ.get("DOCKYARD_BENCH_GC_THRESHOLDS"):
+            import gc
+
+            gc.set_threshold(*(int(x) for x in os.environ["DOCKYARD_BENCH_GC_THRESHOLDS"].split(",")))
         with contextlib.suppress(RuntimeError):  # the event loop's lag, sampled every 10 ms
             asyncio.get_running_loop().create_task(_probe_lag(lags))
             if stalls is not None:

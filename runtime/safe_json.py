@@ -202,7 +202,10 @@ def loads(data: str | bytes, *, max_depth: int = MAX_DEPTH, strict: bool = True)
         raise JsonProblem(f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
     except ValueError as exc:  # pragma: no cover - e.g. int() limits, kept as a refusal
         raise JsonProblem(f"not valid JSON: {exc}") from None
-    if depth(value, max_depth + 1) > max_depth:
+    # Each level of nesting opens with its own `{` or `[`: a text with no more of them than the bound
+    # (counted anywhere, inside strings too, so never too few) cannot nest deeper, and the walk over
+    # the value (a third of reading a small callback's JSON) is left out. Only the count decides.
+    if text.count("{") + text.count("[") > max_depth and depth(value, max_depth + 1) > max_depth:
         raise JsonProblem(f"nests deeper than {max_depth} levels")
     suspect = (flagged[0] or raw_controls or "\ufffe" in text or "\uffff" in text
                or _SUSPECT_ESCAPE.search(text) is not None)

@@ -100,12 +100,18 @@ class SignInput:
         if not isinstance(self.body, str):
             raise TypeError(f"the sign body must be text, not {type(self.body).__name__}")
         # A lone surrogate (json.loads lets one through) has no UTF-8 form and could not be sent;
-        # say so here rather than fail half-way through a digest.
-        for where, text in (("the body", self.body), *((f"parameter {k!r}", k + v) for k, v in self.params.items())):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise SignInputError(f"{where} holds {text[exc.start]!r}, which has no UTF-8 form") from None
+        # say so here rather than fail half-way through a digest. All of the text is encoded at
+        # once (Python never pairs two surrogates of adjacent strings, so the whole fails exactly
+        # when a part does); only then is each part tried, to name the one that holds it.
+        try:
+            "".join((self.body, *(k + v for k, v in self.params.items()))).encode("utf-8")
+        except UnicodeEncodeError:
+            for where, text in (("the body", self.body),
+                                *((f"parameter {k!r}", k + v) for k, v in self.params.items())):
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    raise SignInputError(f"{where} holds {text[exc.start]!r}, which has no UTF-8 form") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -287,7 +287,7 @@ class Deliverer:
                 await self._commit(result)
             finally:
                 self.finishing[wh.name] -= 1
-            self.metrics.deliveries.labels(wh.name, job.kind, result.state).inc()
+            self.metrics.child(self.metrics.deliveries, wh.name, job.kind, result.state).inc()
             if result.state in ("dead", "held"):
                 logs.event(logging.WARNING, "dead-lettered" if result.state == "dead" else "held in doubt",
                            order_no=job.order_no, trace_id=job.trace_id, warehouse=wh.name, flow=job.kind,
@@ -370,7 +370,7 @@ class Deliverer:
                                        f"{self._redact(str(exc))}", stage="transform")
         rule = prepared.idempotency_rule or "skip"
         took = (time.perf_counter_ns() - t0) / 1e9
-        self.metrics.stage.labels("transform", wh.name).observe(took)
+        self.metrics.child(self.metrics.stage, "transform", wh.name).observe(took)
         attempt.detail.update({"attempt": job.attempts, "mapping": flow.request, "request_id": prepared.request_id,
                                "idempotency_key": prepared.idempotency_key, "rule": rule,
                                "transform_ms": round(took * 1000, 2), "clock": clock.isoformat(timespec="microseconds"),

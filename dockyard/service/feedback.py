@@ -14,7 +14,6 @@ warehouse sends it again and an operator can see it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping
@@ -82,6 +81,8 @@ def verify(cfg: CallbackConfig, ctx: ServiceContext, query: Mapping[str, str], h
 
 
 def _decrypt(document: Any, cfg: CallbackConfig, ctx: ServiceContext) -> None:
+    if not cfg.decrypt:  # most flows: no import statement and no loop per callback
+        return
     from dockyard.runtime.request import encrypt_fields
 
     for spec in cfg.decrypt:
@@ -158,7 +159,7 @@ async def handle_callback(ctx: ServiceContext, db: Database, warehouse: str, flo
                 "dockyard.status": records[0].event.get("status") if records else None,
                 "dockyard.duplicate": outcome == "duplicate"}, start_us=received):
             pass
-    return dataclasses.replace(_ack_or_error(ctx, cfg, wh, document, 200, "", outcome), secret=signed_with)
+    return _ack_or_error(ctx, cfg, wh, document, 200, "", outcome, signed_with)
 
 
 def _events(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -190,14 +191,15 @@ def _answer(exc: Exception) -> str:
 
 
 def _ack_or_error(ctx: ServiceContext, cfg: CallbackConfig, wh: WarehouseConfig, document: Any, status: int,
-                  error: str, outcome: str) -> CallbackReply:
+                  error: str, outcome: str, secret: str | None = None) -> CallbackReply:
+    """The warehouse's ack (or our error), with `secret`: which secret verified the callback."""
     if cfg.ack is not None and document is not None:
         ack = ctx.mappings[cfg.ack]
         try:
-            return CallbackReply(status, ack.render(document, wh.context), ack.target.content_type, outcome)
+            return CallbackReply(status, ack.render(document, wh.context), ack.target.content_type, outcome, secret)
         except DockyardError as exc:
             error = f"cannot render the ack: {ctx.secrets.redact(str(exc))}"
             status = 500
     if status == 200 and cfg.ack is None:
-        return CallbackReply(200, b'{"success":true}', "application/json", outcome)
-    return CallbackReply(status, error.encode("utf-8"), "text/plain; charset=utf-8", outcome)
+        return CallbackReply(200, b'{"success":true}', "application/json", outcome, secret)
+    return CallbackReply(status, error.encode("utf-8"), "text/plain; charset=utf-8", outcome, secret)

@@ -280,6 +280,7 @@ class Metrics:
         # the fixed outcome lists.
         self._callback_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._attempt_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._children: dict[tuple[Any, tuple[object, ...]], Any] = {}  # child(): any other series, by its labels
         if config is not None:
             self._declare(config)
 
@@ -310,9 +311,21 @@ class Metrics:
     def _warehouse(self, name: str) -> str:
         return name if self._warehouses is None or name in self._warehouses else "unknown"
 
+    def child(self, metric: Any, *values: object) -> Any:
+        """`metric.labels(*values)`, kept after its first lookup (for the paths that run per order,
+        attempt or callback). Callers pass label values from the config or from fixed lists, never
+        from a request; past _CHILDREN_KEPT series, the rest are looked up each time."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = metric.labels(*values)
+            if len(self._children) < _CHILDREN_KEPT:
+                self._children[key] = found
+        return found
+
     # -- what the service calls where things happen ---------------------------------------------
     def observe_ingest(self, endpoint: str, seconds: float) -> None:
-        self.ingest.labels(endpoint if endpoint in INGEST_ENDPOINTS else "other").observe(seconds)
+        self.child(self.ingest, endpoint if endpoint in INGEST_ENDPOINTS else "other").observe(seconds)
 
     def observe_attempt(self, warehouse: str, flow: str, outcome: str, seconds: float) -> None:
         """One exchange with a warehouse ended: `outcome` from `outcome_class()`, `seconds` the
@@ -348,7 +361,7 @@ class Metrics:
         (current | previous), when one did."""
         known = self._callback_flows
         if secret in ("current", "previous") and (known is None or (warehouse, flow) in known):
-            self.callback_secrets.labels(warehouse, flow, secret).inc()
+            self.child(self.callback_secrets, warehouse, flow, secret).inc()
         if outcome not in CALLBACK_OUTCOMES:
             outcome = "error"
         if known is not None and (warehouse, flow) not in known:

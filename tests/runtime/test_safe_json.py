@@ -61,6 +61,23 @@ def test_repeated_keys_and_depth() -> None:
         safe_json.loads("[" * 200_000 + "]" * 200_000)
 
 
+@given(st.integers(0, 6), st.integers(1, 6), st.integers(0, 40))
+def test_nesting_is_refused_by_depth_not_by_how_many_brackets_the_text_holds(depth: int, bound: int,
+                                                                            in_text: int) -> None:
+    """The nesting walk is skipped for a text with no more brackets than the bound; brackets inside
+    strings only ever make it walk, and the verdict is the depth's alone, as before."""
+    value: object = {"s": "[{" * in_text}
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value, "t": "]}" * in_text}
+    text = json.dumps(value)
+    levels = safe_json.depth(json.loads(text), 1_000)
+    if levels > bound:
+        with pytest.raises(safe_json.JsonProblem, match=f"deeper than {bound}"):
+            safe_json.loads(text, max_depth=bound)
+    else:
+        assert safe_json.loads(text, max_depth=bound) == json.loads(text)
+
+
 def test_callback_readers_use_the_bounds() -> None:
     for body in (b'{"a": NaN}', b'{"a": 1, "a": 2}', b'"\\ud800"', b"[" * 100_000):
         with pytest.raises(InputError):

@@ -606,6 +606,15 @@ def test_text_that_cannot_be_sent_as_utf8_is_refused() -> None:
         SignInput({}, "a\ud800")
     with pytest.raises(SignInputError, match="'k'"):
         SignInput({"k": "\udfff"}, "")
+    # all of the text is tried at once first: the part that fails is still the one named, and two
+    # halves of a pair in two parts are two lone surrogates, not a character
+    with pytest.raises(SignInputError, match=r"parameter 'b' holds '\\udc00'"):
+        SignInput({"a": "x", "b": "\udc00", "c": "y"}, "fine")
+    with pytest.raises(SignInputError, match=r"parameter 'a' holds '\\ud83d'"):
+        SignInput({"a": "\ud83d", "b": "\ude00"}, "")
+    with pytest.raises(SignInputError, match=r"the body holds '\\ude00'"):
+        SignInput({"a": "x\ud83d"[:1]}, "\ude00")
+    assert SignInput({"a": "顺丰", "b": "😀"}, "é").params == {"a": "顺丰", "b": "😀"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from seckit import Env, service
 from dockyard.compiler.api import compile_file
 from dockyard.runtime.mapping import CompiledMapping
 from dockyard.service.config import CallbackConfig, VerifyConfig
-from dockyard.service.replay import dedupe_identity, event_id_sources
+from dockyard.service.replay import dedupe_identity, event_id_sources, signed_input
 from dockyard.simulate.protocols import cainiao_callback, qimen_callback_query, qimen_process_xml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,6 +118,14 @@ def test_the_identity_rests_on_signed_content(mappings: dict[str, CompiledMappin
 
     rcfg = CallbackConfig("orderprocess.report", "m", verify=QIMEN_VERIFY)
     assert dedupe_identity(rcfg, report, query, {}, body, {}) == "sha256:" + hashlib.sha256(body).hexdigest()
+    # what verifying read (as the service passes it) gives the same identities, first message or not
+    for c, m, q, b, event in ((rcfg, report, query, body, {}), (cfg, upload, {}, urlencode(form).encode(),
+                                                                 {"event_id": "M-3"})):
+        for flow_cfg in (c, CallbackConfig(c.name, c.mapping, verify=c.verify)):  # the second: nothing known yet
+            read = signed_input(flow_cfg.verify, q, {}, b)
+            verified = dedupe_identity(flow_cfg, m, q, {}, b, event, 0, read)  # first, for the fresh config
+            assert verified == dedupe_identity(flow_cfg, m, q, {}, b, event)
+            assert dedupe_identity(flow_cfg, m, q, {}, b, event, 2, read).endswith("#2")
     # an unsigned flow: the event id (its guard is what keeps strangers out)
     sf = mappings["sf/route-push"]
     assert dedupe_identity(CallbackConfig("route-push", "m"), sf, {}, {}, b"{}", {"event_id": "R1"}) == "R1"

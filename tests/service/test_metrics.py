@@ -281,6 +281,27 @@ def test_throttled_time_counts_only_real_waits(seconds: float) -> None:
     assert _samples(metrics.render().decode())[("dockyard_throttled_seconds_total", (("warehouse", "jd"),))] == 1.5
 
 
+def test_a_kept_child_is_the_labelled_series_itself() -> None:
+    """`Metrics.child` keeps what `labels()` returns: the same series, counted in the same place,
+    however often it is asked for; past the bound it still counts (looked up each time)."""
+    metrics = Metrics()
+    first = metrics.child(metrics.deliveries, "jd", "create", "done")
+    assert first is metrics.deliveries.labels("jd", "create", "done")
+    assert metrics.child(metrics.deliveries, "jd", "create", "done") is first
+    for _ in range(3):
+        metrics.child(metrics.deliveries, "jd", "create", "done").inc()
+    metrics.child(metrics.stage, "transform", "jd").observe(0.25)
+    m = _samples(metrics.render().decode())
+    assert m[("dockyard_deliveries_total", (("flow", "create"), ("result", "done"), ("warehouse", "jd")))] == 3
+    metrics._children.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("dockyard.service.metrics._CHILDREN_KEPT", 0)
+        metrics.child(metrics.deliveries, "jd", "create", "done").inc()
+        assert not metrics._children
+    m = _samples(metrics.render().decode())
+    assert m[("dockyard_deliveries_total", (("flow", "create"), ("result", "done"), ("warehouse", "jd")))] == 4
+
+
 def test_with_workers_every_scrape_answers_for_all_of_them(tmp_path: Any) -> None:
     """`serve` with `workers: 2`: a scrape reaches one worker or the other, and each answers with
     the figures of both (multiprocess files): orders taken in by either, deliveries made by both,

@@ -369,7 +369,8 @@ def test_serving_freezes_what_start_loaded_out_of_the_collectors_sight(tmp_path:
                                                                         bundle_dir: Path) -> None:
     """`serve` (run_forever) puts everything loaded at start — the bundles' mappings, libraries, the
     config — in the collector's permanent generation, so that a full collection (which runs on the
-    event loop) walks only what the service made since; it serves as before, and stops on SIGTERM."""
+    event loop) walks only what the service made since, and collects young objects only after
+    SERVE_GC_THRESHOLDS[0] more are alive (not Python's 700); it serves as before, and stops on SIGTERM."""
     import gc
     import os
     import signal
@@ -377,7 +378,7 @@ def test_serving_freezes_what_start_loaded_out_of_the_collectors_sight(tmp_path:
     import aiohttp
 
     from dockyard.demo import DemoPlan, free_port
-    from dockyard.service.app import Service, run_forever
+    from dockyard.service.app import SERVE_GC_THRESHOLDS, Service, run_forever
     from dockyard.service.config import load_config
     from dockyard.service.context import ServiceContext
 
@@ -393,6 +394,7 @@ def test_serving_freezes_what_start_loaded_out_of_the_collectors_sight(tmp_path:
 
     async def check(url: str) -> None:
         seen["frozen"] = gc.get_freeze_count()
+        seen["thresholds"] = gc.get_threshold()
         async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as resp:
             seen["health"] = resp.status
         os.kill(os.getpid(), signal.SIGTERM)  # run_forever's handler stops the service
@@ -403,9 +405,13 @@ def test_serving_freezes_what_start_loaded_out_of_the_collectors_sight(tmp_path:
         await asyncio.gather(*tasks)
 
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     try:
         asyncio.run(asyncio.wait_for(main(), 60))
     finally:
         gc.unfreeze()  # the rest of the test run collects as before
+        gc.set_threshold(*thresholds)
     assert seen["health"] == 200
     assert seen["frozen"] > 10_000  # the service's modules, mappings and config, at least
+    assert seen["thresholds"] == SERVE_GC_THRESHOLDS
+    assert SERVE_GC_THRESHOLDS[0] > thresholds[0]
