@@ -1019,15 +1019,24 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     --rate-of-capacity, a closed-loop run then an open-loop run at that fraction of its delivered/s."""
     prep = Prepared(args)
     runs: list[dict[str, Any]] = []
-    for _ in range(args.rounds):
-        for nodes in args.nodes or [0]:
-            if args.rate_of_capacity:
-                closed = one_run(args, prep, nodes=nodes, rate=None)
-                runs.append(closed)
-                runs.append(one_run(args, prep, nodes=nodes, rate=args.rate_of_capacity * closed["delivered_per_s"]))
-            else:
-                runs.append(one_run(args, prep, nodes=nodes, rate=args.rate))
-            show(runs[-1])
+    try:
+        for _ in range(args.rounds):
+            for nodes in args.nodes or [0]:
+                if args.rate_of_capacity:
+                    closed = one_run(args, prep, nodes=nodes, rate=None)
+                    runs.append(closed)
+                    runs.append(one_run(args, prep, nodes=nodes,
+                                        rate=args.rate_of_capacity * closed["delivered_per_s"]))
+                else:
+                    runs.append(one_run(args, prep, nodes=nodes, rate=args.rate))
+                show(runs[-1])
+    finally:
+        # A folder of our own making (stores, bundles, logs: ~40 MB a run) goes when the runs are
+        # done; one given with --workdir, or kept with --keep-workdir, stays for a look afterwards.
+        if args.workdir is None and not args.keep_workdir:
+            shutil.rmtree(prep.work, ignore_errors=True)
+        else:
+            print(f"working folder kept: {prep.work}", file=sys.stderr)
     return runs
 
 
@@ -1170,7 +1179,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="split the service's CPU by stage (wraps its stage functions; costs some CPU itself)")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--mappings", type=Path, default=REPO / "mappings")
-    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="the working folder (kept afterwards); default: a new temporary one, removed at the end")
+    ap.add_argument("--keep-workdir", action="store_true",
+                    help="keep the temporary working folder for a look afterwards")
     ap.add_argument("--json", type=Path, default=None, help="also write every figure as JSON")
     args = ap.parse_args(argv)
     if args.nodes:
