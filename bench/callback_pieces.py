@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     def counted(kept: bool) -> Callable[[], object]:
         def run() -> None:
             if not kept:
-                metrics._callback_children.clear()  # as before: labels() on every call
+                metrics._children.clear()  # as before: labels() on every call
             metrics.observe_callback("cainiao", "consign", "applied", 0.0123)
         return run
 

@@ -67,7 +67,7 @@ ATTEMPT_OUTCOMES = ("2xx", "3xx", "4xx", "5xx", "timeout", "reset", "refused", "
 RETRY_REASONS = ("server-error", "rate-limited", "timeout", "reset", "refused", "not-sent", "warehouse-asked",
                  "in-doubt", "other")
 INGEST_ENDPOINTS = ("order", "batch")
-_CHILDREN_KEPT = 4096  # labelled children kept per hot path; beyond that, looked up each time
+_CHILDREN_KEPT = 4096  # labelled children kept (Metrics.child); beyond that, looked up each time
 # What became of a warehouse callback (feedback.CallbackReply.outcome).
 CALLBACK_OUTCOMES = ("applied", "duplicate", "forged", "unreadable", "unknown-flow", "error")
 UPSTREAM = "_upstream"
@@ -274,13 +274,9 @@ class Metrics:
                                  multiprocess_mode=store)
         self._warehouses: frozenset[str] | None = None
         self._callback_flows: frozenset[tuple[str, str]] | None = None
-        # The labelled children the hot paths use, looked up once: `labels()` takes a lock and builds
-        # the label tuple on every call (half of what counting a callback cost). The keys are
-        # bounded: configured warehouses and flows (unknown ones are folded before the lookup) and
-        # the fixed outcome lists.
-        self._callback_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._attempt_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._children: dict[tuple[Any, tuple[object, ...]], Any] = {}  # child(): any other series, by its labels
+        # The labelled children the hot paths use, looked up once (see `child`): `labels()` takes a
+        # lock and builds the label tuple on every call (half of what counting a callback cost).
+        self._children: dict[tuple[Any, tuple[object, ...]], Any] = {}
         if config is not None:
             self._declare(config)
 
@@ -313,7 +309,8 @@ class Metrics:
 
     def child(self, metric: Any, *values: object) -> Any:
         """`metric.labels(*values)`, kept after its first lookup (for the paths that run per order,
-        attempt or callback). Callers pass label values from the config or from fixed lists, never
+        attempt or callback). The keys are bounded: callers pass label values from the config or
+        from fixed lists (a warehouse or flow a request named is folded to "unknown" first), never
         from a request; past _CHILDREN_KEPT series, the rest are looked up each time."""
         key = (metric, values)
         found = self._children.get(key)
@@ -330,16 +327,9 @@ class Metrics:
     def observe_attempt(self, warehouse: str, flow: str, outcome: str, seconds: float) -> None:
         """One exchange with a warehouse ended: `outcome` from `outcome_class()`, `seconds` the
         exchange's time (the journal row's elapsed_us / 1e6)."""
-        key = (warehouse, flow, outcome)
-        children = self._attempt_children.get(key)
-        if children is None:
-            name = self._warehouse(warehouse)
-            children = (self.attempts.labels(name, flow, outcome if outcome in ATTEMPT_OUTCOMES else "error"),
-                        self.attempt_seconds.labels(name, flow))
-            if len(self._attempt_children) < _CHILDREN_KEPT:
-                self._attempt_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        name = self._warehouse(warehouse)
+        self.child(self.attempts, name, flow, outcome if outcome in ATTEMPT_OUTCOMES else "error").inc()
+        self.child(self.attempt_seconds, name, flow).observe(seconds)
 
     def observe_retry(self, warehouse: str, reason: str) -> None:
         """A delivery was scheduled again; `reason` from `retry_reason()`."""
@@ -367,14 +357,8 @@ class Metrics:
         if known is not None and (warehouse, flow) not in known:
             self.callbacks.labels("unknown", "unknown", outcome).inc()
             return
-        key = (warehouse, flow, outcome)
-        children = self._callback_children.get(key)
-        if children is None:
-            children = (self.callbacks.labels(warehouse, flow, outcome), self.callback_seconds.labels(warehouse, flow))
-            if len(self._callback_children) < _CHILDREN_KEPT:
-                self._callback_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.child(self.callbacks, warehouse, flow, outcome).inc()
+        self.child(self.callback_seconds, warehouse, flow).observe(seconds)
 
     # -- at scrape time ---------------------------------------------------------------------------
     def refresh(self, store_counts: dict[str, Any], breakers: dict[str, str], inflight: dict[str, int],
