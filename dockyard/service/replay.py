@@ -150,24 +150,21 @@ def dedupe_identity(cfg: CallbackConfig, mapping: CompiledMapping, query: Mappin
             v, query, headers, body, source_format, sources,
             _text(signed if signed is not None else signed_input(v, query, headers, body)))):
         return given
-    verified = signed is not None
-    if signed is None:
-        signed = signed_input(v, query, headers, body)
-    read = signed
+    read = signed if signed is not None else signed_input(v, query, headers, body)
     # The whole signed text (masked) is built only when it is needed: to find out, on a flow's first
     # message, whether the body is signed, and as the content when the body is not. When `signed`
     # comes from verifying, the scheme has just read this input (so the text can be built), and for
     # a flow whose body is signed (QIMEN's XML, Cainiao's logistics_interface) the identity is the
     # body's hash: no second text per callback.
-    text = None if verified else _text(signed)
-    if not verified and text is None:  # pragma: no cover - a caller that did not verify, unreadable
+    text = None if signed is not None else _text(read)
+    if signed is None and text is None:  # pragma: no cover - a caller that did not verify, unreadable
         return "sha256:" + hashlib.sha256(body).hexdigest() + place
     body_signed = _known(cfg, ("body",), lambda: _text(signed_input(v, query, headers, body + b" \x01",
                                                                     _changed_body_field(v, body))) != _text(read))
-    if body_signed and signed.inp.body:
-        content = signed.inp.body
+    if body_signed and read.inp.body:
+        content = read.inp.body
     else:
-        text = text if text is not None else _text(signed)
+        text = text if text is not None else _text(read)
         if text is None:  # pragma: no cover - verify() passed, so the scheme could read its input
             return "sha256:" + hashlib.sha256(body).hexdigest() + place
         content = text
