@@ -310,9 +310,7 @@ class HttpPool:
         one: a pool for several origins must not wait on connections nobody is using."""
         for conns in self._idle.values():
             if conns:
-                conn = conns.pop(0)
-                conn.close()
-                self._open = max(0, self._open - 1)
+                self._drop(conns.pop(0), wake=False)  # its place is the caller's: nobody else to wake
                 return True
         return False
 
@@ -370,10 +368,11 @@ class HttpPool:
     async def request(self, request: Prepared) -> HttpAnswer:
         return await self.exchange(await self.connect(request), request)
 
-    def _drop(self, conn: _Conn) -> None:
+    def _drop(self, conn: _Conn, *, wake: bool = True) -> None:
         conn.close()
         self._open = max(0, self._open - 1)
-        self._wake_one()
+        if wake:
+            self._wake_one()
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
