@@ -4,6 +4,7 @@ typing's."""
 
 from __future__ import annotations
 
+import keyword
 import pickle
 import types
 import typing
@@ -18,7 +19,7 @@ from dockyard.runtime.mapping import FieldExplanation
 from dockyard.runtime.target import Target, XmlOptions
 
 NAMES = st.from_regex(r"[a-z][a-z0-9]{0,6}", fullmatch=True).filter(
-    lambda n: n not in {"count", "index"} and not n.startswith("_"))
+    lambda n: n not in {"count", "index"} and not n.startswith("_") and not keyword.iskeyword(n))
 VALUES = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.booleans(),
                    st.tuples(st.integers()))
 
@@ -74,6 +75,12 @@ def test_a_field_without_default_after_one_with_is_refused_as_typing_does() -> N
     for base in (records.NamedTuple, typing.NamedTuple):
         with pytest.raises(TypeError):
             _build(base, "Bad", ["a", "b"], {"a": 1}, None)
+
+
+def test_a_keyword_as_a_field_is_refused_as_typing_refuses_it() -> None:
+    for base in (records.NamedTuple, typing.NamedTuple):
+        with pytest.raises(ValueError, match="keyword"):
+            _build(base, "Bad", ["in"], {}, None)
 
 
 def test_namedtuple_made_attributes_cannot_be_overwritten() -> None:
