@@ -24,7 +24,7 @@ _MADE_BY_NAMEDTUPLE = frozenset({"__new__", "__init__", "__slots__", "__getnewar
 
 class _Meta(type):
     def __new__(mcs, typename: str, bases: tuple[type, ...], ns: dict[str, object]) -> type:
-        if ns.get("_root_"):  # the base class below
+        if not bases:  # the base class below, the one class made without one
             return super().__new__(mcs, typename, bases, ns)
         annotations = ns.get("__annotations__", {})
         fields: tuple[str, ...] = tuple(annotations) if isinstance(annotations, dict) else ()
@@ -45,5 +45,3 @@ class _Meta(type):
 
 class NamedTuple(metaclass=_Meta):
     """Subclass it as `typing.NamedTuple`: the subclass is a `collections.namedtuple`."""
-
-    _root_ = True
