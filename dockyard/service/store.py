@@ -616,7 +616,9 @@ def claim(conn: Conn, lane: str, warehouse: str, limit: int, owner: str, lease_u
         conn.executemany("UPDATE dy_jobs SET state = 'claimed', owner = ?, lease_until = ?, attempts = ?, "
                          "request_id = ?, updated_at = ? WHERE id = ?",
                          [(owner, now + lease_us, j.attempts, j.request_id, now, j.id) for j in jobs])
-    if limits is not None and state is not None and jobs:
+    if limits is not None and state is not None and jobs and (limits.rate or probe or state[4]):
+        # without a rate limit or a probe to record or clear, the row would be written unchanged
+        # (the bucket's refill time only matters to a rate): a write, and its WAL, per claim saved
         tokens = state[0]
         if limits.rate:
             tokens = min(limits.burst, (limits.burst if tokens is None else tokens)
