@@ -305,11 +305,14 @@ def test_a_version_7_store_gets_the_narrow_in_flight_index_and_room_for_order_up
                 options = db.read_sync(lambda c: c.execute(
                     "SELECT reloptions FROM pg_class WHERE relname = 'dy_orders'"))[0][0]
                 assert "fillfactor=80" in options, options
-            outcome = _claim(db, 10, limits=WarehouseLimits(concurrency=3))
-            assert [j.order_no for j in outcome.jobs] == ["S-3"]
-            assert _claim(db, 10, limits=WarehouseLimits(concurrency=2)).reason in ("concurrency", "")
         finally:
             db.close()
+    db = Database(store_url, readers=1)
+    try:  # the two jobs claimed before the migration are in flight, as the new index counts them
+        assert _claim(db, 10, limits=WarehouseLimits(concurrency=2)).reason == "concurrency"
+        assert [j.order_no for j in _claim(db, 10, limits=WarehouseLimits(concurrency=3)).jobs] == ["S-3"]
+    finally:
+        db.close()
 
 
 _V1 = """
