@@ -42,7 +42,7 @@ EVENTS = ("accepted", "picking", "shipped", "signed")
 
 
 async def _life(db: Any, store: Any, orders: list[str], warehouse: str, forward: bool = True,
-                payloads: dict[str, str] | None = None) -> None:
+                payloads: dict[str, str] | None = None, inflight: int = 0) -> None:
     ids = (uuid.uuid4().hex for _ in itertools.repeat(None))
 
     def payload(no: str) -> str:
@@ -103,7 +103,42 @@ async def _life(db: Any, store: Any, orders: list[str], warehouse: str, forward:
         else:
             await run_lane("up", "_upstream", forwarded)
 
-    await run_lane("wh", warehouse, delivered)
+    async def run_warehouse(concurrency: int) -> None:
+        """As the service's warehouse loop: the shared limits (concurrency across nodes), a claim
+        of the free slots whenever some are free, each job marked sending, then finished on its own
+        with its answer (an outcome of its own: the finish's statement over arrays)."""
+        limits = store.WarehouseLimits(concurrency=concurrency)
+        running: set[asyncio.Task[None]] = set()
+        freed = asyncio.Event()
+
+        async def one(job: Any) -> None:
+            await db.write(store.MarkSendingOp(job.id, db.owner))
+            await asyncio.sleep(0.002)  # the exchange
+            result = delivered(job)
+            result.outcome = {"result": "accepted", "warehouse_order_id": "W" + job.order_no}
+            result.ingested_at = 0
+            await db.write(store.FinishOp([result]))
+            freed.set()
+
+        while True:
+            free = concurrency - len(running)
+            if free > 0:
+                out = await db.claim(lambda c, free=free: store.claim(c, "wh", warehouse, free, db.owner,
+                                                                      60_000_000, ids, limits))
+                for job in out.jobs:
+                    task = asyncio.create_task(one(job))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if not out.jobs and not running:
+                    return
+            freed.clear()
+            if running:
+                await asyncio.wait([asyncio.ensure_future(freed.wait())], timeout=0.05)
+
+    if inflight:
+        await run_warehouse(inflight)
+    else:
+        await run_lane("wh", warehouse, delivered)
     for step, status in enumerate(EVENTS):
         async def callback(no: str, status: str = status, step: int = step) -> None:
             event = {"order_no": no, "status": status, "raw_status": status.upper(),
@@ -141,7 +176,8 @@ def _sample_payloads(orders: list[str]) -> dict[str, str]:
 
 
 def child(n: int, store_kind: str, pg_url: str, forward: bool = True, db_name: str = "dockyard_store_writer_bench",
-          statements: bool = False, sample_orders: bool = False, setup_sql: list[str] | None = None) -> dict[str, Any]:
+          statements: bool = False, sample_orders: bool = False, setup_sql: list[str] | None = None,
+          inflight: int = 0) -> dict[str, Any]:
     from pg_profile import StatementProfile  # bench/, beside this script
 
     from dockyard.service import store
@@ -172,7 +208,7 @@ def child(n: int, store_kind: str, pg_url: str, forward: bool = True, db_name: s
                 admin = psycopg.connect(pg_url, autocommit=True)
                 pg0 = _backend_cpu(admin, name)
             c0, t0, main0 = time.process_time(), time.perf_counter(), time.thread_time()
-            asyncio.run(_life(db, store, orders, "qimen", forward, payloads))
+            asyncio.run(_life(db, store, orders, "qimen", forward, payloads, inflight))
             cpu, wall = time.process_time() - c0, time.perf_counter() - t0
             cpu -= time.thread_time() - main0  # the driving coroutines' share: the other threads remain
             server = None
@@ -218,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="PostgreSQL: print the server's CPU per order of each statement (backend schedstat)")
     ap.add_argument("--sample-orders", action="store_true",
                     help="orders as bench/e2e.py sends them (about 1 kB of JSON each), not a one-line stub")
+    ap.add_argument("--inflight", type=int, default=0,
+                    help="deliver as the service does: this many jobs in flight under the shared limits, each "
+                         "marked and finished on its own with its own answer (default: claims of 64, finished alike)")
     ap.add_argument("--setup-sql", action="append", default=[],
                     help="an experiment: SQL run on the fresh store before the run (repeatable)")
     ap.add_argument("--no-forward", action="store_true", help=argparse.SUPPRESS)
@@ -225,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.n, args.store, args.pg_url, not args.no_forward, args.db_name, args.statements,
-                               args.sample_orders, args.setup_sql)))
+                               args.sample_orders, args.setup_sql, args.inflight)))
         return 0
     candidates: list[tuple[str, str, list[str]]] = [("this tree", sys.executable, [])]
     if args.against_python:
@@ -240,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                                   args.store, "--pg-url", args.pg_url, "--db-name", args.db_name,
                                   *(["--statements"] if args.statements else []),
                                   *(["--sample-orders"] if args.sample_orders else []),
+                                  *([f"--inflight={args.inflight}"] if args.inflight else []),
                                   *(f"--setup-sql={sql}" for sql in args.setup_sql), *extra],
                                  capture_output=True, text=True, check=True,
                                  cwd=tempfile.gettempdir())
