@@ -472,6 +472,14 @@ def serve_child(argv: list[str]) -> int:
     lags: list[float] = []
     if args.profile:
         instrument()
+    # DOCKYARD_BENCH_PG_STATEMENTS=FILE: the PostgreSQL server's CPU per statement of this process's
+    # store (bench/pg_profile.py), written at SIGUSR1 (for finding costly statements, not for the figures)
+    statements_to = os.environ.get("DOCKYARD_BENCH_PG_STATEMENTS")
+    statements = None
+    if statements_to:
+        from pg_profile import StatementProfile  # bench/, beside this script
+
+        statements = StatementProfile()
     from dockyard.service.logs import setup_logging
 
     ctx = ServiceContext.build(load_config(args.config))
@@ -493,6 +501,8 @@ def serve_child(argv: list[str]) -> int:
                   "loop_lag_ms": _lag_summary(lags), "loop_schedstat": _schedstat(threading.main_thread())}
         if stalls is not None:
             report["stalls"] = stalls.report()
+        if statements is not None and statements_to:
+            Path(statements_to).write_text(json.dumps(statements.table()), encoding="utf-8")
         Path(args.report).write_text(json.dumps(report), encoding="utf-8")
 
     # DOCKYARD_BENCH_CPROFILE=FILE: the event loop's thread under cProfile, written at SIGUSR1 (slows
@@ -852,7 +862,7 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
     plan, work, n = prep.plan, prep.work, len(prep.orders)
     admin = ""
     if args.store == "postgres":
-        admin = fresh_postgres(args.pg_url)
+        admin = fresh_postgres(args.pg_url, args.pg_db)
         store = socket_url(admin, args.pg_socket) if nodes else admin
     else:
         for p in work.glob("state.db*"):  # the database, its WAL and its owners' lock folder
@@ -1153,6 +1163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test",
                     help="a PostgreSQL server the benchmark may use: it runs in a new database "
                          "dockyard_e2e_bench there (dropped and created for each run)")
+    ap.add_argument("--pg-db", default="dockyard_e2e_bench",
+                    help="the database the run makes on that server (dropped first): one per user of a shared server")
     ap.add_argument("--pg-socket", default="/var/run/postgresql",
                     help="the folder of that server's unix socket (how nodes in namespaces reach it)")
     ap.add_argument("--feedback", action=argparse.BooleanOptionalAction, default=True)

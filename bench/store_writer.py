@@ -41,13 +41,18 @@ from typing import Any
 EVENTS = ("accepted", "picking", "shipped", "signed")
 
 
-async def _life(db: Any, store: Any, orders: list[str], warehouse: str, forward: bool = True) -> None:
+async def _life(db: Any, store: Any, orders: list[str], warehouse: str, forward: bool = True,
+                payloads: dict[str, str] | None = None, inflight: int = 0) -> None:
     ids = (uuid.uuid4().hex for _ in itertools.repeat(None))
+
+    def payload(no: str) -> str:
+        if payloads is not None:
+            return payloads[no]
+        return json.dumps({"order_no": no, "lines": [{"sku": "A", "qty": 1}]})
 
     async def ingest(chunk: list[str]) -> None:
         items = [store.IngestItem(no, uuid.uuid4().hex, warehouse, "shop", "tmall", "fp-" + no,
-                                  json.dumps({"order_no": no, "lines": [{"sku": "A", "qty": 1}]}),
-                                  0, "default", False) for no in chunk]
+                                  payload(no), 0, "default", False) for no in chunk]
         await db.write(store.IngestOp(items))
 
     await asyncio.gather(*(ingest(orders[i:i + 200]) for i in range(0, len(orders), 200)))
@@ -98,7 +103,42 @@ async def _life(db: Any, store: Any, orders: list[str], warehouse: str, forward:
         else:
             await run_lane("up", "_upstream", forwarded)
 
-    await run_lane("wh", warehouse, delivered)
+    async def run_warehouse(concurrency: int) -> None:
+        """As the service's warehouse loop: the shared limits (concurrency across nodes), a claim
+        of the free slots whenever some are free, each job marked sending, then finished on its own
+        with its answer (an outcome of its own: the finish's statement over arrays)."""
+        limits = store.WarehouseLimits(concurrency=concurrency)
+        running: set[asyncio.Task[None]] = set()
+        freed = asyncio.Event()
+
+        async def one(job: Any) -> None:
+            await db.write(store.MarkSendingOp(job.id, db.owner))
+            await asyncio.sleep(0.002)  # the exchange
+            result = delivered(job)
+            result.outcome = {"result": "accepted", "warehouse_order_id": "W" + job.order_no}
+            result.ingested_at = 0
+            await db.write(store.FinishOp([result]))
+            freed.set()
+
+        while True:
+            free = concurrency - len(running)
+            if free > 0:
+                out = await db.claim(lambda c, free=free: store.claim(c, "wh", warehouse, free, db.owner,
+                                                                      60_000_000, ids, limits))
+                for job in out.jobs:
+                    task = asyncio.create_task(one(job))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if not out.jobs and not running:
+                    return
+            freed.clear()
+            if running:
+                await asyncio.wait([asyncio.ensure_future(freed.wait())], timeout=0.05)
+
+    if inflight:
+        await run_warehouse(inflight)
+    else:
+        await run_lane("wh", warehouse, delivered)
     for step, status in enumerate(EVENTS):
         async def callback(no: str, status: str = status, step: int = step) -> None:
             event = {"order_no": no, "status": status, "raw_status": status.upper(),
@@ -126,15 +166,29 @@ def _backend_cpu(admin: Any, name: str) -> dict[int, float]:
     return out
 
 
-def child(n: int, store_kind: str, pg_url: str, forward: bool = True) -> dict[str, Any]:
+def _sample_payloads(orders: list[str]) -> dict[str, str]:
+    """Each order as the service stores a `bench/e2e.py` order (dockyard.sample_orders: about 1 kB
+    of JSON with Chinese names and addresses), under the benchmark's order number."""
+    from dockyard.sample_orders import generate
+
+    return {no: json.dumps({**order, "order_no": no}, ensure_ascii=False)
+            for no, order in zip(orders, generate(len(orders), 42), strict=True)}
+
+
+def child(n: int, store_kind: str, pg_url: str, forward: bool = True, db_name: str = "dockyard_store_writer_bench",
+          statements: bool = False, sample_orders: bool = False, setup_sql: list[str] | None = None,
+          inflight: int = 0) -> dict[str, Any]:
+    from pg_profile import StatementProfile  # bench/, beside this script
+
     from dockyard.service import store
     from dockyard.service.db import Database
 
+    profile = StatementProfile() if statements and store_kind == "postgres" else None
     with tempfile.TemporaryDirectory() as tmp:
         if store_kind == "postgres":
             import psycopg
 
-            name = "dockyard_store_writer_bench"
+            name = db_name
             with psycopg.connect(pg_url, autocommit=True) as admin:
                 admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
                 admin.execute(f"CREATE DATABASE {name}")
@@ -145,11 +199,16 @@ def child(n: int, store_kind: str, pg_url: str, forward: bool = True) -> dict[st
         admin = None
         try:
             orders = [f"SW{i:07d}" for i in range(n)]
+            payloads = _sample_payloads(orders) if sample_orders else None
+            for sql in setup_sql or ():  # an experiment: e.g. a storage parameter on the fresh store
+                db.write_sync(lambda c, sql=sql: c.execute(sql))
+            if profile is not None:
+                profile.stats.clear()  # the run's statements only, not the store's creation
             if store_kind == "postgres":
                 admin = psycopg.connect(pg_url, autocommit=True)
                 pg0 = _backend_cpu(admin, name)
             c0, t0, main0 = time.process_time(), time.perf_counter(), time.thread_time()
-            asyncio.run(_life(db, store, orders, "qimen", forward))
+            asyncio.run(_life(db, store, orders, "qimen", forward, payloads, inflight))
             cpu, wall = time.process_time() - c0, time.perf_counter() - t0
             cpu -= time.thread_time() - main0  # the driving coroutines' share: the other threads remain
             server = None
@@ -172,8 +231,12 @@ def child(n: int, store_kind: str, pg_url: str, forward: bool = True) -> dict[st
     if set(dict(left)) != {"done"} or int(outbox[0][1]) or forwarded != (n * len(EVENTS) if forward else 0):
         raise SystemExit(f"the run did not end with every job done and every event forwarded: {left}, "
                          f"{forwarded} events forwarded")
-    return {"cpu_us_per_order": cpu / n * 1e6, "wall_s": wall, "jobs_per_order": sum(k for _, k in left) / n,
-            "server_us_per_order": None if server is None else server / n * 1e6}
+    out: dict[str, Any] = {"cpu_us_per_order": cpu / n * 1e6, "wall_s": wall,
+                           "jobs_per_order": sum(k for _, k in left) / n,
+                           "server_us_per_order": None if server is None else server / n * 1e6}
+    if profile is not None:
+        out["statements"] = {k: [calls, ns / 1000 / n] for k, (calls, ns) in profile.stats.items()}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,11 +248,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--against-python", help="another venv's python, run alternately as the baseline")
     ap.add_argument("--forward-cost", action="store_true",
                     help="this tree twice, alternately: events forwarded upstream (jobs) and recorded only")
+    ap.add_argument("--db-name", default="dockyard_store_writer_bench",
+                    help="the PostgreSQL database the run makes (and drops first)")
+    ap.add_argument("--statements", action="store_true",
+                    help="PostgreSQL: print the server's CPU per order of each statement (backend schedstat)")
+    ap.add_argument("--sample-orders", action="store_true",
+                    help="orders as bench/e2e.py sends them (about 1 kB of JSON each), not a one-line stub")
+    ap.add_argument("--inflight", type=int, default=0,
+                    help="deliver as the service does: this many jobs in flight under the shared limits, each "
+                         "marked and finished on its own with its own answer (default: claims of 64, finished alike)")
+    ap.add_argument("--setup-sql", action="append", default=[],
+                    help="an experiment: SQL run on the fresh store before the run (repeatable)")
     ap.add_argument("--no-forward", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.n, args.store, args.pg_url, not args.no_forward)))
+        print(json.dumps(child(args.n, args.store, args.pg_url, not args.no_forward, args.db_name, args.statements,
+                               args.sample_orders, args.setup_sql, args.inflight)))
         return 0
     candidates: list[tuple[str, str, list[str]]] = [("this tree", sys.executable, [])]
     if args.against_python:
@@ -201,7 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         for label, python, extra in candidates:
             out = subprocess.run([python, str(Path(__file__).resolve()), "--child", "-n", str(args.n), "--store",
-                                  args.store, "--pg-url", args.pg_url, *extra],
+                                  args.store, "--pg-url", args.pg_url, "--db-name", args.db_name,
+                                  *(["--statements"] if args.statements else []),
+                                  *(["--sample-orders"] if args.sample_orders else []),
+                                  *([f"--inflight={args.inflight}"] if args.inflight else []),
+                                  *(f"--setup-sql={sql}" for sql in args.setup_sql), *extra],
                                  capture_output=True, text=True, check=True,
                                  cwd=tempfile.gettempdir())
             res = json.loads(out.stdout.strip().splitlines()[-1])
@@ -212,6 +291,13 @@ def main(argv: list[str] | None = None) -> int:
             shown = "" if server is None else f", PostgreSQL {server:6.0f} µs CPU/order"
             print(f"round {r + 1} {label:9s} {res['cpu_us_per_order']:8.0f} µs CPU/order{shown} "
                   f"({res['wall_s']:.1f} s)", flush=True)
+            if res.get("statements"):
+                ranked = sorted(res["statements"].items(), key=lambda kv: -kv[1][1])
+                print(f"  server CPU per statement ({sum(v[1] for _, v in ranked):.0f} µs/order of "
+                      f"{server or 0:.0f} measured at statements):")
+                for sql, (calls, us) in ranked:
+                    if us >= 1:
+                        print(f"  {us:7.1f} µs/order {calls:7d} calls  {sql}")
     print(f"\n{args.n} orders x {1 + len(EVENTS)} jobs, {len(EVENTS)} events each, store {args.store}; best of "
           f"{args.rounds}:")
     for label, _, _ in candidates:

@@ -250,10 +250,7 @@ class Deliverer:
             return wait
         if outcome.reason:  # at the concurrency limit: a finishing job frees a slot (and pokes)
             return 0.05
-        try:
-            due = await self.db.read(lambda c: store.next_due(c, lane, warehouse))
-        except StoreError:
-            return 0.5
+        due = outcome.next_due_us  # read by the claim (store.claim)
         if due is None:
             return 5.0
         return min(5.0, max(0.002, due / 1e6))

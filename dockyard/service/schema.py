@@ -10,6 +10,11 @@ Why the job table looks the way it does:
 - The claim reads only `ready` rows through a partial index ordered by `next_at`, so it costs the
   same with a hundred or a million jobs waiting, and the plan does not depend on statistics: the
   index holds only what a claim may take, in the order it takes it.
+- The jobs in flight (`claimed`, `sending`) have a partial index by warehouse alone: what the
+  claim's concurrency count and recovery read. It held the owner too (schema v7 and before), and
+  without statistics PostgreSQL then chose it for the finish and mark-sending updates (`owner = ?`
+  looked selective): every row of a group's update walked the owner's whole in-flight list, dead
+  entries included, instead of one primary-key probe (bench/README.md, branch i10p).
 - `dy_limits` holds what every node must agree on about a warehouse: its circuit, its rate-limit
   bucket and a `Retry-After` pause. Claims lock that one row, so the limits hold across nodes.
 - `dy_counters` holds what the dashboard shows, counted as the journal is written (counters.py):
@@ -48,7 +53,7 @@ from dockyard.service import totals
 
 __all__ = ["DDL", "FORWARD_PARTS", "JOURNAL", "JOURNAL_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "ddl"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 # Partitions of the upstream outbox (dy_forwards): how many nodes can forward at once. Fixed: an
 # order's partition must not change while its events wait (forward_log.part_of).
@@ -94,7 +99,7 @@ CREATE TABLE IF NOT EXISTS dy_jobs (
     updated_at BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dy_jobs_due ON dy_jobs (lane, warehouse, next_at) WHERE state = 'ready';
-CREATE INDEX IF NOT EXISTS dy_jobs_active ON dy_jobs (warehouse, owner) WHERE state IN ('claimed', 'sending');
+CREATE INDEX IF NOT EXISTS dy_jobs_inflight ON dy_jobs (warehouse) WHERE state IN ('claimed', 'sending');
 CREATE INDEX IF NOT EXISTS dy_jobs_waiting ON dy_jobs (id) WHERE state = 'waiting';
 CREATE INDEX IF NOT EXISTS dy_jobs_order ON dy_jobs (order_no, lane, id);
 CREATE INDEX IF NOT EXISTS dy_jobs_state ON dy_jobs (state, updated_at);
@@ -193,7 +198,7 @@ def ddl(dialect: str) -> list[str]:
         journal, serial = JOURNAL.format(id="INTEGER PRIMARY KEY", partitioned=""), "INTEGER"
     text = DDL.replace("{journal}", journal + ";\n" + ";\n".join(JOURNAL_INDEXES))
     # the totals' triggers hold `;` in their bodies: added whole, after the tables they watch
-    tuning = [FORWARD_VACUUM] if dialect == "postgres" else []
+    tuning = [FORWARD_VACUUM, ORDERS_FILLFACTOR] if dialect == "postgres" else []
     return ([stmt for stmt in text.format(serial=serial).split(";") if stmt.strip()] + [FORWARD_PARTS_ROWS]
             + tuning + totals.trigger_ddl(dialect))
 
@@ -203,6 +208,14 @@ def ddl(dialect: str) -> list[str]:
 # stay few (docs/operations.md, Autovacuum).
 FORWARD_VACUUM = ("ALTER TABLE dy_forwards SET (autovacuum_vacuum_scale_factor = 0, "
                   "autovacuum_vacuum_threshold = 20000, autovacuum_vacuum_cost_limit = 2000)")
+
+
+# An order's row is updated four or five times in its life (delivered, then each status event), and
+# none of those updates touches an indexed column: with room left on its page the new version goes
+# there (a HOT update: no index entry, and a WAL record of only the changed bytes). Inserted pages
+# are otherwise filled to the brim, and each update moved the row (about 1 kB with its document)
+# to another page, with a new entry in both indexes.
+ORDERS_FILLFACTOR = "ALTER TABLE dy_orders SET (fillfactor = 80)"
 
 
 # Every partition of the upstream outbox has its row from the start: a lease only updates rows.
@@ -241,4 +254,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # DDL above). Forward jobs already queued stay jobs and are forwarded as before; an order
     # with one open keeps its later events behind it (store.queue_forwards).
     6: (),
+    # v8: the in-flight index loses its owner column (see the module text); the DDL above made
+    # dy_jobs_inflight. The fill factor of dy_orders (ddl, PostgreSQL) applies to pages written
+    # from now on.
+    7: ("DROP INDEX IF EXISTS dy_jobs_active",),
 }

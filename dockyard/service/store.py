@@ -556,6 +556,9 @@ class ClaimOutcome:
     wait_us: int = 0  # nothing may be claimed for this long (circuit open, rate limit, Retry-After)
     circuit: str = "closed"  # closed | open | half_open, as all nodes see it
     reason: str = ""
+    # nothing claimed and nothing in the way (no reason): µs until the earliest ready job of the
+    # lane is due (0 or less: due now, taken by another claim); None: none is queued
+    next_due_us: int | None = None
 
 
 _CLAIM = ("SELECT j.id, j.kind, j.order_no, j.warehouse, j.attempts, j.request_id, j.doubt, j.payload, o.payload, "
@@ -586,9 +589,7 @@ def claim(conn: Conn, lane: str, warehouse: str, limit: int, owner: str, lease_u
             if probe_until > now:
                 return ClaimOutcome([], min(probe_until - now, 1_000_000), circuit, "a probe is out")
             limit, probe = 1, True
-        active = int(conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE warehouse = ? AND state IN "
-                                  "('claimed', 'sending')", (warehouse,))[0][0])
-        limit = min(limit, limits.concurrency - max(0, active - finishing))
+        limit = min(limit, limits.concurrency)  # less the jobs in flight, counted once there is work
         if limits.rate:
             tokens = limits.burst if tokens is None else min(
                 limits.burst, tokens + (now - (refilled_at or now)) * limits.rate / 1e6)
@@ -601,6 +602,20 @@ def claim(conn: Conn, lane: str, warehouse: str, limit: int, owner: str, lease_u
             return ClaimOutcome([], 0, circuit, "concurrency")
     sql = _CLAIM + (" FOR UPDATE OF j SKIP LOCKED" if conn.dialect == "postgres" else "")
     rows = conn.execute(sql, (lane, warehouse, now, limit))
+    if limits is not None and rows:
+        # The jobs in flight are counted after the due ones are read, and only when there are some:
+        # half of a delivery run's claims find nothing (a wake-up after the queue was taken), and
+        # the count was a statement of each. The limits row is locked, so no other claim moves the
+        # count in between; rows read beyond the allowance stay ready (their lock ends with this
+        # short transaction).
+        active = int(conn.execute("SELECT COUNT(*) FROM dy_jobs WHERE warehouse = ? AND state IN "
+                                  "('claimed', 'sending')", (warehouse,))[0][0])
+        allowed = limits.concurrency - max(0, active - finishing)
+        if allowed <= 0:
+            return ClaimOutcome([], 0, circuit, "concurrency")
+        rows = rows[:allowed]
+    if not rows:  # when the loop may look again: read here, not in a round trip of its own
+        return ClaimOutcome([], 0, circuit, next_due_us=next_due(conn, lane, warehouse))
     ids = iter(new_ids)
     jobs = [ClaimedJob(int(jid), lane, kind, order_no, wh, int(attempts) + 1, request_id or next(ids), bool(doubt),
                        payload, order_payload, owner, tracking, probe, created)
@@ -616,7 +631,9 @@ def claim(conn: Conn, lane: str, warehouse: str, limit: int, owner: str, lease_u
         conn.executemany("UPDATE dy_jobs SET state = 'claimed', owner = ?, lease_until = ?, attempts = ?, "
                          "request_id = ?, updated_at = ? WHERE id = ?",
                          [(owner, now + lease_us, j.attempts, j.request_id, now, j.id) for j in jobs])
-    if limits is not None and state is not None and jobs:
+    if limits is not None and state is not None and jobs and (limits.rate or probe or state[4]):
+        # without a rate limit or a probe to record or clear, the row would be written unchanged
+        # (the bucket's refill time only matters to a rate): a write, and its WAL, per claim saved
         tokens = state[0]
         if limits.rate:
             tokens = min(limits.burst, (limits.burst if tokens is None else tokens)

@@ -212,6 +212,109 @@ def test_the_claim_reads_the_due_index_without_statistics(store_url: str, tmp_pa
         db.close()
 
 
+def test_a_claim_counts_the_jobs_in_flight_only_when_there_is_work_and_says_when_to_look_again(db: Database) -> None:
+    """The concurrency count runs after the due jobs are read: what is read beyond the allowance
+    stays ready, a claim at the limit takes nothing, and a claim that finds nothing says when the
+    earliest queued job is due (the loop's wait) in the same transaction."""
+    limits = WarehouseLimits(concurrency=2)
+    empty = _claim(db, 10, limits=limits)
+    assert (empty.jobs, empty.reason, empty.next_due_us) == ([], "", None)
+    _ingest(db, "C-1", "C-2", "C-3")
+    first = _claim(db, 10, limits=limits)
+    assert [j.order_no for j in first.jobs] == ["C-1", "C-2"]
+    assert _states(db) == {"C-1": "claimed", "C-2": "claimed", "C-3": "ready"}
+    full = _claim(db, 10, limits=limits)
+    assert (full.jobs, full.reason) == ([], "concurrency") and _states(db)["C-3"] == "ready"
+    retry = JobResult(first.jobs[0].id, db.owner, "ready", delay_us=60_000_000)
+    done = JobResult(first.jobs[1].id, db.owner, "done")
+    assert db.write_sync(store.FinishOp([retry, done])) == 2
+    assert [j.order_no for j in _claim(db, 10, limits=limits).jobs] == ["C-3"]
+    later = _claim(db, 10, limits=limits)
+    assert later.jobs == [] and later.reason == "" and later.next_due_us is not None
+    assert 50_000_000 < later.next_due_us <= 60_000_000, later.next_due_us
+
+
+def _generic_plan(db: Database, sql: str, params: tuple[Any, ...], types: str) -> str:
+    """PostgreSQL's generic plan of a statement written with `?` (what a prepared statement runs
+    after its fifth execution), on a table that was never analysed."""
+    parts = sql.split("?")
+    text = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+
+    def explain(c: Any) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        cur = psycopg.ClientCursor(c.raw)  # EXPLAIN EXECUTE takes its arguments as literals
+        cur.execute("SET plan_cache_mode = force_generic_plan")
+        cur.execute(f"PREPARE plan_probe ({types}) AS {text}")
+        try:
+            marks = ", ".join("%s" for _ in params)
+            return cur.execute(f"EXPLAIN EXECUTE plan_probe ({marks})", params).fetchall()
+        finally:
+            cur.execute("DEALLOCATE plan_probe")
+            cur.execute("RESET plan_cache_mode")
+    return "\n".join(str(row[0]) for row in db.claim_sync(explain))
+
+
+def test_finish_and_mark_sending_find_their_jobs_by_primary_key_without_statistics(pg_url: str) -> None:
+    """Hundreds of one node's jobs in flight, in a table never analysed: the finish and the
+    mark-sending updates probe the primary key per job. With the owner in the in-flight index
+    (schema v7), PostgreSQL's generic plan walked that index, all of the owner's jobs in flight for
+    every job of the group (three times the server's CPU of the finish in bench/e2e.py)."""
+    db = Database(pg_url, readers=1)
+    try:
+        db.write_sync(lambda c: c.execute(
+            "INSERT INTO dy_jobs (lane, kind, order_no, warehouse, state, next_at, owner, created_at, updated_at) "
+            "SELECT 'wh', 'create', 'F-' || g, 'wh' || (g % 4), CASE WHEN g % 10 = 0 THEN 'sending' ELSE 'done' END, "
+            "0, CASE WHEN g % 10 = 0 THEN 'node-a' END, 0, 0 FROM generate_series(1, 20000) g"))
+        finish = _generic_plan(db, store._FINISH_PG_SQL,
+                               (["done"], [0], [0], [None], [None], [0], [0], [10], ["node-a"]),
+                               "text[], bigint[], integer[], text[], text[], integer[], bigint[], bigint[], text[]")
+        assert "dy_jobs_pkey" in finish and "owner =" not in finish.split("Filter")[0], finish
+        mark = _generic_plan(db, "UPDATE dy_jobs SET state = 'sending', updated_at = ? WHERE id = ANY(?) AND owner = ? "
+                             "AND state IN ('claimed', 'sending') RETURNING id", (0, [10, 20], "node-a"),
+                             "bigint, bigint[], text")
+        assert "dy_jobs_pkey" in mark and "Index Cond: (owner" not in mark, mark
+    finally:
+        db.close()
+
+
+def test_a_version_7_store_gets_the_narrow_in_flight_index_and_room_for_order_updates(store_url: str) -> None:
+    """v8 replaces the in-flight index (warehouse, owner) by one of the warehouse alone, and on
+    PostgreSQL leaves a fifth of each new dy_orders page free for its rows' updates. A v7 store
+    is migrated once; its jobs in flight still count against the warehouse's concurrency."""
+    db = Database(store_url, readers=1)
+    try:
+        _ingest(db, "S-1", "S-2", "S-3")
+        assert len(_claim(db, 2).jobs) == 2
+        db.write_sync(lambda c: c.execute("DROP INDEX dy_jobs_inflight"))
+        db.write_sync(lambda c: c.execute("CREATE INDEX dy_jobs_active ON dy_jobs (warehouse, owner) "
+                                          "WHERE state IN ('claimed', 'sending')"))
+        if db.dialect == "postgres":
+            db.write_sync(lambda c: c.execute("ALTER TABLE dy_orders RESET (fillfactor)"))
+        db.write_sync(lambda c: c.execute("UPDATE dy_meta SET value = '7' WHERE name = 'schema_version'"))
+    finally:
+        db.close()
+    for _ in range(2):
+        db = Database(store_url, readers=1)
+        try:
+            assert db.read_sync(lambda c: c.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")) == [
+                (str(SCHEMA_VERSION),)]
+            found = _indexes(db)
+            assert "dy_jobs_inflight" in found and "dy_jobs_active" not in found, found
+            if db.dialect == "postgres":
+                options = db.read_sync(lambda c: c.execute(
+                    "SELECT reloptions FROM pg_class WHERE relname = 'dy_orders'"))[0][0]
+                assert "fillfactor=80" in options, options
+        finally:
+            db.close()
+    db = Database(store_url, readers=1)
+    try:  # the two jobs claimed before the migration are in flight, as the new index counts them
+        assert _claim(db, 10, limits=WarehouseLimits(concurrency=2)).reason == "concurrency"
+        assert [j.order_no for j in _claim(db, 10, limits=WarehouseLimits(concurrency=3)).jobs] == ["S-3"]
+    finally:
+        db.close()
+
+
 _V1 = """
 CREATE TABLE dy_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE dy_jobs (id {serial} PRIMARY KEY, lane TEXT NOT NULL, kind TEXT NOT NULL, order_no TEXT,
