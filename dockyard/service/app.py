@@ -37,7 +37,7 @@ from dockyard.service import logs, queries, retention, store, tracing
 from dockyard.service.config import ServiceConfig
 from dockyard.service.context import ServiceContext, dumps
 from dockyard.service.db import Database, StoreUnavailable, now_us
-from dockyard.service.delivery import UPSTREAM, Deliverer
+from dockyard.service.delivery import Deliverer
 from dockyard.service.feedback import handle_callback
 from dockyard.service.guards import Guard, Refusal, require_token
 from dockyard.service.ingest import BodyError, Checked, OrderChecker, read_body, storable_order, storable_text
@@ -350,8 +350,8 @@ class Service:
         body = await receive_body(request, self.config.limits.body_timeout)
         reply = await handle_callback(self.ctx, self.db, warehouse, flow, request.query, request.headers, body,
                                       forward=self.config.upstream is not None, remote=peer)
-        if reply.outcome == "applied":
-            self.deliverer.poke(UPSTREAM)
+        # (No wake-up of the upstream lanes here: what a callback queues for the upstream is committed
+        # with a wake-up of the lane that forwards it, store._wake, which reaches this node and the others.)
         # labels come from the config, never from the request (the pair was checked above)
         self.metrics.observe_callback(warehouse, flow, reply.outcome, time.perf_counter() - started, reply.secret)
         return web.Response(body=reply.body, status=reply.status, headers={"Content-Type": reply.content_type})
