@@ -130,6 +130,7 @@ class Service:
         tracing.refresh()  # the SDK, if any, is configured by now: spans are made only if it exports
         recovered = await self.db.write(lambda c: store.recover(c, me=self.db.owner, gone=self.db.owner_gone))
         self.recovered = len(recovered)
+        await self.db.open_loop_reads()
         await self.deliverer.start()
         # the journal's partitions ahead and the retention purge, hourly (retention.py)
         self._maintenance_stop = asyncio.Event()

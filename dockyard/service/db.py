@@ -958,6 +958,12 @@ class Database:
                                        f"{scrub(str(exc), self.url)}") from None
         raise AssertionError("unreachable")
 
+    async def open_loop_reads(self) -> None:
+        """Open read_rows' pool on the running loop now (PostgreSQL; its first connection is made in
+        the background), so that the first order page does not wait for a connection to be made."""
+        if self._pool is not None:
+            await self._loop_readers()
+
     async def _loop_readers(self) -> Any:
         """read_rows' pool, on this loop: made and opened on first use (not waiting for its first
         connection: the first read waits for it, within the pool's timeout)."""

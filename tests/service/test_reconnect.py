@@ -1,6 +1,6 @@
 """A node rides out a lost PostgreSQL connection: every session of the node is terminated
 (`pg_terminate_backend`), then the database refuses connections for a while. Meanwhile /healthz
-says not-ready (503) and ingest answers 503 with Retry-After, never 500; once the database takes
+says not-ready (503) and ingest and the order page answer 503 with Retry-After, never 500; once the database takes
 connections again the node is ready within seconds, takes orders and delivers them, and nothing
 accepted before is lost."""
 
@@ -54,6 +54,10 @@ def test_a_node_comes_back_after_its_sessions_are_killed_and_the_database_refuse
             # 1. every session of this node dies at once (the pool's, the writer's, the listener's)
             _admin(store_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' "
                               "AND pid <> pg_backend_pid()")
+            # the order page (read on the event loop's own sessions on PostgreSQL) is asked again on
+            # a new session: answered, not a 500
+            status, body = await run.get(f"/orders/{first['order_no']}")
+            assert status == 200 and body["order_no"] == first["order_no"], (status, body)
             second = dict(example(), order_no="RECONNECT-2")
 
             async def accepted_again() -> bool:
@@ -75,6 +79,8 @@ def test_a_node_comes_back_after_its_sessions_are_killed_and_the_database_refuse
                     assert resp.status == 200
                 third = dict(example(), order_no="RECONNECT-3")
                 status, body = await run.post("/orders", third)
+                assert status == 503 and body["status"] == "unavailable", (status, body)
+                status, body = await run.get(f"/orders/{first['order_no']}")  # not a 500 either
                 assert status == 503 and body["status"] == "unavailable", (status, body)
             finally:
                 _admin(store_url, "ALTER DATABASE {db} ALLOW_CONNECTIONS true")
