@@ -130,7 +130,6 @@ class Service:
         tracing.refresh()  # the SDK, if any, is configured by now: spans are made only if it exports
         recovered = await self.db.write(lambda c: store.recover(c, me=self.db.owner, gone=self.db.owner_gone))
         self.recovered = len(recovered)
-        await self.db.open_loop_reads()
         await self.deliverer.start()
         # the journal's partitions ahead and the retention purge, hourly (retention.py)
         self._maintenance_stop = asyncio.Event()
@@ -165,7 +164,7 @@ class Service:
         if self.runner is not None:
             await self.runner.cleanup()
         await self.deliverer.stop()
-        await self.db.aclose()
+        self.db.close()
 
     # -- ingest -----------------------------------------------------------------------------
     async def _record(self, checked: list[Checked], bodies: list[str],
@@ -299,9 +298,11 @@ class Service:
         if not queries.storable_key(order_no):
             return _json({"error": f"no order {order_no!r}"}, 404)
 
-        # One statement: on PostgreSQL asked and answered on the event loop (no hand-over to a reader
-        # thread and back, see Database.read_rows); on SQLite read and encoded in a reader thread.
-        body = await self.db.read_rows(queries.order_sql(self.db.dialect), (order_no,), _order_body)
+        def read(conn: Any) -> bytes | None:  # read and encoded in the reader thread: the loop only sends it
+            found = queries.order_status(conn, order_no)
+            return None if found is None else orjson.dumps(found, default=str)
+
+        body = await self.db.read(read)
         if body is None:
             return _json({"error": f"no order {order_no!r}"}, 404)
         return _encoded(body)
@@ -400,12 +401,6 @@ class Service:
         if refusal is not None:
             return _refusal(refusal)
         return _encoded(await self.db.read(lambda c: orjson.dumps(queries.summary(c), default=str)))
-
-
-def _order_body(rows: list[tuple[Any, ...]]) -> bytes | None:
-    """`GET /orders/{no}`'s answer, encoded, of its statement's rows (None: no such order)."""
-    found = queries.order_page(rows)
-    return None if found is None else orjson.dumps(found, default=str)
 
 
 def _unavailable(exc: StoreUnavailable) -> web.Response:

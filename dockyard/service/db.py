@@ -362,11 +362,6 @@ def _read_only(raw: Any) -> None:
     raw.execute("SET default_transaction_read_only = on")
 
 
-async def _read_only_async(raw: Any) -> None:
-    """The same for the event loop's own sessions (Database.read_rows): read-only, once per connection."""
-    await raw.execute("SET default_transaction_read_only = on")
-
-
 def _sqlite_path(url: str) -> str:
     parts = urlsplit(url)
     path = unquote(parts.path)
@@ -385,15 +380,10 @@ def _lost(conn: _Connection, exc: BaseException) -> bool:
     """Whether `exc` means the connection is gone (not that the statement was wrong)."""
     if conn.dialect != "postgres":
         return False
-    return _pg_lost(conn.raw, exc)
-
-
-def _pg_lost(raw: Any, exc: BaseException) -> bool:
-    """The same for a psycopg connection, sync or async."""
     import psycopg
 
-    return bool(raw.closed or raw.broken) or isinstance(exc, psycopg.InterfaceError | psycopg.errors.AdminShutdown |
-                                                        psycopg.errors.CannotConnectNow)
+    return conn.broken or isinstance(exc, psycopg.InterfaceError | psycopg.errors.AdminShutdown |
+                                     psycopg.errors.CannotConnectNow)
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -470,11 +460,6 @@ class Database:
             self._pool = ConnectionPool(url, min_size=1, max_size=max(1, readers) + 2, open=True, timeout=5.0,
                                         kwargs={"autocommit": True, "connect_timeout": 5}, configure=_read_only,
                                         name="dockyard", reconnect_timeout=3600.0)
-        # PostgreSQL: read_rows' pool of async connections, used on the event loop. Made on first use,
-        # on the loop that uses it (a pool of asyncio objects belongs to one loop); closed by aclose().
-        self._readers_n = max(1, readers)
-        self._loop_pool: Any = None
-        self._loop_pool_loop: asyncio.AbstractEventLoop | None = None
         # PostgreSQL claims run on connections of their own, in threads of their own (two: one per
         # core is plenty for statements that take a millisecond).
         self._claimers = (ThreadPoolExecutor(max_workers=2, thread_name_prefix="dockyard-claim")
@@ -907,92 +892,6 @@ class Database:
     async def read(self, fn: Callable[[Conn], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self.read_sync, fn)
-
-    async def read_rows(self, sql: str, params: Sequence[Any], then: Callable[[list[tuple[Any, ...]]], T]) -> T:
-        """`then(rows)` of one read-only statement (written with `?`, as for Conn.execute).
-
-        On PostgreSQL the statement runs on the event loop itself, on an async connection of a pool
-        of its own, and `then` runs there when the answer has arrived: no thread is crossed. A read
-        through `read()` crosses three times (the loop hands it to a reader thread, the reader, which
-        let go of the GIL while it waited for the server, must get it back — up to a switch interval,
-        5 ms, while the loop or the writer runs Python — and hands the result back to the loop), and
-        during a delivery run each crossing waits for a core as well: for the order's page, one
-        statement of 0.4 ms on the server, those waits were most of its p99. So `then` must be quick
-        (it runs on the loop): an order's page decoded and encoded is tens of µs. The sessions are
-        read-only as the readers' are; a connection found dropped is replaced and the statement
-        asked again (as `read()` does); a store that stays away is StoreUnavailable.
-
-        On SQLite, where a statement is microseconds of CPU and no wait on a socket, this is
-        `read()`: the statement and `then` in a reader thread, as before."""
-        if self._pool is None:
-            return await self.read(lambda c: then(c.execute(sql, params)))
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
-        pool = await self._loop_readers()
-        query = _PostgresConn._q(sql)
-        for attempt in (1, 2, 3):
-            try:
-                lost = False
-                async with pool.connection() as raw:
-                    try:
-                        cursor = await raw.execute(query, params)
-                        rows: list[tuple[Any, ...]] = await cursor.fetchall()
-                    except psycopg.Error as exc:
-                        if not _pg_lost(raw, exc) or attempt == 3:
-                            raise
-                        lost = True
-                if not lost:
-                    return then(rows)  # the connection is back in the pool: the rows are ours
-                # the server dropped this connection, and likely the pool's other idle ones with it:
-                # have the pool test its idle connections before the next try takes one
-                with contextlib.suppress(Exception):
-                    await pool.check()
-            except PoolTimeout as exc:
-                raise StoreUnavailable(f"the state store {self.shown_url} is unreachable: no connection within "
-                                       f"the pool's timeout ({scrub(str(exc), self.url)})") from None
-            except Exception as exc:
-                if isinstance(exc, StoreError) or not _is_connection_error(exc):
-                    raise
-                raise StoreUnavailable(f"the state store {self.shown_url} is unreachable: {type(exc).__name__}: "
-                                       f"{scrub(str(exc), self.url)}") from None
-        raise AssertionError("unreachable")
-
-    async def open_loop_reads(self) -> None:
-        """Open read_rows' pool on the running loop now (PostgreSQL; its first connection is made in
-        the background), so that the first order page does not wait for a connection to be made."""
-        if self._pool is not None:
-            await self._loop_readers()
-
-    async def _loop_readers(self) -> Any:
-        """read_rows' pool, on this loop: made and opened on first use (not waiting for its first
-        connection: the first read waits for it, within the pool's timeout)."""
-        loop = asyncio.get_running_loop()
-        if self._loop_pool is not None and self._loop_pool_loop is loop:
-            return self._loop_pool
-        if self._closed:
-            raise StoreError("the state store is closed")
-        from psycopg_pool import AsyncConnectionPool
-
-        # (a pool made on a loop that has ended, a test's earlier asyncio.run, is left: its tasks
-        # ended with that loop)
-        pool = AsyncConnectionPool(self.url, min_size=1, max_size=self._readers_n, open=False, timeout=5.0,
-                                   kwargs={"autocommit": True, "connect_timeout": 5}, configure=_read_only_async,
-                                   name="dockyard-loop", reconnect_timeout=3600.0)
-        await pool.open(wait=False)
-        if self._loop_pool is not None and self._loop_pool_loop is loop:  # another read made one meanwhile
-            await pool.close()
-            return self._loop_pool
-        self._loop_pool, self._loop_pool_loop = pool, loop
-        return pool
-
-    async def aclose(self) -> None:
-        """close(), after closing read_rows' pool on the loop that runs it (call it from that loop)."""
-        pool, self._loop_pool = self._loop_pool, None
-        if pool is not None and self._loop_pool_loop is asyncio.get_running_loop():
-            with contextlib.suppress(Exception):
-                await pool.close(timeout=5)
-        self.close()
 
     def claim_sync(self, fn: Callable[[Conn], T]) -> T:
         return self.write_sync(fn) if self._claimers is None else self._in_transaction(fn, write=True)

@@ -16,8 +16,8 @@ from dockyard.service.forward_log import depth as forward_depth
 from dockyard.service.metrics import UPSTREAM
 from dockyard.service.store import forward_events
 
-__all__ = ["dlq_list", "dlq_show", "format_timeline", "job_counts", "order_page", "order_sql", "order_status",
-           "sent_version", "storable_key", "summary", "timeline"]
+__all__ = ["dlq_list", "dlq_show", "format_timeline", "job_counts", "order_status", "sent_version", "storable_key",
+           "summary", "timeline"]
 
 
 def _load(text: str | None) -> Any:
@@ -60,17 +60,7 @@ _ORDER_SQL = {
 def order_status(conn: Conn, order_no: str) -> dict[str, Any] | None:
     """What `GET /orders/{no}` answers (and the dashboard's order page shows): the order, its jobs
     and its events; None for an order the store does not hold."""
-    return order_page(conn.execute(_ORDER_SQL[conn.dialect], (order_no,)))
-
-
-def order_sql(dialect: str) -> str:
-    """order_status' one statement, of the order number (for Database.read_rows, which runs it on
-    the event loop on PostgreSQL; order_page makes the answer of its rows)."""
-    return _ORDER_SQL[dialect]
-
-
-def order_page(rows: list[tuple[Any, ...]]) -> dict[str, Any] | None:
-    """order_status' answer made of its statement's rows."""
+    rows = conn.execute(_ORDER_SQL[conn.dialect], (order_no,))
     if not rows:
         return None
     no, tracking, warehouse, status, delivery, wh_id, waybills, created, updated, jobs, events = rows[0]

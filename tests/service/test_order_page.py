@@ -1,9 +1,7 @@
 """An order's page (`GET /orders/{no}`, and the dashboard's order page) as the store reads it:
 `queries.order_status` answers what the three plain SELECTs it once was answer, in one statement,
 which on PostgreSQL is one round trip (no transaction around it, no clock): counted on the wire by
-libpq's trace, on SQLite by the connection's statement trace. PostgreSQL's readers stay read-only.
-`GET /orders/{no}` reads it through Database.read_rows: on PostgreSQL on the event loop, one round
-trip on a read-only session of the loop's own pool, which rides out a dropped connection."""
+libpq's trace, on SQLite by the connection's statement trace. PostgreSQL's readers stay read-only."""
 
 from __future__ import annotations
 
@@ -73,28 +71,6 @@ def _fill(db: Database) -> None:
     db.write_sync(write)
 
 
-@contextlib.contextmanager
-def _wire(raws: list[Any]) -> Iterator[dict[str, list[str]]]:
-    """What is sent and received on the connections `raws` inside the block, by libpq's trace of the
-    protocol: {"sent": [...], "received": [...]} (message names), filled when the block ends."""
-    seen: dict[str, list[str]] = {"sent": [], "received": []}
-    messages: list[list[str]] = []
-    with contextlib.ExitStack() as stack:
-        traces = [stack.enter_context(tempfile.TemporaryFile()) for _ in raws]
-        for raw, trace in zip(raws, traces, strict=True):
-            raw.pgconn.trace(os.dup(trace.fileno()))  # libpq closes the copy it is given at untrace
-        try:
-            yield seen
-        finally:
-            for raw in raws:
-                raw.pgconn.untrace()
-        for trace in traces:
-            trace.seek(0)
-            messages += [line.split("\t") for line in trace.read().decode("utf-8", "replace").splitlines()]
-    seen["sent"] += [m[3] for m in messages if len(m) > 3 and m[1] == "F"]
-    seen["received"] += [m[3] for m in messages if len(m) > 3 and m[1] == "B"]
-
-
 def test_the_order_page_answers_as_its_three_selects_did(db: Database) -> None:
     _fill(db)
     for no in ("P-1", "P-2", "P-3", "nope", "P-%", "P-?", "' OR 1=1 --"):
@@ -142,93 +118,25 @@ def test_the_order_page_is_one_statement_and_on_postgresql_one_round_trip(db: Da
                 raw.set_trace_callback(None)
         assert len(statements) == 3, statements
     else:
-        with _wire(conns) as seen:
-            for _ in range(3):
-                db.read_sync(page)
-        assert seen["received"].count("ReadyForQuery") == 3, seen
-        assert seen["sent"].count("Query") + seen["sent"].count("Execute") == 3, seen
-    assert len(used) == 3 and all(any(r is c for c in conns) for r in used), "a read got a connection not traced"
-
-
-def test_the_order_page_on_the_event_loop_answers_the_same_in_one_round_trip_on_a_read_only_session(
-        db: Database) -> None:
-    """`GET /orders/{no}`'s read (Database.read_rows): on PostgreSQL the statement is asked and its
-    answer made on the event loop's own thread, on an async connection of its own pool — one round
-    trip (libpq's trace), on a read-only session as the readers' are; on SQLite in a reader thread
-    as before. Either way the answer is order_status'."""
-    import asyncio
-    import threading
-
-    import psycopg
-
-    _fill(db)
-    sql = queries.order_sql(db.dialect)
-
-    async def main() -> None:
-        loop_thread = threading.get_ident()
-        threads: list[int] = []
-
-        def page(rows: list[tuple[Any, ...]]) -> Any:
-            threads.append(threading.get_ident())
-            return queries.order_page(rows)
-
-        try:
-            for no in ("P-1", "P-2", "P-3", "nope", "P-%", "P-?", "' OR 1=1 --"):
-                assert await db.read_rows(sql, (no,), page) == \
-                    db.read_sync(lambda c, n=no: queries.order_status(c, n)), no
-            if db.dialect == "sqlite":
-                assert loop_thread not in threads  # read and made in a reader thread, as before
-                return
-            assert set(threads) == {loop_thread}
-            for _ in range(8):  # psycopg prepares a statement at its sixth use: that round trip is not the page's
-                await db.read_rows(sql, ("P-1",), page)
-            pool = db._loop_pool
-            assert pool is not None and pool.max_size == 1  # readers=1: every read_rows takes this one connection
-            async with pool.connection() as raw:
-                pass
-            expected = db.read_sync(lambda c: queries.order_status(c, "P-1"))
-            with _wire([raw]) as seen:
+        messages: list[list[str]] = []
+        with contextlib.ExitStack() as stack:
+            traces = [stack.enter_context(tempfile.TemporaryFile()) for _ in conns]
+            for raw, trace in zip(conns, traces, strict=True):
+                raw.pgconn.trace(os.dup(trace.fileno()))  # libpq closes the copy it is given at untrace
+            try:
                 for _ in range(3):
-                    assert await db.read_rows(sql, ("P-1",), page) == expected
-            assert seen["received"].count("ReadyForQuery") == 3, seen
-            assert seen["sent"].count("Query") + seen["sent"].count("Execute") == 3, seen
-            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-                await db.read_rows("INSERT INTO dy_meta (name, value) VALUES ('loop reader', 'wrote')", (), list)
-            assert db.read_sync(lambda c: c.execute("SELECT name FROM dy_meta WHERE value = 'wrote'")) == []
-        finally:
-            await db.aclose()
-
-    asyncio.run(main())
-
-
-def test_the_event_loops_order_page_rides_out_a_dropped_connection(pg_url: str) -> None:
-    """The server ends the session of the loop's reader (pg_terminate_backend, a failover): the next
-    order page is asked again on a new session and answered, not a 500."""
-    import asyncio
-
-    import psycopg
-
-    db = Database(pg_url, readers=1)
-    _fill(db)
-    sql = queries.order_sql("postgres")
-    expected = db.read_sync(lambda c: queries.order_status(c, "P-1"))
-
-    async def main() -> None:
-        try:
-            assert await db.read_rows(sql, ("P-1",), queries.order_page) == expected
-            pid = await db.read_rows("SELECT pg_backend_pid()", (), lambda rows: rows[0][0])
-            with psycopg.connect(pg_url, autocommit=True) as admin:
-                assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
-                for _ in range(100):  # until the server has ended it
-                    if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchall():
-                        break
-                    time.sleep(0.05)
-            assert await db.read_rows(sql, ("P-1",), queries.order_page) == expected
-            assert await db.read_rows("SELECT pg_backend_pid()", (), lambda rows: rows[0][0]) != pid
-        finally:
-            await db.aclose()
-
-    asyncio.run(main())
+                    db.read_sync(page)
+            finally:
+                for raw in conns:
+                    raw.pgconn.untrace()
+            for trace in traces:
+                trace.seek(0)
+                messages += [line.split("\t") for line in trace.read().decode("utf-8", "replace").splitlines()]
+        sent = [m[3] for m in messages if len(m) > 3 and m[1] == "F"]
+        received = [m[3] for m in messages if len(m) > 3 and m[1] == "B"]
+        assert received.count("ReadyForQuery") == 3, messages
+        assert sent.count("Query") + sent.count("Execute") == 3, sent
+    assert len(used) == 3 and all(any(r is c for c in conns) for r in used), "a read got a connection not traced"
 
 
 @pytest.fixture
@@ -289,3 +197,26 @@ def test_an_order_number_no_store_can_hold_is_a_404_not_a_500(env: Any) -> None:
                 assert resp.status == 200 and (await resp.json()) == {"query": "a\x00b", "results": []}
 
     asyncio.run(main())
+
+
+def test_the_order_page_rides_out_a_dropped_reader_connection(pg_url: str) -> None:
+    """The server ends the session the order page is read on (pg_terminate_backend, a failover): the
+    next page is asked again on a new session and answered, not a 500 (or a 503: the store is up)."""
+    import psycopg
+
+    db = Database(pg_url, readers=1)
+    try:
+        _fill(db)
+        expected = db.read_sync(lambda c: _as_three_selects(c, "P-1"))
+        assert db.read_sync(lambda c: queries.order_status(c, "P-1")) == expected
+        pid = db.read_sync(lambda c: c.execute("SELECT pg_backend_pid()")[0][0])
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+            for _ in range(100):  # until the server has ended it
+                if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchall():
+                    break
+                time.sleep(0.05)
+        assert db.read_sync(lambda c: queries.order_status(c, "P-1")) == expected
+        assert db.read_sync(lambda c: c.execute("SELECT pg_backend_pid()")[0][0]) != pid
+    finally:
+        db.close()
