@@ -1,8 +1,8 @@
 """A node rides out a lost PostgreSQL connection: every session of the node is terminated
 (`pg_terminate_backend`), then the database refuses connections for a while. Meanwhile /healthz
-says not-ready (503) and ingest and the order page answer 503 with Retry-After, never 500; once the database takes
-connections again the node is ready within seconds, takes orders and delivers them, and nothing
-accepted before is lost."""
+says not-ready (503) and ingest and the order page answer 503 with Retry-After, never 500; once the
+database takes connections again the node is ready within seconds, answers reads again at once,
+takes orders and delivers them, and nothing accepted before is lost."""
 
 from __future__ import annotations
 
@@ -95,6 +95,11 @@ def test_a_node_comes_back_after_its_sessions_are_killed_and_the_database_refuse
             started = time.monotonic()
             await _until(ready, 15, "/healthz ready again")
             back_after = time.monotonic() - started
+            # ready means reads work too: the readers' pool, which was backing off its reconnection
+            # tries while the database refused it (1, 2, 4, … s), is made anew (it answered 503 here
+            # for seconds after /healthz said ready)
+            status, body = await run.get(f"/orders/{first['order_no']}")
+            assert status == 200, (status, body)
             status, _ = await run.post("/orders", third)
             assert status == 202
             for order_no in (first["order_no"], "RECONNECT-2", "RECONNECT-3"):
