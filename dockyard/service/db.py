@@ -468,13 +468,8 @@ class Database:
         self._readers = ThreadPoolExecutor(max_workers=max(1, readers), thread_name_prefix="dockyard-read")
         # PostgreSQL readers and claims take connections from a pool (psycopg_pool): a connection
         # that drops is discarded and replaced, and a caller waits at most a few seconds for one.
-        self._pool: Any = None
-        if self.dialect == "postgres":
-            from psycopg_pool import ConnectionPool
-
-            self._pool = ConnectionPool(url, min_size=1, max_size=max(1, readers) + 2, open=True, timeout=5.0,
-                                        kwargs={"autocommit": True, "connect_timeout": 5}, configure=_read_only,
-                                        name="dockyard", reconnect_timeout=3600.0)
+        self._readers_n = max(1, readers)
+        self._pool: Any = self._new_pool() if self.dialect == "postgres" else None
         # PostgreSQL claims run on connections of their own, in threads of their own (two: one per
         # core is plenty for statements that take a millisecond).
         self._claimers = (ThreadPoolExecutor(max_workers=2, thread_name_prefix="dockyard-claim")
@@ -500,6 +495,26 @@ class Database:
         self._thread = threading.Thread(target=self._run_writer, name="dockyard-writer", daemon=True)
         self._thread.start()
         self._listener: _Listener | None = None
+
+    def _new_pool(self) -> Any:
+        from psycopg_pool import ConnectionPool
+
+        return ConnectionPool(self.url, min_size=1, max_size=self._readers_n + 2, open=True, timeout=5.0,
+                              kwargs={"autocommit": True, "connect_timeout": 5}, configure=_read_only,
+                              name="dockyard", reconnect_timeout=3600.0)
+
+    def _ready_again(self) -> None:
+        """The store is reachable again after an outage (the writer has reconnected or committed).
+        The readers' and claims' pool has been reconnecting on its own meanwhile, waiting twice as
+        long after every failed try (1, 2, 4, … s): after an outage of a minute it could wait most of
+        a minute more, and every read (an order's page, the dashboard, /metrics) answered 503 while
+        /healthz said ready. So a new pool connects now; the old one is closed in the background
+        (a connection in use is closed when it comes back)."""
+        self.ready, self.unready_reason = True, ""
+        if self._pool is None or self._closed:
+            return
+        old, self._pool = self._pool, self._new_pool()
+        threading.Thread(target=old.close, kwargs={"timeout": 5.0}, name="dockyard-pool-close", daemon=True).start()
 
     # -- who is alive ------------------------------------------------------------------------
     @staticmethod
@@ -685,7 +700,7 @@ class Database:
         self._writer_conn = conn
         if not self.ready:
             log.warning("the state store %s is reachable again", self.shown_url)
-        self.ready, self.unready_reason = True, ""
+            self._ready_again()
 
     def _commit_group(self, batch: list[_Item]) -> None:
         # A blip (a killed session, a failover) is ridden out by reconnecting and running the group
@@ -729,7 +744,7 @@ class Database:
         self.groups += 1
         self.writes += len(batch)
         if not self.ready:
-            self.ready, self.unready_reason = True, ""
+            self._ready_again()
         _deliver(batch, results)
 
     def _run_group(self, conn: _Connection, batch: list[_Item]) -> list[tuple[BaseException | None, Any]]:

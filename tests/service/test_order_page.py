@@ -197,3 +197,26 @@ def test_an_order_number_no_store_can_hold_is_a_404_not_a_500(env: Any) -> None:
                 assert resp.status == 200 and (await resp.json()) == {"query": "a\x00b", "results": []}
 
     asyncio.run(main())
+
+
+def test_the_order_page_rides_out_a_dropped_reader_connection(pg_url: str) -> None:
+    """The server ends the session the order page is read on (pg_terminate_backend, a failover): the
+    next page is asked again on a new session and answered, not a 500 (or a 503: the store is up)."""
+    import psycopg
+
+    db = Database(pg_url, readers=1)
+    try:
+        _fill(db)
+        expected = db.read_sync(lambda c: _as_three_selects(c, "P-1"))
+        assert db.read_sync(lambda c: queries.order_status(c, "P-1")) == expected
+        pid = db.read_sync(lambda c: c.execute("SELECT pg_backend_pid()")[0][0])
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+            for _ in range(100):  # until the server has ended it
+                if not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchall():
+                    break
+                time.sleep(0.05)
+        assert db.read_sync(lambda c: queries.order_status(c, "P-1")) == expected
+        assert db.read_sync(lambda c: c.execute("SELECT pg_backend_pid()")[0][0]) != pid
+    finally:
+        db.close()

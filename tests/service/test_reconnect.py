@@ -1,8 +1,8 @@
 """A node rides out a lost PostgreSQL connection: every session of the node is terminated
 (`pg_terminate_backend`), then the database refuses connections for a while. Meanwhile /healthz
-says not-ready (503) and ingest answers 503 with Retry-After, never 500; once the database takes
-connections again the node is ready within seconds, takes orders and delivers them, and nothing
-accepted before is lost."""
+says not-ready (503) and ingest and the order page answer 503 with Retry-After, never 500; once the
+database takes connections again the node is ready within seconds, answers reads again at once,
+takes orders and delivers them, and nothing accepted before is lost."""
 
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ def test_a_node_comes_back_after_its_sessions_are_killed_and_the_database_refuse
             # 1. every session of this node dies at once (the pool's, the writer's, the listener's)
             _admin(store_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' "
                               "AND pid <> pg_backend_pid()")
+            # the order page: asked again on a new session, or "unavailable, try again" (503, when
+            # every try met a session the server was still ending), never a 500; and soon answered
+            async def page_again() -> bool:
+                status, body = await run.get(f"/orders/{first['order_no']}")
+                assert status in (200, 503), (status, body)
+                return status == 200 and body["order_no"] == first["order_no"]
+            await _until(page_again, 15, "the order page after pg_terminate_backend")
             second = dict(example(), order_no="RECONNECT-2")
 
             async def accepted_again() -> bool:
@@ -76,6 +83,8 @@ def test_a_node_comes_back_after_its_sessions_are_killed_and_the_database_refuse
                 third = dict(example(), order_no="RECONNECT-3")
                 status, body = await run.post("/orders", third)
                 assert status == 503 and body["status"] == "unavailable", (status, body)
+                status, body = await run.get(f"/orders/{first['order_no']}")  # not a 500 either
+                assert status == 503 and body["status"] == "unavailable", (status, body)
             finally:
                 _admin(store_url, "ALTER DATABASE {db} ALLOW_CONNECTIONS true")
 
@@ -86,6 +95,11 @@ def test_a_node_comes_back_after_its_sessions_are_killed_and_the_database_refuse
             started = time.monotonic()
             await _until(ready, 15, "/healthz ready again")
             back_after = time.monotonic() - started
+            # ready means reads work too: the readers' pool, which was backing off its reconnection
+            # tries while the database refused it (1, 2, 4, … s), is made anew (it answered 503 here
+            # for seconds after /healthz said ready)
+            status, body = await run.get(f"/orders/{first['order_no']}")
+            assert status == 200, (status, body)
             status, _ = await run.post("/orders", third)
             assert status == 202
             for order_no in (first["order_no"], "RECONNECT-2", "RECONNECT-3"):
