@@ -291,22 +291,16 @@ def test_a_version_7_store_gets_the_narrow_in_flight_index_and_room_for_order_up
                                           "WHERE state IN ('claimed', 'sending')"))
         if db.dialect == "postgres":
             db.write_sync(lambda c: c.execute("ALTER TABLE dy_orders RESET (fillfactor)"))
-        db.write_sync(lambda c: c.execute("UPDATE dy_meta SET value = '7' WHERE name = 'schema_version'"))
+        _pretend_version(db, 7)
     finally:
         db.close()
-    for _ in range(2):
-        db = Database(store_url, readers=1)
-        try:
-            assert db.read_sync(lambda c: c.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")) == [
-                (str(SCHEMA_VERSION),)]
-            found = _indexes(db)
-            assert "dy_jobs_inflight" in found and "dy_jobs_active" not in found, found
-            if db.dialect == "postgres":
-                options = db.read_sync(lambda c: c.execute(
-                    "SELECT reloptions FROM pg_class WHERE relname = 'dy_orders'"))[0][0]
-                assert "fillfactor=80" in options, options
-        finally:
-            db.close()
+    for db in _reopened_twice(store_url):
+        found = _indexes(db)
+        assert "dy_jobs_inflight" in found and "dy_jobs_active" not in found, found
+        if db.dialect == "postgres":
+            options = db.read_sync(lambda c: c.execute(
+                "SELECT reloptions FROM pg_class WHERE relname = 'dy_orders'"))[0][0]
+            assert "fillfactor=80" in options, options
     db = Database(store_url, readers=1)
     try:  # the two jobs claimed before the migration are in flight, as the new index counts them
         assert _claim(db, 10, limits=WarehouseLimits(concurrency=2)).reason == "concurrency"
@@ -349,14 +343,27 @@ def test_a_version_1_store_is_migrated_and_its_queues_keep_their_order(store_url
         with psycopg.connect(store_url, autocommit=True) as conn:
             for stmt in statements:
                 conn.execute(stmt.format(serial="BIGSERIAL"))
+    for db in _reopened_twice(store_url):
+        assert db.read_sync(lambda c: c.execute("SELECT order_no, kind, state FROM dy_jobs ORDER BY id")) == [
+            ("M-1", "create", "ready"), ("M-1", "cancel", "waiting"),
+            ("M-2", "create", "done"), ("M-2", "cancel", "ready")]
+
+
+def _pretend_version(db: Database, version: int) -> None:
+    """Mark the store as one of an older schema version (its shape was set back by the caller)."""
+    db.write_sync(lambda c: c.execute("UPDATE dy_meta SET value = ? WHERE name = 'schema_version'", (str(version),)))
+
+
+def _reopened_twice(store_url: str) -> Iterator[Database]:
+    """The store opened twice in turn, each time at the current schema version: a migration runs
+    once, and opening a migrated store again changes nothing (the caller checks what it wants of
+    each opening)."""
     for _ in range(2):
         db = Database(store_url, readers=1)
         try:
             assert db.read_sync(lambda c: c.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")) == [
                 (str(SCHEMA_VERSION),)]
-            assert db.read_sync(lambda c: c.execute("SELECT order_no, kind, state FROM dy_jobs ORDER BY id")) == [
-                ("M-1", "create", "ready"), ("M-1", "cancel", "waiting"),
-                ("M-2", "create", "done"), ("M-2", "cancel", "ready")]
+            yield db
         finally:
             db.close()
 
@@ -374,22 +381,16 @@ def test_a_version_5_store_loses_the_journals_warehouse_index_and_keeps_its_rows
     try:
         _ingest(db, "V-1")
         db.write_sync(lambda c: c.execute("CREATE INDEX dy_journal_warehouse_at ON dy_journal (warehouse, at)"))
-        db.write_sync(lambda c: c.execute("UPDATE dy_meta SET value = '5' WHERE name = 'schema_version'"))
+        _pretend_version(db, 5)
         before = db.read_sync(lambda c: c.execute("SELECT order_no, step FROM dy_journal ORDER BY id"))
         assert before and "dy_journal_warehouse_at" in _indexes(db)
     finally:
         db.close()
-    for _ in range(2):
-        db = Database(store_url, readers=1)
-        try:
-            assert db.read_sync(lambda c: c.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")) == [
-                (str(SCHEMA_VERSION),)]
-            found = _indexes(db)
-            assert not any("warehouse_at" in name for name in found), found
-            assert {"dy_journal_order", "dy_journal_at", "dy_journal_step_at"} <= found
-            assert db.read_sync(lambda c: c.execute("SELECT order_no, step FROM dy_journal ORDER BY id")) == before
-        finally:
-            db.close()
+    for db in _reopened_twice(store_url):
+        found = _indexes(db)
+        assert not any("warehouse_at" in name for name in found), found
+        assert {"dy_journal_order", "dy_journal_at", "dy_journal_step_at"} <= found
+        assert db.read_sync(lambda c: c.execute("SELECT order_no, step FROM dy_journal ORDER BY id")) == before
 
 
 def test_a_version_6_store_gets_the_upstream_outbox_and_keeps_its_forward_jobs(store_url: str) -> None:
@@ -402,22 +403,16 @@ def test_a_version_6_store_gets_the_upstream_outbox_and_keeps_its_forward_jobs(s
         _legacy_forwards(db, ("U-1", "accepted"))
         db.write_sync(lambda c: c.execute("DROP TABLE dy_forwards"))
         db.write_sync(lambda c: c.execute("DROP TABLE dy_forward_parts"))
-        db.write_sync(lambda c: c.execute("UPDATE dy_meta SET value = '6' WHERE name = 'schema_version'"))
+        _pretend_version(db, 6)
     finally:
         db.close()
-    for _ in range(2):
-        db = Database(store_url, readers=1)
-        try:
-            assert db.read_sync(lambda c: c.execute("SELECT value FROM dy_meta WHERE name = 'schema_version'")) == [
-                (str(SCHEMA_VERSION),)]
-            assert db.read_sync(lambda c: c.execute("SELECT COUNT(*), MIN(part), MAX(part) FROM dy_forward_parts")) == [
-                (FORWARD_PARTS, 0, FORWARD_PARTS - 1)]
-            if db.dialect == "postgres":  # a queue table, vacuumed by a fixed number of dead rows
-                options = db.read_sync(lambda c: c.execute(
-                    "SELECT reloptions FROM pg_class WHERE relname = 'dy_forwards'"))[0][0]
-                assert "autovacuum_vacuum_threshold=20000" in options, options
-        finally:
-            db.close()
+    for db in _reopened_twice(store_url):
+        assert db.read_sync(lambda c: c.execute("SELECT COUNT(*), MIN(part), MAX(part) FROM dy_forward_parts")) == [
+            (FORWARD_PARTS, 0, FORWARD_PARTS - 1)]
+        if db.dialect == "postgres":  # a queue table, vacuumed by a fixed number of dead rows
+            options = db.read_sync(lambda c: c.execute(
+                "SELECT reloptions FROM pg_class WHERE relname = 'dy_forwards'"))[0][0]
+            assert "autovacuum_vacuum_threshold=20000" in options, options
     db = Database(store_url, readers=1)
     try:
         db.write_sync(store.RecordEventsOp("wh1", "confirm", [
