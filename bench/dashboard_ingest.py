@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inflight", type=int, default=256)
     ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--pg-db", default="dockyard_dash_bench",
+                    help="the database the run makes afresh (dropped first) on the server of --pg-url")
     ap.add_argument("--mappings", type=Path, default=e2e.REPO / "mappings")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", type=Path)
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dockyard-dash-"))
     work.mkdir(parents=True, exist_ok=True)
-    store = e2e.fresh_postgres(args.pg_url, "dockyard_dash_bench") if args.store == "postgres" else \
+    store = e2e.fresh_postgres(args.pg_url, args.pg_db) if args.store == "postgres" else \
         f"sqlite:///{(work / 'state.db').resolve()}"
     plan = DemoPlan(work, args.mappings, store=store, dashboard_token=TOKEN)
     build_demo_bundle(args.mappings, plan.bundle)
