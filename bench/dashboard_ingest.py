@@ -3,6 +3,10 @@ p99", issue 12.)
 
     python bench/dashboard_ingest.py [--rate 150] [--seconds 10] [--pairs 12] [--budget 480]
                                      [--viewers 10] [--store sqlite|postgres] [--pg-url URL]
+                                     [--service-python PYTHON]
+
+`--service-python` serves with another tree's interpreter (its venv, with that tree installed
+editable: e.g. a worktree of main), so that one script measures both trees the same way.
 
 Three processes as in production — the service (bench/e2e.py's `--serve-child`: what `dockyard
 serve` does), the simulated warehouses (with their callbacks) and the load generator (this
@@ -214,12 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inflight", type=int, default=256)
     ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     ap.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--pg-db", default="dockyard_dash_bench",
+                    help="the database the run makes afresh (dropped first) on the server of --pg-url")
     ap.add_argument("--mappings", type=Path, default=e2e.REPO / "mappings")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--idle-rounds", type=int, default=3,
                     help="after the pairs: phases without ingest, 0 and N viewers in turn, the service's CPU")
     ap.add_argument("--idle-seconds", type=float, default=10.0)
+    ap.add_argument("--service-python", default=sys.executable, metavar="PYTHON",
+                    help="serve with this interpreter (another tree's venv, e.g. /work/base/.venv/bin/python): "
+                         "the service is that tree's code, the rest of the run this script's")
     args = ap.parse_args(argv)
 
     import orjson
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dockyard-dash-"))
     work.mkdir(parents=True, exist_ok=True)
-    store = e2e.fresh_postgres(args.pg_url, "dockyard_dash_bench") if args.store == "postgres" else \
+    store = e2e.fresh_postgres(args.pg_url, args.pg_db) if args.store == "postgres" else \
         f"sqlite:///{(work / 'state.db').resolve()}"
     plan = DemoPlan(work, args.mappings, store=store, dashboard_token=TOKEN)
     build_demo_bundle(args.mappings, plan.bundle)
@@ -245,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan.sim_base = sim.base
         config = plan.write(port)
-        child = subprocess.Popen([sys.executable, str(HERE / "e2e.py"), "--serve-child", str(config),
+        child = subprocess.Popen([args.service_python, str(HERE / "e2e.py"), "--serve-child", str(config),
                                   "--report", str(work / "report.json")], stdout=subprocess.PIPE, text=True,
                                  env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assert child.stdout is not None
@@ -298,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.workdir is None:  # a store of some hundred MB, a bundle and test-only secrets
             shutil.rmtree(work, ignore_errors=True)
     n = args.viewers
+    print(f"\nservice: {args.service_python}")
     print(f"\n{args.store}, {args.rate:g} orders/s open loop, {len(pairs)} pairs of {args.seconds:g} s phases "
           f"(0 and {n} viewers, the order flipping each pair)")
     print(f"| pair | ingest p99, 0 viewers | ingest p99, {n} viewers | difference | p50, 0 / {n} | "

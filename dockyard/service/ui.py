@@ -48,6 +48,10 @@ COOKIE = "dockyard_token"
 WINDOW_S = 300  # the overview's throughput window
 BUCKET_S = 5  # one chart point per bucket
 CACHE_S = 1.0  # every open page shares one overview per second: the stream pushes one a second
+# the counter kinds the overview shows only as sums over the window (counters.py): exchange times
+# and ingest → accepted, per histogram bucket
+_HISTOGRAMS = "kind LIKE 'l:%' OR kind LIKE 'i:%'"
+_THROUGHPUT = frozenset({"received", "delivered", "failed"})
 ERROR_STEPS = ("dead-lettered", "retry", "held", "callback-rejected", "ingest-rejected")
 DISABLED = "dashboard disabled: configure dashboard.tokens"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
@@ -486,31 +490,41 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
     backlog and the age of its oldest due job (through the claim's partial index), pauses and open
     circuits (one row per warehouse), and ingest → accepted over the window (the counters'
     histogram of it, kept as each acceptance is committed). Nothing here reads history, and nothing
-    reads row by row what the window's traffic wrote: the cost follows warehouses × buckets."""
+    reads row by row what the window's traffic wrote: the cost follows warehouses × buckets.
+
+    The store adds up what is only shown for the whole window (the two histograms: two thirds of
+    the window's counter rows), so that Python, holding the GIL the event loop needs to answer
+    ingest, touches only the per-bucket series. The overview is computed once a second in a reader
+    thread while ingest goes on; every row it turns into Python objects is time the loop may wait."""
     buckets, width = WINDOW_S // BUCKET_S, BUCKET_S * 1_000_000
     end = (now // width + 1) * width
     start = end - WINDOW_S * 1_000_000
     series: dict[str, dict[str, Any]] = {}
-    latency: dict[str, Counter[str]] = defaultdict(Counter)
+    latency: dict[str, dict[str, int]] = defaultdict(dict)
     accepted: Counter[str] = Counter()  # ingest → accepted, all warehouses: {upper bound in ms: creates}
     for bucket, warehouse, kind, n in conn.execute(
-            "SELECT bucket, warehouse, kind, SUM(n) FROM dy_counters WHERE bucket >= ? AND bucket < ? "
-            "GROUP BY bucket, warehouse, kind", (start, end)):
+            f"SELECT bucket, warehouse, kind, SUM(n) FROM dy_counters WHERE bucket >= ? AND bucket < ? AND NOT "
+            f"({_HISTOGRAMS}) GROUP BY bucket, warehouse, kind", (start, end)):
         s = series.get(warehouse) or series.setdefault(warehouse, _empty_series(buckets))  # made once each
         i, n = min(buckets - 1, max(0, (int(bucket) - start) // width)), int(n)
-        if kind in ("received", "delivered", "failed"):
+        if kind in _THROUGHPUT:
             s[kind][i] += n
             s["total"][kind] += n
-        elif kind.startswith("a:"):
-            s["attempts"][kind[2:]] = s["attempts"].get(kind[2:], 0) + n
-            s["attempt_series"].setdefault(kind[2:], [0] * buckets)[i] += n
         elif kind == "retry":
             s["retries"][i] += n
             s["retries_total"] += n
-        elif kind.startswith("l:"):
-            latency[warehouse][kind[2:]] += n
-        elif kind.startswith("i:") and warehouse != UPSTREAM:
-            accepted[kind[2:]] += n
+        elif kind.startswith("a:"):
+            s["attempts"][kind[2:]] = s["attempts"].get(kind[2:], 0) + n
+            s["attempt_series"].setdefault(kind[2:], [0] * buckets)[i] += n
+    for warehouse, kind, n in conn.execute(
+            f"SELECT warehouse, kind, SUM(n) FROM dy_counters WHERE bucket >= ? AND bucket < ? AND ({_HISTOGRAMS}) "
+            f"GROUP BY warehouse, kind", (start, end)):
+        if warehouse not in series:
+            series[warehouse] = _empty_series(buckets)
+        if kind.startswith("l:"):
+            latency[warehouse][kind[2:]] = int(n)
+        elif warehouse != UPSTREAM:
+            accepted[kind[2:]] += int(n)
     minute = max(0, buckets - 60 // BUCKET_S)
     for warehouse, s in series.items():
         tried = sum(s["attempts"].values())

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections import Counter
+import random
+from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
@@ -128,6 +129,83 @@ def test_no_statement_of_the_overview_scans_history(store_url: str) -> None:
         assert counted["in_doubt"] == 0 and counted["outbox"] == 0
     finally:
         db.close()
+
+
+def _by_the_rows(rows: list[tuple[int, str, str, str, int]], now: int) -> dict[str, Any]:
+    """The overview's counter figures as their definition says, row by row: what ui.overview showed
+    when it read every counter row of the window into Python (before the store summed the
+    histograms), kept here as the reference."""
+    buckets, width = ui.WINDOW_S // ui.BUCKET_S, ui.BUCKET_S * 1_000_000
+    end = (now // width + 1) * width
+    start = end - ui.WINDOW_S * 1_000_000
+    series: dict[str, dict[str, Any]] = {}
+    latency: dict[str, Counter[str]] = defaultdict(Counter)
+    accepted: Counter[str] = Counter()
+    for bucket, warehouse, kind, _node, n in rows:
+        if not start <= bucket < end:
+            continue
+        s = series.setdefault(warehouse, ui._empty_series(buckets))
+        i = (bucket - start) // width
+        if kind in ("received", "delivered", "failed"):
+            s[kind][i] += n
+            s["total"][kind] += n
+        elif kind.startswith("a:"):
+            s["attempts"][kind[2:]] = s["attempts"].get(kind[2:], 0) + n
+            s["attempt_series"].setdefault(kind[2:], [0] * buckets)[i] += n
+        elif kind == "retry":
+            s["retries"][i] += n
+            s["retries_total"] += n
+        elif kind.startswith("l:"):
+            latency[warehouse][kind[2:]] += n
+        elif kind.startswith("i:") and warehouse != UPSTREAM:
+            accepted[kind[2:]] += n
+    for warehouse, s in series.items():
+        tried = sum(s["attempts"].values())
+        s["error_rate"] = round(1 - s["attempts"].get("2xx", 0) / tried, 4) if tried else None
+        s["exchange_ms"] = {"count": sum(latency[warehouse].values()),
+                            "p50": _ms(percentile_from_buckets(latency[warehouse], 50)),
+                            "p99": _ms(percentile_from_buckets(latency[warehouse], 99))}
+        s["orders_per_s"] = round(sum(s["delivered"][buckets - 12:]) / 60, 1)
+    series.pop(UPSTREAM, None)
+    return {"warehouses": series, "retries": sum(s["retries_total"] for s in series.values()),
+            "attempts": sum(sum(s["attempts"].values()) for s in series.values()),
+            "latency_ms": {"count": sum(accepted.values()), "p50": _ms(percentile_from_buckets(accepted, 50)),
+                           "p99": _ms(percentile_from_buckets(accepted, 99))}}
+
+
+def test_the_overview_shows_every_counter_of_the_window_as_the_rows_say(db: Database) -> None:
+    """The overview reads the per-bucket series row by row and has the store add up the two
+    histograms (exchange times, ingest → accepted) over the window: for counters of several
+    nodes, warehouses and kinds, inside the window, just before it and just after it, every figure
+    is the one the rows give one by one. A warehouse with nothing but exchange times still shows."""
+    width = ui.BUCKET_S * 1_000_000
+    now = 1_800_000_000 * 1_000_000 + 1_234_567
+    end = (now // width + 1) * width
+    start = end - ui.WINDOW_S * 1_000_000
+    rng = random.Random(12)
+    kinds = ["received", "delivered", "failed", "retry", "a:2xx", "a:4xx", "a:5xx", "a:timeout", "a:reset",
+             "l:5", "l:10", "l:250", "l:inf", "i:1", "i:20", "i:700", "i:7200000", "i:inf"]
+    rows: dict[tuple[int, str, str, str], int] = {}
+    for _ in range(3000):
+        bucket = start + rng.randrange(-3, ui.WINDOW_S // ui.BUCKET_S + 3) * width
+        key = (bucket, rng.choice(["qimen-std", "sf", "jd", UPSTREAM]), rng.choice(kinds), rng.choice(["", "n2"]))
+        rows[key] = rows.get(key, 0) + rng.randrange(1, 50)
+    rows[(start, "cainiao", "l:25", "")] = 3  # only exchange times
+    listed = [(*key, n) for key, n in rows.items()]
+    db.write_sync(lambda c: c.executemany(
+        "INSERT INTO dy_counters (bucket, warehouse, kind, node, n, sum_us) VALUES (?, ?, ?, ?, ?, 0)", listed))
+    got = db.read_sync(lambda c: overview(c, now))
+    want = _by_the_rows(listed, now)
+    assert set(got["warehouses"]) == set(want["warehouses"]) == {"qimen-std", "sf", "jd", "cainiao"}
+    for name, series in want["warehouses"].items():
+        shown = {k: got["warehouses"][name][k] for k in series}
+        assert shown == series, name
+    for key in ("retries", "attempts", "latency_ms"):
+        assert got[key] == want[key], key
+    only_times = got["warehouses"]["cainiao"]["exchange_ms"]
+    assert only_times["count"] == 3 and only_times["p50"] == 12.5  # 25 ms × 1.5 of 3 (interpolated)
+    assert got["latency_ms"]["count"] == sum(n for (b, w, k, _), n in rows.items()
+                                             if k.startswith("i:") and w != UPSTREAM and start <= b < end) > 0
 
 
 def test_ingest_to_accepted_is_counted_in_the_commits_bucket() -> None:
