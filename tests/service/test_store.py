@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import time
 import uuid
 from collections.abc import Iterator
@@ -787,3 +788,28 @@ def test_the_checkpointer_never_makes_a_store_that_is_gone(tmp_path: Path) -> No
         assert not path.exists() and fresh.runs == 0
     finally:
         db.close()
+
+
+def test_the_store_says_when_the_server_will_not_vacuum_its_queues(store_url: str,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A PostgreSQL server with autovacuum (or the statistics it needs) off leaves the outbox's and
+    the jobs' dead rows in place: the store says so once, at start, naming the setting; a server
+    with both on, and SQLite, get no such warning."""
+    with caplog.at_level(logging.WARNING, logger="dockyard.store"):
+        db = Database(store_url, readers=1)
+    try:
+        if db.dialect == "sqlite":
+            assert db.server_warnings == []
+            return
+        settings = dict(db.read_sync(lambda c: c.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('autovacuum', 'track_counts')")))
+        assert set(settings) == {"autovacuum", "track_counts"}
+        for name, value in settings.items():
+            said = [w for w in db.server_warnings if f"runs with {name} = " in w]
+            assert len(said) == (value != "on"), (name, value, db.server_warnings)
+        for warning in db.server_warnings:
+            assert warning in caplog.text
+            assert "docs/operations.md" in warning
+    finally:
+        db.close()
+
