@@ -23,6 +23,7 @@ import hmac
 import json
 import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -483,6 +484,23 @@ class _Dashboard:
 
 
 # -- the questions asked of the store -------------------------------------------------------
+def histogram_summary(counts: Mapping[str, int]) -> dict[str, Any]:
+    """A histogram's count, p50 and p99 in ms, as the overview shows them ({upper bound: count})."""
+    return {"count": sum(counts.values()), "p50": _ms(percentile_from_buckets(counts, 50)),
+            "p99": _ms(percentile_from_buckets(counts, 99))}
+
+
+def finish_series(series: dict[str, dict[str, Any]], latency: Mapping[str, Mapping[str, int]], buckets: int) -> None:
+    """Each warehouse's figures made of its counts: the error rate of its attempts, its exchange
+    times (from `latency`, its histogram) and its delivered orders per second over the last minute."""
+    minute = max(0, buckets - 60 // BUCKET_S)
+    for warehouse, s in series.items():
+        tried = sum(s["attempts"].values())
+        s["error_rate"] = round(1 - s["attempts"].get("2xx", 0) / tried, 4) if tried else None
+        s["exchange_ms"] = histogram_summary(latency.get(warehouse, {}))
+        s["orders_per_s"] = round(sum(s["delivered"][minute:]) / 60, 1)
+
+
 def overview(conn: Conn, now: int) -> dict[str, Any]:
     """The last WINDOW_S seconds per warehouse, in BUCKET_S buckets, from the counters the service
     keeps as it works (counters.py; read by primary key, bucket first): orders received, delivered
@@ -525,14 +543,7 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
             latency[warehouse][kind[2:]] = int(n)
         elif warehouse != UPSTREAM:
             accepted[kind[2:]] += int(n)
-    minute = max(0, buckets - 60 // BUCKET_S)
-    for warehouse, s in series.items():
-        tried = sum(s["attempts"].values())
-        s["error_rate"] = round(1 - s["attempts"].get("2xx", 0) / tried, 4) if tried else None
-        s["exchange_ms"] = {"count": sum(latency[warehouse].values()),
-                            "p50": _ms(percentile_from_buckets(latency[warehouse], 50)),
-                            "p99": _ms(percentile_from_buckets(latency[warehouse], 99))}
-        s["orders_per_s"] = round(sum(s["delivered"][minute:]) / 60, 1)
+    finish_series(series, latency, buckets)
     for warehouse, (depth, age) in read_backlog(conn, now).items():
         entry = series.get(warehouse) or series.setdefault(warehouse, _empty_series(buckets))
         entry["backlog"], entry["oldest_due_s"] = depth, round(age, 1)
@@ -554,8 +565,7 @@ def overview(conn: Conn, now: int) -> dict[str, Any]:
             "success_rate": round(delivered / (delivered + failed), 4) if delivered + failed else None,
             "attempts": tried, "attempt_success_rate": round(ok / tried, 4) if tried else None,
             "retries": sum(s["retries_total"] for s in series.values()),
-            "latency_ms": {"count": sum(accepted.values()), "p50": _ms(percentile_from_buckets(accepted, 50)),
-                           "p99": _ms(percentile_from_buckets(accepted, 99))},
+            "latency_ms": histogram_summary(accepted),
             "outbox_depth": counts["outbox"], "dlq_size": counts["dead"], "in_doubt": counts["in_doubt"]}
 
 

@@ -159,18 +159,12 @@ def _by_the_rows(rows: list[tuple[int, str, str, str, int]], now: int) -> dict[s
             latency[warehouse][kind[2:]] += n
         elif kind.startswith("i:") and warehouse != UPSTREAM:
             accepted[kind[2:]] += n
-    for warehouse, s in series.items():
-        tried = sum(s["attempts"].values())
-        s["error_rate"] = round(1 - s["attempts"].get("2xx", 0) / tried, 4) if tried else None
-        s["exchange_ms"] = {"count": sum(latency[warehouse].values()),
-                            "p50": _ms(percentile_from_buckets(latency[warehouse], 50)),
-                            "p99": _ms(percentile_from_buckets(latency[warehouse], 99))}
-        s["orders_per_s"] = round(sum(s["delivered"][buckets - 12:]) / 60, 1)
+    # what is made of these sums (rates, percentiles) is the overview's own; the sums are the point
+    ui.finish_series(series, latency, buckets)
     series.pop(UPSTREAM, None)
     return {"warehouses": series, "retries": sum(s["retries_total"] for s in series.values()),
             "attempts": sum(sum(s["attempts"].values()) for s in series.values()),
-            "latency_ms": {"count": sum(accepted.values()), "p50": _ms(percentile_from_buckets(accepted, 50)),
-                           "p99": _ms(percentile_from_buckets(accepted, 99))}}
+            "latency_ms": ui.histogram_summary(accepted)}
 
 
 def test_the_overview_shows_every_counter_of_the_window_as_the_rows_say(db: Database) -> None:
