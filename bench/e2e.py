@@ -1088,24 +1088,23 @@ def open_capacity(args: argparse.Namespace, prep: Prepared, nodes: int) -> float
     run of -n orders on a fresh store. This, not the closed loop's delivered/s, is the capacity
     that "80% of capacity" means for an open-loop figure: a batch of 200 orders per request costs
     the service less per order than 200 requests do."""
+    def kept_up(rate: float) -> bool:
+        ok, why = keeps_up(one_run(args, prep, nodes=nodes, rate=rate))
+        print(f"capacity search: {rate:,.0f}/s {'kept up' if ok else 'fell behind'} ({why})", file=sys.stderr)
+        return ok
+
     good, bad = 0.0, 0.0
     rate = args.capacity_start
     for _ in range(16):
-        r = one_run(args, prep, nodes=nodes, rate=rate)
-        ok, why = keeps_up(r)
-        print(f"capacity search: {rate:,.0f}/s {'kept up' if ok else 'fell behind'} ({why})", file=sys.stderr)
-        if not ok:
+        if not kept_up(rate):
             bad = rate
             break
         good, rate = rate, rate * 1.25
     if not bad:
-        raise SystemExit(f"capacity search: no rate up to {rate:,.0f}/s was too much; raise --capacity-start")
+        raise SystemExit(f"capacity search: no rate up to {good:,.0f}/s was too much; raise --capacity-start")
     for _ in range(3):
         rate = (good + bad) / 2
-        r = one_run(args, prep, nodes=nodes, rate=rate)
-        ok, why = keeps_up(r)
-        print(f"capacity search: {rate:,.0f}/s {'kept up' if ok else 'fell behind'} ({why})", file=sys.stderr)
-        good, bad = (rate, bad) if ok else (good, rate)
+        good, bad = (rate, bad) if kept_up(rate) else (good, rate)
     if not good:
         raise SystemExit(f"capacity search: {args.capacity_start:,.0f}/s was already too much; lower --capacity-start")
     print(f"open-loop capacity: {good:,.0f} orders/s (the next rate tried, {bad:,.0f}/s, fell behind)", file=sys.stderr)
