@@ -609,8 +609,8 @@ class Database:
         if self.dialect != "postgres":
             return []
         found: list[str] = []
-        for name in ("autovacuum", "track_counts"):
-            value = str(conn.execute(f"SELECT current_setting('{name}')")[0][0])
+        for name, value in conn.execute("SELECT name, setting FROM pg_settings WHERE name IN "
+                                        "('autovacuum', 'track_counts') ORDER BY name"):
             if value != "on":
                 found.append(f"the PostgreSQL server runs with {name} = {value}: the store's queue tables "
                              "(dy_forwards, dy_jobs) keep their dead rows, and claims and forwarding slow down "
