@@ -32,12 +32,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-BUCKET_US = 5_000_000
-
 
 def fill_window(src: Path, dst: Path) -> int:
     """dst: a copy of src whose counters fill the window that ends now (src's buckets repeated)."""
     import sqlite3
+
+    from dockyard.service.counters import BUCKET_US  # the tree's own bucket width
 
     shutil.copyfile(src, dst)
     conn = sqlite3.connect(dst)
