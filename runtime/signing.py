@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from dockyard.runtime import percent
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.plugins import PluginError, available, load, load_as
 from dockyard.runtime.secrets import Secret
@@ -124,15 +125,7 @@ def java_urlencode(text: str) -> str:
 
     Python's `quote_plus` differs on `*` (it encodes it) and `~` (it keeps it); SF's server runs
     Java, so its digest is over Java's form and ours must match byte for byte."""
-    # A run of characters outside Java's set at a time: SF signs whole JSON documents this way.
-    return _JAVA_UNSAFE.sub(_percent, text).replace(" ", "+")
-
-
-_JAVA_UNSAFE = re.compile(r"[^A-Za-z0-9.*_ -]+")
-
-
-def _percent(match: re.Match[str]) -> str:
-    return "%" + match.group().encode("utf-8").hex("%").upper()
+    return percent.encode(text, percent.JAVA_URLENCODER)
 
 
 def sorted_pairs(params: Mapping[str, str], *, skip_empty: bool = False, exclude: tuple[str, ...] = ()) -> str:

@@ -606,3 +606,36 @@ def test_json_refuses_exactly_what_the_full_check_refuses(value: Any) -> None:
     except SerializationError:
         got = None
     assert got == expected
+
+
+@settings(database=None, max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(categories=("Cs",)), min_size=1), st.text(), st.text())
+def test_percent_encoding_refuses_a_lone_surrogate_as_quote_plus_does(surrogate: str, before: str,
+                                                                       after: str) -> None:
+    """A lone surrogate has no UTF-8 form: every encoder fails on it as urllib does, wherever it
+    stands, whatever the rest of the text (ASCII or not, which take different paths)."""
+    from urllib.parse import quote_plus
+
+    from dockyard.runtime.serialize import form_quote, url_quote
+    from dockyard.runtime.signing import java_urlencode
+
+    text = (before + surrogate + after).encode("utf-8", "surrogatepass").decode("utf-8", "surrogatepass")
+    with pytest.raises(UnicodeEncodeError):
+        quote_plus(text)
+    for encoder in (form_quote, url_quote, java_urlencode):
+        with pytest.raises(UnicodeEncodeError):
+            encoder(text)
+
+
+@settings(database=None, max_examples=300, deadline=None)
+@given(st.binary())
+def test_percent_encoding_of_every_byte_value_is_urllibs(data: bytes) -> None:
+    """Every byte value, as the UTF-8 of whatever text decodes from it (so each table entry is
+    reached, through the ASCII path and the latin-1 one)."""
+    from urllib.parse import quote, quote_plus
+
+    from dockyard.runtime.serialize import form_quote, url_quote
+
+    text = data.decode("utf-8", "replace") + "".join(chr(b) for b in data)
+    assert form_quote(text) == quote_plus(text)
+    assert url_quote(text) == quote(text, safe="")
