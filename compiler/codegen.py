@@ -1312,20 +1312,23 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
     _settle_marks(em.lines, body_start, body_end, plain)
     # Fused code belongs to transform alone: request_fields computes its lets in the general way.
     writer.fusions, writer.fused_each, gen.fused_calls = {}, {}, {}
-    if spec.target.format == "json":
-        # The JSON writer needs to know that the document holds no None and no float (orjson would
-        # write them as null and as a binary number); most values cannot by construction.
-        em.line()
-        em.line()
-        # The classes are bound as a default: a local read, not a global one, per value.
-        with em.block("def json_plain(_doc, _ok=JSON_SCALARS):"):
-            em.line('"""True when the document holds no None and no float (else the writer checks it all)."""')
-            body: list[str] = []
-            _json_lines(spec.output, "_doc", body, [0], gen=gen)
-            for text in body:
-                em.line(text)
-            em.line("return True")
-        gen.helper("JSON_SCALARS")
+    # Every target: a document of any format also has a JSON form (the request's fingerprint), and
+    # the JSON writer needs to know that it holds no None and no float (orjson would write them as
+    # null and as a binary number); most values cannot by construction.
+    em.line()
+    em.line()
+    body: list[str] = []
+    _json_lines(spec.output, "_doc", body, [0], gen=gen)
+    looks = any("_wrongly(" in text for text in body)  # a value only the writer's own look can judge
+    # The helpers are bound as defaults: a local read, not a global one, per value.
+    with em.block("def json_plain(_doc, _ok=JSON_SCALARS" + (", _wrongly=writes_wrongly):" if looks else "):")):
+        em.line('"""True when the document holds no None and no float (else the writer checks it all)."""')
+        for text in body:
+            em.line(text)
+        em.line("return True")
+    gen.helper("JSON_SCALARS")
+    if looks:
+        gen.helper("writes_wrongly")
     if spec.request is not None:
         req = spec.request
         em.line()
@@ -1526,7 +1529,9 @@ def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], in
             # schema) leaves the document to the writer's own check, which is the reference anyway.
             expected = _EXPECTED_CLASS.get(gen.type_of(e).kind) if gen is not None else None
             if expected is None:
-                out.append(f"{indent}if {code}.__class__ not in _ok:")
+                # Not a scalar of the writer's (a list or an object read or built from the input,
+                # None, a float): the writer's own look, at this value only.
+                out.append(f"{indent}if {code}.__class__ not in _ok and _wrongly({code}):")
             else:
                 out.append(f"{indent}if {code}.__class__ is not {expected}:")
             out.append(f"{indent}    return False")
@@ -1558,7 +1563,10 @@ def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], in
             out.append(f"{indent}for {local} in {code}:")
             _json_lines(emit, local, out, counter, indent + "    ", gen)
         case OutList() | OutJson():
-            out.append(f"{indent}return False")  # positions are not fixed: the writer looks at it all
+            # Positions are not fixed (an element missing is dropped): the writer's own look, at
+            # this list only.
+            out.append(f"{indent}if _wrongly({code}):")
+            out.append(f"{indent}    return False")
 
 
 def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:

@@ -70,7 +70,7 @@ from dockyard.runtime.functions import (
     to_int,
     to_string,
 )
-from dockyard.runtime.serialize import to_json_text
+from dockyard.runtime.serialize import to_json_text, writes_wrongly
 from dockyard.runtime.target import CData, Target, XmlOptions
 
 __all__ = [
@@ -134,6 +134,7 @@ __all__ = [
     "to_int",
     "to_json_text",
     "to_string",
+    "writes_wrongly",
     "zone",
 ]
 

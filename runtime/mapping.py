@@ -183,10 +183,13 @@ class CompiledMapping:
         # Modules of this compiler record explain's lineage in `transform_traced` only; a module
         # of the 1.0 bundle format has one `transform` that does both.
         self._traced = getattr(module, "transform_traced", module.transform)
-        # JSON targets: whether a document holds no None and no float, judged from what the compiler
-        # knows (absent in modules of the 1.0 bundle format: the writer then checks every value).
-        self._json_plain: Callable[[Any], bool] | None = (
-            getattr(module, "json_plain", None) if self.target.format == "json" else None)
+        # Whether a document holds no None and no float, judged from what the compiler knows: the
+        # JSON writer's check, and the JSON form of any target's document (its fingerprint). Absent
+        # in modules of the 1.0 bundle format, and in older modules of targets other than JSON: the
+        # writer then checks every value. `_json_plain` is set for JSON targets only: it is what
+        # makes render() one call around orjson.
+        self._plain_check: Callable[[Any], bool] | None = getattr(module, "json_plain", None)
+        self._json_plain = self._plain_check if self.target.format == "json" else None
         self._filename = module.__file__
         # A mapping whose every document is the same (the compiler says so: only literals, no
         # condition, no context) is serialized once, on the first render that succeeds.
@@ -381,8 +384,9 @@ class CompiledMapping:
 
     def json_plain(self, doc: Any) -> bool:
         """Whether a document this mapping made holds no None and no float, so the JSON writer
-        need not look (False when unsure, e.g. for a module of the 1.0 bundle format)."""
-        check = self._json_plain
+        need not look (False when unsure, e.g. for a module of the 1.0 bundle format). Any target:
+        every document also has a JSON form (`build_request`'s fingerprint)."""
+        check = self._plain_check
         return check is not None and check(doc) is True
 
     def parse_input(self, data: bytes | str) -> Any:

@@ -34,6 +34,7 @@ __all__ = [
     "to_json_text",
     "to_xml_bytes",
     "url_quote",
+    "writes_wrongly",
 ]
 
 _MISSING = "missing value"
@@ -162,7 +163,7 @@ def _check_json(value: Any, path: str) -> None:
 _PLAIN = frozenset((str, int, bool))
 
 
-def _writes_wrongly(value: Any) -> bool:
+def writes_wrongly(value: Any) -> bool:
     """Whether orjson would write something it must not: None (as null), a float, a non-finite
     decimal. Everything else that is wrong (lone surrogates, huge ints, other types) makes orjson
     fail by itself. No paths are built here: this runs on every document, and the slow walk in
@@ -171,9 +172,9 @@ def _writes_wrongly(value: Any) -> bool:
     if kind in _PLAIN:
         return False
     if kind is dict:
-        return any(_writes_wrongly(item) for item in value.values())
+        return any(writes_wrongly(item) for item in value.values())
     if kind is list or kind is tuple:
-        return any(_writes_wrongly(item) for item in value)
+        return any(writes_wrongly(item) for item in value)
     if kind is Decimal:
         return not value.is_finite()
     return value is None or isinstance(value, float)
@@ -211,7 +212,7 @@ def to_json_bytes(value: Any, *, plain: bool = False) -> bytes:
     beyond 64 bits make it fail (then the walk names the path). None and floats it would write, so
     they are looked for first, unless the caller knows there are none (`plain=True`: a compiled
     mapping's `json_plain` says so from what the compiler knows about every value)."""
-    if not plain and _writes_wrongly(value):
+    if not plain and writes_wrongly(value):
         _check_json(value, "")  # raises, naming the path
     try:
         oj = _ORJSON or _orjson()
