@@ -16,7 +16,10 @@ a network namespace of its own with its own address (tests/multinode/netns.py; n
 namespace; their callbacks go through one TCP load balancer (tests/multinode/lb.py) that spreads
 them over the nodes, and the load generator sends its requests to the nodes in turn. A list
 (`--nodes 1,2,3`) runs each count in turn, `--rounds` times, interleaved, and ends with a table of
-throughput and CPU per order by node count (best delivered/s of the rounds).
+throughput and CPU per order by node count (best delivered/s of the rounds). `--node-cpu C` caps
+each node at C CPUs (a cgroup of its own, bench/cpu_cap.py): one uncapped node fills a 2-core
+machine together with PostgreSQL and the simulator, so only capped nodes show how delivery grows
+with nodes that each bring their own CPU, as hosts do.
 
 Open loop (`--rate R` orders/s, or `--rate-of-capacity F`: F × the delivered/s of a closed-loop run
 of the same setup, measured first in the same invocation): one order per `POST /orders`, sent at
@@ -903,6 +906,12 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
         plan.sim_base = sim.base
         config_path = plan.write(port)
         children: list[subprocess.Popen[Any]] = []
+        caps = None
+        if nodes and args.node_cpu:
+            from cpu_cap import CpuCaps
+
+            caps = CpuCaps(f"dockyard-e2e-{os.getpid()}")
+            stack.callback(caps.close)  # after the nodes have stopped (callbacks run last first)
         if nodes:
             for h in net.hosts:
                 log = work / f"node{h.index}.log"
@@ -911,6 +920,8 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
                     child = subprocess.Popen(h.command([sys.executable, "-m", "dockyard.cli", "serve", "--config",
                                                         str(config_path), "--host", h.address, "--port", str(port)]),
                                              stdout=sink, stderr=subprocess.STDOUT, preexec_fn=pdeathsig)
+                if caps is not None:  # before it starts its threads: they, and its workers, inherit it
+                    caps.cap(child.pid, args.node_cpu, f"node{h.index}")
                 children.append(child)
                 stack.callback(_stop, child)
             for h, child in zip(net.hosts, children, strict=True):
@@ -960,6 +971,7 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
         stats = asyncio.run(harness.settle(accepted, args.timeout, feedback=args.feedback))
         wall = time.perf_counter() - wall0
         svc1 = {c.pid: tree_cpu(c.pid) for c in children}
+        throttled = caps.throttled_s() if caps is not None else None
         sim1, me1 = proc_cpu(sim.process.pid), self_cpu()
         lb1 = proc_cpu(lb.pid) if lb is not None else 0.0
         pg_cpu = pg.stop() if pg is not None else {"database": 0.0, "server": 0.0}
@@ -1022,6 +1034,8 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
         "events_per_s": j["events"][0] / max(1e-9, (j["events"][2] - j["events"][1]) / 1e6) if j["events"][0] else 0,
         "forwarded": j["forwarded"][0],
         "cpu_us_per_order": cpu,
+        # --node-cpu: each node's CPU cap (cores) and the seconds it spent throttled at it
+        "node_cpu": args.node_cpu if nodes else None, "throttled_s": throttled,
         "commits": report.get("store"),  # group commits and the writes they held (single node)
         "loop_lag_ms": report.get("loop_lag_ms"),
         "profile": {"on": args.profile and not nodes and args.workers == 1, "stages": report["stages"],
@@ -1119,6 +1133,9 @@ def show(r: dict[str, Any]) -> None:
     print(f"\n{n} orders, {where}, store {r['store']}, feedback {'on' if r['feedback'] else 'off'}, {load}, "
           f"warehouse concurrency {r['concurrency']}, {r['cpus']} CPUs, Python {r['python']}")
     print(f"results: {r['counts']}; delivery: {r['by_delivery']}; outbox left: {r['outbox_left']}")
+    if r.get("node_cpu"):
+        held = ", ".join(f"{name.rsplit('-', 1)[-1]} {s:.1f} s" for name, s in (r["throttled_s"] or {}).items())
+        print(f"each node capped at {r['node_cpu']:g} CPU (its own cgroup); throttled at the cap: {held}")
     print(f"\n{'':34} {'per s':>10} {'vs sim RTT':>11} {'vs transform':>13}")
     sim, tr = r["sim_roundtrip_per_s"], r["transform_sign_per_s"]
     rows = [("baseline: transform+sign in-process", tr), ("baseline: simulator round trip", sim),
@@ -1243,6 +1260,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nodes", type=_counts, default=None,
                     help="N service nodes in network namespaces on one PostgreSQL (implies --store postgres; "
                          "needs root); a list such as 1,2,3 runs each count in turn")
+    ap.add_argument("--node-cpu", type=float, default=None,
+                    help="with --nodes: cap each node at this many CPUs (a cgroup of its own; root), as a host of "
+                         "its own would be, so that node counts compare on a machine that one node fills")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the runs (interleaved) and keep the best")
     ap.add_argument("--rate", type=float, default=None,
                     help="open loop: orders/s, one order per POST /orders at fixed arrival times")
