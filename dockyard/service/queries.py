@@ -75,14 +75,29 @@ def order_status(conn: Conn, order_no: str) -> dict[str, Any] | None:
     }
 
 
+# An order's journal and the events of it that were forwarded upstream (schema v9: an event's
+# `forwarded` step is its own row's mark, dy_events.forwarded_at, not a journal row), in one round
+# trip. At the same moment (one group commit) the journal's rows come first, by id: the forward
+# finish ran after the group's callbacks (its phase), and its rows used to be journaled last.
+_TIMELINE_SQL = ("SELECT id, at, warehouse, flow, step, outcome, elapsed_us, detail, NULL AS batch, 0 AS k "
+                 "FROM dy_journal WHERE order_no = ? UNION ALL "
+                 "SELECT NULL, forwarded_at, NULL, NULL, NULL, NULL, NULL, NULL, forwarded_batch, 1 "
+                 "FROM dy_events WHERE order_no = ? AND forwarded_at IS NOT NULL ORDER BY 2, 10, 1")
+
+
 def timeline(conn: Conn, order_no: str) -> list[dict[str, Any]]:
     """An order's journal as a timeline. The journal keeps one row per transition (one per
     delivery attempt, holding its request and answer); the timeline shows each attempt's stages
-    again as their own steps (transformed, sent, response), as they happened."""
-    rows = conn.execute("SELECT id, at, warehouse, flow, step, outcome, elapsed_us, detail FROM dy_journal "
-                        "WHERE order_no = ? ORDER BY at, id", (order_no,))
+    again as their own steps (transformed, sent, response), as they happened. An event forwarded
+    upstream is marked on its own row (dy_events) and shown as the `forwarded` step its journal
+    row was before schema v9 (those rows, in older stores, are shown as they are); such a step
+    has no journal id (`id` None)."""
     out: list[dict[str, Any]] = []
-    for r in rows:
+    for r in conn.execute(_TIMELINE_SQL, (order_no, order_no)):
+        if r[9]:
+            out.append({"id": None, "at": _iso(r[1]), "at_us": r[1], "warehouse": UPSTREAM, "flow": "forward",
+                        "step": "forwarded", "outcome": "ok", "elapsed_ms": None, "detail": {"batch": r[8]}})
+            continue
         out += _expand({"id": r[0], "at": _iso(r[1]), "at_us": r[1], "warehouse": r[2], "flow": r[3], "step": r[4],
                         "outcome": r[5], "elapsed_ms": None if r[6] is None else round(r[6] / 1000, 3),
                         "detail": _load(r[7])})

@@ -49,11 +49,14 @@ clock (see db.py), so that nodes with skewed clocks still agree on leases and du
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from dockyard.service import totals
 
 __all__ = ["DDL", "FORWARD_PARTS", "JOURNAL", "JOURNAL_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "ddl"]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # Partitions of the upstream outbox (dy_forwards): how many nodes can forward at once. Fixed: an
 # order's partition must not change while its events wait (forward_log.part_of).
@@ -110,6 +113,8 @@ CREATE TABLE IF NOT EXISTS dy_events (
     status TEXT,
     document TEXT NOT NULL,
     received_at BIGINT NOT NULL,
+    forwarded_at BIGINT,
+    forwarded_batch INTEGER,
     PRIMARY KEY (warehouse, event_id)
 );
 CREATE INDEX IF NOT EXISTS dy_events_order ON dy_events (order_no, received_at);
@@ -146,7 +151,9 @@ CREATE TABLE IF NOT EXISTS dy_forwards (
     order_no TEXT NOT NULL,
     document TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    created_at BIGINT NOT NULL
+    created_at BIGINT NOT NULL,
+    warehouse TEXT,
+    event_id TEXT
 );
 CREATE TABLE IF NOT EXISTS dy_forward_parts (
     part INTEGER PRIMARY KEY,
@@ -223,9 +230,26 @@ FORWARD_PARTS_ROWS = ("INSERT INTO dy_forward_parts (part) VALUES " + ", ".join(
     f"({part})" for part in range(FORWARD_PARTS)) + " ON CONFLICT (part) DO NOTHING")
 
 
-# Version n -> the statements that bring a store at version n to n + 1. Each runs in the same
+# Columns added by v9 (see MIGRATIONS), each with its type.
+_V9_COLUMNS = (("dy_events", "forwarded_at", "BIGINT"), ("dy_events", "forwarded_batch", "INTEGER"),
+               ("dy_forwards", "warehouse", "TEXT"), ("dy_forwards", "event_id", "TEXT"))
+
+
+def _add_v9_columns(conn: Any) -> None:
+    """v9's columns, added to the tables that lack them: a store older than a table (dy_forwards
+    before v7, for one) got it from the DDL above, columns included, in this same migration, and
+    SQLite's ALTER TABLE has no IF NOT EXISTS."""
+    for table, column, kind in _V9_COLUMNS:
+        if conn.dialect == "postgres":
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        elif column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+# Version n -> the statements that bring a store at version n to n + 1 (a function is called with
+# the connection, for what one statement cannot say on both dialects). Each runs in the same
 # transaction as the DDL above (which creates what is new), under the migration lock.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+MIGRATIONS: dict[int, tuple[str | Callable[[Any], None], ...]] = {
     1: (
         # v1 claimed ready jobs behind an open predecessor by a NOT EXISTS at claim time; v2 keeps
         # such jobs `waiting` and promotes them when the predecessor ends.
@@ -258,4 +282,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # dy_jobs_inflight. The fill factor of dy_orders (ddl, PostgreSQL) applies to pages written
     # from now on.
     7: ("DROP INDEX IF EXISTS dy_jobs_active",),
+    # v9: an event forwarded from the outbox is marked on its own row (dy_events.forwarded_at and
+    # the size of the batch it went in) instead of a `forwarded` row in the journal; an outbox row
+    # names its event (warehouse, event_id) so that the finish finds it. Rows queued before this
+    # have no event named and are journaled as before, and the journal's `forwarded` rows written
+    # before stay where they are: queries.timeline reads both. The fill factor of dy_events
+    # (ddl, PostgreSQL) applies to pages written from now on.
+    8: (_add_v9_columns,),
 }

@@ -38,6 +38,7 @@ __all__ = [
     "EventOutcome",
     "EventRecord",
     "FinishOp",
+    "Forward",
     "IngestItem",
     "IngestOp",
     "IngestResult",
@@ -268,15 +269,26 @@ FORWARD_LOG_KEY = "_upstream_log"
 _OPEN_UP = "('ready', 'waiting', 'claimed', 'sending', 'held')"  # a forward job in one is open
 
 
+@dataclass(frozen=True)
+class Forward:
+    """A recorded event to forward upstream: its order, its JSON, and its key in dy_events."""
+
+    order_no: str
+    document: str
+    warehouse: str
+    event_id: str
+
+
 def part_of(order_no: str) -> int:
     """The upstream outbox partition of an order's events: CRC-32 of its number, the same in every
     process (unlike hash()) and every version (a change would split an order's waiting events)."""
     return zlib.crc32(order_no.encode("utf-8")) % FORWARD_PARTS
 
 
-def queue_forwards(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
-    """Queue (order_no, event JSON) for the upstream webhook, in order: appended to the upstream
-    outbox (dy_forwards, see forward_log.py), one insert per event.
+def queue_forwards(conn: Conn, forwards: Sequence[Forward]) -> None:
+    """Queue events for the upstream webhook, in order: appended to the upstream outbox
+    (dy_forwards, see forward_log.py), one insert per event, which names its row in dy_events
+    (the finish marks that row forwarded, rather than journal a row of its own).
 
     An order that still has an open forward *job* (queued before schema v7, or a dead one an
     operator replayed) keeps its later events behind that job, so that they are not overtaken:
@@ -285,25 +297,27 @@ def queue_forwards(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
     case costs no lookup per order."""
     legacy: set[str] = set()
     if _open_forward_jobs(conn):
-        order_nos = sorted({order_no for order_no, _ in forwards})
+        order_nos = sorted({f.order_no for f in forwards})
         for chunk in _chunks(order_nos):
             where, params = _in(conn, chunk)
             legacy.update(row[0] for row in conn.execute(
                 f"SELECT DISTINCT order_no FROM dy_jobs WHERE order_no {where} AND lane = 'up' AND state IN "
                 f"{_OPEN_UP}", params))
     if legacy:
-        _queue_forward_jobs(conn, [f for f in forwards if f[0] in legacy])
-        forwards = [f for f in forwards if f[0] not in legacy]
+        _queue_forward_jobs(conn, [(f.order_no, f.document) for f in forwards if f.order_no in legacy])
+        forwards = [f for f in forwards if f.order_no not in legacy]
     if not forwards:
         return
     now = conn.now
-    rows = [(part_of(order_no), order_no, document, now) for order_no, document in forwards]
+    rows = [(part_of(f.order_no), f.order_no, f.document, now, f.warehouse, f.event_id) for f in forwards]
     if conn.dialect == "postgres" and len(rows) > 1:  # one statement over arrays, in the given order
-        conn.execute("INSERT INTO dy_forwards (part, order_no, document, created_at) SELECT v.p, v.o, v.d, v.c "
-                     "FROM unnest(?::integer[], ?::text[], ?::text[], ?::bigint[]) WITH ORDINALITY AS v(p, o, d, c, n) "
-                     "ORDER BY v.n", _columns(rows, text=(1, 2)))
+        conn.execute("INSERT INTO dy_forwards (part, order_no, document, created_at, warehouse, event_id) "
+                     "SELECT v.p, v.o, v.d, v.c, v.w, v.e FROM unnest(?::integer[], ?::text[], ?::text[], "
+                     "?::bigint[], ?::text[], ?::text[]) WITH ORDINALITY AS v(p, o, d, c, w, e, n) ORDER BY v.n",
+                     _columns(rows, text=(1, 2, 4, 5)))
     else:
-        conn.executemany("INSERT INTO dy_forwards (part, order_no, document, created_at) VALUES (?, ?, ?, ?)", rows)
+        conn.executemany("INSERT INTO dy_forwards (part, order_no, document, created_at, warehouse, event_id) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", rows)
     _wake(conn, FORWARD_LOG_KEY)
 
 
@@ -1057,7 +1071,7 @@ class RecordEventsOp(BatchOp):
                 outcomes.append(EventOutcome("pending", known[1]))
             out.append(outcomes)
         inserted = _insert_events(tx, fresh_rows)
-        forwards: list[tuple[str, str]] = []
+        forwards: list[Forward] = []
         results = iter(inserted)
         settled: dict[int, str] = {}
         for op, rec, document, _ in candidates:
@@ -1080,7 +1094,7 @@ class RecordEventsOp(BatchOp):
                                            **({"verified_with": op.verified_with} if op.verified_with else {})}
                                    ).values()])
             if op.forward:
-                forwards.append((order_no, document))
+                forwards.append(Forward(order_no, document, op.warehouse, str(rec.event_id)))
         if forwards:
             queue_forwards(tx, forwards)
         for op, outcomes in zip(ops, out, strict=True):
