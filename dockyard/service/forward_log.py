@@ -17,10 +17,8 @@ them with N live nodes in `dy_nodes`), renews them while it runs, and gives back
 share when another node arrives. A partition whose owner's lease ran out, or whose owner is gone
 (Database.owner_gone: its session ended and it stopped beating), is free. A node that dies with a
 batch on the wire leaves its rows in place: the next owner sends them again (the webhook gets
-them at least once, as with jobs), and only the delete that removes a row records
-it as forwarded, so an event is marked once however often it went. The mark is on the event's own
-row in dy_events (`forwarded_at`, and the size of its batch: schema v9), not a journal row;
-queries.timeline shows it as the `forwarded` step it was.
+them at least once, as with jobs), and only the delete that removes a row journals it as
+`forwarded`, so the journal holds one such row per event however often it went.
 
 Dead letters. Rows that run out of attempts become one dead forward job per order (its events in
 order, `store.forward_events`), which the DLQ shows, and replays or discards, as before.
@@ -37,7 +35,6 @@ from dockyard.service.schema import FORWARD_PARTS
 from dockyard.service.store import EVENT_SEPARATOR, UPSTREAM, JournalRow, journal
 from dockyard.service.store import _chunks as chunks
 from dockyard.service.store import _in as in_list
-from dockyard.service.store import _json_array as json_array
 
 __all__ = ["DEPTH_CAP", "FailedBatch", "FinishForwardsOp", "LogEvent", "depth", "lease",
            "read_batch", "release"]
@@ -140,8 +137,8 @@ class FailedBatch:
 
 
 class FinishForwardsOp(BatchOp):
-    """What became of one sent batch. Sent: its rows are deleted, and the event of each row this
-    delete removed is marked forwarded (a row another node already removed was marked there).
+    """What became of one sent batch. Sent: its rows are deleted, and each row this delete removed
+    gets its `forwarded` journal row (a row another node already removed was journaled there).
     Failed: each row counts the attempt; rows out of attempts become one dead forward job per
     order; the batch's partitions back off by `delay_us`. `clear`: partitions whose back-off
     reason this batch's success ends."""
@@ -163,17 +160,13 @@ def _finish(conn: Tx, op: FinishForwardsOp) -> int:
     ids = [e.id for e in events]
     rows: list[JournalRow] = []
     if op.failed is None:
-        removed: dict[int, tuple[str | None, str | None]] = {}  # outbox id -> its event's key
+        removed: set[int] = set()
         for chunk in chunks(ids):
             where, params = in_list(conn, chunk)
-            removed.update((int(i), (w, e)) for i, w, e in conn.execute(
-                f"DELETE FROM dy_forwards WHERE id {where} RETURNING id, warehouse, event_id", params))
-        marked = _mark_forwarded(conn, sorted({k for k in removed.values() if k[0] is not None and k[1] is not None}),
-                                 len(events))
-        # a row queued before schema v9 names no event, and an event purged meanwhile has no row to
-        # mark: those are journaled, as every forwarded event was before
+            removed.update(int(r[0]) for r in conn.execute(f"DELETE FROM dy_forwards WHERE id {where} RETURNING id",
+                                                           params))
         rows += [JournalRow(None, e.order_no, UPSTREAM, "forward", "forwarded", "ok", detail={"batch": len(events)})
-                 for e in events if e.id in removed and removed[e.id] not in marked]
+                 for e in events if e.id in removed]
         if op.clear:
             where, params = in_list(conn, list(op.clear))
             conn.execute(f"UPDATE dy_forward_parts SET next_at = 0, reason = NULL WHERE part {where}", params)
@@ -197,34 +190,6 @@ def _finish(conn: Tx, op: FinishForwardsOp) -> int:
     _back_off(conn, events, failed)
     journal(conn, rows)
     return 0
-
-
-def _mark_forwarded(conn: Tx, keys: Sequence[tuple[str | None, str | None]],
-                    batch: int) -> set[tuple[str | None, str | None]]:
-    """Mark these events (warehouse, event_id) forwarded now, in a batch of `batch` events: what
-    the timeline shows as their `forwarded` step (queries.timeline). Returns the keys marked.
-
-    Why on the event's row and not a journal row: a journal row is an insert with three index
-    entries (7.5 µs of PostgreSQL's CPU a row, a third of the journal's rows per order with
-    feedback on: bench/README.md, branch i10p), while no index names these columns, so the update
-    can stay on its page (HOT) and write no index entry at all."""
-    if not keys:
-        return set()
-    now = conn.now
-    marked: set[tuple[str | None, str | None]] = set()
-    for chunk in chunks(keys):
-        if conn.dialect == "postgres":
-            found = conn.execute(
-                "UPDATE dy_events e SET forwarded_at = ?, forwarded_batch = ? FROM unnest(?::text[], ?::text[]) "
-                "AS v(w, i) WHERE e.warehouse = v.w AND e.event_id = v.i RETURNING e.warehouse, e.event_id",
-                (now, batch, [k[0] for k in chunk], [k[1] for k in chunk]))
-        else:
-            found = conn.execute(
-                "UPDATE dy_events SET forwarded_at = ?, forwarded_batch = ? WHERE (warehouse, event_id) IN "
-                "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)) "
-                "RETURNING warehouse, event_id", (now, batch, json_array(chunk)))
-        marked.update((w, e) for w, e in found)
-    return marked
 
 
 def _back_off(conn: Tx, events: Sequence[LogEvent], failed: FailedBatch) -> None:

@@ -35,6 +35,14 @@ Why the job table looks the way it does:
   in the database's clock) and its back-off after a failed batch. A batch that runs out of
   attempts becomes dead forward jobs in `dy_jobs`, one per order, which the DLQ shows and
   replays as before.
+- `dy_events` holds each status event once (its warehouse and event id are its key). An applied
+  event's row is also its `feedback ok` step (schema v9): when it was recorded (`recorded_at`, the
+  commit's time), the callback's flow, which secret verified it, and its `slot` among its order's
+  steps of that commit. That step was a journal row of its own, an insert with three index entries
+  for what the event's insert already held (3.6 of an order's 9.2 journal rows with feedback on:
+  bench/README.md, branch i10p); queries.timeline shows the row as that step. Events recorded
+  before v9 keep their journal rows. The unusual outcomes (duplicate, unknown or foreign order)
+  are journaled as before.
 - `dy_journal` is split by time on PostgreSQL: declarative range partitions of `at`, one per UTC
   day (`dy_journal_pYYYYMMDD`), made a few days ahead, plus a default partition that catches
   anything outside them and keeps, past retention, the rows of orders that are not final (see
@@ -113,8 +121,10 @@ CREATE TABLE IF NOT EXISTS dy_events (
     status TEXT,
     document TEXT NOT NULL,
     received_at BIGINT NOT NULL,
-    forwarded_at BIGINT,
-    forwarded_batch INTEGER,
+    recorded_at BIGINT,
+    flow TEXT,
+    verified_with TEXT,
+    slot INTEGER,
     PRIMARY KEY (warehouse, event_id)
 );
 CREATE INDEX IF NOT EXISTS dy_events_order ON dy_events (order_no, received_at);
@@ -151,9 +161,7 @@ CREATE TABLE IF NOT EXISTS dy_forwards (
     order_no TEXT NOT NULL,
     document TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    created_at BIGINT NOT NULL,
-    warehouse TEXT,
-    event_id TEXT
+    created_at BIGINT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS dy_forward_parts (
     part INTEGER PRIMARY KEY,
@@ -231,14 +239,14 @@ FORWARD_PARTS_ROWS = ("INSERT INTO dy_forward_parts (part) VALUES " + ", ".join(
 
 
 # Columns added by v9 (see MIGRATIONS), each with its type.
-_V9_COLUMNS = (("dy_events", "forwarded_at", "BIGINT"), ("dy_events", "forwarded_batch", "INTEGER"),
-               ("dy_forwards", "warehouse", "TEXT"), ("dy_forwards", "event_id", "TEXT"))
+_V9_COLUMNS = (("dy_events", "recorded_at", "BIGINT"), ("dy_events", "flow", "TEXT"),
+               ("dy_events", "verified_with", "TEXT"), ("dy_events", "slot", "INTEGER"))
 
 
 def _add_v9_columns(conn: Any) -> None:
-    """v9's columns, added to the tables that lack them: a store older than a table (dy_forwards
-    before v7, for one) got it from the DDL above, columns included, in this same migration, and
-    SQLite's ALTER TABLE has no IF NOT EXISTS."""
+    """v9's columns, added where they are missing: a store older than dy_events got the table
+    from the DDL above, columns included, in this same migration, and SQLite's ALTER TABLE has no
+    IF NOT EXISTS."""
     for table, column, kind in _V9_COLUMNS:
         if conn.dialect == "postgres":
             conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
@@ -282,11 +290,8 @@ MIGRATIONS: dict[int, tuple[str | Callable[[Any], None], ...]] = {
     # dy_jobs_inflight. The fill factor of dy_orders (ddl, PostgreSQL) applies to pages written
     # from now on.
     7: ("DROP INDEX IF EXISTS dy_jobs_active",),
-    # v9: an event forwarded from the outbox is marked on its own row (dy_events.forwarded_at and
-    # the size of the batch it went in) instead of a `forwarded` row in the journal; an outbox row
-    # names its event (warehouse, event_id) so that the finish finds it. Rows queued before this
-    # have no event named and are journaled as before, and the journal's `forwarded` rows written
-    # before stay where they are: queries.timeline reads both. The fill factor of dy_events
-    # (ddl, PostgreSQL) applies to pages written from now on.
+    # v9: an applied status event is its own `feedback ok` step (see the module text): its row
+    # gains what that journal row held beyond the event (recorded_at, flow, verified_with, slot).
+    # Events recorded before keep their journal rows, which queries.timeline shows as before.
     8: (_add_v9_columns,),
 }

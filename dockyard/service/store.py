@@ -38,7 +38,6 @@ __all__ = [
     "EventOutcome",
     "EventRecord",
     "FinishOp",
-    "Forward",
     "IngestItem",
     "IngestOp",
     "IngestResult",
@@ -269,26 +268,15 @@ FORWARD_LOG_KEY = "_upstream_log"
 _OPEN_UP = "('ready', 'waiting', 'claimed', 'sending', 'held')"  # a forward job in one is open
 
 
-@dataclass(frozen=True)
-class Forward:
-    """A recorded event to forward upstream: its order, its JSON, and its key in dy_events."""
-
-    order_no: str
-    document: str
-    warehouse: str
-    event_id: str
-
-
 def part_of(order_no: str) -> int:
     """The upstream outbox partition of an order's events: CRC-32 of its number, the same in every
     process (unlike hash()) and every version (a change would split an order's waiting events)."""
     return zlib.crc32(order_no.encode("utf-8")) % FORWARD_PARTS
 
 
-def queue_forwards(conn: Conn, forwards: Sequence[Forward]) -> None:
-    """Queue events for the upstream webhook, in order: appended to the upstream outbox
-    (dy_forwards, see forward_log.py), one insert per event, which names its row in dy_events
-    (the finish marks that row forwarded, rather than journal a row of its own).
+def queue_forwards(conn: Conn, forwards: Sequence[tuple[str, str]]) -> None:
+    """Queue (order_no, event JSON) for the upstream webhook, in order: appended to the upstream
+    outbox (dy_forwards, see forward_log.py), one insert per event.
 
     An order that still has an open forward *job* (queued before schema v7, or a dead one an
     operator replayed) keeps its later events behind that job, so that they are not overtaken:
@@ -297,27 +285,25 @@ def queue_forwards(conn: Conn, forwards: Sequence[Forward]) -> None:
     case costs no lookup per order."""
     legacy: set[str] = set()
     if _open_forward_jobs(conn):
-        order_nos = sorted({f.order_no for f in forwards})
+        order_nos = sorted({order_no for order_no, _ in forwards})
         for chunk in _chunks(order_nos):
             where, params = _in(conn, chunk)
             legacy.update(row[0] for row in conn.execute(
                 f"SELECT DISTINCT order_no FROM dy_jobs WHERE order_no {where} AND lane = 'up' AND state IN "
                 f"{_OPEN_UP}", params))
     if legacy:
-        _queue_forward_jobs(conn, [(f.order_no, f.document) for f in forwards if f.order_no in legacy])
-        forwards = [f for f in forwards if f.order_no not in legacy]
+        _queue_forward_jobs(conn, [f for f in forwards if f[0] in legacy])
+        forwards = [f for f in forwards if f[0] not in legacy]
     if not forwards:
         return
     now = conn.now
-    rows = [(part_of(f.order_no), f.order_no, f.document, now, f.warehouse, f.event_id) for f in forwards]
+    rows = [(part_of(order_no), order_no, document, now) for order_no, document in forwards]
     if conn.dialect == "postgres" and len(rows) > 1:  # one statement over arrays, in the given order
-        conn.execute("INSERT INTO dy_forwards (part, order_no, document, created_at, warehouse, event_id) "
-                     "SELECT v.p, v.o, v.d, v.c, v.w, v.e FROM unnest(?::integer[], ?::text[], ?::text[], "
-                     "?::bigint[], ?::text[], ?::text[]) WITH ORDINALITY AS v(p, o, d, c, w, e, n) ORDER BY v.n",
-                     _columns(rows, text=(1, 2, 4, 5)))
+        conn.execute("INSERT INTO dy_forwards (part, order_no, document, created_at) SELECT v.p, v.o, v.d, v.c "
+                     "FROM unnest(?::integer[], ?::text[], ?::text[], ?::bigint[]) WITH ORDINALITY AS v(p, o, d, c, n) "
+                     "ORDER BY v.n", _columns(rows, text=(1, 2)))
     else:
-        conn.executemany("INSERT INTO dy_forwards (part, order_no, document, created_at, warehouse, event_id) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT INTO dy_forwards (part, order_no, document, created_at) VALUES (?, ?, ?, ?)", rows)
     _wake(conn, FORWARD_LOG_KEY)
 
 
@@ -990,28 +976,35 @@ class EventOutcome:
     reason: str = ""
 
 
+_EVENT_COLUMNS = "warehouse, event_id, order_no, status, document, received_at, recorded_at, flow, verified_with, slot"
+
+
 def _insert_events(conn: Conn, rows: list[tuple[Any, ...]]) -> list[bool]:
-    """Insert (warehouse, event_id, order_no, status, document, received_at) rows, each once; for
-    each row, whether it was new. On PostgreSQL in one statement: what it returns are the keys it
-    inserted, and of rows with the same key in one batch the first is the new one."""
+    """Insert (warehouse, event_id, order_no, status, document, received_at, recorded_at, flow,
+    verified_with, slot) rows, each once; for each row, whether it was new. On PostgreSQL in one
+    statement: what it returns are the keys it inserted, and of rows with the same key in one
+    batch the first is the new one."""
     if len(rows) <= 1:
         return conn.execute_returning(
-            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING event_id", rows)
+            f"INSERT INTO dy_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING event_id", rows)
     if conn.dialect == "postgres":
         new = {(w, e) for w, e in conn.execute(
-            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
-            "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[]) "
+            f"INSERT INTO dy_events ({_EVENT_COLUMNS}) "
+            "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], "
+            "?::text[], ?::text[], ?::integer[]) "
             "ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING warehouse, event_id",
-            _columns(rows, text=(0, 1, 2, 3, 4)))}
+            _columns(rows, text=(0, 1, 2, 3, 4, 7, 8)))}
     else:  # SQLite: the rows as one JSON array, inserted in its order (`WHERE true`: an upsert's SELECT needs one)
         new = {(w, e) for w, e in conn.execute(
-            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
+            f"INSERT INTO dy_events ({_EVENT_COLUMNS}) "
             "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
-            "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?) "
+            "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
+            "json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'), "
+            "json_extract(value, '$[9]') FROM json_each(?) "
             "WHERE true ORDER BY key ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING warehouse, event_id",
-            (_json_array([w, None if e is None else str(e), None if o is None else str(o), st, doc, at]
-                         for w, e, o, st, doc, at in rows),))}
+            (_json_array([w, None if e is None else str(e), None if o is None else str(o), st, doc, at, *rest]
+                         for w, e, o, st, doc, at, *rest in rows),))}
     out: list[bool] = []
     for row in rows:
         key = (row[0], None if row[1] is None else str(row[1]))
@@ -1049,6 +1042,20 @@ class RecordEventsOp(BatchOp):
         out: list[list[EventOutcome]] = []
         fresh_rows: list[tuple[Any, ...]] = []
         candidates: list[tuple[RecordEventsOp, EventRecord, str, str]] = []
+        # An applied event is its own `feedback ok` step (schema v9; queries.timeline): its row holds
+        # where that step stands among its order's steps of this commit (`slot`, counting the
+        # journal rows of the order already in the group, and every step journaled or recorded here
+        # before it: each candidate is one step, applied or duplicate), so that the timeline shows
+        # the steps of one moment in the order they had as journal rows.
+        slots: dict[str, int] = {}
+        for row in tx.journal_rows:  # those of this moment (a row may carry a time of its own)
+            if row[1] is not None and (row[0] is None or row[0] == tx.now):
+                slots[row[1]] = slots.get(row[1], 0) + 1
+
+        def slot(order_no: str) -> int:
+            n = slots.get(order_no, 0)
+            slots[order_no] = n + 1
+            return n
         for op in ops:
             outcomes: list[EventOutcome] = []
             for rec in op.records:
@@ -1058,6 +1065,8 @@ class RecordEventsOp(BatchOp):
                     outcome = "unknown-order" if known is None else "foreign-order"
                     reason = (f"no order {order_no!r} was sent to {op.warehouse}" if known is None else
                               f"order {order_no!r} was routed to another warehouse, not {op.warehouse}")
+                    if order_no:
+                        slot(str(order_no))
                     tx.journal([JournalRow(None, str(order_no) if order_no else None, op.warehouse, op.flow,
                                            "feedback", outcome, detail={
                                                "event_id": rec.event_id, "status": rec.event.get("status"),
@@ -1066,12 +1075,12 @@ class RecordEventsOp(BatchOp):
                     continue
                 document = orjson.dumps(rec.event, default=str).decode("utf-8")
                 fresh_rows.append((op.warehouse, rec.event_id, order_no, rec.event.get("status"), document,
-                                   op.received_at))
+                                   op.received_at, tx.now, op.flow, op.verified_with, slot(str(order_no))))
                 candidates.append((op, rec, document, known[1]))
                 outcomes.append(EventOutcome("pending", known[1]))
             out.append(outcomes)
         inserted = _insert_events(tx, fresh_rows)
-        forwards: list[Forward] = []
+        forwards: list[tuple[str, str]] = []
         results = iter(inserted)
         settled: dict[int, str] = {}
         for op, rec, document, _ in candidates:
@@ -1086,15 +1095,10 @@ class RecordEventsOp(BatchOp):
             tx.change_order(order_no, status=status if status in RANK or status in FINAL else None,
                             warehouse_order_id=rec.event.get("warehouse_order_id"),
                             waybills=rec.event.get("waybills"))
-            tx.journal([JournalRow(None, order_no, op.warehouse, op.flow, "feedback", "ok",
-                                   max(0, tx.now - op.received_at) if tx.dialect == "sqlite" else None,
-                                   detail={"event_id": rec.event_id, "status": status,
-                                           "raw_status": rec.event.get("raw_status"),
-                                           "waybills": rec.event.get("waybills"),
-                                           **({"verified_with": op.verified_with} if op.verified_with else {})}
-                                   ).values()])
+            # no journal row: the event's row (recorded_at, flow, verified_with) is its `feedback ok`
+            # step, which queries.timeline shows as that row was (bench/README.md, branch i10j)
             if op.forward:
-                forwards.append(Forward(order_no, document, op.warehouse, str(rec.event_id)))
+                forwards.append((order_no, document))
         if forwards:
             queue_forwards(tx, forwards)
         for op, outcomes in zip(ops, out, strict=True):

@@ -14,7 +14,6 @@ import uuid
 from typing import Any
 
 from test_overview import _Recorder
-from test_store import _reopened_twice
 
 from dockyard.service import forward_log, queries, store
 from dockyard.service.db import Conn, Database
@@ -51,12 +50,6 @@ def _statuses(batch: list[LogEvent]) -> list[tuple[str, str]]:
 def _journal(db: Database, step: str) -> list[tuple[str, str]]:
     return db.read_sync(lambda c: c.execute("SELECT order_no, step FROM dy_journal WHERE step = ? ORDER BY id",
                                             (step,)))
-
-
-def _forwarded(db: Database) -> list[tuple[str, str, int, int]]:
-    """(order_no, status, forwarded_at, batch) of the events marked forwarded."""
-    return db.read_sync(lambda c: c.execute("SELECT order_no, status, forwarded_at, forwarded_batch FROM dy_events "
-                                            "WHERE forwarded_at IS NOT NULL ORDER BY order_no, received_at, status"))
 
 
 def test_events_go_to_the_outbox_one_row_each_in_order_and_no_job(db: Database) -> None:
@@ -139,22 +132,17 @@ def test_a_batch_is_oldest_first_and_skips_partitions_that_back_off(db: Database
     assert _read(db, []) == ([], None)
 
 
-def test_a_sent_batch_is_deleted_and_marked_forwarded_once_however_often_it_went(store_url: str) -> None:
+def test_a_sent_batch_is_deleted_and_journaled_once_however_often_it_went(store_url: str) -> None:
     a, b = Database(store_url, readers=1), Database(store_url, readers=1)
     try:
         _ingest(a, "S-1", "S-2")
         _record(a, ("S-1", "accepted"), ("S-2", "accepted"), ("S-1", "picking"))
         batch, _ = _read(a, range(FORWARD_PARTS))
         assert len(batch) == 3
-        # two nodes sent the same batch (the first was slow past its lease): one mark per event,
-        # on the event's own row, and no journal row (schema v9)
+        # two nodes sent the same batch (the first was slow past its lease): one journal row per event
         assert a.write_sync(FinishForwardsOp(batch, None)) == 3
-        first = _forwarded(a)
         assert b.write_sync(FinishForwardsOp(batch, None)) == 0
-        assert _forwarded(a) == first
-        assert [(o, s, n) for o, s, _, n in first] == [("S-1", "accepted", 3), ("S-1", "picking", 3),
-                                                      ("S-2", "accepted", 3)]
-        assert _journal(a, "forwarded") == []
+        assert _journal(a, "forwarded") == [("S-1", "forwarded"), ("S-2", "forwarded"), ("S-1", "forwarded")]
         assert a.read_sync(forward_log.depth) == 0
     finally:
         a.close()
@@ -258,101 +246,3 @@ def test_a_batch_is_read_through_the_primary_key_under_a_large_backlog_without_s
                          for row in db.read_sync(lambda c, s=sql, p=params: c.execute(explain + s, p)))
         assert "Seq Scan" not in plan and "Sort" not in plan and "TEMP B-TREE" not in plan, plan
         assert "dy_forwards_pkey" in plan or db.dialect == "sqlite", plan
-
-
-def _story(db: Database) -> list[dict[str, Any]]:
-    """An order through the callbacks and the outbox: two events applied and forwarded in one
-    batch, a duplicate, a third event whose first forward fails and whose second goes; its
-    timeline."""
-    _ingest(db, "T-1")
-    _record(db, ("T-1", "accepted"), ("T-1", "picking"))
-    _record(db, ("T-1", "accepted"))  # the same event again: a duplicate, not applied or forwarded
-    batch, _ = _read(db, range(FORWARD_PARTS))
-    assert db.write_sync(FinishForwardsOp(batch, None)) == 2
-    _record(db, ("T-1", "packed"))
-    batch, _ = _read(db, range(FORWARD_PARTS))
-    db.write_sync(FinishForwardsOp(batch, FailedBatch("HTTP 503", 0, 5)))
-    batch, _ = _read(db, range(FORWARD_PARTS))
-    assert db.write_sync(FinishForwardsOp(batch, None)) == 1
-    return db.read_sync(lambda c: queries.timeline(c, "T-1"))
-
-
-def test_the_timeline_of_forwarded_events_shows_the_steps_it_always_showed(db: Database) -> None:
-    """Issue 10: a forwarded event is marked on its own dy_events row (schema v9), not journaled;
-    `dockyard trace`, the order page and the UI show the same steps as before, in the same order,
-    with the same details. (This test passes unchanged on a tree before v9, where every
-    `forwarded` step was a journal row.)"""
-    steps = _story(db)
-    after_received = [s for s in steps if s["flow"] in ("confirm", "forward")]
-    assert [(s["step"], s["outcome"], s["warehouse"], s["flow"], s["elapsed_ms"] if s["step"] == "forwarded" else 0,
-             {k: v for k, v in (s["detail"] or {}).items() if k in ("status", "batch", "reason", "attempt")})
-            for s in after_received] == [
-        ("feedback", "ok", "wh1", "confirm", 0, {"status": "accepted"}),
-        ("feedback", "ok", "wh1", "confirm", 0, {"status": "picking"}),
-        ("feedback", "duplicate", "wh1", "confirm", 0, {"status": "accepted"}),
-        ("forwarded", "ok", store.UPSTREAM, "forward", None, {"batch": 2}),
-        ("forwarded", "ok", store.UPSTREAM, "forward", None, {"batch": 2}),
-        ("feedback", "ok", "wh1", "confirm", 0, {"status": "packed"}),
-        ("forward-failed", "retry", store.UPSTREAM, "forward", 0, {"reason": "HTTP 503", "attempt": 1}),
-        ("forwarded", "ok", store.UPSTREAM, "forward", None, {"batch": 1}),
-    ]
-    forwarded = [s for s in steps if s["step"] == "forwarded"]
-    assert all(s["detail"] == {"batch": s["detail"]["batch"]} for s in forwarded)  # nothing more shown
-    assert [s["at_us"] for s in steps] == sorted(s["at_us"] for s in steps)
-    assert all(s["at"] == queries._iso(s["at_us"]) for s in steps)
-    text = queries.format_timeline("T-1", steps)
-    assert text.count(" forwarded ") == 3 and '{"batch": 2}' in text and '{"batch": 1}' in text
-
-
-def _as_v8(db: Database) -> None:
-    """Set the store back to schema v8: each mark of a forwarded event becomes the journal row v8
-    wrote for it (at the same time, with the same detail), and the v9 columns go."""
-    def back(c: Conn) -> None:
-        c.execute("INSERT INTO dy_journal (at, order_no, warehouse, flow, step, outcome, elapsed_us, detail) "
-                  "SELECT forwarded_at, order_no, ?, 'forward', 'forwarded', 'ok', NULL, "
-                  "'{\"batch\": ' || forwarded_batch || '}' FROM dy_events WHERE forwarded_at IS NOT NULL "
-                  "ORDER BY forwarded_at, received_at", (store.UPSTREAM,))
-        for table, column in (("dy_events", "forwarded_at"), ("dy_events", "forwarded_batch"),
-                              ("dy_forwards", "warehouse"), ("dy_forwards", "event_id")):
-            c.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-        c.execute("UPDATE dy_meta SET value = '8' WHERE name = 'schema_version'")
-    db.write_sync(back)
-
-
-def test_a_version_8_store_keeps_its_forwarded_history_and_its_outbox(store_url: str) -> None:
-    """v9 adds dy_events.forwarded_at/forwarded_batch and the event's key on an outbox row. A v8
-    store is migrated once: its journal's `forwarded` rows are shown as they were (the same
-    timeline), and an event queued in its outbox before the upgrade (no event key) is journaled
-    `forwarded` when it goes, as v8 did, and shown once."""
-    db = Database(store_url, readers=1)
-    try:
-        steps = _story(db)
-        _record(db, ("T-1", "shipped"))  # in the outbox at the upgrade
-        _as_v8(db)
-    finally:
-        db.close()
-    for db in _reopened_twice(store_url):
-        columns = db.read_sync(lambda c: c.execute("SELECT forwarded_at, forwarded_batch FROM dy_events"))
-        assert len(columns) == 4 and all(r == (None, None) for r in columns)
-        old = db.read_sync(lambda c: queries.timeline(c, "T-1"))
-        assert [{**s, "id": None} for s in old if s["step"] != "feedback" or s["detail"]["status"] != "shipped"] == [
-            {**s, "id": None} for s in steps]
-    db = Database(store_url, readers=1)
-    try:
-        pending = db.read_sync(lambda c: c.execute("SELECT order_no, warehouse, event_id FROM dy_forwards"))
-        assert pending == [("T-1", None, None)]
-        batch, _ = _read(db, range(FORWARD_PARTS))
-        assert db.write_sync(FinishForwardsOp(batch, None)) == 1
-        assert _journal(db, "forwarded") == [("T-1", "forwarded")] * 4
-        assert _forwarded(db) == []
-        now = db.read_sync(lambda c: queries.timeline(c, "T-1"))
-        assert [s["step"] for s in now[-2:]] == ["feedback", "forwarded"] and now[-1]["detail"] == {"batch": 1}
-        _record(db, ("T-1", "in_transit"))  # after the upgrade: marked on its row
-        batch, _ = _read(db, range(FORWARD_PARTS))
-        assert db.write_sync(FinishForwardsOp(batch, None)) == 1
-        assert [(o, s) for o, s, _, _ in _forwarded(db)] == [("T-1", "in_transit")]
-        assert _journal(db, "forwarded") == [("T-1", "forwarded")] * 4
-        last = db.read_sync(lambda c: queries.timeline(c, "T-1"))[-1]
-        assert (last["step"], last["id"], last["detail"]) == ("forwarded", None, {"batch": 1})
-    finally:
-        db.close()
