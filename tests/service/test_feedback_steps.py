@@ -137,3 +137,27 @@ def test_a_version_8_store_keeps_its_feedback_history(store_url: str) -> None:
         assert db.read_sync(lambda c: c.execute("SELECT COUNT(*) FROM dy_journal WHERE step = 'feedback'")) == [(2,)]
     finally:
         db.close()
+
+
+def test_steps_of_one_commit_keep_their_order_among_the_other_ops_rows(db: Database) -> None:
+    """One commit that ingests the order and applies its first event (the `received` row of the
+    ingest came first); one that applies an event and forwards the earlier one (the forward's row
+    came after). (This test, too, passes unchanged on a tree before v9.)"""
+    item = IngestItem("T-1", uuid.uuid4().hex, "wh1", None, None, "fp-T-1", json.dumps({"order_no": "T-1"}), 0,
+                      "default", False)
+    first = RecordEventsOp("wh1", "confirm", [EventRecord({"order_no": "T-1", "status": "accepted"}, "a")],
+                           forward=True, received_at=1_000)
+    db.write_sync(lambda tx: (store.IngestOp.run(tx, [store.IngestOp([item])]), RecordEventsOp.run(tx, [first])))
+    batch, _ = db.read_sync(lambda c: read_batch(c, list(range(FORWARD_PARTS)), 100))
+    second = RecordEventsOp("wh1", "confirm", [EventRecord({"order_no": "T-1", "status": "picking"}, "b"),
+                                               EventRecord({"order_no": "T-1", "status": "accepted"}, "a")],
+                            forward=True, received_at=1_000)
+    db.write_sync(lambda tx: (RecordEventsOp.run(tx, [second]),
+                              FinishForwardsOp.run(tx, [FinishForwardsOp(batch, None)])))
+    steps = _timeline(db)
+    moments = sorted({s["at_us"] for s in steps})
+    assert [[(s["step"], s["outcome"], (s["detail"] or {}).get("event_id")) for s in steps if s["at_us"] == at]
+            for at in moments] == [
+        [("received", "ok", None), ("validated", "ok", None), ("routed", "ok", None), ("feedback", "ok", "a")],
+        [("feedback", "ok", "b"), ("feedback", "duplicate", "a"), ("forwarded", "ok", None)],
+    ]
