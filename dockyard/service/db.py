@@ -584,8 +584,11 @@ class Database:
                 for stmt in ddl(self.dialect):
                     conn.execute(stmt)
                 for step in range(version or SCHEMA_VERSION, SCHEMA_VERSION):
-                    for stmt in MIGRATIONS.get(step, ()):
-                        conn.execute(stmt)
+                    for change in MIGRATIONS.get(step, ()):
+                        if callable(change):  # a step that reads the schema first (schema.py)
+                            change(conn)
+                        else:
+                            conn.execute(change)
                 if self.dialect == "postgres":  # v3: the journal by day (a v2 one is converted)
                     from dockyard.service import partitions
 

@@ -75,18 +75,68 @@ def order_status(conn: Conn, order_no: str) -> dict[str, Any] | None:
     }
 
 
+# An order's journal and its applied events (schema v9: an applied event's row is its `feedback ok`
+# step, not a journal row; schema.py), in one round trip, by time. Rows of one moment (one commit)
+# are put in order by timeline().
+_TIMELINE_SQL = ("SELECT id, at, warehouse, flow, step, outcome, elapsed_us, detail, NULL AS slot, 0 AS k "
+                 "FROM dy_journal WHERE order_no = ? UNION ALL "
+                 "SELECT NULL, recorded_at, warehouse, flow, event_id, verified_with, received_at, document, slot, 1 "
+                 "FROM dy_events WHERE order_no = ? AND recorded_at IS NOT NULL ORDER BY 2, 10, 9, 1")
+
+
 def timeline(conn: Conn, order_no: str) -> list[dict[str, Any]]:
     """An order's journal as a timeline. The journal keeps one row per transition (one per
     delivery attempt, holding its request and answer); the timeline shows each attempt's stages
-    again as their own steps (transformed, sent, response), as they happened."""
-    rows = conn.execute("SELECT id, at, warehouse, flow, step, outcome, elapsed_us, detail FROM dy_journal "
-                        "WHERE order_no = ? ORDER BY at, id", (order_no,))
+    again as their own steps (transformed, sent, response), as they happened. An applied status
+    event's `feedback ok` step is its own row in dy_events from schema v9 on (journal rows before),
+    shown as the journal row was, with no journal id (`id` None)."""
     out: list[dict[str, Any]] = []
-    for r in rows:
-        out += _expand({"id": r[0], "at": _iso(r[1]), "at_us": r[1], "warehouse": r[2], "flow": r[3], "step": r[4],
-                        "outcome": r[5], "elapsed_ms": None if r[6] is None else round(r[6] / 1000, 3),
-                        "detail": _load(r[7])})
+    rows = conn.execute(_TIMELINE_SQL, (order_no, order_no))
+    start = 0
+    while start < len(rows):  # the rows of one moment: the journal's by id, the events' by slot
+        end = start
+        while end < len(rows) and rows[end][1] == rows[start][1]:
+            end += 1
+        for r in _in_slots([r for r in rows[start:end] if not r[9]], [r for r in rows[start:end] if r[9]]):
+            out += _event_step(conn, r) if r[9] else _expand(_journal_step(r))
+        start = end
     return out
+
+
+def _in_slots(journaled: list[tuple[Any, ...]], events: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """One moment's rows of an order in the order they were written: each event at its slot (the
+    number of the order's steps written before it in that commit, schema.py), the journal's rows,
+    by id, in the places left."""
+    out: list[tuple[Any, ...]] = []
+    rest = iter(journaled)
+    for event in events:
+        while len(out) < int(event[8] or 0):
+            row = next(rest, None)
+            if row is None:
+                break
+            out.append(row)
+        out.append(event)
+    out += rest
+    return out
+
+
+def _journal_step(r: tuple[Any, ...]) -> dict[str, Any]:
+    return {"id": r[0], "at": _iso(r[1]), "at_us": r[1], "warehouse": r[2], "flow": r[3], "step": r[4],
+            "outcome": r[5], "elapsed_ms": None if r[6] is None else round(r[6] / 1000, 3), "detail": _load(r[7])}
+
+
+def _event_step(conn: Conn, r: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """An applied event's row as the `feedback ok` journal row it stands for: the same detail (its
+    fields as the event held them), and on SQLite the same elapsed time (received → recorded;
+    PostgreSQL's rows had none)."""
+    _id, at, warehouse, flow, event_id, verified_with, received_at, document = r[:8]
+    event = _load(document)
+    elapsed = round(max(0, at - received_at) / 1000, 3) if conn.dialect == "sqlite" else None
+    return [{"id": None, "at": _iso(at), "at_us": at, "warehouse": warehouse, "flow": flow, "step": "feedback",
+             "outcome": "ok", "elapsed_ms": elapsed,
+             "detail": {"event_id": event_id, "status": event.get("status"), "raw_status": event.get("raw_status"),
+                        "waybills": event.get("waybills"),
+                        **({"verified_with": verified_with} if verified_with else {})}}]
 
 
 _ATTEMPT_KEYS = ("attempt", "mapping", "mapping_version", "mapping_sha", "bundle", "clock", "request_id",

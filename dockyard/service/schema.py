@@ -35,6 +35,14 @@ Why the job table looks the way it does:
   in the database's clock) and its back-off after a failed batch. A batch that runs out of
   attempts becomes dead forward jobs in `dy_jobs`, one per order, which the DLQ shows and
   replays as before.
+- `dy_events` holds each status event once (its warehouse and event id are its key). An applied
+  event's row is also its `feedback ok` step (schema v9): when it was recorded (`recorded_at`, the
+  commit's time), the callback's flow, which secret verified it, and its `slot` among its order's
+  steps of that commit. That step was a journal row of its own, an insert with three index entries
+  for what the event's insert already held (3.6 of an order's 9.2 journal rows with feedback on:
+  bench/README.md, branch i10p); queries.timeline shows the row as that step. Events recorded
+  before v9 keep their journal rows. The unusual outcomes (duplicate, unknown or foreign order)
+  are journaled as before.
 - `dy_journal` is split by time on PostgreSQL: declarative range partitions of `at`, one per UTC
   day (`dy_journal_pYYYYMMDD`), made a few days ahead, plus a default partition that catches
   anything outside them and keeps, past retention, the rows of orders that are not final (see
@@ -49,11 +57,14 @@ clock (see db.py), so that nodes with skewed clocks still agree on leases and du
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from dockyard.service import totals
 
 __all__ = ["DDL", "FORWARD_PARTS", "JOURNAL", "JOURNAL_INDEXES", "MIGRATIONS", "SCHEMA_VERSION", "ddl"]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 # Partitions of the upstream outbox (dy_forwards): how many nodes can forward at once. Fixed: an
 # order's partition must not change while its events wait (forward_log.part_of).
@@ -110,6 +121,10 @@ CREATE TABLE IF NOT EXISTS dy_events (
     status TEXT,
     document TEXT NOT NULL,
     received_at BIGINT NOT NULL,
+    recorded_at BIGINT,
+    flow TEXT,
+    verified_with TEXT,
+    slot INTEGER,
     PRIMARY KEY (warehouse, event_id)
 );
 CREATE INDEX IF NOT EXISTS dy_events_order ON dy_events (order_no, received_at);
@@ -223,9 +238,26 @@ FORWARD_PARTS_ROWS = ("INSERT INTO dy_forward_parts (part) VALUES " + ", ".join(
     f"({part})" for part in range(FORWARD_PARTS)) + " ON CONFLICT (part) DO NOTHING")
 
 
-# Version n -> the statements that bring a store at version n to n + 1. Each runs in the same
+# Columns added by v9 (see MIGRATIONS), each with its type.
+_V9_COLUMNS = (("dy_events", "recorded_at", "BIGINT"), ("dy_events", "flow", "TEXT"),
+               ("dy_events", "verified_with", "TEXT"), ("dy_events", "slot", "INTEGER"))
+
+
+def _add_v9_columns(conn: Any) -> None:
+    """v9's columns, added where they are missing: a store older than dy_events got the table
+    from the DDL above, columns included, in this same migration, and SQLite's ALTER TABLE has no
+    IF NOT EXISTS."""
+    for table, column, kind in _V9_COLUMNS:
+        if conn.dialect == "postgres":
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        elif column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
+# Version n -> the statements that bring a store at version n to n + 1 (a function is called with
+# the connection, for what one statement cannot say on both dialects). Each runs in the same
 # transaction as the DDL above (which creates what is new), under the migration lock.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
+MIGRATIONS: dict[int, tuple[str | Callable[[Any], None], ...]] = {
     1: (
         # v1 claimed ready jobs behind an open predecessor by a NOT EXISTS at claim time; v2 keeps
         # such jobs `waiting` and promotes them when the predecessor ends.
@@ -258,4 +290,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # dy_jobs_inflight. The fill factor of dy_orders (ddl, PostgreSQL) applies to pages written
     # from now on.
     7: ("DROP INDEX IF EXISTS dy_jobs_active",),
+    # v9: an applied status event is its own `feedback ok` step (see the module text): its row
+    # gains what that journal row held beyond the event (recorded_at, flow, verified_with, slot).
+    # Events recorded before keep their journal rows, which queries.timeline shows as before.
+    8: (_add_v9_columns,),
 }

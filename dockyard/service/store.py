@@ -976,28 +976,35 @@ class EventOutcome:
     reason: str = ""
 
 
+_EVENT_COLUMNS = "warehouse, event_id, order_no, status, document, received_at, recorded_at, flow, verified_with, slot"
+
+
 def _insert_events(conn: Conn, rows: list[tuple[Any, ...]]) -> list[bool]:
-    """Insert (warehouse, event_id, order_no, status, document, received_at) rows, each once; for
-    each row, whether it was new. On PostgreSQL in one statement: what it returns are the keys it
-    inserted, and of rows with the same key in one batch the first is the new one."""
+    """Insert (warehouse, event_id, order_no, status, document, received_at, recorded_at, flow,
+    verified_with, slot) rows, each once; for each row, whether it was new. On PostgreSQL in one
+    statement: what it returns are the keys it inserted, and of rows with the same key in one
+    batch the first is the new one."""
     if len(rows) <= 1:
         return conn.execute_returning(
-            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING event_id", rows)
+            f"INSERT INTO dy_events ({_EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING event_id", rows)
     if conn.dialect == "postgres":
         new = {(w, e) for w, e in conn.execute(
-            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
-            "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[]) "
+            f"INSERT INTO dy_events ({_EVENT_COLUMNS}) "
+            "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[], ?::bigint[], ?::bigint[], "
+            "?::text[], ?::text[], ?::integer[]) "
             "ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING warehouse, event_id",
-            _columns(rows, text=(0, 1, 2, 3, 4)))}
+            _columns(rows, text=(0, 1, 2, 3, 4, 7, 8)))}
     else:  # SQLite: the rows as one JSON array, inserted in its order (`WHERE true`: an upsert's SELECT needs one)
         new = {(w, e) for w, e in conn.execute(
-            "INSERT INTO dy_events (warehouse, event_id, order_no, status, document, received_at) "
+            f"INSERT INTO dy_events ({_EVENT_COLUMNS}) "
             "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), "
-            "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?) "
+            "json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), "
+            "json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]'), "
+            "json_extract(value, '$[9]') FROM json_each(?) "
             "WHERE true ORDER BY key ON CONFLICT (warehouse, event_id) DO NOTHING RETURNING warehouse, event_id",
-            (_json_array([w, None if e is None else str(e), None if o is None else str(o), st, doc, at]
-                         for w, e, o, st, doc, at in rows),))}
+            (_json_array([w, None if e is None else str(e), None if o is None else str(o), st, doc, at, *rest]
+                         for w, e, o, st, doc, at, *rest in rows),))}
     out: list[bool] = []
     for row in rows:
         key = (row[0], None if row[1] is None else str(row[1]))
@@ -1035,6 +1042,20 @@ class RecordEventsOp(BatchOp):
         out: list[list[EventOutcome]] = []
         fresh_rows: list[tuple[Any, ...]] = []
         candidates: list[tuple[RecordEventsOp, EventRecord, str, str]] = []
+        # An applied event is its own `feedback ok` step (schema v9; queries.timeline): its row holds
+        # where that step stands among its order's steps of this commit (`slot`, counting the
+        # journal rows of the order already in the group, and every step journaled or recorded here
+        # before it: each candidate is one step, applied or duplicate), so that the timeline shows
+        # the steps of one moment in the order they had as journal rows.
+        slots: dict[str, int] = {}
+        for row in tx.journal_rows:  # those of this moment (a row may carry a time of its own)
+            if row[1] is not None and (row[0] is None or row[0] == tx.now):
+                slots[row[1]] = slots.get(row[1], 0) + 1
+
+        def slot(order_no: str) -> int:
+            n = slots.get(order_no, 0)
+            slots[order_no] = n + 1
+            return n
         for op in ops:
             outcomes: list[EventOutcome] = []
             for rec in op.records:
@@ -1044,6 +1065,8 @@ class RecordEventsOp(BatchOp):
                     outcome = "unknown-order" if known is None else "foreign-order"
                     reason = (f"no order {order_no!r} was sent to {op.warehouse}" if known is None else
                               f"order {order_no!r} was routed to another warehouse, not {op.warehouse}")
+                    if order_no:
+                        slot(str(order_no))
                     tx.journal([JournalRow(None, str(order_no) if order_no else None, op.warehouse, op.flow,
                                            "feedback", outcome, detail={
                                                "event_id": rec.event_id, "status": rec.event.get("status"),
@@ -1052,7 +1075,7 @@ class RecordEventsOp(BatchOp):
                     continue
                 document = orjson.dumps(rec.event, default=str).decode("utf-8")
                 fresh_rows.append((op.warehouse, rec.event_id, order_no, rec.event.get("status"), document,
-                                   op.received_at))
+                                   op.received_at, tx.now, op.flow, op.verified_with, slot(str(order_no))))
                 candidates.append((op, rec, document, known[1]))
                 outcomes.append(EventOutcome("pending", known[1]))
             out.append(outcomes)
@@ -1072,13 +1095,8 @@ class RecordEventsOp(BatchOp):
             tx.change_order(order_no, status=status if status in RANK or status in FINAL else None,
                             warehouse_order_id=rec.event.get("warehouse_order_id"),
                             waybills=rec.event.get("waybills"))
-            tx.journal([JournalRow(None, order_no, op.warehouse, op.flow, "feedback", "ok",
-                                   max(0, tx.now - op.received_at) if tx.dialect == "sqlite" else None,
-                                   detail={"event_id": rec.event_id, "status": status,
-                                           "raw_status": rec.event.get("raw_status"),
-                                           "waybills": rec.event.get("waybills"),
-                                           **({"verified_with": op.verified_with} if op.verified_with else {})}
-                                   ).values()])
+            # no journal row: the event's row (recorded_at, flow, verified_with) is its `feedback ok`
+            # step, which queries.timeline shows as that row was (bench/README.md, branch i10j)
             if op.forward:
                 forwards.append((order_no, document))
         if forwards:
