@@ -16,12 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.runtime import safe_json
-from dockyard.runtime.mapping import _format_checker
+from dockyard.runtime.mapping import _format_checker, _message, _path_text
 from dockyard.sample_orders import generate
 from dockyard.service.config import LimitsConfig
 from dockyard.service.ingest import (
     BodyError,
     OrderValidator,
+    _cut,
     _is_datetime,
     _is_decimal,
     fingerprint,
@@ -192,7 +193,7 @@ def test_the_fast_verdict_is_the_one_before_refs_were_inlined(which: int, data: 
     if delete and isinstance(parent, dict):
         del parent[path[-1]]
     else:
-        parent[path[-1]] = value
+        parent[path[-1]] = copy.deepcopy(value)
     try:
         OLD_FAST(copy.deepcopy(order))
         old = True
@@ -280,3 +281,45 @@ def test_the_fingerprint_of_values_orjson_writes_its_own_way_is_unchanged() -> N
     for value in [when, when.date(), Colour.RED, Level.HIGH, uuid.UUID(int=7), (1, "a"), Text("t"), {1: "a"},
                   b"x", frozenset(), 2**64, -(2**63) - 1, 1.5]:
         assert fingerprint({"v": value}) == _old_fingerprint({"v": value}), value
+
+
+# What a lenient read leaves in an order of a suspect body: markers, repeated keys, text no format
+# can carry, numbers written with an exponent (Decimals from a plain literal too).
+MARKERS = st.sampled_from([
+    safe_json.Refused("NaN", "NaN is not a number"), safe_json.Refused("1e99", "has an exponent beyond ±40"),
+    safe_json.ExponentDecimal("1.5e2"), safe_json.ExponentDecimal("1E+1"), safe_json.ExponentDecimal("-0e0"),
+    Decimal("12.50"), Decimal("1.0"), Decimal("-3"), "a\x00b", "\ud800", "\ufffe", "1.5\u0001",
+    safe_json.DuplicateKeys({"nick": "n"}), safe_json.DuplicateKeys({"sku": "S", "name": "x", "qty": 1}),
+    [safe_json.ExponentDecimal("2e1")], {"x": safe_json.ExponentDecimal("3e0")}, {"x": safe_json.Refused("NaN", "")},
+])
+
+
+def _full_reasons(validator: OrderValidator, order: Any) -> list[str]:
+    """`reasons(suspect=True)` as it was: jsonschema's verdict on every order of a suspect body."""
+    reasons = []
+    for err in sorted(validator.full.iter_errors(order), key=lambda e: [str(p) for p in e.absolute_path]):
+        if isinstance(err.instance, safe_json.ExponentDecimal) and err.validator == "format":
+            message = f"{err.instance} is written with an exponent; a plain decimal is expected (such as 159.00)"
+        else:
+            message = _message(err)
+        reasons.append(_cut(f"{_path_text(err.absolute_path) or '(the order)'}: {message}"))
+    if reasons or validator.valid(order):
+        return reasons[:50] + (["… (more problems not listed)"] if len(reasons) > 50 else [])
+    return ["the order does not match the order schema"]
+
+
+@settings(database=None, max_examples=1500, deadline=None)
+@given(st.integers(0, len(ORDERS) - 1), st.data(), st.lists(st.one_of(MARKERS, VALUES, DECIMAL_TEXTS), min_size=1,
+                                                            max_size=3))
+def test_an_order_of_a_suspect_body_without_an_exponent_is_judged_as_before(which: int, data: st.DataObject,
+                                                                            values: list[Any]) -> None:
+    """jsonschema is asked only about an order holding a number written with an exponent; on
+    any other, with any marker anywhere, fastjsonschema's verdict is jsonschema's."""
+    order = copy.deepcopy(ORDERS[which])
+    for value in values:
+        path = data.draw(st.sampled_from(_paths(order) or [("extra",)]))
+        parent = order
+        for part in path[:-1]:
+            parent = parent[part]
+        parent[path[-1]] = copy.deepcopy(value)  # the strategies share their containers
+    assert FAST.reasons(order, suspect=True) == _full_reasons(FAST, order)
