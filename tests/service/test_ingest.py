@@ -323,3 +323,11 @@ def test_an_order_of_a_suspect_body_without_an_exponent_is_judged_as_before(whic
             parent = parent[part]
         parent[path[-1]] = copy.deepcopy(value)  # the strategies share their containers
     assert FAST.reasons(order, suspect=True) == _full_reasons(FAST, order)
+
+
+def test_orjson_escapes_every_character_as_json_dumps_does() -> None:
+    """The fingerprint's bytes on any text: every code point but the surrogates, in a value and as keys."""
+    text = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    assert fingerprint({"v": text}) == _old_fingerprint({"v": text})
+    keys = {text[i:i + 3]: i for i in range(0, len(text), 997)}
+    assert fingerprint(keys) == _old_fingerprint(keys)
