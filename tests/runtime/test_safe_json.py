@@ -101,3 +101,22 @@ def test_every_string_round_trips_or_is_refused_with_its_reason(text: str) -> No
         with pytest.raises(safe_json.JsonProblem, match="contains"):
             safe_json.loads(encoded)
         assert safe_json.bad_text(safe_json.escape_bad(text)) is None
+
+
+def _nested(leaf: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    def duplicate_keys(d: dict[str, object]) -> safe_json.DuplicateKeys:
+        out = safe_json.DuplicateKeys(d)
+        out.duplicates = tuple(d)[:1]
+        return out
+
+    return st.recursive(leaf, lambda inner: st.lists(inner, max_size=3)
+                        | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+                        | st.dictionaries(st.text(max_size=2), inner, max_size=3).map(duplicate_keys), max_leaves=40)
+
+
+@settings(database=None, max_examples=1000, deadline=None)
+@given(_nested(st.one_of(st.none(), st.integers(), st.text(max_size=3))), st.integers(-1, 12))
+def test_deeper_than_is_the_depth_walks_verdict(value: object, bound: int) -> None:
+    """The level-by-level walk `loads` uses says what `depth` said, on any nesting (a dict
+    subclass counts as an object)."""
+    assert safe_json.deeper_than(value, bound) == (safe_json.depth(value, bound + 1) > bound)
