@@ -464,6 +464,113 @@ def _lag_summary(lags: list[float]) -> dict[str, float]:
         "max": busy[-1] * 1000}
 
 
+class _WriterProbe:
+    """DOCKYARD_BENCH_WRITER_PROBE=1: where each `POST /orders` write's time in the store went.
+    Wraps the writer of this process's Database (instance attributes, so the store's code is the
+    one measured): for every write its submit time, the start and end of the group commit that
+    held it, and when the awaiting task had its answer back on the loop. The slow ingest writes'
+    time is split into the wait before their group began (itself split into: the writer inside an
+    earlier group, inside a WAL restart, or neither: the writer thread not yet running, a core or
+    the GIL), their own group's duration, and the hand-back to the event loop. For finding causes;
+    costs a few µs per write."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+        self.writes: list[tuple[str, float, float, float, float, int]] = []  # kind, submit, start, end, answer, group
+        self.groups: list[tuple[float, float, float, int, str]] = []  # start, end, thread CPU, size, kinds
+        self.restarts: list[tuple[float, float]] = []
+        self._pending: dict[int, float] = {}
+        self._held: dict[int, tuple[float, float, int]] = {}
+        submit, commit_group, restart, write = db._submit, db._commit_group, db._restart_wal_if_large, db.write
+        clock = time.perf_counter
+
+        def probed_submit(op: Any, done: Any) -> None:
+            self._pending[id(op)] = clock()
+            submit(op, done)
+
+        def probed_commit_group(batch: list[Any], *args: Any) -> None:
+            start, cpu = clock(), time.thread_time()
+            commit_group(batch, *args)
+            end = clock()
+            kinds = Counter(type(op).__name__ if not callable(op) or hasattr(op, "run") else "fn" for op, _ in batch)
+            self.groups.append((start, end, time.thread_time() - cpu, len(batch),
+                                ",".join(f"{k}:{v}" for k, v in sorted(kinds.items()))))
+            for op, _ in batch:
+                self._held[id(op)] = (start, end, len(self.groups) - 1)
+
+        def probed_restart(**kwargs: Any) -> None:
+            start = clock()
+            before = db.wal_restarts
+            restart(**kwargs)
+            if db.wal_restarts != before or clock() - start > 0.005:
+                self.restarts.append((start, clock()))
+
+        async def probed_write(op: Any) -> Any:
+            try:
+                return await write(op)
+            finally:
+                answer = clock()
+                submitted = self._pending.pop(id(op), answer)
+                start, end, group = self._held.pop(id(op), (answer, answer, -1))
+                self.writes.append((type(op).__name__ if hasattr(op, "run") else "fn", submitted, start, end,
+                                    answer, group))
+
+        db._submit, db._commit_group, db._restart_wal_if_large, db.write = (
+            probed_submit, probed_commit_group, probed_restart, probed_write)
+
+    def report(self) -> dict[str, Any]:
+        import bisect
+
+        groups = sorted(self.groups)
+        starts = [g[0] for g in groups]
+
+        def overlap(a: float, b: float, spans: list[tuple[float, float]], first: int) -> float:
+            total = 0.0
+            for s, e in spans[first:]:
+                if s >= b:
+                    break
+                total += max(0.0, min(b, e) - max(a, s))
+            return total
+
+        spans = [(g[0], g[1]) for g in groups]
+        restarts = sorted(self.restarts)
+        ingest = [w for w in self.writes if w[0] == "IngestOp" and w[5] >= 0]
+        totals = sorted(w[4] - w[1] for w in ingest)
+
+        def pct(xs: list[float], q: float) -> float:
+            return xs[min(len(xs) - 1, int(q / 100 * len(xs)))] * 1000 if xs else 0.0
+
+        out: dict[str, Any] = {"ingest_writes": len(ingest), "groups": len(groups),
+                               "ingest_ms": {f"p{q}": pct(totals, q) for q in (50, 95, 99)},
+                               "wal_restarts_ms": [round((e - s) * 1000, 1) for s, e in restarts]}
+        p95 = pct(totals, 95) / 1000
+        for name, chosen in (("slowest 5%", [w for w in ingest if w[4] - w[1] >= p95]),
+                             ("over 20 ms", [w for w in ingest if w[4] - w[1] >= 0.020])):
+            if not chosen:
+                continue
+            parts: Counter[str] = Counter()
+            for _, submitted, start, end, answer, _g in chosen:
+                first = max(0, bisect.bisect_right(starts, submitted) - 1)
+                in_groups = overlap(submitted, start, spans, first)
+                in_restart = overlap(submitted, start, restarts, 0)
+                parts["wait: writer in earlier groups"] += in_groups
+                parts["wait: writer in a WAL restart"] += in_restart
+                rest = start - submitted - in_groups - in_restart
+                parts["wait: writer between groups (not running)"] += max(0.0, rest)
+                parts["own group"] += end - start
+                parts["hand-back to the loop"] += answer - end
+            n = len(chosen)
+            out[name] = {"n": n, "mean_ms": {k: round(v / n * 1000, 2) for k, v in parts.items()}}
+        slow = sorted(groups, key=lambda g: g[0] - g[1])[:8]
+        out["slowest_groups"] = [{"ms": round((e - s) * 1000, 1), "cpu_ms": round(c * 1000, 1), "size": size,
+                                  "kinds": kinds} for s, e, c, size, kinds in slow]
+        durations = sorted(e - s for s, e, *_ in groups)
+        out["group_ms"] = {f"p{q}": pct(durations, q) for q in (50, 95, 99)} | {"max": 1000 * max(durations, default=0)}
+        sizes = sorted(g[3] for g in groups) or [0]
+        out["group_size"] = {f"p{q}": sizes[min(len(sizes) - 1, int(q / 100 * len(sizes)))] for q in (50, 95, 99)}
+        return out
+
+
 def serve_child(argv: list[str]) -> int:
     """The service process: what `dockyard serve --config` does, plus (with --profile) the stage
     profiler. SIGUSR1 ends the measured interval: thread names and stage totals go to --report."""
@@ -496,6 +603,7 @@ def serve_child(argv: list[str]) -> int:
     setup_logging(ctx.secrets, level="info", fmt="json", stream=log_file)
     service = Service(ctx)
     install_uvloop()
+    probe = _WriterProbe(service.db) if os.environ.get("DOCKYARD_BENCH_WRITER_PROBE") else None
 
     if os.environ.get("DOCKYARD_BENCH_SWITCH_INTERVAL"):  # an experiment: the GIL's switch interval, s
         sys.setswitchinterval(float(os.environ["DOCKYARD_BENCH_SWITCH_INTERVAL"]))
@@ -508,6 +616,8 @@ def serve_child(argv: list[str]) -> int:
                   "loop_lag_ms": _lag_summary(lags), "loop_schedstat": _schedstat(threading.main_thread())}
         if stalls is not None:
             report["stalls"] = stalls.report()
+        if probe is not None:
+            report["writer_probe"] = probe.report()
         if statements is not None and statements_to:
             Path(statements_to).write_text(json.dumps(statements.table()), encoding="utf-8")
         Path(args.report).write_text(json.dumps(report), encoding="utf-8")
@@ -1038,6 +1148,7 @@ def one_run(args: argparse.Namespace, prep: Prepared, *, nodes: int, rate: float
         "node_cpu": args.node_cpu if nodes else None, "throttled_s": throttled,
         "commits": report.get("store"),  # group commits and the writes they held (single node)
         "loop_lag_ms": report.get("loop_lag_ms"),
+        "writer_probe": report.get("writer_probe"),
         "profile": {"on": args.profile and not nodes and args.workers == 1, "stages": report["stages"],
                     "threads_cpu": dict(per_thread)},
     })
@@ -1174,6 +1285,19 @@ def show(r: dict[str, Any]) -> None:
         groups, writes = st["groups"], st["writes"]
         print(f"store: {groups:,} group commits holding {writes:,} writes ({writes / groups:.1f} per commit, "
               f"{groups / n:.1f} commits and {writes / n:.1f} writes per order; whole process life)")
+    probe = r.get("writer_probe")
+    if probe:
+        ms, gms = probe["ingest_ms"], probe["group_ms"]
+        print(f"writer probe: {probe['ingest_writes']:,} ingest writes, submit → answer on the loop p50 "
+              f"{ms['p50']:.1f} ms p95 {ms['p95']:.1f} ms p99 {ms['p99']:.1f} ms; {probe['groups']:,} groups, "
+              f"duration p50 {gms['p50']:.1f} ms p95 {gms['p95']:.1f} ms p99 {gms['p99']:.1f} ms max "
+              f"{gms['max']:.1f} ms, size {probe['group_size']}; WAL restarts {probe['wal_restarts_ms']} ms")
+        for name in ("slowest 5%", "over 20 ms"):
+            if probe.get(name):
+                parts = "; ".join(f"{k} {v:.1f}" for k, v in probe[name]["mean_ms"].items())
+                print(f"  {name} ({probe[name]['n']} writes), mean ms: {parts}")
+        for g in probe["slowest_groups"]:
+            print(f"  slow group {g['ms']:.1f} ms (writer CPU {g['cpu_ms']:.1f} ms), {g['size']} writes: {g['kinds']}")
     prof = r["profile"]
     if prof["on"]:
         threads = {"MainThread": "main (event loop)", "dockyard-writer": "writer"}
