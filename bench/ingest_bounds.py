@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _best(candidates: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+def best_interleaved(candidates: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
     best = {name: float("inf") for name in candidates}
     for _ in range(rounds):
         for name, fn in candidates.items():  # interleaved: every round runs every candidate
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 checker.check(order, suspect=parsed.suspect)
 
     assert all(not p.suspect for p in new_parse()), "generated orders hold nothing to refuse"
-    times = _best({"parse (before)": old_parse, "parse (bounded)": new_parse,
+    times = best_interleaved({"parse (before)": old_parse, "parse (bounded)": new_parse,
                    "parse+check (before)": old_full, "parse+check (bounded)": new_full}, args.rounds)
     n = len(orders)
     print(f"{n} orders in batches of {args.batch}, best of {args.rounds} rounds, CPU time")
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             for cfg, m, q, body, event in cases:
                 dedupe_identity(cfg, m, q, {}, body, event)
 
-    ids = _best({"id (before)": old_id, "id (signed content)": new_id}, args.rounds)
+    ids = best_interleaved({"id (before)": old_id, "id (signed content)": new_id}, args.rounds)
     per = reps * len(cases)
     print(f"  callback id  before {ids['id (before)'] / per * 1e6:7.1f} µs/callback   signed content "
           f"{ids['id (signed content)'] / per * 1e6:7.1f} µs/callback")

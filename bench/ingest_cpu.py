@@ -24,28 +24,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import gc
 import hashlib
 import json
 import sys
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
-
-def _best(candidates: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    best = {name: float("inf") for name in candidates}
-    for _ in range(rounds):
-        for name, fn in candidates.items():  # interleaved: every round runs every candidate
-            gc.collect()
-            gc.disable()
-            started = time.process_time()
-            fn()
-            took = time.process_time() - started
-            gc.enable()
-            best[name] = min(best[name], took)
-    return best
+from ingest_bounds import best_interleaved  # the same timer (bench/ is the script's folder)
 
 
 def old_is_decimal(value: object) -> bool:
@@ -170,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (before, now) in pieces.items():
         candidates[f"{name} (before)"] = before
         candidates[f"{name} (now)"] = now
-    times = _best(candidates, args.rounds)
+    times = best_interleaved(candidates, args.rounds)
     n = len(read)
     print(f"{n} orders in batches of {args.batch} ({len(money) / n:.1f} money values per order), "
           f"best of {args.rounds} rounds, CPU µs per order")
