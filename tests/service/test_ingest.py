@@ -42,6 +42,21 @@ VALUES = st.sampled_from([None, "", "x", "12.5", "1e3", "12,5", 0, -1, 1.5, True
                           "2023-11-11 00:00:00", "yesterday", "TM", "sale", "SF", {"nick": "n"}, [{"sku": 1}]])
 
 
+def _mutated(which: int, data: st.DataObject, value: Any, delete: bool) -> dict[str, Any]:
+    """A copy of ORDERS[which] with `value` (a copy) put at a path drawn from it, or that path's
+    key deleted."""
+    order: dict[str, Any] = copy.deepcopy(ORDERS[which])
+    path = data.draw(st.sampled_from(_paths(order)))
+    parent: Any = order
+    for part in path[:-1]:
+        parent = parent[part]
+    if delete and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = copy.deepcopy(value)
+    return order
+
+
 def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     out = [prefix] if prefix else []
     if isinstance(doc, dict):
@@ -56,15 +71,7 @@ def _paths(doc: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 @settings(database=None, max_examples=400, deadline=None)
 @given(st.integers(0, len(ORDERS) - 1), st.data(), VALUES, st.booleans())
 def test_the_fast_verdict_agrees_with_jsonschema(which: int, data: st.DataObject, value: Any, delete: bool) -> None:
-    order = copy.deepcopy(ORDERS[which])
-    path = data.draw(st.sampled_from(_paths(order)))
-    parent = order
-    for part in path[:-1]:
-        parent = parent[part]
-    if delete and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = value
+    order = _mutated(which, data, value, delete)
     assert FAST.valid(order) == FULL.is_valid(order)
     assert (FAST.reasons(order) == []) == FULL.is_valid(order)
 
@@ -185,15 +192,7 @@ def test_the_fast_verdict_is_the_one_before_refs_were_inlined(which: int, data: 
                                                             delete: bool) -> None:
     """The validator compiled from the inlined schema, without details, says what the one
     compiled from the schema as written said, on any value in any place of an order."""
-    order = copy.deepcopy(ORDERS[which])
-    path = data.draw(st.sampled_from(_paths(order)))
-    parent = order
-    for part in path[:-1]:
-        parent = parent[part]
-    if delete and isinstance(parent, dict):
-        del parent[path[-1]]
-    else:
-        parent[path[-1]] = copy.deepcopy(value)
+    order = _mutated(which, data, value, delete)
     try:
         OLD_FAST(copy.deepcopy(order))
         old = True
