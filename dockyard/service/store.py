@@ -1074,11 +1074,15 @@ class RecordEventsOp(BatchOp):
                     outcomes.append(EventOutcome(outcome, None, reason))
                     continue
                 document = orjson.dumps(rec.event, default=str).decode("utf-8")
-                fresh_rows.append((op.warehouse, rec.event_id, order_no, rec.event.get("status"), document,
-                                   op.received_at, tx.now, op.flow, op.verified_with, slot(str(order_no))))
                 candidates.append((op, rec, document, known[1]))
                 outcomes.append(EventOutcome("pending", known[1]))
             out.append(outcomes)
+        # The candidates' slots come after every unknown or foreign row of the group: those rows are
+        # journaled in the loop above, before any applied or duplicate step, and so they stood.
+        for op, rec, document, _ in candidates:
+            order_no = rec.event["order_no"]
+            fresh_rows.append((op.warehouse, rec.event_id, order_no, rec.event.get("status"), document,
+                               op.received_at, tx.now, op.flow, op.verified_with, slot(str(order_no))))
         inserted = _insert_events(tx, fresh_rows)
         forwards: list[tuple[str, str]] = []
         results = iter(inserted)

@@ -161,3 +161,19 @@ def test_steps_of_one_commit_keep_their_order_among_the_other_ops_rows(db: Datab
         [("received", "ok", None), ("validated", "ok", None), ("routed", "ok", None), ("feedback", "ok", "a")],
         [("feedback", "ok", "b"), ("feedback", "duplicate", "a"), ("forwarded", "ok", None)],
     ]
+
+
+def test_a_foreign_event_in_the_same_commit_stands_where_its_journal_row_stood(db: Database) -> None:
+    """One commit holds an applied event for the order and another warehouse's event for it: the
+    other warehouse's row was journaled before any applied or duplicate step of that commit (it is
+    known before the events are inserted), and the timeline keeps that order. (This test, too,
+    passes unchanged on a tree before v9.)"""
+    _ingest(db, "T-1")
+    applied = RecordEventsOp("wh1", "confirm", [EventRecord({"order_no": "T-1", "status": "accepted"}, "a"),
+                                                EventRecord({"order_no": "T-1", "status": "picking"}, "b")],
+                             forward=False, received_at=1_000)
+    foreign = RecordEventsOp("wh2", "confirm", [EventRecord({"order_no": "T-1", "status": "signed"}, "e")],
+                             forward=False, received_at=1_000)
+    db.write_sync(lambda tx: RecordEventsOp.run(tx, [applied, foreign]))
+    assert [(s["outcome"], s["detail"]["event_id"]) for s in _timeline(db) if s["step"] == "feedback"] == [
+        ("foreign-order", "e"), ("ok", "a"), ("ok", "b")]
