@@ -114,6 +114,11 @@ def fingerprint(order: Mapping[str, Any]) -> str:
             pass
         else:
             return hashlib.sha256(data).hexdigest()
+    return _json_fingerprint(order)
+
+
+def _json_fingerprint(order: Any) -> str:
+    """The fingerprint by its definition (`json.dumps`): what the orjson path must give."""
     text = json.dumps(order, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -170,7 +175,14 @@ def _is_decimal(value: object) -> bool:
         if plain is not None:  # nine of these per order: the regex costs a sixth of to_decimal
             whole, fraction = plain.group(1, 2)
             return len((whole + (fraction or "")).lstrip("0")) <= safe_json.MAX_DIGITS
-        try:  # anything else as before: `+5`, ` 5 `, `x`
+    return _is_decimal_read(value)  # anything else as before: `+5`, ` 5 `, `x`, a Decimal
+
+
+def _is_decimal_read(value: object) -> bool:
+    """`_is_decimal` by reading the value (`to_decimal`): the general path, and what the plain-text
+    shortcut must agree with."""
+    if isinstance(value, str):
+        try:
             number = to_decimal(value)
         except (ValueError, ArithmeticError, DockyardError):
             return False
