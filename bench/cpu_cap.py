@@ -4,14 +4,13 @@ quota is a fraction of one core (cgroup v2's `cpu.max`, or v1's `cpu.cfs_quota_u
 Why: on a 2-core machine one service node already keeps both cores busy together with PostgreSQL
 and the simulated warehouses, so "do two nodes deliver more than one?" can only be answered there
 if each node is given what a host of its own would have, a fixed share of CPU, and the rest of the
-machine is left to the shared parts. Needs root and a mounted cpu controller; `CpuCaps.available()`
-says whether this machine has one.
+machine is left to the shared parts. Needs root and a mounted cpu controller (`CpuCaps` says so
+when there is none).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
@@ -42,10 +41,6 @@ class CpuCaps:
         if found is None:
             raise RuntimeError("no cgroup cpu controller is mounted here (or not writable): --node-cpu needs one")
         self.base, self.kind = found
-
-    @staticmethod
-    def available() -> bool:
-        return os.geteuid() == 0 and _hierarchy() is not None
 
     def cap(self, pid: int, cores: float, name: str) -> Path:
         """Put process `pid` (its threads, and the children it starts later) under a quota of

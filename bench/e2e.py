@@ -464,6 +464,11 @@ def _lag_summary(lags: list[float]) -> dict[str, float]:
         "max": busy[-1] * 1000}
 
 
+def _op_kind(op: Any) -> str:
+    """A write's kind as the probe names it: its BatchOp class, or "fn" for a plain function."""
+    return type(op).__name__ if hasattr(op, "run") else "fn"
+
+
 class _WriterProbe:
     """DOCKYARD_BENCH_WRITER_PROBE=1: where each `POST /orders` write's time in the store went.
     Wraps the writer of this process's Database (instance attributes, so the store's code is the
@@ -492,7 +497,7 @@ class _WriterProbe:
             start, cpu = clock(), time.thread_time()
             commit_group(batch, *args)
             end = clock()
-            kinds = Counter(type(op).__name__ if not callable(op) or hasattr(op, "run") else "fn" for op, _ in batch)
+            kinds = Counter(_op_kind(op) for op, _ in batch)
             self.groups.append((start, end, time.thread_time() - cpu, len(batch),
                                 ",".join(f"{k}:{v}" for k, v in sorted(kinds.items()))))
             for op, _ in batch:
@@ -512,8 +517,7 @@ class _WriterProbe:
                 answer = clock()
                 submitted = self._pending.pop(id(op), answer)
                 start, end, group = self._held.pop(id(op), (answer, answer, -1))
-                self.writes.append((type(op).__name__ if hasattr(op, "run") else "fn", submitted, start, end,
-                                    answer, group))
+                self.writes.append((_op_kind(op), submitted, start, end, answer, group))
 
         db._submit, db._commit_group, db._restart_wal_if_large, db.write = (
             probed_submit, probed_commit_group, probed_restart, probed_write)
