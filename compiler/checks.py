@@ -917,9 +917,10 @@ class _TargetSchemaCheck:
                           f"{got.name}", "target-schema")
             return
         if isinstance(node, OutValue) and isinstance(node.expr, ast.Literal):
-            import jsonschema  # only for a constant written into a field that has a target schema
+            # only for a constant written into a field that has a target schema
+            from dockyard.runtime.schema_patterns import validator_class
 
-            validator = jsonschema.Draft202012Validator({**schema, "$defs": self.root.get("$defs", {})})
+            validator = validator_class()({**schema, "$defs": self.root.get("$defs", {})})
             for err in validator.iter_errors(node.expr.value):
                 self.ch.error(node.expr.span, f"{path!r}: {node.expr.value!r} does not fit the target schema: "
                               f"{err.message}", "target-schema")

@@ -10,9 +10,10 @@ verdict against jsonschema on generated specs.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
+
+from dockyard.runtime.schema_patterns import search
 
 __all__ = ["conforms"]
 
@@ -70,9 +71,6 @@ def _equal(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-_PATTERNS: dict[str, re.Pattern[str]] = {}
-
-
 def _resolve(ref: str, root: Mapping[str, Any]) -> Mapping[str, Any]:
     if not ref.startswith("#/"):
         raise _Unknown(ref)
@@ -110,12 +108,8 @@ def _valid(schema: Any, value: Any, root: Mapping[str, Any]) -> bool:
         return False
     if isinstance(value, str):
         pattern = schema.get("pattern")
-        if pattern is not None:
-            compiled = _PATTERNS.get(pattern)
-            if compiled is None:
-                compiled = _PATTERNS[pattern] = re.compile(pattern)
-            if compiled.search(value) is None:
-                return False
+        if pattern is not None and not search(pattern, value):  # `$` as ECMA-262 reads it (schema_patterns)
+            return False
         if "minLength" in schema and len(value) < schema["minLength"]:
             return False
         if "maxLength" in schema and len(value) > schema["maxLength"]:

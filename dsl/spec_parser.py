@@ -195,9 +195,9 @@ class _SpecParser:
         schema = spec_schema()
         if conforms(schema, plain):
             return  # the usual case: no need to import jsonschema, which only explains problems
-        import jsonschema
+        from dockyard.runtime.schema_patterns import validator_class
 
-        validator = jsonschema.Draft202012Validator(schema)
+        validator = validator_class()(schema)
         for err in sorted(validator.iter_errors(plain), key=lambda e: list(map(str, e.absolute_path))):
             self.schema_error(root, err)
 
@@ -275,13 +275,6 @@ class _SpecParser:
             return None
         name = str(to_plain(root.get("name")))  # type: ignore[arg-type]
         version = str(to_plain(root.get("version")))  # type: ignore[arg-type]
-        spaced = [key for key, value in (("name", name), ("version", version)) if any(c.isspace() for c in value)]
-        for key in spaced:  # JSON Schema's `$` lets a final newline through
-            node = root.get(key)
-            assert node is not None
-            self.error(node.span, f"{key} may not contain spaces or line breaks", "spec-bad-value", fatal=True)
-        if spaced:
-            return None
         desc_node = root.get("description")
         description = str(to_plain(desc_node)) if desc_node is not None else ""
 

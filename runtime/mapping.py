@@ -88,9 +88,9 @@ def load_module(source: str | bytes, filename: str, module_name: str, code: type
 def schema_problems(schema: Mapping[str, Any], document: Any, limit: int = 20) -> tuple[tuple[str, str], ...]:
     """Every way `document` breaks `schema`, as (path, message), path written like items[2].qty.
     jsonschema is imported here, not with the module: loading and running mappings never needs it."""
-    import jsonschema
+    from dockyard.runtime.schema_patterns import validator_class
 
-    validator = jsonschema.Draft202012Validator(schema, format_checker=_format_checker())
+    validator = validator_class()(schema, format_checker=_format_checker())
     problems = []
     for err in sorted(validator.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path]):
         problems.append((_path_text(err.absolute_path), _message(err)))

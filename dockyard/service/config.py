@@ -33,6 +33,7 @@ from dockyard.dsl.yaml_nodes import YamlProblem, YMap, YNode, YScalar, YSeq, com
 from dockyard.dsl.yaml_nodes import _convert as _yaml_convert
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.fieldcrypto import get_cipher
+from dockyard.runtime.schema_patterns import validator_class
 from dockyard.runtime.signing import get_signer
 from dockyard.runtime.wire import WIRE_KEY, WireError, WireSettings, unused_encryption
 from dockyard.service.retention import RetentionConfig
@@ -253,7 +254,8 @@ def _schema() -> dict[str, Any]:
 
 @functools.cache
 def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(_schema())
+    validator: jsonschema.Draft202012Validator = validator_class()(_schema())  # `$` as ECMA-262 reads it
+    return validator
 
 
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ServiceConfig:

@@ -28,6 +28,7 @@ from dockyard.runtime.dates import parse_datetime
 from dockyard.runtime.errors import DockyardError
 from dockyard.runtime.functions import to_decimal
 from dockyard.runtime.mapping import _message, _path_text
+from dockyard.runtime.schema_patterns import validator_class
 from dockyard.service.config import LimitsConfig
 from dockyard.service.routing import Router
 
@@ -267,7 +268,9 @@ class OrderValidator:
         formats = jsonschema.FormatChecker(formats=())
         formats.checks("decimal")(_is_decimal)
         formats.checks("date-time")(_is_datetime)
-        self.full = jsonschema.Draft202012Validator(schema, format_checker=formats)
+        # `$` in a pattern as fastjsonschema (and ECMA-262) reads it, so that every order it refuses
+        # is refused here too, with the reason (runtime/schema_patterns.py)
+        self.full = validator_class()(schema, format_checker=formats)
         # Only the verdict is used (`valid`), so the exceptions carry no details, and `$defs` are
         # written in place: fastjsonschema calls a function per `$ref` and builds its path
         # argument with `.format(**locals())` in each line of `items`, even for a valid order

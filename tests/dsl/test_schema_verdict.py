@@ -6,17 +6,17 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dockyard.dsl.schema_verdict import conforms
 from dockyard.dsl.spec_parser import spec_schema
 from dockyard.dsl.yaml_nodes import safe_load
+from dockyard.runtime.schema_patterns import validator_class
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = spec_schema()
-VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+VALIDATOR = validator_class()(SCHEMA)  # jsonschema as the spec parser sets it up
 SPECS = [p for p in sorted((REPO / "mappings").rglob("*.yaml")) if not p.name.endswith(".test.yaml")
          and "schemas" not in p.parts and "testdata" not in p.parts and "accounts" not in p.parts
          and "warehouses" not in p.parts]
@@ -39,7 +39,8 @@ def test_every_library_spec_conforms() -> None:
 
 
 _VALUES: list[Any] = [None, True, False, 0, 1, -2, 1.5, 2.0, "", "x", "json", "xml", "form", "1.0.0", "Bad Name",
-                     "a.b", "HALF_UP", "GET", "POST", "ctx.x", "query.a", ["a", "b"], ["a", "a"], [1], {}, {"x": 1}]
+                     "a.b", "HALF_UP", "GET", "POST", "ctx.x", "query.a", ["a", "b"], ["a", "a"], [1], {}, {"x": 1},
+                     "1.0.0\n", "a.b\n", "query.a\n", "GET\n"]
 _KEYS = ["extra", "format", "name", "rows", "default", "sign", "schema", "root", "wrap"]
 
 
@@ -64,8 +65,10 @@ def test_mutated_specs_get_the_same_verdict(path: Path, rnd: Any, count: int) ->
         parent = doc
         for part in where[:-1]:
             parent = parent[part]
-        action = rnd.choice(["set", "delete", "add"])
-        if action == "delete":
+        action = rnd.choice(["set", "delete", "add", "newline"])
+        if action == "newline" and isinstance(parent[where[-1]], str):  # `$` before a final newline
+            parent[where[-1]] += "\n"
+        elif action == "delete":
             del parent[where[-1]]
         elif action == "add" and isinstance(parent, dict):
             parent[rnd.choice(_KEYS)] = copy.deepcopy(rnd.choice(_VALUES))

@@ -1,0 +1,116 @@
+"""JSON Schema patterns read as ECMA-262 reads `$`, alike in every validator of ours
+(runtime/schema_patterns.py): jsonschema as we set it up, fastjsonschema (ingest's verdict) and
+the spec parser's own verdict (dsl/schema_verdict.py), on every pattern of every schema we ship."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dockyard.dsl.schema_verdict import conforms
+from dockyard.runtime.schema_patterns import python_regex, search, validator_class
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_FILES = sorted([*ROOT.glob("dsl/schemas/*.json"), ROOT / "dockyard" / "service" / "config.schema.json",
+                       *ROOT.glob("mappings/*/schemas/*.json")])
+
+
+def _patterns(node: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                found.add(value)
+            found |= _patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            found |= _patterns(value)
+    return found
+
+
+SHIPPED = sorted(set().union(*(_patterns(json.loads(p.read_text(encoding="utf-8"))) for p in SCHEMA_FILES)))
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [
+    ("^a$", r"^a\Z"),
+    ("a$|b$", r"a\Z|b\Z"),
+    ("^(x|y)$", r"^(x|y)\Z"),
+    (r"^\$", r"^\$"),                 # an escaped dollar is a dollar
+    (r"^\\$", r"^\\\Z"),              # an escaped backslash, then the anchor
+    ("^[$]$", r"^[$]\Z"),             # a dollar in a class is a dollar
+    ("^[^$]+$", r"^[^$]+\Z"),
+    ("^[]$]$", r"^[]$]\Z"),           # Python reads `]` just after `[` as a literal
+    ("^[^]$]$", r"^[^]$]\Z"),
+    (r"^[\]$]$", r"^[\]$]\Z"),        # an escaped `]` does not close the class
+    ("no anchor", "no anchor"),
+])
+def test_only_an_end_anchor_becomes_the_end_of_the_text(pattern: str, expected: str) -> None:
+    assert python_regex(pattern) == expected
+    re.compile(python_regex(pattern))
+
+
+def test_the_shipped_schemas_have_patterns_to_check() -> None:
+    # the order schema's codes and money, the spec schema's names, the config's names and headers
+    assert len(SHIPPED) >= 10
+    assert "^-?[0-9]+(\\.[0-9]+)?$" in SHIPPED
+
+
+def _judges(pattern: str) -> tuple[Any, Any, dict[str, Any]]:
+    schema = {"type": "string", "pattern": pattern}
+    return validator_class()(schema), fastjsonschema.compile(schema), schema
+
+
+def _fast_valid(fast: Any, text: str) -> bool:
+    try:
+        fast(text)
+    except fastjsonschema.JsonSchemaException:
+        return False
+    return True
+
+
+# fastjsonschema writes every unescaped `$` as `\Z`, also inside a class: where a shipped pattern had
+# one there, it would not be an oracle for that pattern
+assert not any(re.search(r"\[[^\]]*\$", p) for p in SHIPPED), "a shipped pattern with `$` in a class"
+
+
+@settings(database=None, max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data(), st.sampled_from(["", "\n", "\n\n", "\r\n", "\r", " ", "\t", "\u2028", "x", "-"]))
+def test_every_validator_judges_a_shipped_pattern_alike(data: st.DataObject, suffix: str) -> None:
+    """A text that Python's `re` finds the pattern in (so near the edge: `$` before a final
+    newline is exactly such a find), with something appended, or any text at all."""
+    pattern = data.draw(st.sampled_from(SHIPPED))
+    text = data.draw(st.one_of(st.from_regex(pattern), st.text(max_size=30))) + suffix
+    full, fast, schema = _judges(pattern)
+    verdict = search(pattern, text)
+    assert full.is_valid(text) is verdict
+    assert _fast_valid(fast, text) is verdict
+    assert conforms(schema, text) is verdict
+
+
+@settings(database=None, max_examples=200, deadline=None)
+@given(st.from_regex(r"[a-z]{1,8}", fullmatch=True), st.sampled_from(["", "\n", "\n\n", " "]))
+def test_pattern_properties_and_the_properties_they_leave_out(key: str, suffix: str) -> None:
+    schema = {"type": "object", "patternProperties": {"^[a-z]+$": {"type": "integer"}},
+              "additionalProperties": False}
+    validator = validator_class()(schema)
+    name = key + suffix
+    ok = validator.is_valid({name: 1})
+    assert ok is (suffix == "")  # "abc\n" is not covered by the pattern, so it is an extra property
+    errors = list(validator.iter_errors({name: "x"}))
+    if suffix == "":
+        assert [(e.validator, list(e.absolute_path)) for e in errors] == [("type", [name])]
+    else:
+        assert [e.validator for e in errors] == ["additionalProperties"] and repr(name) in errors[0].message
+
+
+def test_messages_name_the_pattern_as_the_schema_wrote_it() -> None:
+    validator = validator_class()({"type": "string", "pattern": "^[0-9]+$"})
+    (error,) = validator.iter_errors("12\n")
+    assert error.message == "'12\\n' does not match '^[0-9]+$'"
