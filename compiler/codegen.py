@@ -1318,8 +1318,7 @@ def generate_module(spec: Spec, checked: CheckResult, coverage: bool = False, *,
     em.line()
     em.line()
     body: list[str] = []
-    _json_lines(spec.output, "_doc", body, [0], gen=gen)
-    looks = any("_wrongly(" in text for text in body)  # a value only the writer's own look can judge
+    looks = _json_lines(spec.output, "_doc", body, [0], gen=gen)  # a value only the writer's own look can judge
     # The helpers are bound as defaults: a local read, not a global one, per value.
     with em.block("def json_plain(_doc, _ok=JSON_SCALARS" + (", _wrongly=writes_wrongly):" if looks else "):")):
         em.line('"""True when the document holds no None and no float (else the writer checks it all)."""')
@@ -1516,13 +1515,15 @@ _EXPECTED_CLASS = {Kind.STRING: "str", Kind.INT: "int", Kind.BOOL: "bool"}
 
 
 def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], indent: str = "",
-                gen: _Gen | None = None) -> None:
+                gen: _Gen | None = None) -> bool:
     """Statements of `json_plain` for the value at `code`: `return False` at the first value read
     from the input that is not of the class its type gives (string, int, bool), or for other types
     not of a class the JSON writer takes as it is. Objects are bound to locals once; an optional
-    leaf is read with `.get(key, default)`, a default of that class (absent is fine)."""
+    leaf is read with `.get(key, default)`, a default of that class (absent is fine). Returns
+    whether a statement asks the writer's own look (`_wrongly`), which json_plain then binds."""
     if _json_check(node, code) is None:
-        return
+        return False
+    looks = False
     match node:
         case OutValue(expr=e):
             # A value whose type gives one class must have it: any other (an input that breaks its
@@ -1532,6 +1533,7 @@ def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], in
                 # Not a scalar of the writer's (a list or an object read or built from the input,
                 # None, a float): the writer's own look, at this value only.
                 out.append(f"{indent}if {code}.__class__ not in _ok and _wrongly({code}):")
+                looks = True
             else:
                 out.append(f"{indent}if {code}.__class__ is not {expected}:")
             out.append(f"{indent}    return False")
@@ -1546,27 +1548,29 @@ def _json_lines(node: OutNode, code: str, out: list[str], counter: list[int], in
                     kind = gen.type_of(f.value.expr).kind if gen is not None else None
                     default = {Kind.INT: "0", Kind.BOOL: "False"}.get(kind, "''") if kind is not None else "''"
                     leaf = f"{code}.get({key}, {default})" if may_be_absent else f"{code}[{key}]"
-                    _json_lines(f.value, leaf, out, counter, indent, gen)
+                    looks |= _json_lines(f.value, leaf, out, counter, indent, gen)
                     continue
                 counter[0] += 1
                 local = f"_j{counter[0]}"
                 if may_be_absent:
                     out.append(f"{indent}if {key} in {code}:")
                     out.append(f"{indent}    {local} = {code}[{key}]")
-                    _json_lines(f.value, local, out, counter, indent + "    ", gen)
+                    looks |= _json_lines(f.value, local, out, counter, indent + "    ", gen)
                 else:
                     out.append(f"{indent}{local} = {code}[{key}]")
-                    _json_lines(f.value, local, out, counter, indent, gen)
+                    looks |= _json_lines(f.value, local, out, counter, indent, gen)
         case OutEach(emit=emit):
             counter[0] += 1
             local = f"_j{counter[0]}"
             out.append(f"{indent}for {local} in {code}:")
-            _json_lines(emit, local, out, counter, indent + "    ", gen)
+            looks = _json_lines(emit, local, out, counter, indent + "    ", gen)
         case OutList() | OutJson():
             # Positions are not fixed (an element missing is dropped): the writer's own look, at
             # this list only.
             out.append(f"{indent}if _wrongly({code}):")
             out.append(f"{indent}    return False")
+            looks = True
+    return looks
 
 
 def _render(spec: Spec, gen: _Gen, em: Emitter) -> str:
