@@ -104,20 +104,30 @@ def validator_class(base: Any = None) -> Any:
                 if search(patrn, key):
                     yield from validator.descend(value, subschema, path=key, schema_path=patrn)
 
-    original_additional = base.VALIDATORS["additionalProperties"]
-
     def additional_properties(validator: Any, allowed: Any, instance: Any, schema: Any
                               ) -> Iterator[ValidationError]:
-        patterns = schema.get("patternProperties") if isinstance(schema, dict) else None
-        if not patterns or not validator.is_type(instance, "object"):
-            yield from original_additional(validator, allowed, instance, schema)
+        # jsonschema's keyword, with the properties no pattern covers found by `search`; its
+        # messages word for word
+        if not validator.is_type(instance, "object"):
             return
-        # jsonschema finds the properties no pattern covers with re.search: the same question,
-        # asked with `search`, and the rest (properties, the message) left to jsonschema
-        covered = {key for key in instance if any(search(p, key) for p in patterns)}
-        rest = {k: v for k, v in instance.items() if k not in covered}
-        without_patterns = {k: v for k, v in schema.items() if k != "patternProperties"}
-        yield from original_additional(validator, allowed, rest, without_patterns)
+        declared = schema.get("properties", {})
+        patterns = schema.get("patternProperties", {})
+        extras = {key for key in instance
+                  if key not in declared and not any(search(p, key) for p in patterns)}
+        if validator.is_type(allowed, "object"):
+            for extra in extras:
+                yield from validator.descend(instance[extra], allowed, path=extra)
+        elif not allowed and extras:
+            if "patternProperties" in schema:
+                verb = "does" if len(extras) == 1 else "do"
+                joined = ", ".join(repr(each) for each in sorted(extras))
+                listed = ", ".join(repr(each) for each in sorted(patterns))
+                yield ValidationError(f"{joined} {verb} not match any of the regexes: {listed}")
+            else:
+                ordered = sorted(extras, key=str)
+                verb = "was" if len(ordered) == 1 else "were"
+                yield ValidationError(f"Additional properties are not allowed "
+                                      f"({', '.join(repr(each) for each in ordered)} {verb} unexpected)")
 
     keywords = {"pattern": pattern, "patternProperties": pattern_properties,
                 "additionalProperties": additional_properties}

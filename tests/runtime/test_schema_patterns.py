@@ -114,3 +114,27 @@ def test_messages_name_the_pattern_as_the_schema_wrote_it() -> None:
     validator = validator_class()({"type": "string", "pattern": "^[0-9]+$"})
     (error,) = validator.iter_errors("12\n")
     assert error.message == "'12\\n' does not match '^[0-9]+$'"
+
+
+_KEY = st.text(alphabet="abcXYZ_1-", min_size=1, max_size=4)
+
+
+@settings(database=None, max_examples=300, deadline=None)
+@given(st.dictionaries(_KEY, st.one_of(st.integers(), st.text(max_size=3)), max_size=5),
+       st.lists(_KEY, max_size=3), st.lists(st.sampled_from(["^a", "b$", "^[XYZ]+$", "1", "^_?c"]), max_size=2),
+       st.sampled_from([False, True, {"type": "integer"}]))
+def test_where_no_line_break_is_involved_the_messages_are_jsonschemas_own(
+        instance: dict[str, Any], declared: list[str], patterns: list[str], additional: Any) -> None:
+    """Our `pattern`, `patternProperties` and `additionalProperties` report exactly what
+    jsonschema's own report, in the same order, for keys and texts without a line break."""
+    import jsonschema
+
+    schema: dict[str, Any] = {"type": "object", "properties": {k: {"type": "integer"} for k in declared},
+                              "additionalProperties": additional}
+    if patterns:
+        schema["patternProperties"] = {p: {"type": "string", "pattern": p} for p in patterns}
+
+    def report(validator: Any) -> list[tuple[str, list[Any], str]]:
+        return sorted((e.validator, list(e.absolute_path), e.message) for e in validator.iter_errors(instance))
+
+    assert report(validator_class()(schema)) == report(jsonschema.Draft202012Validator(schema))
