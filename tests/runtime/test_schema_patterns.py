@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,28 @@ def test_where_no_line_break_is_involved_the_messages_are_jsonschemas_own(
         return sorted((e.validator, list(e.absolute_path), e.message) for e in validator.iter_errors(instance))
 
     assert report(validator_class()(schema)) == report(jsonschema.Draft202012Validator(schema))
+
+
+def _compiles(pattern: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "possible nested set": Python's, not ours
+        try:
+            re.compile(pattern)
+        except (re.error, OverflowError, RecursionError):
+            return False
+    return True
+
+
+@settings(database=None, max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(st.text(alphabet="[]^$\\()|*+?.{}-ab$$", max_size=12).filter(_compiles),
+       st.text(alphabet="ab$^[]\\.-", max_size=8))
+def test_the_translation_changes_nothing_but_the_end_anchor(pattern: str, text: str) -> None:
+    """Any pattern Python compiles, made of regex punctuation: its translation compiles too, and on
+    a text without a line break (where `$` and `\\Z` cannot differ) it finds exactly what the
+    pattern finds. A `$` taken for an anchor inside a class, or a class boundary read wrongly,
+    would change what a `$`, `[` or `]` in the text matches."""
+    translated = python_regex(pattern)
+    assert _compiles(translated), translated
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert search(pattern, text) is (re.search(pattern, text) is not None)
