@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
 __all__ = ["python_regex", "search", "validator_class"]
@@ -77,20 +77,13 @@ def search(pattern: str, text: str) -> bool:
     return _compiled(pattern).search(text) is not None
 
 
-_CLASSES: dict[Any, Any] = {}
-
-
-def validator_class(base: Any = None) -> Any:
-    """A jsonschema validator class (Draft 2020-12 unless `base` is given) whose `pattern`,
-    `patternProperties` and `additionalProperties` match patterns with `search`. Its messages are
+@cache
+def validator_class() -> Any:
+    """jsonschema's Draft 2020-12 validator class with `pattern`, `patternProperties` and
+    `additionalProperties` matching patterns with `search` (made once). Its messages are
     jsonschema's own, with the pattern as the schema wrote it."""
     import jsonschema
     from jsonschema.exceptions import ValidationError
-
-    base = base or jsonschema.Draft202012Validator
-    made = _CLASSES.get(base)
-    if made is not None:
-        return made
 
     def pattern(validator: Any, patrn: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
         if validator.is_type(instance, "string") and not search(patrn, instance):
@@ -131,6 +124,4 @@ def validator_class(base: Any = None) -> Any:
 
     keywords = {"pattern": pattern, "patternProperties": pattern_properties,
                 "additionalProperties": additional_properties}
-    made = jsonschema.validators.extend(base, keywords)  # type: ignore[no-untyped-call]
-    _CLASSES[base] = made
-    return made
+    return jsonschema.validators.extend(jsonschema.Draft202012Validator, keywords)  # type: ignore[no-untyped-call]
