@@ -528,6 +528,8 @@ class _WriterProbe:
     def report(self) -> dict[str, Any]:
         import bisect
 
+        from dockyard.service.report import percentile  # the nearest rank, as every figure of this script
+
         groups = sorted(self.groups)
         starts = [g[0] for g in groups]
 
@@ -544,8 +546,8 @@ class _WriterProbe:
         ingest = [w for w in self.writes if w[0] == "IngestOp" and w[5] >= 0]
         totals = sorted(w[4] - w[1] for w in ingest)
 
-        def pct(xs: list[float], q: float) -> float:
-            return xs[min(len(xs) - 1, int(q / 100 * len(xs)))] * 1000 if xs else 0.0
+        def pct(seconds: list[float], q: float) -> float:  # in ms; 0 when there are none
+            return 1000 * (percentile(seconds, q) or 0.0)
 
         out: dict[str, Any] = {"ingest_writes": len(ingest), "groups": len(groups),
                                "ingest_ms": {f"p{q}": pct(totals, q) for q in (50, 95, 99)},
@@ -573,8 +575,8 @@ class _WriterProbe:
                                   "kinds": kinds} for s, e, c, size, kinds in slow]
         durations = sorted(e - s for s, e, *_ in groups)
         out["group_ms"] = {f"p{q}": pct(durations, q) for q in (50, 95, 99)} | {"max": 1000 * max(durations, default=0)}
-        sizes = sorted(g[3] for g in groups) or [0]
-        out["group_size"] = {f"p{q}": sizes[min(len(sizes) - 1, int(q / 100 * len(sizes)))] for q in (50, 95, 99)}
+        sizes = [g[3] for g in groups]
+        out["group_size"] = {f"p{q}": percentile(sizes, q) or 0 for q in (50, 95, 99)}
         return out
 
 
